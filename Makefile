@@ -1,0 +1,35 @@
+# The README's two commands are `make demo` and `make test`; the rest serve them.
+SHELL := /bin/bash
+MINT_CACHE ?= $(HOME)/.cache/mint
+VENV := $(MINT_CACHE)/venv
+PY := $(VENV)/bin/python
+export MINT_CACHE
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help venv demo test up down status proto lint
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+venv:  ## create the cached virtualenv and install what pyproject.toml lists
+	@python3 deploy/local/bootstrap.py --venv $(VENV)
+
+demo: venv  ## run the end-to-end demo (embedded back end, no servers needed)
+	$(PY) -m mint.demo
+
+test: venv  ## start Kafka and S3, run the whole test suite, stop them (pass or fail)
+	$(PY) -m deploy.local test -- $(PYTEST_ARGS)
+
+up: venv  ## start a local Kafka + S3 for development (state in .mint/stack)
+	$(PY) -m deploy.local up
+
+down:  ## stop what `make up` started
+	$(PY) -m deploy.local down
+
+status:  ## show the local servers and their endpoints
+	$(PY) -m deploy.local status
+
+proto: venv  ## regenerate mint/v1 from proto/ (never edit generated code by hand)
+	$(PY) proto/generate.py
+
+lint: venv  ## ruff and mypy
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy

@@ -1,0 +1,194 @@
+"""Apache Kafka 4.x in KRaft combined mode, from the Maven Central jars.
+
+The jars are resolved once with Maven (`kafka/pom.xml`) into the download cache and
+reused. Each node is a combined broker+controller; one node for tests, three (replication
+3, min.insync.replicas 2) for fault tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .procs import Managed
+
+HERE = Path(__file__).resolve().parent
+POM = HERE / "kafka" / "pom.xml"
+LOG4J = HERE / "kafka" / "log4j2.yaml"
+JVM_OPTS = ["-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+
+
+class StartError(RuntimeError):
+    """A server did not come up; the message names it and its log."""
+
+
+def fetch_jars(cache: Path) -> Path:
+    """Resolve the broker's jars into cache (once per pom version); return the libs folder."""
+    key = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    libs = cache / "kafka" / key / "libs"
+    done = libs.parent / ".complete"
+    if done.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise StartError("Kafka: Maven (`mvn`) is needed once to fetch the broker jars; install it")
+    if shutil.which("java") is None:
+        raise StartError("Kafka: Java 17+ (`java`) is needed to run the broker; install it")
+    shutil.rmtree(libs, ignore_errors=True)
+    print(f"fetching Kafka jars from Maven Central into {libs} (once) ...", flush=True)
+    cmd = [
+        "mvn",
+        "-B",
+        "-q",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StartError(f"Kafka: fetching jars failed:\n{result.stdout}\n{result.stderr}")
+    done.touch()
+    return libs
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    node_id: int
+    port: int
+    controller_port: int
+    state_dir: Path
+
+    @property
+    def process(self) -> Managed:
+        return Managed(f"kafka-{self.node_id}", self.state_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / f"kafka-{self.node_id}-data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / f"kafka-{self.node_id}.properties"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    nodes: tuple[KafkaNode, ...]
+    cluster_id: str
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.address for n in self.nodes)
+
+    def write_configs(self) -> None:
+        size = len(self.nodes)
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        min_isr = 2 if size >= 3 else 1
+        for node in self.nodes:
+            props = {
+                "process.roles": "broker,controller",
+                "node.id": node.node_id,
+                "controller.quorum.voters": voters,
+                "listeners": f"PLAINTEXT://{node.address},CONTROLLER://127.0.0.1:{node.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://{node.address}",
+                "controller.listener.names": "CONTROLLER",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "log.dirs": node.data_dir,
+                "num.partitions": 1,
+                "default.replication.factor": size,
+                "min.insync.replicas": min_isr,
+                "offsets.topic.replication.factor": size,
+                "transaction.state.log.replication.factor": size,
+                "transaction.state.log.min.isr": min_isr,
+                "share.coordinator.state.topic.replication.factor": size,
+                "share.coordinator.state.topic.min.isr": min_isr,
+                "group.initial.rebalance.delay.ms": 0,
+                "auto.create.topics.enable": "false",
+            }
+            node.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def format_storage(self, libs: Path) -> None:
+        for node in self.nodes:
+            if (node.data_dir / "meta.properties").exists():
+                continue
+            cmd = [
+                "java",
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self.cluster_id,
+                "-c",
+                str(node.config_file),
+            ]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise StartError(
+                    f"Kafka node {node.node_id}: formatting storage failed:\n{result.stdout}"
+                    f"{result.stderr}"
+                )
+
+    def start(self, libs: Path) -> None:
+        for node in self.nodes:
+            if node.process.running():
+                continue
+            node.process.start(
+                [
+                    "java",
+                    *JVM_OPTS,
+                    f"-Dlog4j2.configurationFile={LOG4J}",
+                    f"-Dkafka.logs.dir={self.nodes[0].state_dir}",
+                    "-cp",
+                    f"{libs}/*",
+                    "kafka.Kafka",
+                    str(node.config_file),
+                ]
+            )
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Wait until every broker is registered and a metadata round trip succeeds."""
+        from kafka.errors import KafkaError
+
+        from mint.backends.kafka import broker_ids
+
+        deadline = time.monotonic() + timeout_s
+        want = {n.node_id for n in self.nodes}
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if not node.process.running():
+                    raise StartError(
+                        f"Kafka node {node.node_id} exited during start-up; log: "
+                        f"{node.process.log_file}\n{node.process.log_tail()}"
+                    )
+            try:
+                if want <= broker_ids(self.bootstrap, timeout_s=5):
+                    return
+            except (KafkaError, OSError) as exc:  # not up yet: poll until the deadline
+                last_error = exc
+            time.sleep(0.5)
+        logs = ", ".join(str(n.process.log_file) for n in self.nodes)
+        raise StartError(
+            f"Kafka did not become ready within {timeout_s:.0f} s ({last_error}); logs: {logs}\n"
+            f"{self.nodes[0].process.log_tail()}"
+        )
+
+    def stop(self) -> list[str]:
+        return [n.process.name for n in self.nodes if n.process.stop()]
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

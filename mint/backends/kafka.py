@@ -1,0 +1,62 @@
+"""Kafka client settings and checks shared by every MinT component that talks to Kafka."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+# Every event is durable before it is acknowledged: all in-sync replicas, idempotent
+# producer (no duplicates from the producer's own retries).
+DURABLE_PRODUCER: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "retries": 5,
+    "linger_ms": 0,
+}
+
+# Topics of the event log are never deleted by time or size.
+LOG_TOPIC_CONFIGS: dict[str, str] = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def admin(bootstrap: str, timeout_s: float = 10.0) -> KafkaAdminClient:
+    return KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+        client_id="mint-admin",
+    )
+
+
+def broker_ids(bootstrap: str, timeout_s: float = 10.0) -> set[int]:
+    """Node ids of the brokers in the cluster: a metadata round trip. Raises if unreachable."""
+    client = admin(bootstrap, timeout_s)
+    try:
+        cluster = client.describe_cluster()
+        return {int(b["broker_id"]) for b in cluster["brokers"] if not b.get("is_fenced")}
+    finally:
+        client.close()
+
+
+def durable_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=bootstrap, **{**DURABLE_PRODUCER, **overrides})
+
+
+def create_log_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    replication: int,
+    timeout_s: float = 10.0,
+    **configs: str,
+) -> None:
+    """Create a topic with the event-log configs (infinite retention) plus `configs`."""
+    client = admin(bootstrap, timeout_s)
+    try:
+        topic = NewTopic(
+            name, partitions, replication, topic_configs={**LOG_TOPIC_CONFIGS, **configs}
+        )
+        client.create_topics([topic])
+    finally:
+        client.close()

@@ -1,0 +1,54 @@
+"""Base models built in code (no hub) and their fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+# Config keys that describe the library that wrote a config, not the model.
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash"}
+
+
+def tiny_llama_config(
+    hidden: int = 64, layers: int = 2, heads: int = 4, vocab: int = 256
+) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
+
+
+def build_base(config: LlamaConfig, seed: int = 0) -> LlamaForCausalLM:
+    """A causal LM from `config` with weights drawn from `seed`: same seed, same bytes."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.train(False)  # inference mode: no dropout
+    return model
+
+
+def fingerprint(model: PreTrainedModel) -> str:
+    """sha256 over the architecture config and every parameter's name, dtype, shape, bytes.
+
+    Two bases with the same shapes but different weights get different fingerprints.
+    """
+    digest = hashlib.sha256()
+    config: dict[str, Any] = {
+        k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS
+    }
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        header = f"\n{name}|{tensor.dtype}|{tuple(tensor.shape)}\n"
+        digest.update(header.encode())
+        flat = tensor.detach().contiguous().reshape(-1).cpu()
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,114 @@
+"""The real Kafka broker behaves as MinT's event log relies on."""
+
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError
+
+from mint.backends.kafka import admin, broker_ids, create_log_topic, durable_producer
+from tests.infra.smoke import kafka_round_trip
+
+
+def test_round_trip_in_order(kafka_bootstrap: str) -> None:
+    assert kafka_round_trip(kafka_bootstrap, records=20) == [f"v{i}".encode() for i in range(20)]
+
+
+def test_log_topic_keeps_records_forever(kafka_bootstrap: str, unique: str) -> None:
+    create_log_topic(kafka_bootstrap, unique, partitions=3, replication=1)
+    client = admin(kafka_bootstrap)
+    try:
+        result = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, unique)])
+    finally:
+        client.close()
+    configs = result["topic"][unique]
+    assert configs["retention.ms"]["value"] == "-1"
+    assert configs["retention.bytes"]["value"] == "-1"
+
+
+def test_durable_producer_acks_all_idempotent_with_headers(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    create_log_topic(kafka_bootstrap, unique, partitions=1, replication=1)
+    producer = durable_producer(kafka_bootstrap)
+    assert producer.config["acks"] == -1  # "all"
+    assert producer.config["enable_idempotence"] is True
+    offsets = [
+        producer.send(unique, key=b"a", value=bytes([i]), headers=[("event-id", b"e%d" % i)])
+        .get(timeout=10)
+        .offset
+        for i in range(10)
+    ]
+    producer.close()
+    assert offsets == list(range(10))
+    consumer = KafkaConsumer(
+        unique,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    got = [(m.offset, m.value, dict(m.headers)) for _, m in zip(range(10), consumer, strict=False)]
+    consumer.close()
+    assert got == [(i, bytes([i]), {"event-id": b"e%d" % i}) for i in range(10)]
+
+
+def _transactional(bootstrap: str, txn_id: str) -> KafkaProducer:
+    producer = durable_producer(bootstrap, transactional_id=txn_id)
+    producer.init_transactions()
+    return producer
+
+
+def _committed_values(bootstrap: str, topic: str, expect: int) -> list[bytes]:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        consumer_timeout_ms=5_000,
+    )
+    values = [m.value for _, m in zip(range(expect + 1), consumer, strict=False)]
+    consumer.close()
+    return values
+
+
+def test_aborted_transaction_is_invisible_to_read_committed(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    create_log_topic(kafka_bootstrap, unique, partitions=1, replication=1)
+    producer = _transactional(kafka_bootstrap, f"{unique}-writer")
+    producer.begin_transaction()
+    producer.send(unique, value=b"kept")
+    producer.commit_transaction()
+    producer.begin_transaction()
+    producer.send(unique, value=b"dropped")
+    producer.flush()
+    producer.abort_transaction()
+    producer.begin_transaction()
+    producer.send(unique, value=b"kept too")
+    producer.commit_transaction()
+    producer.close()
+    assert _committed_values(kafka_bootstrap, unique, expect=2) == [b"kept", b"kept too"]
+
+
+def test_new_owner_of_transactional_id_fences_the_old_one(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    """KIP-98 zombie fencing: the basis of MinT's single writer per partition."""
+    create_log_topic(kafka_bootstrap, unique, partitions=1, replication=1)
+    old = _transactional(kafka_bootstrap, f"{unique}-p0")
+    old.begin_transaction()
+    old.send(unique, value=b"from the zombie").get(timeout=10)
+    new = _transactional(kafka_bootstrap, f"{unique}-p0")  # aborts old's open transaction
+    with pytest.raises(KafkaError):
+        old.commit_transaction()
+    new.begin_transaction()
+    new.send(unique, value=b"from the owner")
+    new.commit_transaction()
+    new.close()
+    old.close(timeout=1)
+    assert _committed_values(kafka_bootstrap, unique, expect=1) == [b"from the owner"]
+
+
+def test_metadata_round_trip_lists_the_broker(kafka_bootstrap: str) -> None:
+    assert broker_ids(kafka_bootstrap) == {1}

@@ -1,0 +1,119 @@
+"""The local stack scripts themselves: start, fail loudly, stop cleanly, 3-broker mode.
+
+These start servers of their own in a temporary state directory, beside the shared ones.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
+from urllib3.exceptions import HTTPError
+
+from deploy.local.stack import Stack
+from mint.backends.kafka import admin, broker_ids, create_log_topic, durable_producer
+from mint.backends.s3 import S3Settings
+from tests.infra.smoke import kafka_round_trip, s3_round_trip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path / "stack")
+    yield stack
+    stack.down()
+
+
+def _settings(stack: Stack) -> S3Settings:
+    e = stack.endpoints
+    return S3Settings(e.s3_endpoint, e.s3_access_key, e.s3_secret_key)
+
+
+def _pids(stack: Stack) -> list[int]:
+    procs = [n.process for n in stack.kafka.nodes] + [stack.s3.process]
+    return [pid for p in procs if (pid := p.pid()) is not None]
+
+
+def test_up_is_idempotent_and_down_leaves_nothing_running(own_stack: Stack) -> None:
+    own_stack.up()
+    pids = _pids(own_stack)
+    assert len(pids) == 2
+    own_stack.up()  # a second up changes nothing
+    assert _pids(own_stack) == pids
+    assert kafka_round_trip(own_stack.endpoints.kafka_bootstrap, records=3) == [b"v0", b"v1", b"v2"]
+    assert s3_round_trip(_settings(own_stack)) == b"hello"
+
+    assert sorted(own_stack.down()) == ["kafka-1", "s3"]
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert not any(own_stack.running().values())
+
+    # The smoke checks fail against the stopped servers rather than passing vacuously.
+    with pytest.raises((KafkaError, OSError)):
+        kafka_round_trip(own_stack.endpoints.kafka_bootstrap, timeout_s=3)
+    with pytest.raises((HTTPError, OSError)):
+        s3_round_trip(_settings(own_stack))
+
+
+def test_failed_start_names_the_server_and_its_log(tmp_path: Path) -> None:
+    state = tmp_path / "stack"
+    stack = Stack(state)
+    with socket.socket() as squatter:  # take Kafka's port before the broker can
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", stack.kafka.nodes[0].port))
+        squatter.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "deploy.local", "up", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=os.environ,
+        )
+    assert result.returncode == 1
+    assert "Kafka" in result.stderr
+    assert str(stack.kafka.nodes[0].process.log_file) in result.stderr
+    assert not any(stack.running().values()), "a failed up must stop what it started"
+
+
+def test_three_broker_mode_replicates_and_survives_one_loss(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack3", brokers=3)
+    try:
+        stack.up()
+        bootstrap = stack.endpoints.kafka_bootstrap
+        assert broker_ids(bootstrap) == {1, 2, 3}
+        create_log_topic(bootstrap, "events", partitions=1, replication=3)
+        client = admin(bootstrap)
+        described = client.describe_topics(["events"])[0]["partitions"][0]
+        client.close()
+        assert sorted(described["replica_nodes"]) == [1, 2, 3]
+
+        producer = durable_producer(bootstrap, request_timeout_ms=10_000)
+        for i in range(5):
+            producer.send("events", value=b"%d" % i).get(timeout=30)
+        stack.kafka.nodes[2].process.kill()  # SIGKILL one broker; 2 in-sync replicas remain
+        for i in range(5, 10):
+            producer.send("events", value=b"%d" % i).get(timeout=60)
+        producer.close()
+        assert _end_offset(bootstrap) == 10
+    finally:
+        stack.down()
+    assert not any(stack.running().values())
+
+
+def _end_offset(bootstrap: str) -> int:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    tp = TopicPartition("events", 0)
+    try:
+        return int(consumer.end_offsets([tp])[tp])
+    finally:
+        consumer.close()

@@ -1,0 +1,64 @@
+"""Base models from a config and seed; LoRA adapters in the PEFT layout, read as bytes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from peft import PeftModel, get_peft_model_state_dict
+
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mint.models.base import build_base, fingerprint, tiny_llama_config
+from mint.models.lora import attach_lora, load_adapter_weights
+
+FINGERPRINT_SNIPPET = (
+    "from mint.models.base import build_base, fingerprint, tiny_llama_config;"
+    "print(fingerprint(build_base(tiny_llama_config(), seed=7)))"
+)
+
+
+def _tokens() -> torch.Tensor:
+    return torch.arange(12).reshape(2, 6) % 256
+
+
+def test_fingerprint_is_stable_across_processes() -> None:
+    here = fingerprint(build_base(tiny_llama_config(), seed=7))
+    there = subprocess.run(
+        [sys.executable, "-c", FINGERPRINT_SNIPPET], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert here == there
+    assert len(here) == 64
+
+
+def test_same_shapes_different_weights_differ() -> None:
+    a = build_base(tiny_llama_config(), seed=1)
+    b = build_base(tiny_llama_config(), seed=2)
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert fingerprint(a) != fingerprint(b)
+    assert fingerprint(build_base(tiny_llama_config(layers=3), seed=1)) != fingerprint(a)
+
+
+def test_lora_saved_in_peft_layout_loads_back_from_bytes(tmp_path: Path) -> None:
+    config = tiny_llama_config()
+    base_out = build_base(config, seed=3)(_tokens()).logits
+    model = attach_lora(build_base(config, seed=3), rank=4, seed=11)
+    with torch.no_grad():
+        adapted_out = model(_tokens()).logits
+    assert not torch.allclose(adapted_out, base_out), "the adapter must change the outputs"
+
+    model.save_pretrained(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md"]
+    )
+    weights = load_adapter_weights((tmp_path / ADAPTER_WEIGHTS).read_bytes())
+    expected = get_peft_model_state_dict(model)
+    assert weights.keys() == expected.keys()
+    assert any(".lora_A." in k for k in weights) and any(".lora_B." in k for k in weights)
+    for key, tensor in expected.items():
+        assert torch.equal(weights[key], tensor)
+
+    reloaded = PeftModel.from_pretrained(build_base(config, seed=3), tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(_tokens()).logits, adapted_out, atol=1e-6)
