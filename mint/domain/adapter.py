@@ -1,0 +1,208 @@
+"""The adapter aggregate: state folded from its events, and the commands that extend it.
+
+Commands never mutate: each checks the current state and returns the events to append.
+The stream version is the number of events applied so far (contiguous from 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from . import names
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .events import (
+    AdapterArchived,
+    AdapterCreated,
+    AdapterEvent,
+    ChannelGateSet,
+    ChannelMoved,
+    EvaluationRecorded,
+    Provenance,
+    RevisionPublished,
+)
+
+LATEST = "latest"
+METHODS = frozenset({"lora"})
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    weights_sha256: str
+    weights_size: int
+    config_json: str
+    parents: tuple[int, ...]
+    provenance: Provenance
+    evaluations: tuple[EvaluationRecorded, ...] = ()
+
+    def passed(self, suite: str) -> bool:
+        """True if the latest evaluation of `suite` on this revision passed."""
+        verdicts = [e.passed for e in self.evaluations if e.suite == suite]
+        return bool(verdicts) and verdicts[-1]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    created: AdapterCreated
+    version: int = 1
+    revisions: tuple[Revision, ...] = ()
+    channels: Mapping[str, int] = field(default_factory=dict)
+    gates: Mapping[str, str] = field(default_factory=dict)
+    archived: bool = False
+
+    @property
+    def adapter_id(self) -> str:
+        return self.created.adapter_id
+
+    @property
+    def ref(self) -> names.AdapterRef:
+        return names.AdapterRef(self.created.tenant, self.created.name)
+
+    def revision(self, number: int) -> Revision:
+        if not 1 <= number <= len(self.revisions):
+            raise NotFound(f"{self.ref} has no revision {number} (it has {len(self.revisions)})")
+        return self.revisions[number - 1]
+
+    def resolve(self, channel: str) -> Revision:
+        if channel not in self.channels:
+            raise NotFound(f"{self.ref} has no channel {channel!r}")
+        return self.revision(self.channels[channel])
+
+
+def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
+    """Fold one event into the state. Pure; events are facts, so nothing is re-checked."""
+    if isinstance(event, AdapterCreated):
+        return Adapter(created=event)
+    if state is None:
+        raise ValueError(f"{type(event).__name__} before AdapterCreated")
+    state = replace(state, version=state.version + 1)
+    match event:
+        case RevisionPublished():
+            rev = Revision(
+                event.revision,
+                event.weights_sha256,
+                event.weights_size,
+                event.config_json,
+                event.parents,
+                event.provenance,
+            )
+            return replace(state, revisions=(*state.revisions, rev))
+        case EvaluationRecorded():
+            revs = list(state.revisions)
+            old = revs[event.revision - 1]
+            revs[event.revision - 1] = replace(old, evaluations=(*old.evaluations, event))
+            return replace(state, revisions=tuple(revs))
+        case ChannelGateSet():
+            gates = {k: v for k, v in state.gates.items() if k != event.channel}
+            if event.required_suite:
+                gates[event.channel] = event.required_suite
+            return replace(state, gates=gates)
+        case ChannelMoved():
+            return replace(state, channels={**state.channels, event.channel: event.revision})
+        case AdapterArchived():
+            return replace(state, archived=True)
+    raise TypeError(f"not an adapter event: {event!r}")
+
+
+def fold(events: Iterable[AdapterEvent]) -> Adapter | None:
+    state: Adapter | None = None
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+# ---- commands ------------------------------------------------------------------------
+
+
+def create(
+    existing: Adapter | None,
+    adapter_id: str,
+    ref: names.AdapterRef,
+    owner: str,
+    base_fingerprint: str,
+    method: str = "lora",
+    labels: Mapping[str, str] | None = None,
+) -> list[AdapterEvent]:
+    if existing is not None:
+        raise AlreadyExists(f"adapter {ref} already exists (id {existing.adapter_id})")
+    if method not in METHODS:
+        raise InvalidArgument(f"unknown adapter method {method!r}; supported: {sorted(METHODS)}")
+    for key in labels or {}:
+        names.suite(key)  # label keys share the suite alphabet
+    return [
+        AdapterCreated(
+            adapter_id, ref.tenant, ref.name, owner, base_fingerprint, method, dict(labels or {})
+        )
+    ]
+
+
+def publish(
+    state: Adapter,
+    weights_sha256: str,
+    weights_size: int,
+    config_json: str,
+    provenance: Provenance,
+    parents: tuple[int, ...] = (),
+) -> list[AdapterEvent]:
+    """A new revision, numbered next, and `latest` moved to it in the same append."""
+    _writable(state)
+    for parent in parents:
+        state.revision(parent)  # NotFound for a parent that does not exist
+    number = len(state.revisions) + 1
+    return [
+        RevisionPublished(
+            number, weights_sha256, weights_size, config_json, provenance, tuple(parents)
+        ),
+        ChannelMoved(LATEST, number, state.channels.get(LATEST, 0), "published"),
+    ]
+
+
+def record_evaluation(
+    state: Adapter,
+    revision: int,
+    suite: str,
+    metrics: Mapping[str, float],
+    dataset_fingerprint: str,
+    evaluator: str,
+    passed: bool,
+) -> list[AdapterEvent]:
+    state.revision(revision)
+    names.suite(suite)
+    return [
+        EvaluationRecorded(revision, suite, dict(metrics), dataset_fingerprint, evaluator, passed)
+    ]
+
+
+def set_gate(state: Adapter, channel: str, required_suite: str) -> list[AdapterEvent]:
+    _writable(state)
+    names.channel(channel)
+    if required_suite:
+        names.suite(required_suite)
+    return [ChannelGateSet(channel, required_suite)]
+
+
+def move_channel(
+    state: Adapter, channel: str, revision: int, reason: str = ""
+) -> list[AdapterEvent]:
+    """Promote or roll back: point `channel` at `revision`, if its gate (if any) passed."""
+    _writable(state)
+    names.channel(channel)
+    target = state.revision(revision)
+    suite = state.gates.get(channel)
+    if suite and not target.passed(suite):
+        raise FailedPrecondition(
+            f"channel {channel!r} of {state.ref} requires a passing {suite!r} evaluation; "
+            f"revision {revision} has none: record one first"
+        )
+    return [ChannelMoved(channel, revision, state.channels.get(channel, 0), reason)]
+
+
+def archive(state: Adapter, reason: str) -> list[AdapterEvent]:
+    _writable(state)
+    return [AdapterArchived(reason)]
+
+
+def _writable(state: Adapter) -> None:
+    if state.archived:
+        raise FailedPrecondition(f"{state.ref} is archived; it accepts no further changes")

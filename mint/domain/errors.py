@@ -1,0 +1,37 @@
+"""Domain errors. The gRPC layer maps each class to one status code, in one place."""
+
+
+class DomainError(Exception):
+    """Base class; the message says what is wrong and, where useful, what to do."""
+
+
+class InvalidArgument(DomainError):
+    """The request itself is malformed (names, shapes, dtypes, sizes, ...)."""
+
+
+class NotFound(DomainError):
+    pass
+
+
+class AlreadyExists(DomainError):
+    pass
+
+
+class Unauthenticated(DomainError):
+    pass
+
+
+class PermissionDenied(DomainError):
+    pass
+
+
+class FailedPrecondition(DomainError):
+    """The state does not allow it (an archived adapter, an evaluation gate not passed)."""
+
+
+class VersionConflict(DomainError):
+    """`expected_version` is stale: re-read the adapter and retry the command."""
+
+
+class Unavailable(DomainError):
+    """Retryable: this replica does not own the adapter's partition right now."""

@@ -1,0 +1,82 @@
+"""Domain events: frozen facts. Their wire form is protobuf (proto/mint/v1/events.proto)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AdapterCreated:
+    adapter_id: str
+    tenant: str
+    name: str
+    owner: str
+    base_fingerprint: str
+    method: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    principal: str
+    training_run_id: str = ""
+    dataset_fingerprints: tuple[str, ...] = ()
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RevisionPublished:
+    revision: int
+    weights_sha256: str
+    weights_size: int
+    config_json: str
+    provenance: Provenance
+    parents: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationRecorded:
+    revision: int
+    suite: str
+    metrics: dict[str, float]
+    dataset_fingerprint: str
+    evaluator: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ChannelGateSet:
+    channel: str
+    required_suite: str  # "" removes the gate
+
+
+@dataclass(frozen=True)
+class ChannelMoved:
+    channel: str
+    revision: int
+    previous_revision: int  # 0: the channel was unset
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AdapterArchived:
+    reason: str
+
+
+@dataclass(frozen=True)
+class BaseModelRegistered:
+    name: str
+    fingerprint: str
+    parameters: dict[str, tuple[int, ...]]  # name -> shape
+
+
+AdapterEvent = (
+    AdapterCreated
+    | RevisionPublished
+    | EvaluationRecorded
+    | ChannelGateSet
+    | ChannelMoved
+    | AdapterArchived
+)
+Event = AdapterEvent | BaseModelRegistered

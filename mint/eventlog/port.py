@@ -1,0 +1,135 @@
+"""The `EventLog` port: what every back end (Kafka, embedded SQLite) guarantees.
+
+Contract (tests/contract/test_event_log.py runs it against each back end):
+1. per-stream total order, versions contiguous from 1;
+2. optimistic concurrency: a stale `expected_version` raises VersionConflict, appends nothing;
+3. idempotency: a retry with the same request id appends nothing, returns the first result;
+4. every event sealed into its stream's hash chain;
+5. `read_all` / `subscribe` deliver events from a checkpoint in log order per partition.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mint.domain.events import Event
+from mint.v1.events_pb2 import EventEnvelope
+
+from . import codec
+from .chain import seal
+
+# partition -> next offset to read; the embedded back end has one partition, 0.
+Checkpoint = Mapping[int, int]
+
+
+@dataclass(frozen=True)
+class Position:
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"partition {self.partition} offset {self.offset}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event as stored: its envelope and where it sits in the log."""
+
+    envelope: EventEnvelope
+    position: Position
+
+    @cached_property
+    def event(self) -> Event:
+        e = self.envelope
+        return codec.decode(e.event_type, e.schema_version, e.payload)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    actor: str  # the authenticated principal
+    request_id: str  # client-chosen; retries reuse it
+    correlation_id: str = ""
+    causation_id: str = ""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stream_id: str
+    first_version: int
+    last_version: int
+    duplicate: bool = False  # True: a retry of an earlier request; nothing was appended
+
+
+class EventLog(ABC):
+    @abstractmethod
+    def append(
+        self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
+    ) -> AppendResult:
+        """Append `events` as versions expected_version+1..; all or nothing.
+
+        Raises VersionConflict if the stream is not at `expected_version` (0: new stream),
+        unless `meta.request_id` was already appended to this stream, in which case the
+        first result comes back with duplicate=True and nothing is appended.
+        """
+
+    @abstractmethod
+    def read_stream(self, stream_id: str) -> list[Recorded]:
+        """Every event of one stream, in version order (empty if it does not exist)."""
+
+    @abstractmethod
+    def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
+        """Events from `after` (default: the beginning) up to the end as of this call."""
+
+    @abstractmethod
+    def subscribe(self, after: Checkpoint | None, idle_timeout_s: float) -> Iterator[Recorded]:
+        """Like read_all, then keeps waiting for new events; stops after `idle_timeout_s`
+        with nothing new."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+def build_envelopes(
+    stream_id: str,
+    expected_version: int,
+    prev_hash: bytes,
+    events: Sequence[Event],
+    meta: Metadata,
+) -> list[EventEnvelope]:
+    """Envelopes for `events`, numbered after `expected_version` and sealed into the chain."""
+    now = Timestamp()
+    now.FromNanoseconds(time.time_ns())
+    envelopes = []
+    for i, event in enumerate(events, start=1):
+        event_type, schema_version, payload = codec.encode(event)
+        envelope = EventEnvelope(
+            event_id=str(uuid.uuid4()),
+            event_type=event_type,
+            schema_version=schema_version,
+            stream_id=stream_id,
+            stream_version=expected_version + i,
+            occurred_at=now,
+            actor=meta.actor,
+            correlation_id=meta.correlation_id,
+            causation_id=meta.causation_id,
+            request_id=meta.request_id,
+            payload=payload,
+        )
+        prev_hash = seal(envelope, prev_hash).hash
+        envelopes.append(envelope)
+    return envelopes
+
+
+def next_checkpoint(checkpoint: Checkpoint | None, recorded: Recorded) -> dict[int, int]:
+    """The checkpoint just after `recorded`."""
+    updated = dict(checkpoint or {})
+    updated[recorded.position.partition] = recorded.position.offset + 1
+    return updated

@@ -1,0 +1,53 @@
+"""The EventLog contract against the real Kafka broker, plus Kafka-only guarantees."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from mint.backends.kafka_log import KafkaEventLog, partition_for
+from mint.domain.errors import Unavailable
+from mint.eventlog.port import EventLog
+from tests.contract.event_log_contract import EventLogContract, meta, moves
+
+
+class TestKafkaEventLog(EventLogContract):
+    @pytest.fixture(autouse=True)
+    def _topic(self, kafka_bootstrap: str) -> None:
+        self.bootstrap = kafka_bootstrap
+        self.topic = f"events-{uuid.uuid4().hex[:10]}"
+        self.prefix = f"txn-{uuid.uuid4().hex[:8]}"
+
+    def make_log(self) -> EventLog:
+        return KafkaEventLog(self.bootstrap, self.topic, partitions=3, txn_prefix=self.prefix)
+
+    def reopen(self, log: EventLog) -> EventLog:
+        # A restarted owner: same transactional ids, so it fences the old instance.
+        return KafkaEventLog(self.bootstrap, self.topic, partitions=3, txn_prefix=self.prefix)
+
+
+def test_a_new_owner_fences_the_old_one(kafka_bootstrap: str) -> None:
+    topic, prefix = f"events-{uuid.uuid4().hex[:10]}", f"txn-{uuid.uuid4().hex[:8]}"
+    old = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=prefix)
+    old.append("acme/x", 0, moves(1), meta())
+    new = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=prefix)
+    with pytest.raises(Unavailable, match="another writer"):
+        old.append("acme/x", 1, moves(2), meta())  # the zombie cannot write any more
+    new.append("acme/x", 1, moves(2), meta())
+    assert [r.envelope.stream_version for r in new.read_stream("acme/x")] == [1, 2]
+    old.close()
+    new.close()
+
+
+def test_non_owner_refuses_with_a_retryable_error(kafka_bootstrap: str) -> None:
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    reader = KafkaEventLog(kafka_bootstrap, topic, partitions=2, owned=())
+    with pytest.raises(Unavailable, match="does not own partition"):
+        reader.append("acme/x", 0, moves(1), meta())
+    reader.close()
+
+
+def test_partitioning_is_stable() -> None:
+    assert partition_for("acme/tone", 6) == partition_for("acme/tone", 6)
+    assert len({partition_for(f"t/n{i}", 6) for i in range(100)}) == 6
