@@ -48,6 +48,7 @@ def fetch_jars(cache: Path) -> Path:
         "-f",
         str(POM),
         "dependency:copy-dependencies",
+        f"-Dmaven.repo.local={cache / 'm2'}",  # every download under the one cache folder
         "-DincludeScope=runtime",
         f"-DoutputDirectory={libs}",
     ]

@@ -5,6 +5,8 @@ Works against MinIO or any S3 server; tests run it against a local SeaweedFS S3 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 
 import urllib3
@@ -42,14 +44,19 @@ class PreconditionFailed(Exception):
     """A conditional write lost: the object exists (If-None-Match) or changed (If-Match)."""
 
 
-def put_if_absent(s3: Minio, bucket: str, key: str, data: bytes, content_type: str) -> str:
+def put_if_absent(
+    s3: Minio, bucket: str, key: str, data: bytes, content_type: str, verify_md5: bool = False
+) -> str:
     """Write `key` only if no object has that key; return its ETag.
 
     The SDK's public put_object turns unknown headers into user metadata, so the
     conditional header goes through its internal single-request PUT. tests/infra checks
     that the server honours it, which also catches an SDK change.
     """
-    return _conditional_put(s3, bucket, key, data, content_type, {"If-None-Match": "*"})
+    condition = {"If-None-Match": "*"}
+    if verify_md5:
+        condition["Content-MD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
+    return _conditional_put(s3, bucket, key, data, content_type, condition)
 
 
 def put_if_match(

@@ -35,3 +35,7 @@ class VersionConflict(DomainError):
 
 class Unavailable(DomainError):
     """Retryable: this replica does not own the adapter's partition right now."""
+
+
+class DataLoss(DomainError):
+    """Stored bytes no longer match their recorded sha256 (corruption or tampering)."""

@@ -1,0 +1,95 @@
+"""The BlobStore contract, once, against the local directory and the real S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import pytest
+from minio import Minio
+
+from mint.backends.local_blobs import LocalBlobStore
+from mint.backends.s3_blobs import S3BlobStore
+from mint.blobs.port import BlobStore, blob_key
+from mint.domain.errors import DataLoss, InvalidArgument, NotFound
+
+DATA = os.urandom(100_000)
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+class BlobStoreContract(ABC):
+    @abstractmethod
+    def store(self) -> BlobStore: ...
+
+    @abstractmethod
+    def stored_keys(self) -> list[str]: ...
+
+    @abstractmethod
+    def overwrite(self, key: str, data: bytes) -> None:
+        """Change stored bytes behind the store's back (tampering)."""
+
+    def test_put_get_round_trip(self) -> None:
+        ref = self.store().put(DATA)
+        assert (ref.sha256, ref.size) == (SHA, len(DATA))
+        assert self.store().get(SHA) == DATA
+        assert self.store().exists(SHA)
+        assert self.stored_keys() == [blob_key(SHA)]
+
+    def test_same_content_is_stored_once(self) -> None:
+        for _ in range(3):
+            self.store().put(DATA, expected_sha256=SHA)
+        assert self.stored_keys() == [blob_key(SHA)]
+
+    def test_declared_sha256_mismatch_stores_nothing(self) -> None:
+        with pytest.raises(InvalidArgument, match="upload it again"):
+            self.store().put(DATA, expected_sha256="0" * 64)
+        assert self.stored_keys() == []
+
+    def test_missing_blob_is_not_found(self) -> None:
+        assert not self.store().exists("1" * 64)
+        with pytest.raises(NotFound):
+            self.store().get("1" * 64)
+
+    def test_hostile_digest_never_becomes_a_key(self) -> None:
+        with pytest.raises(InvalidArgument):
+            self.store().get("../../etc/passwd")
+
+    def test_altered_blob_is_detected_on_read(self) -> None:
+        self.store().put(DATA)
+        self.overwrite(blob_key(SHA), DATA[:-1] + b"\x00")
+        with pytest.raises(DataLoss, match=SHA):
+            self.store().get(SHA)
+
+
+class TestLocalBlobStore(BlobStoreContract):
+    @pytest.fixture(autouse=True)
+    def _root(self, tmp_path: Path) -> None:
+        self.root = tmp_path
+
+    def store(self) -> BlobStore:
+        return LocalBlobStore(self.root)
+
+    def stored_keys(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+    def overwrite(self, key: str, data: bytes) -> None:
+        (self.root / key).write_bytes(data)
+
+
+class TestS3BlobStore(BlobStoreContract):
+    @pytest.fixture(autouse=True)
+    def _bucket(self, s3: Minio, unique: str) -> None:
+        self.s3, self.bucket = s3, unique
+
+    def store(self) -> BlobStore:
+        return S3BlobStore(self.s3, self.bucket)
+
+    def stored_keys(self) -> list[str]:
+        self.store()  # creates the bucket on first use
+        return sorted(str(o.object_name) for o in self.s3.list_objects(self.bucket, recursive=True))
+
+    def overwrite(self, key: str, data: bytes) -> None:
+        self.s3.put_object(self.bucket, key, io.BytesIO(data), len(data))
