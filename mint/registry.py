@@ -1,0 +1,300 @@
+"""The registry's application layer: authorize, validate, decide, store blob, append.
+
+Transport-free (the gRPC servicer in services/registry is a thin shell over it) and
+back-end-free (any EventLog and BlobStore). For every command the order is:
+  1. a retry of an already-applied request id returns the first result, nothing new;
+  2. authorization and every input check, before anything is written;
+  3. the blob is stored (content-addressed) and only then the event that points to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from mint.blobs.port import BlobStore
+from mint.domain import adapter as agg
+from mint.domain.errors import InvalidArgument, NotFound, PermissionDenied, VersionConflict
+from mint.domain.events import AdapterCreated, AdapterEvent, BaseModelRegistered, Provenance
+from mint.domain.names import AdapterRef
+from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
+from mint.validation.adapter import validate_adapter
+from mint.validation.limits import Limits
+
+BASE_STREAM_PREFIX = "base:"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller and the tenants it may act in ("*": all)."""
+
+    name: str
+    tenants: frozenset[str]
+    admin: bool = False
+
+    def require_tenant(self, tenant: str) -> None:
+        if "*" not in self.tenants and tenant not in self.tenants:
+            raise PermissionDenied(f"principal {self.name!r} may not act in tenant {tenant!r}")
+
+
+@dataclass(frozen=True)
+class Upload:
+    config: bytes  # adapter_config.json
+    weights: bytes  # adapter_model.safetensors
+    declared_sha256: str | None = None  # the client's digest of `weights`, checked
+
+
+@dataclass(frozen=True)
+class Outcome:
+    adapter: agg.Adapter
+    result: AppendResult
+
+
+def base_stream(fingerprint: str) -> str:
+    return BASE_STREAM_PREFIX + fingerprint
+
+
+class Registry:
+    def __init__(self, log: EventLog, blobs: BlobStore, limits: Limits | None = None) -> None:
+        self.log, self.blobs, self.limits = log, blobs, limits or Limits()
+
+    # ---- base models ---------------------------------------------------------------
+
+    def register_base(
+        self,
+        principal: Principal,
+        name: str,
+        fingerprint: str,
+        parameters: Mapping[str, tuple[int, ...]],
+        request_id: str,
+    ) -> BaseModelRegistered:
+        """Idempotent by fingerprint: registering the same base again returns the first."""
+        if not principal.admin:
+            raise PermissionDenied(f"principal {principal.name!r} may not register base models")
+        if len(fingerprint) != 64 or not all(c in "0123456789abcdef" for c in fingerprint):
+            raise InvalidArgument(f"base fingerprint must be 64 hex digits, got {fingerprint!r}")
+        if not parameters:
+            raise InvalidArgument("a base model needs its parameter shapes")
+        existing = self._base_or_none(fingerprint)
+        if existing is not None:
+            return existing
+        event = BaseModelRegistered(name, fingerprint, dict(parameters))
+        meta = Metadata(principal.name, request_id)
+        with contextlib.suppress(VersionConflict):  # registered concurrently: first wins
+            self.log.append(base_stream(fingerprint), 0, [event], meta)
+        return self.base(fingerprint)
+
+    def base(self, fingerprint: str) -> BaseModelRegistered:
+        found = self._base_or_none(fingerprint)
+        if found is None:
+            raise NotFound(f"no base model with fingerprint {fingerprint}: register it first")
+        return found
+
+    def _base_or_none(self, fingerprint: str) -> BaseModelRegistered | None:
+        recorded = self.log.read_stream(base_stream(fingerprint))
+        event = recorded[0].event if recorded else None
+        return event if isinstance(event, BaseModelRegistered) else None
+
+    # ---- adapters ------------------------------------------------------------------
+
+    def create_adapter(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        base_fingerprint: str,
+        request_id: str,
+        method: str = "lora",
+        labels: Mapping[str, str] | None = None,
+    ) -> Outcome:
+        principal.require_tenant(ref.tenant)
+        self.base(base_fingerprint)
+        adapter_id = uuid.uuid4().hex  # issued once; a retry returns the first one
+        return self._execute(
+            principal,
+            ref,
+            0,
+            request_id,
+            lambda state: agg.create(
+                state, adapter_id, ref, principal.name, base_fingerprint, method, labels
+            ),
+            allow_new=True,
+        )
+
+    def publish_revision(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        upload: Upload,
+        request_id: str,
+        expected_version: int | None = None,
+        parents: Sequence[int] = (),
+        training_run_id: str = "",
+        dataset_fingerprints: Sequence[str] = (),
+        hyperparameters: Mapping[str, str] | None = None,
+        tool_versions: Mapping[str, str] | None = None,
+    ) -> Outcome:
+        provenance = Provenance(
+            principal.name,
+            training_run_id,
+            tuple(dataset_fingerprints),
+            dict(hyperparameters or {}),
+            dict(tool_versions or {}),
+        )
+
+        def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
+            assert state is not None
+            base = self.base(state.created.base_fingerprint)
+            checked = validate_adapter(upload.config, upload.weights, base.parameters, self.limits)
+            blob = self.blobs.put(upload.weights, upload.declared_sha256)  # blob first
+            return agg.publish(
+                state, blob.sha256, blob.size, checked.config_json, provenance, tuple(parents)
+            )
+
+        return self._execute(principal, ref, expected_version, request_id, decide)
+
+    def record_evaluation(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        revision: int,
+        suite: str,
+        metrics: Mapping[str, float],
+        passed: bool,
+        request_id: str,
+        dataset_fingerprint: str = "",
+        expected_version: int | None = None,
+    ) -> Outcome:
+        return self._execute(
+            principal,
+            ref,
+            expected_version,
+            request_id,
+            lambda s: agg.record_evaluation(
+                _exists(s), revision, suite, metrics, dataset_fingerprint, principal.name, passed
+            ),
+        )
+
+    def set_gate(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        channel: str,
+        required_suite: str,
+        request_id: str,
+        expected_version: int | None = None,
+    ) -> Outcome:
+        return self._execute(
+            principal,
+            ref,
+            expected_version,
+            request_id,
+            lambda s: agg.set_gate(_exists(s), channel, required_suite),
+        )
+
+    def move_channel(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        channel: str,
+        revision: int,
+        request_id: str,
+        reason: str = "",
+        expected_version: int | None = None,
+    ) -> Outcome:
+        return self._execute(
+            principal,
+            ref,
+            expected_version,
+            request_id,
+            lambda s: agg.move_channel(_exists(s), channel, revision, reason),
+        )
+
+    def archive(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        reason: str,
+        request_id: str,
+        expected_version: int | None = None,
+    ) -> Outcome:
+        return self._execute(
+            principal, ref, expected_version, request_id, lambda s: agg.archive(_exists(s), reason)
+        )
+
+    # ---- queries -------------------------------------------------------------------
+
+    def get(self, principal: Principal, ref: AdapterRef) -> agg.Adapter:
+        principal.require_tenant(ref.tenant)
+        state = self._load(str(ref))[0]
+        if state is None:
+            raise NotFound(f"adapter {ref} does not exist")
+        return state
+
+    def history(self, principal: Principal, ref: AdapterRef) -> list[Recorded]:
+        principal.require_tenant(ref.tenant)
+        recorded = self.log.read_stream(str(ref))
+        if not recorded:
+            raise NotFound(f"adapter {ref} does not exist")
+        return recorded
+
+    def list_adapters(self, principal: Principal, tenant: str) -> Iterator[AdapterCreated]:
+        """Every adapter of `tenant`, in log order. A full scan until the catalog
+        projection (Step 3) serves this."""
+        principal.require_tenant(tenant)
+        for recorded in self.log.read_all():
+            event = recorded.event
+            if isinstance(event, AdapterCreated) and event.tenant == tenant:
+                yield event
+
+    # ---- the one command path --------------------------------------------------------
+
+    def _load(self, stream_id: str) -> tuple[agg.Adapter | None, list[Recorded]]:
+        recorded = self.log.read_stream(stream_id)
+        events = [r.event for r in recorded]
+        return agg.fold(e for e in events if not isinstance(e, BaseModelRegistered)), recorded
+
+    def _execute(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        expected_version: int | None,
+        request_id: str,
+        decide: Callable[[agg.Adapter | None], list[AdapterEvent]],
+        allow_new: bool = False,
+    ) -> Outcome:
+        principal.require_tenant(ref.tenant)
+        if not request_id:
+            raise InvalidArgument("request_id is required, so that retries are safe")
+        state, recorded = self._load(str(ref))
+        earlier = [
+            r.envelope.stream_version for r in recorded if r.envelope.request_id == request_id
+        ]
+        if earlier:  # a retry: the first result, nothing new
+            first = agg.fold(r.event for r in recorded[: max(earlier)])  # type: ignore[misc]
+            assert first is not None
+            return Outcome(first, AppendResult(str(ref), min(earlier), max(earlier), True))
+        if state is None and not allow_new:
+            raise NotFound(f"adapter {ref} does not exist")
+        current = state.version if state else 0
+        if expected_version is not None and expected_version != current:
+            raise VersionConflict(
+                f"{ref} is at version {current}, not {expected_version}: re-read it and retry"
+            )
+        events = decide(state)
+        result = self.log.append(str(ref), current, events, Metadata(principal.name, request_id))
+        state, _ = self._load(str(ref)) if result.duplicate else (_fold_onto(state, events), None)
+        return Outcome(_exists(state), result)
+
+
+def _fold_onto(state: agg.Adapter | None, events: list[AdapterEvent]) -> agg.Adapter | None:
+    for event in events:
+        state = agg.apply(state, event)
+    return state
+
+
+def _exists(state: agg.Adapter | None) -> agg.Adapter:
+    if state is None:  # _execute and get check first; this guards the type
+        raise NotFound("adapter does not exist")
+    return state

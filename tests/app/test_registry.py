@@ -1,0 +1,183 @@
+"""The registry application layer, over the embedded back ends and over real Kafka + S3."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mint.backends.kafka_log import KafkaEventLog
+from mint.backends.local_blobs import LocalBlobStore
+from mint.backends.s3_blobs import S3BlobStore
+from mint.backends.sqlite_log import SqliteEventLog
+from mint.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    VersionConflict,
+)
+from mint.domain.names import AdapterRef
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mint.models.base import build_base, fingerprint, tiny_llama_config
+from mint.models.lora import attach_lora
+from mint.registry import Principal, Registry, Upload
+
+ADMIN = Principal("ops", frozenset({"*"}), admin=True)
+ALICE = Principal("alice", frozenset({"acme"}))
+REF = AdapterRef("acme", "tone")
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = build_base(tiny_llama_config(), seed=0)
+    facts = {
+        "fingerprint": fingerprint(base),
+        "shapes": {k: tuple(v.shape) for k, v in base.state_dict().items()},
+    }
+    folder = tmp_path_factory.mktemp("lora")
+    attach_lora(base, rank=4, seed=1).save_pretrained(str(folder))  # wraps base in place
+    return {
+        **facts,
+        "upload": Upload(
+            (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
+        ),
+    }
+
+
+def _embedded(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
+    return Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "blobs"))
+
+
+def _kafka_s3(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    s3 = request.getfixturevalue("s3")
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    log = KafkaEventLog(bootstrap, topic, partitions=2, txn_prefix=topic)
+    return Registry(log, S3BlobStore(s3, f"b{uuid.uuid4().hex[:12]}"))
+
+
+@pytest.fixture(params=[_embedded, _kafka_s3], ids=["embedded", "kafka-s3"])
+def registry(
+    tmp_path: Path, model_files: dict, request: pytest.FixtureRequest
+) -> Iterator[Registry]:
+    reg: Registry = request.param(tmp_path, request)
+    reg.register_base(ADMIN, "tiny", model_files["fingerprint"], model_files["shapes"], "b1")
+    reg.create_adapter(ALICE, REF, model_files["fingerprint"], "c1")
+    yield reg
+    reg.log.close()
+
+
+def rid() -> str:
+    return uuid.uuid4().hex
+
+
+def blob_count(registry: Registry) -> int:
+    blobs = registry.blobs
+    if isinstance(blobs, S3BlobStore):
+        return len(list(blobs.s3.list_objects(blobs.bucket, recursive=True)))
+    assert isinstance(blobs, LocalBlobStore)
+    return sum(1 for p in blobs.root.rglob("*") if p.is_file())
+
+
+def events(registry: Registry) -> int:
+    return len(list(registry.log.read_all()))
+
+
+def test_publish_evaluate_gate_promote(registry: Registry, model_files: dict) -> None:
+    upload = model_files["upload"]
+    out = registry.publish_revision(
+        ALICE,
+        REF,
+        upload,
+        rid(),
+        expected_version=1,
+        training_run_id="run-7",
+        hyperparameters={"lr": "1e-4"},
+    )
+    rev = out.adapter.revision(1)
+    assert rev.weights_sha256 == hashlib.sha256(upload.weights).hexdigest()
+    assert rev.provenance.principal == "alice"  # the authenticated caller, always
+    assert registry.blobs.get(rev.weights_sha256) == upload.weights
+    registry.set_gate(ALICE, REF, "stable", "safety", rid())
+    with pytest.raises(FailedPrecondition, match="safety"):
+        registry.move_channel(ALICE, REF, "stable", 1, rid())
+    registry.record_evaluation(ALICE, REF, 1, "safety", {"acc": 0.97}, True, rid())
+    promoted = registry.move_channel(ALICE, REF, "stable", 1, rid(), reason="promote")
+    assert promoted.adapter.resolve("stable").number == 1
+    history = registry.history(ALICE, REF)
+    assert [r.envelope.stream_version for r in history] == list(range(1, 7))
+    assert {r.envelope.actor for r in history} == {"alice"}
+
+
+def test_retry_returns_the_first_result_and_writes_nothing(
+    registry: Registry, model_files: dict
+) -> None:
+    request = rid()
+    first = registry.publish_revision(ALICE, REF, model_files["upload"], request)
+    before = events(registry), blob_count(registry)
+    retry = registry.publish_revision(ALICE, REF, model_files["upload"], request)
+    assert retry.result.duplicate
+    assert (retry.result.first_version, retry.result.last_version) == (2, 3)
+    assert retry.adapter.revisions == first.adapter.revisions
+    assert (events(registry), blob_count(registry)) == before
+
+
+def test_create_retry_returns_the_same_adapter_id(registry: Registry, model_files: dict) -> None:
+    ref = AdapterRef("acme", "other")
+    a = registry.create_adapter(ALICE, ref, model_files["fingerprint"], "same-request")
+    b = registry.create_adapter(ALICE, ref, model_files["fingerprint"], "same-request")
+    assert a.adapter.adapter_id == b.adapter.adapter_id and b.result.duplicate
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("stale version", VersionConflict),
+        ("wrong tenant", PermissionDenied),
+        ("bad weights", InvalidArgument),
+        ("sha mismatch", InvalidArgument),
+        ("unknown adapter", NotFound),
+        ("missing request id", InvalidArgument),
+    ],
+)
+def test_refused_commands_change_nothing(
+    registry: Registry, model_files: dict, case: str, error: type[Exception]
+) -> None:
+    upload: Upload = model_files["upload"]
+    principal, ref, request, expected = ALICE, REF, rid(), None
+    if case == "stale version":
+        expected = 0
+    elif case == "wrong tenant":
+        principal = Principal("mallory", frozenset({"evil"}))
+    elif case == "bad weights":
+        upload = Upload(upload.config, upload.weights[:100])
+    elif case == "sha mismatch":
+        upload = Upload(upload.config, upload.weights, declared_sha256="0" * 64)
+    elif case == "unknown adapter":
+        ref = AdapterRef("acme", "nope")
+    elif case == "missing request id":
+        request = ""
+    before = events(registry), blob_count(registry)
+    with pytest.raises(error):
+        registry.publish_revision(principal, ref, upload, request, expected_version=expected)
+    assert (events(registry), blob_count(registry)) == before
+
+
+def test_only_admins_register_bases_and_registration_is_idempotent(
+    registry: Registry, model_files: dict
+) -> None:
+    with pytest.raises(PermissionDenied):
+        registry.register_base(ALICE, "x", "a" * 64, {"w": (1, 1)}, rid())
+    again = registry.register_base(ADMIN, "renamed", model_files["fingerprint"], {"w": (1,)}, rid())
+    assert again.name == "tiny"  # the first registration wins
+
+
+def test_list_adapters_by_tenant(registry: Registry, model_files: dict) -> None:
+    registry.create_adapter(ALICE, AdapterRef("acme", "second"), model_files["fingerprint"], rid())
+    assert [a.name for a in registry.list_adapters(ALICE, "acme")] == ["tone", "second"]
+    with pytest.raises(PermissionDenied):
+        list(registry.list_adapters(ALICE, "other"))
