@@ -16,6 +16,10 @@ import pytest
 from minio import Minio
 
 from mint.backends.s3 import S3Settings, client
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mint.models.base import build_base, fingerprint, tiny_llama_config
+from mint.models.lora import attach_lora
+from mint.registry import Upload
 
 ENDPOINT_KEYS = (
     "MINT_KAFKA_BOOTSTRAP",
@@ -66,3 +70,21 @@ def s3(s3_settings: S3Settings) -> Minio:
 def unique() -> str:
     """A short name no other test uses: topics and buckets never collide between tests."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny base (fingerprint, shapes) and a LoRA saved by peft, as upload bytes."""
+    base = build_base(tiny_llama_config(), seed=0)
+    facts = {
+        "fingerprint": fingerprint(base),
+        "shapes": {k: tuple(v.shape) for k, v in base.state_dict().items()},
+    }
+    folder = tmp_path_factory.mktemp("lora")
+    attach_lora(base, rank=4, seed=1).save_pretrained(str(folder))  # wraps base in place
+    return {
+        **facts,
+        "upload": Upload(
+            (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
+        ),
+    }

@@ -9,6 +9,10 @@ class InvalidArgument(DomainError):
     """The request itself is malformed (names, shapes, dtypes, sizes, ...)."""
 
 
+class ResourceExhausted(InvalidArgument):
+    """Over a size limit (upload too large)."""
+
+
 class NotFound(DomainError):
     pass
 

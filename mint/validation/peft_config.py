@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mint.domain.errors import InvalidArgument
+from mint.domain.errors import InvalidArgument, ResourceExhausted
 
 from .limits import Limits
 
@@ -60,7 +60,7 @@ def parse_config(raw: bytes, limits: Limits) -> tuple[LoraAdapterConfig, str]:
     if not raw:
         raise InvalidArgument("adapter_config.json is missing")
     if len(raw) > limits.max_config_bytes:
-        raise InvalidArgument(f"adapter_config.json exceeds {limits.max_config_bytes} bytes")
+        raise ResourceExhausted(f"adapter_config.json exceeds {limits.max_config_bytes} bytes")
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mint.domain.errors import InvalidArgument
+from mint.domain.errors import InvalidArgument, ResourceExhausted
 
 from .limits import Limits
 
@@ -46,7 +46,7 @@ class TensorInfo:
 def read_header(data: bytes, limits: Limits) -> tuple[dict[str, TensorInfo], int]:
     """Tensor infos and where the data section starts; InvalidArgument for anything off."""
     if len(data) > limits.max_weights_bytes:
-        raise InvalidArgument(
+        raise ResourceExhausted(
             f"weights are {len(data):,} bytes; the limit is {limits.max_weights_bytes:,}"
         )
     if len(data) < 8:

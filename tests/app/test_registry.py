@@ -21,31 +21,11 @@ from mint.domain.errors import (
     VersionConflict,
 )
 from mint.domain.names import AdapterRef
-from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from mint.models.base import build_base, fingerprint, tiny_llama_config
-from mint.models.lora import attach_lora
 from mint.registry import Principal, Registry, Upload
 
 ADMIN = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
 REF = AdapterRef("acme", "tone")
-
-
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    base = build_base(tiny_llama_config(), seed=0)
-    facts = {
-        "fingerprint": fingerprint(base),
-        "shapes": {k: tuple(v.shape) for k, v in base.state_dict().items()},
-    }
-    folder = tmp_path_factory.mktemp("lora")
-    attach_lora(base, rank=4, seed=1).save_pretrained(str(folder))  # wraps base in place
-    return {
-        **facts,
-        "upload": Upload(
-            (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
-        ),
-    }
 
 
 def _embedded(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:

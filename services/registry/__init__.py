@@ -1,0 +1,1 @@
+"""The registry gRPC service: `python -m services.registry --help`."""

@@ -1,0 +1,91 @@
+"""Domain objects → protobuf messages (the servicer's only translation work)."""
+
+from __future__ import annotations
+
+from mint.domain import adapter as agg
+from mint.domain.events import AdapterCreated, BaseModelRegistered, EvaluationRecorded, Provenance
+from mint.domain.names import AdapterRef
+from mint.eventlog.port import Recorded
+from mint.v1 import events_pb2 as ev_pb
+from mint.v1 import registry_pb2 as pb
+
+
+def ref_to_pb(ref: AdapterRef) -> pb.AdapterRef:
+    return pb.AdapterRef(tenant=ref.tenant, name=ref.name)
+
+
+def ref_from_pb(message: pb.AdapterRef) -> AdapterRef:
+    return AdapterRef(message.tenant, message.name)
+
+
+def base_to_pb(base: BaseModelRegistered) -> pb.BaseModel:
+    return pb.BaseModel(
+        name=base.name,
+        fingerprint=base.fingerprint,
+        parameters={k: ev_pb.Shape(dims=list(v)) for k, v in base.parameters.items()},
+    )
+
+
+def provenance_to_pb(p: Provenance) -> ev_pb.Provenance:
+    return ev_pb.Provenance(
+        principal=p.principal,
+        training_run_id=p.training_run_id,
+        dataset_fingerprints=list(p.dataset_fingerprints),
+        hyperparameters=p.hyperparameters,
+        tool_versions=p.tool_versions,
+    )
+
+
+def evaluation_to_pb(e: EvaluationRecorded) -> ev_pb.EvaluationRecorded:
+    return ev_pb.EvaluationRecorded(
+        revision=e.revision,
+        suite=e.suite,
+        metrics=e.metrics,
+        dataset_fingerprint=e.dataset_fingerprint,
+        evaluator=e.evaluator,
+        passed=e.passed,
+    )
+
+
+def revision_to_pb(r: agg.Revision) -> pb.Revision:
+    return pb.Revision(
+        number=r.number,
+        weights_sha256=r.weights_sha256,
+        weights_size=r.weights_size,
+        config_json=r.config_json,
+        parents=list(r.parents),
+        provenance=provenance_to_pb(r.provenance),
+        evaluations=[evaluation_to_pb(e) for e in r.evaluations],
+    )
+
+
+def adapter_to_pb(a: agg.Adapter) -> pb.Adapter:
+    c = a.created
+    return pb.Adapter(
+        adapter_id=c.adapter_id,
+        ref=ref_to_pb(a.ref),
+        owner=c.owner,
+        base_fingerprint=c.base_fingerprint,
+        method=c.method,
+        labels=c.labels,
+        version=a.version,
+        revisions=[revision_to_pb(r) for r in a.revisions],
+        channels=dict(a.channels),
+        gates=dict(a.gates),
+        archived=a.archived,
+    )
+
+
+def summary_to_pb(c: AdapterCreated) -> pb.AdapterSummary:
+    return pb.AdapterSummary(
+        adapter_id=c.adapter_id,
+        ref=pb.AdapterRef(tenant=c.tenant, name=c.name),
+        base_fingerprint=c.base_fingerprint,
+        labels=c.labels,
+    )
+
+
+def recorded_to_pb(r: Recorded) -> pb.RecordedEvent:
+    return pb.RecordedEvent(
+        envelope=r.envelope, partition=r.position.partition, offset=r.position.offset
+    )

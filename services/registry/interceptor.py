@@ -1,0 +1,99 @@
+"""The one place where callers are authenticated and domain errors become gRPC statuses."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from mint.domain import errors
+from mint.registry import Principal
+
+from .auth import TokenTable
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.VersionConflict: grpc.StatusCode.ABORTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
+}
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def current_principal() -> Principal:
+    """The authenticated caller of the RPC being served."""
+    return _principal.get()
+
+
+def _status(exc: errors.DomainError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+class DomainInterceptor(grpc.ServerInterceptor):
+    def __init__(self, tokens: TokenTable) -> None:
+        self.tokens = tokens
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(OPEN_SERVICES):
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return handler
+
+    def _authenticate(self, context: grpc.ServicerContext) -> None:
+        _principal.set(self.tokens.authenticate(context.invocation_metadata()))
+
+    def _unary(self, behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                self._authenticate(context)
+                return behaviour(request, context)
+            except errors.DomainError as exc:
+                context.abort(_status(exc), str(exc))
+
+        return wrapped
+
+    def _streaming(self, behaviour: Callable[[Any, Any], Iterator[Any]]) -> Callable[..., Any]:
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                self._authenticate(context)
+                yield from behaviour(request, context)
+            except errors.DomainError as exc:
+                context.abort(_status(exc), str(exc))
+
+        return wrapped

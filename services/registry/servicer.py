@@ -1,0 +1,242 @@
+"""The Registry gRPC servicer: protobuf in, one application call, protobuf out.
+
+Authentication and error mapping happen in the interceptor, not here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from mint.domain.errors import InvalidArgument, ResourceExhausted
+from mint.registry import Outcome, Registry, Upload
+from mint.v1 import registry_pb2 as pb
+from mint.v1 import registry_pb2_grpc
+
+from . import convert
+from .interceptor import current_principal
+
+MAX_PAGE = 1000
+
+
+def _version(message: Any) -> int | None:
+    return message.expected_version if message.HasField("expected_version") else None
+
+
+def _result(outcome: Outcome) -> pb.CommandResult:
+    r = outcome.result
+    return pb.CommandResult(
+        adapter=convert.adapter_to_pb(outcome.adapter),
+        first_version=r.first_version,
+        last_version=r.last_version,
+        duplicate=r.duplicate,
+    )
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServicer):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def RegisterBaseModel(
+        self, request: pb.RegisterBaseModelRequest, context: grpc.ServicerContext
+    ) -> pb.BaseModel:
+        base = request.base
+        shapes = {k: tuple(int(d) for d in v.dims) for k, v in base.parameters.items()}
+        registered = self.registry.register_base(
+            current_principal(), base.name, base.fingerprint, shapes, request.request_id
+        )
+        return convert.base_to_pb(registered)
+
+    def CreateAdapter(
+        self, request: pb.CreateAdapterRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.create_adapter(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.base_fingerprint,
+                request.request_id,
+                request.method or "lora",
+                dict(request.labels),
+            )
+        )
+
+    def PublishRevision(
+        self, request_iterator: Iterator[pb.PublishRevisionRequest], context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        header, weights = self._receive_upload(request_iterator)
+        return _result(
+            self.registry.publish_revision(
+                current_principal(),
+                convert.ref_from_pb(header.ref),
+                Upload(header.adapter_config, weights, header.weights_sha256 or None),
+                header.request_id,
+                _version(header),
+                tuple(header.parents),
+                header.training_run_id,
+                tuple(header.dataset_fingerprints),
+                dict(header.hyperparameters),
+                dict(header.tool_versions),
+            )
+        )
+
+    def _receive_upload(
+        self, parts: Iterator[pb.PublishRevisionRequest]
+    ) -> tuple[pb.PublishRevisionHeader, bytes]:
+        """The header, then the chunks; stops reading as soon as a limit is passed."""
+        first = next(parts, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the upload must start with a PublishRevisionHeader")
+        header = first.header
+        limit = self.registry.limits.max_weights_bytes
+        if header.weights_size > limit:
+            raise ResourceExhausted(
+                f"declared weights_size {header.weights_size:,} bytes "
+                f"exceeds the limit of {limit:,}"
+            )
+        chunks, received = [], 0
+        for part in parts:
+            if part.WhichOneof("part") != "weights_chunk":
+                raise InvalidArgument("only weights_chunk messages may follow the header")
+            received += len(part.weights_chunk)
+            if received > limit:
+                raise ResourceExhausted(f"weights exceed the limit of {limit:,} bytes")
+            chunks.append(part.weights_chunk)
+        if received != header.weights_size:
+            raise InvalidArgument(
+                f"received {received:,} weight bytes but the header declared "
+                f"{header.weights_size:,}: the upload is incomplete"
+            )
+        return header, b"".join(chunks)
+
+    def RecordEvaluation(
+        self, request: pb.RecordEvaluationRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.record_evaluation(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.revision,
+                request.suite,
+                dict(request.metrics),
+                request.passed,
+                request.request_id,
+                request.dataset_fingerprint,
+                _version(request),
+            )
+        )
+
+    def SetChannelGate(
+        self, request: pb.SetChannelGateRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.set_gate(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.channel,
+                request.required_suite,
+                request.request_id,
+                _version(request),
+            )
+        )
+
+    def MoveChannel(
+        self, request: pb.MoveChannelRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.move_channel(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.channel,
+                request.revision,
+                request.request_id,
+                request.reason,
+                _version(request),
+            )
+        )
+
+    def ArchiveAdapter(
+        self, request: pb.ArchiveAdapterRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.archive(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.reason,
+                request.request_id,
+                _version(request),
+            )
+        )
+
+    def GetAdapter(
+        self, request: pb.GetAdapterRequest, context: grpc.ServicerContext
+    ) -> pb.Adapter:
+        adapter = self.registry.get(current_principal(), convert.ref_from_pb(request.ref))
+        return convert.adapter_to_pb(adapter)
+
+    def GetRevision(
+        self, request: pb.GetRevisionRequest, context: grpc.ServicerContext
+    ) -> pb.Revision:
+        adapter = self.registry.get(current_principal(), convert.ref_from_pb(request.ref))
+        if request.WhichOneof("at") == "channel":
+            return convert.revision_to_pb(adapter.resolve(request.channel))
+        return convert.revision_to_pb(adapter.revision(request.revision))
+
+    def ListAdapters(
+        self, request: pb.ListAdaptersRequest, context: grpc.ServicerContext
+    ) -> pb.ListAdaptersResponse:
+        size = min(request.page_size or 100, MAX_PAGE)
+        skip = _decode_page_token(request.page_token)
+        wanted = dict(request.labels)
+        matches = [
+            a
+            for a in self.registry.list_adapters(current_principal(), request.tenant)
+            if all(a.labels.get(k) == v for k, v in wanted.items())
+        ]
+        page = matches[skip : skip + size]
+        more = skip + size < len(matches)
+        token = _encode_page_token(skip + size) if more else ""
+        return pb.ListAdaptersResponse(
+            adapters=[convert.summary_to_pb(a) for a in page], next_page_token=token
+        )
+
+    def History(
+        self, request: pb.HistoryRequest, context: grpc.ServicerContext
+    ) -> pb.HistoryResponse:
+        recorded = self.registry.history(current_principal(), convert.ref_from_pb(request.ref))
+        return pb.HistoryResponse(events=[convert.recorded_to_pb(r) for r in recorded])
+
+    def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.RecordedEvent]:
+        principal = current_principal()
+        principal.require_tenant(request.tenant)
+        prefix = f"{request.tenant}/"
+        checkpoint = dict(request.from_offsets)
+        while context.is_active():
+            for recorded in self.registry.log.subscribe(checkpoint, idle_timeout_s=1.0):
+                checkpoint[recorded.position.partition] = recorded.position.offset + 1
+                if recorded.envelope.stream_id.startswith(prefix):
+                    yield convert.recorded_to_pb(recorded)
+                if not context.is_active():
+                    return
+
+
+def _encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+
+
+def _decode_page_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["o"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token is not one this service issued") from None
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidArgument("page_token is not one this service issued")
+    return offset
