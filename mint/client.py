@@ -37,7 +37,11 @@ class RegistryClient:
     def __init__(
         self, target: str, token: str, timeout_s: float = 30.0, retry_for_s: float = 30.0
     ) -> None:
-        self.channel = grpc.insecure_channel(target)
+        # `target` may list several replicas ("ipv4:127.0.0.1:5001,127.0.0.1:5002"): calls
+        # are spread round-robin, and a retry after UNAVAILABLE reaches another replica.
+        self.channel = grpc.insecure_channel(
+            target, options=[("grpc.lb_policy_name", "round_robin")]
+        )
         self.stub = registry_pb2_grpc.RegistryStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),)
         self.timeout_s, self.retry_for_s = timeout_s, retry_for_s
@@ -140,13 +144,22 @@ class RegistryClient:
         )
         return self._call(self.stub.RecordEvaluation, request)
 
-    def set_gate(self, ref: str, channel: str, required_suite: str) -> pb.CommandResult:
+    def set_gate(
+        self,
+        ref: str,
+        channel: str,
+        required_suite: str,
+        expected_version: int | None = None,
+        request_id: str | None = None,
+    ) -> pb.CommandResult:
         request = pb.SetChannelGateRequest(
             ref=parse_ref(ref),
             channel=channel,
             required_suite=required_suite,
-            request_id=uuid.uuid4().hex,
+            request_id=request_id or uuid.uuid4().hex,
         )
+        if expected_version is not None:
+            request.expected_version = expected_version
         return self._call(self.stub.SetChannelGate, request)
 
     def move_channel(

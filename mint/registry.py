@@ -24,6 +24,8 @@ from mint.validation.adapter import validate_adapter
 from mint.validation.limits import Limits
 
 BASE_STREAM_PREFIX = "base:"
+# Commands without an expected version lose races only to each other; retry those here.
+INTERNAL_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,25 @@ class Registry:
         principal.require_tenant(ref.tenant)
         if not request_id:
             raise InvalidArgument("request_id is required, so that retries are safe")
+        for _ in range(INTERNAL_RETRIES):
+            try:
+                return self._execute_once(
+                    principal, ref, expected_version, request_id, decide, allow_new
+                )
+            except VersionConflict:
+                if expected_version is not None:
+                    raise  # the caller asked for this exact version: theirs to resolve
+        raise VersionConflict(f"{ref} kept changing under concurrent commands; retry")
+
+    def _execute_once(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        expected_version: int | None,
+        request_id: str,
+        decide: Callable[[agg.Adapter | None], list[AdapterEvent]],
+        allow_new: bool,
+    ) -> Outcome:
         state, recorded = self._load(str(ref))
         earlier = [
             r.envelope.stream_version for r in recorded if r.envelope.request_id == request_id

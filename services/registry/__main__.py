@@ -19,6 +19,8 @@ import sys
 import threading
 from pathlib import Path
 
+from mint.backends.kafka_log import KafkaEventLog
+from mint.backends.kafka_ownership import GroupOwnership
 from mint.blobs.port import BlobStore
 from mint.eventlog.port import EventLog
 from mint.registry import Registry
@@ -34,7 +36,6 @@ def _backends(args: argparse.Namespace) -> tuple[EventLog, BlobStore]:
 
         args.data_dir.mkdir(parents=True, exist_ok=True)
         return SqliteEventLog(args.data_dir / "events.db"), LocalBlobStore(args.data_dir)
-    from mint.backends.kafka_log import KafkaEventLog
     from mint.backends.s3 import S3Settings, client
     from mint.backends.s3_blobs import S3BlobStore
 
@@ -54,8 +55,14 @@ def _backends(args: argparse.Namespace) -> tuple[EventLog, BlobStore]:
             f"--backend kafka needs {', '.join(missing)}; "
             "`eval $(python -m deploy.local env)` sets them for the local stack"
         )
+    # Partitions are owned as the consumer group assigns them (see kafka_ownership.py).
     log = KafkaEventLog(
-        env["MINT_KAFKA_BOOTSTRAP"], args.topic, args.partitions, args.replication, args.txn_prefix
+        env["MINT_KAFKA_BOOTSTRAP"],
+        args.topic,
+        args.partitions,
+        args.replication,
+        args.txn_prefix,
+        owned=(),
     )
     s3 = client(
         S3Settings(env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"])
@@ -69,6 +76,11 @@ def serve(args: argparse.Namespace) -> None:
         sys.exit("no tokens: pass --tokens-file or set MINT_TOKENS_FILE")
     tokens = TokenTable.from_file(Path(tokens_file))
     event_log, blobs = _backends(args)
+    ownership = None
+    if isinstance(event_log, KafkaEventLog):
+        ownership = GroupOwnership(event_log, f"{args.txn_prefix}-owners")
+        owned = ownership.wait_until_owning()
+        logging.info("owning partitions %s of %s", sorted(owned), args.topic)
     server, port = build_server(Registry(event_log, blobs), tokens, f"{args.host}:{args.port}")
     print(f"registry serving on {args.host}:{port} ({args.backend} back end)", flush=True)
     stop = threading.Event()
@@ -76,6 +88,8 @@ def serve(args: argparse.Namespace) -> None:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.stop(grace=args.grace_s).wait()
+    if ownership is not None:
+        ownership.close()
     event_log.close()
 
 
