@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export MINT_CACHE
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv demo test up down status proto lint
+.PHONY: help venv demo test up down status proto lint bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -33,3 +33,6 @@ proto: venv  ## regenerate mint/v1 from proto/ (never edit generated code by han
 
 lint: venv  ## ruff and mypy
 	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
+
+bench: venv  ## run the benchmarks (against MINT_* servers, or a temporary local stack)
+	$(PY) -m bench.registry_append

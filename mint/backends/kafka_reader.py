@@ -1,0 +1,62 @@
+"""Reading the event topic: committed records only, from a checkpoint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from mint.eventlog.port import Position, Recorded
+from mint.v1.events_pb2 import EventEnvelope
+
+
+def _consumer(bootstrap: str) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+
+
+def _to_recorded(record: Any) -> Recorded:
+    envelope = EventEnvelope.FromString(record.value)
+    return Recorded(envelope, Position(record.partition, record.offset))
+
+
+def read_partitions(
+    bootstrap: str,
+    topic: str,
+    start: dict[int, int],
+    follow_s: float | None = None,
+) -> Iterator[Recorded]:
+    """Committed records of `topic` from `start` (partition -> next offset).
+
+    With follow_s None: up to each partition's end as of the call. Otherwise keep
+    reading until nothing new has arrived for `follow_s` seconds.
+    """
+    consumer = _consumer(bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(start)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, start[tp.partition])
+        end = consumer.end_offsets(tps) if follow_s is None else {}
+        idle_since = time.monotonic()
+        while True:
+            if follow_s is None and all(consumer.position(tp) >= end[tp] for tp in tps):
+                return
+            if follow_s is not None and time.monotonic() - idle_since > follow_s:
+                return
+            batches = consumer.poll(timeout_ms=200)
+            for tp in tps:  # keep per-partition order; partitions in a stable order
+                for record in batches.get(tp, []):
+                    if follow_s is None and record.offset >= end[tp]:
+                        continue
+                    idle_since = time.monotonic()
+                    yield _to_recorded(record)
+    finally:
+        consumer.close()
