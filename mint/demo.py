@@ -1,9 +1,10 @@
-"""End-to-end demo, embedded back end (no servers needed).
+"""End-to-end demo on the embedded back end (a SQLite log and a local blob folder).
 
-Step 1 of the project: a base model built in code, a LoRA adapter trained by nobody in
-particular (random weights), published as one revision in the PEFT layout under a local
-folder, and loaded back with peft from those files. Later steps grow this into the full
-registry → projection → serving path.
+A base model is built in code and registered; an adapter is created, two LoRA revisions
+are published through the registry with provenance, one is evaluated and promoted past a
+gate to `stable`; the log's hash chain is verified; and the stable revision is read back
+from the blob store in the PEFT layout and loaded with `PeftModel.from_pretrained`,
+reproducing the published adapter's outputs exactly.
 
   python -m mint.demo [--out DIR]
 """
@@ -11,83 +12,140 @@ registry → projection → serving path.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import shutil
 import time
 import uuid
 import warnings
 from pathlib import Path
 
 import torch
-from google.protobuf.timestamp_pb2 import Timestamp
 from peft import PeftModel
 
+from mint.backends.local_blobs import LocalBlobStore
+from mint.backends.sqlite_log import SqliteEventLog
+from mint.domain.names import AdapterRef
+from mint.eventlog.chain import verify_stream
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, fingerprint, tiny_llama_config
-from mint.models.lora import attach_lora, load_adapter_weights
-from mint.v1.events_pb2 import EventEnvelope
+from mint.models.lora import attach_lora
+from mint.registry import Principal, Registry, Upload
+
+OPS = Principal("ops", frozenset({"*"}), admin=True)
+ALICE = Principal("alice", frozenset({"demo"}))
+REF = AdapterRef("demo", "greeter")
+PROMPT = torch.arange(16).reshape(2, 8)
 
 
 def _step(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run(out: Path, tenant: str = "demo", name: str = "greeter") -> dict[str, str]:
-    config = tiny_llama_config()
-    base = build_base(config, seed=0)
-    base_fp = fingerprint(base)
-    _step(
-        f"base model: tiny llama, {sum(p.numel() for p in base.parameters()):,} parameters, "
-        f"fingerprint {base_fp[:16]}…"
+def _train(seed: int, staging: Path) -> tuple[PeftModel, Upload]:
+    """Stand-in for a training run: a LoRA with random weights, saved by peft."""
+    model = attach_lora(build_base(tiny_llama_config(), seed=0), rank=8, seed=seed)
+    folder = staging / f"run-{seed}"
+    model.save_pretrained(str(folder))
+    return model, Upload(
+        (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
     )
 
-    model = attach_lora(build_base(config, seed=0), rank=8, seed=1)
-    staging = out / "staging"
-    model.save_pretrained(str(staging))
-    weights = (staging / ADAPTER_WEIGHTS).read_bytes()
-    blob_sha = hashlib.sha256(weights).hexdigest()
-    _step(f"LoRA adapter rank 8 on q/v: {len(weights):,} bytes, sha256 {blob_sha[:16]}…")
 
-    revision_dir = out / "adapters" / tenant / name / "revisions" / "1"
-    revision_dir.mkdir(parents=True, exist_ok=True)
-    blob = out / "blobs" / "sha256" / blob_sha[:2] / blob_sha
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(weights)
-    (revision_dir / ADAPTER_WEIGHTS).write_bytes(weights)
-    (revision_dir / ADAPTER_CONFIG).write_bytes((staging / ADAPTER_CONFIG).read_bytes())
+def _mean_logprob(model: torch.nn.Module) -> float:
+    with torch.no_grad():
+        logits = model(PROMPT).logits[:, :-1]
+        logprobs = torch.log_softmax(logits, -1).gather(-1, PROMPT[:, 1:, None])
+    return float(logprobs.mean())
+
+
+def run(out: Path) -> dict[str, object]:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    registry = Registry(SqliteEventLog(out / "events.db"), LocalBlobStore(out))
+    base = build_base(tiny_llama_config(), seed=0)
+    base_fp = fingerprint(base)
+    shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
+    registry.register_base(OPS, "tiny-llama", base_fp, shapes, uuid.uuid4().hex)
+    _step(
+        f"registered base tiny-llama ({sum(p.numel() for p in base.parameters()):,} "
+        f"parameters), fingerprint {base_fp[:16]}…"
+    )
+
+    created = registry.create_adapter(
+        ALICE, REF, base_fp, uuid.uuid4().hex, labels={"kind": "style"}
+    )
+    _step(f"created {REF} (adapter id {created.adapter.adapter_id})")
+    first_model, first = _train(1, out / "staging")
+    registry.publish_revision(
+        ALICE,
+        REF,
+        first,
+        uuid.uuid4().hex,
+        training_run_id="run-1",
+        hyperparameters={"rank": "8", "seed": "1"},
+    )
+    _, second = _train(2, out / "staging")
+    published = registry.publish_revision(
+        ALICE, REF, second, uuid.uuid4().hex, parents=(1,), training_run_id="run-2"
+    )
+    _step(
+        f"published revisions 1 and 2 (2's parent: 1); latest -> "
+        f"{published.adapter.channels['latest']}"
+    )
+
+    score = _mean_logprob(first_model)
+    registry.set_gate(ALICE, REF, "stable", "smoke", uuid.uuid4().hex)
+    registry.record_evaluation(
+        ALICE,
+        REF,
+        1,
+        "smoke",
+        {"mean_logprob": score},
+        passed=score > -10,
+        request_id=uuid.uuid4().hex,
+    )
+    promoted = registry.move_channel(
+        ALICE, REF, "stable", 1, uuid.uuid4().hex, reason="passed smoke"
+    )
+    stable = promoted.adapter.resolve("stable")
+    _step(f"evaluated revision 1 (mean log-prob {score:.3f}) and promoted it to stable")
+
+    history = registry.history(ALICE, REF)
+    problems = verify_stream((r.envelope, str(r.position)) for r in history)
+    for r in history:
+        print(
+            f"    v{r.envelope.stream_version:<2} {r.envelope.event_type:28} by {r.envelope.actor}"
+        )
+    if problems:
+        raise SystemExit(f"hash chain broken: {problems}")
+    _step(f"history: {len(history)} events, hash chain intact")
+
+    revision_dir = out / "adapters" / REF.tenant / REF.name / "revisions" / str(stable.number)
+    revision_dir.mkdir(parents=True)
+    (revision_dir / ADAPTER_CONFIG).write_text(stable.config_json)
+    (revision_dir / ADAPTER_WEIGHTS).write_bytes(registry.blobs.get(stable.weights_sha256))
     manifest = {
-        "tenant": tenant,
-        "name": name,
-        "revision": 1,
-        "base_fingerprint": base_fp,
-        "weights_sha256": blob_sha,
+        "adapter": str(REF),
+        "revision": stable.number,
+        "base": base_fp,
+        "weights_sha256": stable.weights_sha256,
     }
     (revision_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    envelope = EventEnvelope(
-        event_id=str(uuid.uuid4()),
-        event_type="mint.v1.RevisionPublished",
-        schema_version=1,
-        stream_id=f"{tenant}/{name}",
-        stream_version=1,
-        actor="demo",
-        occurred_at=Timestamp(seconds=int(time.time())),
-        payload=json.dumps(manifest).encode(),
-    )
-    _step(
-        f"published {tenant}/{name}@1 to {revision_dir} "
-        f"(event {len(envelope.SerializeToString())} bytes)"
-    )
-
-    assert load_adapter_weights(weights).keys(), "no tensors in the adapter"
-    reloaded = PeftModel.from_pretrained(build_base(config, seed=0), revision_dir)
-    tokens = torch.arange(16).reshape(2, 8)
+    reloaded = PeftModel.from_pretrained(build_base(tiny_llama_config(), seed=0), revision_dir)
     with torch.no_grad():
-        same = torch.allclose(reloaded(tokens).logits, model(tokens).logits, atol=1e-6)
-        changed = not torch.allclose(reloaded(tokens).logits, base(tokens).logits)
-    if not (same and changed):
-        raise SystemExit("the reloaded adapter does not reproduce the published one")
-    _step("loaded it back with PeftModel.from_pretrained: outputs match the original adapter")
-    return {"revision_dir": str(revision_dir), "sha256": blob_sha, "base": base_fp}
+        same = torch.equal(reloaded(PROMPT).logits, first_model(PROMPT).logits)
+    if not same:
+        raise SystemExit("the stable revision does not reproduce the published adapter")
+    _step(
+        f"stable = revision {stable.number}, read back from the blob store into "
+        f"{revision_dir}: PeftModel.from_pretrained reproduces it exactly"
+    )
+    return {
+        "revision_dir": str(revision_dir),
+        "sha256": stable.weights_sha256,
+        "base": base_fp,
+        "events": len(history),
+    }
 
 
 def main() -> None:
@@ -100,13 +158,12 @@ def main() -> None:
         "--out",
         type=Path,
         default=Path(".mint/demo"),
-        help="where the local blob store and projection go (default: %(default)s)",
+        help="where the log, blobs and projection go; replaced on each run (default: %(default)s)",
     )
     args = parser.parse_args()
     # transformers deprecation notices raised from inside peft: not actionable here.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    result = run(args.out)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(run(args.out), indent=2))
 
 
 if __name__ == "__main__":

@@ -10,20 +10,24 @@ from pathlib import Path
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 
 
-def test_demo_publishes_a_loadable_revision(tmp_path: Path) -> None:
+def test_demo_publishes_promotes_and_reloads(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "mint.demo", "--out", str(tmp_path)],
+        [sys.executable, "-m", "mint.demo", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    summary = json.loads(result.stdout[result.stdout.index("{\n") :])
+    assert "hash chain intact" in result.stdout
+    assert summary["events"] == 8  # created, 2 x (published, latest), gate, eval, stable
     revision = Path(summary["revision_dir"])
+    assert revision.name == "1"
     assert sorted(p.name for p in revision.iterdir()) == sorted(
         [ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST]
     )
     manifest = json.loads((revision / MANIFEST).read_text())
     assert manifest["weights_sha256"] == summary["sha256"]
-    blob = tmp_path / "blobs" / "sha256" / summary["sha256"][:2] / summary["sha256"]
+    blob = out / "blobs" / "sha256" / summary["sha256"][:2] / summary["sha256"]
     assert blob.read_bytes() == (revision / ADAPTER_WEIGHTS).read_bytes()
