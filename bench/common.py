@@ -49,3 +49,28 @@ def record(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def bar_chart_svg(name: str, title: str, bars: list[tuple[str, float]], unit: str) -> Path:
+    """A horizontal bar chart as bench/results/<name>.svg (no plotting library needed)."""
+    width, left, row, top = 640, 300, 34, 40
+    longest = max(value for _, value in bars) or 1.0
+    height = top + row * len(bars) + 10
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="13">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="10" y="22" font-size="15" font-weight="bold">{title}</text>',
+    ]
+    for i, (label, value) in enumerate(bars):
+        y = top + i * row
+        length = (width - left - 90) * value / longest
+        parts += [
+            f'<text x="10" y="{y + 17}">{label}</text>',
+            f'<rect x="{left}" y="{y + 4}" width="{length:.1f}" height="20" fill="#4a7bb7"/>',
+            f'<text x="{left + length + 6:.1f}" y="{y + 18}">{value:,.0f} {unit}</text>',
+        ]
+    parts.append("</svg>")
+    path = RESULTS / f"{name}.svg"
+    path.write_text("\n".join(parts) + "\n")
+    return path

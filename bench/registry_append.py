@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import record, servers
+from bench.common import bar_chart_svg, record, servers
 from deploy.local.stack import free_ports
 from mint.backends.kafka import create_log_topic, durable_producer
 from mint.backends.kafka_log import KafkaEventLog
@@ -182,7 +182,17 @@ def main() -> None:
             "target": ">= 0.5x vs raw acknowledged",
         },
     )
-    print(f"recorded in {path}")
+    chart = bar_chart_svg(
+        "registry_append",
+        f"Events appended per second ({args.clients} clients, {size}-byte events)",
+        [
+            ("registry (gRPC, transactional)", registry_eps),
+            ("raw producer, each send acked", raw_acked),
+            ("raw producer, fire and forget", raw_async),
+        ],
+        "events/s",
+    )
+    print(f"recorded in {path} and {chart}")
 
 
 if __name__ == "__main__":

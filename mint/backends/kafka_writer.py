@@ -1,15 +1,17 @@
 """The single writer of one partition, with group commit.
 
 Commands for a partition are checked against its in-memory state (rebuilt from the log
-when the partition was taken) and appended in Kafka transactions. Concurrent commands
-share one transaction: whoever holds the commit lock drains every queued command, checks
-each against the state plus the commands before it in the batch, sends all surviving
-events, commits once, and wakes every waiter with its own result or error.
+when the partition was taken) and appended in Kafka transactions. Callers queue their
+command and wait; one committer thread per partition drains the queue, checks each
+command against the state plus the commands before it in the batch, sends all surviving
+events in one transaction, and wakes every caller with its own result or error. While a
+transaction is in flight the next batch gathers, so batches grow with the load.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,10 +27,13 @@ from mint.v1.events_pb2 import EventEnvelope
 from .kafka import durable_producer
 from .kafka_reader import read_partitions
 
+log = logging.getLogger(__name__)
+
 # After a commit the broker is still writing the markers; the next transaction's first
 # request gets CONCURRENT_TRANSACTIONS and retries after this backoff. The client's 100 ms
 # default caps a partition near 10 transactions per second.
 TXN_RETRY_BACKOFF_MS = 5
+APPEND_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -51,9 +56,11 @@ class PartitionWriter:
     def __init__(self, bootstrap: str, topic: str, partition: int, txn_prefix: str) -> None:
         self.bootstrap, self.topic, self.partition = bootstrap, topic, partition
         self.transactional_id = f"{txn_prefix}-p{partition}"
-        self.lock = threading.Lock()  # held while committing or rebuilding
+        self.lock = threading.Lock()  # guards the state: held while committing or rebuilding
         self._queue: list[_Pending] = []
-        self._queue_lock = threading.Lock()
+        self._queued = threading.Condition()  # guards _queue, _closing
+        self._closing = False
+        self._committer: threading.Thread | None = None
         self.streams: dict[str, list[Recorded]] = {}
         self.requests: dict[tuple[str, str], AppendResult] = {}
         self.producer: KafkaProducer | None = None
@@ -62,9 +69,16 @@ class PartitionWriter:
     # ---- ownership -------------------------------------------------------------------
 
     def acquire(self) -> None:
-        """Fence earlier owners, then rebuild state from the partition (in that order)."""
+        """Fence earlier owners, rebuild state from the partition (in that order), serve."""
         with self.lock:
             self._acquire_locked()
+        with self._queued:
+            self._closing = False
+        if self._committer is None:
+            self._committer = threading.Thread(
+                target=self._commit_loop, name=f"commit-p{self.partition}", daemon=True
+            )
+            self._committer.start()
 
     def _acquire_locked(self) -> None:
         self._close_producer()
@@ -80,8 +94,18 @@ class PartitionWriter:
         self.producer = producer
 
     def release(self) -> None:
+        with self._queued:
+            self._closing = True
+            self._queued.notify()
+        if self._committer is not None:
+            self._committer.join(timeout=30)
+            self._committer = None
         with self.lock:
             self._close_producer()
+        with self._queued:
+            leftover, self._queue = self._queue, []
+        for p in leftover:
+            p.finish(error=Unavailable(f"partition {self.partition} was given up; retry"))
 
     def _close_producer(self) -> None:
         if self.producer is not None:
@@ -102,22 +126,37 @@ class PartitionWriter:
         self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
     ) -> AppendResult:
         pending = _Pending(stream_id, expected_version, events, meta)
-        with self._queue_lock:
+        with self._queued:
+            if self._closing or self._committer is None:
+                raise Unavailable(f"partition {self.partition} is not owned here; retry")
             self._queue.append(pending)
-        with self.lock:
-            if not pending.done.is_set():  # nobody committed it yet: commit all queued
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                try:
-                    self._commit_batch(batch)
-                finally:
-                    for p in batch:
-                        p.done.set()
+            self._queued.notify()
+        if not pending.done.wait(timeout=APPEND_TIMEOUT_S):
+            raise Unavailable(
+                f"append to partition {self.partition} timed out; retry with the same request id"
+            )
         if pending.error is not None:
             raise pending.error
         if pending.result is None:  # its batch broke off unexpectedly
             raise Unavailable(f"append to partition {self.partition} was interrupted; retry")
         return pending.result
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._queued:
+                while not self._queue and not self._closing:
+                    self._queued.wait()
+                if self._closing:
+                    return
+                batch, self._queue = self._queue, []
+            with self.lock:
+                try:
+                    self._commit_batch(batch)
+                except Exception:  # never leave callers waiting; they see Unavailable
+                    log.exception("commit to partition %d failed", self.partition)
+                finally:
+                    for p in batch:
+                        p.done.set()
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         if self.producer is None and not self.fenced:
