@@ -14,93 +14,36 @@ A fire-and-forget run of the raw producer is printed too, for context.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import bar_chart_svg, record, servers
+from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
 from mint.backends.kafka import create_log_topic, durable_producer
 from mint.backends.kafka_log import KafkaEventLog
 from mint.client import RegistryClient
-from services.registry.auth import token_digest
-
-REPO = Path(__file__).resolve().parents[1]
 
 PARTITIONS = 6  # the registry default
-
-
-@contextmanager
-def registry_process(env: dict[str, str], topic: str, partitions: int) -> Iterator[str]:
-    """A registry server in its own process, as deployed; yields its address."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tokens = Path(tmp) / "tokens.json"
-        tokens.write_text(
-            json.dumps(
-                {
-                    "tokens": [
-                        {
-                            "sha256": token_digest("t"),
-                            "principal": "bench",
-                            "tenants": ["*"],
-                            "admin": True,
-                        }
-                    ]
-                }
-            )
-        )
-        port = free_ports(1)[0]
-        log_file = Path(tmp) / "registry.log"
-        with log_file.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "services.registry",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--topic",
-                    topic,
-                    "--partitions",
-                    str(partitions),
-                    "--txn-prefix",
-                    topic,
-                    "--bucket",
-                    topic,
-                    "--tokens-file",
-                    str(tokens),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **env},
-                cwd=REPO,
-            )
-        try:
-            deadline = time.monotonic() + 120
-            while "registry serving" not in log_file.read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"registry did not start:\n{log_file.read_text()}")
-                time.sleep(0.2)
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def registry_run(env: dict[str, str], commands: int, clients: int) -> tuple[float, int]:
     """(events per second, mean envelope bytes) through gRPC + registry + Kafka."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    with registry_process(env, topic, PARTITIONS) as target:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = write_tokens(
+            Path(tmp) / "tokens.json",
+            {"t": {"principal": "bench", "tenants": ["*"], "admin": True}},
+        )
+        replica = RegistryProcess(
+            free_ports(1)[0], topic, tokens, Path(tmp) / "registry.log", env, PARTITIONS
+        ).start()
+        target = replica.address
         setup = RegistryClient(target, "t")
         fingerprint = "ab" * 32
         setup.register_base("synthetic", fingerprint, {"w": [1, 1]})
@@ -119,6 +62,7 @@ def registry_run(env: dict[str, str], commands: int, clients: int) -> tuple[floa
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(work, range(clients)))
         elapsed = time.perf_counter() - started
+        replica.stop()
     reader = KafkaEventLog(env["MINT_KAFKA_BOOTSTRAP"], topic, PARTITIONS, owned=())
     sizes = [len(r.envelope.SerializeToString()) for r in reader.read_all()]
     reader.close()

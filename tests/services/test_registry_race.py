@@ -7,14 +7,9 @@ log exactly once, at the versions the command was told.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -25,11 +20,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
 from mint.backends.kafka_log import KafkaEventLog
 from mint.client import RegistryClient
 from mint.eventlog.chain import verify_stream
-from services.registry.auth import token_digest
 
 pytestmark = pytest.mark.slow
 
@@ -49,82 +44,33 @@ class Ack:
 
 @dataclass
 class Replicas:
-    procs: list[subprocess.Popen[bytes]]
+    processes: list[RegistryProcess]
     target: str
     topic: str
 
 
-def _wait_serving(log_file: Path, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if "registry serving" in log_file.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise RuntimeError(f"replica did not start; log {log_file}:\n{log_file.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def replicas(tmp_path: Path, endpoints: dict[str, str]) -> Iterator[Replicas]:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(
-        json.dumps(
-            {
-                "tokens": [
-                    {
-                        "sha256": token_digest("admin"),
-                        "principal": "ops",
-                        "tenants": ["*"],
-                        "admin": True,
-                    },
-                    {"sha256": token_digest("alice"), "principal": "alice", "tenants": ["acme"]},
-                ]
-            }
-        )
+    tokens = write_tokens(
+        tmp_path / "tokens.json",
+        {
+            "admin": {"principal": "ops", "tenants": ["*"], "admin": True},
+            "alice": {"principal": "alice", "tenants": ["acme"]},
+        },
     )
     topic = f"race-{uuid.uuid4().hex[:8]}"
-    ports = free_ports(2)
-    procs = []
-    for i, port in enumerate(ports):
-        log_file = tmp_path / f"replica-{i}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "services.registry",
-            "serve",
-            "--backend",
-            "kafka",
-            "--port",
-            str(port),
-            "--topic",
-            topic,
-            "--partitions",
-            "4",
-            "--txn-prefix",
-            topic,
-            "--bucket",
-            topic,
-            "--tokens-file",
-            str(tokens),
-        ]
-        with log_file.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **endpoints},
-                    start_new_session=True,
-                )
-            )
-        _wait_serving(log_file, procs[-1])
-    target = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
-    yield Replicas(procs, target, topic)
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+    processes = [
+        RegistryProcess(port, topic, tokens, tmp_path / f"replica-{i}.log", endpoints, 4)
+        for i, port in enumerate(free_ports(2))
+    ]
+    try:
+        for replica in processes:
+            replica.start()
+        target = "ipv4:" + ",".join(r.address for r in processes)
+        yield Replicas(processes, target, topic)
+    finally:
+        for replica in processes:
+            replica.stop()
 
 
 def test_two_replicas_racing_with_one_killed(
@@ -141,13 +87,14 @@ def test_two_replicas_racing_with_one_killed(
     conflicts = [0]
     lock = threading.Lock()
     killed = threading.Event()
+    killed_status: list[int] = []
 
     def record(ref: str, request_id: str, first: int, last: int) -> None:
         with lock:
             acks.append(Ack(ref, request_id, first, last))
             if len(acks) >= KILL_AFTER and not killed.is_set():
                 killed.set()
-                os.killpg(replicas.procs[0].pid, signal.SIGKILL)
+                killed_status.append(replicas.processes[0].kill())
 
     def client_loop(seed: int) -> None:
         rng = random.Random(seed)
@@ -182,7 +129,7 @@ def test_two_replicas_racing_with_one_killed(
         for done in [pool.submit(client_loop, seed) for seed in range(CLIENTS)]:
             done.result(timeout=600)  # re-raises a client's failed assertion here
     assert killed.is_set(), "the kill never happened: too few commands acknowledged"
-    assert replicas.procs[0].wait(timeout=5) == -signal.SIGKILL
+    assert killed_status == [-signal.SIGKILL]
     assert conflicts[0] > 0, "no command raced: the test did not exercise concurrency"
 
     # The log alone, read back by a fresh client that owns nothing.
