@@ -72,10 +72,13 @@ class S3Server:
                 "-ip.bind=127.0.0.1",
                 f"-master.port={m}",
                 f"-master.port.grpc={mg}",
-                "-master.volumeSizeLimitMB=256",
+                # Every bucket is a collection that grows 7 volumes. `-volume.max=0` would
+                # cap volumes at free disk / volume size, a few hundred here and a handful
+                # on a fuller disk; volume files grow only as written, so allow many small.
+                "-master.volumeSizeLimitMB=32",
                 f"-volume.port={v}",
                 f"-volume.port.grpc={vg}",
-                "-volume.max=0",
+                "-volume.max=20000",
                 "-filer",
                 f"-filer.port={f}",
                 f"-filer.port.grpc={fg}",

@@ -74,3 +74,13 @@ def test_wrong_secret_is_rejected(s3_settings: S3Settings) -> None:
     with pytest.raises(S3Error) as denied:
         client(wrong).list_buckets()
     assert denied.value.code in {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"}
+
+
+def test_many_buckets_do_not_exhaust_the_servers_volumes(s3: Minio, unique: str) -> None:
+    """Each bucket takes several SeaweedFS volumes; the local server must allow many
+    (its default cap follows free disk and ran out after a few dozen buckets)."""
+    for i in range(40):
+        bucket = f"{unique}-{i}"
+        ensure_bucket(s3, bucket)
+        s3.put_object(bucket, "x", io.BytesIO(b"x"), 1)
+    assert s3.get_object(f"{unique}-39", "x").read() == b"x"
