@@ -22,7 +22,7 @@ def _consumer(bootstrap: str) -> KafkaConsumer:
     )
 
 
-def _to_recorded(record: Any) -> Recorded:
+def to_recorded(record: Any) -> Recorded:
     envelope = EventEnvelope.FromString(record.value)
     return Recorded(envelope, Position(record.partition, record.offset))
 
@@ -57,6 +57,6 @@ def read_partitions(
                     if follow_s is None and record.offset >= end[tp]:
                         continue
                     idle_since = time.monotonic()
-                    yield _to_recorded(record)
+                    yield to_recorded(record)
     finally:
         consumer.close()

@@ -1,0 +1,186 @@
+"""What the projection holds, decided from the events alone (no I/O).
+
+Layout (Hugging Face PEFT layout per revision, so a revision loads with
+`PeftModel.from_pretrained`):
+
+  adapters/<tenant>/<name>/revisions/<n>/adapter_model.safetensors   (copy of the blob)
+  adapters/<tenant>/<name>/revisions/<n>/adapter_config.json
+  adapters/<tenant>/<name>/revisions/<n>/manifest.json               (written last)
+  adapters/<tenant>/<name>/revisions/<n>/evaluations.json
+  adapters/<tenant>/<name>/channels/<channel>.json                    (pointers)
+  adapters/<tenant>/<name>/current.json      (the default channel: stable, else latest)
+  catalog/<tenant>/<name>.json               (one entry per adapter, listable by page)
+  bases/<fingerprint>.json
+
+Every object is a function of the events, never of wall-clock time or log offsets, so a
+rebuild from offset 0 writes the same bytes. Within one event's operations the order is
+the write order: files first, manifest next, pointers last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mint.domain import adapter as agg
+from mint.domain.events import (
+    AdapterArchived,
+    AdapterCreated,
+    BaseModelRegistered,
+    ChannelMoved,
+    EvaluationRecorded,
+    RevisionPublished,
+)
+from mint.eventlog.port import Recorded
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
+
+DEFAULT_CHANNELS = ("stable", "latest")  # `current` follows the first one that is set
+
+
+@dataclass(frozen=True)
+class PutJson:
+    key: str
+    body: bytes
+    # For mutable objects (pointers, catalog, evaluations): the stream version they
+    # reflect. The sink never replaces an object reflecting a later version, so replays
+    # and redeliveries never move a pointer backwards, not even for a moment.
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class CopyBlob:
+    key: str
+    sha256: str
+    size: int
+
+
+Operation = PutJson | CopyBlob
+
+
+def canonical_json(doc: Any) -> bytes:
+    return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def adapter_prefix(tenant: str, name: str) -> str:
+    return f"adapters/{tenant}/{name}/"
+
+
+def revision_prefix(tenant: str, name: str, number: int) -> str:
+    return f"{adapter_prefix(tenant, name)}revisions/{number}/"
+
+
+class Planner:
+    """Folds events per stream and says which objects each event writes."""
+
+    def __init__(self) -> None:
+        self.adapters: dict[str, agg.Adapter] = {}
+
+    def observe(self, recorded: Recorded) -> None:
+        """Fold without planning (catching up to where the projection already is)."""
+        self.plan(recorded)
+
+    def plan(self, recorded: Recorded) -> list[Operation]:
+        event = recorded.event
+        if isinstance(event, BaseModelRegistered):
+            return [
+                PutJson(
+                    f"bases/{event.fingerprint}.json",
+                    canonical_json(
+                        {
+                            "name": event.name,
+                            "fingerprint": event.fingerprint,
+                            "parameters": {k: list(v) for k, v in sorted(event.parameters.items())},
+                        }
+                    ),
+                )
+            ]
+        stream = recorded.envelope.stream_id
+        state = agg.apply(self.adapters.get(stream), event)
+        self.adapters[stream] = state
+        match event:
+            case AdapterCreated() | AdapterArchived():
+                return [self._catalog(state)]
+            case RevisionPublished():
+                return self._revision(state, event, recorded)
+            case EvaluationRecorded():
+                rev = state.revision(event.revision)
+                prefix = revision_prefix(state.created.tenant, state.created.name, rev.number)
+                doc = {
+                    "stream_version": state.version,
+                    "evaluations": [asdict(e) for e in rev.evaluations],
+                }
+                return [PutJson(prefix + "evaluations.json", canonical_json(doc), state.version)]
+            case ChannelMoved():
+                return self._pointers(state, event.channel)
+        return []  # ChannelGateSet: nothing a reader of the projection needs
+
+    def _catalog(self, state: agg.Adapter) -> PutJson:
+        c = state.created
+        doc = {
+            "adapter_id": c.adapter_id,
+            "tenant": c.tenant,
+            "name": c.name,
+            "owner": c.owner,
+            "base_fingerprint": c.base_fingerprint,
+            "method": c.method,
+            "labels": c.labels,
+            "archived": state.archived,
+            "stream_version": state.version,
+        }
+        return PutJson(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version)
+
+    def _revision(
+        self, state: agg.Adapter, event: RevisionPublished, recorded: Recorded
+    ) -> list[Operation]:
+        c = state.created
+        prefix = revision_prefix(c.tenant, c.name, event.revision)
+        manifest = {
+            "adapter_id": c.adapter_id,
+            "tenant": c.tenant,
+            "name": c.name,
+            "revision": event.revision,
+            "base_fingerprint": c.base_fingerprint,
+            "method": c.method,
+            "parents": list(event.parents),
+            "files": {
+                ADAPTER_WEIGHTS: {"sha256": event.weights_sha256, "size": event.weights_size},
+                ADAPTER_CONFIG: {"sha256": _sha256(event.config_json.encode())},
+            },
+            "provenance": asdict(event.provenance),
+            "published_at": recorded.envelope.occurred_at.ToJsonString(),
+            "event_id": recorded.envelope.event_id,
+        }
+        return [
+            CopyBlob(prefix + ADAPTER_WEIGHTS, event.weights_sha256, event.weights_size),
+            PutJson(prefix + ADAPTER_CONFIG, event.config_json.encode()),
+            PutJson(prefix + MANIFEST, canonical_json(manifest)),
+        ]
+
+    def _pointers(self, state: agg.Adapter, channel: str) -> list[Operation]:
+        c = state.created
+        pointer = self._pointer(state, channel)
+        base = adapter_prefix(c.tenant, c.name)
+        ops: list[Operation] = [PutJson(f"{base}channels/{channel}.json", pointer, state.version)]
+        current = next((ch for ch in DEFAULT_CHANNELS if ch in state.channels), None)
+        if current == channel:
+            ops.append(PutJson(f"{base}current.json", pointer, state.version))
+        return ops
+
+    def _pointer(self, state: agg.Adapter, channel: str) -> bytes:
+        c, rev = state.created, state.resolve(channel)
+        return canonical_json(
+            {
+                "adapter_id": c.adapter_id,
+                "channel": channel,
+                "revision": rev.number,
+                "manifest": revision_prefix(c.tenant, c.name, rev.number) + MANIFEST,
+                "weights_sha256": rev.weights_sha256,
+                "stream_version": state.version,
+            }
+        )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
