@@ -52,6 +52,8 @@ def create_log_topic(
     **configs: str,
 ) -> None:
     """Create a topic with the event-log configs (infinite retention) plus `configs`."""
+    if replication >= 3:  # acks=all then means "on at least two brokers"
+        configs = {"min.insync.replicas": "2", **configs}
     client = admin(bootstrap, timeout_s)
     try:
         topic = NewTopic(
@@ -60,3 +62,15 @@ def create_log_topic(
         client.create_topics([topic])
     finally:
         client.close()
+
+
+def topic_partitions(bootstrap: str, topic: str) -> int:
+    """How many partitions `topic` has (raises if it does not exist)."""
+    client = admin(bootstrap)
+    try:
+        described = client.describe_topics([topic])
+    finally:
+        client.close()
+    if not described or described[0].get("error_code"):
+        raise ValueError(f"topic {topic} does not exist")
+    return len(described[0]["partitions"])

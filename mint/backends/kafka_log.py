@@ -30,11 +30,12 @@ from mint.eventlog.port import (
     next_checkpoint,
 )
 
-from .kafka import create_log_topic
+from .kafka import create_log_topic, topic_partitions
 from .kafka_reader import read_partitions
 from .kafka_writer import PartitionWriter
 
 DEFAULT_TOPIC = "mint.adapter-events"
+STATE_WAIT_S = 10.0
 
 
 def partition_for(stream_id: str, partitions: int) -> int:
@@ -61,6 +62,14 @@ class KafkaEventLog(EventLog):
         self.txn_prefix = txn_prefix
         with contextlib.suppress(TopicAlreadyExistsError):
             create_log_topic(bootstrap, topic, partitions, replication)
+        actual = topic_partitions(bootstrap, topic)
+        if actual != partitions:
+            # Streams are placed by hashing over the partition count: two counts would
+            # give one stream two single writers.
+            raise ValueError(
+                f"topic {topic} has {actual} partitions, not {partitions}: "
+                "configure every replica and reader with the topic's count"
+            )
         self.writers: dict[int, PartitionWriter] = {}
         for p in range(partitions) if owned is None else owned:
             self.take(p)
@@ -88,8 +97,15 @@ class KafkaEventLog(EventLog):
         partition = partition_for(stream_id, self.partitions)
         writer = self.writers.get(partition)
         if writer is not None and writer.producer is not None:
-            with writer.lock:
-                return list(writer.streams.get(stream_id, []))
+            # The writer's state is current; wait for it only briefly (it may be
+            # committing or rebuilding), then let the caller retry.
+            if not writer.lock.acquire(timeout=STATE_WAIT_S):
+                raise Unavailable(f"partition {partition} is busy rebuilding; retry")
+            try:
+                if writer.producer is not None:
+                    return list(writer.streams.get(stream_id, []))
+            finally:
+                writer.lock.release()
         records = read_partitions(self.bootstrap, self.topic, {partition: 0})
         return [r for r in records if r.envelope.stream_id == stream_id]
 

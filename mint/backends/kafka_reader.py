@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kafka import KafkaConsumer
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
 from mint.eventlog.port import Position, Recorded
@@ -32,11 +33,13 @@ def read_partitions(
     topic: str,
     start: dict[int, int],
     follow_s: float | None = None,
+    stall_s: float = 60.0,
 ) -> Iterator[Recorded]:
     """Committed records of `topic` from `start` (partition -> next offset).
 
-    With follow_s None: up to each partition's end as of the call. Otherwise keep
-    reading until nothing new has arrived for `follow_s` seconds.
+    With follow_s None: up to each partition's end as of the call, raising
+    KafkaTimeoutError if the reading makes no progress for `stall_s` (a partition without
+    a leader). Otherwise keep reading until nothing new has arrived for `follow_s` seconds.
     """
     consumer = _consumer(bootstrap)
     try:
@@ -46,9 +49,19 @@ def read_partitions(
             consumer.seek(tp, start[tp.partition])
         end = consumer.end_offsets(tps) if follow_s is None else {}
         idle_since = time.monotonic()
+        progress: tuple[dict[TopicPartition, int], float] = ({}, time.monotonic())
         while True:
-            if follow_s is None and all(consumer.position(tp) >= end[tp] for tp in tps):
-                return
+            if follow_s is None:
+                positions = {tp: consumer.position(tp) for tp in tps}
+                if all(positions[tp] >= end[tp] for tp in tps):
+                    return
+                if positions != progress[0]:
+                    progress = (positions, time.monotonic())
+                elif time.monotonic() - progress[1] > stall_s:
+                    raise KafkaTimeoutError(
+                        f"reading {topic} made no progress for {stall_s} s "
+                        f"(at {positions}, end {end})"
+                    )
             if follow_s is not None and time.monotonic() - idle_since > follow_s:
                 return
             batches = consumer.poll(timeout_ms=200)

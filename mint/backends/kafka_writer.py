@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, ProducerFencedError
 
-from mint.domain.errors import DomainError, Unavailable, VersionConflict
+from mint.domain.errors import DomainError, InvalidArgument, Unavailable, VersionConflict
 from mint.domain.events import Event
 from mint.eventlog.port import AppendResult, Metadata, Position, Recorded, build_envelopes
 from mint.v1.events_pb2 import EventEnvelope
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # default caps a partition near 10 transactions per second.
 TXN_RETRY_BACKOFF_MS = 5
 APPEND_TIMEOUT_S = 60.0
+# Well under Kafka's default 1 MiB record limit: one oversized event must fail alone, not
+# poison the transaction it would share with other commands.
+MAX_EVENT_BYTES = 256 * 1024
 
 
 @dataclass
@@ -108,9 +111,10 @@ class PartitionWriter:
             p.finish(error=Unavailable(f"partition {self.partition} was given up; retry"))
 
     def _close_producer(self) -> None:
-        if self.producer is not None:
-            self.producer.close(timeout=2)
-            self.producer = None
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError):  # a failed flush must not keep it set
+                producer.close(timeout=2)
 
     def _observe(self, recorded: Recorded) -> None:
         env = recorded.envelope
@@ -227,7 +231,17 @@ class PartitionWriter:
                     )
                 )
                 continue
-            p.envelopes = build_envelopes(p.stream_id, version, last_hash, p.events, p.meta)
+            envelopes = build_envelopes(p.stream_id, version, last_hash, p.events, p.meta)
+            too_big = [e for e in envelopes if e.ByteSize() > MAX_EVENT_BYTES]
+            if too_big:
+                p.finish(
+                    error=InvalidArgument(
+                        f"an event of {too_big[0].ByteSize():,} bytes exceeds the "
+                        f"{MAX_EVENT_BYTES:,}-byte limit; shorten its labels, metrics or notes"
+                    )
+                )
+                continue
+            p.envelopes = envelopes
             tails[p.stream_id] = (version + len(p.events), p.envelopes[-1].hash)
             seen[key] = p
             accepted.append(p)

@@ -63,10 +63,11 @@ class SqliteEventLog(EventLog):
         db.execute("BEGIN IMMEDIATE")
         try:
             result = self._append_locked(db, stream_id, expected_version, events, meta)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")  # never leave this connection holding the lock
             raise
-        db.execute("COMMIT")
         return result
 
     def _append_locked(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from . import names
+from . import bounds, names
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .events import (
     AdapterArchived,
@@ -128,6 +128,7 @@ def create(
         raise AlreadyExists(f"adapter {ref} already exists (id {existing.adapter_id})")
     if method not in METHODS:
         raise InvalidArgument(f"unknown adapter method {method!r}; supported: {sorted(METHODS)}")
+    bounds.mapping("labels", labels or {})
     for key in labels or {}:
         names.suite(key)  # label keys share the suite alphabet
     return [
@@ -147,6 +148,10 @@ def publish(
 ) -> list[AdapterEvent]:
     """A new revision, numbered next, and `latest` moved to it in the same append."""
     _writable(state)
+    bounds.text("training_run_id", provenance.training_run_id)
+    bounds.items("dataset_fingerprints", provenance.dataset_fingerprints)
+    bounds.mapping("hyperparameters", provenance.hyperparameters)
+    bounds.mapping("tool_versions", provenance.tool_versions)
     for parent in parents:
         state.revision(parent)  # NotFound for a parent that does not exist
     number = len(state.revisions) + 1
@@ -168,6 +173,8 @@ def record_evaluation(
     passed: bool,
 ) -> list[AdapterEvent]:
     state.revision(revision)
+    bounds.metrics(metrics)
+    bounds.text("dataset_fingerprint", dataset_fingerprint)
     names.suite(suite)
     return [
         EvaluationRecorded(revision, suite, dict(metrics), dataset_fingerprint, evaluator, passed)
@@ -187,6 +194,7 @@ def move_channel(
 ) -> list[AdapterEvent]:
     """Promote or roll back: point `channel` at `revision`, if its gate (if any) passed."""
     _writable(state)
+    bounds.text("reason", reason)
     names.channel(channel)
     target = state.revision(revision)
     suite = state.gates.get(channel)
@@ -200,6 +208,7 @@ def move_channel(
 
 def archive(state: Adapter, reason: str) -> list[AdapterEvent]:
     _writable(state)
+    bounds.text("reason", reason)
     return [AdapterArchived(reason)]
 
 

@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import regex
+
 from mint.domain.errors import InvalidArgument
 
 from .limits import Limits
@@ -13,6 +15,8 @@ from .peft_config import LoraAdapterConfig, parse_config
 from .safetensors_bytes import TensorInfo, check_finite, read_header
 
 PEFT_PREFIX = "base_model.model."
+MAX_PATTERN_CHARS = 512
+PATTERN_TIMEOUT_S = 0.05
 _LORA_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<side>[AB])\.weight")
 
 
@@ -58,6 +62,19 @@ def _pair_up(tensors: dict[str, TensorInfo]) -> dict[str, tuple[TensorInfo, Tens
     return {m: (s["A"], s["B"]) for m, s in sides.items()}
 
 
+def _pattern_matches(pattern: str, module: str) -> bool:
+    """PEFT's string form of target_modules is a regex; a user's regex runs under a time
+    limit (the `regex` module's timeout) so a catastrophic one cannot stall the server."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise InvalidArgument(f"target_modules pattern longer than {MAX_PATTERN_CHARS} chars")
+    try:
+        return regex.fullmatch(pattern, module, timeout=PATTERN_TIMEOUT_S) is not None
+    except regex.error as exc:
+        raise InvalidArgument(f"target_modules is not a valid pattern: {exc}") from None
+    except TimeoutError:
+        raise InvalidArgument("target_modules pattern is too expensive to evaluate") from None
+
+
 def _check_module(
     module: str,
     a: TensorInfo,
@@ -67,7 +84,7 @@ def _check_module(
 ) -> None:
     targets = config.targets()
     leaf = module.rsplit(".", 1)[-1]
-    targeted = leaf in targets if isinstance(targets, set) else re.fullmatch(targets, module)
+    targeted = leaf in targets if isinstance(targets, set) else _pattern_matches(targets, module)
     if not targeted:
         raise InvalidArgument(f"module {module!r} is not among target_modules {targets!r}")
     base_shape = base.get(f"{module}.weight")

@@ -9,7 +9,15 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 
 from mint.domain.errors import InvalidArgument, ResourceExhausted
 
@@ -19,7 +27,8 @@ SUPPORTED_PEFT_TYPES = ("LORA",)
 
 
 class LoraAdapterConfig(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # strict: "4" is not a rank; no NaN or Infinity anywhere.
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
 
     peft_type: Literal["LORA"]
     r: int = Field(gt=0, description="rank of the update matrices")
@@ -30,8 +39,8 @@ class LoraAdapterConfig(BaseModel):
     fan_in_fan_out: bool = False
     use_dora: bool = False
     use_rslora: bool = False
-    rank_pattern: dict[str, int] = Field(default_factory=dict)
-    alpha_pattern: dict[str, float] = Field(default_factory=dict)
+    rank_pattern: dict[str, PositiveInt] = Field(default_factory=dict)
+    alpha_pattern: dict[str, PositiveFloat] = Field(default_factory=dict)
     modules_to_save: list[str] | None = None
 
     @field_validator("target_modules")
@@ -62,8 +71,10 @@ def parse_config(raw: bytes, limits: Limits) -> tuple[LoraAdapterConfig, str]:
     if len(raw) > limits.max_config_bytes:
         raise ResourceExhausted(f"adapter_config.json exceeds {limits.max_config_bytes} bytes")
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidArgument("adapter_config.json is nested too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise InvalidArgument(f"adapter_config.json is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidArgument("adapter_config.json is not a JSON object")
@@ -82,3 +93,7 @@ def parse_config(raw: bytes, limits: Limits) -> tuple[LoraAdapterConfig, str]:
     if max([config.r, *config.rank_pattern.values()]) > limits.max_rank:
         raise InvalidArgument(f"rank exceeds the limit of {limits.max_rank}")
     return config, json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")

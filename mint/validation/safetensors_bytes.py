@@ -66,6 +66,8 @@ def read_header(data: bytes, limits: Limits) -> tuple[dict[str, TensorInfo], int
         raise InvalidArgument("weights are truncated: the safetensors header runs past the end")
     try:
         header = json.loads(data[8 : 8 + header_len])
+    except RecursionError:
+        raise InvalidArgument("safetensors header is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidArgument(
             "weights are not safetensors (the header is not JSON); only safetensors is "
@@ -73,7 +75,11 @@ def read_header(data: bytes, limits: Limits) -> tuple[dict[str, TensorInfo], int
         ) from None
     if not isinstance(header, dict):
         raise InvalidArgument("safetensors header is not a JSON object")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InvalidArgument("safetensors __metadata__ must map strings to strings")
     if len(header) > limits.max_tensors:
         raise InvalidArgument(f"{len(header)} tensors; the limit is {limits.max_tensors}")
     tensors = {name: _tensor_info(name, spec, limits) for name, spec in header.items()}
@@ -85,16 +91,16 @@ def _tensor_info(name: str, spec: object, limits: Limits) -> TensorInfo:
     if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= spec.keys():
         raise InvalidArgument(f"tensor {name!r}: entry lacks dtype, shape or data_offsets")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if dtype not in limits.dtypes:
+    if not isinstance(dtype, str) or dtype not in limits.dtypes:
         raise InvalidArgument(
             f"tensor {name!r} has dtype {dtype!r}; allowed: {sorted(limits.dtypes)}"
         )
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise InvalidArgument(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
     if not (
         isinstance(offsets, list)
         and len(offsets) == 2
-        and all(isinstance(o, int) for o in offsets)
+        and all(type(o) is int for o in offsets)
         and 0 <= offsets[0] <= offsets[1]
     ):
         raise InvalidArgument(f"tensor {name!r}: bad data_offsets {offsets!r}")

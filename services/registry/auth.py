@@ -29,15 +29,7 @@ class TokenTable:
     @classmethod
     def from_file(cls, path: Path) -> TokenTable:
         doc = json.loads(path.read_text())
-        return cls(
-            (
-                e["sha256"],
-                Principal(
-                    e["principal"], frozenset(e.get("tenants", [])), bool(e.get("admin", False))
-                ),
-            )
-            for e in doc["tokens"]
-        )
+        return cls((e["sha256"], _principal(e)) for e in doc["tokens"])
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
         values = [v for k, v in metadata if k == "authorization"]
@@ -52,3 +44,10 @@ class TokenTable:
             if hmac.compare_digest(known, digest):
                 return principal
         raise Unauthenticated("unknown or revoked token")
+
+
+def _principal(entry: dict[str, object]) -> Principal:
+    tenants = entry.get("tenants", [])
+    if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
+        raise ValueError(f"tokens file: tenants of {entry.get('principal')!r} must be a list")
+    return Principal(str(entry["principal"]), frozenset(tenants), entry.get("admin") is True)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from kafka.errors import KafkaError
+from minio.error import MinioException
 
 from mint.domain import errors
 from mint.registry import Principal
@@ -83,8 +85,8 @@ class DomainInterceptor(grpc.ServerInterceptor):
             try:
                 self._authenticate(context)
                 return behaviour(request, context)
-            except errors.DomainError as exc:
-                context.abort(_status(exc), str(exc))
+            except Exception as exc:
+                _abort(context, exc)
 
         return wrapped
 
@@ -93,7 +95,19 @@ class DomainInterceptor(grpc.ServerInterceptor):
             try:
                 self._authenticate(context)
                 yield from behaviour(request, context)
-            except errors.DomainError as exc:
-                context.abort(_status(exc), str(exc))
+            except Exception as exc:
+                _abort(context, exc)
 
         return wrapped
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    """Domain errors keep their status and message. Anything else is a fault on our side:
+    logged in full, and the caller gets a status without internals to retry or report."""
+    if isinstance(exc, errors.DomainError):
+        context.abort(_status(exc), str(exc))
+    if isinstance(exc, KafkaError | MinioException | OSError):
+        log.exception("storage unavailable")
+        context.abort(grpc.StatusCode.UNAVAILABLE, "storage is unavailable right now; retry")
+    log.exception("unexpected error")
+    context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")

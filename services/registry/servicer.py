@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from . import convert
 from .interceptor import current_principal
 
 MAX_PAGE = 1000
+MAX_WATCHES = 4  # of the server's 16 threads
 
 
 def _version(message: Any) -> int | None:
@@ -40,6 +42,7 @@ def _result(outcome: Outcome) -> pb.CommandResult:
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
 
     def RegisterBaseModel(
         self, request: pb.RegisterBaseModelRequest, context: grpc.ServicerContext
@@ -215,6 +218,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> Iterator[pb.RecordedEvent]:
         principal = current_principal()
         principal.require_tenant(request.tenant)
+        # A watch holds a server thread while it lasts: bound them, so watchers can never
+        # take every thread from commands.
+        if not self._watch_slots.acquire(blocking=False):
+            raise ResourceExhausted(f"{MAX_WATCHES} watches are open already; retry later")
+        try:
+            yield from self._watch(request, context)
+        finally:
+            self._watch_slots.release()
+
+    def _watch(
+        self, request: pb.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.RecordedEvent]:
         prefix = f"{request.tenant}/"
         checkpoint = dict(request.from_offsets)
         while context.is_active():

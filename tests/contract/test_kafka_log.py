@@ -51,3 +51,12 @@ def test_non_owner_refuses_with_a_retryable_error(kafka_bootstrap: str) -> None:
 def test_partitioning_is_stable() -> None:
     assert partition_for("acme/tone", 6) == partition_for("acme/tone", 6)
     assert len({partition_for(f"t/n{i}", 6) for i in range(100)}) == 6
+
+
+def test_a_replica_configured_with_another_partition_count_refuses_to_start(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    KafkaEventLog(kafka_bootstrap, topic, partitions=3, owned=()).close()
+    with pytest.raises(ValueError, match="has 3 partitions, not 6"):
+        KafkaEventLog(kafka_bootstrap, topic, partitions=6, owned=())

@@ -114,3 +114,19 @@ def test_hostile_names_are_refused(text: str) -> None:
 
 def test_good_names_parse() -> None:
     assert str(AdapterRef.parse("acme-co/tone.v2_final")) == "acme-co/tone.v2_final"
+
+
+def test_free_form_fields_are_bounded() -> None:
+    with pytest.raises(InvalidArgument, match="labels\\['k'\\] is 5000 characters"):
+        adapter.create(None, "id", REF, "alice", "f" * 64, labels={"k": "x" * 5000})
+    state = with_revisions(1)
+    with pytest.raises(InvalidArgument, match="finite"):
+        adapter.record_evaluation(state, 1, "s", {"acc": float("nan")}, "d", "e", True)
+    with pytest.raises(InvalidArgument, match="hyperparameters has 500 entries"):
+        adapter.publish(
+            state,
+            "a" * 64,
+            1,
+            "{}",
+            Provenance("a", hyperparameters={str(i): "v" for i in range(500)}),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -89,6 +90,45 @@ def _cases(saved):
             weights,
             "not among target_modules",
         ),
+        "catastrophic regex": (
+            _mutated_config(saved, target_modules=r"((.|\w)+)+0"),  # backtracks 2^n
+            weights,
+            "too expensive",
+        ),
+        "invalid regex": (
+            _mutated_config(saved, target_modules="(unclosed"),
+            weights,
+            "not a valid pattern",
+        ),
+        "rank as a string": (_mutated_config(saved, r="4"), weights, "r:"),
+        "infinite alpha": (
+            re.sub(rb'"lora_alpha": [0-9.]+', b'"lora_alpha": Infinity', config),
+            weights,
+            "Infinity",
+        ),
+        "zero rank pattern": (
+            _mutated_config(saved, rank_pattern={"q_proj": 0}),
+            weights,
+            "rank_pattern",
+        ),
+        "deeply nested config": (b"[" * 30_000 + b"]" * 30_000, weights, "nested too deeply"),
+        "bool as a dimension": (
+            config,
+            _header_bytes({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}})
+            + b"\0" * 4,
+            "not a list of sizes",
+        ),
+        "unhashable dtype": (
+            config,
+            _header_bytes({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}})
+            + b"\0" * 4,
+            "has dtype",
+        ),
+        "non-string metadata": (
+            config,
+            _header_bytes({"__metadata__": {"format": 1}}),
+            "__metadata__",
+        ),
         "offsets overlap": (
             config,
             _header_bytes(
@@ -123,6 +163,15 @@ def _cases(saved):
         "bad alpha",
         "untargeted module",
         "offsets overlap",
+        "catastrophic regex",
+        "invalid regex",
+        "rank as a string",
+        "infinite alpha",
+        "zero rank pattern",
+        "deeply nested config",
+        "bool as a dimension",
+        "unhashable dtype",
+        "non-string metadata",
     ],
 )
 def test_bad_upload_is_refused_with_a_reason(saved, case: str) -> None:
