@@ -38,6 +38,12 @@ def main() -> None:
     parser.add_argument("--prefix", default="", help="key prefix inside the bucket")
     parser.add_argument("--blobs-bucket", default="mint", help="the registry's blob bucket")
     parser.add_argument("--group", default="mint-projector", help="consumer group (run)")
+    parser.add_argument(
+        "--instance-id",
+        default=os.environ.get("HOSTNAME") or None,
+        help="static group membership: a restart under the same id resumes "
+        "at once (default: $HOSTNAME, the pod name on Kubernetes)",
+    )
     args = parser.parse_args()
     env = os.environ
     missing = [
@@ -69,7 +75,9 @@ def main() -> None:
             f"({sink.written} objects written)"
         )
         return
-    projector = Projector(env["MINT_KAFKA_BOOTSTRAP"], args.topic, sink, args.group)
+    projector = Projector(
+        env["MINT_KAFKA_BOOTSTRAP"], args.topic, sink, args.group, args.instance_id
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

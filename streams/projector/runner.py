@@ -53,6 +53,10 @@ class Projector:
     topic: str
     sink: S3Sink
     group_id: str = "mint-projector"
+    # Static membership (KIP-345): a projector restarted under the same instance id takes
+    # its partitions back at once instead of waiting out the dead one's session.
+    instance_id: str | None = None
+    session_timeout_ms: int = 10_000
     planners: dict[int, Planner] = field(default_factory=dict)  # one per partition
     applied: int = 0
 
@@ -65,36 +69,46 @@ class Projector:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=200,
+            group_instance_id=self.instance_id,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.session_timeout_ms // 4,
         )
         self.consumer.subscribe([self.topic], listener=self.assignments)
 
     def run(
         self,
         stop: threading.Event | None = None,
-        stop_after_idle_s: float | None = None,
+        stop_when_caught_up_s: float | None = None,
         report_every_s: float = 30.0,
     ) -> None:
-        """Project until `stop` is set, or nothing arrived for `stop_after_idle_s`."""
-        idle_since = reported = time.monotonic()
+        """Project until `stop` is set; or, with `stop_when_caught_up_s`, once partitions
+        are assigned, nothing is left to project, and nothing arrived for that long."""
+        quiet_since = reported = time.monotonic()
         while not (stop and stop.is_set()):
-            if stop_after_idle_s is not None and time.monotonic() - idle_since > stop_after_idle_s:
-                return
             if time.monotonic() - reported > report_every_s:
                 log.info("applied %d events; lag per partition %s", self.applied, self.lag())
                 reported = time.monotonic()
             batches = self.consumer.poll(timeout_ms=500)
             self._catch_up_new_partitions()
             if not batches:
+                if (
+                    stop_when_caught_up_s is not None
+                    and time.monotonic() - quiet_since > stop_when_caught_up_s
+                    and self._caught_up()
+                ):
+                    return
                 continue
-            idle_since = time.monotonic()
+            quiet_since = time.monotonic()
             for tp, records in batches.items():
                 planner = self.planners[tp.partition]
                 for record in records:
-                    recorded = to_recorded(record)
-                    self.sink.apply(planner.plan(recorded))
+                    self.sink.apply(planner.plan(to_recorded(record)))
                     self.applied += 1
                 # Only now are this partition's writes done: commit past them.
                 self.consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)})
+
+    def _caught_up(self) -> bool:
+        return bool(self.planners) and not any(self.lag().values())
 
     def _catch_up_new_partitions(self) -> None:
         for partition in self.assignments.revoked:

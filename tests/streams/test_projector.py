@@ -65,7 +65,7 @@ def _objects(s3: Minio, bucket: str, prefix: str = "") -> dict[str, bytes]:
 def _project(world: dict, bucket: str) -> S3Sink:
     sink = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"])
     projector = Projector(world["bootstrap"], world["topic"], sink, group_id=bucket)
-    projector.run(stop_after_idle_s=3)
+    projector.run(stop_when_caught_up_s=1)
     assert projector.lag() == {0: 0, 1: 0}
     projector.close()
     return sink
