@@ -140,6 +140,10 @@ def run(out: Path) -> dict[str, object]:
         f"stable = revision {stable.number}, read back from the blob store into "
         f"{revision_dir}: PeftModel.from_pretrained reproduces it exactly"
     )
+    _step(
+        f"audit it: python -m mint.audit --backend embedded --data-dir {out} "
+        "verify | replay | provenance demo/greeter --svg lineage.svg"
+    )
     return {
         "revision_dir": str(revision_dir),
         "sha256": stable.weights_sha256,
