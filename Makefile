@@ -36,3 +36,4 @@ lint: venv  ## ruff and mypy
 
 bench: venv  ## run the benchmarks (against MINT_* servers, or a temporary local stack)
 	$(PY) -m bench.registry_append
+	$(PY) -m bench.replay

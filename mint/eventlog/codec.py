@@ -8,6 +8,7 @@ an older schema into the current message before it is decoded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -94,19 +95,33 @@ def _fields_to_proto(obj: Any) -> dict[str, Any]:
 
 
 def _from_proto(cls: type, message: Any) -> Any:
+    return cls(**{name: read(getattr(message, name)) for name, read in _readers(cls)})
+
+
+@functools.cache
+def _readers(cls: type) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    """How to turn each proto field of `cls` into its dataclass value; worked out once
+    per class, since type-hint resolution costs more than decoding an event."""
     hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
+    readers: list[tuple[str, Callable[[Any], Any]]] = []
     for f in dataclasses.fields(cls):
-        raw = getattr(message, f.name)
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            values[f.name] = _from_proto(typing.cast(type, hint), raw)
+            readers.append((f.name, functools.partial(_from_proto, typing.cast(type, hint))))
         elif f.name == "parameters":
-            values[f.name] = {k: tuple(int(d) for d in v.dims) for k, v in raw.items()}
+            readers.append((f.name, _shapes))
         elif typing.get_origin(hint) is tuple:
-            values[f.name] = tuple(raw)
+            readers.append((f.name, tuple))
         elif typing.get_origin(hint) is dict:
-            values[f.name] = dict(raw)
+            readers.append((f.name, dict))
         else:
-            values[f.name] = raw
-    return cls(**values)
+            readers.append((f.name, _same))
+    return tuple(readers)
+
+
+def _shapes(raw: Any) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(int(d) for d in v.dims) for k, v in raw.items()}
+
+
+def _same(raw: Any) -> Any:
+    return raw
