@@ -10,6 +10,7 @@ back-end-free (any EventLog and BlobStore). For every command the order is:
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from mint.validation.limits import Limits
 BASE_STREAM_PREFIX = "base:"
 # Commands without an expected version lose races only to each other; retry those here.
 INTERNAL_RETRIES = 5
+FOLDED_CACHE_SIZE = 100_000  # adapters whose folded state a replica keeps
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ def base_stream(fingerprint: str) -> str:
 class Registry:
     def __init__(self, log: EventLog, blobs: BlobStore, limits: Limits | None = None) -> None:
         self.log, self.blobs, self.limits = log, blobs, limits or Limits()
+        # stream -> (events folded, id of the last one, state): commands fold only what is
+        # new since the last command on that stream, not the whole history each time.
+        self._folded: dict[str, tuple[int, str, agg.Adapter]] = {}
+        self._folded_lock = threading.Lock()
 
     # ---- base models ---------------------------------------------------------------
 
@@ -253,9 +259,27 @@ class Registry:
     # ---- the one command path --------------------------------------------------------
 
     def _load(self, stream_id: str) -> tuple[agg.Adapter | None, list[Recorded]]:
+        """The stream and its folded state; only events not folded before are folded."""
         recorded = self.log.read_stream(stream_id)
-        events = [r.event for r in recorded]
-        return agg.fold(e for e in events if not isinstance(e, BaseModelRegistered)), recorded
+        cached = self._folded.get(stream_id)
+        state, done = None, 0
+        if cached is not None:
+            version, last_event_id, folded = cached
+            if len(recorded) >= version and recorded[version - 1].envelope.event_id == (
+                last_event_id
+            ):
+                state, done = folded, version
+        for r in recorded[done:]:
+            event = r.event
+            if not isinstance(event, BaseModelRegistered):
+                state = agg.apply(state, event)
+        if state is not None and recorded:
+            with self._folded_lock:  # most recently used last; the oldest goes first
+                self._folded.pop(stream_id, None)
+                self._folded[stream_id] = (len(recorded), recorded[-1].envelope.event_id, state)
+                if len(self._folded) > FOLDED_CACHE_SIZE:
+                    del self._folded[next(iter(self._folded))]
+        return state, recorded
 
     def _execute(
         self,

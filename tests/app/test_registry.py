@@ -161,3 +161,17 @@ def test_list_adapters_by_tenant(registry: Registry, model_files: dict) -> None:
     assert [a.name for a in registry.list_adapters(ALICE, "acme")] == ["tone", "second"]
     with pytest.raises(PermissionDenied):
         list(registry.list_adapters(ALICE, "other"))
+
+
+def test_state_cache_sees_what_another_writer_appended(tmp_path: Path, model_files: dict) -> None:
+    """Two registries over one log: each folds only new events, and never misses any."""
+    first = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "b"))
+    second = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "b"))
+    first.register_base(ADMIN, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
+    first.create_adapter(ALICE, REF, model_files["fingerprint"], rid())
+    first.publish_revision(ALICE, REF, model_files["upload"], rid())
+    assert first.get(ALICE, REF).version == 3
+    second.move_channel(ALICE, REF, "stable", 1, rid())
+    second.publish_revision(ALICE, REF, model_files["upload"], rid())
+    seen = first.get(ALICE, REF)
+    assert (seen.version, dict(seen.channels)) == (6, {"latest": 2, "stable": 1})
