@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.stack import Stack
+from mint.backends import settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -20,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @contextmanager
 def servers() -> Iterator[dict[str, str]]:
     """The MINT_* endpoints from the environment, or a temporary local stack."""
-    keys = ("MINT_KAFKA_BOOTSTRAP", "MINT_S3_ENDPOINT", "MINT_S3_ACCESS_KEY", "MINT_S3_SECRET_KEY")
+    keys = settings.ALL
     if all(k in os.environ for k in keys):
         yield {k: os.environ[k] for k in keys}
         return

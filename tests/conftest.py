@@ -15,18 +15,14 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
+from mint.backends import settings
 from mint.backends.s3 import S3Settings, client
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
 from mint.registry import Upload
 
-ENDPOINT_KEYS = (
-    "MINT_KAFKA_BOOTSTRAP",
-    "MINT_S3_ENDPOINT",
-    "MINT_S3_ACCESS_KEY",
-    "MINT_S3_SECRET_KEY",
-)
+ENDPOINT_KEYS = settings.ALL
 
 
 def _endpoints() -> dict[str, str]:

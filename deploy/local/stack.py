@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mint.backends import settings
+
 from .kafka import KafkaCluster, KafkaNode, fetch_jars, new_cluster_id
 from .s3 import S3Server
 
@@ -47,10 +49,10 @@ class Endpoints:
 
     def as_env(self) -> dict[str, str]:
         return {
-            "MINT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "MINT_S3_ENDPOINT": self.s3_endpoint,
-            "MINT_S3_ACCESS_KEY": self.s3_access_key,
-            "MINT_S3_SECRET_KEY": self.s3_secret_key,
+            settings.KAFKA_BOOTSTRAP: self.kafka_bootstrap,
+            settings.S3_ENDPOINT: self.s3_endpoint,
+            settings.S3_ACCESS_KEY: self.s3_access_key,
+            settings.S3_SECRET_KEY: self.s3_secret_key,
         }
 
 

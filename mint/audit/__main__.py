@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -33,29 +32,13 @@ def _open(args: argparse.Namespace) -> tuple[EventLog, BlobStore]:
 
         return SqliteEventLog(args.data_dir / "events.db"), LocalBlobStore(args.data_dir)
     from mint.backends.kafka_log import KafkaEventLog
-    from mint.backends.s3 import S3Settings, client
+    from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
+    from mint.backends.settings import servers_from_env
 
-    env = os.environ
-    missing = [
-        k
-        for k in (
-            "MINT_KAFKA_BOOTSTRAP",
-            "MINT_S3_ENDPOINT",
-            "MINT_S3_ACCESS_KEY",
-            "MINT_S3_SECRET_KEY",
-        )
-        if k not in env
-    ]
-    if missing:
-        sys.exit(
-            f"missing {', '.join(missing)}: `eval $(python -m deploy.local env)` sets "
-            "them for the local stack"
-        )
-    log = KafkaEventLog(env["MINT_KAFKA_BOOTSTRAP"], args.topic, args.partitions, owned=())
-    s3 = client(
-        S3Settings(env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"])
-    )
+    servers = servers_from_env()
+    log = KafkaEventLog(servers.kafka_bootstrap, args.topic, args.partitions, owned=())
+    s3 = client(servers.s3)
     return log, S3BlobStore(s3, args.bucket)
 
 

@@ -36,37 +36,21 @@ def _backends(args: argparse.Namespace) -> tuple[EventLog, BlobStore]:
 
         args.data_dir.mkdir(parents=True, exist_ok=True)
         return SqliteEventLog(args.data_dir / "events.db"), LocalBlobStore(args.data_dir)
-    from mint.backends.s3 import S3Settings, client
+    from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
+    from mint.backends.settings import servers_from_env
 
-    env = os.environ
-    missing = [
-        k
-        for k in (
-            "MINT_KAFKA_BOOTSTRAP",
-            "MINT_S3_ENDPOINT",
-            "MINT_S3_ACCESS_KEY",
-            "MINT_S3_SECRET_KEY",
-        )
-        if k not in env
-    ]
-    if missing:
-        sys.exit(
-            f"--backend kafka needs {', '.join(missing)}; "
-            "`eval $(python -m deploy.local env)` sets them for the local stack"
-        )
+    servers = servers_from_env()
     # Partitions are owned as the consumer group assigns them (see kafka_ownership.py).
     log = KafkaEventLog(
-        env["MINT_KAFKA_BOOTSTRAP"],
+        servers.kafka_bootstrap,
         args.topic,
         args.partitions,
         args.replication,
         args.txn_prefix,
         owned=(),
     )
-    s3 = client(
-        S3Settings(env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"])
-    )
+    s3 = client(servers.s3)
     return log, S3BlobStore(s3, args.bucket)
 
 

@@ -14,11 +14,11 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 
 from mint.backends.kafka_log import DEFAULT_TOPIC, KafkaEventLog
-from mint.backends.s3 import S3Settings, client
+from mint.backends.s3 import client
+from mint.backends.settings import servers_from_env
 
 from .runner import Projector, rebuild
 from .sink import S3Sink
@@ -45,39 +45,18 @@ def main() -> None:
         "at once (default: $HOSTNAME, the pod name on Kubernetes)",
     )
     args = parser.parse_args()
-    env = os.environ
-    missing = [
-        k
-        for k in (
-            "MINT_KAFKA_BOOTSTRAP",
-            "MINT_S3_ENDPOINT",
-            "MINT_S3_ACCESS_KEY",
-            "MINT_S3_SECRET_KEY",
-        )
-        if k not in env
-    ]
-    if missing:
-        sys.exit(
-            f"missing {', '.join(missing)}: `eval $(python -m deploy.local env)` sets "
-            "them for the local stack"
-        )
-    s3 = client(
-        S3Settings(env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"])
-    )
+    servers = servers_from_env()
+    s3 = client(servers.s3)
     sink = S3Sink(s3, args.bucket, args.blobs_bucket, args.prefix)
     if args.command == "rebuild":
-        event_log = KafkaEventLog(
-            env["MINT_KAFKA_BOOTSTRAP"], args.topic, args.partitions, owned=()
-        )
+        event_log = KafkaEventLog(servers.kafka_bootstrap, args.topic, args.partitions, owned=())
         count = rebuild(event_log, sink)
         print(
             f"rebuilt s3://{args.bucket}/{args.prefix} from {count} events "
             f"({sink.written} objects written)"
         )
         return
-    projector = Projector(
-        env["MINT_KAFKA_BOOTSTRAP"], args.topic, sink, args.group, args.instance_id
-    )
+    projector = Projector(servers.kafka_bootstrap, args.topic, sink, args.group, args.instance_id)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
