@@ -44,6 +44,12 @@ def main() -> None:
         help="static group membership: a restart under the same id resumes "
         "at once (default: $HOSTNAME, the pod name on Kubernetes)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9464,
+        help="serve /metrics (lag, events applied) and /healthz; 0: off",
+    )
     args = parser.parse_args()
     servers = servers_from_env()
     s3 = client(servers.s3)
@@ -57,6 +63,8 @@ def main() -> None:
         )
         return
     projector = Projector(servers.kafka_bootstrap, args.topic, sink, args.group, args.instance_id)
+    if args.metrics_port:
+        projector.metrics.serve(args.metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -20,6 +20,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from mint.backends.kafka_reader import read_partitions, to_recorded
 from mint.eventlog.port import EventLog
 
+from .metrics import ProjectorMetrics
 from .planner import Planner
 from .sink import S3Sink
 
@@ -61,6 +62,7 @@ class Projector:
     applied: int = 0
 
     def __post_init__(self) -> None:
+        self.metrics = ProjectorMetrics()
         self.assignments = _Assignments()
         self.consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -86,7 +88,9 @@ class Projector:
         quiet_since = reported = time.monotonic()
         while not (stop and stop.is_set()):
             if time.monotonic() - reported > report_every_s:
-                log.info("applied %d events; lag per partition %s", self.applied, self.lag())
+                lag = self.lag()
+                self.metrics.publish(self.applied, lag)
+                log.info("applied %d events; lag per partition %s", self.applied, lag)
                 reported = time.monotonic()
             batches = self.consumer.poll(timeout_ms=500)
             self._catch_up_new_partitions()

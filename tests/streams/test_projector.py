@@ -132,3 +132,22 @@ def test_restarted_projector_resumes_from_its_committed_offsets(world: dict) -> 
     assert sink.written == 2  # stable.json and current.json, nothing else
     current = json.loads(world["s3"].get_object(bucket, "adapters/acme/tone/current.json").read())
     assert current["revision"] == 2
+
+
+def test_metrics_endpoint_reports_lag_and_health() -> None:
+    import urllib.request
+
+    from streams.projector.metrics import ProjectorMetrics
+
+    metrics = ProjectorMetrics()
+    metrics.publish(applied=42, lag={0: 3, 1: 0})
+    server = metrics.serve(0, host="127.0.0.1")
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        health = urllib.request.urlopen(f"{base}/healthz", timeout=5).read()
+    finally:
+        server.shutdown()
+    assert "mint_projector_events_applied_total 42" in text
+    assert 'mint_projector_lag{partition="0"} 3' in text
+    assert health == b"ok\n"

@@ -129,6 +129,8 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
         projection,
         "--instance-id",
         "projector-0",  # static membership: each restart resumes at once
+        "--metrics-port",
+        "0",
     ]
     rng, kills = random.Random(7), 0
     while kills < KILLS or not done.is_set():
