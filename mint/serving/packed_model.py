@@ -1,0 +1,104 @@
+"""A causal LM whose target linear layers serve packed LoRA slots.
+
+Load adapters from PEFT's safetensors state dict (bytes in, no files), run a batch with
+one slot per sample, and stack several adapters with weights into one slot as an exact
+combined delta (their A matrices concatenated: the rank is the sum).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .slots import LoraSlots, SlottedLinear
+
+PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    """One adapter, per wrapped module: (A [r, in], B [out, r], scale)."""
+
+    modules: Mapping[str, tuple[torch.Tensor, torch.Tensor, float]]
+
+    @classmethod
+    def from_peft(
+        cls, state: Mapping[str, torch.Tensor], alpha: float, rank: int, use_rslora: bool = False
+    ) -> LoraWeights:
+        scale = alpha / (rank**0.5 if use_rslora else rank)
+        modules: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
+        for key, tensor in state.items():
+            if key.endswith(".lora_A.weight"):
+                module = key.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
+                b = state[f"{PEFT_PREFIX}{module}.lora_B.weight"]
+                modules[module] = (tensor, b, scale)
+        return cls(modules)
+
+    @staticmethod
+    def stack(parts: Sequence[tuple[LoraWeights, float]]) -> LoraWeights:
+        """Σ wᵢ·sᵢ·Bᵢ·Aᵢ as one adapter: A = [A₁; A₂; …], B = [w₁s₁B₁, w₂s₂B₂, …], scale 1."""
+        names = set().union(*(p.modules for p, _ in parts))
+        modules = {}
+        for name in names:
+            present = [(p.modules[name], w) for p, w in parts if name in p.modules]
+            a = torch.cat([a for (a, _, _), _ in present], dim=0)
+            b = torch.cat([b * (s * w) for (_, b, s), w in present], dim=1)
+            modules[name] = (a, b, 1.0)
+        return LoraWeights(modules)
+
+    @property
+    def rank(self) -> int:
+        return max(a.shape[0] for a, _, _ in self.modules.values())
+
+
+class PackedLoraModel(nn.Module):
+    def __init__(self, base: nn.Module, targets: Sequence[str], slots: int, max_rank: int) -> None:
+        super().__init__()
+        self.base = base
+        self.layers: dict[str, SlottedLinear] = {}
+        for name, module in list(base.named_modules()):
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+                weight = module.weight
+                store = LoraSlots(
+                    module.in_features,
+                    module.out_features,
+                    slots,
+                    max_rank,
+                    weight.dtype,
+                    weight.device,
+                )
+                wrapped = SlottedLinear(module, store)
+                parent_name, _, leaf = name.rpartition(".")
+                setattr(base.get_submodule(parent_name), leaf, wrapped)
+                self.layers[name] = wrapped
+        if not self.layers:
+            raise ValueError(f"no linear layers named {list(targets)} in the base model")
+
+    def load(self, slot: int, weights: LoraWeights) -> None:
+        unknown = set(weights.modules) - set(self.layers)
+        if unknown:
+            raise ValueError(f"adapter wraps modules the base does not have: {sorted(unknown)}")
+        for name, layer in self.layers.items():
+            if name in weights.modules:
+                a, b, scale = weights.modules[name]
+                layer.slots.load(slot, a, b, scale)
+            else:
+                layer.slots.clear(slot)
+
+    def clear(self, slot: int) -> None:
+        for layer in self.layers.values():
+            layer.slots.clear(slot)
+
+    def forward(self, input_ids: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch where sample i uses adapter slot slot_ids[i] (0: none)."""
+        for layer in self.layers.values():
+            layer.slot_ids = slot_ids
+        try:
+            logits: torch.Tensor = self.base(input_ids).logits
+            return logits
+        finally:
+            for layer in self.layers.values():
+                layer.slot_ids = None
