@@ -26,15 +26,30 @@ class LoraWeights:
 
     @classmethod
     def from_peft(
-        cls, state: Mapping[str, torch.Tensor], alpha: float, rank: int, use_rslora: bool = False
+        cls,
+        state: Mapping[str, torch.Tensor],
+        alpha: float,
+        use_rslora: bool = False,
+        alpha_pattern: Mapping[str, float] | None = None,
     ) -> LoraWeights:
-        scale = alpha / (rank**0.5 if use_rslora else rank)
+        """From PEFT's state dict. Each module's scale is alpha / r as PEFT computes it, with
+        r that module's own rank (rank_pattern) and alpha its pattern's, if any."""
         modules: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
-        for key, tensor in state.items():
-            if key.endswith(".lora_A.weight"):
-                module = key.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
-                b = state[f"{PEFT_PREFIX}{module}.lora_B.weight"]
-                modules[module] = (tensor, b, scale)
+        for key, a in state.items():
+            if not key.endswith(".lora_A.weight"):
+                continue
+            module = key.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
+            b = state[f"{PEFT_PREFIX}{module}.lora_B.weight"]
+            rank = a.shape[0]
+            module_alpha = next(
+                (
+                    v
+                    for k, v in (alpha_pattern or {}).items()
+                    if module == k or module.endswith("." + k)
+                ),
+                alpha,
+            )
+            modules[module] = (a, b, module_alpha / (rank**0.5 if use_rslora else rank))
         return cls(modules)
 
     @staticmethod

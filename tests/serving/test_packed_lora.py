@@ -42,7 +42,7 @@ def reference(adapters: dict[str, Path]) -> PeftModel:
 def _weights(reference: PeftModel, name: str) -> LoraWeights:
     config: Any = reference.peft_config[name]  # a LoraConfig
     state = get_peft_model_state_dict(reference, adapter_name=name)
-    return LoraWeights.from_peft(state, config.lora_alpha, config.r)
+    return LoraWeights.from_peft(state, config.lora_alpha)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,23 @@ def test_slot_bounds_and_rank_are_checked(packed: PackedLoraModel, reference: Pe
     too_big = LoraWeights.stack([(_weights(reference, "b"), 1.0)] * 3)  # rank 24 > 16
     with pytest.raises(ValueError, match="does not fit"):
         packed.load(4, too_big)
+
+
+def test_loading_from_stored_bytes_checks_the_hash(
+    adapters: dict[str, Path], reference: PeftModel
+) -> None:
+    import hashlib
+
+    from mint.domain.errors import DataLoss
+    from mint.serving.loading import weights_from_bytes
+
+    data = (adapters["b"] / "adapter_model.safetensors").read_bytes()
+    config = (adapters["b"] / "adapter_config.json").read_text()
+    loaded = weights_from_bytes(data, hashlib.sha256(data).hexdigest(), config)
+    expected = _weights(reference, "b")
+    assert loaded.modules.keys() == expected.modules.keys()
+    for name, (a, b, scale) in loaded.modules.items():
+        ea, eb, escale = expected.modules[name]
+        assert torch.equal(a, ea) and torch.equal(b, eb) and scale == escale
+    with pytest.raises(DataLoss, match="not the recorded"):
+        weights_from_bytes(data[:-1] + b"\x00", hashlib.sha256(data).hexdigest(), config)
