@@ -37,3 +37,4 @@ lint: venv  ## ruff and mypy
 bench: venv  ## run the benchmarks (against MINT_* servers, or a temporary local stack)
 	$(PY) -m bench.registry_append
 	$(PY) -m bench.replay
+	$(PY) -m bench.serving_scale

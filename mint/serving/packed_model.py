@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,11 +110,15 @@ class PackedLoraModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         """Logits for a batch where sample i uses adapter slot slot_ids[i] (0: none)."""
+        logits: torch.Tensor = self.run(input_ids, slot_ids).logits
+        return logits
+
+    def run(self, input_ids: torch.Tensor, slot_ids: torch.Tensor, **kwargs: Any) -> Any:
+        """The base model's full output (pass past_key_values / use_cache for decoding)."""
         for layer in self.layers.values():
             layer.slot_ids = slot_ids
         try:
-            logits: torch.Tensor = self.base(input_ids).logits
-            return logits
+            return self.base(input_ids, **kwargs)
         finally:
             for layer in self.layers.values():
                 layer.slot_ids = None

@@ -1,0 +1,141 @@
+"""Does serving slow down as adapters accumulate? Packed slots, on a ~40M-parameter Llama.
+
+(c) of Step 4: with 1,000 adapters resident vs 32 —
+  * one decode step (32 requests over 32 distinct adapters, 64-token context in the KV
+    cache): target <= 1.1x;
+  * loading one more adapter into its slot: target <= 1.2x.
+
+  python -m bench.serving_scale [--resident 1000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import LlamaConfig
+
+from bench.common import bar_chart_svg, record
+from mint.models.base import build_base
+from mint.serving.packed_model import LoraWeights, PackedLoraModel
+
+BATCH, PROMPT, RANK = 32, 64, 8
+
+
+def base_config() -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=32000,
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
+
+
+def random_adapter(model: PackedLoraModel, seed: int) -> LoraWeights:
+    g = torch.Generator().manual_seed(seed)
+    modules = {}
+    for name, layer in model.layers.items():
+        base = layer.base
+        modules[name] = (
+            torch.randn(RANK, base.in_features, generator=g) * 0.01,
+            torch.randn(base.out_features, RANK, generator=g) * 0.01,
+            2.0,
+        )
+    return LoraWeights(modules)
+
+
+def measure(resident: int, repeats: int) -> tuple[float, float]:
+    """(median decode-step seconds, median load seconds) with `resident` adapters."""
+    torch.manual_seed(0)
+    model = PackedLoraModel(
+        build_base(base_config(), seed=0), ["q_proj", "v_proj"], slots=resident + 2, max_rank=RANK
+    )
+    adapter = random_adapter(model, 1)
+    for slot in range(1, resident + 1):
+        model.load(slot, adapter)
+    loads = []
+    for i in range(repeats):
+        fresh = random_adapter(model, 100 + i)
+        started = time.perf_counter()
+        model.load(resident + 1, fresh)
+        loads.append(time.perf_counter() - started)
+    slots = torch.arange(1, BATCH + 1) * (resident // BATCH)  # 32 distinct, spread out
+    prompt = torch.randint(0, 32000, (BATCH, PROMPT))
+    with torch.no_grad():
+        cache = model.run(prompt, slots, use_cache=True).past_key_values
+        token = torch.randint(0, 32000, (BATCH, 1))
+        steps = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model.run(token, slots, past_key_values=cache, use_cache=True)
+            steps.append(time.perf_counter() - started)
+            cache.crop(-1)  # drop the token just added: every step sees the same context
+    return statistics.median(steps), statistics.median(loads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--resident", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = sum(p.numel() for p in build_base(base_config(), seed=0).parameters())
+    few_step, few_load = measure(32, args.repeats)
+    many_step, many_load = measure(args.resident, args.repeats)
+    step_ratio, load_ratio = many_step / few_step, many_load / few_load
+    print(
+        f"base: Llama, {params / 1e6:.1f}M parameters, rank-{RANK} LoRA on q/v, "
+        f"{args.threads} threads"
+    )
+    print(f"  decode step, 32 resident   {few_step * 1e3:8.1f} ms")
+    print(
+        f"  decode step, {args.resident} resident {many_step * 1e3:8.1f} ms  "
+        f"ratio {step_ratio:.2f}x (target <= 1.1x)"
+    )
+    print(f"  load one,    32 resident   {few_load * 1e3:8.2f} ms")
+    print(
+        f"  load one,    {args.resident} resident {many_load * 1e3:8.2f} ms  "
+        f"ratio {load_ratio:.2f}x (target <= 1.2x)"
+    )
+    path = record(
+        "serving_scale",
+        {
+            "base_parameters": params,
+            "rank": RANK,
+            "batch": BATCH,
+            "context": PROMPT,
+            "threads": args.threads,
+            "resident_many": args.resident,
+            "decode_step_ms": {
+                "32": round(few_step * 1e3, 2),
+                str(args.resident): round(many_step * 1e3, 2),
+            },
+            "load_ms": {
+                "32": round(few_load * 1e3, 3),
+                str(args.resident): round(many_load * 1e3, 3),
+            },
+            "decode_ratio": round(step_ratio, 3),
+            "load_ratio": round(load_ratio, 3),
+            "targets": {"decode_ratio": "<= 1.1", "load_ratio": "<= 1.2"},
+        },
+    )
+    chart = bar_chart_svg(
+        "serving_scale",
+        "Decode step (32 requests, 32 adapters), by adapters resident",
+        [("32 resident", few_step * 1e3), (f"{args.resident} resident", many_step * 1e3)],
+        "ms",
+    )
+    print(f"recorded in {path} and {chart}")
+
+
+if __name__ == "__main__":
+    main()
