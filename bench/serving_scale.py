@@ -50,33 +50,58 @@ def random_adapter(model: PackedLoraModel, seed: int) -> LoraWeights:
     return LoraWeights(modules)
 
 
-def measure(resident: int, repeats: int) -> tuple[float, float]:
-    """(median decode-step seconds, median load seconds) with `resident` adapters."""
-    torch.manual_seed(0)
-    model = PackedLoraModel(
-        build_base(base_config(), seed=0), ["q_proj", "v_proj"], slots=resident + 2, max_rank=RANK
-    )
-    adapter = random_adapter(model, 1)
-    for slot in range(1, resident + 1):
-        model.load(slot, adapter)
-    loads = []
-    for i in range(repeats):
-        fresh = random_adapter(model, 100 + i)
+class Setup:
+    """A packed model with `resident` adapters loaded and a 32-request batch prefilled."""
+
+    def __init__(self, resident: int) -> None:
+        self.resident = resident
+        self.model = PackedLoraModel(
+            build_base(base_config(), seed=0),
+            ["q_proj", "v_proj"],
+            slots=resident + 2,
+            max_rank=RANK,
+        )
+        adapter = random_adapter(self.model, 1)
+        for slot in range(1, resident + 1):
+            self.model.load(slot, adapter)
+        self.slots = torch.arange(1, BATCH + 1) * (resident // BATCH)  # 32 distinct slots
+        prompt = torch.randint(
+            0, 32000, (BATCH, PROMPT), generator=torch.Generator().manual_seed(0)
+        )
+        with torch.no_grad():
+            self.cache = self.model.run(prompt, self.slots, use_cache=True).past_key_values
+        self.token = torch.randint(0, 32000, (BATCH, 1))
+
+    def decode_step(self) -> float:
         started = time.perf_counter()
-        model.load(resident + 1, fresh)
-        loads.append(time.perf_counter() - started)
-    slots = torch.arange(1, BATCH + 1) * (resident // BATCH)  # 32 distinct, spread out
-    prompt = torch.randint(0, 32000, (BATCH, PROMPT))
-    with torch.no_grad():
-        cache = model.run(prompt, slots, use_cache=True).past_key_values
-        token = torch.randint(0, 32000, (BATCH, 1))
-        steps = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            model.run(token, slots, past_key_values=cache, use_cache=True)
-            steps.append(time.perf_counter() - started)
-            cache.crop(-1)  # drop the token just added: every step sees the same context
-    return statistics.median(steps), statistics.median(loads)
+        with torch.no_grad():
+            self.model.run(self.token, self.slots, cache=self.cache, use_cache=True)
+        elapsed = time.perf_counter() - started
+        self.cache.crop(-1)  # drop the token just added: every step sees the same context
+        return elapsed
+
+    def load_one(self, seed: int) -> float:
+        fresh = random_adapter(self.model, seed)
+        started = time.perf_counter()
+        self.model.load(self.resident + 1, fresh)
+        return time.perf_counter() - started
+
+
+def measure(few: int, many: int, repeats: int) -> dict[str, float]:
+    """Medians, alternating the two setups step by step so drift hits both alike."""
+    setups = (Setup(few), Setup(many))
+    steps: tuple[list[float], list[float]] = ([], [])
+    loads: tuple[list[float], list[float]] = ([], [])
+    for i in range(repeats):
+        for k, setup in enumerate(setups):
+            steps[k].append(setup.decode_step())
+            loads[k].append(setup.load_one(100 + i))
+    return {
+        "few_step": statistics.median(steps[0]),
+        "many_step": statistics.median(steps[1]),
+        "few_load": statistics.median(loads[0]),
+        "many_load": statistics.median(loads[1]),
+    }
 
 
 def main() -> None:
@@ -84,13 +109,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--resident", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = sum(p.numel() for p in build_base(base_config(), seed=0).parameters())
-    few_step, few_load = measure(32, args.repeats)
-    many_step, many_load = measure(args.resident, args.repeats)
+    m = measure(32, args.resident, args.repeats)
+    few_step, many_step, few_load, many_load = (
+        m["few_step"],
+        m["many_step"],
+        m["few_load"],
+        m["many_load"],
+    )
     step_ratio, load_ratio = many_step / few_step, many_load / few_load
     print(
         f"base: Llama, {params / 1e6:.1f}M parameters, rank-{RANK} LoRA on q/v, "

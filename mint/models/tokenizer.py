@@ -1,0 +1,28 @@
+"""A byte-level tokenizer built in code (no hub): every UTF-8 byte is a token, plus
+<bos>, <eos> and <pad>. Any text round-trips; bases built here use its vocabulary."""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+SPECIALS = ("<pad>", "<bos>", "<eos>")
+VOCAB_SIZE = 256 + len(SPECIALS)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 byte symbols
+    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
+    for special in SPECIALS:
+        vocab[special] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer: PreTrainedTokenizerFast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        padding_side="left",
+    )
+    return tokenizer
