@@ -1,0 +1,61 @@
+"""The Kubernetes manifests name only commands, flags, ports and variables that exist."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mint.backends import settings
+from services.registry.server import SERVICE_NAME
+
+K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+
+
+def documents() -> list[dict[str, Any]]:
+    return [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+
+
+def containers() -> list[dict[str, Any]]:
+    return [
+        c
+        for d in documents()
+        if d["kind"] in {"Deployment", "StatefulSet"}
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+def test_every_server_variable_is_provided() -> None:
+    provided = set()
+    for d in documents():
+        if d["kind"] == "ConfigMap":
+            provided |= set(d["data"])
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "mint-s3":
+            provided |= set(d["stringData"])
+    assert provided == set(settings.ALL)
+
+
+@pytest.mark.parametrize("container", containers(), ids=lambda c: c["name"])
+def test_commands_and_flags_exist(container: dict[str, Any]) -> None:
+    command = container["command"]
+    assert command[:2] == ["python", "-m"]
+    help_text = subprocess.run(
+        [sys.executable, *command[1:], "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    flags = [a for a in container["args"] if a.startswith("--")]
+    assert flags and all(flag in help_text for flag in flags), (flags, help_text)
+
+
+def test_ports_and_probes_match_the_code() -> None:
+    by_name = {c["name"]: c for c in containers()}
+    registry, projector = by_name["registry"], by_name["projector"]
+    port = int(registry["args"][registry["args"].index("--port") + 1])
+    assert registry["ports"][0]["containerPort"] == port
+    assert registry["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    metrics = int(projector["args"][projector["args"].index("--metrics-port") + 1])
+    assert projector["ports"][0]["containerPort"] == metrics
+    assert projector["livenessProbe"]["httpGet"]["path"] == "/healthz"
