@@ -4,6 +4,7 @@ batch, each sample with its own adapter slot, left-padded prompts, a KV cache.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -31,18 +32,6 @@ class Sampling:
         return self
 
 
-def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
-    if sampling.temperature == 0.0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > sampling.top_p
-        sorted_probs[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
 @torch.no_grad()
 def generate(
     model: PackedLoraModel,
@@ -53,34 +42,27 @@ def generate(
     eos_token_id: int | None = None,
     pad_token_id: int = 0,
 ) -> torch.Tensor:
-    """New tokens [batch, ≤ max_new_tokens]; a finished sample is padded after its EOS."""
+    """New tokens [batch, ≤ max_new_tokens], padded after a sample's `eos_token_id`
+    (None: no early stop).
+
+    The decoding loop is transformers' own `generate`, run with every sample's adapter
+    slot applied in each forward pass; sampling is seeded per call.
+    """
     sampling.check()
-    generator = torch.Generator().manual_seed(sampling.seed)
-    mask = attention_mask.clone()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model.run(
-        input_ids, slot_ids, attention_mask=mask, position_ids=positions, use_cache=True
-    )
-    cache, logits = out.past_key_values, out.logits[:, -1]
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-    produced = []
-    for _ in range(sampling.max_new_tokens):
-        token = _pick(logits, sampling, generator)
-        token = torch.where(finished, torch.full_like(token, pad_token_id), token)
-        produced.append(token)
-        if eos_token_id is not None:
-            finished |= token == eos_token_id
-        if bool(finished.all()):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-        positions = positions[:, -1:] + 1
-        out = model.run(
-            token[:, None],
-            slot_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
+    options: dict[str, Any] = {
+        "max_new_tokens": sampling.max_new_tokens,
+        "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id,  # None: no early stop, whatever the model's default
+    }
+    if sampling.temperature > 0:
+        options.update(
+            do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
-    return torch.stack(produced, dim=1)
+    else:
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    with model.adapters(slot_ids), torch.random.fork_rng():
+        torch.manual_seed(sampling.seed)
+        out: torch.Tensor = model.base.generate(  # type: ignore[operator]
+            input_ids=input_ids, attention_mask=attention_mask, **options
+        )
+    return out[:, input_ids.shape[1] :]

@@ -7,7 +7,8 @@ combined delta (their A matrices concatenated: the rank is the sum).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,11 +115,17 @@ class PackedLoraModel(nn.Module):
         return logits
 
     def run(self, input_ids: torch.Tensor, slot_ids: torch.Tensor, **kwargs: Any) -> Any:
-        """The base model's full output (pass past_key_values / use_cache for decoding)."""
+        """The base model's full output (pass cache / use_cache for decoding)."""
+        with self.adapters(slot_ids):
+            return self.base(input_ids, **kwargs)
+
+    @contextlib.contextmanager
+    def adapters(self, slot_ids: torch.Tensor) -> Iterator[None]:
+        """Within the block, every forward pass of the base applies sample i's slot."""
         for layer in self.layers.values():
             layer.slot_ids = slot_ids
         try:
-            return self.base(input_ids, **kwargs)
+            yield
         finally:
             for layer in self.layers.values():
                 layer.slot_ids = None
