@@ -80,6 +80,8 @@ def test_sampling_is_seeded_and_checked(setup) -> None:
     first = generate(packed, ids, mask, torch.tensor([1]), Sampling(6, 0.8, 0.9, seed=3))
     again = generate(packed, ids, mask, torch.tensor([1]), Sampling(6, 0.8, 0.9, seed=3))
     assert torch.equal(first, again)
+    other = generate(packed, ids, mask, torch.tensor([1]), Sampling(6, 0.8, 0.9, seed=4))
+    assert not torch.equal(first, other), "sampling ignored its seed (or never sampled)"
     for bad in (Sampling(0), Sampling(4, temperature=-1), Sampling(4, top_p=0)):
         with pytest.raises(InvalidArgument):
             generate(packed, ids, mask, torch.tensor([1]), bad)
