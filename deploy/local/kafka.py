@@ -130,10 +130,9 @@ class KafkaCluster:
                 f"{libs}/*",
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                self.cluster_id,
-                "-c",
-                str(node.config_file),
+                # "=" form: a random id may begin with "-", which argparse reads as an option
+                f"--cluster-id={self.cluster_id}",
+                f"--config={node.config_file}",
             ]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:

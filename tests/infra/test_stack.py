@@ -17,7 +17,8 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from urllib3.exceptions import HTTPError
 
-from deploy.local.stack import Stack
+from deploy.local.kafka import KafkaCluster, KafkaNode, fetch_jars
+from deploy.local.stack import Stack, default_cache, free_ports
 from mint.backends.kafka import admin, broker_ids, create_log_topic, durable_producer
 from mint.backends.s3 import S3Settings
 from tests.infra.smoke import kafka_round_trip, s3_round_trip
@@ -117,3 +118,15 @@ def _end_offset(bootstrap: str) -> int:
         return int(consumer.end_offsets([tp])[tp])
     finally:
         consumer.close()
+
+
+def test_storage_formats_with_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
+    # About one random id in 64 begins with "-"; the formatter must not read it as an option.
+    cluster = KafkaCluster(
+        nodes=(KafkaNode(1, *free_ports(2), state_dir=tmp_path),),
+        cluster_id="-097AqMLQGGKPHIVafEhSQ",
+    )
+    cluster.write_configs()
+    cluster.format_storage(fetch_jars(default_cache()))
+    meta = (cluster.nodes[0].data_dir / "meta.properties").read_text()
+    assert "cluster.id=-097AqMLQGGKPHIVafEhSQ" in meta
