@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.registry.auth import token_digest
+from mint.rpc.auth import token_digest
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -43,3 +43,7 @@ class Unavailable(DomainError):
 
 class DataLoss(DomainError):
     """Stored bytes no longer match their recorded sha256 (corruption or tampering)."""
+
+
+class DeadlineExceeded(DomainError):
+    """The work could not finish within the caller's deadline (the message says what)."""

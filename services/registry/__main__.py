@@ -24,8 +24,8 @@ from mint.backends.kafka_ownership import GroupOwnership
 from mint.blobs.port import BlobStore
 from mint.eventlog.port import EventLog
 from mint.registry import Registry
+from mint.rpc.auth import TokenTable, token_digest
 
-from .auth import TokenTable, token_digest
 from .server import build_server
 
 

@@ -10,10 +10,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mint.registry import Registry
+from mint.rpc.auth import TokenTable
+from mint.rpc.interceptor import DomainInterceptor
 from mint.v1 import registry_pb2, registry_pb2_grpc
 
-from .auth import TokenTable
-from .interceptor import DomainInterceptor
 from .servicer import RegistryServicer
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def build_server(
     """A started server and its bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry"),
-        interceptors=[DomainInterceptor(tokens)],
+        interceptors=[DomainInterceptor(tokens.authenticate)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
     )
     registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), server)

@@ -15,11 +15,11 @@ import grpc
 
 from mint.domain.errors import InvalidArgument, ResourceExhausted
 from mint.registry import Outcome, Registry, Upload
+from mint.rpc.interceptor import current_principal
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
 from . import convert
-from .interceptor import current_principal
 
 MAX_PAGE = 1000
 MAX_WATCHES = 4  # of the server's 16 threads

@@ -122,8 +122,9 @@ def _end_offset(bootstrap: str) -> int:
 
 def test_storage_formats_with_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
     # About one random id in 64 begins with "-"; the formatter must not read it as an option.
+    port, controller_port = free_ports(2)
     cluster = KafkaCluster(
-        nodes=(KafkaNode(1, *free_ports(2), state_dir=tmp_path),),
+        nodes=(KafkaNode(1, port, controller_port, tmp_path),),
         cluster_id="-097AqMLQGGKPHIVafEhSQ",
     )
     cluster.write_configs()

@@ -14,8 +14,8 @@ from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import RegistryClient
 from mint.registry import Principal, Registry
+from mint.rpc.auth import TokenTable, token_digest
 from mint.validation.limits import Limits
-from services.registry.auth import TokenTable, token_digest
 from services.registry.server import build_server
 
 TOKENS = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mint.domain.errors import Unauthenticated
-from services.registry.auth import TokenTable, token_digest
+from mint.rpc.auth import TokenTable, token_digest
 
 
 def test_tokens_are_stored_as_digests_and_checked(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -13,8 +13,6 @@ from minio.error import MinioException
 
 from mint.domain import errors
 from mint.registry import Principal
-
-from .auth import TokenTable
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +27,10 @@ STATUS = {
     errors.VersionConflict: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
+Authenticate = Callable[[Sequence[tuple[str, str | bytes]]], Principal]
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -48,8 +48,11 @@ def _status(exc: errors.DomainError) -> grpc.StatusCode:
 
 
 class DomainInterceptor(grpc.ServerInterceptor):
-    def __init__(self, tokens: TokenTable) -> None:
-        self.tokens = tokens
+    """Authenticates every call but health and reflection (when given an `authenticate`)
+    and turns exceptions into statuses; servicers just raise domain errors."""
+
+    def __init__(self, authenticate: Authenticate | None = None) -> None:
+        self.authenticate = authenticate
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
@@ -78,7 +81,8 @@ class DomainInterceptor(grpc.ServerInterceptor):
         return handler
 
     def _authenticate(self, context: grpc.ServicerContext) -> None:
-        _principal.set(self.tokens.authenticate(context.invocation_metadata()))
+        if self.authenticate is not None:
+            _principal.set(self.authenticate(context.invocation_metadata()))
 
     def _unary(self, behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
