@@ -52,3 +52,12 @@ def fingerprint(model: PreTrainedModel) -> str:
         flat = tensor.detach().contiguous().reshape(-1).cpu()
         digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def load_base_dir(path: str) -> PreTrainedModel:
+    """A local `transformers` causal-LM directory as a base (safetensors weights only)."""
+    from transformers import AutoModelForCausalLM
+
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    model.train(False)
+    return model

@@ -3,33 +3,14 @@ batch, each sample with its own adapter slot, left-padded prompts, a KV cache.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from mint.domain.errors import InvalidArgument
-
 from .packed_model import PackedLoraModel
+from .requests import Sampling
 
-MAX_NEW_TOKENS = 512
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_new_tokens: int = 32
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    seed: int = 0
-
-    def check(self) -> Sampling:
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise InvalidArgument(f"max_new_tokens must be 1..{MAX_NEW_TOKENS}")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise InvalidArgument("temperature must be between 0 and 5")
-        if not 0.0 < self.top_p <= 1.0:
-            raise InvalidArgument("top_p must be in (0, 1]")
-        return self
+__all__ = ["Sampling", "generate"]
 
 
 @torch.no_grad()
@@ -41,9 +22,11 @@ def generate(
     sampling: Sampling,
     eos_token_id: int | None = None,
     pad_token_id: int = 0,
+    streamer: Any = None,
 ) -> torch.Tensor:
     """New tokens [batch, ≤ max_new_tokens], padded after a sample's `eos_token_id`
-    (None: no early stop).
+    (None: no early stop). A `streamer` (transformers' BaseStreamer) gets the prompt ids,
+    then each step's new tokens [batch] as they are decoded.
 
     The decoding loop is transformers' own `generate`, run with every sample's adapter
     slot applied in each forward pass; sampling is seeded per call.
@@ -53,6 +36,7 @@ def generate(
         "max_new_tokens": sampling.max_new_tokens,
         "pad_token_id": pad_token_id,
         "eos_token_id": eos_token_id,  # None: no early stop, whatever the model's default
+        "streamer": streamer,
     }
     if sampling.temperature > 0:
         options.update(

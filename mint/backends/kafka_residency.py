@@ -1,0 +1,179 @@
+"""The residency topics on Kafka: desired state (controller → nodes), node reports
+(nodes → controller, router) and demand (router → controller).
+
+`desired` and `status` are compacted tables: the latest value per key is the state, a
+null value (tombstone) deletes a key. Readers consume them from the beginning and keep
+following. Writes to `desired` are transactional under one id, so a newly active
+controller fences the previous one; readers use read_committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import TopicPartition
+
+from mint.serving.requests import RevisionRef
+from mint.v1 import residency_pb2
+
+from .kafka import DURABLE_PRODUCER, admin, topic_partitions
+
+COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+
+
+@dataclass(frozen=True)
+class ResidencyTopics:
+    prefix: str = "mint.residency"
+
+    @property
+    def desired(self) -> str:
+        return f"{self.prefix}.desired"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}.status"
+
+    @property
+    def demand(self) -> str:
+        return f"{self.prefix}.demand"
+
+    def create(self, bootstrap: str, replication: int = 1, partitions: int = 4) -> None:
+        """Create the three topics if missing (idempotent). `demand` has one partition:
+        the controller group's one assignee is the active controller."""
+        extra = {"min.insync.replicas": "2"} if replication >= 3 else {}
+        wanted = [
+            NewTopic(self.desired, partitions, replication, topic_configs={**COMPACTED, **extra}),
+            NewTopic(self.status, partitions, replication, topic_configs={**COMPACTED, **extra}),
+            NewTopic(self.demand, 1, replication, topic_configs={"retention.ms": "3600000"}),
+        ]
+        client = admin(bootstrap)
+        try:
+            for topic in wanted:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    client.create_topics([topic])
+        finally:
+            client.close()
+        for topic in wanted:  # created topics take a moment to have leaders
+            _wait_for(bootstrap, topic.name)
+
+
+def _wait_for(bootstrap: str, topic: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            topic_partitions(bootstrap, topic)
+            return
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def desired_key(node: str, ref: RevisionRef) -> str:
+    return f"{node}|{ref.adapter_id}|{ref.revision}"
+
+
+def to_proto(ref: RevisionRef) -> residency_pb2.ResidentRevision:
+    return residency_pb2.ResidentRevision(
+        adapter_id=ref.adapter_id,
+        adapter=ref.adapter,
+        revision=ref.revision,
+        weights_sha256=ref.weights_sha256,
+        weights_size=ref.weights_size,
+    )
+
+
+def from_proto(msg: residency_pb2.ResidentRevision, base_fingerprint: str = "") -> RevisionRef:
+    return RevisionRef(
+        msg.adapter_id,
+        msg.adapter,
+        msg.revision,
+        msg.weights_sha256,
+        msg.weights_size,
+        base_fingerprint,
+    )
+
+
+class TableFollower:
+    """Follows a compacted topic from its beginning: `poll()` yields (key, value or None)
+    in log order per partition; `caught_up` once the ends seen at start were reached."""
+
+    def __init__(self, bootstrap: str, topic: str, **options: Any) -> None:
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            **options,
+        )
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        self.tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not self.tps:
+            raise ValueError(f"topic {topic} does not exist; create the residency topics first")
+        self.consumer.assign(self.tps)
+        self.consumer.seek_to_beginning(*self.tps)
+        self._ends = self.consumer.end_offsets(self.tps)
+        self.caught_up = False
+
+    def poll(self, timeout_s: float = 0.2) -> Iterator[tuple[str, bytes | None]]:
+        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        for tp in self.tps:
+            for record in batches.get(tp, []):
+                yield record.key.decode(), record.value
+        if not self.caught_up:
+            self.caught_up = all(self.consumer.position(tp) >= self._ends[tp] for tp in self.tps)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class DesiredWriter:
+    """The controller's writes to the desired table, each batch one transaction.
+
+    `activate()` calls init_transactions under the controller's transactional id, which
+    fences any previous controller still writing under it."""
+
+    def __init__(self, bootstrap: str, topics: ResidencyTopics, transactional_id: str) -> None:
+        self.topics = topics
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            transactional_id=transactional_id,
+            transaction_timeout_ms=10_000,
+            **{k: v for k, v in DURABLE_PRODUCER.items() if k != "retries"},
+        )
+
+    def activate(self) -> None:
+        self.producer.init_transactions()
+
+    def write(
+        self,
+        put: list[tuple[str, RevisionRef, bool]],
+        remove: list[tuple[str, RevisionRef]],
+        term: int,
+    ) -> None:
+        """Intents `put` (node, revision, pinned) and tombstones for `remove`, atomically."""
+        if not put and not remove:
+            return
+        self.producer.begin_transaction()
+        for node, ref, pinned in put:
+            intent = residency_pb2.ResidencyIntent(
+                node=node, revision=to_proto(ref), pinned=pinned, term=term
+            )
+            self.producer.send(
+                self.topics.desired,
+                key=desired_key(node, ref).encode(),
+                value=intent.SerializeToString(),
+            )
+        for node, ref in remove:
+            self.producer.send(self.topics.desired, key=desired_key(node, ref).encode(), value=None)
+        self.producer.commit_transaction()
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)

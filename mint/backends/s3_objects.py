@@ -1,0 +1,26 @@
+"""Plain reads of projection objects from S3 (the serving side's `ObjectSource`)."""
+
+from __future__ import annotations
+
+from minio import Minio
+from minio.error import S3Error
+
+MISSING = {"NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+class S3Objects:
+    def __init__(self, s3: Minio, bucket: str, prefix: str = "") -> None:
+        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            response = self.s3.get_object(self.bucket, self.prefix + key)
+        except S3Error as exc:
+            if exc.code in MISSING:
+                return None
+            raise
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()

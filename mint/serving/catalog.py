@@ -1,0 +1,97 @@
+"""Resolving selectors to exact revisions by reading the projection (streams/projector).
+
+The projection is what readers use: channel pointers (`channels/<c>.json`, `current.json`)
+say which revision, each revision's `manifest.json` says its blob hash, size and base.
+Manifests never change, so they are cached for good; pointers move, so they are cached
+for `pointer_ttl_s` only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Protocol
+
+from mint.domain.errors import NotFound
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
+
+from .requests import RevisionRef, Selector
+
+
+class ObjectSource(Protocol):
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is no such object."""
+
+
+def revision_key(adapter: str, revision: int, file: str) -> str:
+    return f"adapters/{adapter}/revisions/{revision}/{file}"
+
+
+def weights_key(ref: RevisionRef) -> str:
+    return revision_key(ref.adapter, ref.revision, ADAPTER_WEIGHTS)
+
+
+def config_key(ref: RevisionRef) -> str:
+    return revision_key(ref.adapter, ref.revision, ADAPTER_CONFIG)
+
+
+class Catalog:
+    def __init__(self, objects: ObjectSource, pointer_ttl_s: float = 1.0) -> None:
+        self.objects = objects
+        self.pointer_ttl_s = pointer_ttl_s
+        self._manifests: dict[tuple[str, int], RevisionRef] = {}
+        self._pointers: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, selector: Selector) -> RevisionRef:
+        adapter = str(selector.adapter)
+        revision = selector.revision or self._pointed_revision(adapter, selector.channel)
+        return self.revision(adapter, revision)
+
+    def revision(self, adapter: str, revision: int) -> RevisionRef:
+        with self._lock:
+            cached = self._manifests.get((adapter, revision))
+        if cached is not None:
+            return cached
+        manifest = self._json(revision_key(adapter, revision, MANIFEST))
+        if manifest is None:
+            self._require_adapter(adapter)
+            raise NotFound(f"{adapter} has no revision {revision} in the projection")
+        weights = manifest["files"][ADAPTER_WEIGHTS]
+        ref = RevisionRef(
+            adapter_id=manifest["adapter_id"],
+            adapter=adapter,
+            revision=revision,
+            weights_sha256=weights["sha256"],
+            weights_size=int(weights["size"]),
+            base_fingerprint=manifest["base_fingerprint"],
+        )
+        with self._lock:
+            self._manifests[(adapter, revision)] = ref
+        return ref
+
+    def _pointed_revision(self, adapter: str, channel: str | None) -> int:
+        key = f"adapters/{adapter}/" + (f"channels/{channel}.json" if channel else "current.json")
+        now = time.monotonic()
+        with self._lock:
+            cached = self._pointers.get(key)
+        if cached is not None and now - cached[0] < self.pointer_ttl_s:
+            return cached[1]
+        pointer = self._json(key)
+        if pointer is None:
+            self._require_adapter(adapter)
+            what = f"no channel {channel!r}" if channel else "no revision on a default channel"
+            raise NotFound(f"{adapter} has {what}; promote a revision first")
+        revision = int(pointer["revision"])
+        with self._lock:
+            self._pointers[key] = (now, revision)
+        return revision
+
+    def _require_adapter(self, adapter: str) -> None:
+        if self.objects.get(f"catalog/{adapter}.json") is None:
+            raise NotFound(f"adapter {adapter} not found (is it created and projected?)")
+
+    def _json(self, key: str) -> Any:
+        data = self.objects.get(key)
+        return None if data is None else json.loads(data)

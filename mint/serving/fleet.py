@@ -1,0 +1,79 @@
+"""The fleet as the nodes report it: who is alive, where, with what resident.
+
+Pure bookkeeping fed with NodeReport messages (from the status topic); the router routes
+with it and the controller places with it. A node is live while its reports keep coming
+(within `silence_s`) and it has not said it is stopping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mint.v1 import residency_pb2 as pb
+
+from .requests import RevisionRef
+
+
+def ref_of(msg: pb.ResidentRevision, base: str = "") -> RevisionRef:
+    return RevisionRef(
+        msg.adapter_id, msg.adapter, msg.revision, msg.weights_sha256, msg.weights_size, base
+    )
+
+
+@dataclass
+class NodeState:
+    name: str
+    address: str
+    base_fingerprint: str
+    budget_bytes: int
+    slots: int
+    resident: frozenset[tuple[str, int]]  # (adapter_id, revision)
+    seen: float  # monotonic time of the last report
+    stopping: bool = False
+    failed: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+class FleetView:
+    def __init__(self, silence_s: float = 4.0) -> None:
+        self.silence_s = silence_s
+        self.nodes: dict[str, NodeState] = {}
+
+    def apply(self, report: pb.NodeReport, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        failed = dict(self.nodes[report.node].failed) if report.node in self.nodes else {}
+        for outcome in report.outcomes:
+            key = (outcome.revision.adapter_id, outcome.revision.revision)
+            if outcome.kind == pb.LoadOutcome.FAILED:
+                failed[key] = outcome.error
+            else:
+                failed.pop(key, None)
+        self.nodes[report.node] = NodeState(
+            name=report.node,
+            address=report.address,
+            base_fingerprint=report.base_fingerprint,
+            budget_bytes=report.budget_bytes,
+            slots=report.slots,
+            resident=frozenset((r.adapter_id, r.revision) for r in report.resident),
+            seen=now,
+            stopping=report.stopping,
+            failed=failed,
+        )
+
+    def live(self, now: float | None = None) -> list[NodeState]:
+        now = time.monotonic() if now is None else now
+        return sorted(
+            (n for n in self.nodes.values() if not n.stopping and now - n.seen <= self.silence_s),
+            key=lambda n: n.name,
+        )
+
+    def holding(self, refs: Iterable[RevisionRef], now: float | None = None) -> list[NodeState]:
+        """Live nodes where every one of `refs` is resident."""
+        keys = {(r.adapter_id, r.revision) for r in refs}
+        return [n for n in self.live(now) if keys <= n.resident]
+
+    def failure(self, ref: RevisionRef) -> str | None:
+        """Why the last load of `ref` failed on some live node, if it did."""
+        key = (ref.adapter_id, ref.revision)
+        return next((n.failed[key] for n in self.live() if key in n.failed), None)

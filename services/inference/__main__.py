@@ -1,0 +1,87 @@
+"""Run an inference node.
+
+  python -m services.inference --name node-1 --port 50061 --budget-mib 256
+
+It serves `mint.v1.Inference` (plus health and reflection) from the adapters resident in
+its slots, follows the desired-residency topic to load (S3 GET, sha256 checked) or evict
+them, and reports to the status topic every second. Kafka and S3 come from
+MINT_KAFKA_BOOTSTRAP and MINT_S3_* (`python -m deploy.local env` prints them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from mint.backends.kafka_residency import ResidencyTopics
+from mint.backends.settings import servers_from_env
+
+from .app import NodeConfig, NodeProcess
+
+MiB = 1024 * 1024
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.inference",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--name", required=True, help="node name, unique in the fleet")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--port", type=int, default=50061, help="0 picks a free port")
+    parser.add_argument(
+        "--advertise-host", default="127.0.0.1", help="host the router should dial (pod IP)"
+    )
+    parser.add_argument("--bucket", default="mint", help="bucket holding the projection")
+    parser.add_argument("--prefix", default="", help="key prefix of the projection")
+    parser.add_argument("--topics-prefix", default="mint.residency")
+    parser.add_argument("--base-dir", help="a local transformers causal-LM directory")
+    parser.add_argument("--base-seed", type=int, default=0, help="seed of the built-in base")
+    parser.add_argument("--targets", default="q_proj,v_proj", help="LoRA target modules")
+    parser.add_argument("--slots", type=int, default=64, help="adapter slots (slot 0: none)")
+    parser.add_argument("--max-rank", type=int, default=32, help="largest (stacked) rank")
+    parser.add_argument("--budget-mib", type=float, default=256, help="adapter memory budget")
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024)
+    parser.add_argument("--batch-window-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here")
+    parser.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
+    args = parser.parse_args()
+    servers = servers_from_env()
+    node = NodeProcess(
+        NodeConfig(
+            name=args.name,
+            kafka_bootstrap=servers.kafka_bootstrap,
+            s3=servers.s3,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            topics=ResidencyTopics(args.topics_prefix),
+            host=args.host,
+            port=args.port,
+            advertise_host=args.advertise_host,
+            base_dir=args.base_dir,
+            base_seed=args.base_seed,
+            targets=tuple(args.targets.split(",")),
+            slots=args.slots,
+            max_rank=args.max_rank,
+            budget_bytes=int(args.budget_mib * MiB),
+            max_prompt_tokens=args.max_prompt_tokens,
+            batch_window_ms=args.batch_window_ms,
+            max_batch=args.max_batch,
+            metrics_port=args.metrics_port,
+        )
+    )
+    print(f"node {args.name} serving on {node.address}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    node.stop(args.grace_s)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Assembling a node: base model, slots, engine, batcher, catalog, reconciler, server."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from mint.backends.kafka_residency import ResidencyTopics
+from mint.backends.s3 import S3Settings, client
+from mint.backends.s3_objects import S3Objects
+from mint.models.base import build_base, fingerprint, load_base_dir, tiny_llama_config
+from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer
+from mint.rpc.server import build_server
+from mint.serving.batcher import Batcher
+from mint.serving.catalog import Catalog
+from mint.serving.engine import ServingEngine
+from mint.serving.packed_model import PackedLoraModel
+from mint.serving.residency import SlotTable
+from mint.v1 import inference_pb2, inference_pb2_grpc
+
+from .metrics import NodeMetrics
+from .node import InferenceNode
+from .reconciler import Reconciler
+from .servicer import InferenceServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    kafka_bootstrap: str
+    s3: S3Settings
+    bucket: str = "mint"
+    prefix: str = ""
+    topics: ResidencyTopics = field(default_factory=ResidencyTopics)
+    host: str = "127.0.0.1"
+    port: int = 0
+    advertise_host: str = "127.0.0.1"
+    base_dir: str | None = None  # None: the tiny Llama built in code from base_seed
+    base_seed: int = 0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    slots: int = 64
+    max_rank: int = 32
+    budget_bytes: int = 256 * 1024 * 1024
+    max_prompt_tokens: int = 1024
+    batch_window_ms: float = 5.0
+    max_batch: int = 32
+    metrics_port: int | None = None
+    report_s: float = 1.0
+
+
+class NodeProcess:
+    """A running node; `stop()` says goodbye on the status topic and drains requests."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        base: Any = (
+            load_base_dir(config.base_dir)
+            if config.base_dir
+            else build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=config.base_seed)
+        )
+        tokenizer = byte_tokenizer()
+        base_fingerprint = fingerprint(base)  # before the slots wrap its layers
+        model = PackedLoraModel(base, list(config.targets), config.slots, config.max_rank)
+        self.engine = ServingEngine(
+            model,
+            SlotTable(config.slots, config.budget_bytes),
+            base_fingerprint,
+            config.max_prompt_tokens,
+            pad_token_id=int(tokenizer.pad_token_id),
+            eos_token_id=int(tokenizer.eos_token_id),
+        )
+        self.metrics = NodeMetrics()
+        self.batcher = Batcher(
+            self.engine,
+            config.batch_window_ms / 1000,
+            config.max_batch,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        catalog = Catalog(S3Objects(client(config.s3), config.bucket, config.prefix))
+        node = InferenceNode(
+            config.name,
+            self.engine,
+            catalog,
+            tokenizer,
+            self.batcher,
+            on_miss=self.metrics.misses.inc,
+        )
+        self.server, self.port, self.health = build_server(
+            SERVICE_NAME,
+            lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(
+                InferenceServicer(node, self.metrics), s
+            ),
+            f"{config.host}:{config.port}",
+        )
+        self.address = f"{config.advertise_host}:{self.port}"
+        self.reconciler = Reconciler(
+            config.name,
+            self.address,
+            self.engine,
+            catalog,
+            config.kafka_bootstrap,
+            config.topics,
+            self.metrics,
+            config.report_s,
+        )
+        self.reconciler.start()
+        if config.metrics_port is not None:
+            start_http_server(config.metrics_port, registry=self.metrics.registry)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.reconciler.stop()
+        self.server.stop(grace=grace_s).wait()
+        self.batcher.close()

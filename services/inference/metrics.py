@@ -1,0 +1,52 @@
+"""Prometheus metrics of an inference node (served on /metrics by prometheus_client)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.resident = Gauge(
+            "mint_node_resident_adapters", "Adapter revisions resident", ["tier"], registry=r
+        )
+        self.resident_bytes = Gauge(
+            "mint_node_resident_bytes", "Bytes of resident adapters", ["tier"], registry=r
+        )
+        self.budget_bytes = Gauge(
+            "mint_node_budget_bytes", "Memory budget for adapters", ["tier"], registry=r
+        )
+        self.load_seconds = Histogram(
+            "mint_node_load_seconds",
+            "Residency intent to servable: S3 GET, sha256, parse, copy into slots",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.loads = Counter(
+            "mint_node_loads_total", "Load attempts by outcome", ["outcome"], registry=r
+        )
+        self.evictions = Counter("mint_node_evictions_total", "Adapters evicted", registry=r)
+        self.requests = Counter(
+            "mint_node_requests_total",
+            "Requests by method and gRPC code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.misses = Counter(
+            "mint_node_misses_total", "Requests naming an adapter not resident here", registry=r
+        )
+        self.batch_size = Histogram(
+            "mint_node_batch_size",
+            "Requests per generation batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mint_node_request_seconds",
+            "Request latency",
+            ["method"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )

@@ -1,0 +1,191 @@
+"""Carries out desired residency: follows the desired topic, loads what this node should
+hold (S3 GET, sha256, parse, copy into slots), evicts what it should not, and reports.
+
+Reports go to the status topic (key: the node) every `report_s` and after each change:
+the whole resident set plus the outcomes since the last report. A report is also the
+heartbeat: the controller re-places a node's adapters when its reports stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from kafka import KafkaProducer
+
+from mint.backends.kafka import durable_producer
+from mint.backends.kafka_residency import ResidencyTopics, TableFollower, from_proto, to_proto
+from mint.domain.errors import DataLoss, DomainError
+from mint.serving.catalog import Catalog
+from mint.serving.engine import ServingEngine, key_of
+from mint.serving.loading import fetch_revision
+from mint.serving.requests import RevisionRef
+from mint.serving.residency import ResidentKey
+from mint.v1 import residency_pb2 as pb
+
+from .metrics import NodeMetrics
+
+log = logging.getLogger(__name__)
+RETRY_FAILED_S = 30.0
+Outcome = pb.LoadOutcome
+
+
+class Reconciler:
+    def __init__(
+        self,
+        node: str,
+        address: str,
+        engine: ServingEngine,
+        catalog: Catalog,
+        bootstrap: str,
+        topics: ResidencyTopics,
+        metrics: NodeMetrics,
+        report_s: float = 1.0,
+    ) -> None:
+        self.node, self.address, self.engine, self.catalog = node, address, engine, catalog
+        self.bootstrap, self.topics, self.metrics, self.report_s = (
+            bootstrap,
+            topics,
+            metrics,
+            report_s,
+        )
+        self.desired: dict[ResidentKey, tuple[RevisionRef, pb.ResidencyIntent]] = {}
+        self._failed: dict[ResidentKey, float] = {}
+        self._outcomes: list[pb.LoadOutcome] = []
+        self._stop = threading.Event()
+        self.ready = threading.Event()  # set once the desired table was read to its end
+        self._producer: KafkaProducer = durable_producer(bootstrap)
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Say goodbye (the controller re-places at once) and stop."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._report(stopping=True)
+        self._producer.flush(timeout=5)
+        self._producer.close(timeout=5)
+
+    def _run(self) -> None:
+        follower = TableFollower(self.bootstrap, self.topics.desired)
+        last_report = 0.0
+        try:
+            while not self._stop.is_set():
+                changed = self._read(follower)
+                if follower.caught_up:
+                    self.ready.set()
+                    changed |= self._reconcile()
+                if changed or time.monotonic() - last_report >= self.report_s:
+                    self._report()
+                    last_report = time.monotonic()
+        except Exception:
+            log.exception("reconciler stopped")
+            raise
+        finally:
+            follower.close()
+
+    def _read(self, follower: TableFollower) -> bool:
+        changed = False
+        for key, value in follower.poll(timeout_s=0.1):
+            node, _, rest = key.partition("|")
+            if node != self.node:
+                continue
+            adapter_id, _, revision = rest.partition("|")
+            if value is None:
+                self.desired.pop(ResidentKey(adapter_id, int(revision)), None)
+            else:
+                intent = pb.ResidencyIntent.FromString(value)
+                self.desired[ResidentKey(adapter_id, int(revision))] = (
+                    from_proto(intent.revision),
+                    intent,
+                )
+            changed = True
+        return changed
+
+    def _reconcile(self) -> bool:
+        changed = False
+        resident = {key_of(r): r for r in self.engine.resident()}
+        for key in sorted(set(resident) - set(self.desired)):
+            if self.engine.evict(resident[key]):
+                self._outcome(Outcome.EVICTED, resident[key], resident[key].weights_size)
+                self.metrics.evictions.inc()
+                changed = True
+        now = time.monotonic()
+        for key, (ref, intent) in sorted(self.desired.items()):
+            if self._stop.is_set():
+                break
+            if key in resident or now - self._failed.get(key, -RETRY_FAILED_S) < RETRY_FAILED_S:
+                continue
+            self._load(ref, intent.pinned)
+            changed = True
+        return changed
+
+    def _load(self, ref: RevisionRef, pinned: bool) -> None:
+        started = time.perf_counter()
+        try:
+            fetched = fetch_revision(self.catalog.objects, self._described(ref))
+            copy_started = time.perf_counter()
+            evicted = self.engine.load(ref, fetched.weights, pinned)
+        except (DomainError, OSError) as exc:
+            log.warning("loading %s failed: %s", ref.label, exc)
+            self._failed[key_of(ref)] = time.monotonic()
+            self._outcome(Outcome.FAILED, ref, 0, error=str(exc))
+            self.metrics.loads.labels("failed").inc()
+            return
+        done = time.perf_counter()
+        self._failed.pop(key_of(ref), None)
+        self.metrics.load_seconds.observe(done - started)
+        self.metrics.loads.labels("loaded").inc()
+        for gone in evicted:
+            self._outcome(Outcome.EVICTED, gone, gone.weights_size)
+            self.metrics.evictions.inc()
+        self._outcome(
+            Outcome.LOADED,
+            ref,
+            fetched.nbytes,
+            fetch_ms=fetched.fetch_s * 1000,
+            load_ms=(fetched.parse_s + done - copy_started) * 1000,
+        )
+        log.info("loaded %s in %.1f ms", ref.label, (done - started) * 1000)
+
+    def _described(self, ref: RevisionRef) -> RevisionRef:
+        """The intent's revision as the projection describes it (with its base), which
+        must agree with the intent on identity and content."""
+        described = self.catalog.revision(ref.adapter, ref.revision)
+        if (described.adapter_id, described.weights_sha256) != (ref.adapter_id, ref.weights_sha256):
+            raise DataLoss(f"the projection's {ref.label} is not the revision the intent names")
+        return described
+
+    def _outcome(self, kind: int, ref: RevisionRef, nbytes: int, **fields: object) -> None:
+        self._outcomes.append(
+            pb.LoadOutcome(kind=kind, revision=to_proto(ref), bytes=nbytes, **fields)  # type: ignore[arg-type]
+        )
+
+    def _report(self, stopping: bool = False) -> None:
+        resident = self.engine.resident()
+        tier = "gpu" if self.engine.model_device.type == "cuda" else "cpu"
+        self.metrics.resident.labels(tier).set(len(resident))
+        self.metrics.resident_bytes.labels(tier).set(self.engine.used_bytes)
+        self.metrics.budget_bytes.labels(tier).set(self.engine.table.budget_bytes)
+        at = Timestamp()
+        at.GetCurrentTime()
+        report = pb.NodeReport(
+            node=self.node,
+            address=self.address,
+            base_fingerprint=self.engine.base_fingerprint,
+            budget_bytes=self.engine.table.budget_bytes,
+            used_bytes=self.engine.used_bytes,
+            slots=self.engine.table.capacity,
+            resident=[to_proto(r) for r in resident],
+            outcomes=self._outcomes,
+            at=at,
+            stopping=stopping,
+        )
+        self._outcomes = []
+        self._producer.send(
+            self.topics.status, key=self.node.encode(), value=report.SerializeToString()
+        )

@@ -1,0 +1,301 @@
+"""One inference node against the real Kafka and S3: residency intents load adapters from
+the projection, and what it serves equals PEFT on the same base and adapter files."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+import torch
+from minio import Minio
+from peft import PeftModel
+
+from mint.backends.kafka_residency import DesiredWriter
+from mint.backends.s3_objects import S3Objects
+from mint.domain.names import AdapterRef
+from mint.models.base import build_base, fingerprint
+from mint.models.tokenizer import byte_tokenizer
+from mint.serving.catalog import Catalog
+from mint.v1 import inference_pb2 as pb
+from mint.v1 import inference_pb2_grpc
+from services.inference.app import NodeConfig, NodeProcess
+from tests.serving.world import ALICE, OPS, World, base_config, new_world, rid, train
+
+pytestmark = pytest.mark.slow
+PROMPT = "Adapters are state"
+
+
+@pytest.fixture(scope="module")
+def world(
+    kafka_bootstrap: str, s3: Minio, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    w = new_world(kafka_bootstrap, s3)
+    root = tmp_path_factory.mktemp("adapters")
+    w.publish("a", root / "a1", seed=1)
+    w.publish("b", root / "b1", seed=2)
+    w.publish("a", root / "a2", seed=3)  # latest -> 2
+    for i in range(3):
+        w.publish(f"s{i}", root / f"s{i}", seed=10 + i)
+    # An adapter of another base with the very same shapes.
+    other = build_base(base_config(), seed=1)
+    other_fp = fingerprint(other)
+    shapes = {k: tuple(v.shape) for k, v in other.state_dict().items()}
+    w.registry.register_base(OPS, "tiny-other", other_fp, shapes, rid())
+    ref = AdapterRef("acme", "foreign")
+    w.registry.create_adapter(ALICE, ref, other_fp, rid())
+    w.registry.publish_revision(ALICE, ref, train(root / "foreign", 5, base_seed=1), rid())
+    w.registry.move_channel(ALICE, ref, "latest", 1, rid())
+    w.project()
+    yield w
+    w.log.close()
+
+
+@pytest.fixture(scope="module")
+def node(world: World, s3_settings: Any) -> Iterator[NodeProcess]:
+    process = NodeProcess(
+        NodeConfig(
+            name="n1",
+            kafka_bootstrap=world.bootstrap,
+            s3=s3_settings,
+            bucket=world.bucket,
+            topics=world.topics,
+            report_s=0.3,
+            batch_window_ms=50,
+        )
+    )
+    catalog = Catalog(S3Objects(world.s3, world.bucket))
+    refs = [
+        catalog.revision(f"acme/{n}", r)
+        for n, r in [("a", 1), ("a", 2), ("b", 1), ("s0", 1), ("s1", 1), ("s2", 1)]
+    ]
+    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer.activate()
+    writer.write([("n1", ref, False) for ref in refs], [], term=1)
+    writer.close()
+    world.wait_for_reports(lambda f: len(f.holding(refs)) == 1)
+    yield process
+    process.stop(grace_s=1)
+
+
+@pytest.fixture(scope="module")
+def stub(node: NodeProcess) -> Iterator[inference_pb2_grpc.InferenceStub]:
+    with grpc.insecure_channel(node.address) as channel:
+        yield inference_pb2_grpc.InferenceStub(channel)
+
+
+def reference(world: World, *names: tuple[str, int]) -> PeftModel:
+    model = PeftModel.from_pretrained(
+        build_base(base_config(), seed=0), world.folders[names[0]], adapter_name="r0"
+    )
+    for i, key in enumerate(names[1:], start=1):
+        model.load_adapter(str(world.folders[key]), adapter_name=f"r{i}")
+    model.eval()
+    return model
+
+
+def peft_greedy(model: Any, prompt: str, new: int) -> list[int]:
+    ids = byte_tokenizer()(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids, max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
+    return list(out[0, ids.shape[1] :].tolist())
+
+
+def peft_logprobs(model: Any, prompt: str, continuation: str) -> torch.Tensor:
+    tok = byte_tokenizer()
+    p, c = tok(prompt)["input_ids"], tok(continuation)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([p + c])).logits[0]
+    logprobs = torch.log_softmax(logits[len(p) - 1 : -1], dim=-1)
+    return logprobs.gather(1, torch.tensor(c)[:, None])[:, 0]
+
+
+def select(
+    name: str, revision: int | None = None, channel: str | None = None, weight: float | None = None
+) -> pb.AdapterSelector:
+    s = pb.AdapterSelector(adapter=f"acme/{name}")
+    if revision is not None:
+        s.revision = revision
+    if channel is not None:
+        s.channel = channel
+    if weight is not None:
+        s.weight = weight
+    return s
+
+
+def test_single_adapter_by_channel_and_by_revision_equal_peft(world: World, stub: Any) -> None:
+    sampling = pb.Sampling(max_new_tokens=12)
+    latest = stub.Generate(
+        pb.GenerateRequest(
+            adapters=[select("a", channel="latest")], prompt=PROMPT, sampling=sampling
+        )
+    )
+    pinned = stub.Generate(
+        pb.GenerateRequest(adapters=[select("a", revision=1)], prompt=PROMPT, sampling=sampling)
+    )
+    assert [a.revision for a in latest.adapters] == [2]
+    assert [a.revision for a in pinned.adapters] == [1]
+    assert list(latest.tokens) == peft_greedy(reference(world, ("a", 2)), PROMPT, 12)
+    assert list(pinned.tokens) == peft_greedy(reference(world, ("a", 1)), PROMPT, 12)
+    assert latest.tokens != pinned.tokens
+
+
+def test_score_equals_peft_for_single_and_stacked_adapters(world: World, stub: Any) -> None:
+    single = stub.Score(
+        pb.ScoreRequest(adapters=[select("b", revision=1)], prompt=PROMPT, continuation=" forever")
+    )
+    expected = peft_logprobs(reference(world, ("b", 1)), PROMPT, " forever")
+    assert torch.allclose(torch.tensor(list(single.token_logprobs)), expected, atol=1e-4)
+    stacked = stub.Score(
+        pb.ScoreRequest(
+            adapters=[select("a", revision=1, weight=0.7), select("b", revision=1, weight=0.5)],
+            prompt=PROMPT,
+            continuation=" forever",
+        )
+    )
+    model = reference(world, ("a", 1), ("b", 1))
+    model.add_weighted_adapter(["r0", "r1"], [0.7, 0.5], "mix", combination_type="cat")
+    model.set_adapter("mix")
+    expected = peft_logprobs(model, PROMPT, " forever")
+    assert torch.allclose(torch.tensor(list(stacked.token_logprobs)), expected, atol=1e-4)
+    assert not torch.allclose(
+        torch.tensor(list(stacked.token_logprobs)),
+        torch.tensor(list(single.token_logprobs)),
+        atol=1e-3,
+    )
+
+
+def test_concurrent_requests_share_a_batch_and_each_equals_its_solo_output(stub: Any) -> None:
+    requests = [
+        pb.GenerateRequest(
+            adapters=[select(n, revision=1)] if n else [],
+            prompt=f"{PROMPT} #{i}",
+            sampling=pb.Sampling(max_new_tokens=8),
+        )
+        for i, n in enumerate(["s0", "s1", "s2", "b", None])
+    ]
+    solo = [stub.Generate(r) for r in requests]
+    together: list[Any] = [None] * len(requests)
+
+    def call(i: int) -> None:
+        together[i] = stub.Generate(requests[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(r.batch_size for r in together) > 1, "the batching window should gather them"
+    for alone, mixed in zip(solo, together, strict=True):
+        assert list(alone.tokens) == list(mixed.tokens)
+    assert len({tuple(r.tokens) for r in solo}) > 1
+
+
+def test_stream_yields_the_unary_tokens_one_by_one(stub: Any) -> None:
+    request = pb.GenerateRequest(
+        adapters=[select("a", revision=2)], prompt=PROMPT, sampling=pb.Sampling(max_new_tokens=6)
+    )
+    chunks = list(stub.GenerateStream(request))
+    assert len(chunks) == 6 and chunks[0].adapters[0].revision == 2
+    assert [t for c in chunks for t in c.tokens] == list(stub.Generate(request).tokens)
+
+
+BAD = [
+    (
+        "unknown adapter",
+        pb.GenerateRequest(adapters=[select("nobody")], prompt=PROMPT),
+        grpc.StatusCode.NOT_FOUND,
+        "not found",
+    ),
+    (
+        "unknown revision",
+        pb.GenerateRequest(adapters=[select("a", revision=9)], prompt=PROMPT),
+        grpc.StatusCode.NOT_FOUND,
+        "no revision 9",
+    ),
+    (
+        "other base",
+        pb.GenerateRequest(adapters=[select("foreign")], prompt=PROMPT),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "base",
+    ),
+    (
+        "long prompt",
+        pb.GenerateRequest(prompt="x" * 5000),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "at most 1024",
+    ),
+    ("empty prompt", pb.GenerateRequest(prompt=""), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    (
+        "temperature",
+        pb.GenerateRequest(prompt=PROMPT, sampling=pb.Sampling(temperature=-1)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "temperature",
+    ),
+    (
+        "top_p",
+        pb.GenerateRequest(prompt=PROMPT, sampling=pb.Sampling(top_p=0)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "top_p",
+    ),
+    (
+        "max tokens",
+        pb.GenerateRequest(prompt=PROMPT, sampling=pb.Sampling(max_new_tokens=100000)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "max_new_tokens",
+    ),
+    (
+        "too many stacked",
+        pb.GenerateRequest(
+            adapters=[select(n, revision=1) for n in ["a", "b", "s0", "s1", "s2"]], prompt=PROMPT
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "at most 4",
+    ),
+    (
+        "bad weight",
+        pb.GenerateRequest(adapters=[select("a", revision=1, weight=float("nan"))], prompt=PROMPT),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "weight",
+    ),
+    (
+        "bad name",
+        pb.GenerateRequest(adapters=[pb.AdapterSelector(adapter="../etc")], prompt=PROMPT),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid tenant",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_input_gets_a_clear_status_and_loads_nothing(
+    node: NodeProcess, stub: Any, case: tuple
+) -> None:
+    _, request, code, words = case
+    before = node.engine.resident()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(request)
+    assert err.value.code() == code
+    assert words in str(err.value.details())
+    assert node.engine.resident() == before
+
+
+def test_tombstone_evicts_and_a_request_then_finds_it_not_resident(
+    world: World, node: NodeProcess, stub: Any
+) -> None:
+    catalog = Catalog(S3Objects(world.s3, world.bucket))
+    gone = catalog.revision("acme/s2", 1)
+    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer.activate()
+    writer.write([], [("n1", gone)], term=1)
+    writer.close()
+    world.wait_for_reports(lambda f: bool(f.live()) and not f.holding([gone]))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Generate(pb.GenerateRequest(adapters=[select("s2", revision=1)], prompt=PROMPT))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "not resident" in str(
+        err.value.details()
+    )

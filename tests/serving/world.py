@@ -1,0 +1,108 @@
+"""A published fleet of adapters for serving tests: registered through the registry on
+the real Kafka and S3, projected into S3 by the projector, with PEFT folders kept as the
+correctness reference."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from minio import Minio
+
+from mint.backends.kafka_log import KafkaEventLog
+from mint.backends.kafka_residency import ResidencyTopics, TableFollower
+from mint.backends.s3_blobs import S3BlobStore
+from mint.domain.names import AdapterRef
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mint.models.base import build_base, fingerprint, tiny_llama_config
+from mint.models.lora import attach_lora
+from mint.models.tokenizer import VOCAB_SIZE
+from mint.registry import Principal, Registry, Upload
+from mint.serving.fleet import FleetView
+from mint.v1 import residency_pb2
+from streams.projector.runner import rebuild
+from streams.projector.sink import S3Sink
+
+OPS = Principal("ops", frozenset({"*"}), admin=True)
+ALICE = Principal("alice", frozenset({"acme"}))
+
+
+def base_config() -> Any:
+    return tiny_llama_config(vocab=VOCAB_SIZE)  # what a node builds with --base-seed 0
+
+
+def rid() -> str:
+    return uuid.uuid4().hex
+
+
+def train(folder: Path, seed: int, base_seed: int = 0, rank: int = 4) -> Upload:
+    """A LoRA strong enough to change greedy choices, saved by peft into `folder`."""
+    lora = attach_lora(build_base(base_config(), seed=base_seed), rank=rank, seed=seed)
+    with torch.no_grad():
+        for p in lora.parameters():
+            if p.requires_grad:
+                p.mul_(8)
+    lora.save_pretrained(str(folder))
+    return Upload((folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes())
+
+
+@dataclass
+class World:
+    bootstrap: str
+    s3: Minio
+    bucket: str
+    log: KafkaEventLog
+    registry: Registry
+    topics: ResidencyTopics
+    folders: dict[tuple[str, int], Path] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def publish(self, name: str, folder: Path, seed: int, base: str | None = None) -> int:
+        """Create acme/<name> if needed and publish one revision; `latest` follows it."""
+        ref = AdapterRef("acme", name)
+        if not any(k[0] == name for k in self.folders):
+            self.registry.create_adapter(ALICE, ref, base or self.fingerprint, rid())
+        upload = train(folder, seed)
+        result = self.registry.publish_revision(ALICE, ref, upload, rid())
+        revision = len(result.adapter.revisions)
+        self.registry.move_channel(ALICE, ref, "latest", revision, rid())
+        self.folders[(name, revision)] = folder
+        return revision
+
+    def project(self) -> None:
+        rebuild(self.log, S3Sink(self.s3, self.bucket, blobs_bucket=self.bucket))
+
+    def wait_for_reports(
+        self, done: Callable[[FleetView], bool], timeout_s: float = 60.0
+    ) -> FleetView:
+        fleet = FleetView()
+        follower = TableFollower(self.bootstrap, self.topics.status)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                for _, value in follower.poll(0.2):
+                    if value is not None:
+                        fleet.apply(residency_pb2.NodeReport.FromString(value))
+                if follower.caught_up and done(fleet):
+                    return fleet
+        finally:
+            follower.close()
+        raise AssertionError(f"the fleet never got there; last reports: {fleet.nodes}")
+
+
+def new_world(bootstrap: str, s3: Minio) -> World:
+    name = f"srv-{uuid.uuid4().hex[:8]}"
+    log = KafkaEventLog(bootstrap, name, partitions=2, txn_prefix=name)
+    registry = Registry(log, S3BlobStore(s3, name))
+    base = build_base(base_config(), seed=0)
+    shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
+    world = World(bootstrap, s3, name, log, registry, ResidencyTopics(name))
+    world.fingerprint = fingerprint(base)
+    registry.register_base(OPS, "tiny", world.fingerprint, shapes, rid())
+    world.topics.create(bootstrap)
+    return world
