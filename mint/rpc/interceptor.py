@@ -115,3 +115,12 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
         context.abort(grpc.StatusCode.UNAVAILABLE, "storage is unavailable right now; retry")
     log.exception("unexpected error")
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+
+def domain_error(code: grpc.StatusCode, details: str) -> errors.DomainError:
+    """A status received from another MinT server, as the domain error that maps back to
+    it (so a proxy passes statuses through its own interceptor unchanged)."""
+    for cls, status in STATUS.items():
+        if status == code:
+            return cls(details)
+    return errors.Unavailable(f"upstream failed ({code.name}): {details}")

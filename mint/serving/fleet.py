@@ -32,6 +32,7 @@ class NodeState:
     resident: frozenset[tuple[str, int]]  # (adapter_id, revision)
     seen: float  # monotonic time of the last report
     stopping: bool = False
+    max_prompt_tokens: int = 0
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
@@ -58,6 +59,7 @@ class FleetView:
             resident=frozenset((r.adapter_id, r.revision) for r in report.resident),
             seen=now,
             stopping=report.stopping,
+            max_prompt_tokens=report.max_prompt_tokens,
             failed=failed,
         )
 

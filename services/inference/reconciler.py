@@ -184,6 +184,7 @@ class Reconciler:
             outcomes=self._outcomes,
             at=at,
             stopping=stopping,
+            max_prompt_tokens=self.engine.max_prompt_tokens,
         )
         self._outcomes = []
         self._producer.send(

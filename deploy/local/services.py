@@ -1,0 +1,71 @@
+"""MinT services as local processes (fault tests, the fleet demo): start one, wait until
+it prints its `serving on host:port` line, SIGKILL or stop it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SERVING = re.compile(r"(?:serving on|running)\s*(\S*)")
+
+
+@dataclass
+class ServiceProcess:
+    module: str  # e.g. "services.inference"
+    args: list[str]
+    log_file: Path
+    endpoints: dict[str, str]  # MINT_* variables
+    proc: subprocess.Popen[bytes] | None = None
+    address: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> ServiceProcess:
+        with self.log_file.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env={**os.environ, **self.endpoints, **self.env},
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, timeout_s: float = 180.0) -> ServiceProcess:
+        """Until the service prints that it serves; its log's end if it dies first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = SERVING.search(self.log_file.read_text(errors="replace"))
+            if found:
+                self.address = found.group(1)
+                return self
+            assert self.proc is not None
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.module} did not start; log {self.log_file}:\n"
+                    f"{self.log_file.read_text(errors='replace')[-3000:]}"
+                )
+            time.sleep(0.2)
+
+    def kill(self) -> int:
+        """SIGKILL (fault tests); returns the exit status."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.wait(timeout=30)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)

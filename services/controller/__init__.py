@@ -1,0 +1,1 @@
+"""The residency controller: decides placement and publishes desired residency."""

@@ -1,0 +1,159 @@
+"""The residency controller: demand and node reports in, desired residency out.
+
+One controller is active at a time: controllers join one consumer group on the demand
+topic, which has one partition, and the member it is assigned to is active. On becoming
+active it fences any previous writer (init_transactions under a shared transactional id),
+reads the desired table back as its starting plan, and from then on publishes each
+re-plan's difference (intents and tombstones) in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer
+
+from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, TableFollower, from_proto
+from mint.serving.fleet import FleetView
+from mint.serving.placement import Group, NodeCapacity, Placement, Want
+from mint.serving.requests import RevisionRef
+from mint.v1 import residency_pb2 as pb
+
+log = logging.getLogger(__name__)
+Plan = dict[str, set[RevisionRef]]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    bootstrap: str
+    topics: ResidencyTopics = field(default_factory=ResidencyTopics)
+    group_id: str = "mint-controller"
+    silence_s: float = 4.0  # a node silent this long is dead: re-place its adapters
+    tick_s: float = 0.5
+    hot_rps: float = 5.0  # each this many requests/s adds a replica
+    max_replicas: int = 3
+    session_timeout_ms: int = 6000
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.fleet = FleetView(config.silence_s)
+        self.placement = Placement()
+        self.wants: dict[str, Want] = {}
+        self.rates: dict[str, float] = {}
+        self.published: Plan = {}
+        self.active = False
+        self.replans = 0
+        self._started = time.monotonic()
+        self._urgent = False
+        self._writer: DesiredWriter | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        c = self.config
+        demand = KafkaConsumer(
+            c.topics.demand,
+            bootstrap_servers=c.bootstrap,
+            group_id=c.group_id,
+            auto_offset_reset="latest",
+            enable_auto_commit=True,
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=c.session_timeout_ms // 3,
+        )
+        status = TableFollower(c.bootstrap, c.topics.status)
+        last_plan = 0.0
+        try:
+            while not stop.is_set():
+                batches = demand.poll(timeout_ms=100)
+                for _, value in status.poll(timeout_s=0):
+                    if value is not None:
+                        self.fleet.apply(pb.NodeReport.FromString(value))
+                self._set_active(bool(demand.assignment()))
+                if not self.active:
+                    continue
+                for records in batches.values():
+                    for record in records:
+                        self._note(pb.DemandReport.FromString(record.value))
+                settled = status.caught_up and time.monotonic() - self._started > c.silence_s
+                due = self._urgent or time.monotonic() - last_plan >= c.tick_s
+                if settled and due:
+                    self._replan()
+                    last_plan, self._urgent = time.monotonic(), False
+        finally:
+            demand.close()
+            status.close()
+            if self._writer is not None:
+                self._writer.close()
+
+    def _set_active(self, active: bool) -> None:
+        if active == self.active:
+            return
+        self.active = active
+        if not active:
+            log.info("standing by: another controller is active")
+            return
+        if self._writer is None:
+            self._writer = DesiredWriter(
+                self.config.bootstrap, self.config.topics, f"{self.config.group_id}-writer"
+            )
+        self._writer.activate()  # fences a previous active controller
+        self.published = self._read_desired()
+        self.placement.assignment = {n: set(refs) for n, refs in self.published.items()}
+        for refs in self.published.values():
+            for ref in refs:
+                self.wants.setdefault(Group.of([ref]).key, Want(Group.of([ref]), 0.0))
+        log.info("active: %d intents in the desired table", sum(map(len, self.published.values())))
+
+    def _read_desired(self) -> Plan:
+        follower = TableFollower(self.config.bootstrap, self.config.topics.desired)
+        table: dict[str, pb.ResidencyIntent] = {}
+        try:
+            while not follower.caught_up:
+                for key, value in follower.poll(timeout_s=0.2):
+                    if value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = pb.ResidencyIntent.FromString(value)
+        finally:
+            follower.close()
+        plan: Plan = {}
+        for intent in table.values():
+            plan.setdefault(intent.node, set()).add(from_proto(intent.revision))
+        return plan
+
+    def _note(self, report: pb.DemandReport) -> None:
+        now = time.monotonic()
+        for demand in report.demands:
+            group = Group.of(from_proto(r) for r in demand.revisions)
+            want = self.wants.setdefault(group.key, Want(group, now))
+            want.last_demand = now
+            # requests per second, smoothed over reports (routers report every second)
+            rate = 0.5 * self.rates.get(group.key, 0.0) + 0.5 * demand.requests
+            self.rates[group.key] = rate
+            want.replicas = max(
+                1, min(self.config.max_replicas, 1 + int(rate / self.config.hot_rps))
+            )
+            self._urgent |= demand.missing
+
+    def _replan(self) -> None:
+        nodes = [NodeCapacity(n.name, n.budget_bytes, n.slots) for n in self.fleet.live()]
+        plan = self.placement.plan(self.wants.values(), nodes)
+        put = [
+            (node, ref, self.wants.get(Group.of([ref]).key, Want(Group.of([ref]), 0)).pinned)
+            for node, refs in plan.items()
+            for ref in sorted(refs - self.published.get(node, set()))
+        ]
+        remove = [
+            (node, ref)
+            for node, refs in self.published.items()
+            for ref in sorted(refs - plan.get(node, set()))
+        ]
+        if put or remove:
+            assert self._writer is not None
+            self._writer.write(put, remove, term=int(self._started))
+            log.info("re-planned: %d intents added, %d removed", len(put), len(remove))
+            self.replans += 1
+        self.published = {n: set(r) for n, r in plan.items() if r}

@@ -1,0 +1,69 @@
+"""Assembling the router: catalog, fleet watch, demand reports, authenticated server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import start_http_server
+
+from mint.backends.kafka_residency import ResidencyTopics
+from mint.backends.s3 import S3Settings, client
+from mint.backends.s3_objects import S3Objects
+from mint.models.tokenizer import byte_tokenizer
+from mint.rpc.auth import TokenTable
+from mint.rpc.server import build_server
+from mint.serving.catalog import Catalog
+from mint.v1 import inference_pb2, inference_pb2_grpc
+
+from .fleet_watch import DemandReporter, FleetWatch
+from .metrics import RouterMetrics
+from .servicer import RouterServicer
+
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    name: str
+    kafka_bootstrap: str
+    s3: S3Settings
+    tokens: TokenTable
+    bucket: str = "mint"
+    prefix: str = ""
+    topics: ResidencyTopics = field(default_factory=ResidencyTopics)
+    address: str = "127.0.0.1:0"
+    silence_s: float = 4.0
+    cold_start_s: float = 30.0
+    demand_interval_s: float = 1.0
+    metrics_port: int | None = None
+
+
+class RouterProcess:
+    def __init__(self, config: RouterConfig) -> None:
+        self.metrics = RouterMetrics()
+        self.watch = FleetWatch(config.kafka_bootstrap, config.topics, config.silence_s)
+        self.demand = DemandReporter(
+            config.kafka_bootstrap, config.topics, config.name, config.demand_interval_s
+        )
+        servicer = RouterServicer(
+            Catalog(S3Objects(client(config.s3), config.bucket, config.prefix)),
+            self.watch,
+            self.demand,
+            self.metrics,
+            byte_tokenizer(),
+            config.cold_start_s,
+        )
+        self.server, self.port, self.health = build_server(
+            SERVICE_NAME,
+            lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(servicer, s),
+            config.address,
+            config.tokens.authenticate,
+            workers=64,  # requests wait on cold starts: threads, not cores
+        )
+        if config.metrics_port is not None:
+            start_http_server(config.metrics_port, registry=self.metrics.registry)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.server.stop(grace=grace_s).wait()
+        self.demand.close()
+        self.watch.close()

@@ -1,0 +1,126 @@
+"""The router's view of the fleet, kept current from the status topic, and its demand
+reports to the controller."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+
+from mint.backends.kafka import durable_producer
+from mint.backends.kafka_residency import ResidencyTopics, TableFollower, to_proto
+from mint.serving.fleet import FleetView, NodeState
+from mint.serving.placement import Group
+from mint.serving.requests import RevisionRef
+from mint.v1 import residency_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+class FleetWatch:
+    """FleetView plus a condition that is notified on every report."""
+
+    def __init__(self, bootstrap: str, topics: ResidencyTopics, silence_s: float) -> None:
+        self.view = FleetView(silence_s)
+        self.changed = threading.Condition()
+        self._stop = threading.Event()
+        self._follower = TableFollower(bootstrap, topics.status)
+        self._thread = threading.Thread(target=self._run, name="fleet-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                reports = [
+                    pb.NodeReport.FromString(v)
+                    for _, v in self._follower.poll(timeout_s=0.1)
+                    if v is not None
+                ]
+                if reports:
+                    with self.changed:
+                        for report in reports:
+                            self.view.apply(report)
+                        self.changed.notify_all()
+        finally:
+            self._follower.close()
+
+    def holding(self, refs: Sequence[RevisionRef]) -> list[NodeState]:
+        with self.changed:
+            return self.view.holding(refs)
+
+    def live(self) -> list[NodeState]:
+        with self.changed:
+            return self.view.live()
+
+    def wait_for(self, refs: Sequence[RevisionRef], until: float) -> list[NodeState]:
+        """Live nodes holding all of `refs`, waiting for reports until `until` (monotonic);
+        empty if none by then. Stops early if a node reports a failed load of one."""
+        with self.changed:
+            while True:
+                nodes = self.view.holding(refs)
+                remaining = until - time.monotonic()
+                if nodes or remaining <= 0 or any(self.view.failure(r) for r in refs):
+                    return nodes
+                self.changed.wait(timeout=min(remaining, 0.5))
+
+    def failure(self, refs: Sequence[RevisionRef]) -> str | None:
+        with self.changed:
+            return next((f for r in refs if (f := self.view.failure(r))), None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class DemandReporter:
+    """Counts requests per group and reports them every `interval_s`; a miss is reported
+    at once, marked `missing`, so the controller places it now."""
+
+    def __init__(
+        self, bootstrap: str, topics: ResidencyTopics, name: str, interval_s: float = 1.0
+    ) -> None:
+        self.topic, self.name, self.interval_s = topics.demand, name, interval_s
+        self._producer: KafkaProducer = durable_producer(bootstrap)
+        self._counts: Counter[Group] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demand", daemon=True)
+        self._thread.start()
+
+    def note(self, refs: Sequence[RevisionRef]) -> None:
+        if refs:
+            with self._lock:
+                self._counts[Group.of(refs)] += 1
+
+    def missing(self, refs: Sequence[RevisionRef]) -> None:
+        self._send([pb.Demand(revisions=[to_proto(r) for r in refs], requests=1, missing=True)])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with self._lock:
+                counts, self._counts = self._counts, Counter()
+            if counts:
+                rate = 1 / self.interval_s
+                self._send(
+                    [
+                        pb.Demand(
+                            revisions=[to_proto(r) for r in group.refs],
+                            requests=round(n * rate),
+                        )
+                        for group, n in counts.items()
+                    ]
+                )
+
+    def _send(self, demands: list[pb.Demand]) -> None:
+        report = pb.DemandReport(router=self.name, demands=demands)
+        report.at.GetCurrentTime()
+        self._producer.send(self.topic, key=b"router", value=report.SerializeToString())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._producer.close(timeout=5)

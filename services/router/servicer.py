@@ -1,0 +1,219 @@
+"""The router's `Inference` servicer: check and resolve a request, find (or wait for) a
+node holding all its adapters, and forward it there with exact revisions.
+
+A request whose adapters are resident nowhere is a miss: the router reports it to the
+controller at once and waits for a node to report them loaded, within the request's
+deadline (or `cold_start_s`). A node that fails with UNAVAILABLE (killed, or the adapter
+was just evicted) is set aside for a moment and the request goes elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from transformers import PreTrainedTokenizerFast
+
+from mint.domain.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from mint.rpc.interceptor import current_principal, domain_error
+from mint.serving import wire
+from mint.serving.catalog import Catalog
+from mint.serving.fleet import NodeState
+from mint.serving.requests import RevisionRef
+from mint.v1 import inference_pb2 as pb
+from mint.v1 import inference_pb2_grpc
+
+from .fleet_watch import DemandReporter, FleetWatch
+from .metrics import RouterMetrics
+
+T = TypeVar("T")
+SUSPECT_S = 2.0  # how long a node that just failed is passed over
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
+Request = pb.GenerateRequest | pb.ScoreRequest
+
+
+class RouterServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(
+        self,
+        catalog: Catalog,
+        watch: FleetWatch,
+        demand: DemandReporter,
+        metrics: RouterMetrics,
+        tokenizer: PreTrainedTokenizerFast,
+        cold_start_s: float = 30.0,
+    ) -> None:
+        self.catalog, self.watch, self.demand, self.metrics = catalog, watch, demand, metrics
+        self.tokenizer, self.cold_start_s = tokenizer, cold_start_s
+        self._channels: dict[str, grpc.Channel] = {}
+        self._suspects: dict[str, float] = {}
+        self._in_flight: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Any:
+        wire.sampling(request.sampling)  # checked here: nothing is placed for a bad request
+        with self._observed("Generate"):
+            return self._forward(
+                request, context, lambda stub, req, t: stub.Generate(req, timeout=t)
+            )
+
+    def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> Any:
+        if not request.continuation:
+            raise InvalidArgument("the continuation is empty")
+        with self._observed("Score"):
+            return self._forward(request, context, lambda stub, req, t: stub.Score(req, timeout=t))
+
+    def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.GenerateChunk]:
+        """Retried on another node only until the first token has been sent."""
+        wire.sampling(request.sampling)
+        with self._observed("GenerateStream"):
+            first: list[pb.GenerateChunk] = []
+
+            def start(stub: Any, req: Request, timeout: float | None) -> Iterator[Any]:
+                stream = stub.GenerateStream(req, timeout=timeout)
+                first.append(next(stream))  # errors before the first token are retryable
+                return stream  # type: ignore[no-any-return]
+
+            stream = self._forward(request, context, start)
+            yield first[0]
+            try:
+                yield from stream
+            except grpc.RpcError as exc:
+                raise domain_error(exc.code(), str(exc.details())) from exc
+
+    # ---------------------------------------------------------------------------------
+
+    def _forward(
+        self,
+        request: Request,
+        context: grpc.ServicerContext,
+        call: Callable[[Any, Request, float | None], T],
+    ) -> T:
+        deadline = self._deadline(context)
+        refs, exact = self._resolve(request)
+        self.demand.note(refs)
+        missed = False
+        while True:
+            nodes = self._candidates(refs)
+            if not nodes:
+                if not missed:
+                    missed = True
+                    self.metrics.misses.inc()
+                    self.demand.missing(refs)
+                    started = time.monotonic()
+                nodes = self._wait(refs, deadline, started)
+            elif not missed:
+                self.metrics.hits.inc()
+            node = min(nodes, key=lambda n: self._in_flight[n.name])
+            try:
+                return self._call(node, exact, deadline, call)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or time.monotonic() >= deadline:
+                    raise domain_error(exc.code(), str(exc.details())) from exc
+                self.metrics.retries.inc()
+                with self._lock:
+                    self._suspects[node.name] = time.monotonic() + SUSPECT_S
+
+    def _resolve(self, request: Request) -> tuple[list[RevisionRef], Request]:
+        """Checks in the order that costs nothing first; nothing is placed for a request
+        that fails any of them."""
+        selectors = wire.selectors(request.adapters)
+        principal = current_principal()
+        for s in selectors:
+            principal.require_tenant(s.adapter.tenant)
+        live = self.watch.live()
+        self.metrics.live_nodes.set(len(live))
+        if not live:
+            raise Unavailable("no inference node is reporting; check the nodes and retry")
+        self._check_prompt(request, live)
+        parts = [(self.catalog.resolve(s), s.weight) for s in selectors]
+        bases = {n.base_fingerprint for n in live}
+        for ref, _ in parts:
+            if ref.base_fingerprint not in bases:
+                raise FailedPrecondition(
+                    f"{ref.label} was trained on base {ref.base_fingerprint[:12]}…, which no "
+                    f"node here serves (they serve {', '.join(b[:12] + '…' for b in bases)})"
+                )
+        exact = type(request).FromString(request.SerializeToString())
+        del exact.adapters[:]
+        exact.adapters.extend(wire.exact(parts))
+        return [r for r, _ in parts], exact
+
+    def _check_prompt(self, request: Request, live: list[NodeState]) -> None:
+        text = request.prompt + (
+            request.continuation if isinstance(request, pb.ScoreRequest) else ""
+        )
+        count = len(self.tokenizer(text)["input_ids"])
+        limit = min(n.max_prompt_tokens for n in live)
+        if not request.prompt:
+            raise InvalidArgument("the prompt is empty")
+        if count > limit:
+            raise InvalidArgument(
+                f"the prompt has {count} tokens; the nodes accept at most {limit}"
+            )
+
+    def _candidates(self, refs: list[RevisionRef]) -> list[NodeState]:
+        now = time.monotonic()
+        with self._lock:
+            return [n for n in self.watch.holding(refs) if self._suspects.get(n.name, 0) < now]
+
+    def _wait(self, refs: list[RevisionRef], deadline: float, started: float) -> list[NodeState]:
+        # Keep part of the deadline for the request itself once the adapters are in.
+        reserve = min(1.0, 0.2 * (deadline - started))
+        nodes = self.watch.wait_for(refs, deadline - reserve)
+        self.metrics.cold_start.observe(time.monotonic() - started)
+        if nodes:
+            return nodes
+        failure = self.watch.failure(refs)
+        if failure:
+            raise FailedPrecondition(f"a node could not load the adapters: {failure}")
+        labels = ", ".join(r.label for r in refs)
+        raise DeadlineExceeded(
+            f"cold start: {labels} did not become resident on any node within the deadline "
+            f"({time.monotonic() - started:.1f} s); placement was requested, so retry shortly "
+            "or allow a longer deadline"
+        )
+
+    def _call(
+        self,
+        node: NodeState,
+        request: Request,
+        deadline: float,
+        call: Callable[[Any, Request, float | None], T],
+    ) -> T:
+        with self._lock:
+            channel = self._channels.get(node.address)
+            if channel is None:
+                channel = self._channels[node.address] = grpc.insecure_channel(node.address)
+            self._in_flight[node.name] += 1
+        try:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            return call(stub, request, max(0.1, deadline - time.monotonic()))
+        finally:
+            with self._lock:
+                self._in_flight[node.name] -= 1
+
+    def _deadline(self, context: grpc.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        budget = self.cold_start_s if remaining is None else min(remaining, 600.0)
+        return time.monotonic() + budget
+
+    def _observed(self, method: str) -> _Observed:
+        return _Observed(self.metrics, method)
+
+
+class _Observed:
+    def __init__(self, metrics: RouterMetrics, method: str) -> None:
+        self.metrics, self.method = metrics, method
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.metrics.latency.labels(self.method).observe(time.perf_counter() - self.started)
+        self.metrics.requests.labels(self.method, "OK" if kind is None else kind.__name__).inc()

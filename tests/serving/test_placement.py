@@ -1,0 +1,81 @@
+"""Placement is pure: rendezvous order, capacity, replicas, LRU room-making, dead nodes."""
+
+from __future__ import annotations
+
+from mint.serving.placement import Group, NodeCapacity, Placement, Want
+from mint.serving.requests import RevisionRef
+
+MB = 1_000_000
+
+
+def ref(i: int, size: int = MB) -> RevisionRef:
+    return RevisionRef(f"id{i:03d}", f"acme/a{i}", 1, f"{i:064x}", size)
+
+
+def nodes(*names: str, budget: int = 20 * MB, slots: int = 64) -> list[NodeCapacity]:
+    return [NodeCapacity(n, budget, slots) for n in names]
+
+
+def want(i: int, t: float, replicas: int = 1, pinned: bool = False) -> Want:
+    return Want(Group.of([ref(i)]), t, replicas, pinned)
+
+
+def holders(plan: dict[str, set[RevisionRef]], r: RevisionRef) -> list[str]:
+    return sorted(n for n, refs in plan.items() if r in refs)
+
+
+def test_every_group_is_placed_once_within_budgets() -> None:
+    placement = Placement(fill=1.0)
+    plan = placement.plan([want(i, i) for i in range(50)], nodes("n1", "n2", "n3"))
+    assert all(len(holders(plan, ref(i))) == 1 for i in range(50))
+    assert all(len(refs) <= 20 for refs in plan.values())
+    assert min(len(refs) for refs in plan.values()) >= 10, "rendezvous spreads the load"
+
+
+def test_a_plan_is_stable_and_a_dead_nodes_groups_move_only() -> None:
+    placement = Placement(fill=1.0)
+    wants = [want(i, i) for i in range(30)]
+    before = placement.plan(wants, nodes("n1", "n2", "n3"))
+    assert placement.plan(wants, nodes("n1", "n2", "n3")) == before
+    after = placement.plan(wants, nodes("n1", "n3"))
+    for i in range(30):
+        was = holders(before, ref(i))
+        if was != ["n2"]:
+            assert holders(after, ref(i)) == was, "groups on live nodes stay where they are"
+        else:
+            assert len(holders(after, ref(i))) == 1
+    assert "n2" not in after
+
+
+def test_hot_groups_get_replicas_on_distinct_nodes() -> None:
+    plan = Placement().plan([want(1, 1, replicas=3), want(2, 1)], nodes("n1", "n2", "n3"))
+    assert holders(plan, ref(1)) == ["n1", "n2", "n3"]
+    assert len(holders(plan, ref(2))) == 1
+
+
+def test_a_stack_is_placed_whole_on_one_node() -> None:
+    stack = Want(Group.of([ref(1), ref(2), ref(3)]), 5)
+    plan = Placement().plan([stack], nodes("n1", "n2", "n3", "n4"))
+    (node,) = holders(plan, ref(1))
+    assert holders(plan, ref(2)) == holders(plan, ref(3)) == [node]
+
+
+def test_when_full_the_least_recently_demanded_unpinned_make_room() -> None:
+    placement = Placement(fill=1.0)
+    first = [want(0, 0, pinned=True)] + [want(i, i) for i in range(1, 4)]
+    placement.plan(first, nodes("n1", budget=4 * MB))
+    plan = placement.plan([*first, want(9, 10)], nodes("n1", budget=4 * MB))
+    assert plan["n1"] == {ref(0), ref(2), ref(3), ref(9)}, "a1 was the oldest unpinned"
+
+
+def test_a_newcomer_never_evicts_what_was_demanded_after_it() -> None:
+    placement = Placement(fill=1.0)
+    recent = [want(i, 100 + i) for i in range(4)]
+    placement.plan(recent, nodes("n1", budget=4 * MB))
+    plan = placement.plan([*recent, want(9, 1)], nodes("n1", budget=4 * MB))
+    assert ref(9) not in plan["n1"] and len(plan["n1"]) == 4
+
+
+def test_slot_count_limits_too() -> None:
+    plan = Placement().plan([want(i, i) for i in range(10)], nodes("n1", slots=5, budget=10**9))
+    assert len(plan["n1"]) == 4  # slot 0 is "no adapter"
