@@ -4,6 +4,7 @@ the projection, and what it serves equals PEFT on the same base and adapter file
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from minio import Minio
 from peft import PeftModel
 
+from deploy.local.stack import free_ports
 from mint.backends.kafka_residency import DesiredWriter
 from mint.backends.s3_objects import S3Objects
 from mint.domain.names import AdapterRef
@@ -64,6 +66,7 @@ def node(world: World, s3_settings: Any) -> Iterator[NodeProcess]:
             topics=world.topics,
             report_s=0.3,
             batch_window_ms=50,
+            metrics_port=free_ports(1)[0],
         )
     )
     catalog = Catalog(S3Objects(world.s3, world.bucket))
@@ -299,3 +302,18 @@ def test_tombstone_evicts_and_a_request_then_finds_it_not_resident(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "not resident" in str(
         err.value.details()
     )
+
+
+def test_metrics_show_residency_loads_batches_and_latency(node: NodeProcess, stub: Any) -> None:
+    stub.Generate(pb.GenerateRequest(adapters=[select("b", revision=1)], prompt=PROMPT))
+    with pytest.raises(grpc.RpcError):
+        stub.Generate(pb.GenerateRequest(adapters=[select("nobody")], prompt=PROMPT))
+    port = node.config.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    resident = len(node.engine.resident())
+    assert f'mint_node_resident_adapters{{tier="cpu"}} {resident}.0' in text
+    assert 'mint_node_loads_total{outcome="loaded"}' in text
+    assert "mint_node_load_seconds_count" in text
+    assert "mint_node_batch_size_count" in text
+    assert 'mint_node_request_seconds_count{method="Generate"}' in text
+    assert 'mint_node_requests_total{code="NotFound",method="Generate"}' in text

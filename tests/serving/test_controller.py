@@ -1,0 +1,186 @@
+"""The controller: one active at a time (group + fencing), demand → replicas, and the
+desired table it publishes, against the real Kafka."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from kafka.errors import KafkaError
+
+from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, TableFollower, to_proto
+from mint.serving.requests import RevisionRef
+from mint.v1 import residency_pb2 as pb
+from services.controller.controller import Controller, ControllerConfig
+
+pytestmark = pytest.mark.slow
+
+
+def ref(i: int) -> RevisionRef:
+    return RevisionRef(f"id{i}", f"acme/a{i}", 1, f"{i:064x}", 1000)
+
+
+def demand(*refs: RevisionRef, requests: int = 1, missing: bool = False) -> pb.DemandReport:
+    return pb.DemandReport(
+        router="r",
+        demands=[
+            pb.Demand(revisions=[to_proto(r) for r in refs], requests=requests, missing=missing)
+        ],
+    )
+
+
+def test_demand_sets_replicas_by_rate() -> None:
+    controller = Controller(ControllerConfig("unused:9092", hot_rps=5, max_replicas=3))
+    controller._note(demand(ref(1), requests=1))
+    (want,) = controller.wants.values()
+    assert want.replicas == 1
+    for _ in range(6):
+        controller._note(demand(ref(1), requests=40))
+    assert want.replicas == 3, "a hot adapter gets more replicas, capped"
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> ResidencyTopics:
+    t = ResidencyTopics(f"ctl-{uuid.uuid4().hex[:8]}")
+    t.create(kafka_bootstrap)
+    return t
+
+
+def desired(bootstrap: str, topics: ResidencyTopics) -> dict[str, pb.ResidencyIntent]:
+    follower = TableFollower(bootstrap, topics.desired)
+    table: dict[str, pb.ResidencyIntent] = {}
+    try:
+        while not follower.caught_up:
+            for key, value in follower.poll(0.2):
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = pb.ResidencyIntent.FromString(value)
+    finally:
+        follower.close()
+    return table
+
+
+def report(node: str) -> pb.NodeReport:
+    r = pb.NodeReport(node=node, address="127.0.0.1:1", budget_bytes=10**6, slots=64)
+    r.at.GetCurrentTime()
+    return r
+
+
+class Running:
+    def __init__(self, config: ControllerConfig) -> None:
+        self.controller = Controller(config)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.controller.run, args=(self.stop,))
+        self.thread.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def two(kafka_bootstrap: str, topics: ResidencyTopics) -> Iterator[list[Running]]:
+    config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.0)
+    running = [Running(config), Running(config)]
+    yield running
+    for r in running:
+        r.halt()
+
+
+def wait(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_one_controller_is_active_the_other_takes_over_and_fences_it(
+    kafka_bootstrap: str, topics: ResidencyTopics, two: list[Running]
+) -> None:
+    from mint.backends.kafka import durable_producer
+
+    producer = durable_producer(kafka_bootstrap)
+    producer.send(topics.status, key=b"n1", value=report("n1").SerializeToString())
+    producer.flush()
+    wait(lambda: sum(r.controller.active for r in two) == 1)
+    time.sleep(2)  # still exactly one
+    assert sum(r.controller.active for r in two) == 1
+    active, standby = (two[0], two[1]) if two[0].controller.active else (two[1], two[0])
+
+    keep_alive = threading.Event()
+
+    def heartbeats() -> None:
+        while not keep_alive.wait(0.3):
+            producer.send(topics.status, key=b"n1", value=report("n1").SerializeToString())
+
+    beat = threading.Thread(target=heartbeats)
+    beat.start()
+    try:
+        producer.send(
+            topics.demand, key=b"router", value=demand(ref(1), missing=True).SerializeToString()
+        )
+        producer.flush()
+        wait(lambda: "n1|id1|1" in desired(kafka_bootstrap, topics))
+        active.halt()  # leaves the group: the standby is assigned the demand partition
+        wait(lambda: standby.controller.active)
+        producer.send(
+            topics.demand, key=b"router", value=demand(ref(2), missing=True).SerializeToString()
+        )
+        producer.flush()
+        wait(lambda: "n1|id2|1" in desired(kafka_bootstrap, topics))
+        assert "n1|id1|1" in desired(kafka_bootstrap, topics), "the new one kept the old plan"
+    finally:
+        keep_alive.set()
+        beat.join()
+        producer.close()
+
+    # A writer still holding the old transactional id's epoch is fenced.
+    stale = DesiredWriter(kafka_bootstrap, topics, f"{topics.prefix}-ctl-writer")
+    stale.activate()  # re-fences the standby's writer in turn...
+    with pytest.raises(KafkaError):
+        assert standby.controller._writer is not None
+        standby.controller._writer.write([("n9", ref(9), False)], [], term=0)
+    stale.close()
+    assert "n9|id9|1" not in desired(kafka_bootstrap, topics)
+
+
+def test_a_silent_nodes_intents_are_tombstoned_and_replaced(
+    kafka_bootstrap: str, topics: ResidencyTopics
+) -> None:
+    config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.5)
+    running = Running(config)
+    from mint.backends.kafka import durable_producer
+
+    producer = durable_producer(kafka_bootstrap)
+    alive = {"n1", "n2"}
+    stop = threading.Event()
+
+    def heartbeats() -> None:
+        while not stop.wait(0.3):
+            for n in list(alive):
+                producer.send(topics.status, key=n.encode(), value=report(n).SerializeToString())
+
+    beat = threading.Thread(target=heartbeats)
+    beat.start()
+    try:
+        wait(lambda: running.controller.active)
+        for i in range(10):
+            producer.send(
+                topics.demand, key=b"router", value=demand(ref(i), missing=True).SerializeToString()
+            )
+        producer.flush()
+        wait(lambda: len(desired(kafka_bootstrap, topics)) == 10)
+        table = desired(kafka_bootstrap, topics)
+        assert {k.split("|")[0] for k in table} == {"n1", "n2"}
+        alive.discard("n2")
+        wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1"})
+        assert len(desired(kafka_bootstrap, topics)) == 10, "every adapter placed again"
+    finally:
+        stop.set()
+        beat.join()
+        running.halt()
+        producer.close()
