@@ -17,14 +17,13 @@ from peft import PeftModel
 from deploy.local.stack import free_ports
 from mint.backends.kafka_residency import DesiredWriter
 from mint.backends.s3_objects import S3Objects
-from mint.domain.names import AdapterRef
-from mint.models.base import build_base, fingerprint
+from mint.models.base import build_base
 from mint.models.tokenizer import byte_tokenizer
 from mint.serving.catalog import Catalog
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 from services.inference.app import NodeConfig, NodeProcess
-from tests.serving.world import ALICE, OPS, World, base_config, new_world, rid, train
+from tests.serving.world import World, base_config, new_world
 
 pytestmark = pytest.mark.slow
 PROMPT = "Adapters are state"
@@ -41,15 +40,7 @@ def world(
     w.publish("a", root / "a2", seed=3)  # latest -> 2
     for i in range(3):
         w.publish(f"s{i}", root / f"s{i}", seed=10 + i)
-    # An adapter of another base with the very same shapes.
-    other = build_base(base_config(), seed=1)
-    other_fp = fingerprint(other)
-    shapes = {k: tuple(v.shape) for k, v in other.state_dict().items()}
-    w.registry.register_base(OPS, "tiny-other", other_fp, shapes, rid())
-    ref = AdapterRef("acme", "foreign")
-    w.registry.create_adapter(ALICE, ref, other_fp, rid())
-    w.registry.publish_revision(ALICE, ref, train(root / "foreign", 5, base_seed=1), rid())
-    w.registry.move_channel(ALICE, ref, "latest", 1, rid())
+    w.publish_foreign("foreign", root / "foreign")
     w.project()
     yield w
     w.log.close()

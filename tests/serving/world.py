@@ -74,6 +74,17 @@ class World:
         self.folders[(name, revision)] = folder
         return revision
 
+    def publish_foreign(self, name: str, folder: Path) -> None:
+        """acme/<name> on another base with the very same shapes (weights differ)."""
+        other = build_base(base_config(), seed=1)
+        other_fp = fingerprint(other)
+        shapes = {k: tuple(v.shape) for k, v in other.state_dict().items()}
+        self.registry.register_base(OPS, "tiny-other", other_fp, shapes, rid())
+        ref = AdapterRef("acme", name)
+        self.registry.create_adapter(ALICE, ref, other_fp, rid())
+        self.registry.publish_revision(ALICE, ref, train(folder, 5, base_seed=1), rid())
+        self.registry.move_channel(ALICE, ref, "latest", 1, rid())
+
     def project(self) -> None:
         rebuild(self.log, S3Sink(self.s3, self.bucket, blobs_bucket=self.bucket))
 
