@@ -52,7 +52,9 @@ def record(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def bar_chart_svg(name: str, title: str, bars: list[tuple[str, float]], unit: str) -> Path:
+def bar_chart_svg(
+    name: str, title: str, bars: list[tuple[str, float]], unit: str, fmt: str = ",.0f"
+) -> Path:
     """A horizontal bar chart as bench/results/<name>.svg (no plotting library needed)."""
     width, left, row, top = 640, 300, 34, 40
     longest = max(value for _, value in bars) or 1.0
@@ -69,7 +71,7 @@ def bar_chart_svg(name: str, title: str, bars: list[tuple[str, float]], unit: st
         parts += [
             f'<text x="10" y="{y + 17}">{label}</text>',
             f'<rect x="{left}" y="{y + 4}" width="{length:.1f}" height="20" fill="#4a7bb7"/>',
-            f'<text x="{left + length + 6:.1f}" y="{y + 18}">{value:,.0f} {unit}</text>',
+            f'<text x="{left + length + 6:.1f}" y="{y + 18}">{value:{fmt}} {unit}</text>',
         ]
     parts.append("</svg>")
     path = RESULTS / f"{name}.svg"

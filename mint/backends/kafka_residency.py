@@ -80,24 +80,29 @@ def desired_key(node: str, ref: RevisionRef) -> str:
     return f"{node}|{ref.adapter_id}|{ref.revision}"
 
 
-def to_proto(ref: RevisionRef) -> residency_pb2.ResidentRevision:
+def to_proto(ref: RevisionRef, facts: bool = True) -> residency_pb2.ResidentRevision:
+    """`facts`: with the base fingerprint and config (intents, demand), or identity only
+    (the resident lists of node reports)."""
     return residency_pb2.ResidentRevision(
         adapter_id=ref.adapter_id,
         adapter=ref.adapter,
         revision=ref.revision,
         weights_sha256=ref.weights_sha256,
         weights_size=ref.weights_size,
+        base_fingerprint=ref.base_fingerprint if facts else "",
+        config_json=ref.config_json if facts else "",
     )
 
 
-def from_proto(msg: residency_pb2.ResidentRevision, base_fingerprint: str = "") -> RevisionRef:
+def from_proto(msg: residency_pb2.ResidentRevision) -> RevisionRef:
     return RevisionRef(
         msg.adapter_id,
         msg.adapter,
         msg.revision,
         msg.weights_sha256,
         msg.weights_size,
-        base_fingerprint,
+        msg.base_fingerprint,
+        msg.config_json,
     )
 
 

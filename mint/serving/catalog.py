@@ -19,9 +19,14 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from .requests import RevisionRef, Selector
 
 
+class Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
 class ObjectSource(Protocol):
-    def get(self, key: str) -> bytes | None:
-        """The object's bytes, or None if there is no such object."""
+    def get(self, key: str, digest: Digest | None = None) -> bytes | None:
+        """The object's bytes, or None if there is no such object; `digest` (a hashlib
+        object), if given, is fed the bytes as they arrive."""
 
 
 def revision_key(adapter: str, revision: int, file: str) -> str:
@@ -66,6 +71,7 @@ class Catalog:
             weights_sha256=weights["sha256"],
             weights_size=int(weights["size"]),
             base_fingerprint=manifest["base_fingerprint"],
+            config_json=manifest.get("config_json") or self._config_json(adapter, revision),
         )
         with self._lock:
             self._manifests[(adapter, revision)] = ref
@@ -87,6 +93,13 @@ class Catalog:
         with self._lock:
             self._pointers[key] = (now, revision)
         return revision
+
+    def _config_json(self, adapter: str, revision: int) -> str:
+        """From the file, for projections written before manifests carried the config."""
+        data = self.objects.get(revision_key(adapter, revision, ADAPTER_CONFIG))
+        if data is None:
+            raise NotFound(f"{adapter}@{revision}: its config is not in the projection (yet)")
+        return data.decode()
 
     def _require_adapter(self, adapter: str) -> None:
         if self.objects.get(f"catalog/{adapter}.json") is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class ServingEngine:
         self._weights: dict[ResidentKey, LoraWeights] = {}  # kept to build stacks from
         self._stacks: dict[ResidentKey, tuple[ResidentKey, ...]] = {}
         self._table = threading.RLock()
+        self._loaded = threading.Condition(self._table)
+        self.servable_at: dict[ResidentKey, float] = {}  # perf_counter() when loaded
         self._run = threading.Lock()
 
     # residency ---------------------------------------------------------------------
@@ -91,6 +94,8 @@ class ServingEngine:
             gone = [self._forget(k) for k in evicted]
             self.model.load(slot, weights)
             self._refs[key], self._weights[key] = ref, weights
+            self.servable_at[key] = time.perf_counter()
+            self._loaded.notify_all()
         return [r for r in gone if r is not None]
 
     def evict(self, ref: RevisionRef) -> bool:
@@ -116,6 +121,11 @@ class ServingEngine:
     def is_resident(self, ref: RevisionRef) -> bool:
         with self._table:
             return key_of(ref) in self._refs
+
+    def wait_resident(self, ref: RevisionRef, timeout_s: float) -> bool:
+        """Block until `ref` is resident (True) or `timeout_s` passes (False)."""
+        with self._loaded:
+            return self._loaded.wait_for(lambda: key_of(ref) in self._refs, timeout_s)
 
     @property
     def used_bytes(self) -> int:
@@ -183,6 +193,7 @@ class ServingEngine:
 
     def _forget(self, key: ResidentKey) -> RevisionRef | None:
         self._stacks.pop(key, None)
+        self.servable_at.pop(key, None)
         self._weights.pop(key, None)
         return self._refs.pop(key, None)
 

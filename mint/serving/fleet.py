@@ -16,12 +16,6 @@ from mint.v1 import residency_pb2 as pb
 from .requests import RevisionRef
 
 
-def ref_of(msg: pb.ResidentRevision, base: str = "") -> RevisionRef:
-    return RevisionRef(
-        msg.adapter_id, msg.adapter, msg.revision, msg.weights_sha256, msg.weights_size, base
-    )
-
-
 @dataclass
 class NodeState:
     name: str

@@ -5,23 +5,31 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mint.domain.errors import DataLoss, NotFound
 from mint.models.lora import load_adapter_weights
 from mint.validation.limits import Limits
-from mint.validation.peft_config import parse_config
+from mint.validation.peft_config import LoraAdapterConfig, parse_config
 
-from .catalog import ObjectSource, config_key, weights_key
+from .catalog import Catalog, weights_key
 from .packed_model import LoraWeights
 from .requests import RevisionRef
 
 
 def weights_from_bytes(data: bytes, sha256: str, config_json: str) -> LoraWeights:
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise DataLoss(f"adapter weights hash to {digest}, not the recorded {sha256}")
-    config, _ = parse_config(config_json.encode(), Limits())
+    check_sha256(hashlib.sha256(data).hexdigest(), sha256)
+    return parse_weights(data, parse_config(config_json.encode(), Limits())[0])
+
+
+def check_sha256(digest: str, recorded: str) -> None:
+    if digest != recorded:
+        raise DataLoss(f"adapter weights hash to {digest}, not the recorded {recorded}")
+
+
+def parse_weights(data: bytes, config: LoraAdapterConfig) -> LoraWeights:
+    """safetensors bytes (sha256 already checked) → LoRA weights, never pickle."""
     return LoraWeights.from_peft(
         load_adapter_weights(data), config.lora_alpha, config.use_rslora, config.alpha_pattern
     )
@@ -29,18 +37,35 @@ def weights_from_bytes(data: bytes, sha256: str, config_json: str) -> LoraWeight
 
 @dataclass(frozen=True)
 class Fetched:
+    ref: RevisionRef  # as the projection's manifest describes it (with its base)
     weights: LoraWeights
     nbytes: int
     fetch_s: float  # object store reads
     parse_s: float  # sha256, config and safetensors parsing
 
 
-def fetch_revision(objects: ObjectSource, ref: RevisionRef) -> Fetched:
-    """The revision's weights from the projection, verified against the recorded sha256."""
+_READERS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="fetch")
+
+
+def fetch_revision(catalog: Catalog, ref: RevisionRef) -> Fetched:
+    """The revision's weights from the projection, verified against the recorded sha256
+    (hashed as the bytes arrive). An intent carries the base and the config, so that is
+    one GET; without them, the manifest is read alongside and must agree with `ref`."""
     started = time.perf_counter()
-    data, config = objects.get(weights_key(ref)), objects.get(config_key(ref))
-    if data is None or config is None:
-        raise NotFound(f"{ref.label}: its files are not in the projection (yet)")
+    described = None
+    if not (ref.config_json and ref.base_fingerprint):
+        described = _READERS.submit(catalog.revision, ref.adapter, ref.revision)
+    digest = hashlib.sha256()
+    data = catalog.objects.get(weights_key(ref), digest)
+    if data is None:
+        raise NotFound(f"{ref.label}: its weights are not in the projection (yet)")
+    if described is not None:
+        manifest = described.result()
+        if (manifest.adapter_id, manifest.weights_sha256) != (ref.adapter_id, ref.weights_sha256):
+            raise DataLoss(f"the projection's {ref.label} is not the revision the intent names")
+        ref = manifest
+    check_sha256(digest.hexdigest(), ref.weights_sha256)
     fetched = time.perf_counter()
-    weights = weights_from_bytes(data, ref.weights_sha256, config.decode())
-    return Fetched(weights, len(data), fetched - started, time.perf_counter() - fetched)
+    config, _ = parse_config(ref.config_json.encode(), Limits())
+    weights = parse_weights(data, config)
+    return Fetched(ref, weights, len(data), fetched - started, time.perf_counter() - fetched)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .slots import LoraSlots, SlottedLinear
+from .slots import SlotBank, SlottedLinear
 
 PEFT_PREFIX = "base_model.model."
 
@@ -76,32 +76,41 @@ class PackedLoraModel(nn.Module):
         super().__init__()
         self.base = base
         self.layers: dict[str, SlottedLinear] = {}
+        self.banks: list[tuple[SlotBank, list[str]]] = []  # same-shaped layers together
+        shapes: dict[tuple[Any, ...], list[tuple[str, nn.Linear]]] = {}
         for name, module in list(base.named_modules()):
             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
-                weight = module.weight
-                store = LoraSlots(
-                    module.in_features,
-                    module.out_features,
-                    slots,
-                    max_rank,
-                    weight.dtype,
-                    weight.device,
-                )
-                wrapped = SlottedLinear(module, store)
+                w = module.weight
+                key = (module.in_features, module.out_features, w.dtype, w.device)
+                shapes.setdefault(key, []).append((name, module))
+        if not shapes:
+            raise ValueError(f"no linear layers named {list(targets)} in the base model")
+        for (in_features, out_features, dtype, device), members in shapes.items():
+            bank = SlotBank(len(members), in_features, out_features, slots, max_rank, dtype, device)
+            self.banks.append((bank, [name for name, _ in members]))
+            for i, (name, module) in enumerate(members):
+                wrapped = SlottedLinear(module, bank.layer(i))
                 parent_name, _, leaf = name.rpartition(".")
                 setattr(base.get_submodule(parent_name), leaf, wrapped)
                 self.layers[name] = wrapped
-        if not self.layers:
-            raise ValueError(f"no linear layers named {list(targets)} in the base model")
 
+    @torch.no_grad()
     def load(self, slot: int, weights: LoraWeights) -> None:
         unknown = set(weights.modules) - set(self.layers)
         if unknown:
             raise ValueError(f"adapter wraps modules the base does not have: {sorted(unknown)}")
-        for name, layer in self.layers.items():
+        for bank, names in self.banks:
+            parts = [weights.modules[n] for n in names if n in weights.modules]
+            if parts and bank.load(slot, parts):
+                continue
+            self._load_each(slot, weights, names)
+
+    def _load_each(self, slot: int, weights: LoraWeights, names: list[str]) -> None:
+        for name in names:
+            layer = self.layers[name]
             if name in weights.modules:
                 a, b, scale = weights.modules[name]
-                layer.slots.load(slot, a, b, scale)
+                layer.slots.copy_in(slot, a, b, scale)
             else:
                 layer.slots.clear(slot)
 

@@ -6,7 +6,7 @@ Pure (no torch, no I/O), so the router and the nodes check requests the same way
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mint.domain.errors import InvalidArgument
 from mint.domain.names import AdapterRef, channel
@@ -81,7 +81,9 @@ class RevisionRef:
     revision: int
     weights_sha256: str
     weights_size: int
-    base_fingerprint: str = ""
+    # Facts about the revision, not its identity: excluded from equality and hashing.
+    base_fingerprint: str = field(default="", compare=False)
+    config_json: str = field(default="", compare=False, repr=False)
 
     @property
     def label(self) -> str:

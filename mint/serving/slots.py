@@ -28,18 +28,22 @@ class LoraSlots(nn.Module):
         max_rank: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | None = None,
+        storage: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
+        """`storage`: (A, B, scale) views into a SlotBank shared with same-shaped layers."""
         super().__init__()
         if slots < 2:
             raise ValueError("need at least 2 slots (slot 0 means no adapter)")
         self.max_rank = max_rank
-        self.register_buffer(
-            "A", torch.zeros(slots, max_rank, in_features, dtype=dtype, device=device)
-        )
-        self.register_buffer(
-            "B", torch.zeros(slots, out_features, max_rank, dtype=dtype, device=device)
-        )
-        self.register_buffer("scale", torch.zeros(slots, dtype=dtype, device=device))
+        if storage is None:
+            storage = (
+                torch.zeros(slots, max_rank, in_features, dtype=dtype, device=device),
+                torch.zeros(slots, out_features, max_rank, dtype=dtype, device=device),
+                torch.zeros(slots, dtype=dtype, device=device),
+            )
+        self.register_buffer("A", storage[0])
+        self.register_buffer("B", storage[1])
+        self.register_buffer("scale", storage[2])
 
     @property
     def slots(self) -> int:
@@ -48,15 +52,20 @@ class LoraSlots(nn.Module):
     @torch.no_grad()
     def load(self, slot: int, a: torch.Tensor, b: torch.Tensor, scale: float) -> None:
         """Copy one adapter's A [r, in] and B [out, r] into `slot` (in place, O(size))."""
+        self.copy_in(slot, a, b, scale)
+
+    def copy_in(self, slot: int, a: torch.Tensor, b: torch.Tensor, scale: float) -> None:
+        """`load` for callers already under torch.no_grad() (a whole model's layers)."""
         if slot == EMPTY_SLOT or not 0 < slot < self.slots:
             raise ValueError(f"slot {slot} is out of range 1..{self.slots - 1}")
         rank = a.shape[0]
         if rank > self.max_rank or b.shape[1] != rank:
             raise ValueError(f"rank {rank} does not fit slots of rank {self.max_rank}")
-        self.A[slot].zero_()
-        self.B[slot].zero_()
         self.A[slot, :rank].copy_(a)
         self.B[slot, :, :rank].copy_(b)
+        if rank < self.max_rank:  # zero-padding: the unused ranks contribute nothing
+            self.A[slot, rank:].zero_()
+            self.B[slot, :, rank:].zero_()
         self.scale[slot] = scale
 
     @torch.no_grad()
@@ -72,6 +81,54 @@ class LoraSlots(nn.Module):
         hidden = torch.bmm(x, a.transpose(1, 2))  # [batch, seq, R]
         out = torch.bmm(hidden, b.transpose(1, 2))  # [batch, seq, out]
         return out * self.scale.index_select(0, slot_ids)[:, None, None]
+
+
+class SlotBank:
+    """The slots of several same-shaped layers in one set of tensors (A [layers, slots, R,
+    in], …), so loading an adapter into all of them is a few copies, not a few per layer."""
+
+    def __init__(
+        self,
+        layers: int,
+        in_features: int,
+        out_features: int,
+        slots: int,
+        max_rank: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.max_rank = max_rank
+        self.A = torch.zeros(layers, slots, max_rank, in_features, dtype=dtype, device=device)
+        self.B = torch.zeros(layers, slots, out_features, max_rank, dtype=dtype, device=device)
+        self.scale = torch.zeros(layers, slots, dtype=dtype, device=device)
+
+    def layer(self, i: int) -> LoraSlots:
+        _, slots, rank, in_features = self.A.shape
+        return LoraSlots(
+            in_features,
+            self.B.shape[2],
+            slots,
+            rank,
+            storage=(self.A[i], self.B[i], self.scale[i]),
+        )
+
+    def load(self, slot: int, parts: list[tuple[torch.Tensor, torch.Tensor, float]]) -> bool:
+        """Every layer's (A, B, scale) at once; False (nothing written) unless all layers
+        have a part and share one rank (then load them one by one)."""
+        rank = parts[0][0].shape[0]
+        if len(parts) != self.A.shape[0] or any(a.shape[0] != rank for a, _, _ in parts):
+            return False
+        if slot == EMPTY_SLOT or not 0 < slot < self.A.shape[1]:
+            raise ValueError(f"slot {slot} is out of range 1..{self.A.shape[1] - 1}")
+        if rank > self.max_rank:
+            raise ValueError(f"rank {rank} does not fit slots of rank {self.max_rank}")
+        self.A[:, slot, :rank].copy_(torch.stack([a for a, _, _ in parts]))
+        self.B[:, slot, :, :rank].copy_(torch.stack([b for _, b, _ in parts]))
+        if rank < self.max_rank:
+            self.A[:, slot, rank:].zero_()
+            self.B[:, slot, :, rank:].zero_()
+        self.scale[:, slot].copy_(torch.tensor([s for _, _, s in parts]))
+        return True
 
 
 class SlottedLinear(nn.Module):

@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mint/v1/residency.proto\x12\x07mint.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n\x10ResidentRevision\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\r\x12\x16\n\x0eweights_sha256\x18\x04 \x01(\t\x12\x14\n\x0cweights_size\x18\x05 \x01(\x04\"j\n\x0fResidencyIntent\x12\x0c\n\x04node\x18\x01 \x01(\t\x12+\n\x08revision\x18\x02 \x01(\x0b\x32\x19.mint.v1.ResidentRevision\x12\x0e\n\x06pinned\x18\x03 \x01(\x08\x12\x0c\n\x04term\x18\x04 \x01(\x04\"\xe7\x01\n\x0bLoadOutcome\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.mint.v1.LoadOutcome.Kind\x12+\n\x08revision\x18\x02 \x01(\x0b\x32\x19.mint.v1.ResidentRevision\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x65tch_ms\x18\x04 \x01(\x01\x12\x0f\n\x07load_ms\x18\x05 \x01(\x01\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"A\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06LOADED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07\x45VICTED\x10\x03\"\xa8\x02\n\nNodeReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10\x62\x61se_fingerprint\x18\x03 \x01(\t\x12\x14\n\x0c\x62udget_bytes\x18\x04 \x01(\x04\x12\x12\n\nused_bytes\x18\x05 \x01(\x04\x12\r\n\x05slots\x18\x06 \x01(\r\x12+\n\x08resident\x18\x07 \x03(\x0b\x32\x19.mint.v1.ResidentRevision\x12&\n\x08outcomes\x18\x08 \x03(\x0b\x32\x14.mint.v1.LoadOutcome\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08stopping\x18\n \x01(\x08\x12\x19\n\x11max_prompt_tokens\x18\x0b \x01(\r\"Y\n\x06\x44\x65mand\x12,\n\trevisions\x18\x01 \x03(\x0b\x32\x19.mint.v1.ResidentRevision\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0f\n\x07missing\x18\x03 \x01(\x08\"h\n\x0c\x44\x65mandReport\x12\x0e\n\x06router\x18\x01 \x01(\t\x12 \n\x07\x64\x65mands\x18\x02 \x03(\x0b\x32\x0f.mint.v1.Demand\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mint/v1/residency.proto\x12\x07mint.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x10ResidentRevision\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\r\x12\x16\n\x0eweights_sha256\x18\x04 \x01(\t\x12\x14\n\x0cweights_size\x18\x05 \x01(\x04\x12\x18\n\x10\x62\x61se_fingerprint\x18\x06 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x07 \x01(\t\"j\n\x0fResidencyIntent\x12\x0c\n\x04node\x18\x01 \x01(\t\x12+\n\x08revision\x18\x02 \x01(\x0b\x32\x19.mint.v1.ResidentRevision\x12\x0e\n\x06pinned\x18\x03 \x01(\x08\x12\x0c\n\x04term\x18\x04 \x01(\x04\"\xe7\x01\n\x0bLoadOutcome\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.mint.v1.LoadOutcome.Kind\x12+\n\x08revision\x18\x02 \x01(\x0b\x32\x19.mint.v1.ResidentRevision\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x65tch_ms\x18\x04 \x01(\x01\x12\x0f\n\x07load_ms\x18\x05 \x01(\x01\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"A\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06LOADED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0b\n\x07\x45VICTED\x10\x03\"\xa8\x02\n\nNodeReport\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10\x62\x61se_fingerprint\x18\x03 \x01(\t\x12\x14\n\x0c\x62udget_bytes\x18\x04 \x01(\x04\x12\x12\n\nused_bytes\x18\x05 \x01(\x04\x12\r\n\x05slots\x18\x06 \x01(\r\x12+\n\x08resident\x18\x07 \x03(\x0b\x32\x19.mint.v1.ResidentRevision\x12&\n\x08outcomes\x18\x08 \x03(\x0b\x32\x14.mint.v1.LoadOutcome\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08stopping\x18\n \x01(\x08\x12\x19\n\x11max_prompt_tokens\x18\x0b \x01(\r\"Y\n\x06\x44\x65mand\x12,\n\trevisions\x18\x01 \x03(\x0b\x32\x19.mint.v1.ResidentRevision\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0f\n\x07missing\x18\x03 \x01(\x08\"h\n\x0c\x44\x65mandReport\x12\x0e\n\x06router\x18\x01 \x01(\t\x12 \n\x07\x64\x65mands\x18\x02 \x03(\x0b\x32\x0f.mint.v1.Demand\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mint.v1.residency_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESIDENTREVISION']._serialized_start=69
-  _globals['_RESIDENTREVISION']._serialized_end=188
-  _globals['_RESIDENCYINTENT']._serialized_start=190
-  _globals['_RESIDENCYINTENT']._serialized_end=296
-  _globals['_LOADOUTCOME']._serialized_start=299
-  _globals['_LOADOUTCOME']._serialized_end=530
-  _globals['_LOADOUTCOME_KIND']._serialized_start=465
-  _globals['_LOADOUTCOME_KIND']._serialized_end=530
-  _globals['_NODEREPORT']._serialized_start=533
-  _globals['_NODEREPORT']._serialized_end=829
-  _globals['_DEMAND']._serialized_start=831
-  _globals['_DEMAND']._serialized_end=920
-  _globals['_DEMANDREPORT']._serialized_start=922
-  _globals['_DEMANDREPORT']._serialized_end=1026
+  _globals['_RESIDENTREVISION']._serialized_start=70
+  _globals['_RESIDENTREVISION']._serialized_end=236
+  _globals['_RESIDENCYINTENT']._serialized_start=238
+  _globals['_RESIDENCYINTENT']._serialized_end=344
+  _globals['_LOADOUTCOME']._serialized_start=347
+  _globals['_LOADOUTCOME']._serialized_end=578
+  _globals['_LOADOUTCOME_KIND']._serialized_start=513
+  _globals['_LOADOUTCOME_KIND']._serialized_end=578
+  _globals['_NODEREPORT']._serialized_start=581
+  _globals['_NODEREPORT']._serialized_end=877
+  _globals['_DEMAND']._serialized_start=879
+  _globals['_DEMAND']._serialized_end=968
+  _globals['_DEMANDREPORT']._serialized_start=970
+  _globals['_DEMANDREPORT']._serialized_end=1074
 # @@protoc_insertion_point(module_scope)

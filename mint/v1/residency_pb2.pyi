@@ -36,12 +36,19 @@ class ResidentRevision(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     WEIGHTS_SHA256_FIELD_NUMBER: _builtins.int
     WEIGHTS_SIZE_FIELD_NUMBER: _builtins.int
+    BASE_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    CONFIG_JSON_FIELD_NUMBER: _builtins.int
     adapter_id: _builtins.str
     adapter: _builtins.str
     """tenant/name, where the projection keeps its files"""
     revision: _builtins.int
     weights_sha256: _builtins.str
     weights_size: _builtins.int
+    base_fingerprint: _builtins.str
+    """Carried so that a node needs one GET (the weights) to load: the base it must serve
+    and the adapter's validated adapter_config.json, both from the revision's manifest.
+    """
+    config_json: _builtins.str
     def __init__(
         self,
         *,
@@ -50,10 +57,12 @@ class ResidentRevision(_message.Message):
         revision: _builtins.int = ...,
         weights_sha256: _builtins.str = ...,
         weights_size: _builtins.int = ...,
+        base_fingerprint: _builtins.str = ...,
+        config_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter", b"adapter", "adapter_id", b"adapter_id", "revision", b"revision", "weights_sha256", b"weights_sha256", "weights_size", b"weights_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter", b"adapter", "adapter_id", b"adapter_id", "base_fingerprint", b"base_fingerprint", "config_json", b"config_json", "revision", b"revision", "weights_sha256", b"weights_sha256", "weights_size", b"weights_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

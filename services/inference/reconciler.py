@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 
 from mint.backends.kafka import durable_producer
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower, from_proto, to_proto
-from mint.domain.errors import DataLoss, DomainError
+from mint.domain.errors import DomainError
 from mint.serving.catalog import Catalog
 from mint.serving.engine import ServingEngine, key_of
 from mint.serving.loading import fetch_revision
@@ -127,9 +127,9 @@ class Reconciler:
     def _load(self, ref: RevisionRef, pinned: bool) -> None:
         started = time.perf_counter()
         try:
-            fetched = fetch_revision(self.catalog.objects, self._described(ref))
+            fetched = fetch_revision(self.catalog, ref)
             copy_started = time.perf_counter()
-            evicted = self.engine.load(ref, fetched.weights, pinned)
+            evicted = self.engine.load(fetched.ref, fetched.weights, pinned)
         except (DomainError, OSError) as exc:
             log.warning("loading %s failed: %s", ref.label, exc)
             self._failed[key_of(ref)] = time.monotonic()
@@ -152,17 +152,9 @@ class Reconciler:
         )
         log.info("loaded %s in %.1f ms", ref.label, (done - started) * 1000)
 
-    def _described(self, ref: RevisionRef) -> RevisionRef:
-        """The intent's revision as the projection describes it (with its base), which
-        must agree with the intent on identity and content."""
-        described = self.catalog.revision(ref.adapter, ref.revision)
-        if (described.adapter_id, described.weights_sha256) != (ref.adapter_id, ref.weights_sha256):
-            raise DataLoss(f"the projection's {ref.label} is not the revision the intent names")
-        return described
-
     def _outcome(self, kind: int, ref: RevisionRef, nbytes: int, **fields: object) -> None:
         self._outcomes.append(
-            pb.LoadOutcome(kind=kind, revision=to_proto(ref), bytes=nbytes, **fields)  # type: ignore[arg-type]
+            pb.LoadOutcome(kind=kind, revision=to_proto(ref, facts=False), bytes=nbytes, **fields)  # type: ignore[arg-type]
         )
 
     def _report(self, stopping: bool = False) -> None:
@@ -180,7 +172,7 @@ class Reconciler:
             budget_bytes=self.engine.table.budget_bytes,
             used_bytes=self.engine.used_bytes,
             slots=self.engine.table.capacity,
-            resident=[to_proto(r) for r in resident],
+            resident=[to_proto(r, facts=False) for r in resident],
             outcomes=self._outcomes,
             at=at,
             stopping=stopping,

@@ -144,6 +144,7 @@ class Planner:
             "base_fingerprint": c.base_fingerprint,
             "method": c.method,
             "parents": list(event.parents),
+            "config_json": event.config_json,  # so a reader needs no second GET
             "files": {
                 ADAPTER_WEIGHTS: {"sha256": event.weights_sha256, "size": event.weights_size},
                 ADAPTER_CONFIG: {"sha256": _sha256(event.config_json.encode())},

@@ -109,3 +109,30 @@ def test_loading_from_stored_bytes_checks_the_hash(
         assert torch.equal(a, ea) and torch.equal(b, eb) and scale == escale
     with pytest.raises(DataLoss, match="not the recorded"):
         weights_from_bytes(data[:-1] + b"\x00", hashlib.sha256(data).hexdigest(), config)
+
+
+def test_partial_and_mixed_rank_adapters_load_layer_by_layer(tmp_path: Path) -> None:
+    """The slot banks load all same-shaped layers at once; an adapter that wraps only some
+    of them, or with different ranks per layer, takes the per-layer path, overwriting
+    whatever an earlier adapter left in that slot."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj"],
+        rank_pattern={"layers.0.self_attn.q_proj": 2},
+        init_lora_weights=False,
+    )
+    torch.manual_seed(7)
+    peft_model = get_peft_model(build_base(tiny_llama_config(), seed=0), config)
+    peft_model.eval()
+    state = get_peft_model_state_dict(peft_model)
+    weights = LoraWeights.from_peft(state, 8.0, alpha_pattern={})
+    model = PackedLoraModel(build_base(tiny_llama_config(), seed=0), ["q_proj", "v_proj"], 4, 8)
+    full = LoraWeights({n: (torch.randn(8, 64), torch.randn(64, 8), 1.0) for n in model.layers})
+    model.load(1, full)  # leaves every layer of slot 1 non-zero
+    model.load(1, weights)
+    with torch.no_grad():
+        expected = peft_model(TOKENS[:1]).logits
+        assert torch.allclose(model(TOKENS[:1], torch.tensor([1])), expected, atol=1e-5)
