@@ -59,3 +59,18 @@ def test_ports_and_probes_match_the_code() -> None:
     metrics = int(projector["args"][projector["args"].index("--metrics-port") + 1])
     assert projector["ports"][0]["containerPort"] == metrics
     assert projector["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+@pytest.mark.parametrize("name", ["router", "node"])
+def test_serving_ports_and_probes_match_the_code(name: str) -> None:
+    from services.inference.app import SERVICE_NAME as INFERENCE
+
+    container = {c["name"]: c for c in containers()}[name]
+    args = container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == int(args[args.index("--port") + 1])
+    assert ports["metrics"] == int(args[args.index("--metrics-port") + 1])
+    assert container["readinessProbe"]["grpc"]["service"] == INFERENCE
+    env = {e["name"] for e in container.get("env", [])}
+    referenced = {a[2:-1] for a in args if a.startswith("$(")}
+    assert referenced <= env, "every $(VAR) in args is defined for the container"

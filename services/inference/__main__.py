@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
     args = parser.parse_args()
     servers = servers_from_env()
+    topics = ResidencyTopics(args.topics_prefix)
+    topics.create(servers.kafka_bootstrap)  # idempotent
     node = NodeProcess(
         NodeConfig(
             name=args.name,
@@ -59,7 +61,7 @@ def main() -> None:
             s3=servers.s3,
             bucket=args.bucket,
             prefix=args.prefix,
-            topics=ResidencyTopics(args.topics_prefix),
+            topics=topics,
             host=args.host,
             port=args.port,
             advertise_host=args.advertise_host,
