@@ -14,6 +14,7 @@ from mint.validation.limits import Limits
 from mint.validation.peft_config import LoraAdapterConfig, parse_config
 
 from .catalog import Catalog, weights_key
+from .disk_cache import DiskCache
 from .packed_model import LoraWeights
 from .requests import RevisionRef
 
@@ -41,31 +42,39 @@ class Fetched:
     weights: LoraWeights
     nbytes: int
     fetch_s: float  # object store reads
-    parse_s: float  # sha256, config and safetensors parsing
+    parse_s: float  # config and safetensors parsing
+    from_disk: bool = False  # found in the node's disk tier
 
 
 _READERS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="fetch")
 
 
-def fetch_revision(catalog: Catalog, ref: RevisionRef) -> Fetched:
-    """The revision's weights from the projection, verified against the recorded sha256
-    (hashed as the bytes arrive). An intent carries the base and the config, so that is
-    one GET; without them, the manifest is read alongside and must agree with `ref`."""
+def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = None) -> Fetched:
+    """The revision's weights, verified against the recorded sha256: from the local disk
+    tier if it has them, else from the projection (hashed as the bytes arrive), kept on
+    disk for next time. An intent carries the base and the config, so that is one read;
+    without them, the manifest is read alongside and must agree with `ref`."""
     started = time.perf_counter()
     described = None
     if not (ref.config_json and ref.base_fingerprint):
         described = _READERS.submit(catalog.revision, ref.adapter, ref.revision)
-    digest = hashlib.sha256()
-    data = catalog.objects.get(weights_key(ref), digest)
+    data = disk.get(ref.weights_sha256) if disk is not None else None  # re-hashed there
+    from_disk = data is not None
     if data is None:
-        raise NotFound(f"{ref.label}: its weights are not in the projection (yet)")
+        digest = hashlib.sha256()
+        data = catalog.objects.get(weights_key(ref), digest)
+        if data is None:
+            raise NotFound(f"{ref.label}: its weights are not in the projection (yet)")
+        check_sha256(digest.hexdigest(), ref.weights_sha256)
     if described is not None:
         manifest = described.result()
         if (manifest.adapter_id, manifest.weights_sha256) != (ref.adapter_id, ref.weights_sha256):
             raise DataLoss(f"the projection's {ref.label} is not the revision the intent names")
         ref = manifest
-    check_sha256(digest.hexdigest(), ref.weights_sha256)
     fetched = time.perf_counter()
     config, _ = parse_config(ref.config_json.encode(), Limits())
     weights = parse_weights(data, config)
-    return Fetched(ref, weights, len(data), fetched - started, time.perf_counter() - fetched)
+    parsed = time.perf_counter()
+    if disk is not None and not from_disk:
+        disk.put(ref.weights_sha256, data)
+    return Fetched(ref, weights, len(data), fetched - started, parsed - fetched, from_disk)

@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=64, help="adapter slots (slot 0: none)")
     parser.add_argument("--max-rank", type=int, default=32, help="largest (stacked) rank")
     parser.add_argument("--budget-mib", type=float, default=256, help="adapter memory budget")
+    parser.add_argument("--disk-cache-dir", help="local disk tier for adapter weights")
+    parser.add_argument("--disk-cache-mib", type=float, default=4096, help="its budget")
     parser.add_argument("--max-prompt-tokens", type=int, default=1024)
     parser.add_argument("--batch-window-ms", type=float, default=5.0)
     parser.add_argument("--max-batch", type=int, default=32)
@@ -75,6 +77,8 @@ def main() -> None:
             batch_window_ms=args.batch_window_ms,
             max_batch=args.max_batch,
             metrics_port=args.metrics_port,
+            disk_cache_dir=args.disk_cache_dir,
+            disk_budget_bytes=int(args.disk_cache_mib * MiB),
         )
     )
     print(f"node {args.name} serving on {node.address}", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -16,6 +17,7 @@ from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer
 from mint.rpc.server import build_server
 from mint.serving.batcher import Batcher
 from mint.serving.catalog import Catalog
+from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.residency import SlotTable
@@ -52,6 +54,8 @@ class NodeConfig:
     max_batch: int = 32
     metrics_port: int | None = None
     report_s: float = 1.0
+    disk_cache_dir: str | None = None  # None: no disk tier
+    disk_budget_bytes: int = 4 * 1024**3
 
 
 class NodeProcess:
@@ -108,6 +112,9 @@ class NodeProcess:
             config.topics,
             self.metrics,
             config.report_s,
+            DiskCache(Path(config.disk_cache_dir), config.disk_budget_bytes)
+            if config.disk_cache_dir
+            else None,
         )
         self.reconciler.start()
         if config.metrics_port is not None:

@@ -19,6 +19,7 @@ from mint.backends.kafka import durable_producer
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower, from_proto, to_proto
 from mint.domain.errors import DomainError
 from mint.serving.catalog import Catalog
+from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine, key_of
 from mint.serving.loading import fetch_revision
 from mint.serving.requests import RevisionRef
@@ -43,6 +44,7 @@ class Reconciler:
         topics: ResidencyTopics,
         metrics: NodeMetrics,
         report_s: float = 1.0,
+        disk: DiskCache | None = None,
     ) -> None:
         self.node, self.address, self.engine, self.catalog = node, address, engine, catalog
         self.bootstrap, self.topics, self.metrics, self.report_s = (
@@ -51,6 +53,7 @@ class Reconciler:
             metrics,
             report_s,
         )
+        self.disk = disk
         self.desired: dict[ResidentKey, tuple[RevisionRef, pb.ResidencyIntent]] = {}
         self._failed: dict[ResidentKey, float] = {}
         self._outcomes: list[pb.LoadOutcome] = []
@@ -127,7 +130,7 @@ class Reconciler:
     def _load(self, ref: RevisionRef, pinned: bool) -> None:
         started = time.perf_counter()
         try:
-            fetched = fetch_revision(self.catalog, ref)
+            fetched = fetch_revision(self.catalog, ref, self.disk)
             copy_started = time.perf_counter()
             evicted = self.engine.load(fetched.ref, fetched.weights, pinned)
         except (DomainError, OSError) as exc:
@@ -139,7 +142,7 @@ class Reconciler:
         done = time.perf_counter()
         self._failed.pop(key_of(ref), None)
         self.metrics.load_seconds.observe(done - started)
-        self.metrics.loads.labels("loaded").inc()
+        self.metrics.loads.labels("loaded_from_disk" if fetched.from_disk else "loaded").inc()
         for gone in evicted:
             self._outcome(Outcome.EVICTED, gone, gone.weights_size)
             self.metrics.evictions.inc()
@@ -163,6 +166,10 @@ class Reconciler:
         self.metrics.resident.labels(tier).set(len(resident))
         self.metrics.resident_bytes.labels(tier).set(self.engine.used_bytes)
         self.metrics.budget_bytes.labels(tier).set(self.engine.table.budget_bytes)
+        if self.disk is not None:
+            self.metrics.resident.labels("disk").set(len(self.disk))
+            self.metrics.resident_bytes.labels("disk").set(self.disk.used_bytes)
+            self.metrics.budget_bytes.labels("disk").set(self.disk.budget_bytes)
         at = Timestamp()
         at.GetCurrentTime()
         report = pb.NodeReport(

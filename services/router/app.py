@@ -42,6 +42,8 @@ class RouterProcess:
     def __init__(self, config: RouterConfig) -> None:
         self.metrics = RouterMetrics()
         self.watch = FleetWatch(config.kafka_bootstrap, config.topics, config.silence_s)
+        if not self.watch.caught_up.wait(timeout=60):
+            raise RuntimeError(f"could not read {config.topics.status} to its end in 60 s")
         self.demand = DemandReporter(
             config.kafka_bootstrap, config.topics, config.name, config.demand_interval_s
         )

@@ -27,6 +27,7 @@ class FleetWatch:
     def __init__(self, bootstrap: str, topics: ResidencyTopics, silence_s: float) -> None:
         self.view = FleetView(silence_s)
         self.changed = threading.Condition()
+        self.caught_up = threading.Event()  # the status table was read to its end once
         self._stop = threading.Event()
         self._follower = TableFollower(bootstrap, topics.status)
         self._thread = threading.Thread(target=self._run, name="fleet-watch", daemon=True)
@@ -45,6 +46,8 @@ class FleetWatch:
                         for report in reports:
                             self.view.apply(report)
                         self.changed.notify_all()
+                if self._follower.caught_up:
+                    self.caught_up.set()
         finally:
             self._follower.close()
 
@@ -66,6 +69,13 @@ class FleetWatch:
                 if nodes or remaining <= 0 or any(self.view.failure(r) for r in refs):
                     return nodes
                 self.changed.wait(timeout=min(remaining, 0.5))
+
+    def wait_live(self, until: float) -> list[NodeState]:
+        """Live nodes, waiting until `until` (monotonic) for one to report if none does."""
+        with self.changed:
+            while not (nodes := self.view.live()) and time.monotonic() < until:
+                self.changed.wait(timeout=min(until - time.monotonic(), 0.5))
+            return nodes
 
     def failure(self, refs: Sequence[RevisionRef]) -> str | None:
         with self.changed:

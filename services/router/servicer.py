@@ -95,7 +95,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         call: Callable[[Any, Request, float | None], T],
     ) -> T:
         deadline = self._deadline(context)
-        refs, exact = self._resolve(request)
+        refs, exact = self._resolve(request, deadline)
         self.demand.note(refs)
         missed = False
         while True:
@@ -119,14 +119,15 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
                 with self._lock:
                     self._suspects[node.name] = time.monotonic() + SUSPECT_S
 
-    def _resolve(self, request: Request) -> tuple[list[RevisionRef], Request]:
+    def _resolve(self, request: Request, deadline: float) -> tuple[list[RevisionRef], Request]:
         """Checks in the order that costs nothing first; nothing is placed for a request
         that fails any of them."""
         selectors = wire.selectors(request.adapters)
         principal = current_principal()
         for s in selectors:
             principal.require_tenant(s.adapter.tenant)
-        live = self.watch.live()
+        # No node reporting: wait a little (they may be restarting) before giving up.
+        live = self.watch.wait_live(min(deadline, time.monotonic() + self.watch.view.silence_s))
         self.metrics.live_nodes.set(len(live))
         if not live:
             raise Unavailable("no inference node is reporting; check the nodes and retry")

@@ -124,6 +124,7 @@ def test_killing_a_node_replaces_its_adapters_and_requests_keep_succeeding(
 ) -> None:
     channel = grpc.insecure_channel(fleet["router"].address)
     stub = inference_pb2_grpc.InferenceStub(channel)
+    world.wait_for_reports(lambda f: len(f.live()) == 3)
     # Warm up: every adapter once (each a cold start), all nodes take a share.
     warm = [generate(stub, i, timeout=60) for i in range(ADAPTERS)]
     assert all(c.code == grpc.StatusCode.OK for c in warm), [

@@ -47,7 +47,9 @@ def world(
 
 
 @pytest.fixture(scope="module")
-def node(world: World, s3_settings: Any) -> Iterator[NodeProcess]:
+def node(
+    world: World, s3_settings: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
     process = NodeProcess(
         NodeConfig(
             name="n1",
@@ -58,6 +60,7 @@ def node(world: World, s3_settings: Any) -> Iterator[NodeProcess]:
             report_s=0.3,
             batch_window_ms=50,
             metrics_port=free_ports(1)[0],
+            disk_cache_dir=str(tmp_path_factory.mktemp("disk-tier")),
         )
     )
     catalog = Catalog(S3Objects(world.s3, world.bucket))
@@ -293,6 +296,13 @@ def test_tombstone_evicts_and_a_request_then_finds_it_not_resident(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "not resident" in str(
         err.value.details()
     )
+    # Desired again: this time it comes from the node's disk tier, not from S3.
+    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer.activate()
+    writer.write([("n1", gone, False)], [], term=1)
+    writer.close()
+    world.wait_for_reports(lambda f: bool(f.holding([gone])))
+    assert node.metrics.loads.labels("loaded_from_disk")._value.get() == 1
 
 
 def test_metrics_show_residency_loads_batches_and_latency(node: NodeProcess, stub: Any) -> None:
