@@ -10,7 +10,7 @@ Target: the median of the first <= 1.5x the median of the second. The clock star
 the intent is committed (the event exists); publishing it (the controller's transaction)
 is reported beside it.
 
-  python -m bench.residency_load [--adapters 30] [--rank 16]
+  python -m bench.residency_load [--adapters 60] [--rank 16]
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--adapters", type=int, default=30)
+    parser.add_argument("--adapters", type=int, default=60)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

@@ -69,7 +69,7 @@ class Setup:
             0, 32000, (BATCH, PROMPT), generator=torch.Generator().manual_seed(0)
         )
         with torch.no_grad():
-            self.cache = self.model.run(prompt, self.slots, use_cache=True).past_key_values
+            self.cache = self.model.run(prompt, self.slots, use_cache=True).cache
         self.token = torch.randint(0, 32000, (BATCH, 1))
 
     def decode_step(self) -> float:

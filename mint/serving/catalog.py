@@ -19,14 +19,9 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from .requests import RevisionRef, Selector
 
 
-class Digest(Protocol):
-    def update(self, data: bytes, /) -> None: ...
-
-
 class ObjectSource(Protocol):
-    def get(self, key: str, digest: Digest | None = None) -> bytes | None:
-        """The object's bytes, or None if there is no such object; `digest` (a hashlib
-        object), if given, is fed the bytes as they arrive."""
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is no such object."""
 
 
 def revision_key(adapter: str, revision: int, file: str) -> str:

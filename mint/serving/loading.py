@@ -51,9 +51,9 @@ _READERS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="fetch")
 
 def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = None) -> Fetched:
     """The revision's weights, verified against the recorded sha256: from the local disk
-    tier if it has them, else from the projection (hashed as the bytes arrive), kept on
-    disk for next time. An intent carries the base and the config, so that is one read;
-    without them, the manifest is read alongside and must agree with `ref`."""
+    tier if it has them, else from the projection, kept on disk for next time. An intent
+    carries the base and the config, so that is one read; without them, the manifest is
+    read alongside and must agree with `ref`."""
     started = time.perf_counter()
     described = None
     if not (ref.config_json and ref.base_fingerprint):
@@ -61,11 +61,10 @@ def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = 
     data = disk.get(ref.weights_sha256) if disk is not None else None  # re-hashed there
     from_disk = data is not None
     if data is None:
-        digest = hashlib.sha256()
-        data = catalog.objects.get(weights_key(ref), digest)
+        data = catalog.objects.get(weights_key(ref))
         if data is None:
             raise NotFound(f"{ref.label}: its weights are not in the projection (yet)")
-        check_sha256(digest.hexdigest(), ref.weights_sha256)
+        check_sha256(hashlib.sha256(data).hexdigest(), ref.weights_sha256)
     if described is not None:
         manifest = described.result()
         if (manifest.adapter_id, manifest.weights_sha256) != (ref.adapter_id, ref.weights_sha256):

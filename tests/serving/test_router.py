@@ -12,6 +12,7 @@ import grpc
 import pytest
 from minio import Minio
 
+from deploy.local.stack import free_ports
 from mint.backends.kafka import durable_producer
 from mint.backends.kafka_residency import TableFollower
 from mint.registry import Principal
@@ -23,6 +24,7 @@ from tests.serving.world import World, new_world
 
 pytestmark = pytest.mark.slow
 PROMPT = "hello"
+METRICS_PORT = free_ports(1)[0]
 ALICE = (("authorization", "Bearer alice-token"),)
 EVE = (("authorization", "Bearer eve-token"),)
 
@@ -86,6 +88,7 @@ def stub(
             bucket=world.bucket,
             topics=world.topics,
             cold_start_s=2.0,
+            metrics_port=METRICS_PORT,
         )
     )
     deadline = time.monotonic() + 30
@@ -195,3 +198,19 @@ def test_a_cold_start_that_cannot_finish_in_time_says_so(world: World, stub: Any
     assert time.monotonic() - started < 3.5
     missing = [d for r in demands(world) for d in r.demands if d.missing]
     assert [d.revisions[0].adapter for d in missing][-1:] == ["acme/a"], "placement was asked for"
+
+
+def test_metrics_count_misses_cold_starts_and_statuses(stub: Any) -> None:
+    import urllib.request
+
+    with pytest.raises(grpc.RpcError):
+        stub.Generate(
+            pb.GenerateRequest(adapters=[select("a")], prompt=PROMPT), metadata=ALICE, timeout=1
+        )
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert "mint_router_live_nodes 1.0" in text
+    misses = next(line for line in text.splitlines() if line.startswith("mint_router_misses_total"))
+    assert float(misses.split()[-1]) >= 1
+    assert "mint_router_cold_start_seconds_count" in text
+    assert 'mint_router_requests_total{code="DeadlineExceeded",method="Generate"}' in text
