@@ -39,3 +39,4 @@ bench: venv  ## run the benchmarks (against MINT_* servers, or a temporary local
 	$(PY) -m bench.replay
 	$(PY) -m bench.serving_scale
 	$(PY) -m bench.serving_throughput
+	$(PY) -m bench.residency_load
