@@ -31,3 +31,6 @@ def test_demo_publishes_promotes_and_reloads(tmp_path: Path) -> None:
     assert manifest["weights_sha256"] == summary["sha256"]
     blob = out / "blobs" / "sha256" / summary["sha256"][:2] / summary["sha256"]
     assert blob.read_bytes() == (revision / ADAPTER_WEIGHTS).read_bytes()
+    served = summary["served"]
+    assert served["batch"] == 4 and served["stable_equals_peft"] is True
+    assert len({tuple(t) for t in served["tokens"].values()}) == 4, "each ask differs"

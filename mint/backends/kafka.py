@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
@@ -62,6 +63,27 @@ def create_log_topic(
         client.create_topics([topic])
     finally:
         client.close()
+
+
+def wait_for_partitions(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list[Any]:
+    """The topic's partitions as described once every one has a leader: a topic just
+    created is not in every broker's metadata at once."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client = admin(bootstrap)
+        try:
+            described = client.describe_topics([topic])
+        finally:
+            client.close()
+        partitions = described[0].get("partitions", []) if described else []
+        ready = not described[0].get("error_code") if described else False
+        if ready and partitions and all(p.get("leader_id", -1) >= 0 for p in partitions):
+            return list(partitions)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"topic {topic} has no leader for every partition after {timeout_s} s"
+            )
+        time.sleep(0.1)
 
 
 def topic_partitions(bootstrap: str, topic: str) -> int:

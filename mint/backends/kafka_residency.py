@@ -10,7 +10,6 @@ controller fences the previous one; readers use read_committed.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from kafka.structs import TopicPartition
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2
 
-from .kafka import DURABLE_PRODUCER, admin, topic_partitions
+from .kafka import DURABLE_PRODUCER, admin, wait_for_partitions
 
 COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 
@@ -61,19 +60,7 @@ class ResidencyTopics:
         finally:
             client.close()
         for topic in wanted:  # created topics take a moment to have leaders
-            _wait_for(bootstrap, topic.name)
-
-
-def _wait_for(bootstrap: str, topic: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            topic_partitions(bootstrap, topic)
-            return
-        except ValueError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            wait_for_partitions(bootstrap, topic.name)
 
 
 def desired_key(node: str, ref: RevisionRef) -> str:

@@ -145,15 +145,19 @@ class ServingEngine:
     def lease(self, parts: Sequence[tuple[RevisionRef, float]]) -> Iterator[Lease]:
         """Hold the slot serving `parts` (one adapter, or a weighted stack built once and
         cached) for the duration of the block. Unavailable if a part is not resident."""
-        lease = self._acquire(parts)
+        lease = self.acquire(parts)
         try:
             yield lease
         finally:
-            if lease.key is not None:
-                with self._table:
-                    self.table.release(lease.key)
+            self.release(lease)
 
-    def _acquire(self, parts: Sequence[tuple[RevisionRef, float]]) -> Lease:
+    def release(self, lease: Lease) -> None:
+        if lease.key is not None:
+            with self._table:
+                self.table.release(lease.key)
+
+    def acquire(self, parts: Sequence[tuple[RevisionRef, float]]) -> Lease:
+        """`lease` for callers that release elsewhere (when a streamed batch ends)."""
         for ref, _ in parts:
             self.check_base(ref)
         with self._table:

@@ -95,10 +95,11 @@ class Controller:
         if not active:
             log.info("standing by: another controller is active")
             return
-        if self._writer is None:
-            self._writer = DesiredWriter(
-                self.config.bootstrap, self.config.topics, f"{self.config.group_id}-writer"
-            )
+        if self._writer is not None:  # it may have been fenced while we stood by
+            self._writer.close()
+        self._writer = DesiredWriter(
+            self.config.bootstrap, self.config.topics, f"{self.config.group_id}-writer"
+        )
         self._writer.activate()  # fences a previous active controller
         self.published = self._read_desired()
         self.placement.assignment = {n: set(refs) for n, refs in self.published.items()}

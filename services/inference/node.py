@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from mint.domain.errors import Unavailable
 from mint.serving.batcher import Batcher
 from mint.serving.catalog import Catalog
-from mint.serving.engine import GenerationJob, ServingEngine
+from mint.serving.engine import GenerationJob, Lease, ServingEngine
 from mint.serving.requests import RevisionRef, Sampling, Selector
 
 Parts = list[tuple[RevisionRef, float]]
@@ -57,32 +57,39 @@ class InferenceNode:
 
     def generate(self, selectors: list[Selector], prompt: str, sampling: Sampling) -> Completion:
         parts, ids = self.resolve(selectors), self.encode(prompt)
-        with self._lease(parts) as slot:
-            tokens, size = self.batcher.submit(GenerationJob(ids, slot), sampling).result()
+        lease = self._acquire(parts)
+        try:
+            tokens, size = self.batcher.submit(GenerationJob(ids, lease.slot), sampling).result()
+        finally:
+            self.engine.release(lease)
         return Completion(tokens, self.decode(tokens), parts, size)
 
     def stream(
         self, selectors: list[Selector], prompt: str, sampling: Sampling
     ) -> tuple[Parts, Iterator[list[int]]]:
-        """The resolved adapters now (errors raise here), then tokens as they decode."""
+        """The resolved adapters now (errors raise here), then tokens as they decode.
+
+        The slot is released when the batch finishes, not when the caller stops reading:
+        a cancelled stream must not free a slot that the running batch still uses."""
         parts, ids = self.resolve(selectors), self.encode(prompt)
-        lease = self._lease(parts)
-        slot = lease.__enter__()
+        lease = self._acquire(parts)
         chunks: Queue[list[int] | None] = Queue()
         try:
-            done = self.batcher.submit(GenerationJob(ids, slot, chunks.put), sampling)
+            done = self.batcher.submit(GenerationJob(ids, lease.slot, chunks.put), sampling)
         except BaseException:
-            lease.__exit__(None, None, None)
+            self.engine.release(lease)
             raise
-        done.add_done_callback(lambda _: chunks.put(None))
+
+        def finished(_: object) -> None:
+            self.engine.release(lease)
+            chunks.put(None)
+
+        done.add_done_callback(finished)
 
         def tokens() -> Iterator[list[int]]:
-            try:
-                while (chunk := chunks.get()) is not None:
-                    yield chunk
-                _raise_if_failed(done)
-            finally:
-                lease.__exit__(None, None, None)
+            while (chunk := chunks.get()) is not None:
+                yield chunk
+            _raise_if_failed(done)
 
         return parts, tokens()
 
@@ -92,30 +99,19 @@ class InferenceNode:
         parts = self.resolve(selectors)
         prompt_ids = self.encode(prompt)
         continuation_ids: list[int] = self.tokenizer(continuation)["input_ids"]
-        with self._lease(parts) as slot:
-            return parts, self.engine.score(prompt_ids, continuation_ids, slot)
-
-    def _lease(self, parts: Parts) -> _SlotLease:
-        return _SlotLease(self, parts)
-
-
-class _SlotLease:
-    """engine.lease as a plain object, so a stream can hold it across yields."""
-
-    def __init__(self, node: InferenceNode, parts: Parts) -> None:
-        self.node, self.parts = node, parts
-        self._cm = node.engine.lease(parts)
-
-    def __enter__(self) -> int:
+        lease = self._acquire(parts)
         try:
-            return self._cm.__enter__().slot
-        except Unavailable:
-            if self.node.on_miss is not None:
-                self.node.on_miss()
-            raise
+            return parts, self.engine.score(prompt_ids, continuation_ids, lease.slot)
+        finally:
+            self.engine.release(lease)
 
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(None, None, None)
+    def _acquire(self, parts: Parts) -> Lease:
+        try:
+            return self.engine.acquire(parts)
+        except Unavailable:  # not resident here: counted, and the router goes elsewhere
+            if self.on_miss is not None:
+                self.on_miss()
+            raise
 
 
 def _raise_if_failed(done: Future[tuple[list[int], int]]) -> None:

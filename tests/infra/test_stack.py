@@ -19,7 +19,12 @@ from urllib3.exceptions import HTTPError
 
 from deploy.local.kafka import KafkaCluster, KafkaNode, fetch_jars
 from deploy.local.stack import Stack, default_cache, free_ports
-from mint.backends.kafka import admin, broker_ids, create_log_topic, durable_producer
+from mint.backends.kafka import (
+    broker_ids,
+    create_log_topic,
+    durable_producer,
+    wait_for_partitions,
+)
 from mint.backends.s3 import S3Settings
 from tests.infra.smoke import kafka_round_trip, s3_round_trip
 
@@ -91,9 +96,7 @@ def test_three_broker_mode_replicates_and_survives_one_loss(tmp_path: Path) -> N
         bootstrap = stack.endpoints.kafka_bootstrap
         assert broker_ids(bootstrap) == {1, 2, 3}
         create_log_topic(bootstrap, "events", partitions=1, replication=3)
-        client = admin(bootstrap)
-        described = client.describe_topics(["events"])[0]["partitions"][0]
-        client.close()
+        described = wait_for_partitions(bootstrap, "events")[0]
         assert sorted(described["replica_nodes"]) == [1, 2, 3]
 
         producer = durable_producer(bootstrap, request_timeout_ms=10_000)

@@ -98,6 +98,18 @@ def wait(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def wait_steady(condition: Callable[[], bool], hold_s: float, timeout_s: float = 60) -> None:
+    """Until `condition` has held continuously for `hold_s`."""
+    deadline, since = time.monotonic() + timeout_s, None
+    while True:
+        now = time.monotonic()
+        since = (since or now) if condition() else None
+        if since is not None and now - since >= hold_s:
+            return
+        assert now < deadline, "never held steadily"
+        time.sleep(0.05)
+
+
 def test_one_controller_is_active_the_other_takes_over_and_fences_it(
     kafka_bootstrap: str, topics: ResidencyTopics, two: list[Running]
 ) -> None:
@@ -106,9 +118,8 @@ def test_one_controller_is_active_the_other_takes_over_and_fences_it(
     producer = durable_producer(kafka_bootstrap)
     producer.send(topics.status, key=b"n1", value=report("n1").SerializeToString())
     producer.flush()
-    wait(lambda: sum(r.controller.active for r in two) == 1)
-    time.sleep(2)  # still exactly one
-    assert sum(r.controller.active for r in two) == 1
+    # Joining members rebalance the group; once it settles, exactly one stays active.
+    wait_steady(lambda: sum(r.controller.active for r in two) == 1, hold_s=2)
     active, standby = (two[0], two[1]) if two[0].controller.active else (two[1], two[0])
 
     keep_alive = threading.Event()
