@@ -126,6 +126,22 @@ class TableFollower:
         self.consumer.close()
 
 
+def read_table(bootstrap: str, topic: str) -> dict[str, bytes]:
+    """A compacted topic's current table, read from the beginning to its end now."""
+    follower = TableFollower(bootstrap, topic)
+    table: dict[str, bytes] = {}
+    try:
+        while not follower.caught_up:
+            for key, value in follower.poll(timeout_s=0.2):
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
+    finally:
+        follower.close()
+    return table
+
+
 class DesiredWriter:
     """The controller's writes to the desired table, each batch one transaction.
 

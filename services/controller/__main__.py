@@ -9,11 +9,7 @@ publishes desired residency. Kafka comes from MINT_KAFKA_BOOTSTRAP.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import signal
-import threading
-
+from mint import cli
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.settings import servers_from_env
 
@@ -21,12 +17,7 @@ from .controller import Controller, ControllerConfig
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m services.controller",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.parser("python -m services.controller", __doc__)
     parser.add_argument("--topics-prefix", default="mint.residency")
     parser.add_argument("--group", default="mint-controller", help="controllers share it")
     parser.add_argument("--silence-s", type=float, default=4.0, help="when a node is dead")
@@ -46,9 +37,7 @@ def main() -> None:
             max_replicas=args.max_replicas,
         )
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_on_signals()
     print("controller running", flush=True)
     controller.run(stop)
 

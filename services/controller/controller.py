@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
 
-from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, TableFollower, from_proto
+from mint.backends.kafka_residency import (
+    DesiredWriter,
+    ResidencyTopics,
+    TableFollower,
+    from_proto,
+    read_table,
+)
 from mint.serving.fleet import FleetView
 from mint.serving.placement import Group, NodeCapacity, Placement, Want
 from mint.serving.requests import RevisionRef
@@ -109,19 +115,9 @@ class Controller:
         log.info("active: %d intents in the desired table", sum(map(len, self.published.values())))
 
     def _read_desired(self) -> Plan:
-        follower = TableFollower(self.config.bootstrap, self.config.topics.desired)
-        table: dict[str, pb.ResidencyIntent] = {}
-        try:
-            while not follower.caught_up:
-                for key, value in follower.poll(timeout_s=0.2):
-                    if value is None:
-                        table.pop(key, None)
-                    else:
-                        table[key] = pb.ResidencyIntent.FromString(value)
-        finally:
-            follower.close()
         plan: Plan = {}
-        for intent in table.values():
+        for value in read_table(self.config.bootstrap, self.config.topics.desired).values():
+            intent = pb.ResidencyIntent.FromString(value)
             plan.setdefault(intent.node, set()).add(from_proto(intent.revision))
         return plan
 

@@ -10,11 +10,7 @@ MINT_KAFKA_BOOTSTRAP and MINT_S3_* (`python -m deploy.local env` prints them).
 
 from __future__ import annotations
 
-import argparse
-import logging
-import signal
-import threading
-
+from mint import cli
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.settings import servers_from_env
 
@@ -24,12 +20,7 @@ MiB = 1024 * 1024
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m services.inference",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.parser("python -m services.inference", __doc__)
     parser.add_argument("--name", required=True, help="node name, unique in the fleet")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind")
     parser.add_argument("--port", type=int, default=50061, help="0 picks a free port")
@@ -82,9 +73,7 @@ def main() -> None:
         )
     )
     print(f"node {args.name} serving on {node.address}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_on_signals()
     stop.wait()
     node.stop(args.grace_s)
 

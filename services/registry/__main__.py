@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
+from mint import cli
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
 from mint.blobs.port import BlobStore
@@ -67,9 +66,7 @@ def serve(args: argparse.Namespace) -> None:
         logging.info("owning partitions %s of %s", sorted(owned), args.topic)
     server, port = build_server(Registry(event_log, blobs), tokens, f"{args.host}:{args.port}")
     print(f"registry serving on {args.host}:{port} ({args.backend} back end)", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_on_signals()
     stop.wait()
     server.stop(grace=args.grace_s).wait()
     if ownership is not None:
@@ -78,12 +75,7 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m services.registry",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.parser("python -m services.registry", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the gRPC service")
     run.add_argument("--host", default="127.0.0.1")

@@ -11,15 +11,12 @@ MINT_S3_*.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
+from mint import cli
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.settings import servers_from_env
 from mint.rpc.auth import TokenTable
@@ -28,12 +25,7 @@ from .app import RouterConfig, RouterProcess
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m services.router",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.parser("python -m services.router", __doc__)
     parser.add_argument("--name", default=socket.gethostname(), help="router name in reports")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50060, help="0 picks a free port")
@@ -70,9 +62,7 @@ def main() -> None:
         )
     )
     print(f"router serving on {args.host}:{router.port}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_on_signals()
     stop.wait()
     router.stop(args.grace_s)
 

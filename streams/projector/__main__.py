@@ -10,12 +10,9 @@ fresh bucket or prefix yields the same objects as the live projection.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import signal
-import threading
 
+from mint import cli
 from mint.backends.kafka_log import DEFAULT_TOPIC, KafkaEventLog
 from mint.backends.s3 import client
 from mint.backends.settings import servers_from_env
@@ -25,12 +22,7 @@ from .sink import S3Sink
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m streams.projector",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.parser("python -m streams.projector", __doc__)
     parser.add_argument("command", choices=["run", "rebuild"])
     parser.add_argument("--topic", default=DEFAULT_TOPIC)
     parser.add_argument("--partitions", type=int, default=6)
@@ -65,9 +57,7 @@ def main() -> None:
     projector = Projector(servers.kafka_bootstrap, args.topic, sink, args.group, args.instance_id)
     if args.metrics_port:
         projector.metrics.serve(args.metrics_port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = cli.stop_on_signals()
     projector.run(stop, report_every_s=10)
     projector.close()
 

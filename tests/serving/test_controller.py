@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka.errors import KafkaError
 
-from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, TableFollower, to_proto
+from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, read_table, to_proto
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2 as pb
 from services.controller.controller import Controller, ControllerConfig
@@ -50,18 +50,8 @@ def topics(kafka_bootstrap: str) -> ResidencyTopics:
 
 
 def desired(bootstrap: str, topics: ResidencyTopics) -> dict[str, pb.ResidencyIntent]:
-    follower = TableFollower(bootstrap, topics.desired)
-    table: dict[str, pb.ResidencyIntent] = {}
-    try:
-        while not follower.caught_up:
-            for key, value in follower.poll(0.2):
-                if value is None:
-                    table.pop(key, None)
-                else:
-                    table[key] = pb.ResidencyIntent.FromString(value)
-    finally:
-        follower.close()
-    return table
+    table = read_table(bootstrap, topics.desired)
+    return {k: pb.ResidencyIntent.FromString(v) for k, v in table.items()}
 
 
 def report(node: str) -> pb.NodeReport:

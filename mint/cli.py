@@ -1,0 +1,25 @@
+"""What every MinT command-line entry point shares: logging, a parser that shows the
+module's docstring as its help, and stopping cleanly on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+
+def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """Logging configured, and a parser whose --help starts with `doc`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
