@@ -9,8 +9,17 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-# Config keys that describe the library that wrote a config, not the model.
-_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "_commit_hash"}
+# Config keys that describe the library that wrote a config, not the model, or that
+# save_pretrained fills in (the class name; the dtype, which each tensor's hash covers):
+# a base must keep its fingerprint through a save and a load.
+_VOLATILE_CONFIG_KEYS = {
+    "transformers_version",
+    "_name_or_path",
+    "_commit_hash",
+    "architectures",
+    "dtype",
+    "torch_dtype",
+}
 
 
 def tiny_llama_config(

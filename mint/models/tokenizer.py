@@ -26,3 +26,14 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
         padding_side="left",
     )
     return tokenizer
+
+
+def load_tokenizer_dir(path: str) -> PreTrainedTokenizerFast:
+    """The tokenizer saved beside a local base model (tokenizer.json: no code, no pickle),
+    with left padding for batched generation."""
+    tokenizer: PreTrainedTokenizerFast = PreTrainedTokenizerFast.from_pretrained(
+        path, padding_side="left"
+    )
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError(f"{path}: the tokenizer must define pad and eos tokens")
+    return tokenizer

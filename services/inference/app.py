@@ -13,7 +13,7 @@ from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base, fingerprint, load_base_dir, tiny_llama_config
-from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer
+from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer, load_tokenizer_dir
 from mint.rpc.server import build_server
 from mint.serving.batcher import Batcher
 from mint.serving.catalog import Catalog
@@ -68,7 +68,7 @@ class NodeProcess:
             if config.base_dir
             else build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=config.base_seed)
         )
-        tokenizer = byte_tokenizer()
+        tokenizer = load_tokenizer_dir(config.base_dir) if config.base_dir else byte_tokenizer()
         base_fingerprint = fingerprint(base)  # before the slots wrap its layers
         model = PackedLoraModel(base, list(config.targets), config.slots, config.max_rank)
         self.engine = ServingEngine(

@@ -62,3 +62,13 @@ def test_lora_saved_in_peft_layout_loads_back_from_bytes(tmp_path: Path) -> None
     reloaded = PeftModel.from_pretrained(build_base(config, seed=3), tmp_path)
     with torch.no_grad():
         assert torch.allclose(reloaded(_tokens()).logits, adapted_out, atol=1e-6)
+
+
+def test_fingerprint_survives_save_pretrained_and_loading_the_directory(tmp_path: Path) -> None:
+    from mint.models.base import load_base_dir
+
+    model = build_base(tiny_llama_config(), seed=0)
+    before = fingerprint(model)
+    model.save_pretrained(str(tmp_path))  # also fills in config fields (architectures, dtype)
+    assert fingerprint(model) == before
+    assert fingerprint(load_base_dir(str(tmp_path))) == before

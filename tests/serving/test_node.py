@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -318,3 +319,44 @@ def test_metrics_show_residency_loads_batches_and_latency(node: NodeProcess, stu
     assert "mint_node_batch_size_count" in text
     assert 'mint_node_request_seconds_count{method="Generate"}' in text
     assert 'mint_node_requests_total{code="NotFound",method="Generate"}' in text
+
+
+def test_a_local_transformers_directory_serves_as_the_base(
+    world: World, s3_settings: Any, tmp_path: Path
+) -> None:
+    """Saved with save_pretrained (safetensors) beside its tokenizer: same fingerprint as
+    the base built in code, so the same adapters load and serve."""
+    folder = tmp_path / "base"
+    build_base(base_config(), seed=0).save_pretrained(str(folder))
+    byte_tokenizer().save_pretrained(str(folder))
+    process = NodeProcess(
+        NodeConfig(
+            name="from-dir",
+            kafka_bootstrap=world.bootstrap,
+            s3=s3_settings,
+            bucket=world.bucket,
+            topics=world.topics,
+            base_dir=str(folder),
+            report_s=0.3,
+        )
+    )
+    try:
+        assert process.engine.base_fingerprint == world.fingerprint
+        catalog = Catalog(S3Objects(world.s3, world.bucket))
+        ref = catalog.revision("acme/a", 1)
+        writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+        writer.activate()
+        writer.write([("from-dir", ref, False)], [], term=1)
+        writer.close()
+        assert process.engine.wait_resident(ref, timeout_s=60)
+        with grpc.insecure_channel(process.address) as channel:
+            reply = inference_pb2_grpc.InferenceStub(channel).Generate(
+                pb.GenerateRequest(
+                    adapters=[select("a", revision=1)],
+                    prompt=PROMPT,
+                    sampling=pb.Sampling(max_new_tokens=12),
+                )
+            )
+        assert list(reply.tokens) == peft_greedy(reference(world, ("a", 1)), PROMPT, 12)
+    finally:
+        process.stop(grace_s=1)
