@@ -17,7 +17,6 @@ from kafka import KafkaProducer
 
 from mint.backends.kafka import durable_producer
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower, from_proto, to_proto
-from mint.domain.errors import DomainError
 from mint.serving.catalog import Catalog
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine, key_of
@@ -78,16 +77,17 @@ class Reconciler:
         last_report = 0.0
         try:
             while not self._stop.is_set():
-                changed = self._read(follower)
-                if follower.caught_up:
-                    self.ready.set()
-                    changed |= self._reconcile()
-                if changed or time.monotonic() - last_report >= self.report_s:
-                    self._report()
-                    last_report = time.monotonic()
-        except Exception:
-            log.exception("reconciler stopped")
-            raise
+                try:
+                    changed = self._read(follower)
+                    if follower.caught_up:
+                        self.ready.set()
+                        changed |= self._reconcile()
+                    if changed or time.monotonic() - last_report >= self.report_s:
+                        self._report()
+                        last_report = time.monotonic()
+                except Exception:  # Kafka or S3 trouble: keep going, it is usually passing
+                    log.exception("reconcile step failed; retrying in a second")
+                    self._stop.wait(1.0)
         finally:
             follower.close()
 
@@ -133,7 +133,7 @@ class Reconciler:
             fetched = fetch_revision(self.catalog, ref, self.disk)
             copy_started = time.perf_counter()
             evicted = self.engine.load(fetched.ref, fetched.weights, pinned)
-        except (DomainError, OSError) as exc:
+        except Exception as exc:  # whatever it was, this revision failed, the rest go on
             log.warning("loading %s failed: %s", ref.label, exc)
             self._failed[key_of(ref)] = time.monotonic()
             self._outcome(Outcome.FAILED, ref, 0, error=str(exc))

@@ -97,7 +97,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         deadline = self._deadline(context)
         refs, exact = self._resolve(request, deadline)
         self.demand.note(refs)
-        missed = False
+        missed, first = False, True
         while True:
             nodes = self._candidates(refs)
             if not nodes:
@@ -107,8 +107,9 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
                     self.demand.missing(refs)
                     started = time.monotonic()
                 nodes = self._wait(refs, deadline, started)
-            elif not missed:
+            elif first:
                 self.metrics.hits.inc()
+            first = False
             node = min(nodes, key=lambda n: self._in_flight[n.name])
             try:
                 return self._call(node, exact, deadline, call)
@@ -165,8 +166,13 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
 
     def _wait(self, refs: list[RevisionRef], deadline: float, started: float) -> list[NodeState]:
         # Keep part of the deadline for the request itself once the adapters are in.
-        reserve = min(1.0, 0.2 * (deadline - started))
-        nodes = self.watch.wait_for(refs, deadline - reserve)
+        until = deadline - min(1.0, 0.2 * (deadline - started))
+        while True:
+            self.watch.wait_for(refs, until)
+            nodes = self._candidates(refs)  # holders that did not just fail a call
+            if nodes or time.monotonic() >= until or self.watch.failure(refs):
+                break
+            time.sleep(0.05)  # every holder failed a moment ago: let the fleet view catch up
         self.metrics.cold_start.observe(time.monotonic() - started)
         if nodes:
             return nodes

@@ -360,3 +360,29 @@ def test_a_local_transformers_directory_serves_as_the_base(
         assert list(reply.tokens) == peft_greedy(reference(world, ("a", 1)), PROMPT, 12)
     finally:
         process.stop(grace_s=1)
+
+
+def test_intents_that_cannot_be_loaded_are_reported_failed_and_load_nothing(
+    world: World, node: NodeProcess
+) -> None:
+    import dataclasses
+
+    catalog = Catalog(S3Objects(world.s3, world.bucket))
+    # Bytes that do not hash to what the intent says (and a base it lies about).
+    forged = dataclasses.replace(
+        catalog.revision("acme/foreign", 1),
+        base_fingerprint=world.fingerprint,
+        weights_sha256="0" * 64,
+    )
+    # No such files (and bytes no tier holds: the disk tier is content-addressed).
+    missing = dataclasses.replace(
+        catalog.revision("acme/b", 1), revision=7, weights_sha256="1" * 64
+    )
+    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer.activate()
+    writer.write([("n1", forged, False), ("n1", missing, False)], [], term=1)
+    writer.close()
+    fleet = world.wait_for_reports(lambda f: bool(f.failure(forged) and f.failure(missing)))
+    assert "not the recorded 0000" in str(fleet.failure(forged))
+    assert "not in the projection" in str(fleet.failure(missing))
+    assert not node.engine.is_resident(forged) and not node.engine.is_resident(missing)
