@@ -3,11 +3,12 @@ Errors are raised as domain errors; the interceptor turns them into statuses."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import grpc
 
+from mint.rpc.observe import observed
 from mint.serving import wire
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
@@ -65,18 +66,5 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 node=self.node.name,
             )
 
-    def _observed(self, method: str) -> _Observed:
-        return _Observed(self.metrics, method)
-
-
-class _Observed:
-    def __init__(self, metrics: NodeMetrics, method: str) -> None:
-        self.metrics, self.method = metrics, method
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self.metrics.latency.labels(self.method).observe(time.perf_counter() - self.started)
-        code = "OK" if kind is None else kind.__name__
-        self.metrics.requests.labels(self.method, code).inc()
+    def _observed(self, method: str) -> AbstractContextManager[None]:
+        return observed(self.metrics.latency, self.metrics.requests, method)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +21,7 @@ from transformers import PreTrainedTokenizerFast
 
 from mint.domain.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from mint.rpc.interceptor import current_principal, domain_error
+from mint.rpc.observe import observed
 from mint.serving import wire
 from mint.serving.catalog import Catalog
 from mint.serving.fleet import NodeState
@@ -210,17 +212,5 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         budget = self.cold_start_s if remaining is None else min(remaining, 600.0)
         return time.monotonic() + budget
 
-    def _observed(self, method: str) -> _Observed:
-        return _Observed(self.metrics, method)
-
-
-class _Observed:
-    def __init__(self, metrics: RouterMetrics, method: str) -> None:
-        self.metrics, self.method = metrics, method
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self.metrics.latency.labels(self.method).observe(time.perf_counter() - self.started)
-        self.metrics.requests.labels(self.method, "OK" if kind is None else kind.__name__).inc()
+    def _observed(self, method: str) -> AbstractContextManager[None]:
+        return observed(self.metrics.latency, self.metrics.requests, method)
