@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SERVING = re.compile(r"(?:serving on|running)\s*(\S*)")
+# The one line each service prints when ready ("registry serving on 127.0.0.1:50051 …",
+# "controller running"), at the start of a line so no library's log line can pass for it.
+READY = re.compile(r"^(?:[\w-]+ )+serving on (\S+)|^controller running$", re.MULTILINE)
 
 
 @dataclass
@@ -42,9 +44,9 @@ class ServiceProcess:
         """Until the service prints that it serves; its log's end if it dies first."""
         deadline = time.monotonic() + timeout_s
         while True:
-            found = SERVING.search(self.log_file.read_text(errors="replace"))
+            found = READY.search(self.log_file.read_text(errors="replace"))
             if found:
-                self.address = found.group(1)
+                self.address = found.group(1) or ""
                 return self
             assert self.proc is not None
             if self.proc.poll() is not None or time.monotonic() > deadline:
