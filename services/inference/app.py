@@ -121,6 +121,7 @@ class NodeProcess:
             start_http_server(config.metrics_port, registry=self.metrics.registry)
 
     def stop(self, grace_s: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()  # probes fail first: no new traffic
         self.reconciler.stop()
         self.server.stop(grace=grace_s).wait()
         self.batcher.close()
