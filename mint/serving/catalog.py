@@ -1,9 +1,10 @@
 """Resolving selectors to exact revisions by reading the projection (streams/projector).
 
 The projection is what readers use: channel pointers (`channels/<c>.json`, `current.json`)
-say which revision, each revision's `manifest.json` says its blob hash, size and base.
-Manifests never change, so they are cached for good; pointers move, so they are cached
-for `pointer_ttl_s` only.
+say which revision, each revision's `manifest.json` says its blob hash, size, base and
+validated `adapter_config.json` (a projection written before manifests carried the
+config needs a rebuild). Manifests never change, so they are cached for good; pointers
+move, so they are cached for `pointer_ttl_s` only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 from mint.domain.errors import NotFound
-from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
+from mint.layout import ADAPTER_WEIGHTS, MANIFEST
 
 from .requests import RevisionRef, Selector
 
@@ -30,10 +31,6 @@ def revision_key(adapter: str, revision: int, file: str) -> str:
 
 def weights_key(ref: RevisionRef) -> str:
     return revision_key(ref.adapter, ref.revision, ADAPTER_WEIGHTS)
-
-
-def config_key(ref: RevisionRef) -> str:
-    return revision_key(ref.adapter, ref.revision, ADAPTER_CONFIG)
 
 
 class Catalog:
@@ -66,7 +63,7 @@ class Catalog:
             weights_sha256=weights["sha256"],
             weights_size=int(weights["size"]),
             base_fingerprint=manifest["base_fingerprint"],
-            config_json=manifest.get("config_json") or self._config_json(adapter, revision),
+            config_json=manifest["config_json"],
         )
         with self._lock:
             self._manifests[(adapter, revision)] = ref
@@ -88,13 +85,6 @@ class Catalog:
         with self._lock:
             self._pointers[key] = (now, revision)
         return revision
-
-    def _config_json(self, adapter: str, revision: int) -> str:
-        """From the file, for projections written before manifests carried the config."""
-        data = self.objects.get(revision_key(adapter, revision, ADAPTER_CONFIG))
-        if data is None:
-            raise NotFound(f"{adapter}@{revision}: its config is not in the projection (yet)")
-        return data.decode()
 
     def _require_adapter(self, adapter: str) -> None:
         if self.objects.get(f"catalog/{adapter}.json") is None:

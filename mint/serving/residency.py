@@ -105,6 +105,11 @@ class SlotTable:
             raise ValueError(f"{key} released more often than acquired")
         entry.in_use -= 1
 
+    def in_use(self, key: ResidentKey) -> int:
+        """How many running batches hold `key` (0 if it is not resident)."""
+        entry = self._entries.get(key)
+        return 0 if entry is None else entry.in_use
+
     def _check(self) -> None:
         slots = [e.slot for e in self._entries.values()]
         assert len(slots) == len(set(slots)), "two adapters share a slot"

@@ -3,6 +3,7 @@ the projection, and what it serves equals PEFT on the same base and adapter file
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -202,6 +203,30 @@ def test_stream_yields_the_unary_tokens_one_by_one(stub: Any) -> None:
     assert [t for c in chunks for t in c.tokens] == list(stub.Generate(request).tokens)
 
 
+def test_a_cancelled_stream_leaks_no_slot_lease(world: World, node: NodeProcess, stub: Any) -> None:
+    import time
+
+    from mint.serving.engine import key_of
+
+    ref = Catalog(S3Objects(world.s3, world.bucket)).revision("acme/s0", 1)
+    request = pb.GenerateRequest(
+        adapters=[select("s0", revision=1)],
+        prompt=PROMPT,
+        sampling=pb.Sampling(max_new_tokens=512),
+    )
+    stream = stub.GenerateStream(request)
+    first = next(stream)
+    stream.cancel()
+    assert len(first.tokens) == 1
+    deadline = time.monotonic() + 60
+    while node.engine.table.in_use(key_of(ref)):  # released once the batch has finished
+        assert time.monotonic() < deadline, "the cancelled stream's slot was never released"
+        time.sleep(0.05)
+    assert node.engine.evict(ref), "an unleased revision can be evicted"
+    # Still desired, so the reconciler loads it back for the tests that follow.
+    assert node.engine.wait_resident(ref, timeout_s=60)
+
+
 BAD = [
     (
         "unknown adapter",
@@ -298,12 +323,14 @@ def test_tombstone_evicts_and_a_request_then_finds_it_not_resident(
         err.value.details()
     )
     # Desired again: this time it comes from the node's disk tier, not from S3.
+    from_disk = node.metrics.loads.labels("loaded_from_disk")
+    before = from_disk._value.get()
     writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
     writer.activate()
     writer.write([("n1", gone, False)], [], term=1)
     writer.close()
     world.wait_for_reports(lambda f: bool(f.holding([gone])))
-    assert node.metrics.loads.labels("loaded_from_disk")._value.get() == 1
+    assert from_disk._value.get() == before + 1
 
 
 def test_metrics_show_residency_loads_batches_and_latency(node: NodeProcess, stub: Any) -> None:
@@ -343,7 +370,10 @@ def test_a_local_transformers_directory_serves_as_the_base(
     try:
         assert process.engine.base_fingerprint == world.fingerprint
         catalog = Catalog(S3Objects(world.s3, world.bucket))
-        ref = catalog.revision("acme/a", 1)
+        # An intent without the base and config: the node reads them from the manifest.
+        ref = dataclasses.replace(
+            catalog.revision("acme/a", 1), base_fingerprint="", config_json=""
+        )
         writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
         writer.activate()
         writer.write([("from-dir", ref, False)], [], term=1)
@@ -365,12 +395,11 @@ def test_a_local_transformers_directory_serves_as_the_base(
 def test_intents_that_cannot_be_loaded_are_reported_failed_and_load_nothing(
     world: World, node: NodeProcess
 ) -> None:
-    import dataclasses
-
     catalog = Catalog(S3Objects(world.s3, world.bucket))
     # Bytes that do not hash to what the intent says (and a base it lies about).
     forged = dataclasses.replace(
         catalog.revision("acme/foreign", 1),
+        adapter_id="f" * 32,  # each case its own residency key
         base_fingerprint=world.fingerprint,
         weights_sha256="0" * 64,
     )
@@ -378,11 +407,22 @@ def test_intents_that_cannot_be_loaded_are_reported_failed_and_load_nothing(
     missing = dataclasses.replace(
         catalog.revision("acme/b", 1), revision=7, weights_sha256="1" * 64
     )
+    # Without base and config the node reads the manifest, which names another adapter.
+    misnamed = dataclasses.replace(
+        catalog.revision("acme/s1", 1), adapter_id="0" * 32, base_fingerprint="", config_json=""
+    )
+    # The manifest says another base.
+    foreign = dataclasses.replace(
+        catalog.revision("acme/foreign", 1), base_fingerprint="", config_json=""
+    )
+    bad = [forged, missing, misnamed, foreign]
     writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
     writer.activate()
-    writer.write([("n1", forged, False), ("n1", missing, False)], [], term=1)
+    writer.write([("n1", ref, False) for ref in bad], [], term=1)
     writer.close()
-    fleet = world.wait_for_reports(lambda f: bool(f.failure(forged) and f.failure(missing)))
+    fleet = world.wait_for_reports(lambda f: all(f.failure(ref) for ref in bad))
     assert "not the recorded 0000" in str(fleet.failure(forged))
     assert "not in the projection" in str(fleet.failure(missing))
-    assert not node.engine.is_resident(forged) and not node.engine.is_resident(missing)
+    assert "not the revision the intent names" in str(fleet.failure(misnamed))
+    assert "was trained on base" in str(fleet.failure(foreign))
+    assert not any(node.engine.is_resident(ref) for ref in bad)
