@@ -56,6 +56,16 @@ class Outcome:
     result: AppendResult
 
 
+@dataclass(frozen=True)
+class _Folded:
+    """A stream folded up to `version`: its state and which versions each request made."""
+
+    version: int
+    last_event_id: str
+    state: agg.Adapter
+    requests: dict[str, tuple[int, int]]  # request id -> (first, last) version
+
+
 def base_stream(fingerprint: str) -> str:
     return BASE_STREAM_PREFIX + fingerprint
 
@@ -65,7 +75,7 @@ class Registry:
         self.log, self.blobs, self.limits = log, blobs, limits or Limits()
         # stream -> (events folded, id of the last one, state): commands fold only what is
         # new since the last command on that stream, not the whole history each time.
-        self._folded: dict[str, tuple[int, str, agg.Adapter]] = {}
+        self._folded: dict[str, _Folded] = {}
         self._folded_lock = threading.Lock()
 
     # ---- base models ---------------------------------------------------------------
@@ -235,7 +245,8 @@ class Registry:
 
     def get(self, principal: Principal, ref: AdapterRef) -> agg.Adapter:
         principal.require_tenant(ref.tenant)
-        state = self._load(str(ref))[0]
+        folded = self._load(str(ref))[0]
+        state = folded.state if folded else None
         if state is None:
             raise NotFound(f"adapter {ref} does not exist")
         return state
@@ -258,28 +269,34 @@ class Registry:
 
     # ---- the one command path --------------------------------------------------------
 
-    def _load(self, stream_id: str) -> tuple[agg.Adapter | None, list[Recorded]]:
+    def _load(self, stream_id: str) -> tuple[_Folded | None, list[Recorded]]:
         """The stream and its folded state; only events not folded before are folded."""
         recorded = self.log.read_stream(stream_id)
         cached = self._folded.get(stream_id)
-        state, done = None, 0
+        state, done, requests = None, 0, {}
         if cached is not None:
-            version, last_event_id, folded = cached
+            version = cached.version
             if len(recorded) >= version and recorded[version - 1].envelope.event_id == (
-                last_event_id
+                cached.last_event_id
             ):
-                state, done = folded, version
+                state, done, requests = cached.state, version, cached.requests
+        if done < len(recorded):
+            requests = dict(requests)
         for r in recorded[done:]:
-            event = r.event
+            envelope, event = r.envelope, r.event
+            first = requests.get(envelope.request_id, (envelope.stream_version,))[0]
+            requests[envelope.request_id] = (first, envelope.stream_version)
             if not isinstance(event, BaseModelRegistered):
                 state = agg.apply(state, event)
-        if state is not None and recorded:
-            with self._folded_lock:  # most recently used last; the oldest goes first
-                self._folded.pop(stream_id, None)
-                self._folded[stream_id] = (len(recorded), recorded[-1].envelope.event_id, state)
-                if len(self._folded) > FOLDED_CACHE_SIZE:
-                    del self._folded[next(iter(self._folded))]
-        return state, recorded
+        if state is None or not recorded:
+            return None, recorded
+        folded = _Folded(len(recorded), recorded[-1].envelope.event_id, state, requests)
+        with self._folded_lock:  # most recently used last; the oldest goes first
+            self._folded.pop(stream_id, None)
+            self._folded[stream_id] = folded
+            if len(self._folded) > FOLDED_CACHE_SIZE:
+                del self._folded[next(iter(self._folded))]
+        return folded, recorded
 
     def _execute(
         self,
@@ -312,14 +329,13 @@ class Registry:
         decide: Callable[[agg.Adapter | None], list[AdapterEvent]],
         allow_new: bool,
     ) -> Outcome:
-        state, recorded = self._load(str(ref))
-        earlier = [
-            r.envelope.stream_version for r in recorded if r.envelope.request_id == request_id
-        ]
+        folded, recorded = self._load(str(ref))
+        state = folded.state if folded else None
+        earlier = folded.requests.get(request_id) if folded else None
         if earlier:  # a retry: the first result, nothing new
-            first = agg.fold(r.event for r in recorded[: max(earlier)])  # type: ignore[misc]
+            first = agg.fold(r.event for r in recorded[: earlier[1]])  # type: ignore[misc]
             assert first is not None
-            return Outcome(first, AppendResult(str(ref), min(earlier), max(earlier), True))
+            return Outcome(first, AppendResult(str(ref), earlier[0], earlier[1], True))
         if state is None and not allow_new:
             raise NotFound(f"adapter {ref} does not exist")
         current = state.version if state else 0
@@ -329,8 +345,10 @@ class Registry:
             )
         events = decide(state)
         result = self.log.append(str(ref), current, events, Metadata(principal.name, request_id))
-        state, _ = self._load(str(ref)) if result.duplicate else (_fold_onto(state, events), None)
-        return Outcome(_exists(state), result)
+        if result.duplicate:  # appended by an earlier try of this request meanwhile
+            folded = self._load(str(ref))[0]
+            return Outcome(_exists(folded.state if folded else None), result)
+        return Outcome(_exists(_fold_onto(state, events)), result)
 
 
 def _fold_onto(state: agg.Adapter | None, events: list[AdapterEvent]) -> agg.Adapter | None:

@@ -3,11 +3,15 @@ partition.
 
 Kafka has no conditional append, so the checks happen in the one process that owns a
 partition. Owning partition p means, in this order (KIP-98 zombie fencing):
-  1. `init_transactions()` with the transactional id for p, which fences any previous
-     owner and aborts its open transaction;
+  1. fencing every earlier writer of p: `init_transactions()` with its transactional id
+     aborts its open transaction and makes its later writes fail;
   2. reading p to its end with `read_committed`, rebuilding every stream's version, last
      hash and request ids;
-  3. only then accepting commands, each appended in its own transaction.
+  3. only then accepting commands, appended in transactions shared by concurrent
+     commands (kafka_writer.py).
+Owned statically (every partition, one fixed transactional id: a second instance fences
+the first) or as a consumer group assigns them (kafka_ownership.py: each partition's
+writer is claimed in the group, and the next owner fences the claimed id).
 A replica asked to append to a partition it does not own raises `Unavailable` (retryable).
 """
 
@@ -32,10 +36,9 @@ from mint.eventlog.port import (
 
 from .kafka import create_log_topic, topic_partitions
 from .kafka_reader import read_partitions
-from .kafka_writer import PartitionWriter
+from .kafka_writer import Claims, LogWriter
 
 DEFAULT_TOPIC = "mint.adapter-events"
-STATE_WAIT_S = 10.0
 
 
 def partition_for(stream_id: str, partitions: int) -> int:
@@ -70,42 +73,43 @@ class KafkaEventLog(EventLog):
                 f"topic {topic} has {actual} partitions, not {partitions}: "
                 "configure every replica and reader with the topic's count"
             )
-        self.writers: dict[int, PartitionWriter] = {}
+        self.writer = LogWriter(bootstrap, topic, txn_prefix)
         for p in range(partitions) if owned is None else owned:
             self.take(p)
 
+    def use_claims(self, claims: Claims) -> None:
+        """Own partitions as a consumer group assigns them, each claimed by this replica's
+        transactional id (before any is taken)."""
+        assert not self.writer.assigned, "claims must be set before taking partitions"
+        self.writer.claims = claims
+
     def take(self, partition: int) -> None:
-        writer = PartitionWriter(self.bootstrap, self.topic, partition, self.txn_prefix)
-        writer.acquire()
-        self.writers[partition] = writer
+        self.writer.take(partition)
 
     def give_up(self, partition: int) -> None:
-        writer = self.writers.pop(partition, None)
-        if writer is not None:
-            writer.release()
+        self.writer.give_up(partition)
+
+    def assigned(self) -> set[int]:
+        """The partitions this replica was told to own (taken or being taken again)."""
+        return set(self.writer.assigned)
+
+    def owned(self) -> set[int]:
+        """The partitions this replica writes now: fenced, claimed and rebuilt."""
+        return self.writer.owned()
 
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
     ) -> AppendResult:
         partition = partition_for(stream_id, self.partitions)
-        writer = self.writers.get(partition)
-        if writer is None:
+        if partition not in self.writer.assigned:
             raise Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
-        return writer.append(stream_id, expected_version, events, meta)
+        return self.writer.append(partition, stream_id, expected_version, events, meta)
 
     def read_stream(self, stream_id: str) -> list[Recorded]:
         partition = partition_for(stream_id, self.partitions)
-        writer = self.writers.get(partition)
-        if writer is not None and writer.producer is not None:
-            # The writer's state is current; wait for it only briefly (it may be
-            # committing or rebuilding), then let the caller retry.
-            if not writer.lock.acquire(timeout=STATE_WAIT_S):
-                raise Unavailable(f"partition {partition} is busy rebuilding; retry")
-            try:
-                if writer.producer is not None:
-                    return list(writer.streams.get(stream_id, []))
-            finally:
-                writer.lock.release()
+        current = self.writer.read_stream(partition, stream_id)
+        if current is not None:
+            return current
         records = read_partitions(self.bootstrap, self.topic, {partition: 0})
         return [r for r in records if r.envelope.stream_id == stream_id]
 
@@ -119,8 +123,7 @@ class KafkaEventLog(EventLog):
         return {p: (after or {}).get(p, 0) for p in range(self.partitions)}
 
     def close(self) -> None:
-        for partition in list(self.writers):
-            self.give_up(partition)
+        self.writer.close()
 
 
 __all__ = ["DEFAULT_TOPIC", "KafkaEventLog", "next_checkpoint", "partition_for"]

@@ -1,30 +1,51 @@
 """Partition ownership for registry replicas, decided by a Kafka consumer group.
 
 Each replica joins one group on the event topic. Whatever partitions the group assigns
-to a replica, it takes as their single writer (`KafkaEventLog.take`: fence, then
-rebuild); whatever is revoked or lost, it gives up. A replica that dies stops
-heartbeating, the group reassigns its partitions after the session timeout, and the new
-owner's fencing makes any late write of the dead one fail.
+to a replica, it takes as their single writer (`KafkaEventLog.take`); whatever is
+revoked or lost, it gives up. A replica that dies stops heartbeating and the group
+reassigns its partitions after the session timeout.
 
-Taking a partition is blocking I/O, which must not run inside the rebalance callbacks
-(they share the consumer's heartbeat loop), so a reconciler thread applies the changes.
+A replica writes every partition it owns with one transactional producer, so the
+transactional id cannot say who owns a partition. The group does: this class is the
+writer's `Claims`. A claim is an offset commit for the partition whose metadata is the
+writer's transactional id, made with the replica's group generation, so the coordinator
+accepts it only while the replica is a current member, and only for a partition the
+replica is assigned in that generation. Taking a partition reads the previous claim,
+fences that id (its owner never re-initialises an id), claims, then rebuilds: a zombie
+replica's claims fail on its stale generation and its producer is fenced by the next
+owner, so it can neither claim nor commit.
+
+The consumer is not thread-safe, so claims run on the thread that polls it; taking a
+partition is blocking I/O, which must not run inside the rebalance callbacks (they share
+the consumer's heartbeat loop), so a reconciler thread applies the changes.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
-from kafka.structs import TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from mint.domain.errors import Unavailable
 
 from .kafka_log import KafkaEventLog
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 1.0
 SETTLE_S = 0.2
+POLL_MS = 50  # also how long a claim may wait for the polling thread
+CLAIM_TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -48,19 +69,21 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class GroupOwnership:
     """Keeps the partitions this replica writes equal to what the group assigns it.
 
-    A reconciler thread compares the latest wanted set with what is owned: it gives up
-    the extra, takes the missing (retrying a failed take), and re-takes a wanted
-    partition whose writer was fenced. Acting on the latest wish, never on a queue of
-    old ones, means a replica slow to follow two quick rebalances does not take back
-    a partition it no longer has.
+    A reconciler thread compares the latest wanted set with what is taken: it gives up
+    the extra and takes the missing (retrying a failed take). Acting on the latest wish,
+    never on a queue of old ones, means a replica slow to follow two quick rebalances
+    does not take back a partition it no longer has.
     """
 
     def __init__(
         self, event_log: KafkaEventLog, group_id: str, session_timeout_ms: int = 8000
     ) -> None:
         self.event_log = event_log
+        self.instance = uuid.uuid4().hex[:12]
+        self._producers = itertools.count(1)
         self._wanted: set[int] = set()
         self._changed = threading.Condition()
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self.consumer = KafkaConsumer(
             bootstrap_servers=event_log.bootstrap,
             group_id=group_id,
@@ -69,6 +92,7 @@ class GroupOwnership:
             heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
         )
         self.consumer.subscribe([event_log.topic], listener=_Listener(self))
+        event_log.use_claims(self)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._poll, name="ownership-poll", daemon=True),
@@ -76,6 +100,46 @@ class GroupOwnership:
         ]
         for thread in self._threads:
             thread.start()
+
+    # ---- Claims (kafka_writer.py) -----------------------------------------------------
+
+    def new_transactional_id(self) -> str:
+        return f"{self.event_log.txn_prefix}-{self.instance}-{next(self._producers)}"
+
+    def previous_writer(self, partition: int) -> str | None:
+        def read() -> str | None:
+            committed = self.consumer.committed(self._assigned(partition), metadata=True)
+            return committed.metadata or None if committed is not None else None
+
+        return self._on_poll_thread(read)
+
+    def claim(self, partition: int, transactional_id: str) -> None:
+        def commit() -> None:
+            # The offset is unused (nothing consumes this group); the metadata is the claim.
+            claim = OffsetAndMetadata(0, transactional_id, -1)
+            self.consumer.commit({self._assigned(partition): claim})
+
+        self._on_poll_thread(commit)
+
+    def _assigned(self, partition: int) -> TopicPartition:
+        tp = TopicPartition(self.event_log.topic, partition)
+        if tp not in self.consumer.assignment():
+            raise Unavailable(f"partition {partition} is not assigned to this replica now")
+        return tp
+
+    def _on_poll_thread(self, task: Callable[[], T]) -> T:
+        if self._stop.is_set():
+            raise Unavailable("this replica has left the registry group")
+        done: Future[T] = Future()
+        self._tasks.put((task, done))
+        try:
+            return done.result(timeout=CLAIM_TIMEOUT_S)
+        except KafkaError as exc:  # e.g. a rebalance began: the claim is refused
+            raise Unavailable(f"the registry group refused a claim ({exc}); retry") from exc
+        except TimeoutError as exc:
+            raise Unavailable("the registry group did not answer a claim in time") from exc
+
+    # ---- membership -------------------------------------------------------------------
 
     def wanted(self) -> set[int]:
         with self._changed:
@@ -87,7 +151,7 @@ class GroupOwnership:
             self._changed.notify()
 
     def owned(self) -> set[int]:
-        return set(self.event_log.writers)
+        return self.event_log.owned()
 
     def wait_until_owning(self, timeout_s: float = 60.0, at_least: int = 1) -> set[int]:
         deadline = time.monotonic() + timeout_s
@@ -97,7 +161,15 @@ class GroupOwnership:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.consumer.poll(timeout_ms=200)  # drives the group protocol; paused: no data
+            while not self._tasks.empty():
+                task, done = self._tasks.get()
+                try:
+                    done.set_result(task())
+                except BaseException as exc:  # handed to the waiting caller
+                    done.set_exception(exc)
+            self.consumer.poll(timeout_ms=POLL_MS)  # drives the group protocol; paused: no data
+        while not self._tasks.empty():  # nobody will poll again: refuse what is left
+            self._tasks.get()[1].set_exception(Unavailable("this replica is shutting down"))
 
     def _reconcile_loop(self) -> None:
         while not self._stop.is_set():
@@ -107,17 +179,15 @@ class GroupOwnership:
             self._reconcile(self.wanted())
 
     def _reconcile(self, wanted: set[int]) -> None:
-        writers = self.event_log.writers
-        stale = {p for p in wanted if p in writers and writers[p].fenced}
-        for partition in sorted((set(writers) - wanted) | stale):
+        for partition in sorted(self.event_log.assigned() - wanted):
             self.event_log.give_up(partition)
-        for partition in sorted(wanted - set(writers)):
+        for partition in sorted(wanted - self.event_log.owned()):
             try:
                 self.event_log.take(partition)
             except Exception:  # keep serving the others; the next round retries
                 log.exception("could not take partition %d; retrying", partition)
-        if set(writers) != wanted:
-            log.info("owning %s of wanted %s", sorted(writers), sorted(wanted))
+        if self.event_log.owned() != wanted:
+            log.info("owning %s of wanted %s", sorted(self.event_log.owned()), sorted(wanted))
 
     def close(self) -> None:
         self._stop.set()

@@ -1,11 +1,23 @@
-"""The single writer of one partition, with group commit.
+"""The single writer of a replica's partitions, with group commit.
 
-Commands for a partition are checked against its in-memory state (rebuilt from the log
-when the partition was taken) and appended in Kafka transactions. Callers queue their
-command and wait; one committer thread per partition drains the queue, checks each
-command against the state plus the commands before it in the batch, sends all surviving
-events in one transaction, and wakes every caller with its own result or error. While a
-transaction is in flight the next batch gathers, so batches grow with the load.
+One transactional producer per replica writes every partition the replica owns. Callers
+queue their command and wait; one committer thread drains the queue, checks each
+command against its partition's state (rebuilt when the partition was taken) plus the
+commands before it in the batch, sends all surviving events in one transaction, and
+wakes every caller with its own result or error. While a transaction is in flight the
+next batch gathers, so batches grow with the load, across partitions.
+
+Who may write a partition is settled by transactional ids (KIP-98 fencing):
+- static ownership (`claims` None: this replica owns every partition): the id is fixed,
+  so a second instance fences the first with `init_transactions`;
+- group ownership: each producer a replica creates gets an id never used before, and
+  `Claims` records which id writes each partition. Taking a partition fences the id
+  that claimed it before, then claims it, then rebuilds the state, in that order: every
+  earlier writer is fenced by the one after it, so once the state is rebuilt no other
+  producer can commit to the partition (kafka_ownership.py).
+After a failed transaction the writer drops its producer and every partition's state;
+each partition is taken again (fence, claim, rebuild) before its next command, so the
+outcome of an ambiguous commit is read back from the log, never guessed.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, ProducerFencedError
@@ -31,16 +44,52 @@ log = logging.getLogger(__name__)
 
 # After a commit the broker is still writing the markers; the next transaction's first
 # request gets CONCURRENT_TRANSACTIONS and retries after this backoff. The client's 100 ms
-# default caps a partition near 10 transactions per second.
+# default caps a producer near 10 transactions per second.
 TXN_RETRY_BACKOFF_MS = 5
 APPEND_TIMEOUT_S = 60.0
+STATE_WAIT_S = 10.0
 # Well under Kafka's default 1 MiB record limit: one oversized event must fail alone, not
 # poison the transaction it would share with other commands.
 MAX_EVENT_BYTES = 256 * 1024
 
 
+class Claims(Protocol):
+    """Which transactional id writes which partition (group ownership)."""
+
+    def new_transactional_id(self) -> str:
+        """An id no producer has used before."""
+        ...
+
+    def previous_writer(self, partition: int) -> str | None:
+        """The id that last claimed `partition`, if any. Raises Unavailable if this
+        replica is not assigned the partition now."""
+        ...
+
+    def claim(self, partition: int, transactional_id: str) -> None:
+        """Record `transactional_id` as the partition's writer. Raises Unavailable if this
+        replica is not assigned the partition in the group's current generation."""
+        ...
+
+
+@dataclass
+class PartitionState:
+    """What a partition's writer knows: every stream's events and every request id."""
+
+    streams: dict[str, list[Recorded]] = field(default_factory=dict)
+    requests: dict[tuple[str, str], AppendResult] = field(default_factory=dict)
+
+    def observe(self, recorded: Recorded) -> None:
+        env = recorded.envelope
+        self.streams.setdefault(env.stream_id, []).append(recorded)
+        key = (env.stream_id, env.request_id)
+        first = self.requests.get(key)
+        start = first.first_version if first else env.stream_version
+        self.requests[key] = AppendResult(env.stream_id, start, env.stream_version, True)
+
+
 @dataclass
 class _Pending:
+    partition: int
     stream_id: str
     expected_version: int
     events: Sequence[Event]
@@ -55,95 +104,157 @@ class _Pending:
         self.done.set()
 
 
-class PartitionWriter:
-    def __init__(self, bootstrap: str, topic: str, partition: int, txn_prefix: str) -> None:
-        self.bootstrap, self.topic, self.partition = bootstrap, topic, partition
-        self.transactional_id = f"{txn_prefix}-p{partition}"
-        self.lock = threading.Lock()  # guards the state: held while committing or rebuilding
+class LogWriter:
+    def __init__(
+        self, bootstrap: str, topic: str, transactional_id: str, claims: Claims | None = None
+    ) -> None:
+        self.bootstrap, self.topic, self.claims = bootstrap, topic, claims
+        self.static_id = transactional_id
+        # Guards the state (partitions, producer): held while checking a batch, recording
+        # a committed one and taking a partition, never during a commit's round trips.
+        self.lock = threading.Lock()
+        # Held by the committer for a whole batch, and by a take: a partition is never
+        # rebuilt while a transaction that writes it is in flight.
+        self._committing = threading.Lock()
+        self.assigned: set[int] = set()  # what this replica was told to own
+        self.partitions: dict[int, PartitionState] = {}  # taken: fenced, claimed, rebuilt
+        self.producer: KafkaProducer | None = None
+        self.transactional_id = ""
+        self.fenced_ids: set[str] = set()  # earlier writers this replica has fenced
+        self.fenced = False  # static ownership only: another instance took over for good
         self._queue: list[_Pending] = []
         self._queued = threading.Condition()  # guards _queue, _closing
         self._closing = False
-        self._committer: threading.Thread | None = None
-        self.streams: dict[str, list[Recorded]] = {}
-        self.requests: dict[tuple[str, str], AppendResult] = {}
-        self.producer: KafkaProducer | None = None
-        self.fenced = False  # another replica took the partition: never write again
+        self._committer: threading.Thread | None = None  # started by the first take
 
     # ---- ownership -------------------------------------------------------------------
 
-    def acquire(self) -> None:
-        """Fence earlier owners, rebuild state from the partition (in that order), serve."""
-        with self.lock:
-            self._acquire_locked()
+    def take(self, partition: int) -> None:
+        """Own `partition`: fence its earlier writers, claim it, rebuild its state."""
         with self._queued:
-            self._closing = False
-        if self._committer is None:
-            self._committer = threading.Thread(
-                target=self._commit_loop, name=f"commit-p{self.partition}", daemon=True
+            if self._committer is None and not self._closing:
+                self._committer = threading.Thread(
+                    target=self._commit_loop, name="commit", daemon=True
+                )
+                self._committer.start()
+        with self._committing, self.lock:
+            self.assigned.add(partition)
+            self._take_locked(partition)
+
+    def give_up(self, partition: int) -> None:
+        with self.lock:
+            self.assigned.discard(partition)
+            self.partitions.pop(partition, None)
+
+    def owned(self) -> set[int]:
+        with self.lock:
+            return set(self.partitions)
+
+    def _take_locked(self, partition: int) -> None:
+        if partition in self.partitions:
+            return
+        if self.fenced:
+            raise Unavailable(f"partition {partition} moved to another writer; retry")
+        self._producer_locked()
+        if self.claims is not None:
+            previous = self.claims.previous_writer(partition)
+            if previous and previous != self.transactional_id:
+                self._fence(previous)
+            self.claims.claim(partition, self.transactional_id)
+        state = PartitionState()
+        for recorded in read_partitions(self.bootstrap, self.topic, {partition: 0}):
+            state.observe(recorded)
+        self.partitions[partition] = state
+
+    def _producer_locked(self) -> KafkaProducer:
+        if self.producer is None:
+            # Static ownership reuses its id: that fences its own earlier producer too.
+            txn_id = self.claims.new_transactional_id() if self.claims else self.static_id
+            producer = durable_producer(
+                self.bootstrap, transactional_id=txn_id, retry_backoff_ms=TXN_RETRY_BACKOFF_MS
             )
-            self._committer.start()
+            try:
+                producer.init_transactions()
+            except KafkaError:
+                _close(producer)
+                raise
+            self.producer, self.transactional_id = producer, txn_id
+        return self.producer
 
-    def _acquire_locked(self) -> None:
-        self._close_producer()
-        producer = durable_producer(
-            self.bootstrap,
-            transactional_id=self.transactional_id,
-            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
-        )
-        producer.init_transactions()
-        self.streams, self.requests = {}, {}
-        for recorded in read_partitions(self.bootstrap, self.topic, {self.partition: 0}):
-            self._observe(recorded)
-        self.producer = producer
+    def _fence(self, transactional_id: str) -> None:
+        """Make `transactional_id` unusable: its open transaction is aborted, its later
+        writes fail. Its owner never re-initialises an id, so this is for good."""
+        if transactional_id in self.fenced_ids:
+            return
+        fencer = durable_producer(self.bootstrap, transactional_id=transactional_id)
+        try:
+            fencer.init_transactions()
+        finally:
+            _close(fencer)
+        self.fenced_ids.add(transactional_id)
 
-    def release(self) -> None:
+    def _drop_locked(self, fenced: bool) -> None:
+        """After a failed transaction: no producer, no state; partitions are taken again."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            _close(producer)
+        self.partitions.clear()
+        if fenced and self.claims is None:
+            self.fenced = True  # another static instance owns every partition now
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def read_stream(self, partition: int, stream_id: str) -> list[Recorded] | None:
+        """The stream's events if this writer's state for its partition is current."""
+        if partition not in self.partitions:
+            return None
+        if not self.lock.acquire(timeout=STATE_WAIT_S):
+            raise Unavailable(f"partition {partition} is busy rebuilding; retry")
+        try:
+            state = self.partitions.get(partition)
+            return None if state is None else list(state.streams.get(stream_id, []))
+        finally:
+            self.lock.release()
+
+    # ---- appending -------------------------------------------------------------------
+
+    def append(
+        self,
+        partition: int,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        meta: Metadata,
+    ) -> AppendResult:
+        pending = _Pending(partition, stream_id, expected_version, events, meta)
+        with self._queued:
+            if self._closing or self._committer is None:
+                raise Unavailable(f"this replica does not own partition {partition}; retry")
+            self._queue.append(pending)
+            self._queued.notify()
+        if not pending.done.wait(timeout=APPEND_TIMEOUT_S):
+            raise Unavailable(
+                f"append to partition {partition} timed out; retry with the same request id"
+            )
+        if pending.error is not None:
+            raise pending.error
+        if pending.result is None:  # its batch broke off unexpectedly
+            raise Unavailable(f"append to partition {partition} was interrupted; retry")
+        return pending.result
+
+    def close(self) -> None:
         with self._queued:
             self._closing = True
             self._queued.notify()
         if self._committer is not None:
             self._committer.join(timeout=30)
-            self._committer = None
-        with self.lock:
-            self._close_producer()
         with self._queued:
             leftover, self._queue = self._queue, []
         for p in leftover:
-            p.finish(error=Unavailable(f"partition {self.partition} was given up; retry"))
-
-    def _close_producer(self) -> None:
-        producer, self.producer = self.producer, None
-        if producer is not None:
-            with contextlib.suppress(KafkaError):  # a failed flush must not keep it set
-                producer.close(timeout=2)
-
-    def _observe(self, recorded: Recorded) -> None:
-        env = recorded.envelope
-        self.streams.setdefault(env.stream_id, []).append(recorded)
-        key = (env.stream_id, env.request_id)
-        first = self.requests.get(key)
-        start = first.first_version if first else env.stream_version
-        self.requests[key] = AppendResult(env.stream_id, start, env.stream_version, True)
-
-    # ---- appending -------------------------------------------------------------------
-
-    def append(
-        self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
-    ) -> AppendResult:
-        pending = _Pending(stream_id, expected_version, events, meta)
-        with self._queued:
-            if self._closing or self._committer is None:
-                raise Unavailable(f"partition {self.partition} is not owned here; retry")
-            self._queue.append(pending)
-            self._queued.notify()
-        if not pending.done.wait(timeout=APPEND_TIMEOUT_S):
-            raise Unavailable(
-                f"append to partition {self.partition} timed out; retry with the same request id"
-            )
-        if pending.error is not None:
-            raise pending.error
-        if pending.result is None:  # its batch broke off unexpectedly
-            raise Unavailable(f"append to partition {self.partition} was interrupted; retry")
-        return pending.result
+            p.finish(error=Unavailable("this registry replica is shutting down; retry"))
+        with self.lock:
+            self.assigned.clear()
+            self._drop_locked(fenced=False)
 
     def _commit_loop(self) -> None:
         while True:
@@ -153,44 +264,34 @@ class PartitionWriter:
                 if self._closing:
                     return
                 batch, self._queue = self._queue, []
-            with self.lock:
-                try:
+            try:
+                with self._committing:
                     self._commit_batch(batch)
-                except Exception:  # never leave callers waiting; they see Unavailable
-                    log.exception("commit to partition %d failed", self.partition)
-                finally:
-                    for p in batch:
-                        p.done.set()
+            except Exception:  # never leave callers waiting; they see Unavailable
+                log.exception("commit failed")
+            finally:
+                for p in batch:
+                    p.done.set()
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
-        if self.producer is None and not self.fenced:
-            # An earlier failure left the partition without a producer: take it again.
-            with contextlib.suppress(KafkaError):
-                self._acquire_locked()
-        if self.producer is None:
+        with self.lock:
+            writable = self._writable_locked({p.partition for p in batch})
             for p in batch:
-                p.finish(
-                    error=Unavailable(
-                        f"partition {self.partition} is not writable here right now; retry"
-                    )
-                )
-            return
-        accepted, repeats = self._check(batch)
+                if p.partition not in writable:
+                    p.finish(error=writable_error(p.partition, self.assigned, self.fenced))
+            accepted, repeats = self._check([p for p in batch if p.partition in writable])
+            producer = self.producer
         if accepted:
+            assert producer is not None
             try:
-                offsets = self._send_in_one_transaction(accepted)
+                # Without the lock: readers see the committed state while this is in
+                # flight. Only this thread changes a taken partition's state.
+                offsets = self._send_in_one_transaction(producer, accepted)
             except DomainError as exc:
                 for p in accepted:
                     p.finish(error=exc)
             else:
-                for p in accepted:
-                    for envelope in p.envelopes:
-                        self._observe(Recorded(envelope, Position(self.partition, offsets.pop(0))))
-                    p.finish(
-                        AppendResult(
-                            p.stream_id, p.expected_version + 1, p.expected_version + len(p.events)
-                        )
-                    )
+                self._record(accepted, offsets)
         for repeat, first in repeats:  # the same request twice in one batch: one append
             result = first.result and AppendResult(
                 first.result.stream_id,
@@ -199,6 +300,30 @@ class PartitionWriter:
                 duplicate=True,
             )
             repeat.finish(result, first.error)
+
+    def _writable_locked(self, wanted: set[int]) -> set[int]:
+        """Of `wanted`, the partitions taken now; assigned ones are taken first if needed."""
+        for partition in sorted((wanted & self.assigned) - set(self.partitions)):
+            try:
+                self._take_locked(partition)
+            except (KafkaError, DomainError) as exc:
+                log.warning("could not take partition %d: %s", partition, exc)
+        return wanted & set(self.partitions)
+
+    def _record(self, accepted: list[_Pending], offsets: list[int]) -> None:
+        with self.lock:
+            for p in accepted:
+                state = self.partitions.get(p.partition)
+                for envelope in p.envelopes:
+                    position = Position(p.partition, offsets.pop(0))
+                    if state is not None:  # given up meanwhile: its next owner reads it
+                        state.observe(Recorded(envelope, position))
+        for p in accepted:
+            p.finish(
+                AppendResult(
+                    p.stream_id, p.expected_version + 1, p.expected_version + len(p.events)
+                )
+            )
 
     def _check(
         self, batch: list[_Pending]
@@ -212,14 +337,15 @@ class PartitionWriter:
         accepted: list[_Pending] = []
         repeats: list[tuple[_Pending, _Pending]] = []
         for p in batch:
+            state = self.partitions[p.partition]
             key = (p.stream_id, p.meta.request_id)
-            if key in self.requests:
-                p.finish(self.requests[key])
+            if key in state.requests:
+                p.finish(state.requests[key])
                 continue
             if key in seen:
                 repeats.append((p, seen[key]))
                 continue
-            stream = self.streams.get(p.stream_id, [])
+            stream = state.streams.get(p.stream_id, [])
             version, last_hash = tails.get(
                 p.stream_id, (len(stream), stream[-1].envelope.hash if stream else b"")
             )
@@ -247,9 +373,7 @@ class PartitionWriter:
             accepted.append(p)
         return accepted, repeats
 
-    def _send_in_one_transaction(self, batch: list[_Pending]) -> list[int]:
-        assert self.producer is not None
-        producer = self.producer
+    def _send_in_one_transaction(self, producer: KafkaProducer, batch: list[_Pending]) -> list[int]:
         try:
             producer.begin_transaction()
             futures = [
@@ -257,7 +381,7 @@ class PartitionWriter:
                     self.topic,
                     key=p.stream_id.encode(),
                     value=e.SerializeToString(),
-                    partition=self.partition,
+                    partition=p.partition,
                     headers=[("event-type", e.event_type.encode())],
                 )
                 for p in batch
@@ -266,17 +390,26 @@ class PartitionWriter:
             producer.commit_transaction()
             return [int(f.get(timeout=30).offset) for f in futures]
         except ProducerFencedError as exc:
-            self.fenced = True
-            self._close_producer()  # another replica owns this partition now
-            raise Unavailable(f"partition {self.partition} moved to another writer; retry") from exc
+            with self.lock:
+                self._drop_locked(fenced=True)
+            raise Unavailable("this partition moved to another writer; retry") from exc
         except KafkaError as exc:
-            # Ambiguous: the transaction may or may not have committed. Re-fence and
-            # rebuild (now, or on the next append if Kafka is still away), so a retry with
-            # the same request id finds out which.
-            self._close_producer()
-            with contextlib.suppress(KafkaError):
-                self._acquire_locked()
-            raise Unavailable(
-                f"append to partition {self.partition} failed ({exc}); "
-                "retry with the same request id"
-            ) from exc
+            # Ambiguous: the transaction may or may not have committed. Every partition
+            # is taken again before its next command (fencing this producer's id first),
+            # so a retry with the same request id finds out which.
+            with self.lock:
+                self._drop_locked(fenced=False)
+            raise Unavailable(f"append failed ({exc}); retry with the same request id") from exc
+
+
+def writable_error(partition: int, assigned: set[int], fenced: bool) -> Unavailable:
+    if fenced:
+        return Unavailable(f"partition {partition} moved to another writer; retry")
+    if partition in assigned:
+        return Unavailable(f"partition {partition} is not writable here right now; retry")
+    return Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
+
+
+def _close(producer: KafkaProducer) -> None:
+    with contextlib.suppress(KafkaError):  # a failed flush must not keep it open
+        producer.close(timeout=2)

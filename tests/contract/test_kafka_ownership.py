@@ -1,0 +1,75 @@
+"""Group ownership on the real broker: claims, and fencing a replica the group dropped."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from mint.backends.kafka_log import KafkaEventLog, partition_for
+from mint.backends.kafka_ownership import GroupOwnership
+from mint.domain.errors import Unavailable
+from tests.contract.event_log_contract import meta, moves
+
+PARTITIONS = 2
+
+
+def _replica(bootstrap: str, topic: str, group: str) -> tuple[KafkaEventLog, GroupOwnership]:
+    log = KafkaEventLog(bootstrap, topic, PARTITIONS, txn_prefix=group, owned=())
+    return log, GroupOwnership(log, group, session_timeout_ms=6000)
+
+
+def _stream_in(partition: int) -> str:
+    return next(s for i in range(1000) if partition_for(s := f"acme/s{i}", PARTITIONS) == partition)
+
+
+def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
+    kafka_bootstrap: str,
+) -> None:
+    topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
+    streams = [_stream_in(p) for p in range(PARTITIONS)]
+    old_log, old_group = _replica(kafka_bootstrap, topic, group)
+    assert old_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+    for stream in streams:
+        old_log.append(stream, 0, moves(1), meta())
+    old_id = old_log.writer.transactional_id
+
+    # The old replica leaves the group but its writer still believes it owns both
+    # partitions: a zombie, as after a long pause.
+    old_group.close()
+    new_log, new_group = _replica(kafka_bootstrap, topic, group)
+    try:
+        assert new_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+        assert new_log.writer.transactional_id != old_id
+        assert old_id in new_log.writer.fenced_ids  # the claimed writer was fenced
+
+        with pytest.raises(Unavailable):
+            old_log.append(streams[0], 1, moves(2), meta())
+        with pytest.raises(Unavailable):  # and it cannot take the partitions back
+            old_log.append(streams[1], 1, moves(2), meta())
+
+        for stream in streams:
+            new_log.append(stream, 1, moves(2), meta())
+            versions = [r.envelope.stream_version for r in new_log.read_stream(stream)]
+            assert versions == [1, 2]
+        written = [r.envelope.stream_id for r in new_log.read_all()]
+        assert sorted(written) == sorted(streams * 2)  # nothing from the zombie
+    finally:
+        new_group.close()
+        new_log.close()
+        old_log.close()
+
+
+def test_claims_are_refused_for_a_partition_the_group_did_not_assign(
+    kafka_bootstrap: str,
+) -> None:
+    topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
+    log, ownership = _replica(kafka_bootstrap, topic, group)
+    try:
+        assert ownership.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+        assert ownership.previous_writer(0) == log.writer.transactional_id
+        with pytest.raises(Unavailable, match="not assigned"):
+            ownership.claim(PARTITIONS + 1, "someone-else")
+    finally:
+        ownership.close()
+        log.close()
