@@ -245,7 +245,7 @@ class Registry:
 
     def get(self, principal: Principal, ref: AdapterRef) -> agg.Adapter:
         principal.require_tenant(ref.tenant)
-        folded = self._load(str(ref))[0]
+        folded = self._load(str(ref))
         state = folded.state if folded else None
         if state is None:
             raise NotFound(f"adapter {ref} does not exist")
@@ -269,34 +269,41 @@ class Registry:
 
     # ---- the one command path --------------------------------------------------------
 
-    def _load(self, stream_id: str) -> tuple[_Folded | None, list[Recorded]]:
-        """The stream and its folded state; only events not folded before are folded."""
-        recorded = self.log.read_stream(stream_id)
+    def _load(self, stream_id: str) -> _Folded | None:
+        """The stream's folded state. Reads and folds only the events after the cached
+        state (re-reading its last event, to check it is still the same)."""
         cached = self._folded.get(stream_id)
-        state, done, requests = None, 0, {}
-        if cached is not None:
-            version = cached.version
-            if len(recorded) >= version and recorded[version - 1].envelope.event_id == (
-                cached.last_event_id
-            ):
-                state, done, requests = cached.state, version, cached.requests
-        if done < len(recorded):
-            requests = dict(requests)
-        for r in recorded[done:]:
+        recorded = self.log.read_stream(stream_id, cached.version - 1) if cached else []
+        if (
+            cached is not None
+            and recorded
+            and recorded[0].envelope.event_id == (cached.last_event_id)
+        ):
+            state, requests = cached.state, cached.requests
+            recorded = recorded[1:]
+            if not recorded:
+                return cached
+        else:
+            state, requests = None, {}
+            recorded = self.log.read_stream(stream_id)
+        # `requests` may be shared with a cached state of an older version: it only ever
+        # gains requests that are in the log, so a reader of either finds them correctly.
+        for r in recorded:
             envelope, event = r.envelope, r.event
             first = requests.get(envelope.request_id, (envelope.stream_version,))[0]
             requests[envelope.request_id] = (first, envelope.stream_version)
             if not isinstance(event, BaseModelRegistered):
                 state = agg.apply(state, event)
-        if state is None or not recorded:
-            return None, recorded
-        folded = _Folded(len(recorded), recorded[-1].envelope.event_id, state, requests)
+        if state is None:
+            return None
+        version = recorded[-1].envelope.stream_version
+        folded = _Folded(version, recorded[-1].envelope.event_id, state, requests)
         with self._folded_lock:  # most recently used last; the oldest goes first
             self._folded.pop(stream_id, None)
             self._folded[stream_id] = folded
             if len(self._folded) > FOLDED_CACHE_SIZE:
                 del self._folded[next(iter(self._folded))]
-        return folded, recorded
+        return folded
 
     def _execute(
         self,
@@ -329,11 +336,12 @@ class Registry:
         decide: Callable[[agg.Adapter | None], list[AdapterEvent]],
         allow_new: bool,
     ) -> Outcome:
-        folded, recorded = self._load(str(ref))
+        folded = self._load(str(ref))
         state = folded.state if folded else None
         earlier = folded.requests.get(request_id) if folded else None
         if earlier:  # a retry: the first result, nothing new
-            first = agg.fold(r.event for r in recorded[: earlier[1]])  # type: ignore[misc]
+            recorded = self.log.read_stream(str(ref))[: earlier[1]]
+            first = agg.fold(r.event for r in recorded)  # type: ignore[misc]
             assert first is not None
             return Outcome(first, AppendResult(str(ref), earlier[0], earlier[1], True))
         if state is None and not allow_new:
@@ -346,7 +354,7 @@ class Registry:
         events = decide(state)
         result = self.log.append(str(ref), current, events, Metadata(principal.name, request_id))
         if result.duplicate:  # appended by an earlier try of this request meanwhile
-            folded = self._load(str(ref))[0]
+            folded = self._load(str(ref))
             return Outcome(_exists(folded.state if folded else None), result)
         return Outcome(_exists(_fold_onto(state, events)), result)
 

@@ -91,7 +91,8 @@ class KafkaEventLog(EventLog):
 
     def assigned(self) -> set[int]:
         """The partitions this replica was told to own (taken or being taken again)."""
-        return set(self.writer.assigned)
+        with self.writer.lock:
+            return set(self.writer.assigned)
 
     def owned(self) -> set[int]:
         """The partitions this replica writes now: fenced, claimed and rebuilt."""
@@ -105,13 +106,17 @@ class KafkaEventLog(EventLog):
             raise Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
         return self.writer.append(partition, stream_id, expected_version, events, meta)
 
-    def read_stream(self, stream_id: str) -> list[Recorded]:
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
         partition = partition_for(stream_id, self.partitions)
-        current = self.writer.read_stream(partition, stream_id)
+        current = self.writer.read_stream(partition, stream_id, after_version)
         if current is not None:
             return current
         records = read_partitions(self.bootstrap, self.topic, {partition: 0})
-        return [r for r in records if r.envelope.stream_id == stream_id]
+        return [
+            r
+            for r in records
+            if r.envelope.stream_id == stream_id and r.envelope.stream_version > after_version
+        ]
 
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
         return read_partitions(self.bootstrap, self.topic, self._start(after))

@@ -8,12 +8,21 @@ reassigns its partitions after the session timeout.
 A replica writes every partition it owns with one transactional producer, so the
 transactional id cannot say who owns a partition. The group does: this class is the
 writer's `Claims`. A claim is an offset commit for the partition whose metadata is the
-writer's transactional id, made with the replica's group generation, so the coordinator
-accepts it only while the replica is a current member, and only for a partition the
-replica is assigned in that generation. Taking a partition reads the previous claim,
-fences that id (its owner never re-initialises an id), claims, then rebuilds: a zombie
-replica's claims fail on its stale generation and its producer is fenced by the next
-owner, so it can neither claim nor commit.
+writer's transactional id. The coordinator accepts a commit only from a member of the
+current generation; that the partition is assigned to this member in that generation is
+checked here, on the polling thread, where kafka-python updates the two together.
+Taking a partition reads the previous claim and writes it back unchanged (the check
+above, before fencing anyone), fences that id (its owner never re-initialises an id),
+claims, then catches up: a zombie replica's claims fail on its stale generation, and its
+producer was fenced by the next owner, so it can neither claim nor commit.
+
+Assumptions, stated because the argument rests on them: a commit the coordinator has
+validated is applied within `offsets.commit.timeout.ms` (5 s by default), shorter than
+the session timeout (8 s), so a new generation cannot form around a claim in transit;
+and claims outlive every writer they name (`offsets.retention.minutes`, 7 days, counts
+only once the group is empty). Static ownership must not run beside a group on the same
+topic: a take that finds no claim fences the static id and pre-claim ids, but a static
+writer started later fences nobody in the group.
 
 The consumer is not thread-safe, so claims run on the thread that polls it; taking a
 partition is blocking I/O, which must not run inside the rebalance callbacks (they share
@@ -45,6 +54,7 @@ RECONCILE_EVERY_S = 1.0
 SETTLE_S = 0.2
 POLL_MS = 50  # also how long a claim may wait for the polling thread
 CLAIM_TIMEOUT_S = 30.0
+CLAIM_TIMEOUT_MS = 10_000  # one round trip of a claim; the caller waits CLAIM_TIMEOUT_S
 T = TypeVar("T")
 
 
@@ -64,6 +74,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         tps = list(assigned)
         self.owner.consumer.pause(*tps)  # membership only: never fetch records
         self.owner.want(self.owner.wanted() | {tp.partition for tp in tps})
+
+
+def _claim(transactional_id: str) -> OffsetAndMetadata:
+    # The offset is unused (nothing consumes this group); the metadata is the claim.
+    return OffsetAndMetadata(0, transactional_id, -1)
 
 
 class GroupOwnership:
@@ -108,20 +123,28 @@ class GroupOwnership:
 
     def previous_writer(self, partition: int) -> str | None:
         def read() -> str | None:
-            committed = self.consumer.committed(self._assigned(partition), metadata=True)
-            return committed.metadata or None if committed is not None else None
+            tp = self._assigned(partition)
+            committed = self.consumer.committed(tp, metadata=True, timeout_ms=CLAIM_TIMEOUT_MS)
+            previous = committed.metadata if committed is not None else ""
+            # Reading a claim is not checked against the generation; writing it back
+            # unchanged is, so a member with a stale view stops here, before it fences
+            # the current owner.
+            self.consumer.commit({tp: _claim(previous)}, timeout_ms=CLAIM_TIMEOUT_MS)
+            return previous or None
 
         return self._on_poll_thread(read)
 
     def claim(self, partition: int, transactional_id: str) -> None:
         def commit() -> None:
-            # The offset is unused (nothing consumes this group); the metadata is the claim.
-            claim = OffsetAndMetadata(0, transactional_id, -1)
-            self.consumer.commit({self._assigned(partition): claim})
+            tp = self._assigned(partition)
+            self.consumer.commit({tp: _claim(transactional_id)}, timeout_ms=CLAIM_TIMEOUT_MS)
 
         self._on_poll_thread(commit)
 
     def _assigned(self, partition: int) -> TopicPartition:
+        """The broker checks a commit's generation, not that the partition is assigned to
+        the member; this does, on the polling thread, where kafka-python updates the
+        assignment and the generation together."""
         tp = TopicPartition(self.event_log.topic, partition)
         if tp not in self.consumer.assignment():
             raise Unavailable(f"partition {partition} is not assigned to this replica now")
@@ -167,7 +190,11 @@ class GroupOwnership:
                     done.set_result(task())
                 except BaseException as exc:  # handed to the waiting caller
                     done.set_exception(exc)
-            self.consumer.poll(timeout_ms=POLL_MS)  # drives the group protocol; paused: no data
+            try:
+                self.consumer.poll(timeout_ms=POLL_MS)  # drives the group; paused: no data
+            except Exception:  # keep the membership alive; the next poll retries
+                log.exception("polling the registry group failed")
+                self._stop.wait(1.0)
         while not self._tasks.empty():  # nobody will poll again: refuse what is left
             self._tasks.get()[1].set_exception(Unavailable("this replica is shutting down"))
 

@@ -14,13 +14,23 @@ from mint.eventlog.port import Position, Recorded
 from mint.v1.events_pb2 import EventEnvelope
 
 
-def _consumer(bootstrap: str) -> KafkaConsumer:
+def _consumer(bootstrap: str, isolation_level: str = "read_committed") -> KafkaConsumer:
     return KafkaConsumer(
         bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
+        isolation_level=isolation_level,
         enable_auto_commit=False,
         group_id=None,
     )
+
+
+def high_watermarks(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The end of each partition counting records of open transactions (a committed
+    reader's end stops before the first open transaction)."""
+    consumer = _consumer(bootstrap, "read_uncommitted")
+    try:
+        return dict(consumer.end_offsets(tps))
+    finally:
+        consumer.close()
 
 
 def to_recorded(record: Any) -> Recorded:
@@ -34,12 +44,15 @@ def read_partitions(
     start: dict[int, int],
     follow_s: float | None = None,
     stall_s: float = 60.0,
+    past_open_transactions: bool = False,
 ) -> Iterator[Recorded]:
     """Committed records of `topic` from `start` (partition -> next offset).
 
     With follow_s None: up to each partition's end as of the call, raising
     KafkaTimeoutError if the reading makes no progress for `stall_s` (a partition without
     a leader). Otherwise keep reading until nothing new has arrived for `follow_s` seconds.
+    With past_open_transactions the end includes records of transactions still open, so
+    the reading waits until they commit or abort (or stalls).
     """
     consumer = _consumer(bootstrap)
     try:
@@ -47,7 +60,13 @@ def read_partitions(
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, start[tp.partition])
-        end = consumer.end_offsets(tps) if follow_s is None else {}
+        end: dict[TopicPartition, int] = {}
+        if follow_s is None:
+            end = (
+                high_watermarks(bootstrap, tps)
+                if past_open_transactions
+                else (consumer.end_offsets(tps))
+            )
         idle_since = time.monotonic()
         progress: tuple[dict[TopicPartition, int], float] = ({}, time.monotonic())
         while True:

@@ -15,8 +15,8 @@ Who may write a partition is settled by transactional ids (KIP-98 fencing):
   that claimed it before, then claims it, then rebuilds the state, in that order: every
   earlier writer is fenced by the one after it, so once the state is rebuilt no other
   producer can commit to the partition (kafka_ownership.py).
-After a failed transaction the writer drops its producer and every partition's state;
-each partition is taken again (fence, claim, rebuild) before its next command, so the
+After a failed transaction the writer drops its producer; each partition is taken again
+(fence, claim, catch up from the last offset it knew) before its next command, so the
 outcome of an ambiguous commit is read back from the log, never guessed.
 """
 
@@ -26,18 +26,17 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, ProducerFencedError
 
-from mint.domain.errors import DomainError, InvalidArgument, Unavailable, VersionConflict
+from mint.domain.errors import DomainError, Unavailable
 from mint.domain.events import Event
-from mint.eventlog.port import AppendResult, Metadata, Position, Recorded, build_envelopes
-from mint.v1.events_pb2 import EventEnvelope
+from mint.eventlog.port import AppendResult, Metadata, Position, Recorded
 
 from .kafka import durable_producer
+from .kafka_batch import PartitionState, PendingAppend, check_batch
 from .kafka_reader import read_partitions
 
 log = logging.getLogger(__name__)
@@ -48,9 +47,9 @@ log = logging.getLogger(__name__)
 TXN_RETRY_BACKOFF_MS = 5
 APPEND_TIMEOUT_S = 60.0
 STATE_WAIT_S = 10.0
-# Well under Kafka's default 1 MiB record limit: one oversized event must fail alone, not
-# poison the transaction it would share with other commands.
-MAX_EVENT_BYTES = 256 * 1024
+# A take reads the partition to its high watermark: an open transaction of a writer that
+# was not fenced holds it up, and the take fails rather than miss that writer's records.
+TAKE_STALL_S = 30.0
 
 
 class Claims(Protocol):
@@ -61,8 +60,8 @@ class Claims(Protocol):
         ...
 
     def previous_writer(self, partition: int) -> str | None:
-        """The id that last claimed `partition`, if any. Raises Unavailable if this
-        replica is not assigned the partition now."""
+        """The id that last claimed `partition`, if any. Raises Unavailable unless this
+        replica is assigned the partition in the group's current generation."""
         ...
 
     def claim(self, partition: int, transactional_id: str) -> None:
@@ -71,58 +70,27 @@ class Claims(Protocol):
         ...
 
 
-@dataclass
-class PartitionState:
-    """What a partition's writer knows: every stream's events and every request id."""
-
-    streams: dict[str, list[Recorded]] = field(default_factory=dict)
-    requests: dict[tuple[str, str], AppendResult] = field(default_factory=dict)
-
-    def observe(self, recorded: Recorded) -> None:
-        env = recorded.envelope
-        self.streams.setdefault(env.stream_id, []).append(recorded)
-        key = (env.stream_id, env.request_id)
-        first = self.requests.get(key)
-        start = first.first_version if first else env.stream_version
-        self.requests[key] = AppendResult(env.stream_id, start, env.stream_version, True)
-
-
-@dataclass
-class _Pending:
-    partition: int
-    stream_id: str
-    expected_version: int
-    events: Sequence[Event]
-    meta: Metadata
-    done: threading.Event = field(default_factory=threading.Event)
-    result: AppendResult | None = None
-    error: DomainError | None = None
-    envelopes: list[EventEnvelope] = field(default_factory=list)
-
-    def finish(self, result: AppendResult | None = None, error: DomainError | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
-
-
 class LogWriter:
     def __init__(
         self, bootstrap: str, topic: str, transactional_id: str, claims: Claims | None = None
     ) -> None:
         self.bootstrap, self.topic, self.claims = bootstrap, topic, claims
         self.static_id = transactional_id
-        # Guards the state (partitions, producer): held while checking a batch, recording
-        # a committed one and taking a partition, never during a commit's round trips.
+        # Guards the state below; never held during a round trip to Kafka except to
+        # create the producer.
         self.lock = threading.Lock()
-        # Held by the committer for a whole batch, and by a take: a partition is never
-        # rebuilt while a transaction that writes it is in flight.
-        self._committing = threading.Lock()
         self.assigned: set[int] = set()  # what this replica was told to own
-        self.partitions: dict[int, PartitionState] = {}  # taken: fenced, claimed, rebuilt
+        self.partitions: dict[int, PartitionState] = {}  # taken: fenced, claimed, current
+        # States of partitions not taken now: a prefix of each, to catch up from.
+        self._earlier: dict[int, PartitionState] = {}
+        self._in_flight: set[int] = set()  # partitions of the transaction being committed
+        self._landed = threading.Condition(self.lock)  # notified when that set empties
+        self._taking = threading.Lock()  # one take at a time
         self.producer: KafkaProducer | None = None
         self.transactional_id = ""
         self.fenced_ids: set[str] = set()  # earlier writers this replica has fenced
         self.fenced = False  # static ownership only: another instance took over for good
-        self._queue: list[_Pending] = []
+        self._queue: list[PendingAppend] = []
         self._queued = threading.Condition()  # guards _queue, _closing
         self._closing = False
         self._committer: threading.Thread | None = None  # started by the first take
@@ -130,41 +98,71 @@ class LogWriter:
     # ---- ownership -------------------------------------------------------------------
 
     def take(self, partition: int) -> None:
-        """Own `partition`: fence its earlier writers, claim it, rebuild its state."""
+        """Own `partition`: fence its earlier writers, claim it, catch its state up."""
         with self._queued:
             if self._committer is None and not self._closing:
                 self._committer = threading.Thread(
                     target=self._commit_loop, name="commit", daemon=True
                 )
                 self._committer.start()
-        with self._committing, self.lock:
+        with self.lock:
             self.assigned.add(partition)
-            self._take_locked(partition)
+        self._take(partition)
 
     def give_up(self, partition: int) -> None:
         with self.lock:
             self.assigned.discard(partition)
-            self.partitions.pop(partition, None)
+            state = self.partitions.pop(partition, None)
+            if state is not None:
+                self._earlier[partition] = state
 
     def owned(self) -> set[int]:
         with self.lock:
             return set(self.partitions)
 
-    def _take_locked(self, partition: int) -> None:
-        if partition in self.partitions:
+    def _take(self, partition: int) -> None:
+        with self._taking:
+            with self.lock:
+                if partition in self.partitions:
+                    return
+                if self.fenced:
+                    raise Unavailable(f"partition {partition} moved to another writer; retry")
+                while partition in self._in_flight:  # given up mid-commit: let it land
+                    self._landed.wait()
+                producer = self._producer_locked()
+                state = self._earlier.pop(partition, None) or PartitionState()
+            try:
+                self._fence_earlier_writers(partition)
+                for recorded in read_partitions(
+                    self.bootstrap,
+                    self.topic,
+                    {partition: state.next_offset},
+                    stall_s=TAKE_STALL_S,
+                    past_open_transactions=True,
+                ):
+                    state.observe(recorded)
+            except BaseException:
+                with self.lock:
+                    self._earlier[partition] = state  # still a prefix: catch up next time
+                raise
+            with self.lock:
+                if self.producer is producer and partition in self.assigned:
+                    self.partitions[partition] = state
+                    return
+                self._earlier[partition] = state
+            raise Unavailable(f"partition {partition} changed hands while being taken; retry")
+
+    def _fence_earlier_writers(self, partition: int) -> None:
+        """Group ownership: fence whoever claimed `partition` before, then claim it."""
+        if self.claims is None:  # static: the fixed id fenced any other static instance
             return
-        if self.fenced:
-            raise Unavailable(f"partition {partition} moved to another writer; retry")
-        self._producer_locked()
-        if self.claims is not None:
-            previous = self.claims.previous_writer(partition)
-            if previous and previous != self.transactional_id:
-                self._fence(previous)
-            self.claims.claim(partition, self.transactional_id)
-        state = PartitionState()
-        for recorded in read_partitions(self.bootstrap, self.topic, {partition: 0}):
-            state.observe(recorded)
-        self.partitions[partition] = state
+        previous = self.claims.previous_writer(partition)
+        # No claim yet: the partition may have been written by a static instance or by a
+        # registry from before claims (one producer per partition, `<prefix>-p<n>`).
+        earlier = {previous} if previous else {self.static_id, f"{self.static_id}-p{partition}"}
+        for transactional_id in sorted(earlier - {self.transactional_id}):
+            self._fence(transactional_id)
+        self.claims.claim(partition, self.transactional_id)
 
     def _producer_locked(self) -> KafkaProducer:
         if self.producer is None:
@@ -194,25 +192,30 @@ class LogWriter:
         self.fenced_ids.add(transactional_id)
 
     def _drop_locked(self, fenced: bool) -> None:
-        """After a failed transaction: no producer, no state; partitions are taken again."""
+        """After a failed transaction: no producer; every partition is taken again."""
         producer, self.producer = self.producer, None
         if producer is not None:
             _close(producer)
+        self._earlier.update(self.partitions)
         self.partitions.clear()
         if fenced and self.claims is None:
             self.fenced = True  # another static instance owns every partition now
+            self._earlier.clear()
 
     # ---- reading ---------------------------------------------------------------------
 
-    def read_stream(self, partition: int, stream_id: str) -> list[Recorded] | None:
-        """The stream's events if this writer's state for its partition is current."""
+    def read_stream(
+        self, partition: int, stream_id: str, after_version: int = 0
+    ) -> list[Recorded] | None:
+        """The stream's events after `after_version` (versions count from 1, so that is
+        a list index), or None if this writer holds no current state for the partition."""
         if partition not in self.partitions:
             return None
         if not self.lock.acquire(timeout=STATE_WAIT_S):
             raise Unavailable(f"partition {partition} is busy rebuilding; retry")
         try:
             state = self.partitions.get(partition)
-            return None if state is None else list(state.streams.get(stream_id, []))
+            return None if state is None else state.streams.get(stream_id, [])[after_version:]
         finally:
             self.lock.release()
 
@@ -226,7 +229,7 @@ class LogWriter:
         events: Sequence[Event],
         meta: Metadata,
     ) -> AppendResult:
-        pending = _Pending(partition, stream_id, expected_version, events, meta)
+        pending = PendingAppend(partition, stream_id, expected_version, events, meta)
         with self._queued:
             if self._closing or self._committer is None:
                 raise Unavailable(f"this replica does not own partition {partition}; retry")
@@ -265,33 +268,39 @@ class LogWriter:
                     return
                 batch, self._queue = self._queue, []
             try:
-                with self._committing:
-                    self._commit_batch(batch)
+                self._commit_batch(batch)
             except Exception:  # never leave callers waiting; they see Unavailable
-                log.exception("commit failed")
+                log.exception("commit failed; taking every partition again")
+                with self.lock:  # whatever happened, do not trust the state
+                    self._drop_locked(fenced=False)
             finally:
                 for p in batch:
                     p.done.set()
 
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[PendingAppend]) -> None:
+        self._retake({p.partition for p in batch})
         with self.lock:
-            writable = self._writable_locked({p.partition for p in batch})
             for p in batch:
-                if p.partition not in writable:
+                if p.partition not in self.partitions:
                     p.finish(error=writable_error(p.partition, self.assigned, self.fenced))
-            accepted, repeats = self._check([p for p in batch if p.partition in writable])
+            taken = [p for p in batch if p.partition in self.partitions]
+            accepted, repeats = check_batch(taken, self.partitions)
             producer = self.producer
-        if accepted:
-            assert producer is not None
-            try:
+            self._in_flight = {p.partition for p in accepted}
+        try:
+            if accepted:
+                assert producer is not None
                 # Without the lock: readers see the committed state while this is in
                 # flight. Only this thread changes a taken partition's state.
                 offsets = self._send_in_one_transaction(producer, accepted)
-            except DomainError as exc:
-                for p in accepted:
-                    p.finish(error=exc)
-            else:
                 self._record(accepted, offsets)
+        except DomainError as exc:
+            for p in accepted:
+                p.finish(error=exc)
+        finally:
+            with self.lock:
+                self._in_flight = set()
+                self._landed.notify_all()
         for repeat, first in repeats:  # the same request twice in one batch: one append
             result = first.result and AppendResult(
                 first.result.stream_id,
@@ -301,16 +310,17 @@ class LogWriter:
             )
             repeat.finish(result, first.error)
 
-    def _writable_locked(self, wanted: set[int]) -> set[int]:
-        """Of `wanted`, the partitions taken now; assigned ones are taken first if needed."""
-        for partition in sorted((wanted & self.assigned) - set(self.partitions)):
+    def _retake(self, wanted: set[int]) -> None:
+        """Take again the assigned partitions among `wanted` that a failure dropped."""
+        with self.lock:
+            missing = (wanted & self.assigned) - set(self.partitions)
+        for partition in sorted(missing):
             try:
-                self._take_locked(partition)
+                self._take(partition)
             except (KafkaError, DomainError) as exc:
                 log.warning("could not take partition %d: %s", partition, exc)
-        return wanted & set(self.partitions)
 
-    def _record(self, accepted: list[_Pending], offsets: list[int]) -> None:
+    def _record(self, accepted: list[PendingAppend], offsets: list[int]) -> None:
         with self.lock:
             for p in accepted:
                 state = self.partitions.get(p.partition)
@@ -325,55 +335,9 @@ class LogWriter:
                 )
             )
 
-    def _check(
-        self, batch: list[_Pending]
-    ) -> tuple[list[_Pending], list[tuple[_Pending, _Pending]]]:
-        """Settle retries and conflicts; build envelopes for the rest, in batch order.
-
-        Returns the commands to append and (repeat, first) pairs of one request sent twice.
-        """
-        tails: dict[str, tuple[int, bytes]] = {}  # stream -> (version, hash) incl. this batch
-        seen: dict[tuple[str, str], _Pending] = {}
-        accepted: list[_Pending] = []
-        repeats: list[tuple[_Pending, _Pending]] = []
-        for p in batch:
-            state = self.partitions[p.partition]
-            key = (p.stream_id, p.meta.request_id)
-            if key in state.requests:
-                p.finish(state.requests[key])
-                continue
-            if key in seen:
-                repeats.append((p, seen[key]))
-                continue
-            stream = state.streams.get(p.stream_id, [])
-            version, last_hash = tails.get(
-                p.stream_id, (len(stream), stream[-1].envelope.hash if stream else b"")
-            )
-            if version != p.expected_version:
-                p.finish(
-                    error=VersionConflict(
-                        f"stream {p.stream_id} is at version {version}, not {p.expected_version}: "
-                        "re-read it and retry"
-                    )
-                )
-                continue
-            envelopes = build_envelopes(p.stream_id, version, last_hash, p.events, p.meta)
-            too_big = [e for e in envelopes if e.ByteSize() > MAX_EVENT_BYTES]
-            if too_big:
-                p.finish(
-                    error=InvalidArgument(
-                        f"an event of {too_big[0].ByteSize():,} bytes exceeds the "
-                        f"{MAX_EVENT_BYTES:,}-byte limit; shorten its labels, metrics or notes"
-                    )
-                )
-                continue
-            p.envelopes = envelopes
-            tails[p.stream_id] = (version + len(p.events), p.envelopes[-1].hash)
-            seen[key] = p
-            accepted.append(p)
-        return accepted, repeats
-
-    def _send_in_one_transaction(self, producer: KafkaProducer, batch: list[_Pending]) -> list[int]:
+    def _send_in_one_transaction(
+        self, producer: KafkaProducer, batch: list[PendingAppend]
+    ) -> list[int]:
         try:
             producer.begin_transaction()
             futures = [
@@ -393,7 +357,7 @@ class LogWriter:
             with self.lock:
                 self._drop_locked(fenced=True)
             raise Unavailable("this partition moved to another writer; retry") from exc
-        except KafkaError as exc:
+        except Exception as exc:
             # Ambiguous: the transaction may or may not have committed. Every partition
             # is taken again before its next command (fencing this producer's id first),
             # so a retry with the same request id finds out which.

@@ -104,10 +104,11 @@ class SqliteEventLog(EventLog):
         )
         return AppendResult(stream_id, expected_version + 1, expected_version + len(events))
 
-    def read_stream(self, stream_id: str) -> list[Recorded]:
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
         rows = self._connect().execute(
-            "SELECT position, envelope FROM events WHERE stream_id=? ORDER BY version",
-            (stream_id,),
+            "SELECT position, envelope FROM events WHERE stream_id=? AND version>? "
+            "ORDER BY version",
+            (stream_id, after_version),
         )
         return [_recorded(position, blob) for position, blob in rows]
 

@@ -80,8 +80,9 @@ class EventLog(ABC):
         """
 
     @abstractmethod
-    def read_stream(self, stream_id: str) -> list[Recorded]:
-        """Every event of one stream, in version order (empty if it does not exist)."""
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
+        """The stream's events after `after_version` (default: all), in version order
+        (empty if it does not exist)."""
 
     @abstractmethod
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:

@@ -53,6 +53,11 @@ class EventLogContract(ABC):
         assert {r.envelope.actor for r in recorded} == {"alice"}
         assert verify_stream((r.envelope, str(r.position)) for r in recorded) == []
 
+    def test_read_stream_after_a_version(self, log: EventLog, stream: str) -> None:
+        log.append(stream, 0, moves(1, 2, 3), meta())
+        assert [r.event for r in log.read_stream(stream, after_version=1)] == moves(2, 3)
+        assert log.read_stream(stream, after_version=3) == []
+
     def test_unknown_stream_reads_empty(self, log: EventLog) -> None:
         assert log.read_stream("tenant/never-written") == []
 

@@ -60,6 +60,46 @@ def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
         old_log.close()
 
 
+def test_a_replica_slow_to_follow_a_rebalance_keeps_only_what_it_is_assigned(
+    kafka_bootstrap: str,
+) -> None:
+    topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
+    streams = [_stream_in(p) for p in range(PARTITIONS)]
+    old_log, old_group = _replica(kafka_bootstrap, topic, group)
+    new_log: KafkaEventLog | None = None
+    new_group: GroupOwnership | None = None
+    try:
+        assert old_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+        for stream in streams:
+            old_log.append(stream, 0, moves(1), meta())
+        # The old replica stays in the group but never applies what it assigns: its
+        # writer still holds both partitions after the rebalance.
+        old_group._reconcile = lambda wanted: None  # type: ignore[method-assign]
+        new_log, new_group = _replica(kafka_bootstrap, topic, group)
+        (moved,) = new_group.wait_until_owning(at_least=1)
+        kept = 1 - moved
+        assert old_log.owned() == {0, 1}  # stale
+
+        for _ in range(2):  # fenced by the new owner; then refused by the group
+            with pytest.raises(Unavailable):
+                old_log.append(streams[moved], 1, moves(2), meta())
+        old_log.append(streams[kept], 1, moves(2), meta())  # taken again, new producer
+        new_log.append(streams[moved], 1, moves(3), meta())
+
+        for writer, stream, last in ((old_log, streams[kept], 2), (new_log, streams[moved], 3)):
+            events = writer.read_stream(stream)
+            assert [r.envelope.stream_version for r in events] == [1, 2]
+            assert events[-1].event == moves(last)[0]
+        assert old_log.owned() == {kept}
+    finally:
+        for ownership in (new_group, old_group):
+            if ownership is not None:
+                ownership.close()
+        for event_log in (new_log, old_log):
+            if event_log is not None:
+                event_log.close()
+
+
 def test_claims_are_refused_for_a_partition_the_group_did_not_assign(
     kafka_bootstrap: str,
 ) -> None:
