@@ -220,6 +220,6 @@ class GroupOwnership:
         self._stop.set()
         with self._changed:
             self._changed.notify()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        for thread in self._threads:  # a claim in progress takes up to CLAIM_TIMEOUT_MS
+            thread.join(timeout=CLAIM_TIMEOUT_MS / 1000 + 5)
         self.consumer.close()

@@ -15,9 +15,10 @@ Who may write a partition is settled by transactional ids (KIP-98 fencing):
   that claimed it before, then claims it, then rebuilds the state, in that order: every
   earlier writer is fenced by the one after it, so once the state is rebuilt no other
   producer can commit to the partition (kafka_ownership.py).
-After a failed transaction the writer drops its producer; each partition is taken again
-(fence, claim, catch up from the last offset it knew) before its next command, so the
-outcome of an ambiguous commit is read back from the log, never guessed.
+After a failed transaction the writer drops its producer, and a background thread takes
+each partition again (fence, claim, catch up from the last offset it knew; commands
+meanwhile get a retryable error), so the outcome of an ambiguous commit is read back
+from the log, never guessed.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ STATE_WAIT_S = 10.0
 # A take reads the partition to its high watermark: an open transaction of a writer that
 # was not fenced holds it up, and the take fails rather than miss that writer's records.
 TAKE_STALL_S = 30.0
+RETAKE_EVERY_S = 1.0  # how often a partition that could not be taken again is retried
 
 
 class Claims(Protocol):
@@ -93,18 +95,21 @@ class LogWriter:
         self._queue: list[PendingAppend] = []
         self._queued = threading.Condition()  # guards _queue, _closing
         self._closing = False
-        self._committer: threading.Thread | None = None  # started by the first take
+        self._threads: list[threading.Thread] = []  # committer and taker, from the first take
+        self._retake_due = threading.Event()  # an assigned partition is not held
 
     # ---- ownership -------------------------------------------------------------------
 
     def take(self, partition: int) -> None:
         """Own `partition`: fence its earlier writers, claim it, catch its state up."""
         with self._queued:
-            if self._committer is None and not self._closing:
-                self._committer = threading.Thread(
-                    target=self._commit_loop, name="commit", daemon=True
-                )
-                self._committer.start()
+            if not self._threads and not self._closing:
+                self._threads = [
+                    threading.Thread(target=self._commit_loop, name="commit", daemon=True),
+                    threading.Thread(target=self._retake_loop, name="retake", daemon=True),
+                ]
+                for thread in self._threads:
+                    thread.start()
         with self.lock:
             self.assigned.add(partition)
         self._take(partition)
@@ -127,8 +132,11 @@ class LogWriter:
                     return
                 if self.fenced:
                     raise Unavailable(f"partition {partition} moved to another writer; retry")
+                if self._closing:
+                    raise Unavailable("this registry replica is shutting down")
                 while partition in self._in_flight:  # given up mid-commit: let it land
-                    self._landed.wait()
+                    if not self._landed.wait(timeout=APPEND_TIMEOUT_S):
+                        raise Unavailable(f"a commit to partition {partition} is stuck")
                 producer = self._producer_locked()
                 state = self._earlier.pop(partition, None) or PartitionState()
             try:
@@ -201,6 +209,21 @@ class LogWriter:
         if fenced and self.claims is None:
             self.fenced = True  # another static instance owns every partition now
             self._earlier.clear()
+        self._retake_due.set()
+
+    def _retake_loop(self) -> None:
+        """Take again, in the background, assigned partitions a failure dropped: the
+        committer never waits for a take."""
+        while not self._closing:
+            self._retake_due.wait(timeout=RETAKE_EVERY_S)
+            self._retake_due.clear()
+            with self.lock:
+                missing = self.assigned - set(self.partitions)
+            for partition in sorted(missing):
+                try:
+                    self._take(partition)
+                except Exception as exc:  # the next round retries; the rest go on
+                    log.warning("could not take partition %d again: %s", partition, exc)
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -231,7 +254,7 @@ class LogWriter:
     ) -> AppendResult:
         pending = PendingAppend(partition, stream_id, expected_version, events, meta)
         with self._queued:
-            if self._closing or self._committer is None:
+            if self._closing or not self._threads:
                 raise Unavailable(f"this replica does not own partition {partition}; retry")
             self._queue.append(pending)
             self._queued.notify()
@@ -249,8 +272,9 @@ class LogWriter:
         with self._queued:
             self._closing = True
             self._queued.notify()
-        if self._committer is not None:
-            self._committer.join(timeout=30)
+        self._retake_due.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
         with self._queued:
             leftover, self._queue = self._queue, []
         for p in leftover:
@@ -278,11 +302,12 @@ class LogWriter:
                     p.done.set()
 
     def _commit_batch(self, batch: list[PendingAppend]) -> None:
-        self._retake({p.partition for p in batch})
         with self.lock:
             for p in batch:
                 if p.partition not in self.partitions:
                     p.finish(error=writable_error(p.partition, self.assigned, self.fenced))
+                    if p.partition in self.assigned:
+                        self._retake_due.set()
             taken = [p for p in batch if p.partition in self.partitions]
             accepted, repeats = check_batch(taken, self.partitions)
             producer = self.producer
@@ -309,16 +334,6 @@ class LogWriter:
                 duplicate=True,
             )
             repeat.finish(result, first.error)
-
-    def _retake(self, wanted: set[int]) -> None:
-        """Take again the assigned partitions among `wanted` that a failure dropped."""
-        with self.lock:
-            missing = (wanted & self.assigned) - set(self.partitions)
-        for partition in sorted(missing):
-            try:
-                self._take(partition)
-            except (KafkaError, DomainError) as exc:
-                log.warning("could not take partition %d: %s", partition, exc)
 
     def _record(self, accepted: list[PendingAppend], offsets: list[int]) -> None:
         with self.lock:
@@ -370,7 +385,7 @@ def writable_error(partition: int, assigned: set[int], fenced: bool) -> Unavaila
     if fenced:
         return Unavailable(f"partition {partition} moved to another writer; retry")
     if partition in assigned:
-        return Unavailable(f"partition {partition} is not writable here right now; retry")
+        return Unavailable(f"partition {partition} is being taken again here; retry")
     return Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
 
 

@@ -1,7 +1,8 @@
 """Gathers concurrent generation requests for a short window and runs them as one batch.
 
-Requests with different adapters (or none) share a batch; requests whose sampling differs
-run in separate batches (one decoding configuration per batch), one after another.
+Requests with different adapters (or none), temperatures, top-p and seeds share a batch
+(each samples on its own: sampling.py); requests that differ in max_new_tokens or in
+stopping at EOS run in separate batches, one after another.
 """
 
 from __future__ import annotations
@@ -68,14 +69,14 @@ class Batcher:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(item)
-            for group in _by_sampling(batch):
+            for group in _by_length(batch):
                 self._run(group)
 
     def _run(self, group: list[_Pending]) -> None:
         if self.on_batch is not None:
             self.on_batch(len(group))
         try:
-            outputs = self.engine.generate([p.job for p in group], group[0].sampling)
+            outputs = self.engine.generate([p.job for p in group], [p.sampling for p in group])
         except Exception as exc:  # every waiting request learns why
             log.exception("batch of %d failed", len(group))
             for p in group:
@@ -85,8 +86,8 @@ class Batcher:
             p.result.set_result((tokens, len(group)))
 
 
-def _by_sampling(batch: list[_Pending]) -> list[list[_Pending]]:
-    groups: dict[Sampling, list[_Pending]] = {}
+def _by_length(batch: list[_Pending]) -> list[list[_Pending]]:
+    groups: dict[tuple[int, bool], list[_Pending]] = {}
     for p in batch:
-        groups.setdefault(p.sampling, []).append(p)
+        groups.setdefault((p.sampling.max_new_tokens, p.sampling.stop_at_eos), []).append(p)
     return list(groups.values())

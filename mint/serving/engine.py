@@ -219,8 +219,14 @@ class ServingEngine:
             )
 
     @torch.no_grad()
-    def generate(self, jobs: Sequence[GenerationJob], sampling: Sampling) -> list[list[int]]:
-        """One batch, one forward pass per step: each job with its own slot."""
+    def generate(
+        self, jobs: Sequence[GenerationJob], sampling: Sampling | Sequence[Sampling]
+    ) -> list[list[int]]:
+        """One batch, one forward pass per step: each job with its own slot, and its own
+        sampling if `sampling` is a sequence (same max_new_tokens and stop_at_eos)."""
+        rows = [sampling] * len(jobs) if isinstance(sampling, Sampling) else list(sampling)
+        if len({row.stop_at_eos for row in rows}) != 1:
+            raise ValueError("one batch stops at EOS for every sample or for none")
         width = max(len(j.prompt_ids) for j in jobs)
         ids = torch.full((len(jobs), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.long)
@@ -228,10 +234,10 @@ class ServingEngine:
             ids[i, width - len(job.prompt_ids) :] = torch.tensor(job.prompt_ids)
             mask[i, width - len(job.prompt_ids) :] = 1
         slots = torch.tensor([j.slot for j in jobs], dtype=torch.long)
-        eos = self.eos_token_id if sampling.stop_at_eos else None
+        eos = self.eos_token_id if rows[0].stop_at_eos else None
         streamer = _Streamer(jobs, eos) if any(j.on_tokens for j in jobs) else None
         with self._run:
-            out = generate(self.model, ids, mask, slots, sampling, eos, self.pad_token_id, streamer)
+            out = generate(self.model, ids, mask, slots, rows, eos, self.pad_token_id, streamer)
         return [_until_eos(row.tolist(), eos) for row in out]
 
     @torch.no_grad()

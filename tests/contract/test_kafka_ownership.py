@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -17,6 +18,19 @@ PARTITIONS = 2
 def _replica(bootstrap: str, topic: str, group: str) -> tuple[KafkaEventLog, GroupOwnership]:
     log = KafkaEventLog(bootstrap, topic, PARTITIONS, txn_prefix=group, owned=())
     return log, GroupOwnership(log, group, session_timeout_ms=6000)
+
+
+def _once_taken_again(log: KafkaEventLog, stream: str, version: int, events: list) -> None:
+    """Append, retrying while the writer takes the partition again after a failure."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            log.append(stream, version, events, meta())
+            return
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _stream_in(partition: int) -> str:
@@ -83,7 +97,7 @@ def test_a_replica_slow_to_follow_a_rebalance_keeps_only_what_it_is_assigned(
         for _ in range(2):  # fenced by the new owner; then refused by the group
             with pytest.raises(Unavailable):
                 old_log.append(streams[moved], 1, moves(2), meta())
-        old_log.append(streams[kept], 1, moves(2), meta())  # taken again, new producer
+        _once_taken_again(old_log, streams[kept], 1, moves(2))  # with a new producer
         new_log.append(streams[moved], 1, moves(3), meta())
 
         for writer, stream, last in ((old_log, streams[kept], 2), (new_log, streams[moved], 3)):

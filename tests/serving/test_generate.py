@@ -14,6 +14,7 @@ from mint.models.lora import attach_lora
 from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer
 from mint.serving.generate import Sampling, generate
 from mint.serving.packed_model import LoraWeights, PackedLoraModel
+from mint.serving.sampling import draw
 
 
 def config():  # the tokenizer's vocabulary
@@ -85,3 +86,37 @@ def test_sampling_is_seeded_and_checked(setup) -> None:
     for bad in (Sampling(0), Sampling(4, temperature=-1), Sampling(4, top_p=0)):
         with pytest.raises(InvalidArgument):
             generate(packed, ids, mask, torch.tensor([1]), bad)
+
+
+def test_each_sample_draws_on_its_own_whatever_its_batch_mates(setup) -> None:
+    _, packed = setup
+    prompts = [[72, 105, 33], [87, 111], [65, 66, 67, 68]]
+    rows = [Sampling(6, 0.9, 0.95, seed=3), Sampling(6), Sampling(6, 1.3, seed=11)]
+    slots = [1, 2, 0]
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(3, width, dtype=torch.long)
+    mask = torch.zeros(3, width, dtype=torch.long)
+    for i, prompt in enumerate(prompts):  # left padded, as the engine does
+        ids[i, width - len(prompt) :] = torch.tensor(prompt)
+        mask[i, width - len(prompt) :] = 1
+    together = generate(packed, ids, mask, torch.tensor(slots), rows)
+    for i, prompt in enumerate(prompts):
+        alone = generate(
+            packed,
+            torch.tensor([prompt]),
+            torch.ones(1, len(prompt), dtype=torch.long),
+            torch.tensor([slots[i]]),
+            rows[i],
+        )
+        assert torch.equal(together[i], alone[0]), f"sample {i} depends on its batch-mates"
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(packed, ids, mask, torch.tensor(slots), [*rows[:2], Sampling(5)])
+
+
+def test_top_p_keeps_the_smallest_set_of_tokens_that_reaches_it() -> None:
+    # probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.75 keeps the first two, 0.85 three
+    logits = torch.log(torch.tensor([0.05, 0.5, 0.15, 0.3]))
+    generator = torch.Generator().manual_seed(0)
+    for top_p, allowed in ((0.75, {1, 3}), (0.85, {1, 3, 2}), (0.01, {1})):
+        drawn = {draw(logits, 1.0, top_p, generator) for _ in range(400)}
+        assert drawn == allowed, (top_p, drawn)

@@ -168,12 +168,21 @@ def test_score_equals_peft_for_single_and_stacked_adapters(world: World, stub: A
     )
 
 
-def test_concurrent_requests_share_a_batch_and_each_equals_its_solo_output(stub: Any) -> None:
+def _sampling(i: int, sampled: bool) -> pb.Sampling:
+    if sampled and i % 2 == 0:  # sampled and greedy requests mixed, each with its own seed
+        return pb.Sampling(max_new_tokens=8, temperature=0.7 + 0.2 * i, top_p=0.9, seed=100 + i)
+    return pb.Sampling(max_new_tokens=8)
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_concurrent_requests_share_a_batch_and_each_equals_its_solo_output(
+    stub: Any, sampled: bool
+) -> None:
     requests = [
         pb.GenerateRequest(
             adapters=[select(n, revision=1)] if n else [],
             prompt=f"{PROMPT} #{i}",
-            sampling=pb.Sampling(max_new_tokens=8),
+            sampling=_sampling(i, sampled),
         )
         for i, n in enumerate(["s0", "s1", "s2", "b", None])
     ]
