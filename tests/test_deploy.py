@@ -56,9 +56,10 @@ def test_ports_and_probes_match_the_code() -> None:
     port = int(registry["args"][registry["args"].index("--port") + 1])
     assert registry["ports"][0]["containerPort"] == port
     assert registry["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
-    metrics = int(projector["args"][projector["args"].index("--metrics-port") + 1])
-    assert projector["ports"][0]["containerPort"] == metrics
-    assert projector["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probed in (projector, by_name["controller"]):
+        metrics = int(probed["args"][probed["args"].index("--metrics-port") + 1])
+        assert probed["ports"][0]["containerPort"] == metrics
+        assert probed["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 @pytest.mark.parametrize("name", ["router", "node"])

@@ -28,6 +28,8 @@ from mint.serving.placement import Group, NodeCapacity, Placement, Want
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2 as pb
 
+from .metrics import ControllerMetrics
+
 log = logging.getLogger(__name__)
 Plan = dict[str, set[RevisionRef]]
 
@@ -57,6 +59,7 @@ class Controller:
         self._started = time.monotonic()
         self._urgent = False
         self._writer: DesiredWriter | None = None
+        self.metrics = ControllerMetrics()
 
     def run(self, stop: threading.Event) -> None:
         c = self.config
@@ -78,6 +81,7 @@ class Controller:
                     if value is not None:
                         self.fleet.apply(pb.NodeReport.FromString(value))
                 self._set_active(bool(demand.assignment()))
+                self._observe()
                 if not self.active:
                     continue
                 for records in batches.values():
@@ -93,6 +97,15 @@ class Controller:
             status.close()
             if self._writer is not None:
                 self._writer.close()
+
+    def _observe(self) -> None:
+        m = self.metrics
+        m.turned()
+        m.active.set(int(self.active))
+        m.live_nodes.set(len(self.fleet.live()))
+        m.wanted.set(len(self.wants))
+        m.hot.set(sum(1 for want in self.wants.values() if want.replicas > 1))
+        m.intents.set(sum(map(len, self.published.values())))
 
     def _set_active(self, active: bool) -> None:
         if active == self.active:
@@ -153,4 +166,7 @@ class Controller:
             self._writer.write(put, remove, term=int(self._started))
             log.info("re-planned: %d intents added, %d removed", len(put), len(remove))
             self.replans += 1
+            self.metrics.replans.inc()
+            self.metrics.changes.labels("put").inc(len(put))
+            self.metrics.changes.labels("remove").inc(len(remove))
         self.published = {n: set(r) for n, r in plan.items() if r}

@@ -1,4 +1,4 @@
-"""A small HTTP endpoint for the projector: /metrics (Prometheus text) and /healthz.
+"""The projector's metrics, served with /healthz on a small HTTP endpoint.
 
 The consumer is not thread-safe, so the loop publishes snapshots here and the HTTP
 thread only reads them.
@@ -7,7 +7,9 @@ thread only reads them.
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from mint.probes import serve_probes
 
 
 class ProjectorMetrics:
@@ -36,26 +38,4 @@ class ProjectorMetrics:
         return "\n".join(lines) + "\n"
 
     def serve(self, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-        metrics = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    body, kind = metrics.render().encode(), "text/plain; version=0.0.4"
-                elif self.path == "/healthz":
-                    body, kind = b"ok\n", "text/plain"
-                else:
-                    self.send_error(404, "try /metrics or /healthz")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:  # scrapes are not news
-                pass
-
-        server = ThreadingHTTPServer((host, port), Handler)
-        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-        return server
+        return serve_probes(port, lambda: self.render().encode(), host=host)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -185,3 +186,72 @@ def test_a_silent_nodes_intents_are_tombstoned_and_replaced(
         beat.join()
         running.halt()
         producer.close()
+
+
+def test_a_hot_adapter_gets_replicas_on_distinct_nodes_and_the_metrics_say_so(
+    kafka_bootstrap: str, topics: ResidencyTopics
+) -> None:
+    from mint.backends.kafka import durable_producer
+    from mint.probes import serve_probes
+
+    config = ControllerConfig(
+        kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.0, hot_rps=5, max_replicas=2
+    )
+    running = Running(config)
+    server = serve_probes(0, running.controller.metrics.render, running.controller.metrics.problem)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    producer = durable_producer(kafka_bootstrap)
+    stop = threading.Event()
+
+    def heartbeats() -> None:
+        while not stop.wait(0.3):
+            for n in ("n1", "n2", "n3"):
+                producer.send(topics.status, key=n.encode(), value=report(n).SerializeToString())
+
+    def nodes_holding(i: int) -> set[str]:
+        return {k.split("|")[0] for k in desired(kafka_bootstrap, topics) if f"|id{i}|" in k}
+
+    def send(*reports: pb.DemandReport) -> None:
+        for r in reports:
+            producer.send(topics.demand, key=b"router", value=r.SerializeToString())
+        producer.flush()
+
+    beat = threading.Thread(target=heartbeats)
+    beat.start()
+    try:
+        wait(lambda: running.controller.active)
+        send(demand(ref(1), missing=True), demand(ref(2), missing=True))
+        wait(lambda: len(nodes_holding(1)) == 1 and len(nodes_holding(2)) == 1)
+        send(*[demand(ref(1), requests=40) for _ in range(3)])  # 40 requests/s: hot
+        wait(lambda: len(nodes_holding(1)) == 2)
+        assert len(nodes_holding(2)) == 1, "only the hot adapter gets a replica"
+
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        for line in (
+            "mint_controller_active 1.0",
+            "mint_controller_hot_groups 1.0",
+            "mint_controller_intents 3.0",
+            "mint_controller_live_nodes 3.0",
+        ):
+            assert line in text, line
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+
+        # Cooled down: no longer hot. (The extra copy stays until its node needs the room.)
+        send(*[demand(ref(1), requests=0) for _ in range(6)])
+        wait(lambda: b"mint_controller_hot_groups 0.0" in running.controller.metrics.render())
+    finally:
+        stop.set()
+        beat.join()
+        running.halt()
+        server.shutdown()
+        producer.close()
+
+
+def test_health_fails_when_the_control_loop_stops_turning() -> None:
+    metrics = Controller(ControllerConfig("unused:9092")).metrics
+    metrics.turned()
+    assert metrics.problem() is None
+    metrics._last_turn -= 60
+    assert "idle" in (metrics.problem() or "")
