@@ -255,3 +255,45 @@ def test_health_fails_when_the_control_loop_stops_turning() -> None:
     assert metrics.problem() is None
     metrics._last_turn -= 60
     assert "idle" in (metrics.problem() or "")
+
+
+def test_a_node_saying_it_stops_has_its_adapters_placed_again_before_it_goes_silent(
+    kafka_bootstrap: str, topics: ResidencyTopics
+) -> None:
+    from mint.backends.kafka import durable_producer
+
+    # Silence would take 60 s: only the node's own word can move its adapters sooner.
+    config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=60)
+    running = Running(config)
+    producer = durable_producer(kafka_bootstrap)
+    stopping: set[str] = set()
+    stop = threading.Event()
+
+    def heartbeats() -> None:
+        while not stop.wait(0.3):
+            for n in ("n1", "n2"):
+                r = report(n)
+                r.stopping = n in stopping
+                producer.send(topics.status, key=n.encode(), value=r.SerializeToString())
+
+    beat = threading.Thread(target=heartbeats)
+    beat.start()
+    running.controller._started -= 60  # as if the fleet had been watched for a while
+    try:
+        wait(lambda: running.controller.active)
+        for i in range(8):
+            producer.send(
+                topics.demand, key=b"router", value=demand(ref(i), missing=True).SerializeToString()
+            )
+        producer.flush()
+        wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1", "n2"})
+        started = time.monotonic()
+        stopping.add("n2")
+        wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1"})
+        assert time.monotonic() - started < 10
+        assert len(desired(kafka_bootstrap, topics)) == 8, "every adapter placed again"
+    finally:
+        stop.set()
+        beat.join()
+        running.halt()
+        producer.close()

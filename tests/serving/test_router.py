@@ -214,3 +214,64 @@ def test_metrics_count_misses_cold_starts_and_statuses(stub: Any) -> None:
     assert float(misses.split()[-1]) >= 1
     assert "mint_router_cold_start_seconds_count" in text
     assert 'mint_router_requests_total{code="DeadlineExceeded",method="Generate"}' in text
+
+
+def test_with_no_node_reporting_the_router_waits_then_says_so(
+    world: World, s3_settings: Any
+) -> None:
+    from mint.backends.kafka_residency import ResidencyTopics
+
+    topics = ResidencyTopics(f"empty-{world.topics.prefix}")  # a fleet nobody reports to
+    topics.create(world.bootstrap)
+    tokens = TokenTable([(token_digest("alice-token"), Principal("alice", frozenset({"acme"})))])
+    router = RouterProcess(
+        RouterConfig(
+            "r-empty",
+            world.bootstrap,
+            s3_settings,
+            tokens,
+            bucket=world.bucket,
+            topics=topics,
+            silence_s=1.5,
+            cold_start_s=2.0,
+        )
+    )
+    request = pb.GenerateRequest(adapters=[select("a")], prompt=PROMPT)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{router.port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Generate(request, metadata=ALICE, timeout=10)
+            waited = time.monotonic() - started
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "no inference node is reporting" in str(err.value.details())
+            assert 1.4 < waited < 5, "it waits about one silence period for nodes to appear"
+
+            # A node that starts reporting while a request waits is used: the request gets
+            # as far as the cold start (this node never loads anything).
+            producer = durable_producer(world.bootstrap)
+            report = residency_pb2.NodeReport(
+                node="late",
+                address="127.0.0.1:9",
+                base_fingerprint=world.fingerprint,
+                budget_bytes=10**6,
+                slots=8,
+                max_prompt_tokens=64,
+            )
+            timer = threading.Timer(0.5, lambda: _report(producer, topics, report))
+            timer.start()
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Generate(request, metadata=ALICE, timeout=10)
+            timer.join()
+            producer.close()
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "cold start" in str(err.value.details())
+    finally:
+        router.stop(grace_s=1)
+
+
+def _report(producer: Any, topics: Any, report: residency_pb2.NodeReport) -> None:
+    report.at.GetCurrentTime()
+    producer.send(topics.status, key=report.node.encode(), value=report.SerializeToString())
+    producer.flush()
