@@ -71,12 +71,16 @@ class Adapter:
 
 
 def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
-    """Fold one event into the state. Pure; events are facts, so nothing is re-checked."""
+    """Fold one event into the state. Pure; events are facts, so nothing is re-checked.
+
+    Builds the next state directly (not with `dataclasses.replace`, which inspects the
+    fields on every call): replaying the log is this function in a loop."""
     if isinstance(event, AdapterCreated):
         return Adapter(created=event)
     if state is None:
         raise ValueError(f"{type(event).__name__} before AdapterCreated")
-    state = replace(state, version=state.version + 1)
+    revisions, channels, gates = state.revisions, state.channels, state.gates
+    archived = state.archived
     match event:
         case RevisionPublished():
             rev = Revision(
@@ -87,22 +91,23 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
                 event.parents,
                 event.provenance,
             )
-            return replace(state, revisions=(*state.revisions, rev))
+            revisions = (*revisions, rev)
         case EvaluationRecorded():
-            revs = list(state.revisions)
+            revs = list(revisions)
             old = revs[event.revision - 1]
             revs[event.revision - 1] = replace(old, evaluations=(*old.evaluations, event))
-            return replace(state, revisions=tuple(revs))
+            revisions = tuple(revs)
         case ChannelGateSet():
-            gates = {k: v for k, v in state.gates.items() if k != event.channel}
+            gates = {k: v for k, v in gates.items() if k != event.channel}
             if event.required_suite:
                 gates[event.channel] = event.required_suite
-            return replace(state, gates=gates)
         case ChannelMoved():
-            return replace(state, channels={**state.channels, event.channel: event.revision})
+            channels = {**channels, event.channel: event.revision}
         case AdapterArchived():
-            return replace(state, archived=True)
-    raise TypeError(f"not an adapter event: {event!r}")
+            archived = True
+        case _:
+            raise TypeError(f"not an adapter event: {event!r}")
+    return Adapter(state.created, state.version + 1, revisions, channels, gates, archived)
 
 
 def fold(events: Iterable[AdapterEvent]) -> Adapter | None:
