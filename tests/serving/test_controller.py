@@ -8,6 +8,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kafka.errors import KafkaError
@@ -73,6 +74,29 @@ class Running:
         self.thread.join(timeout=30)
 
 
+class Heartbeats:
+    """Status reports for `nodes` every 0.3 s, as live nodes send them; a node removed
+    from `alive` goes silent, one added to `stopping` says it is stopping."""
+
+    def __init__(self, producer: Any, topics: ResidencyTopics, *nodes: str) -> None:
+        self.producer, self.topics = producer, topics
+        self.alive, self.stopping = set(nodes), set[str]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(0.3):
+            for n in sorted(self.alive):
+                r = report(n)
+                r.stopping = n in self.stopping
+                self.producer.send(self.topics.status, key=n.encode(), value=r.SerializeToString())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture
 def two(kafka_bootstrap: str, topics: ResidencyTopics) -> Iterator[list[Running]]:
     config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.0)
@@ -113,14 +137,7 @@ def test_one_controller_is_active_the_other_takes_over_and_fences_it(
     wait_steady(lambda: sum(r.controller.active for r in two) == 1, hold_s=2)
     active, standby = (two[0], two[1]) if two[0].controller.active else (two[1], two[0])
 
-    keep_alive = threading.Event()
-
-    def heartbeats() -> None:
-        while not keep_alive.wait(0.3):
-            producer.send(topics.status, key=b"n1", value=report("n1").SerializeToString())
-
-    beat = threading.Thread(target=heartbeats)
-    beat.start()
+    beats = Heartbeats(producer, topics, "n1")
     try:
         producer.send(
             topics.demand, key=b"router", value=demand(ref(1), missing=True).SerializeToString()
@@ -136,8 +153,7 @@ def test_one_controller_is_active_the_other_takes_over_and_fences_it(
         wait(lambda: "n1|id2|1" in desired(kafka_bootstrap, topics))
         assert "n1|id1|1" in desired(kafka_bootstrap, topics), "the new one kept the old plan"
     finally:
-        keep_alive.set()
-        beat.join()
+        beats.close()
         producer.close()
 
     # A writer still holding the old transactional id's epoch is fenced.
@@ -158,16 +174,7 @@ def test_a_silent_nodes_intents_are_tombstoned_and_replaced(
     from mint.backends.kafka import durable_producer
 
     producer = durable_producer(kafka_bootstrap)
-    alive = {"n1", "n2"}
-    stop = threading.Event()
-
-    def heartbeats() -> None:
-        while not stop.wait(0.3):
-            for n in list(alive):
-                producer.send(topics.status, key=n.encode(), value=report(n).SerializeToString())
-
-    beat = threading.Thread(target=heartbeats)
-    beat.start()
+    beats = Heartbeats(producer, topics, "n1", "n2")
     try:
         wait(lambda: running.controller.active)
         for i in range(10):
@@ -178,12 +185,11 @@ def test_a_silent_nodes_intents_are_tombstoned_and_replaced(
         wait(lambda: len(desired(kafka_bootstrap, topics)) == 10)
         table = desired(kafka_bootstrap, topics)
         assert {k.split("|")[0] for k in table} == {"n1", "n2"}
-        alive.discard("n2")
+        beats.alive.discard("n2")
         wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1"})
         assert len(desired(kafka_bootstrap, topics)) == 10, "every adapter placed again"
     finally:
-        stop.set()
-        beat.join()
+        beats.close()
         running.halt()
         producer.close()
 
@@ -201,12 +207,6 @@ def test_a_hot_adapter_gets_replicas_on_distinct_nodes_and_the_metrics_say_so(
     server = serve_probes(0, running.controller.metrics.render, running.controller.metrics.problem)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     producer = durable_producer(kafka_bootstrap)
-    stop = threading.Event()
-
-    def heartbeats() -> None:
-        while not stop.wait(0.3):
-            for n in ("n1", "n2", "n3"):
-                producer.send(topics.status, key=n.encode(), value=report(n).SerializeToString())
 
     def nodes_holding(i: int) -> set[str]:
         return {k.split("|")[0] for k in desired(kafka_bootstrap, topics) if f"|id{i}|" in k}
@@ -216,8 +216,7 @@ def test_a_hot_adapter_gets_replicas_on_distinct_nodes_and_the_metrics_say_so(
             producer.send(topics.demand, key=b"router", value=r.SerializeToString())
         producer.flush()
 
-    beat = threading.Thread(target=heartbeats)
-    beat.start()
+    beats = Heartbeats(producer, topics, "n1", "n2", "n3")
     try:
         wait(lambda: running.controller.active)
         send(demand(ref(1), missing=True), demand(ref(2), missing=True))
@@ -242,8 +241,7 @@ def test_a_hot_adapter_gets_replicas_on_distinct_nodes_and_the_metrics_say_so(
         send(*[demand(ref(1), requests=0) for _ in range(6)])
         wait(lambda: b"mint_controller_hot_groups 0.0" in running.controller.metrics.render())
     finally:
-        stop.set()
-        beat.join()
+        beats.close()
         running.halt()
         server.shutdown()
         producer.close()
@@ -266,18 +264,7 @@ def test_a_node_saying_it_stops_has_its_adapters_placed_again_before_it_goes_sil
     config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=60)
     running = Running(config)
     producer = durable_producer(kafka_bootstrap)
-    stopping: set[str] = set()
-    stop = threading.Event()
-
-    def heartbeats() -> None:
-        while not stop.wait(0.3):
-            for n in ("n1", "n2"):
-                r = report(n)
-                r.stopping = n in stopping
-                producer.send(topics.status, key=n.encode(), value=r.SerializeToString())
-
-    beat = threading.Thread(target=heartbeats)
-    beat.start()
+    beats = Heartbeats(producer, topics, "n1", "n2")
     running.controller._started -= 60  # as if the fleet had been watched for a while
     try:
         wait(lambda: running.controller.active)
@@ -288,12 +275,11 @@ def test_a_node_saying_it_stops_has_its_adapters_placed_again_before_it_goes_sil
         producer.flush()
         wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1", "n2"})
         started = time.monotonic()
-        stopping.add("n2")
+        beats.stopping.add("n2")
         wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1"})
         assert time.monotonic() - started < 10
         assert len(desired(kafka_bootstrap, topics)) == 8, "every adapter placed again"
     finally:
-        stop.set()
-        beat.join()
+        beats.close()
         running.halt()
         producer.close()
