@@ -34,9 +34,10 @@ def kafka_round_trip(bootstrap: str, records: int = 20, timeout_s: float = 10.0)
         consumer.close()
 
 
-def s3_round_trip(settings: S3Settings) -> bytes:
-    """Create a bucket, put an object, read it back."""
-    s3 = client(settings, timeout_s=3.0, retries=0)
+def s3_round_trip(settings: S3Settings, timeout_s: float = 10.0) -> bytes:
+    """Create a bucket, put an object, read it back. The first write to a fresh server
+    also creates its first volume, which can take seconds on a busy machine."""
+    s3 = client(settings, timeout_s=timeout_s, retries=0)
     bucket = f"smoke-{uuid.uuid4().hex[:8]}"
     s3.make_bucket(bucket)
     s3.put_object(bucket, "hello.txt", io.BytesIO(b"hello"), 5)

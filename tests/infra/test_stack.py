@@ -66,7 +66,7 @@ def test_up_is_idempotent_and_down_leaves_nothing_running(own_stack: Stack) -> N
     with pytest.raises((KafkaError, OSError)):
         kafka_round_trip(own_stack.endpoints.kafka_bootstrap, timeout_s=3)
     with pytest.raises((HTTPError, OSError)):
-        s3_round_trip(_settings(own_stack))
+        s3_round_trip(_settings(own_stack), timeout_s=3)
 
 
 def test_failed_start_names_the_server_and_its_log(tmp_path: Path) -> None:
