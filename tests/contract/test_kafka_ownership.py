@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -15,9 +16,25 @@ from tests.contract.event_log_contract import meta, moves
 PARTITIONS = 2
 
 
-def _replica(bootstrap: str, topic: str, group: str) -> tuple[KafkaEventLog, GroupOwnership]:
-    log = KafkaEventLog(bootstrap, topic, PARTITIONS, txn_prefix=group, owned=())
-    return log, GroupOwnership(log, group, session_timeout_ms=6000)
+Replica = tuple[KafkaEventLog, GroupOwnership]
+
+
+@pytest.fixture
+def replica(kafka_bootstrap: str) -> Iterator[Callable[[], Replica]]:
+    """Makes registry replicas of one fresh topic and group; closes them all afterwards."""
+    topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
+    made: list[Replica] = []
+
+    def make() -> Replica:
+        log = KafkaEventLog(kafka_bootstrap, topic, PARTITIONS, txn_prefix=group, owned=())
+        made.append((log, GroupOwnership(log, group, session_timeout_ms=6000)))
+        return made[-1]
+
+    yield make
+    for _, ownership in made:  # leave the group first, then stop writing
+        ownership.close()
+    for log, _ in made:
+        log.close()
 
 
 def _once_taken_again(log: KafkaEventLog, stream: str, version: int, events: list) -> None:
@@ -38,11 +55,10 @@ def _stream_in(partition: int) -> str:
 
 
 def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
-    kafka_bootstrap: str,
+    replica: Callable[[], Replica],
 ) -> None:
-    topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
     streams = [_stream_in(p) for p in range(PARTITIONS)]
-    old_log, old_group = _replica(kafka_bootstrap, topic, group)
+    old_log, old_group = replica()
     assert old_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
     for stream in streams:
         old_log.append(stream, 0, moves(1), meta())
@@ -51,79 +67,58 @@ def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
     # The old replica leaves the group but its writer still believes it owns both
     # partitions: a zombie, as after a long pause.
     old_group.close()
-    new_log, new_group = _replica(kafka_bootstrap, topic, group)
-    try:
-        assert new_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
-        assert new_log.writer.transactional_id != old_id
-        assert old_id in new_log.writer.fenced_ids  # the claimed writer was fenced
+    new_log, new_group = replica()
+    assert new_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+    assert new_log.writer.transactional_id != old_id
+    assert old_id in new_log.writer.fenced_ids  # the claimed writer was fenced
 
-        with pytest.raises(Unavailable):
-            old_log.append(streams[0], 1, moves(2), meta())
-        with pytest.raises(Unavailable):  # and it cannot take the partitions back
-            old_log.append(streams[1], 1, moves(2), meta())
+    with pytest.raises(Unavailable):
+        old_log.append(streams[0], 1, moves(2), meta())
+    with pytest.raises(Unavailable):  # and it cannot take the partitions back
+        old_log.append(streams[1], 1, moves(2), meta())
 
-        for stream in streams:
-            new_log.append(stream, 1, moves(2), meta())
-            versions = [r.envelope.stream_version for r in new_log.read_stream(stream)]
-            assert versions == [1, 2]
-        written = [r.envelope.stream_id for r in new_log.read_all()]
-        assert sorted(written) == sorted(streams * 2)  # nothing from the zombie
-    finally:
-        new_group.close()
-        new_log.close()
-        old_log.close()
+    for stream in streams:
+        new_log.append(stream, 1, moves(2), meta())
+        versions = [r.envelope.stream_version for r in new_log.read_stream(stream)]
+        assert versions == [1, 2]
+    written = [r.envelope.stream_id for r in new_log.read_all()]
+    assert sorted(written) == sorted(streams * 2)  # nothing from the zombie
 
 
 def test_a_replica_slow_to_follow_a_rebalance_keeps_only_what_it_is_assigned(
-    kafka_bootstrap: str,
+    replica: Callable[[], Replica],
 ) -> None:
-    topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
     streams = [_stream_in(p) for p in range(PARTITIONS)]
-    old_log, old_group = _replica(kafka_bootstrap, topic, group)
-    new_log: KafkaEventLog | None = None
-    new_group: GroupOwnership | None = None
-    try:
-        assert old_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
-        for stream in streams:
-            old_log.append(stream, 0, moves(1), meta())
-        # The old replica stays in the group but never applies what it assigns: its
-        # writer still holds both partitions after the rebalance.
-        old_group._reconcile = lambda wanted: None  # type: ignore[method-assign]
-        new_log, new_group = _replica(kafka_bootstrap, topic, group)
-        (moved,) = new_group.wait_until_owning(at_least=1)
-        kept = 1 - moved
-        assert old_log.owned() == {0, 1}  # stale
+    old_log, old_group = replica()
+    assert old_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+    for stream in streams:
+        old_log.append(stream, 0, moves(1), meta())
+    # The old replica stays in the group but never applies what it assigns: its
+    # writer still holds both partitions after the rebalance.
+    old_group._reconcile = lambda wanted: None  # type: ignore[method-assign]
+    new_log, new_group = replica()
+    (moved,) = new_group.wait_until_owning(at_least=1)
+    kept = 1 - moved
+    assert old_log.owned() == {0, 1}  # stale
 
-        for _ in range(2):  # fenced by the new owner; then refused by the group
-            with pytest.raises(Unavailable):
-                old_log.append(streams[moved], 1, moves(2), meta())
-        _once_taken_again(old_log, streams[kept], 1, moves(2))  # with a new producer
-        new_log.append(streams[moved], 1, moves(3), meta())
+    for _ in range(2):  # fenced by the new owner; then refused by the group
+        with pytest.raises(Unavailable):
+            old_log.append(streams[moved], 1, moves(2), meta())
+    _once_taken_again(old_log, streams[kept], 1, moves(2))  # with a new producer
+    new_log.append(streams[moved], 1, moves(3), meta())
 
-        for writer, stream, last in ((old_log, streams[kept], 2), (new_log, streams[moved], 3)):
-            events = writer.read_stream(stream)
-            assert [r.envelope.stream_version for r in events] == [1, 2]
-            assert events[-1].event == moves(last)[0]
-        assert old_log.owned() == {kept}
-    finally:
-        for ownership in (new_group, old_group):
-            if ownership is not None:
-                ownership.close()
-        for event_log in (new_log, old_log):
-            if event_log is not None:
-                event_log.close()
+    for log, stream, last in ((old_log, streams[kept], 2), (new_log, streams[moved], 3)):
+        events = log.read_stream(stream)
+        assert [r.envelope.stream_version for r in events] == [1, 2]
+        assert events[-1].event == moves(last)[0]
+    assert old_log.owned() == {kept}
 
 
 def test_claims_are_refused_for_a_partition_the_group_did_not_assign(
-    kafka_bootstrap: str,
+    replica: Callable[[], Replica],
 ) -> None:
-    topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
-    log, ownership = _replica(kafka_bootstrap, topic, group)
-    try:
-        assert ownership.wait_until_owning(at_least=PARTITIONS) == {0, 1}
-        assert ownership.previous_writer(0) == log.writer.transactional_id
-        with pytest.raises(Unavailable, match="not assigned"):
-            ownership.claim(PARTITIONS + 1, "someone-else")
-    finally:
-        ownership.close()
-        log.close()
+    log, ownership = replica()
+    assert ownership.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+    assert ownership.previous_writer(0) == log.writer.transactional_id
+    with pytest.raises(Unavailable, match="not assigned"):
+        ownership.claim(PARTITIONS + 1, "someone-else")
