@@ -60,3 +60,45 @@ def test_a_replica_configured_with_another_partition_count_refuses_to_start(
     KafkaEventLog(kafka_bootstrap, topic, partitions=3, owned=()).close()
     with pytest.raises(ValueError, match="has 3 partitions, not 6"):
         KafkaEventLog(kafka_bootstrap, topic, partitions=6, owned=())
+
+
+def test_a_non_owner_reads_a_stream_after_a_version_from_the_topic(kafka_bootstrap: str) -> None:
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    owner = KafkaEventLog(kafka_bootstrap, topic, partitions=2, txn_prefix=topic)
+    owner.append("acme/x", 0, moves(1, 2, 3), meta())
+    reader = KafkaEventLog(kafka_bootstrap, topic, partitions=2, owned=())
+    try:
+        assert [r.event for r in reader.read_stream("acme/x", after_version=1)] == moves(2, 3)
+        assert reader.read_stream("acme/x", after_version=3) == []
+    finally:
+        reader.close()
+        owner.close()
+
+
+def test_a_take_waits_out_an_open_transaction_instead_of_reading_past_it(
+    kafka_bootstrap: str,
+) -> None:
+    """A writer nobody fenced holds a transaction open: reading to the committed end
+    would stop before it and miss what it commits later; a take's read stalls instead."""
+    from kafka.errors import KafkaTimeoutError
+
+    from mint.backends.kafka import durable_producer
+    from mint.backends.kafka_reader import read_partitions
+
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    KafkaEventLog(kafka_bootstrap, topic, partitions=1, owned=()).close()
+    unfenced = durable_producer(kafka_bootstrap, transactional_id=f"stray-{topic}")
+    unfenced.init_transactions()
+    unfenced.begin_transaction()
+    unfenced.send(topic, value=b"pending", partition=0).get(timeout=10)
+    try:
+        assert list(read_partitions(kafka_bootstrap, topic, {0: 0}, stall_s=2)) == []
+        with pytest.raises(KafkaTimeoutError, match="no progress"):
+            list(
+                read_partitions(
+                    kafka_bootstrap, topic, {0: 0}, stall_s=2, past_open_transactions=True
+                )
+            )
+    finally:
+        unfenced.abort_transaction()
+        unfenced.close()
