@@ -73,8 +73,8 @@ def base_stream(fingerprint: str) -> str:
 class Registry:
     def __init__(self, log: EventLog, blobs: BlobStore, limits: Limits | None = None) -> None:
         self.log, self.blobs, self.limits = log, blobs, limits or Limits()
-        # stream -> (events folded, id of the last one, state): commands fold only what is
-        # new since the last command on that stream, not the whole history each time.
+        # stream -> its folded state: commands read and fold only what is new since the
+        # last command on that stream, not the whole history each time.
         self._folded: dict[str, _Folded] = {}
         self._folded_lock = threading.Lock()
 
@@ -277,7 +277,7 @@ class Registry:
         if (
             cached is not None
             and recorded
-            and recorded[0].envelope.event_id == (cached.last_event_id)
+            and recorded[0].envelope.event_id == cached.last_event_id
         ):
             state, requests = cached.state, cached.requests
             recorded = recorded[1:]

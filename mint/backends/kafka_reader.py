@@ -67,12 +67,10 @@ def read_partitions(
         for tp in tps:
             consumer.seek(tp, start[tp.partition])
         end: dict[TopicPartition, int] = {}
-        if follow_s is None:
-            end = (
-                high_watermarks(bootstrap, tps)
-                if past_open_transactions
-                else (consumer.end_offsets(tps))
-            )
+        if follow_s is None and past_open_transactions:
+            end = high_watermarks(bootstrap, tps)
+        elif follow_s is None:
+            end = consumer.end_offsets(tps)
         idle_since = time.monotonic()
         progress: tuple[dict[TopicPartition, int], float] = ({}, time.monotonic())
         while True:

@@ -55,7 +55,6 @@ class Controller:
         self.rates: dict[str, float] = {}
         self.published: Plan = {}
         self.active = False
-        self.replans = 0
         self._started = time.monotonic()
         self._urgent = False
         self._writer: DesiredWriter | None = None
@@ -165,7 +164,6 @@ class Controller:
             assert self._writer is not None
             self._writer.write(put, remove, term=int(self._started))
             log.info("re-planned: %d intents added, %d removed", len(put), len(remove))
-            self.replans += 1
             self.metrics.replans.inc()
             self.metrics.changes.labels("put").inc(len(put))
             self.metrics.changes.labels("remove").inc(len(remove))
