@@ -50,16 +50,7 @@ def idle_node(world: World) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(0.3):
-            report = residency_pb2.NodeReport(
-                node="idle",
-                address="127.0.0.1:9",
-                base_fingerprint=world.fingerprint,
-                budget_bytes=10**6,
-                slots=8,
-                max_prompt_tokens=64,
-            )
-            report.at.GetCurrentTime()
-            producer.send(world.topics.status, key=b"idle", value=report.SerializeToString())
+            _send(producer, world.topics.status, idle_report(world, "idle"))
 
     thread = threading.Thread(target=beat)
     thread.start()
@@ -251,19 +242,13 @@ def test_with_no_node_reporting_the_router_waits_then_says_so(
             # A node that starts reporting while a request waits is used: the request gets
             # as far as the cold start (this node never loads anything).
             producer = durable_producer(world.bootstrap)
-            report = residency_pb2.NodeReport(
-                node="late",
-                address="127.0.0.1:9",
-                base_fingerprint=world.fingerprint,
-                budget_bytes=10**6,
-                slots=8,
-                max_prompt_tokens=64,
+            late = threading.Timer(
+                0.5, lambda: _send(producer, topics.status, idle_report(world, "late"))
             )
-            timer = threading.Timer(0.5, lambda: _report(producer, topics, report))
-            timer.start()
+            late.start()
             with pytest.raises(grpc.RpcError) as err:
                 stub.Generate(request, metadata=ALICE, timeout=10)
-            timer.join()
+            late.join()
             producer.close()
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "cold start" in str(err.value.details())
@@ -271,7 +256,20 @@ def test_with_no_node_reporting_the_router_waits_then_says_so(
         router.stop(grace_s=1)
 
 
-def _report(producer: Any, topics: Any, report: residency_pb2.NodeReport) -> None:
+def idle_report(world: World, node: str) -> residency_pb2.NodeReport:
+    """A report, stamped now, from a node of the world's base that holds nothing."""
+    report = residency_pb2.NodeReport(
+        node=node,
+        address="127.0.0.1:9",
+        base_fingerprint=world.fingerprint,
+        budget_bytes=10**6,
+        slots=8,
+        max_prompt_tokens=64,
+    )
     report.at.GetCurrentTime()
-    producer.send(topics.status, key=report.node.encode(), value=report.SerializeToString())
+    return report
+
+
+def _send(producer: Any, status_topic: str, report: residency_pb2.NodeReport) -> None:
+    producer.send(status_topic, key=report.node.encode(), value=report.SerializeToString())
     producer.flush()
