@@ -102,3 +102,48 @@ def test_a_take_waits_out_an_open_transaction_instead_of_reading_past_it(
     finally:
         unfenced.abort_transaction()
         unfenced.close()
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["committed", "not-committed"])
+def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
+    kafka_bootstrap: str, landed: bool
+) -> None:
+    """The client loses the answer to its commit (the commit itself landed or not): the
+    writer drops its producer, takes the partition again from the log, and a retry with
+    the same request id gets the first result or appends, never a second copy."""
+    import time
+
+    from kafka.errors import KafkaTimeoutError
+
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
+    producer = log.writer.producer
+    assert producer is not None
+    real_commit = producer.commit_transaction
+
+    def lost_answer() -> None:
+        producer.commit_transaction = real_commit
+        if landed:
+            real_commit()
+        raise KafkaTimeoutError("the answer to EndTxn was lost")
+
+    producer.commit_transaction = lost_answer
+    first = meta("r1")
+    try:
+        with pytest.raises(Unavailable, match="retry with the same request id"):
+            log.append("acme/x", 0, moves(1), first)
+        deadline = time.monotonic() + 30
+        while True:  # the partition is taken again in the background
+            try:
+                result = log.append("acme/x", 0, moves(1), first)
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline, "never taken again"
+                time.sleep(0.2)
+        assert result.duplicate == landed
+        assert [r.envelope.stream_version for r in log.read_stream("acme/x")] == [1]
+        reader = KafkaEventLog(kafka_bootstrap, topic, partitions=1, owned=())
+        assert [r.envelope.request_id for r in reader.read_all()] == ["r1"]
+        reader.close()
+    finally:
+        log.close()
