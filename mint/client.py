@@ -4,8 +4,9 @@
     client.create_adapter("acme/tone", base_fingerprint)
     client.publish_revision("acme/tone", folder)        # a peft save_pretrained folder
 
-Every command gets a request id; UNAVAILABLE (a partition changing owner) is retried with
-the same id, so a retry can never apply a command twice.
+Every command gets a request id (yours, or a fresh one). UNAVAILABLE (a partition
+changing owner, a broker or S3 lost) and DEADLINE_EXCEEDED are retried with the same
+request, so a retry learns the first attempt's outcome and never applies a command twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from mint.v1 import registry_pb2_grpc
 from mint.v1.events_pb2 import Shape
 
 CHUNK_BYTES = 1024 * 1024
+# Safe to send again: every command carries its request id, and reads change nothing.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 T = TypeVar("T")
 
 
@@ -50,28 +53,34 @@ class RegistryClient:
         self.channel.close()
 
     def _call(self, rpc: Callable[..., T], request: object) -> T:
-        """Call, retrying UNAVAILABLE with the very same request (same request id)."""
+        """Call, retrying a retryable status with the very same request (same request id)."""
+        return self._retrying(lambda: rpc(request, metadata=self.metadata, timeout=self.timeout_s))
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.1
         while True:
             try:
-                return rpc(request, metadata=self.metadata, timeout=self.timeout_s)
+                return attempt()
             except grpc.RpcError as exc:
-                retryable = exc.code() == grpc.StatusCode.UNAVAILABLE
-                if not retryable or time.monotonic() + delay > deadline:
+                if exc.code() not in RETRYABLE or time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
     def register_base(
-        self, name: str, fingerprint: str, parameters: Mapping[str, Sequence[int]]
+        self,
+        name: str,
+        fingerprint: str,
+        parameters: Mapping[str, Sequence[int]],
+        request_id: str | None = None,
     ) -> pb.BaseModel:
         base = pb.BaseModel(
             name=name,
             fingerprint=fingerprint,
             parameters={k: Shape(dims=list(v)) for k, v in parameters.items()},
         )
-        request = pb.RegisterBaseModelRequest(base=base, request_id=uuid.uuid4().hex)
+        request = pb.RegisterBaseModelRequest(base=base, request_id=request_id or uuid.uuid4().hex)
         return self._call(self.stub.RegisterBaseModel, request)
 
     def create_adapter(
@@ -119,20 +128,21 @@ class RegistryClient:
             for start in range(0, len(weights), CHUNK_BYTES):
                 yield pb.PublishRevisionRequest(weights_chunk=weights[start : start + CHUNK_BYTES])
 
-        deadline = time.monotonic() + self.retry_for_s
-        while True:  # a stream can't be replayed by _call: rebuild it per attempt
-            try:
-                result: pb.CommandResult = self.stub.PublishRevision(
-                    parts(), metadata=self.metadata, timeout=self.timeout_s
-                )
-                return result
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        # A stream can't be replayed: each attempt starts a new one.
+        return self._retrying(
+            lambda: self.stub.PublishRevision(
+                parts(), metadata=self.metadata, timeout=self.timeout_s
+            )
+        )
 
     def record_evaluation(
-        self, ref: str, revision: int, suite: str, metrics: Mapping[str, float], passed: bool
+        self,
+        ref: str,
+        revision: int,
+        suite: str,
+        metrics: Mapping[str, float],
+        passed: bool,
+        request_id: str | None = None,
     ) -> pb.CommandResult:
         request = pb.RecordEvaluationRequest(
             ref=parse_ref(ref),
@@ -140,7 +150,7 @@ class RegistryClient:
             suite=suite,
             metrics=dict(metrics),
             passed=passed,
-            request_id=uuid.uuid4().hex,
+            request_id=request_id or uuid.uuid4().hex,
         )
         return self._call(self.stub.RecordEvaluation, request)
 

@@ -77,6 +77,9 @@ class Registry:
         # last command on that stream, not the whole history each time.
         self._folded: dict[str, _Folded] = {}
         self._folded_lock = threading.Lock()
+        # Bases are registered once and never change: a command on any partition needs
+        # its base, which should not cost a read of the partition the base lives on.
+        self._bases: dict[str, BaseModelRegistered] = {}
 
     # ---- base models ---------------------------------------------------------------
 
@@ -98,6 +101,7 @@ class Registry:
         existing = self._base_or_none(fingerprint)
         if existing is not None:
             return existing
+        self.log.check_writable(base_stream(fingerprint))
         event = BaseModelRegistered(name, fingerprint, dict(parameters))
         meta = Metadata(principal.name, request_id)
         with contextlib.suppress(VersionConflict):  # registered concurrently: first wins
@@ -111,9 +115,14 @@ class Registry:
         return found
 
     def _base_or_none(self, fingerprint: str) -> BaseModelRegistered | None:
+        if fingerprint in self._bases:  # registered once, never changed
+            return self._bases[fingerprint]
         recorded = self.log.read_stream(base_stream(fingerprint))
         event = recorded[0].event if recorded else None
-        return event if isinstance(event, BaseModelRegistered) else None
+        if not isinstance(event, BaseModelRegistered):
+            return None
+        self._bases[fingerprint] = event
+        return event
 
     # ---- adapters ------------------------------------------------------------------
 
@@ -317,6 +326,7 @@ class Registry:
         principal.require_tenant(ref.tenant)
         if not request_id:
             raise InvalidArgument("request_id is required, so that retries are safe")
+        self.log.check_writable(str(ref))  # another replica's: say so before any work
         for _ in range(INTERNAL_RETRIES):
             try:
                 return self._execute_once(

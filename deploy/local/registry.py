@@ -28,6 +28,7 @@ class RegistryProcess:
     log_file: Path
     endpoints: dict[str, str]  # MINT_* variables
     partitions: int = 6
+    replication: int = 1  # 3 on a 3-broker stack (fault tests)
     process: ServiceProcess | None = None
 
     @property
@@ -37,7 +38,8 @@ class RegistryProcess:
     def start(self, timeout_s: float = 120.0) -> RegistryProcess:
         """Start and wait until it serves (it first takes its partitions)."""
         args = ["serve", "--port", str(self.port), "--topic", self.topic]
-        args += ["--partitions", str(self.partitions), "--txn-prefix", self.topic]
+        args += ["--partitions", str(self.partitions), "--replication", str(self.replication)]
+        args += ["--txn-prefix", self.topic]
         args += ["--bucket", self.topic, "--tokens-file", str(self.tokens_file)]
         self.process = ServiceProcess("services.registry", args, self.log_file, self.endpoints)
         self.process.start().wait_ready(timeout_s)
@@ -45,7 +47,8 @@ class RegistryProcess:
 
     def kill(self) -> int:
         """SIGKILL (fault tests); returns the exit status."""
-        assert self.process is not None
+        if self.process is None:
+            raise RuntimeError("the registry was never started")
         return self.process.kill()
 
     def stop(self) -> None:

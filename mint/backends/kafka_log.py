@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
+from mint.deadlines import time_left
 from mint.domain.errors import Unavailable
 from mint.domain.events import Event
 from mint.eventlog.port import (
@@ -39,6 +40,7 @@ from .kafka_reader import read_partitions
 from .kafka_writer import Claims, LogWriter
 
 DEFAULT_TOPIC = "mint.adapter-events"
+READ_STALL_S = 30.0  # a read of another replica's partition that makes no progress fails
 
 
 def partition_for(stream_id: str, partitions: int) -> int:
@@ -80,7 +82,8 @@ class KafkaEventLog(EventLog):
     def use_claims(self, claims: Claims) -> None:
         """Own partitions as a consumer group assigns them, each claimed by this replica's
         transactional id (before any is taken)."""
-        assert not self.writer.assigned, "claims must be set before taking partitions"
+        if self.writer.assigned:
+            raise RuntimeError("claims must be set before any partition is taken")
         self.writer.claims = claims
 
     def take(self, partition: int) -> None:
@@ -98,12 +101,16 @@ class KafkaEventLog(EventLog):
         """The partitions this replica writes now: fenced, claimed and rebuilt."""
         return self.writer.owned()
 
-    def append(
-        self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
-    ) -> AppendResult:
+    def check_writable(self, stream_id: str) -> None:
         partition = partition_for(stream_id, self.partitions)
         if partition not in self.writer.assigned:
             raise Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
+
+    def append(
+        self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
+    ) -> AppendResult:
+        self.check_writable(stream_id)
+        partition = partition_for(stream_id, self.partitions)
         return self.writer.append(partition, stream_id, expected_version, events, meta)
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
@@ -111,12 +118,21 @@ class KafkaEventLog(EventLog):
         current = self.writer.read_stream(partition, stream_id, after_version)
         if current is not None:
             return current
-        records = read_partitions(self.bootstrap, self.topic, {partition: 0})
-        return [
-            r
-            for r in records
-            if r.envelope.stream_id == stream_id and r.envelope.stream_version > after_version
-        ]
+        if partition in self.writer.assigned:  # ours, being taken again: state comes soon
+            raise Unavailable(f"partition {partition} is being taken again here; retry")
+        # Another replica's: read the partition, but never past the caller's deadline (a
+        # partition without a leader would hold the read until it has one).
+        records = read_partitions(
+            self.bootstrap, self.topic, {partition: 0}, stall_s=time_left(READ_STALL_S)
+        )
+        try:
+            return [
+                r
+                for r in records
+                if r.envelope.stream_id == stream_id and r.envelope.stream_version > after_version
+            ]
+        except KafkaTimeoutError as exc:
+            raise Unavailable(f"partition {partition} cannot be read now ({exc}); retry") from exc
 
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
         return read_partitions(self.bootstrap, self.topic, self._start(after))

@@ -18,7 +18,9 @@ Who may write a partition is settled by transactional ids (KIP-98 fencing):
 After a failed transaction the writer drops its producer, and a background thread takes
 each partition again (fence, claim, catch up from the last offset it knew; commands
 meanwhile get a retryable error), so the outcome of an ambiguous commit is read back
-from the log, never guessed.
+from the log, never guessed. A commit that does not finish within COMMIT_TIMEOUT_S counts
+as failed: kafka-python would otherwise wait on a lost transaction coordinator for its
+whole delivery timeout, while a fresh producer finds the new coordinator in seconds.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
 
+from mint.deadlines import time_left
 from mint.domain.errors import DomainError, Unavailable
 from mint.domain.events import Event
 from mint.eventlog.port import AppendResult, Metadata, Position, Recorded
@@ -46,8 +49,24 @@ log = logging.getLogger(__name__)
 # request gets CONCURRENT_TRANSACTIONS and retries after this backoff. The client's 100 ms
 # default caps a producer near 10 transactions per second.
 TXN_RETRY_BACKOFF_MS = 5
-APPEND_TIMEOUT_S = 60.0
+# Every wait of the writer ends well within a client's deadline (30 s by default, and a
+# caller's own deadline cuts these shorter: mint/deadlines.py), with a retryable answer.
+APPEND_TIMEOUT_S = 20.0
 STATE_WAIT_S = 10.0
+COMMIT_TIMEOUT_S = 6.0  # a commit takes milliseconds; longer means a broker is gone
+# The writer's producers give up quickly and leave retrying to the writer, which starts
+# over with a fresh producer: one that keeps waiting on a dead broker (kafka-python's
+# defaults: 30 s per request, 60 s to initialise, 120 s to deliver) holds every write.
+WRITER_PRODUCER: dict[str, int] = {
+    "retry_backoff_ms": TXN_RETRY_BACKOFF_MS,
+    "request_timeout_ms": 5_000,
+    "max_block_ms": 3_000,
+    "delivery_timeout_ms": 15_000,
+}
+# A fencer only initialises an id, on that id's coordinator; while the coordinator is
+# being moved off a dead broker, short tries (repeated by the retake loop) find the new
+# one sooner than a long wait on the old one.
+FENCER: dict[str, int] = {**WRITER_PRODUCER, "request_timeout_ms": 2_000, "max_block_ms": 2_000}
 # A take reads the partition to its high watermark: an open transaction of a writer that
 # was not fenced holds it up, and the take fails rather than miss that writer's records.
 TAKE_STALL_S = 30.0
@@ -176,9 +195,7 @@ class LogWriter:
         if self.producer is None:
             # Static ownership reuses its id: that fences its own earlier producer too.
             txn_id = self.claims.new_transactional_id() if self.claims else self.static_id
-            producer = durable_producer(
-                self.bootstrap, transactional_id=txn_id, retry_backoff_ms=TXN_RETRY_BACKOFF_MS
-            )
+            producer = durable_producer(self.bootstrap, transactional_id=txn_id, **WRITER_PRODUCER)
             try:
                 producer.init_transactions()
             except KafkaError:
@@ -192,7 +209,7 @@ class LogWriter:
         writes fail. Its owner never re-initialises an id, so this is for good."""
         if transactional_id in self.fenced_ids:
             return
-        fencer = durable_producer(self.bootstrap, transactional_id=transactional_id)
+        fencer = durable_producer(self.bootstrap, transactional_id=transactional_id, **FENCER)
         try:
             fencer.init_transactions()
         finally:
@@ -203,7 +220,7 @@ class LogWriter:
         """After a failed transaction: no producer; every partition is taken again."""
         producer, self.producer = self.producer, None
         if producer is not None:
-            _close(producer)
+            _close(producer, timeout_s=0)  # its transaction is settled by fencing its id
         self._earlier.update(self.partitions)
         self.partitions.clear()
         if fenced and self.claims is None:
@@ -234,7 +251,7 @@ class LogWriter:
         a list index), or None if this writer holds no current state for the partition."""
         if partition not in self.partitions:
             return None
-        if not self.lock.acquire(timeout=STATE_WAIT_S):
+        if not self.lock.acquire(timeout=time_left(STATE_WAIT_S)):
             raise Unavailable(f"partition {partition} is busy rebuilding; retry")
         try:
             state = self.partitions.get(partition)
@@ -252,13 +269,17 @@ class LogWriter:
         events: Sequence[Event],
         meta: Metadata,
     ) -> AppendResult:
+        wait_s = time_left(APPEND_TIMEOUT_S)
+        if wait_s <= 0:
+            raise Unavailable("the call's deadline leaves no time to append; retry with more")
         pending = PendingAppend(partition, stream_id, expected_version, events, meta)
         with self._queued:
             if self._closing or not self._threads:
                 raise Unavailable(f"this replica does not own partition {partition}; retry")
             self._queue.append(pending)
             self._queued.notify()
-        if not pending.done.wait(timeout=APPEND_TIMEOUT_S):
+        if not pending.done.wait(timeout=wait_s):
+            # It may still land: a retry with the same request id finds out, never twice.
             raise Unavailable(
                 f"append to partition {partition} timed out; retry with the same request id"
             )
@@ -314,7 +335,8 @@ class LogWriter:
             self._in_flight = {p.partition for p in accepted}
         try:
             if accepted:
-                assert producer is not None
+                if producer is None:  # taken partitions always have one: a bug if not
+                    raise RuntimeError("partitions are taken but there is no producer")
                 # Without the lock: readers see the committed state while this is in
                 # flight. Only this thread changes a taken partition's state.
                 offsets = self._send_in_one_transaction(producer, accepted)
@@ -366,8 +388,8 @@ class LogWriter:
                 for p in batch
                 for e in p.envelopes
             ]
-            producer.commit_transaction()
-            return [int(f.get(timeout=30).offset) for f in futures]
+            _commit_within(producer, COMMIT_TIMEOUT_S)
+            return [int(f.get(timeout=COMMIT_TIMEOUT_S).offset) for f in futures]
         except ProducerFencedError as exc:
             with self.lock:
                 self._drop_locked(fenced=True)
@@ -389,6 +411,16 @@ def writable_error(partition: int, assigned: set[int], fenced: bool) -> Unavaila
     return Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
 
 
-def _close(producer: KafkaProducer) -> None:
+def _commit_within(producer: KafkaProducer, timeout_s: float) -> None:
+    """`commit_transaction()`, bounded: kafka-python's waits without a limit (Java's waits
+    `max.block.ms`), and after its coordinator dies it kept waiting for two minutes. This
+    is its own body with a timeout on the wait."""
+    result = producer._transaction_manager.begin_commit()
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=timeout_s * 1000):
+        raise KafkaTimeoutError(f"the commit did not finish within {timeout_s:.0f} s")
+
+
+def _close(producer: KafkaProducer, timeout_s: float = 2.0) -> None:
     with contextlib.suppress(KafkaError):  # a failed flush must not keep it open
-        producer.close(timeout=2)
+        producer.close(timeout=timeout_s)

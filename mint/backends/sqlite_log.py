@@ -56,6 +56,9 @@ class SqliteEventLog(EventLog):
             self._local.db = db
         return db
 
+    def check_writable(self, stream_id: str) -> None:
+        return None  # one file, one writer: always writable
+
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
     ) -> AppendResult:

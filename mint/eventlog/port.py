@@ -80,6 +80,11 @@ class EventLog(ABC):
         """
 
     @abstractmethod
+    def check_writable(self, stream_id: str) -> None:
+        """Raise Unavailable if this log cannot append to the stream now (another replica
+        writes it), so that a command refused anyway does no work first."""
+
+    @abstractmethod
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
         """The stream's events after `after_version` (default: all), in version order
         (empty if it does not exist)."""

@@ -1,4 +1,5 @@
-"""The one place where callers are authenticated and domain errors become gRPC statuses."""
+"""The one place where callers are authenticated and domain errors become gRPC statuses,
+and where the caller's deadline is handed to whatever waits on its behalf."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import grpc
 from kafka.errors import KafkaError
 from minio.error import MinioException
 
+from mint.deadlines import caller_deadline
 from mint.domain import errors
 from mint.registry import Principal
 
@@ -88,9 +90,12 @@ class DomainInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 self._authenticate(context)
-                return behaviour(request, context)
+                with caller_deadline(context.time_remaining()):
+                    return behaviour(request, context)
             except Exception as exc:
                 _abort(context, exc)
+            finally:
+                _note_if_late(context)
 
         return wrapped
 
@@ -98,11 +103,19 @@ class DomainInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 self._authenticate(context)
-                yield from behaviour(request, context)
+                with caller_deadline(context.time_remaining()):
+                    yield from behaviour(request, context)
             except Exception as exc:
                 _abort(context, exc)
 
         return wrapped
+
+
+def _note_if_late(context: grpc.ServicerContext) -> None:
+    """Every wait is bounded by the caller's deadline, so an answer after it is a bug."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining < 0:
+        log.warning("answered %.2f s after the caller's deadline", -remaining)
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception) -> None:

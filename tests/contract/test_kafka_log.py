@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from mint.backends import kafka_writer
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.domain.errors import Unavailable
-from mint.eventlog.port import EventLog
+from mint.eventlog.port import AppendResult, EventLog
 from tests.contract.event_log_contract import EventLogContract, meta, moves
 
 
@@ -106,40 +110,29 @@ def test_a_take_waits_out_an_open_transaction_instead_of_reading_past_it(
 
 @pytest.mark.parametrize("landed", [True, False], ids=["committed", "not-committed"])
 def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
-    kafka_bootstrap: str, landed: bool
+    kafka_bootstrap: str, landed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client loses the answer to its commit (the commit itself landed or not): the
     writer drops its producer, takes the partition again from the log, and a retry with
     the same request id gets the first result or appends, never a second copy."""
-    import time
-
     from kafka.errors import KafkaTimeoutError
 
     topic = f"events-{uuid.uuid4().hex[:10]}"
     log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
-    producer = log.writer.producer
-    assert producer is not None
-    real_commit = producer.commit_transaction
+    real_commit = kafka_writer._commit_within
 
-    def lost_answer() -> None:
-        producer.commit_transaction = real_commit
+    def lost_answer(producer: Any, timeout_s: float) -> None:
+        monkeypatch.setattr(kafka_writer, "_commit_within", real_commit)
         if landed:
-            real_commit()
+            real_commit(producer, timeout_s)
         raise KafkaTimeoutError("the answer to EndTxn was lost")
 
-    producer.commit_transaction = lost_answer
+    monkeypatch.setattr(kafka_writer, "_commit_within", lost_answer)
     first = meta("r1")
     try:
         with pytest.raises(Unavailable, match="retry with the same request id"):
             log.append("acme/x", 0, moves(1), first)
-        deadline = time.monotonic() + 30
-        while True:  # the partition is taken again in the background
-            try:
-                result = log.append("acme/x", 0, moves(1), first)
-                break
-            except Unavailable:
-                assert time.monotonic() < deadline, "never taken again"
-                time.sleep(0.2)
+        result = _retry_until_taken_again(lambda: log.append("acme/x", 0, moves(1), first))
         assert result.duplicate == landed
         assert [r.envelope.stream_version for r in log.read_stream("acme/x")] == [1]
         reader = KafkaEventLog(kafka_bootstrap, topic, partitions=1, owned=())
@@ -147,3 +140,42 @@ def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
         reader.close()
     finally:
         log.close()
+
+
+def test_a_commit_that_hangs_is_given_up_and_the_partition_taken_again(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python waits for a commit without a limit (after its transaction coordinator
+    died it waited two minutes): the writer gives up after COMMIT_TIMEOUT_S, drops the
+    producer and writes again through a fresh one."""
+    from kafka.producer.transaction_manager import TransactionalRequestResult
+
+    monkeypatch.setattr(kafka_writer, "COMMIT_TIMEOUT_S", 1.0)
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
+    stuck = log.writer.producer
+    assert stuck is not None
+    monkeypatch.setattr(
+        stuck._transaction_manager, "begin_commit", lambda: TransactionalRequestResult()
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="retry with the same request id"):
+            log.append("acme/x", 0, moves(1), meta("r1"))
+        assert time.monotonic() - started < 5, "the hung commit was waited on too long"
+        result = _retry_until_taken_again(lambda: log.append("acme/x", 0, moves(1), meta("r1")))
+        assert not result.duplicate, "a commit that never finished must not count as landed"
+        assert log.writer.producer is not stuck
+        assert [r.envelope.request_id for r in log.read_stream("acme/x")] == ["r1"]
+    finally:
+        log.close()
+
+
+def _retry_until_taken_again(append: Callable[[], AppendResult]) -> AppendResult:
+    deadline = time.monotonic() + 30
+    while True:  # the partition is taken again in the background
+        try:
+            return append()
+        except Unavailable:
+            assert time.monotonic() < deadline, "never taken again"
+            time.sleep(0.2)

@@ -1,0 +1,204 @@
+"""Clients sending registry commands through a fault, every attempt recorded.
+
+Each client sends commands one after another, each with its own request id and a short
+deadline. A command that fails with a retryable status is sent again with the same
+request id until it succeeds; any other failure, or a deadline the server let pass, is
+recorded as a broken promise for the test to report.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import grpc
+
+from mint.backends.kafka_log import KafkaEventLog, partition_for
+from mint.client import RegistryClient, parse_ref
+from mint.eventlog.chain import verify_stream
+from mint.v1 import registry_pb2 as pb
+
+DEADLINE_S = 10.0  # each attempt's deadline: short, to see the server answer within it
+GIVE_UP_S = 90.0  # a command not through by then is reported as lost
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@dataclass(frozen=True)
+class Ack:
+    ref: str
+    request_id: str
+    first: int
+    last: int
+    started: float  # first attempt, monotonic
+    acked: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    ref: str
+    request_id: str
+    publish: bool
+    code: str
+    message: str
+    took_s: float
+
+
+@dataclass
+class Outcomes:
+    acks: list[Ack] = field(default_factory=list)
+    retried: list[Failure] = field(default_factory=list)  # retryable, answered in time
+    broken: list[Failure] = field(default_factory=list)  # anything else
+    lost: list[str] = field(default_factory=list)  # never got through
+
+    def resumed_after(self, moment: float, partitions: int) -> dict[int, float]:
+        """Partition -> seconds from `moment` until its first command acknowledged after."""
+        first: dict[int, float] = {}
+        for ack in self.acks:
+            if ack.acked > moment:
+                p = partition_for(ack.ref, partitions)
+                first[p] = min(first.get(p, ack.acked), ack.acked)
+        return {p: t - moment for p, t in sorted(first.items())}
+
+    def longest_wait_s(self, since: float) -> float:
+        """The longest a command waited to be acknowledged, counted from `since` for one
+        already waiting then."""
+        waits = [a.acked - max(a.started, since) for a in self.acks if a.acked > since]
+        return max(waits, default=0.0)
+
+
+class CommandLoad:
+    """`clients` threads of commands on `refs`; a publish every `publish_every`."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        refs: list[str],
+        upload: tuple[bytes, bytes] | None = None,
+        clients: int = 4,
+        publish_every: int = 5,
+    ) -> None:
+        self.client = RegistryClient(target, token, timeout_s=DEADLINE_S, retry_for_s=0)
+        self.refs, self.upload = refs, upload
+        self.publish_every = publish_every
+        self.outcomes = Outcomes()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(seed,), daemon=True) for seed in range(clients)
+        ]
+
+    def __enter__(self) -> CommandLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def acked(self) -> int:
+        with self._lock:
+            return len(self.outcomes.acks)
+
+    def wait_for_acks(self, count: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.acked() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.acked()} of {count} commands acknowledged")
+            time.sleep(0.05)
+
+    def stop(self) -> Outcomes:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=GIVE_UP_S + 2 * DEADLINE_S)
+        self.client.close()
+        return self.outcomes
+
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        sent = 0
+        while not self._stop.is_set():
+            sent += 1
+            ref = rng.choice(self.refs)
+            publish = self.upload is not None and sent % self.publish_every == 0
+            self._until_acked(ref, uuid.uuid4().hex, publish)
+
+    def _until_acked(self, ref: str, request_id: str, publish: bool) -> None:
+        started = time.monotonic()
+        delay = 0.05
+        last = "no answer"
+        while time.monotonic() - started < GIVE_UP_S:
+            attempt = time.monotonic()
+            try:
+                result = self._send(ref, request_id, publish)
+            except grpc.RpcError as exc:
+                took_s = time.monotonic() - attempt
+                failure = Failure(
+                    ref, request_id, publish, exc.code().name, exc.details() or "", took_s
+                )
+                in_time = failure.took_s < DEADLINE_S
+                last = f"{failure.code}: {failure.message}"
+                with self._lock:
+                    if exc.code() in RETRYABLE and in_time:
+                        self.outcomes.retried.append(failure)
+                    else:
+                        self.outcomes.broken.append(failure)
+                if exc.code() not in RETRYABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}:
+                    return  # not to be retried: reported as broken
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            with self._lock:
+                self.outcomes.acks.append(
+                    Ack(
+                        ref,
+                        request_id,
+                        result.first_version,
+                        result.last_version,
+                        started,
+                        time.monotonic(),
+                    )
+                )
+            return
+        with self._lock:
+            self.outcomes.lost.append(f"{ref} {request_id}, last: {last}")
+
+    def _send(self, ref: str, request_id: str, publish: bool) -> pb.CommandResult:
+        if publish and self.upload is not None:
+            return self.client.publish_revision(ref, self.upload, request_id=request_id)
+        request = pb.SetChannelGateRequest(
+            ref=parse_ref(ref), channel="stable", required_suite="suite", request_id=request_id
+        )
+        result: pb.CommandResult = self.client.stub.SetChannelGate(
+            request, metadata=self.client.metadata, timeout=DEADLINE_S
+        )
+        return result
+
+
+def check_log(bootstrap: str, topic: str, partitions: int, acks: list[Ack]) -> list[str]:
+    """What the log alone says went wrong: gaps, broken chains, acknowledged commands
+    missing or applied twice."""
+    reader = KafkaEventLog(bootstrap, topic, partitions=partitions, owned=())
+    streams: dict[str, list] = defaultdict(list)
+    for recorded in reader.read_all():
+        streams[recorded.envelope.stream_id].append(recorded)
+    reader.close()
+    problems = []
+    for stream_id, events in streams.items():
+        versions = [r.envelope.stream_version for r in events]
+        if versions != list(range(1, len(versions) + 1)):
+            problems.append(f"{stream_id}: versions {versions}")
+        problems += [str(p) for p in verify_stream((r.envelope, str(r.position)) for r in events)]
+    for ack in acks:
+        found = [
+            r.envelope.stream_version
+            for r in streams[ack.ref]
+            if r.envelope.request_id == ack.request_id
+        ]
+        if found != list(range(ack.first, ack.last + 1)):
+            problems.append(f"{ack.ref} {ack.request_id}: acked {ack.first}-{ack.last}, {found}")
+    return problems
