@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mint.rpc.auth import token_digest
@@ -28,6 +28,7 @@ class RegistryProcess:
     log_file: Path
     endpoints: dict[str, str]  # MINT_* variables
     partitions: int = 6
+    extra_args: list[str] = field(default_factory=list)  # more `serve` flags
     process: ServiceProcess | None = None
 
     @property
@@ -39,6 +40,7 @@ class RegistryProcess:
         args = ["serve", "--port", str(self.port), "--topic", self.topic]
         args += ["--partitions", str(self.partitions), "--txn-prefix", self.topic]
         args += ["--bucket", self.topic, "--tokens-file", str(self.tokens_file)]
+        args += self.extra_args
         self.process = ServiceProcess("services.registry", args, self.log_file, self.endpoints)
         self.process.start().wait_ready(timeout_s)
         return self
