@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mint.rpc.auth import token_digest
@@ -29,6 +29,7 @@ class RegistryProcess:
     endpoints: dict[str, str]  # MINT_* variables
     partitions: int = 6
     replication: int = 1  # 3 on a 3-broker stack (fault tests)
+    extra_args: list[str] = field(default_factory=list)  # more `serve` flags
     process: ServiceProcess | None = None
 
     @property
@@ -41,6 +42,7 @@ class RegistryProcess:
         args += ["--partitions", str(self.partitions), "--replication", str(self.replication)]
         args += ["--txn-prefix", self.topic]
         args += ["--bucket", self.topic, "--tokens-file", str(self.tokens_file)]
+        args += self.extra_args
         self.process = ServiceProcess("services.registry", args, self.log_file, self.endpoints)
         self.process.start().wait_ready(timeout_s)
         return self

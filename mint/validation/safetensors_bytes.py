@@ -32,6 +32,7 @@ ITEM_SIZE = {
     "BOOL": 1,
 }
 _FLOAT_VIEW = {"F32": np.float32, "F16": np.float16}
+FINITE_WINDOW_BYTES = 1024 * 1024  # a multiple of every item size
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,20 @@ def _check_layout(tensors: dict[str, TensorInfo], data_size: int) -> None:
 
 
 def check_finite(data: bytes, data_start: int, tensors: dict[str, TensorInfo]) -> None:
-    """Reject NaN and Inf in any floating-point tensor."""
+    """Reject NaN and Inf in any floating-point tensor. A window at a time, over a view of
+    `data`: a large tensor is never copied or widened whole."""
+    view = memoryview(data)
     for info in tensors.values():
-        raw = data[data_start + info.begin : data_start + info.end]
-        if info.dtype == "BF16":  # numpy has no bfloat16: widen the bits to float32
-            values = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        elif info.dtype in _FLOAT_VIEW:
-            values = np.frombuffer(raw, dtype=np.dtype(_FLOAT_VIEW[info.dtype]).newbyteorder("<"))
-        else:
+        if info.dtype != "BF16" and info.dtype not in _FLOAT_VIEW:
             continue
-        if not np.isfinite(values).all():
-            raise InvalidArgument(f"tensor {info.name!r} contains NaN or Inf values")
+        begin, end = data_start + info.begin, data_start + info.end
+        for start in range(begin, end, FINITE_WINDOW_BYTES):
+            window = view[start : min(start + FINITE_WINDOW_BYTES, end)]
+            if not np.isfinite(_floats(window, info.dtype)).all():
+                raise InvalidArgument(f"tensor {info.name!r} contains NaN or Inf values")
+
+
+def _floats(raw: memoryview, dtype: str) -> np.ndarray:
+    if dtype == "BF16":  # numpy has no bfloat16: widen the bits to float32
+        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    return np.frombuffer(raw, dtype=np.dtype(_FLOAT_VIEW[dtype]).newbyteorder("<"))

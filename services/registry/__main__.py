@@ -64,7 +64,12 @@ def serve(args: argparse.Namespace) -> None:
         ownership = GroupOwnership(event_log, f"{args.txn_prefix}-owners")
         owned = ownership.wait_until_owning()
         logging.info("owning partitions %s of %s", sorted(owned), args.topic)
-    server, port = build_server(Registry(event_log, blobs), tokens, f"{args.host}:{args.port}")
+    server, port = build_server(
+        Registry(event_log, blobs),
+        tokens,
+        f"{args.host}:{args.port}",
+        max_upload_bytes_in_flight=args.max_upload_bytes_in_flight,
+    )
     print(f"registry serving on {args.host}:{port} ({args.backend} back end)", flush=True)
     stop = cli.stop_on_signals()
     stop.wait()
@@ -72,6 +77,13 @@ def serve(args: argparse.Namespace) -> None:
     if ownership is not None:
         ownership.close()
     event_log.close()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of bytes, got {text}")
+    return value
 
 
 def main() -> None:
@@ -97,6 +109,13 @@ def main() -> None:
     )
     run.add_argument("--bucket", default="mint")
     run.add_argument("--tokens-file", type=Path)
+    run.add_argument(
+        "--max-upload-bytes-in-flight",
+        type=_positive_int,
+        help="bytes that concurrent uploads may hold at once; an upload that does not fit "
+        "gets RESOURCE_EXHAUSTED (retry later). Default: a quarter of the memory the "
+        "process may use, at least one largest upload",
+    )
     run.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
     digest = commands.add_parser("hash-token", help="print the sha256 to put in a tokens file")
     digest.add_argument("token")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from mint.registry import Registry
@@ -10,19 +12,30 @@ from mint.rpc.server import build_server as build_rpc_server
 from mint.v1 import registry_pb2, registry_pb2_grpc
 
 from .servicer import RegistryServicer
+from .uploads import MiB, UploadBudget, machine_sized_budget
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 # Room for the largest upload chunk plus framing; uploads are chunked, so this stays small.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 def build_server(
-    registry: Registry, tokens: TokenTable, address: str = "127.0.0.1:0", workers: int = 16
+    registry: Registry,
+    tokens: TokenTable,
+    address: str = "127.0.0.1:0",
+    workers: int = 16,
+    max_upload_bytes_in_flight: int | None = None,
 ) -> tuple[grpc.Server, int]:
-    """A started server and its bound port."""
+    """A started server and its bound port. Uploads in flight hold at most
+    `max_upload_bytes_in_flight` bytes (by default a share of the machine's memory)."""
+    if max_upload_bytes_in_flight is None:
+        max_upload_bytes_in_flight = machine_sized_budget(registry.limits.max_weights_bytes)
+    log.info("uploads in flight may hold %.0f MiB", max_upload_bytes_in_flight / MiB)
+    servicer = RegistryServicer(registry, UploadBudget(max_upload_bytes_in_flight))
     server, port, _ = build_rpc_server(
         SERVICE_NAME,
-        lambda s: registry_pb2_grpc.add_RegistryServicer_to_server(RegistryServicer(registry), s),
+        lambda s: registry_pb2_grpc.add_RegistryServicer_to_server(servicer, s),
         address,
         tokens.authenticate,
         workers,

@@ -20,6 +20,7 @@ from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
 from . import convert
+from .uploads import UploadBudget, receive_weights
 
 MAX_PAGE = 1000
 MAX_WATCHES = 4  # of the server's 16 threads
@@ -40,8 +41,8 @@ def _result(outcome: Outcome) -> pb.CommandResult:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, registry: Registry, uploads: UploadBudget) -> None:
+        self.registry, self.uploads = registry, uploads
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
 
     def RegisterBaseModel(
@@ -71,7 +72,27 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def PublishRevision(
         self, request_iterator: Iterator[pb.PublishRevisionRequest], context: grpc.ServicerContext
     ) -> pb.CommandResult:
-        header, weights = self._receive_upload(request_iterator)
+        header = self._upload_header(request_iterator)
+        # Admitted before its body is read; the weights live only inside the reservation.
+        with self.uploads.reserve(header.weights_size):
+            return self._publish(header, receive_weights(request_iterator, header.weights_size))
+
+    def _upload_header(
+        self, parts: Iterator[pb.PublishRevisionRequest]
+    ) -> pb.PublishRevisionHeader:
+        first = next(parts, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the upload must start with a PublishRevisionHeader")
+        header: pb.PublishRevisionHeader = first.header
+        limit = self.registry.limits.max_weights_bytes
+        if header.weights_size > limit:
+            raise ResourceExhausted(
+                f"declared weights_size {header.weights_size:,} bytes "
+                f"exceeds the limit of {limit:,}"
+            )
+        return header
+
+    def _publish(self, header: pb.PublishRevisionHeader, weights: bytes) -> pb.CommandResult:
         return _result(
             self.registry.publish_revision(
                 current_principal(),
@@ -86,35 +107,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 dict(header.tool_versions),
             )
         )
-
-    def _receive_upload(
-        self, parts: Iterator[pb.PublishRevisionRequest]
-    ) -> tuple[pb.PublishRevisionHeader, bytes]:
-        """The header, then the chunks; stops reading as soon as a limit is passed."""
-        first = next(parts, None)
-        if first is None or first.WhichOneof("part") != "header":
-            raise InvalidArgument("the upload must start with a PublishRevisionHeader")
-        header = first.header
-        limit = self.registry.limits.max_weights_bytes
-        if header.weights_size > limit:
-            raise ResourceExhausted(
-                f"declared weights_size {header.weights_size:,} bytes "
-                f"exceeds the limit of {limit:,}"
-            )
-        chunks, received = [], 0
-        for part in parts:
-            if part.WhichOneof("part") != "weights_chunk":
-                raise InvalidArgument("only weights_chunk messages may follow the header")
-            received += len(part.weights_chunk)
-            if received > limit:
-                raise ResourceExhausted(f"weights exceed the limit of {limit:,} bytes")
-            chunks.append(part.weights_chunk)
-        if received != header.weights_size:
-            raise InvalidArgument(
-                f"received {received:,} weight bytes but the header declared "
-                f"{header.weights_size:,}: the upload is incomplete"
-            )
-        return header, b"".join(chunks)
 
     def RecordEvaluation(
         self, request: pb.RecordEvaluationRequest, context: grpc.ServicerContext

@@ -1,0 +1,52 @@
+"""The upload budget and the spooled receive, as pure units (the process-level check of
+memory and refusals is test_upload_memory.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mint.domain.errors import InvalidArgument, ResourceExhausted
+from mint.v1 import registry_pb2 as pb
+from services.registry.uploads import SPOOL_BYTES, UploadBudget, receive_weights
+
+
+def test_a_reservation_that_does_not_fit_now_is_refused_until_one_is_released() -> None:
+    budget = UploadBudget(100)
+    with budget.reserve(60):
+        with pytest.raises(ResourceExhausted, match="retry later"), budget.reserve(41):
+            pass
+        with budget.reserve(40):
+            assert budget.held == 100
+    with budget.reserve(100):
+        assert budget.held == 100
+
+
+def test_a_failed_call_gives_its_bytes_back() -> None:
+    budget = UploadBudget(100)
+    with pytest.raises(InvalidArgument), budget.reserve(70):
+        raise InvalidArgument("the weights are not safetensors")
+    assert budget.held == 0
+
+
+def test_an_upload_larger_than_the_budget_is_told_it_can_never_fit() -> None:
+    budget = UploadBudget(100)
+    with pytest.raises(ResourceExhausted, match="cannot be accepted here"), budget.reserve(101):
+        pass
+    assert budget.held == 0
+
+
+def chunks(*sizes: int) -> list[pb.PublishRevisionRequest]:
+    return [pb.PublishRevisionRequest(weights_chunk=bytes([i]) * n) for i, n in enumerate(sizes)]
+
+
+def test_the_body_comes_back_whole_from_the_spool() -> None:
+    sizes = (SPOOL_BYTES, SPOOL_BYTES, 7)  # past the threshold: it went to a file
+    weights = receive_weights(iter(chunks(*sizes)), sum(sizes))
+    assert weights == b"".join(c.weights_chunk for c in chunks(*sizes))
+
+
+def test_a_body_longer_than_declared_is_refused_at_the_chunk_that_passes_it() -> None:
+    parts = iter(chunks(10, 10, 10))
+    with pytest.raises(InvalidArgument, match="more weight bytes than the header's"):
+        receive_weights(parts, 15)
+    assert len(list(parts)) == 1, "the chunk after the one that passed was read"

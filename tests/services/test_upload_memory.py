@@ -1,0 +1,196 @@
+"""Concurrent large uploads to a registry process, over the real Kafka and S3.
+
+The registry's resident memory stays within its upload budget however many uploads
+arrive at once; an upload that would pass the budget is refused with RESOURCE_EXHAUSTED
+(retry later) before its body is read, and stores nothing: no event, no blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import safetensors.numpy
+from minio import Minio
+
+from deploy.local.registry import RegistryProcess, write_tokens
+from deploy.local.stack import free_ports
+from mint.blobs.port import blob_key
+from mint.client import RegistryClient
+from mint.v1 import registry_pb2 as pb
+from mint.v1 import registry_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+MiB = 1024 * 1024
+BUDGET = 64 * MiB  # --max-upload-bytes-in-flight
+UPLOADS = 8  # at once, 24 MiB each: 192 MiB asked for, three times the budget
+RANK, WIDTH, MODULES = 512, 2048, 3  # each module's lora_A + lora_B: 8 MiB of F32
+CHUNK = 1 * MiB
+# An admitted upload is held in memory once (it is spooled to disk while it arrives), so
+# the peak grows by about the budget; twice that leaves room for gRPC buffers and the
+# allocator. Without a budget the eight uploads, each held twice, need over 300 MiB.
+RSS_GROWTH_BOUND = 2 * BUDGET
+AUTH = (("authorization", "Bearer alice"),)
+
+
+@pytest.fixture
+def registry(tmp_path: Path, endpoints: dict[str, str]) -> Iterator[RegistryProcess]:
+    tokens = write_tokens(
+        tmp_path / "tokens.json",
+        {
+            "admin": {"principal": "ops", "tenants": ["*"], "admin": True},
+            "alice": {"principal": "alice", "tenants": ["acme"]},
+        },
+    )
+    topic = f"uploads-{uuid.uuid4().hex[:8]}"
+    flags = ["--max-upload-bytes-in-flight", str(BUDGET)]
+    process = RegistryProcess(
+        free_ports(1)[0], topic, tokens, tmp_path / "registry.log", endpoints, 2, extra_args=flags
+    )
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (the peak so far), in bytes."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) * 1024  # "123456 kB"
+    return fields
+
+
+def wide_base() -> dict[str, tuple[int, int]]:
+    return {f"model.layers.{i}.proj.weight": (WIDTH, WIDTH) for i in range(MODULES)}
+
+
+def lora_weights(fill: float) -> bytes:
+    """A valid rank-512 LoRA for `wide_base`; `fill` makes each upload's bytes its own."""
+    tensors = {}
+    for i in range(MODULES):
+        prefix = f"base_model.model.model.layers.{i}.proj"
+        tensors[f"{prefix}.lora_A.weight"] = np.full((RANK, WIDTH), fill, np.float32)
+        tensors[f"{prefix}.lora_B.weight"] = np.zeros((WIDTH, RANK), np.float32)
+    return safetensors.numpy.save(tensors)
+
+
+CONFIG = json.dumps(
+    {"peft_type": "LORA", "r": RANK, "lora_alpha": 16.0, "target_modules": ["proj"]}
+).encode()
+
+
+@dataclass
+class Attempt:
+    ref: str
+    weights: bytes
+    result: pb.CommandResult | None = None
+    error: grpc.RpcError | None = None
+
+
+def header(ref: str, weights: bytes, declared_size: int | None = None) -> pb.PublishRevisionHeader:
+    tenant, _, name = ref.partition("/")
+    return pb.PublishRevisionHeader(
+        ref=pb.AdapterRef(tenant=tenant, name=name),
+        request_id=uuid.uuid4().hex,
+        adapter_config=CONFIG,
+        weights_sha256=hashlib.sha256(weights).hexdigest(),
+        weights_size=len(weights) if declared_size is None else declared_size,
+    )
+
+
+def publish(
+    stub: registry_pb2_grpc.RegistryStub, attempt: Attempt, bodies_may_flow: threading.Event
+) -> None:
+    """One upload whose body waits until every upload has sent its header: all of them
+    are open at the same time, so the budget, not the timing, decides who gets in."""
+
+    def parts() -> Iterator[pb.PublishRevisionRequest]:
+        yield pb.PublishRevisionRequest(header=header(attempt.ref, attempt.weights))
+        bodies_may_flow.wait(timeout=30)
+        for start in range(0, len(attempt.weights), CHUNK):
+            yield pb.PublishRevisionRequest(weights_chunk=attempt.weights[start : start + CHUNK])
+
+    try:
+        attempt.result = stub.PublishRevision(parts(), metadata=AUTH, timeout=60)
+    except grpc.RpcError as exc:
+        attempt.error = exc
+
+
+def test_concurrent_uploads_stay_within_the_budget(
+    registry: RegistryProcess, s3: Minio, unique: str
+) -> None:
+    admin = RegistryClient(registry.address, "admin")
+    alice = RegistryClient(registry.address, "alice")
+    fingerprint = hashlib.sha256(unique.encode()).hexdigest()
+    admin.register_base("wide", fingerprint, wide_base())
+    attempts = [Attempt(f"acme/big-{i}", lora_weights(i + 1.0)) for i in range(UPLOADS)]
+    for attempt in attempts:
+        alice.create_adapter(attempt.ref, fingerprint)
+    assert registry.process is not None and registry.process.proc is not None
+    pid = registry.process.proc.pid
+    idle = memory(pid)["VmRSS"]
+
+    bodies_may_flow = threading.Event()
+    with grpc.insecure_channel(registry.address) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        with ThreadPoolExecutor(UPLOADS) as pool:
+            calls = [pool.submit(publish, stub, a, bodies_may_flow) for a in attempts]
+            time.sleep(0.5)  # every header reaches the registry first
+            bodies_may_flow.set()
+            for call in calls:
+                call.result()
+    growth = memory(pid)["VmHWM"] - idle
+
+    assert growth <= RSS_GROWTH_BOUND, (
+        f"the registry's peak memory grew by {growth / MiB:.0f} MiB for {UPLOADS} uploads "
+        f"of {len(attempts[0].weights) / MiB:.0f} MiB; the bound is "
+        f"{RSS_GROWTH_BOUND / MiB:.0f} MiB (twice the {BUDGET / MiB:.0f} MiB budget)"
+    )
+    stored = [a for a in attempts if a.result is not None]
+    refused = [a for a in attempts if a.error is not None]
+    print(f"\n{len(stored)} stored, {len(refused)} refused; peak grew {growth / MiB:.0f} MiB")
+    assert stored, "no upload got in: the budget must admit uploads that fit"
+    assert refused, "every upload got in: more than the budget was held at once"
+    for attempt in refused:
+        assert attempt.error is not None
+        assert attempt.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, attempt.error
+        assert "retry later" in (attempt.error.details() or ""), attempt.error.details()
+    bucket = registry.topic
+    for attempt in attempts:
+        key = blob_key(hashlib.sha256(attempt.weights).hexdigest())
+        blobs = [o.object_name for o in s3.list_objects(bucket, prefix=key)]
+        events = alice.history(attempt.ref)
+        if attempt.result is not None:  # created, then published
+            assert len(events) == attempt.result.last_version > 1, attempt.ref
+            assert blobs == [key], attempt.ref
+        else:  # refused: only its creation, and no blob
+            assert (len(events), blobs) == (1, []), attempt.ref
+
+
+def test_an_upload_larger_than_the_whole_budget_is_refused_at_its_header(
+    registry: RegistryProcess,
+) -> None:
+    """It could never get in: refused before any body byte, saying why, not 'retry'."""
+    with grpc.insecure_channel(registry.address) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        declared = pb.PublishRevisionRequest(
+            header=header("acme/huge", b"", declared_size=BUDGET + 1)
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.PublishRevision(iter([declared]), metadata=AUTH, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max-upload-bytes-in-flight" in (refused.value.details() or "")
