@@ -32,15 +32,20 @@ FOLDED_CACHE_SIZE = 100_000  # adapters whose folded state a replica keeps
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller and the tenants it may act in ("*": all)."""
+    """An authenticated caller and the tenants it may act in ("*": all). A `service` (the
+    router) may act for the callers it names when it calls another MinT server."""
 
     name: str
     tenants: frozenset[str]
     admin: bool = False
+    service: bool = False
 
     def require_tenant(self, tenant: str) -> None:
         if "*" not in self.tenants and tenant not in self.tenants:
-            raise PermissionDenied(f"principal {self.name!r} may not act in tenant {tenant!r}")
+            raise PermissionDenied(
+                f"principal {self.name!r} may not act in tenant {tenant!r}; "
+                "use a token of that tenant"
+            )
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -37,3 +39,9 @@ def load_tokenizer_dir(path: str) -> PreTrainedTokenizerFast:
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError(f"{path}: the tokenizer must define pad and eos tokens")
     return tokenizer
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerFast) -> str:
+    """The sha256 of the tokenizer's serialized form (its tokenizer.json): two tokenizers
+    with the same fingerprint count any text the same. A save and load keep it."""
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()

@@ -16,11 +16,12 @@ def build_server(
     service_name: str,
     add_servicer: Callable[[grpc.Server], None],
     address: str,
-    authenticate: Authenticate | None = None,
+    authenticate: Authenticate,
     workers: int = 16,
     options: list[tuple[str, int]] | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started server, its bound port and its health servicer (SERVING)."""
+    """A started server, its bound port and its health servicer (SERVING). Every call but
+    health and reflection is authenticated with `authenticate`."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=service_name),
         interceptors=[DomainInterceptor(authenticate)],

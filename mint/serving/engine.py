@@ -59,11 +59,13 @@ class ServingEngine:
         max_prompt_tokens: int,
         pad_token_id: int,
         eos_token_id: int,
+        tokenizer_fingerprint: str = "",
     ) -> None:
         self.model = model
         self.table = table
         self.base_fingerprint = base_fingerprint
         self.max_prompt_tokens = max_prompt_tokens
+        self.tokenizer_fingerprint = tokenizer_fingerprint  # what max_prompt_tokens counts
         self.pad_token_id, self.eos_token_id = pad_token_id, eos_token_id
         first = next(iter(model.layers.values())).slots
         self.max_rank, self.model_device = first.max_rank, first.A.device

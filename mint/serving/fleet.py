@@ -27,6 +27,7 @@ class NodeState:
     seen: float  # monotonic time of the last report
     stopping: bool = False
     max_prompt_tokens: int = 0
+    tokenizer: str = ""  # what it counts prompt tokens with (a fingerprint)
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
@@ -54,6 +55,7 @@ class FleetView:
             seen=now,
             stopping=report.stopping,
             max_prompt_tokens=report.max_prompt_tokens,
+            tokenizer=report.tokenizer,
             failed=failed,
         )
 
@@ -70,6 +72,8 @@ class FleetView:
         return [n for n in self.live(now) if keys <= n.resident]
 
     def failure(self, ref: RevisionRef) -> str | None:
-        """Why the last load of `ref` failed on some live node, if it did."""
+        """Why the last load of `ref` failed on some live node serving its base, if it did
+        (a node of another base, given it by an older controller, says nothing about it)."""
         key = (ref.adapter_id, ref.revision)
-        return next((n.failed[key] for n in self.live() if key in n.failed), None)
+        relevant = (n for n in self.live() if ref.base_fingerprint in ("", n.base_fingerprint))
+        return next((n.failed[key] for n in relevant if key in n.failed), None)

@@ -4,8 +4,10 @@ Pure (no I/O, no clock of its own): the controller feeds it demand and the live 
 and publishes the difference between successive plans. A group is what one request
 needs together (a stacked request's adapters), so a group is placed whole on a node.
 
-- Each group goes to the live nodes with the highest rendezvous score
-  (sha256(group, node)) that have room, so placements barely move when nodes come and go.
+- A group goes only to nodes serving the base its adapters were trained on (a group
+  whose adapters name different bases goes nowhere), and among those to the ones with
+  the highest rendezvous score (sha256(group, node)) that have room, so placements barely
+  move when nodes come and go.
 - Hot groups get more replicas (`replicas`, from request rates).
 - A node's budget is bytes; when no candidate has room, the top candidate evicts its
   least recently demanded, unpinned groups.
@@ -33,6 +35,10 @@ class Group:
     def key(self) -> str:
         return ",".join(f"{r.adapter_id}@{r.revision}" for r in self.refs)
 
+    @property
+    def bases(self) -> set[str]:
+        return {r.base_fingerprint for r in self.refs}
+
 
 @dataclass
 class Want:
@@ -47,6 +53,23 @@ class NodeCapacity:
     name: str
     budget_bytes: int
     slots: int
+    base_fingerprint: str = ""
+
+    def serves(self, group: Group) -> bool:
+        return group.bases == {self.base_fingerprint}
+
+
+FILL = 0.8  # leave room on each node for stacked slots and rounding
+
+
+def has_room(refs: Iterable[RevisionRef], node: NodeCapacity, fill: float = FILL) -> bool:
+    """Whether `refs` fit in `node`'s byte budget (filled to `fill`) and its slots (one
+    is the bare base's)."""
+    distinct = set(refs)
+    return (
+        sum(r.weights_size for r in distinct) <= node.budget_bytes * fill
+        and len(distinct) <= node.slots - 1
+    )
 
 
 def score(group: Group, node: str) -> bytes:
@@ -58,7 +81,7 @@ class Placement:
     """The current plan: node -> revisions that should be resident there."""
 
     assignment: dict[str, set[RevisionRef]] = field(default_factory=dict)
-    fill: float = 0.8  # leave room on each node for stacked slots and rounding
+    fill: float = FILL
 
     def plan(
         self, wants: Iterable[Want], nodes: Iterable[NodeCapacity]
@@ -66,7 +89,10 @@ class Placement:
         live = {n.name: n for n in nodes}
         wants = sorted(wants, key=lambda w: (-w.pinned, -w.last_demand, w.group.key))
         recency = _recency(wants)
-        plan = {name: set(self.assignment.get(name, set())) for name in live}
+        plan = {  # what a node cannot serve (its base changed) is not kept there
+            name: {r for r in self.assignment.get(name, set()) if node.serves(Group.of([r]))}
+            for name, node in live.items()
+        }
         for want in wants:
             self._place(want, plan, live, recency)
         for name, refs in plan.items():  # revisions nobody wants any more
@@ -85,8 +111,9 @@ class Placement:
         rendezvous order, then by making room. (Extra replicas of a group that cooled
         down are not removed here; they go when their node needs the room.)"""
         needed = set(want.group.refs)
-        ranked = sorted(live, key=lambda n: score(want.group, n), reverse=True)
-        missing = min(want.replicas, len(live)) - sum(needed <= plan[n] for n in ranked)
+        serving = [n for n in live if live[n].serves(want.group)]
+        ranked = sorted(serving, key=lambda n: score(want.group, n), reverse=True)
+        missing = min(want.replicas, len(ranked)) - sum(needed <= plan[n] for n in ranked)
         for make_room in (False, True):
             for name in ranked:
                 if missing <= 0:
@@ -102,10 +129,7 @@ class Placement:
                     missing -= 1
 
     def _fits(self, refs: set[RevisionRef], node: NodeCapacity) -> bool:
-        return (
-            sum(r.weights_size for r in refs) <= node.budget_bytes * self.fill
-            and len(refs) <= node.slots - 1
-        )
+        return has_room(refs, node, self.fill)
 
     def _make_room(
         self,

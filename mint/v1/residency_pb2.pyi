@@ -167,6 +167,7 @@ class NodeReport(_message.Message):
     AT_FIELD_NUMBER: _builtins.int
     STOPPING_FIELD_NUMBER: _builtins.int
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOKENIZER_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     address: _builtins.str
     """host:port of the node's Inference service"""
@@ -177,6 +178,10 @@ class NodeReport(_message.Message):
     stopping: _builtins.bool
     """a graceful shutdown: re-place at once"""
     max_prompt_tokens: _builtins.int
+    tokenizer: _builtins.str
+    """What the node counts prompt tokens with: the sha256 of its tokenizer's serialized form
+    (tokenizer.json). The router checks prompt lengths only with the very same tokenizer.
+    """
     @_builtins.property
     def resident(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResidentRevision]:
         """the whole resident set, every report"""
@@ -201,10 +206,11 @@ class NodeReport(_message.Message):
         at: _timestamp_pb2.Timestamp | None = ...,
         stopping: _builtins.bool = ...,
         max_prompt_tokens: _builtins.int = ...,
+        tokenizer: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "at", b"at", "base_fingerprint", b"base_fingerprint", "budget_bytes", b"budget_bytes", "max_prompt_tokens", b"max_prompt_tokens", "node", b"node", "outcomes", b"outcomes", "resident", b"resident", "slots", b"slots", "stopping", b"stopping", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "at", b"at", "base_fingerprint", b"base_fingerprint", "budget_bytes", b"budget_bytes", "max_prompt_tokens", b"max_prompt_tokens", "node", b"node", "outcomes", b"outcomes", "resident", b"resident", "slots", b"slots", "stopping", b"stopping", "tokenizer", b"tokenizer", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -148,7 +148,10 @@ class Controller:
             self._urgent |= demand.missing
 
     def _replan(self) -> None:
-        nodes = [NodeCapacity(n.name, n.budget_bytes, n.slots) for n in self.fleet.live()]
+        nodes = [
+            NodeCapacity(n.name, n.budget_bytes, n.slots, n.base_fingerprint)
+            for n in self.fleet.live()
+        ]
         plan = self.placement.plan(self.wants.values(), nodes)
         put = [
             (node, ref, self.wants.get(Group.of([ref]).key, Want(Group.of([ref]), 0)).pinned)

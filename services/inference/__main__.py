@@ -1,18 +1,27 @@
 """Run an inference node.
 
-  python -m services.inference --name node-1 --port 50061 --budget-mib 256
+  python -m services.inference --name node-1 --port 50061 --budget-mib 256 \
+      --tokens-file tokens.json
 
 It serves `mint.v1.Inference` (plus health and reflection) from the adapters resident in
 its slots, follows the desired-residency topic to load (S3 GET, sha256 checked) or evict
-them, and reports to the status topic every second. Kafka and S3 come from
-MINT_KAFKA_BOOTSTRAP and MINT_S3_* (`python -m deploy.local env` prints them).
+them, and reports to the status topic every second. Every call is authenticated with the
+tokens file: the router's service token (an entry with `"service": true`) acting for the
+caller it names, or a caller's own token; either way only the caller's tenants' adapters
+serve. Kafka and S3 come from MINT_KAFKA_BOOTSTRAP and MINT_S3_* (`python -m deploy.local
+env` prints them).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 from mint import cli
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.settings import servers_from_env
+from mint.rpc.auth import TokenTable
 
 from .app import NodeConfig, NodeProcess
 
@@ -27,6 +36,7 @@ def main() -> None:
     parser.add_argument(
         "--advertise-host", default="127.0.0.1", help="host the router should dial (pod IP)"
     )
+    parser.add_argument("--tokens-file", type=Path, help="or MINT_TOKENS_FILE")
     parser.add_argument("--bucket", default="mint", help="bucket holding the projection")
     parser.add_argument("--prefix", default="", help="key prefix of the projection")
     parser.add_argument("--topics-prefix", default="mint.residency")
@@ -44,6 +54,9 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here")
     parser.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
     args = parser.parse_args()
+    tokens_file = args.tokens_file or os.environ.get("MINT_TOKENS_FILE")
+    if not tokens_file:
+        sys.exit("no tokens: pass --tokens-file or set MINT_TOKENS_FILE (with the router's)")
     servers = servers_from_env()
     topics = ResidencyTopics(args.topics_prefix)
     topics.create(servers.kafka_bootstrap)  # idempotent
@@ -52,6 +65,7 @@ def main() -> None:
             name=args.name,
             kafka_bootstrap=servers.kafka_bootstrap,
             s3=servers.s3,
+            tokens=TokenTable.from_file(Path(tokens_file)),
             bucket=args.bucket,
             prefix=args.prefix,
             topics=topics,

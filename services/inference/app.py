@@ -13,7 +13,13 @@ from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base, fingerprint, load_base_dir, tiny_llama_config
-from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer, load_tokenizer_dir
+from mint.models.tokenizer import (
+    VOCAB_SIZE,
+    byte_tokenizer,
+    load_tokenizer_dir,
+    tokenizer_fingerprint,
+)
+from mint.rpc.auth import TokenTable
 from mint.rpc.server import build_server
 from mint.serving.batcher import Batcher
 from mint.serving.catalog import Catalog
@@ -37,6 +43,7 @@ class NodeConfig:
     name: str
     kafka_bootstrap: str
     s3: S3Settings
+    tokens: TokenTable  # callers' tokens and the router's service token
     bucket: str = "mint"
     prefix: str = ""
     topics: ResidencyTopics = field(default_factory=ResidencyTopics)
@@ -78,6 +85,7 @@ class NodeProcess:
             config.max_prompt_tokens,
             pad_token_id=int(tokenizer.pad_token_id),
             eos_token_id=int(tokenizer.eos_token_id),
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
         )
         self.metrics = NodeMetrics()
         self.batcher = Batcher(
@@ -101,6 +109,7 @@ class NodeProcess:
                 InferenceServicer(node, self.metrics), s
             ),
             f"{config.host}:{config.port}",
+            config.tokens.authenticate_on_behalf,
         )
         self.address = f"{config.advertise_host}:{self.port}"
         self.reconciler = Reconciler(

@@ -184,6 +184,7 @@ class Reconciler:
             at=at,
             stopping=stopping,
             max_prompt_tokens=self.engine.max_prompt_tokens,
+            tokenizer=self.engine.tokenizer_fingerprint,
         )
         self._outcomes = []
         self._producer.send(

@@ -1,15 +1,21 @@
 """The node's `Inference` servicer: protobuf in, InferenceNode call, protobuf out.
-Errors are raised as domain errors; the interceptor turns them into statuses."""
+Errors are raised as domain errors; the interceptor turns them into statuses.
+
+Callers are checked as the router checks them: the interceptor authenticates the call (a
+caller's own token, or the router's service token acting for the caller it names) and
+each adapter's tenant must be one of the caller's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 
 import grpc
 
+from mint.rpc.interceptor import current_principal
 from mint.rpc.observe import observed
 from mint.serving import wire
+from mint.serving.requests import Selector
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 
@@ -26,7 +32,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> pb.GenerateResponse:
         with self._observed("Generate"):
             done = self.node.generate(
-                wire.selectors(request.adapters), request.prompt, wire.sampling(request.sampling)
+                _permitted(request.adapters), request.prompt, wire.sampling(request.sampling)
             )
             self.metrics.batch_size.observe(done.batch_size)
             return pb.GenerateResponse(
@@ -42,7 +48,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> Iterator[pb.GenerateChunk]:
         with self._observed("GenerateStream"):
             parts, tokens = self.node.stream(
-                wire.selectors(request.adapters), request.prompt, wire.sampling(request.sampling)
+                _permitted(request.adapters), request.prompt, wire.sampling(request.sampling)
             )
             first = True
             for chunk in tokens:
@@ -57,7 +63,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreResponse:
         with self._observed("Score"):
             parts, logprobs = self.node.score(
-                wire.selectors(request.adapters), request.prompt, request.continuation
+                _permitted(request.adapters), request.prompt, request.continuation
             )
             return pb.ScoreResponse(
                 token_logprobs=logprobs,
@@ -68,3 +74,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     def _observed(self, method: str) -> AbstractContextManager[None]:
         return observed(self.metrics.latency, self.metrics.requests, method)
+
+
+def _permitted(adapters: Sequence[pb.AdapterSelector]) -> list[Selector]:
+    """The request's adapters, if the caller may use each of them."""
+    selectors = wire.selectors(adapters)
+    principal = current_principal()
+    for s in selectors:
+        principal.require_tenant(s.adapter.tenant)
+    return selectors

@@ -1,12 +1,14 @@
 """Run the router, the front door for `mint.v1.Inference`.
 
-  python -m services.router --port 50060 --tokens-file tokens.json
+  python -m services.router --port 50060 --tokens-file tokens.json \
+      --service-token-file service-token
 
 Callers authenticate with `authorization: Bearer <token>` (the registry's tokens file
 format) and may use the adapters of their tenants. Each request goes to a node where all
-its adapters are resident; on a miss the router asks the controller for placement and
-waits within the request's deadline. Kafka and S3 come from MINT_KAFKA_BOOTSTRAP and
-MINT_S3_*.
+its adapters are resident, sent with the service token (whose digest the nodes' tokens
+file lists with `"service": true`) and the caller it is for; on a miss the router asks
+the controller for placement and waits within the request's deadline. Kafka and S3 come
+from MINT_KAFKA_BOOTSTRAP and MINT_S3_*.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50060, help="0 picks a free port")
     parser.add_argument("--tokens-file", type=Path, help="or MINT_TOKENS_FILE")
+    parser.add_argument(
+        "--service-token-file", type=Path, help="the token nodes know; or MINT_SERVICE_TOKEN"
+    )
     parser.add_argument("--bucket", default="mint", help="bucket holding the projection")
     parser.add_argument("--prefix", default="")
     parser.add_argument("--topics-prefix", default="mint.residency")
@@ -43,6 +48,13 @@ def main() -> None:
     tokens_file = args.tokens_file or os.environ.get("MINT_TOKENS_FILE")
     if not tokens_file:
         sys.exit("no tokens: pass --tokens-file or set MINT_TOKENS_FILE")
+    service_token = (
+        args.service_token_file.read_text().strip()
+        if args.service_token_file
+        else os.environ.get("MINT_SERVICE_TOKEN", "")
+    )
+    if not service_token:
+        sys.exit("no service token: pass --service-token-file or set MINT_SERVICE_TOKEN")
     servers = servers_from_env()
     topics = ResidencyTopics(args.topics_prefix)
     topics.create(servers.kafka_bootstrap)
@@ -52,6 +64,7 @@ def main() -> None:
             kafka_bootstrap=servers.kafka_bootstrap,
             s3=servers.s3,
             tokens=TokenTable.from_file(Path(tokens_file)),
+            service_token=service_token,
             bucket=args.bucket,
             prefix=args.prefix,
             topics=topics,

@@ -28,6 +28,7 @@ class RouterConfig:
     kafka_bootstrap: str
     s3: S3Settings
     tokens: TokenTable
+    service_token: str  # what the router calls nodes with: a "service" entry of their tokens
     bucket: str = "mint"
     prefix: str = ""
     topics: ResidencyTopics = field(default_factory=ResidencyTopics)
@@ -53,6 +54,7 @@ class RouterProcess:
             self.demand,
             self.metrics,
             byte_tokenizer(),
+            config.service_token,
             config.cold_start_s,
         )
         self.server, self.port, self.health = build_server(

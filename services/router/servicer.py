@@ -1,5 +1,6 @@
 """The router's `Inference` servicer: check and resolve a request, find (or wait for) a
-node holding all its adapters, and forward it there with exact revisions.
+node holding all its adapters, and forward it there with exact revisions, as the caller
+(the router's service token naming the caller it acts for).
 
 A request whose adapters are resident nowhere is a miss: the router reports it to the
 controller at once and waits for a node to report them loaded, within the request's
@@ -20,11 +21,14 @@ import grpc
 from transformers import PreTrainedTokenizerFast
 
 from mint.domain.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from mint.models.tokenizer import tokenizer_fingerprint
+from mint.rpc.auth import on_behalf_of
 from mint.rpc.interceptor import current_principal, domain_error
 from mint.rpc.observe import observed
 from mint.serving import wire
 from mint.serving.catalog import Catalog
 from mint.serving.fleet import NodeState
+from mint.serving.placement import FILL, NodeCapacity, has_room
 from mint.serving.requests import RevisionRef
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
@@ -36,6 +40,7 @@ T = TypeVar("T")
 SUSPECT_S = 2.0  # how long a node that just failed is passed over
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
 Request = pb.GenerateRequest | pb.ScoreRequest
+Call = Callable[[Any, Request, dict[str, Any]], T]  # (stub, request, call options)
 
 
 class RouterServicer(inference_pb2_grpc.InferenceServicer):
@@ -46,10 +51,13 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         demand: DemandReporter,
         metrics: RouterMetrics,
         tokenizer: PreTrainedTokenizerFast,
+        service_token: str,
         cold_start_s: float = 30.0,
     ) -> None:
         self.catalog, self.watch, self.demand, self.metrics = catalog, watch, demand, metrics
         self.tokenizer, self.cold_start_s = tokenizer, cold_start_s
+        self.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
+        self.service_token = service_token
         self._channels: dict[str, grpc.Channel] = {}
         self._suspects: dict[str, float] = {}
         self._in_flight: Counter[str] = Counter()
@@ -58,15 +66,13 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Any:
         wire.sampling(request.sampling)  # checked here: nothing is placed for a bad request
         with self._observed("Generate"):
-            return self._forward(
-                request, context, lambda stub, req, t: stub.Generate(req, timeout=t)
-            )
+            return self._forward(request, context, lambda stub, req, kw: stub.Generate(req, **kw))
 
     def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> Any:
         if not request.continuation:
             raise InvalidArgument("the continuation is empty")
         with self._observed("Score"):
-            return self._forward(request, context, lambda stub, req, t: stub.Score(req, timeout=t))
+            return self._forward(request, context, lambda stub, req, kw: stub.Score(req, **kw))
 
     def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.ServicerContext
@@ -76,8 +82,8 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         with self._observed("GenerateStream"):
             first: list[pb.GenerateChunk] = []
 
-            def start(stub: Any, req: Request, timeout: float | None) -> Iterator[Any]:
-                stream = stub.GenerateStream(req, timeout=timeout)
+            def start(stub: Any, req: Request, options: dict[str, Any]) -> Iterator[Any]:
+                stream = stub.GenerateStream(req, **options)
                 first.append(next(stream))  # errors before the first token are retryable
                 return stream  # type: ignore[no-any-return]
 
@@ -94,7 +100,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         self,
         request: Request,
         context: grpc.ServicerContext,
-        call: Callable[[Any, Request, float | None], T],
+        call: Call[T],
     ) -> T:
         deadline = self._deadline(context)
         refs, exact = self._resolve(request, deadline)
@@ -129,33 +135,31 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         principal = current_principal()
         for s in selectors:
             principal.require_tenant(s.adapter.tenant)
+        if not request.prompt:
+            raise InvalidArgument("the prompt is empty")
         # No node reporting: wait a little (they may be restarting) before giving up.
         live = self.watch.wait_live(min(deadline, time.monotonic() + self.watch.view.silence_s))
         self.metrics.live_nodes.set(len(live))
         if not live:
             raise Unavailable("no inference node is reporting; check the nodes and retry")
-        self._check_prompt(request, live)
         parts = [(self.catalog.resolve(s), s.weight) for s in selectors]
-        bases = {n.base_fingerprint for n in live}
-        for ref, _ in parts:
-            if ref.base_fingerprint not in bases:
-                raise FailedPrecondition(
-                    f"{ref.label} was trained on base {ref.base_fingerprint[:12]}…, which no "
-                    f"node here serves (they serve {', '.join(b[:12] + '…' for b in bases)})"
-                )
+        refs = [r for r, _ in parts]
+        self._check_prompt(request, _able_to_serve(refs, live))
         exact = type(request).FromString(request.SerializeToString())
         del exact.adapters[:]
         exact.adapters.extend(wire.exact(parts))
-        return [r for r, _ in parts], exact
+        return refs, exact
 
-    def _check_prompt(self, request: Request, live: list[NodeState]) -> None:
+    def _check_prompt(self, request: Request, nodes: list[NodeState]) -> None:
+        """Counted here only if every node that may serve it counts with the router's own
+        tokenizer; otherwise the node that serves it counts (and refuses) it."""
+        if any(n.tokenizer != self.tokenizer_fingerprint for n in nodes):
+            return
         text = request.prompt + (
             request.continuation if isinstance(request, pb.ScoreRequest) else ""
         )
         count = len(self.tokenizer(text)["input_ids"])
-        limit = min(n.max_prompt_tokens for n in live)
-        if not request.prompt:
-            raise InvalidArgument("the prompt is empty")
+        limit = min(n.max_prompt_tokens for n in nodes)
         if count > limit:
             raise InvalidArgument(
                 f"the prompt has {count} tokens; the nodes accept at most {limit}"
@@ -193,7 +197,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         node: NodeState,
         request: Request,
         deadline: float,
-        call: Callable[[Any, Request, float | None], T],
+        call: Call[T],
     ) -> T:
         with self._lock:
             channel = self._channels.get(node.address)
@@ -202,7 +206,11 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
             self._in_flight[node.name] += 1
         try:
             stub = inference_pb2_grpc.InferenceStub(channel)
-            return call(stub, request, max(0.1, deadline - time.monotonic()))
+            options = {
+                "timeout": max(0.1, deadline - time.monotonic()),
+                "metadata": on_behalf_of(self.service_token, current_principal()),
+            }
+            return call(stub, request, options)
         finally:
             with self._lock:
                 self._in_flight[node.name] -= 1
@@ -214,3 +222,37 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
 
     def _observed(self, method: str) -> AbstractContextManager[None]:
         return observed(self.metrics.latency, self.metrics.requests, method)
+
+
+def _able_to_serve(refs: list[RevisionRef], live: list[NodeState]) -> list[NodeState]:
+    """The live nodes where the controller could place `refs` together: of their one
+    base, with room for them all. None is a FailedPrecondition, said at once."""
+    if not refs:
+        return live
+    labels = ", ".join(r.label for r in refs)
+    bases = {r.base_fingerprint for r in refs}
+    if len(bases) > 1:
+        raise FailedPrecondition(
+            f"{labels} were trained on different bases, so no node can serve them together; "
+            "stack only adapters of one base"
+        )
+    (base,) = bases
+    serving = [n for n in live if n.base_fingerprint == base]
+    if not serving:
+        served = ", ".join(sorted({n.base_fingerprint[:12] + "…" for n in live}))
+        raise FailedPrecondition(
+            f"{labels} {'was' if len(refs) == 1 else 'were'} trained on base {base[:12]}…, "
+            f"which no node here serves (they serve {served})"
+        )
+    roomy = [
+        n for n in serving if has_room(refs, NodeCapacity(n.name, n.budget_bytes, n.slots, base))
+    ]
+    if not roomy:
+        size = sum(r.weights_size for r in set(refs))
+        largest = max(n.budget_bytes for n in serving)
+        raise FailedPrecondition(
+            f"{labels} ({size} bytes together) fit on no node serving their base: the "
+            f"largest adapter budget there is {largest} bytes, of which placement uses "
+            f"{FILL:.0%}; stack fewer adapters, or add a node with a larger budget"
+        )
+    return roomy

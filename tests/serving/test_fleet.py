@@ -24,6 +24,7 @@ from tests.serving.world import World, new_world
 pytestmark = pytest.mark.slow
 ADAPTERS = 50
 TOKEN = "fleet-test-token"
+SERVICE_TOKEN = "fleet-router-token"  # what the router calls the nodes with
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
@@ -59,8 +60,14 @@ def fleet(
     budget_mib = 25 * adapter_bytes / 2**20
     common = ["--topics-prefix", world.topics.prefix]
     tokens = write_tokens(
-        logs / "tokens.json", {TOKEN: {"principal": "alice", "tenants": ["acme"]}}
+        logs / "tokens.json",
+        {
+            TOKEN: {"principal": "alice", "tenants": ["acme"]},
+            SERVICE_TOKEN: {"principal": "router", "service": True},
+        },
     )
+    service_token = logs / "service-token"
+    service_token.write_text(SERVICE_TOKEN)
     procs = {
         "controller": ServiceProcess(
             "services.controller",
@@ -78,6 +85,8 @@ def fleet(
                     "0",
                     "--bucket",
                     world.bucket,
+                    "--tokens-file",
+                    str(tokens),
                     "--budget-mib",
                     f"{budget_mib:.6f}",
                     *common,
@@ -89,7 +98,17 @@ def fleet(
         },
         "router": ServiceProcess(
             "services.router",
-            ["--port", "0", "--bucket", world.bucket, "--tokens-file", str(tokens), *common],
+            [
+                "--port",
+                "0",
+                "--bucket",
+                world.bucket,
+                "--tokens-file",
+                str(tokens),
+                "--service-token-file",
+                str(service_token),
+                *common,
+            ],
             logs / "router.log",
             endpoints,
         ),

@@ -25,7 +25,16 @@ from mint.serving.catalog import Catalog
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 from services.inference.app import NodeConfig, NodeProcess
-from tests.serving.world import World, base_config, new_world
+from tests.serving.world import (
+    ALICE_AUTH,
+    EVE_AUTH,
+    SERVICE_TOKEN,
+    AuthenticatedStub,
+    World,
+    base_config,
+    new_world,
+    serving_tokens,
+)
 
 pytestmark = pytest.mark.slow
 PROMPT = "Adapters are state"
@@ -57,6 +66,7 @@ def node(
             name="n1",
             kafka_bootstrap=world.bootstrap,
             s3=s3_settings,
+            tokens=serving_tokens(),
             bucket=world.bucket,
             topics=world.topics,
             report_s=0.3,
@@ -80,9 +90,10 @@ def node(
 
 
 @pytest.fixture(scope="module")
-def stub(node: NodeProcess) -> Iterator[inference_pb2_grpc.InferenceStub]:
+def stub(node: NodeProcess) -> Iterator[Any]:
+    """alice's direct calls (the router's calls are tested through the router)."""
     with grpc.insecure_channel(node.address) as channel:
-        yield inference_pb2_grpc.InferenceStub(channel)
+        yield AuthenticatedStub(inference_pb2_grpc.InferenceStub(channel), ALICE_AUTH)
 
 
 def reference(world: World, *names: tuple[str, int]) -> PeftModel:
@@ -316,6 +327,97 @@ def test_bad_input_gets_a_clear_status_and_loads_nothing(
     assert node.engine.resident() == before
 
 
+def as_service(caller: str, tenants: str) -> tuple[tuple[str, str], ...]:
+    """What the router sends: its service token and the caller it acts for."""
+    return (
+        ("authorization", f"Bearer {SERVICE_TOKEN}"),
+        ("x-mint-caller", caller),
+        ("x-mint-caller-tenants", tenants),
+    )
+
+
+REFUSED = [
+    ("no token", [], (), grpc.StatusCode.UNAUTHENTICATED, "missing `authorization"),
+    (
+        "bad token",
+        [],
+        (("authorization", "Bearer guessed"),),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "unknown or revoked token",
+    ),
+    (
+        "another tenant's adapter",
+        [select("a", revision=1)],
+        EVE_AUTH,
+        grpc.StatusCode.PERMISSION_DENIED,
+        "principal 'eve' may not act in tenant 'acme'; use a token",
+    ),
+    (
+        "a user token naming another caller",
+        [select("a", revision=1)],
+        EVE_AUTH + as_service("alice", "acme")[1:],
+        grpc.StatusCode.PERMISSION_DENIED,
+        "principal 'eve' may not act in tenant 'acme'",
+    ),
+    (
+        "the service token for nobody",
+        [],
+        as_service("alice", "acme")[:1],
+        grpc.StatusCode.UNAUTHENTICATED,
+        "must name the caller it acts for",
+    ),
+    (
+        "the service token for a caller of another tenant",
+        [select("a", revision=1)],
+        as_service("eve", "other"),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "principal 'eve' may not act in tenant 'acme'",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c[0] for c in REFUSED])
+def test_every_call_is_authenticated_and_tenant_checked(node: NodeProcess, case: tuple) -> None:
+    _, adapters, metadata, code, words = case
+    with grpc.insecure_channel(node.address) as channel:
+        raw = inference_pb2_grpc.InferenceStub(channel)
+        calls = {
+            "Generate": lambda: raw.Generate(
+                pb.GenerateRequest(adapters=adapters, prompt=PROMPT), metadata=metadata
+            ),
+            "GenerateStream": lambda: list(
+                raw.GenerateStream(
+                    pb.GenerateRequest(adapters=adapters, prompt=PROMPT), metadata=metadata
+                )
+            ),
+            "Score": lambda: raw.Score(
+                pb.ScoreRequest(adapters=adapters, prompt=PROMPT, continuation=" x"),
+                metadata=metadata,
+            ),
+        }
+        for method, call in calls.items():
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert (err.value.code(), method) == (code, method)
+            assert words in str(err.value.details())
+
+
+def test_the_service_token_acts_for_the_caller_it_names_and_health_is_open(
+    node: NodeProcess,
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    request = pb.GenerateRequest(adapters=[select("a", revision=1)], prompt=PROMPT)
+    with grpc.insecure_channel(node.address) as channel:
+        reply = inference_pb2_grpc.InferenceStub(channel).Generate(
+            request, metadata=as_service("alice", "acme")
+        )
+        assert [a.adapter for a in reply.adapters] == ["acme/a"]
+        health: Any = health_pb2_grpc.HealthStub(channel)  # the stubs' typing is partial
+        answer = health.Check(health_pb2.HealthCheckRequest())  # no token
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_tombstone_evicts_and_a_request_then_finds_it_not_resident(
     world: World, node: NodeProcess, stub: Any
 ) -> None:
@@ -370,6 +472,7 @@ def test_a_local_transformers_directory_serves_as_the_base(
             name="from-dir",
             kafka_bootstrap=world.bootstrap,
             s3=s3_settings,
+            tokens=serving_tokens(),
             bucket=world.bucket,
             topics=world.topics,
             base_dir=str(folder),
@@ -394,7 +497,8 @@ def test_a_local_transformers_directory_serves_as_the_base(
                     adapters=[select("a", revision=1)],
                     prompt=PROMPT,
                     sampling=pb.Sampling(max_new_tokens=12),
-                )
+                ),
+                metadata=ALICE_AUTH,
             )
         assert list(reply.tokens) == peft_greedy(reference(world, ("a", 1)), PROMPT, 12)
     finally:

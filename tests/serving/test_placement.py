@@ -1,6 +1,9 @@
-"""Placement is pure: rendezvous order, capacity, replicas, LRU room-making, dead nodes."""
+"""Placement is pure: rendezvous order, capacity, replicas, LRU room-making, dead nodes,
+bases."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from mint.serving.placement import Group, NodeCapacity, Placement, Want
 from mint.serving.requests import RevisionRef
@@ -79,3 +82,34 @@ def test_a_newcomer_never_evicts_what_was_demanded_after_it() -> None:
 def test_slot_count_limits_too() -> None:
     plan = Placement().plan([want(i, i) for i in range(10)], nodes("n1", slots=5, budget=10**9))
     assert len(plan["n1"]) == 4  # slot 0 is "no adapter"
+
+
+def on_base(r: RevisionRef, base: str) -> RevisionRef:
+    return dataclasses.replace(r, base_fingerprint=base)
+
+
+def two_bases() -> list[NodeCapacity]:
+    return [
+        NodeCapacity("llama", 20 * MB, 64, "base-l"),
+        NodeCapacity("qwen", 20 * MB, 64, "base-q"),
+    ]
+
+
+def test_a_group_goes_only_to_nodes_serving_its_base() -> None:
+    ls = [on_base(ref(i), "base-l") for i in range(10)]
+    qs = [on_base(ref(i), "base-q") for i in range(10, 20)]
+    wants = [Want(Group.of([r]), 1, replicas=2) for r in ls + qs]  # replicas: as many as fit
+    plan = Placement().plan(wants, two_bases())
+    assert plan["llama"] == set(ls) and plan["qwen"] == set(qs)
+
+
+def test_a_group_no_node_can_serve_goes_nowhere() -> None:
+    mixed = Want(Group.of([on_base(ref(1), "base-l"), on_base(ref(2), "base-q")]), 1)
+    unserved = Want(Group.of([on_base(ref(3), "base-m")]), 1)
+    assert Placement().plan([mixed, unserved], two_bases()) == {"llama": set(), "qwen": set()}
+
+
+def test_a_revision_on_a_node_of_another_base_is_moved_to_its_own() -> None:
+    r = on_base(ref(1), "base-l")
+    placement = Placement(assignment={"qwen": {r}})  # an older controller's mistake
+    assert placement.plan([Want(Group.of([r]), 1)], two_bases()) == {"llama": {r}, "qwen": set()}

@@ -4,6 +4,7 @@ correctness reference."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
 from mint.models.tokenizer import VOCAB_SIZE
 from mint.registry import Principal, Registry, Upload
+from mint.rpc.auth import TokenTable, token_digest
 from mint.serving.fleet import FleetView
 from mint.v1 import residency_pb2
 from streams.projector.runner import rebuild
@@ -30,6 +32,30 @@ from streams.projector.sink import S3Sink
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
+SERVICE_TOKEN = "router-service-token"  # what routers call nodes with
+ALICE_AUTH = (("authorization", "Bearer alice-token"),)
+EVE_AUTH = (("authorization", "Bearer eve-token"),)
+
+
+def serving_tokens() -> TokenTable:
+    """alice (tenant acme), eve (tenant other) and the routers' service token."""
+    return TokenTable(
+        [
+            (token_digest("alice-token"), ALICE),
+            (token_digest("eve-token"), Principal("eve", frozenset({"other"}))),
+            (token_digest(SERVICE_TOKEN), Principal("router", frozenset(), service=True)),
+        ]
+    )
+
+
+class AuthenticatedStub:
+    """A stub whose every call sends `metadata` (the caller's token)."""
+
+    def __init__(self, stub: object, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub, self._metadata = stub, metadata
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        return functools.partial(getattr(self._stub, method), metadata=self._metadata)
 
 
 def base_config() -> Any:
