@@ -48,8 +48,7 @@ class ServiceProcess:
             if found:
                 self.address = found.group(1) or ""
                 return self
-            assert self.proc is not None
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if self._started().poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(
                     f"{self.module} did not start; log {self.log_file}:\n"
@@ -59,9 +58,14 @@ class ServiceProcess:
 
     def kill(self) -> int:
         """SIGKILL (fault tests); returns the exit status."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.wait(timeout=30)
+        proc = self._started()
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=30)
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self.proc is None:
+            raise RuntimeError(f"{self.module} was never started")
+        return self.proc
 
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.proc is not None and self.proc.poll() is None:

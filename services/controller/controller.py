@@ -164,7 +164,8 @@ class Controller:
             for ref in sorted(refs - plan.get(node, set()))
         ]
         if put or remove:
-            assert self._writer is not None
+            if self._writer is None:  # re-plans run only while active, with a writer
+                raise RuntimeError("re-planning without a writer: not the active controller")
             self._writer.write(put, remove, term=int(self._started))
             log.info("re-planned: %d intents added, %d removed", len(put), len(remove))
             self.metrics.replans.inc()
