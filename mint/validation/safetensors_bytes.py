@@ -2,8 +2,9 @@
 
 Layout: 8-byte little-endian header length N, N bytes of JSON header
 {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the
-tensor data. The reference library checks structure only; names, dtypes, shapes and
-values (NaN/Inf) are checked here too.
+tensor data. The JSON is read as strictly as the reference library reads it (anything it
+refuses is refused here), and more: no key twice, no fields beyond an entry's three. The
+library checks structure only; names, dtypes, shapes and values (NaN/Inf) are checked here.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ITEM_SIZE = {
     "U8": 1,
     "BOOL": 1,
 }
-_FLOAT_VIEW = {"F32": np.float32, "F16": np.float16}
+_FLOAT_VIEW = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,6 @@ def _check_metadata(metadata: object) -> None:
 
 
 _ENTRY_FIELDS = {"dtype", "shape", "data_offsets"}
-_U64 = 2**64  # sizes and offsets are unsigned 64-bit in the format
 
 
 def _tensor_info(name: str, spec: object, limits: Limits) -> TensorInfo:
@@ -174,12 +174,12 @@ def _tensor_info(name: str, spec: object, limits: Limits) -> TensorInfo:
         raise InvalidArgument(
             f"tensor {name!r} has dtype {dtype!r}; allowed: {sorted(limits.dtypes)}"
         )
-    if not (isinstance(shape, list) and all(_is_u64(d) for d in shape)):
+    if not (isinstance(shape, list) and all(_is_size(d) for d in shape)):
         raise InvalidArgument(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
     if not (
         isinstance(offsets, list)
         and len(offsets) == 2
-        and all(_is_u64(o) for o in offsets)
+        and all(_is_size(o) for o in offsets)
         and offsets[0] <= offsets[1]
     ):
         raise InvalidArgument(f"tensor {name!r}: bad data_offsets {offsets!r}")
@@ -188,8 +188,8 @@ def _tensor_info(name: str, spec: object, limits: Limits) -> TensorInfo:
     return TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
 
 
-def _is_u64(value: object) -> bool:
-    return type(value) is int and 0 <= value < _U64
+def _is_size(value: object) -> bool:
+    return type(value) is int and value >= 0  # not a bool, a float or a -0 (see _json_int)
 
 
 def _byte_size(name: str, shape: list[int], dtype: str) -> int:
@@ -198,7 +198,7 @@ def _byte_size(name: str, shape: list[int], dtype: str) -> int:
     count = 1
     for size in [*shape, ITEM_SIZE[dtype] * 8]:  # the reference reader counts bits
         count *= size
-        if count >= _U64:
+        if count >= 2**64:
             raise InvalidArgument(f"tensor {name!r}: shape {shape} overflows 64 bits")
     return count // 8
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import safetensors.torch
 import torch
@@ -73,7 +74,7 @@ def with_header(header: object, data_section: bytes) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + data_section
 
 
-def split(data: bytes) -> tuple[dict[str, object], bytes]:
+def split(data: bytes) -> tuple[dict[str, Any], bytes]:
     """A library-written file's header object and data section."""
     end = 8 + header_length(data)
     return json.loads(data[8:end]), data[end:]
