@@ -127,6 +127,11 @@ class ServingEngine:
         with self._table:
             return sorted(self._refs.values())
 
+    def resident_by_key(self) -> dict[ResidentKey, RevisionRef]:
+        """`resident`, unsorted: for callers on a hot path."""
+        with self._table:
+            return dict(self._refs)
+
     def is_resident(self, ref: RevisionRef) -> bool:
         with self._table:
             return key_of(ref) in self._refs

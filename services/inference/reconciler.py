@@ -128,15 +128,16 @@ class Reconciler:
                 )
 
     def _reconcile(self) -> None:
-        resident = {key_of(r): r for r in self.engine.resident()}
-        for key in sorted(set(resident) - set(self.desired)):
+        # Runs after every poll: no sorting here, it would grow with the resident set.
+        resident = self.engine.resident_by_key()
+        for key in resident.keys() - self.desired.keys():
             if self.engine.evict(resident[key]):  # reported with the engine's evictions
                 self._report_now.set()
         now = time.monotonic()
         with self._lock:
             due = [
                 (key, ref, intent.pinned)
-                for key, (ref, intent) in sorted(self.desired.items())
+                for key, (ref, intent) in self.desired.items()
                 if key not in resident
                 and key not in self._loading
                 and now - self._failed.get(key, -RETRY_FAILED_S) >= RETRY_FAILED_S
