@@ -116,9 +116,10 @@ class SlotBank:
         """Every layer's (A, B, scale) at once; False (nothing written) unless all layers
         have a part and share one rank (then load them one by one).
 
-        A copy per layer, not one of all layers stacked: a copy that large runs on torch's
-        thread pool, whose join waits for every thread, and on a busy machine that took
-        15 ms instead of 0.3 (measured with 2 threads on 2 shared cores)."""
+        A copy per layer (each too small for torch to split across threads), not one
+        copy of all layers stacked: a copy that large runs on torch's thread pool, whose
+        join waits for every thread, and on a busy machine it stalled for ~15 ms instead
+        of 0.3 (2 torch threads on 2 shared cores, copying on the main thread)."""
         rank = parts[0][0].shape[0]
         if len(parts) != self.A.shape[0] or any(a.shape[0] != rank for a, _, _ in parts):
             return False
