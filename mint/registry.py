@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from mint.blobs.port import BlobStore
 from mint.domain import adapter as agg
-from mint.domain.errors import InvalidArgument, NotFound, PermissionDenied, VersionConflict
+from mint.domain.errors import (
+    DataLoss,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    VersionConflict,
+)
 from mint.domain.events import AdapterCreated, AdapterEvent, BaseModelRegistered, Provenance
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
@@ -176,7 +182,8 @@ class Registry:
         )
 
         def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
-            assert state is not None
+            if state is None:
+                raise NotFound(f"adapter {ref} does not exist")
             base = self.base(state.created.base_fingerprint)
             checked = validate_adapter(upload.config, upload.weights, base.parameters, self.limits)
             blob = self.blobs.put(upload.weights, upload.declared_sha256)  # blob first
@@ -357,7 +364,8 @@ class Registry:
         if earlier:  # a retry: the first result, nothing new
             recorded = self.log.read_stream(str(ref))[: earlier[1]]
             first = agg.fold(r.event for r in recorded)  # type: ignore[misc]
-            assert first is not None
+            if first is None:
+                raise DataLoss(f"{ref}'s log no longer holds the events of request {request_id}")
             return Outcome(first, AppendResult(str(ref), earlier[0], earlier[1], True))
         if state is None and not allow_new:
             raise NotFound(f"adapter {ref} does not exist")

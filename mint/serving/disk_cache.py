@@ -61,9 +61,10 @@ class DiskCache:
     def _trim(self) -> None:
         with self._lock:
             victims = []
-            while sum(self._sizes.values()) > self.budget_bytes:
+            while self._sizes and sum(self._sizes.values()) > self.budget_bytes:
                 victims.append(self._sizes.popitem(last=False)[0])
-            assert sum(self._sizes.values()) <= self.budget_bytes, "disk tier over budget"
+            if sum(self._sizes.values()) > self.budget_bytes:  # a negative size, say
+                raise RuntimeError(f"the disk tier in {self.folder} is over its budget")
         for sha256 in victims:
             self._path(sha256).unlink(missing_ok=True)
 

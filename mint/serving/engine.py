@@ -4,6 +4,10 @@ forward passes. Requests arrive already resolved to exact revisions.
 Locks: `_table` guards the slot table (admit, evict, leases); `_run` serialises forward
 passes (torch already uses every core for one). Loading copies into free slots while a
 batch runs: the table never hands out a slot that a running batch holds.
+
+The table calls back on every eviction (a load's or a stack's room, or an explicit one),
+and the engine then clears the slot and forgets the weights: what the node reports
+resident is exactly what the table holds.
 """
 
 from __future__ import annotations
@@ -69,20 +73,23 @@ class ServingEngine:
         self.pad_token_id, self.eos_token_id = pad_token_id, eos_token_id
         first = next(iter(model.layers.values())).slots
         self.max_rank, self.model_device = first.max_rank, first.A.device
+        if table.on_evict is not None:
+            raise ValueError("this slot table already belongs to another engine")
+        table.on_evict = self._on_evict
         self._refs: dict[ResidentKey, RevisionRef] = {}
         self._weights: dict[ResidentKey, LoraWeights] = {}  # kept to build stacks from
         self._stacks: dict[ResidentKey, tuple[ResidentKey, ...]] = {}
         self._table = threading.RLock()
         self._loaded = threading.Condition(self._table)
+        self._evicted: list[RevisionRef] = []  # not yet taken by `take_evicted`
         self.servable_at: dict[ResidentKey, float] = {}  # perf_counter() when loaded
         self._run = threading.Lock()
 
     # residency ---------------------------------------------------------------------
 
-    def load(
-        self, ref: RevisionRef, weights: LoraWeights, pinned: bool = False
-    ) -> list[RevisionRef]:
-        """Make `ref` resident; returns what was evicted for room (least recently used)."""
+    def load(self, ref: RevisionRef, weights: LoraWeights, pinned: bool = False) -> None:
+        """Make `ref` resident, evicting the least recently used for room (`take_evicted`
+        tells which). If it cannot, nothing changed."""
         self.check_base(ref)
         if weights.rank > self.max_rank:
             raise InvalidArgument(
@@ -91,14 +98,18 @@ class ServingEngine:
         key = key_of(ref)
         with self._table:
             if key in self.table:
-                return []
-            slot, evicted = self.table.admit(key, weights_bytes(weights), pinned)
-            gone = [self._forget(k) for k in evicted]
-            self.model.load(slot, weights)
+                return
+            slot, _ = self.table.admit(key, weights_bytes(weights), pinned)
+            self._fill(key, slot, weights)
             self._refs[key], self._weights[key] = ref, weights
             self.servable_at[key] = time.perf_counter()
             self._loaded.notify_all()
-        return [r for r in gone if r is not None]
+
+    def take_evicted(self) -> list[RevisionRef]:
+        """The revisions evicted since the last call, for whatever reason."""
+        with self._table:
+            evicted, self._evicted = self._evicted, []
+        return evicted
 
     def evict(self, ref: RevisionRef) -> bool:
         """False if it is not resident or a running batch holds it (try again later)."""
@@ -107,11 +118,9 @@ class ServingEngine:
             if key not in self.table:
                 return False
             try:
-                slot = self.table.evict(key)
+                self.table.evict(key)
             except ResourceExhausted:  # in use by a running batch
                 return False
-            self.model.clear(slot)
-            self._forget(key)
             for stack in [s for s, parts in self._stacks.items() if key in parts]:
                 self._evict_stack(stack)
         return True
@@ -119,6 +128,11 @@ class ServingEngine:
     def resident(self) -> list[RevisionRef]:
         with self._table:
             return sorted(self._refs.values())
+
+    def resident_by_key(self) -> dict[ResidentKey, RevisionRef]:
+        """`resident`, unsorted: for callers on a hot path."""
+        with self._table:
+            return dict(self._refs)
 
     def is_resident(self, ref: RevisionRef) -> bool:
         with self._table:
@@ -190,26 +204,40 @@ class ServingEngine:
                 f"the stacked adapters have rank {weights.rank} together; "
                 f"this node serves ranks up to {self.max_rank}"
             )
-        slot, evicted = self.table.admit(key, weights_bytes(weights))
-        for k in evicted:
-            self._forget(k)
-        self.model.load(slot, weights)
+        for part in keys:  # its own parts are not the room it is built in
+            self.table.acquire(part)
+        try:
+            slot, _ = self.table.admit(key, weights_bytes(weights))
+        finally:
+            for part in keys:
+                self.table.release(part)
+        self._fill(key, slot, weights)
         self._stacks[key] = keys
         return key
 
-    def _forget(self, key: ResidentKey) -> RevisionRef | None:
+    def _fill(self, key: ResidentKey, slot: int, weights: LoraWeights) -> None:
+        """Copy into the slot just admitted for `key`; if that fails, give the slot back."""
+        try:
+            self.model.load(slot, weights)
+        except BaseException:
+            self.table.evict(key)
+            raise
+
+    def _on_evict(self, key: ResidentKey, slot: int) -> None:
+        """The table let `key` go (under `_table`): clear its slot and forget it."""
+        self.model.clear(slot)
         self._stacks.pop(key, None)
         self.servable_at.pop(key, None)
         self._weights.pop(key, None)
-        return self._refs.pop(key, None)
+        ref = self._refs.pop(key, None)
+        if ref is not None:
+            self._evicted.append(ref)
 
     def _evict_stack(self, key: ResidentKey) -> None:
         try:
-            slot = self.table.evict(key)
+            self.table.evict(key)
         except ResourceExhausted:  # in use: the LRU takes it later
             return
-        self.model.clear(slot)
-        self._stacks.pop(key, None)
 
     def check_prompt(self, prompt_ids: list[int]) -> None:
         if not prompt_ids:

@@ -1,17 +1,22 @@
 """Which adapter revisions are resident in which slots of a node: a byte budget, LRU
 eviction, pinning, and in-use counts so a slot is never reused under a running batch.
 
-Pure bookkeeping (no torch): the node asks `admit` for a slot, copies the weights there,
-and evicts what `admit` says it evicted. A resident key is an exact (adapter, revision):
-a revision is never silently swapped for another.
+Pure bookkeeping (no torch): the node asks `admit` for a slot and copies the weights
+there. Every eviction, whichever call caused it, goes through `on_evict`, so whoever holds
+the weights (the engine) forgets them in the same step and the two cannot diverge. A
+resident key is an exact (adapter, revision): a revision is never silently swapped for
+another.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mint.domain.errors import ResourceExhausted
+
+OnEvict = Callable[["ResidentKey", int], None]
 
 
 @dataclass(frozen=True, order=True)
@@ -28,12 +33,18 @@ class _Entry:
     in_use: int = 0
 
 
+class SlotInvariantBroken(RuntimeError):
+    """The table's bookkeeping contradicts itself: a bug, not a condition to retry."""
+
+
 class SlotTable:
-    def __init__(self, slots: int, budget_bytes: int) -> None:
+    def __init__(self, slots: int, budget_bytes: int, on_evict: OnEvict | None = None) -> None:
+        """`on_evict(key, slot)` is called for every key that leaves the table."""
         if slots < 2:
             raise ValueError("need at least 2 slots (slot 0 means no adapter)")
         self.capacity = slots - 1
         self.budget_bytes = budget_bytes
+        self.on_evict = on_evict
         self._entries: OrderedDict[ResidentKey, _Entry] = OrderedDict()  # LRU first
         self._free = list(range(slots - 1, 0, -1))
 
@@ -59,27 +70,36 @@ class SlotTable:
         self, key: ResidentKey, nbytes: int, pinned: bool = False
     ) -> tuple[int, list[ResidentKey]]:
         """A slot for `key` and the keys evicted to make room (least recently used first,
-        never pinned or in-use ones). ResourceExhausted if it cannot fit."""
+        never pinned or in-use ones). ResourceExhausted if it cannot fit: then nothing was
+        evicted, the table is as it was."""
         if key in self._entries:
             return self.slot_of(key) or 0, []
         if nbytes > self.budget_bytes:
             raise ResourceExhausted(
                 f"adapter of {nbytes:,} bytes exceeds the node's budget of {self.budget_bytes:,}"
             )
-        evicted: list[ResidentKey] = []
-        while not self._free or self.used_bytes + nbytes > self.budget_bytes:
-            victim = next(
-                (k for k, e in self._entries.items() if not e.pinned and e.in_use == 0), None
-            )
+        victims = self._victims_for(nbytes)
+        for victim in victims:
+            self.evict(victim)
+        self._entries[key] = _Entry(self._free.pop(), nbytes, pinned)
+        self._check()
+        return self._entries[key].slot, victims
+
+    def _victims_for(self, nbytes: int) -> list[ResidentKey]:
+        """The least recently used evictable keys whose going makes room for `nbytes`
+        (chosen, not yet evicted); ResourceExhausted if even all of them would not."""
+        free_slots, free_bytes = len(self._free), self.budget_bytes - self.used_bytes
+        victims: list[ResidentKey] = []
+        evictable = ((k, e) for k, e in self._entries.items() if not e.pinned and e.in_use == 0)
+        while free_slots == 0 or free_bytes < nbytes:
+            victim = next(evictable, None)
             if victim is None:
                 raise ResourceExhausted(
                     "every resident adapter is pinned or in use; retry later or unpin some"
                 )
-            self.evict(victim)
-            evicted.append(victim)
-        self._entries[key] = _Entry(self._free.pop(), nbytes, pinned)
-        self._check()
-        return self._entries[key].slot, evicted
+            victims.append(victim[0])
+            free_slots, free_bytes = free_slots + 1, free_bytes + victim[1].nbytes
+        return victims
 
     def evict(self, key: ResidentKey) -> int:
         entry = self._entries[key]
@@ -87,6 +107,8 @@ class SlotTable:
             raise ResourceExhausted(f"{key} is in use by {entry.in_use} running batch(es)")
         del self._entries[key]
         self._free.append(entry.slot)
+        if self.on_evict is not None:
+            self.on_evict(key, entry.slot)
         return entry.slot
 
     def pin(self, key: ResidentKey, pinned: bool = True) -> None:
@@ -112,7 +134,11 @@ class SlotTable:
 
     def _check(self) -> None:
         slots = [e.slot for e in self._entries.values()]
-        assert len(slots) == len(set(slots)), "two adapters share a slot"
-        assert 0 not in slots, "slot 0 is reserved for no adapter"
-        assert self.used_bytes <= self.budget_bytes, "over the memory budget"
-        assert len(slots) + len(self._free) == self.capacity, "a slot was lost"
+        if len(slots) != len(set(slots)):
+            raise SlotInvariantBroken("two adapters share a slot")
+        if 0 in slots:
+            raise SlotInvariantBroken("slot 0 is reserved for no adapter")
+        if self.used_bytes > self.budget_bytes:
+            raise SlotInvariantBroken("over the memory budget")
+        if len(slots) + len(self._free) != self.capacity:
+            raise SlotInvariantBroken("a slot was lost")

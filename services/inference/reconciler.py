@@ -3,7 +3,10 @@ hold (S3 GET, sha256, parse, copy into slots), evicts what it should not, and re
 
 Reports go to the status topic (key: the node) every `report_s` and after each change:
 the whole resident set plus the outcomes since the last report. A report is also the
-heartbeat: the controller re-places a node's adapters when its reports stop.
+heartbeat: the controller re-places a node's adapters when its reports stop. So reports
+have a thread of their own, and loads run on a small pool (`max_loads` at once), never
+on the thread that reads intents or the one that reports: a few large loads must not make
+a busy node look dead.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaProducer
@@ -29,6 +33,7 @@ from .metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 RETRY_FAILED_S = 30.0
+MAX_LOADS = 4  # S3 GETs overlap well; parsing and copying share the cores beyond that
 Outcome = pb.LoadOutcome
 
 
@@ -44,6 +49,7 @@ class Reconciler:
         metrics: NodeMetrics,
         report_s: float = 1.0,
         disk: DiskCache | None = None,
+        max_loads: int = MAX_LOADS,
     ) -> None:
         self.node, self.address, self.engine, self.catalog = node, address, engine, catalog
         self.bootstrap, self.topics, self.metrics, self.report_s = (
@@ -54,45 +60,59 @@ class Reconciler:
         )
         self.disk = disk
         self.desired: dict[ResidentKey, tuple[RevisionRef, pb.ResidencyIntent]] = {}
+        self._lock = threading.Lock()  # the three below: the loads' threads share them
         self._failed: dict[ResidentKey, float] = {}
+        self._loading: set[ResidentKey] = set()
         self._outcomes: list[pb.LoadOutcome] = []
         self._stop = threading.Event()
+        self._report_now = threading.Event()
         self.ready = threading.Event()  # set once the desired table was read to its end
         self._producer: KafkaProducer = durable_producer(bootstrap)
+        self._loads = ThreadPoolExecutor(max_workers=max_loads, thread_name_prefix="load")
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
     def start(self) -> None:
+        self._heartbeat.start()
         self._thread.start()
 
     def stop(self) -> None:
         """Say goodbye (the controller re-places at once) and stop."""
         self._stop.set()
+        self._report_now.set()
         self._thread.join(timeout=10)
+        self._loads.shutdown(wait=True, cancel_futures=True)
+        self._heartbeat.join(timeout=10)
         self._report(stopping=True)
         self._producer.flush(timeout=5)
         self._producer.close(timeout=5)
 
     def _run(self) -> None:
         follower = TableFollower(self.bootstrap, self.topics.desired)
-        last_report = 0.0
         try:
             while not self._stop.is_set():
                 try:
-                    changed = self._read(follower)
+                    self._read(follower)
                     if follower.caught_up:
                         self.ready.set()
-                        changed |= self._reconcile()
-                    if changed or time.monotonic() - last_report >= self.report_s:
-                        self._report()
-                        last_report = time.monotonic()
+                        self._reconcile()
                 except Exception:  # Kafka or S3 trouble: keep going, it is usually passing
                     log.exception("reconcile step failed; retrying in a second")
                     self._stop.wait(1.0)
         finally:
             follower.close()
 
-    def _read(self, follower: TableFollower) -> bool:
-        changed = False
+    def _beat(self) -> None:
+        """A report every `report_s`, and at once after a change, whatever loads run."""
+        while not self._stop.is_set():
+            self._report_now.clear()
+            try:
+                self._report()
+            except Exception:  # Kafka trouble: the next beat tries again
+                log.exception("sending the node's report failed")
+            self._report_now.wait(self.report_s)
+
+    def _read(self, follower: TableFollower) -> None:
         for key, value in follower.poll(timeout_s=0.1):
             node, _, rest = key.partition("|")
             if node != self.node:
@@ -106,46 +126,54 @@ class Reconciler:
                     from_proto(intent.revision),
                     intent,
                 )
-            changed = True
-        return changed
 
-    def _reconcile(self) -> bool:
-        changed = False
-        resident = {key_of(r): r for r in self.engine.resident()}
-        for key in sorted(set(resident) - set(self.desired)):
-            if self.engine.evict(resident[key]):
-                self._outcome(Outcome.EVICTED, resident[key], resident[key].weights_size)
-                self.metrics.evictions.inc()
-                changed = True
+    def _reconcile(self) -> None:
+        # Runs after every poll: no sorting here, it would grow with the resident set.
+        resident = self.engine.resident_by_key()
+        for key in resident.keys() - self.desired.keys():
+            if self.engine.evict(resident[key]):  # reported with the engine's evictions
+                self._report_now.set()
         now = time.monotonic()
-        for key, (ref, intent) in sorted(self.desired.items()):
-            if self._stop.is_set():
-                break
-            if key in resident or now - self._failed.get(key, -RETRY_FAILED_S) < RETRY_FAILED_S:
-                continue
-            self._load(ref, intent.pinned)
-            changed = True
-        return changed
+        with self._lock:
+            due = [
+                (key, ref, intent.pinned)
+                for key, (ref, intent) in self.desired.items()
+                if key not in resident
+                and key not in self._loading
+                and now - self._failed.get(key, -RETRY_FAILED_S) >= RETRY_FAILED_S
+            ]
+            self._loading.update(key for key, _, _ in due)
+        for key, ref, pinned in due:
+            self._loads.submit(self._load_once, key, ref, pinned)
+
+    def _load_once(self, key: ResidentKey, ref: RevisionRef, pinned: bool) -> None:
+        try:
+            wanted = key in self.desired and not self._stop.is_set()
+            if wanted and not self.engine.is_resident(ref):  # (done while this waited)
+                self._load(ref, pinned)
+        finally:
+            with self._lock:
+                self._loading.discard(key)
+            self._report_now.set()
 
     def _load(self, ref: RevisionRef, pinned: bool) -> None:
         started = time.perf_counter()
         try:
             fetched = fetch_revision(self.catalog, ref, self.disk)
             copy_started = time.perf_counter()
-            evicted = self.engine.load(fetched.ref, fetched.weights, pinned)
+            self.engine.load(fetched.ref, fetched.weights, pinned)
         except Exception as exc:  # whatever it was, this revision failed, the rest go on
             log.warning("loading %s failed: %s", ref.label, exc)
-            self._failed[key_of(ref)] = time.monotonic()
+            with self._lock:
+                self._failed[key_of(ref)] = time.monotonic()
             self._outcome(Outcome.FAILED, ref, 0, error=str(exc))
             self.metrics.loads.labels("failed").inc()
             return
         done = time.perf_counter()
-        self._failed.pop(key_of(ref), None)
+        with self._lock:
+            self._failed.pop(key_of(ref), None)
         self.metrics.load_seconds.observe(done - started)
         self.metrics.loads.labels("loaded_from_disk" if fetched.from_disk else "loaded").inc()
-        for gone in evicted:
-            self._outcome(Outcome.EVICTED, gone, gone.weights_size)
-            self.metrics.evictions.inc()
         self._outcome(
             Outcome.LOADED,
             ref,
@@ -156,11 +184,15 @@ class Reconciler:
         log.info("loaded %s in %.1f ms", ref.label, (done - started) * 1000)
 
     def _outcome(self, kind: int, ref: RevisionRef, nbytes: int, **fields: object) -> None:
-        self._outcomes.append(
-            pb.LoadOutcome(kind=kind, revision=to_proto(ref, facts=False), bytes=nbytes, **fields)  # type: ignore[arg-type]
-        )
+        revision = to_proto(ref, facts=False)
+        outcome = pb.LoadOutcome(kind=kind, revision=revision, bytes=nbytes, **fields)  # type: ignore[arg-type]
+        with self._lock:
+            self._outcomes.append(outcome)
 
     def _report(self, stopping: bool = False) -> None:
+        for gone in self.engine.take_evicted():  # for room, for a stack, or undesired
+            self._outcome(Outcome.EVICTED, gone, gone.weights_size)
+            self.metrics.evictions.inc()
         resident = self.engine.resident()
         tier = "gpu" if self.engine.model_device.type == "cuda" else "cpu"
         self.metrics.resident.labels(tier).set(len(resident))
@@ -172,6 +204,8 @@ class Reconciler:
             self.metrics.budget_bytes.labels("disk").set(self.disk.budget_bytes)
         at = Timestamp()
         at.GetCurrentTime()
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
         report = pb.NodeReport(
             node=self.node,
             address=self.address,
@@ -180,13 +214,12 @@ class Reconciler:
             used_bytes=self.engine.used_bytes,
             slots=self.engine.table.capacity,
             resident=[to_proto(r, facts=False) for r in resident],
-            outcomes=self._outcomes,
+            outcomes=outcomes,
             at=at,
             stopping=stopping,
             max_prompt_tokens=self.engine.max_prompt_tokens,
             tokenizer=self.engine.tokenizer_fingerprint,
         )
-        self._outcomes = []
         self._producer.send(
             self.topics.status, key=self.node.encode(), value=report.SerializeToString()
         )

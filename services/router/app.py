@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
+from grpc_health.v1.health_pb2 import HealthCheckResponse
 from prometheus_client import start_http_server
 
 from mint.backends.kafka_residency import ResidencyTopics
@@ -64,8 +66,20 @@ class RouterProcess:
             config.tokens.authenticate,
             workers=64,  # requests wait on cold starts: threads, not cores
         )
+        self._health_lock = threading.Lock()
+        self.watch.on_health = self._watch_health
+        self._watch_health(self.watch.healthy.is_set())
         if config.metrics_port is not None:
             start_http_server(config.metrics_port, registry=self.metrics.registry)
+
+    def _watch_health(self, _: bool) -> None:
+        """A router whose fleet view is stale must not take traffic. (Reads the watch's
+        state under a lock: the last call sets the latest state, whoever makes it.)"""
+        with self._health_lock:
+            ok = self.watch.healthy.is_set()
+            status = HealthCheckResponse.SERVING if ok else HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                self.health.set(name, status)
 
     def stop(self, grace_s: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()  # probes fail first: no new traffic

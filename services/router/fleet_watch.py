@@ -1,5 +1,9 @@
 """The router's view of the fleet, kept current from the status topic, and its demand
-reports to the controller."""
+reports to the controller.
+
+If the status topic cannot be read, the view goes stale while still looking current, so
+the watch says it is unhealthy (the router then answers NOT_SERVING) and keeps trying;
+it is healthy again once a read succeeds."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from google.protobuf.message import DecodeError
 from kafka import KafkaProducer
 
 from mint.backends.kafka import durable_producer
@@ -19,15 +24,26 @@ from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2 as pb
 
 log = logging.getLogger(__name__)
+RETRY_S = 1.0
+OnHealth = Callable[[bool], None]
 
 
 class FleetWatch:
-    """FleetView plus a condition that is notified on every report."""
+    """FleetView plus a condition that is notified on every report. `on_health(ok)` is
+    called when the watch starts or stops keeping the view current."""
 
-    def __init__(self, bootstrap: str, topics: ResidencyTopics, silence_s: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: ResidencyTopics,
+        silence_s: float,
+        on_health: OnHealth | None = None,
+    ) -> None:
         self.view = FleetView(silence_s)
         self.changed = threading.Condition()
         self.caught_up = threading.Event()  # the status table was read to its end once
+        self.healthy = threading.Event()  # caught up, and the last read succeeded
+        self.on_health = on_health
         self._stop = threading.Event()
         self._follower = TableFollower(bootstrap, topics.status)
         self._thread = threading.Thread(target=self._run, name="fleet-watch", daemon=True)
@@ -36,20 +52,44 @@ class FleetWatch:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                reports = [
-                    pb.NodeReport.FromString(v)
-                    for _, v in self._follower.poll(timeout_s=0.1)
-                    if v is not None
-                ]
-                if reports:
-                    with self.changed:
-                        for report in reports:
-                            self.view.apply(report)
-                        self.changed.notify_all()
-                if self._follower.caught_up:
-                    self.caught_up.set()
+                try:
+                    self._read()
+                except Exception:  # Kafka trouble, or a bug: say so, keep trying
+                    log.exception("reading the status topic failed; retrying")
+                    self._set_healthy(False)
+                    self._stop.wait(RETRY_S)
+                else:
+                    self._set_healthy(self.caught_up.is_set())
         finally:
+            self._set_healthy(False)
             self._follower.close()
+
+    def _read(self) -> None:
+        reports = []
+        for _, value in self._follower.poll(timeout_s=0.1):
+            if value is None:
+                continue
+            try:
+                reports.append(pb.NodeReport.FromString(value))
+            except DecodeError:  # one bad record must not stop the view
+                log.warning("skipped a record on the status topic that is not a NodeReport")
+        if reports:
+            with self.changed:
+                for report in reports:
+                    self.view.apply(report)
+                self.changed.notify_all()
+        if self._follower.caught_up:
+            self.caught_up.set()
+
+    def _set_healthy(self, ok: bool) -> None:
+        if ok == self.healthy.is_set():
+            return
+        if ok:
+            self.healthy.set()
+        else:
+            self.healthy.clear()
+        if self.on_health is not None:
+            self.on_health(ok)
 
     def holding(self, refs: Sequence[RevisionRef]) -> list[NodeState]:
         with self.changed:

@@ -91,3 +91,61 @@ def test_invariants_hold_under_any_sequence(ops: list[tuple[str, int, int]]) -> 
         assert table.used_bytes <= 150
         assert len(table) <= 5
         assert all(k in table for k, count in in_use.items() if count), "in-use key vanished"
+
+
+def _state(table: SlotTable) -> tuple[list[tuple[object, ...]], list[int]]:
+    """Every entry's facts in LRU order, and the free slots (the table's insides)."""
+    entries = table._entries.items()
+    return [(k, e.slot, e.nbytes, e.pinned, e.in_use) for k, e in entries], list(table._free)
+
+
+def test_a_failed_admit_evicts_nothing() -> None:
+    table = SlotTable(slots=6, budget_bytes=100)
+    table.admit(key(0), 40)
+    table.admit(key(1), 50, pinned=True)
+    with pytest.raises(ResourceExhausted, match="pinned or in use"):
+        table.admit(key(2), 60)  # evicting the 40 bytes would still leave too little room
+    assert key(0) in table and table.used_bytes == 90
+
+
+def test_every_eviction_is_told_to_the_owner_with_its_slot() -> None:
+    told: list[tuple[ResidentKey, int]] = []
+    table = SlotTable(slots=3, budget_bytes=1000, on_evict=lambda k, s: told.append((k, s)))
+    one, _ = table.admit(key(0), 10)
+    two, _ = table.admit(key(1), 10)
+    table.admit(key(2), 10)  # out of slots: the least recently used goes
+    table.evict(key(1))
+    assert told == [(key(0), one), (key(1), two)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["admit", "use", "done", "pin"]),
+            st.integers(0, 8),
+            st.integers(1, 90),
+        ),
+        max_size=60,
+    )
+)
+def test_an_admit_that_raises_leaves_the_table_unchanged(ops: list[tuple[str, int, int]]) -> None:
+    told: list[ResidentKey] = []
+    table = SlotTable(slots=5, budget_bytes=150)
+    table.on_evict = lambda k, _: told.append(k)
+    for op, n, size in ops:
+        k = key(n)
+        if op == "admit":
+            before, told_before = _state(table), list(told)
+            try:
+                _, evicted = table.admit(k, size, pinned=(n % 3 == 0))
+            except ResourceExhausted:
+                assert _state(table) == before and told == told_before
+                continue
+            assert told[len(told_before) :] == evicted, "an eviction the owner was not told of"
+        elif op == "use" and k in table:
+            table.acquire(k)
+        elif op == "done" and table.in_use(k):
+            table.release(k)
+        elif op == "pin" and k in table:
+            table.pin(k, pinned=False)
