@@ -35,7 +35,9 @@ def topics(kafka_bootstrap: str, unique: str) -> ResidencyTopics:
 def router(
     kafka_bootstrap: str, s3_settings: Any, topics: ResidencyTopics
 ) -> Iterator[RouterProcess]:
-    config = RouterConfig("r1", kafka_bootstrap, s3_settings, TokenTable([]), topics=topics)
+    config = RouterConfig(
+        "r1", kafka_bootstrap, s3_settings, TokenTable([]), "service-token", topics=topics
+    )
     process = RouterProcess(config)
     yield process
     process.stop(grace_s=0)
