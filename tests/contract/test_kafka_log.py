@@ -11,6 +11,7 @@ import pytest
 
 from mint.backends import kafka_writer
 from mint.backends.kafka_log import KafkaEventLog, partition_for
+from mint.deadlines import caller_deadline
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import AppendResult, EventLog
 from tests.contract.event_log_contract import EventLogContract, meta, moves
@@ -179,3 +180,29 @@ def _retry_until_taken_again(append: Callable[[], AppendResult]) -> AppendResult
         except Unavailable:
             assert time.monotonic() < deadline, "never taken again"
             time.sleep(0.2)
+
+
+def test_an_append_answers_before_the_callers_deadline(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a commit hangs, a caller with 2 s left hears a retryable error within them,
+    not its own DEADLINE_EXCEEDED (which would leave it unsure whether the write landed)."""
+    from kafka.producer.transaction_manager import TransactionalRequestResult
+
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
+    stuck = log.writer.producer
+    assert stuck is not None
+    monkeypatch.setattr(
+        stuck._transaction_manager, "begin_commit", lambda: TransactionalRequestResult()
+    )
+    try:
+        started = time.monotonic()
+        with (
+            caller_deadline(2.0),
+            pytest.raises(Unavailable, match="retry with the same request id"),
+        ):
+            log.append("acme/x", 0, moves(1), meta("r1"))
+        assert time.monotonic() - started < 2.0
+    finally:
+        log.close()
