@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # Failures that pass when the servers come back: Kafka's own, and S3's (the sink reports
 # those as Unavailable). Anything else is a bug, and the projector exits.
 TRANSIENT = (KafkaError, Unavailable)
+# Without a limit, the client waits for a broker for as long as it takes: bounded calls
+# keep the loop in charge (backing off, answering stop) while Kafka is away.
+KAFKA_CALL_TIMEOUT_MS = 10_000
 
 
 def rebuild(event_log: EventLog, sink: S3Sink) -> int:
@@ -150,7 +153,8 @@ class Projector:
                 self.sink.apply(planner.plan(to_recorded(record)))
                 self.applied += 1
             # Only now are this partition's writes done: commit past them.
-            self.consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)})
+            offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)}
+            self.consumer.commit(offsets, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
             projected = True
         return projected
 
@@ -194,7 +198,7 @@ class Projector:
         self.assignments.revoked = set()
         for partition in sorted(self.assignments.fresh):
             tp = TopicPartition(self.topic, partition)
-            committed = self.consumer.committed(tp) or 0
+            committed = self.consumer.committed(tp, timeout_ms=KAFKA_CALL_TIMEOUT_MS) or 0
             planner = Planner()
             for recorded in read_partitions(self.bootstrap, self.topic, {partition: 0}):
                 if recorded.position.offset >= committed:
@@ -208,7 +212,7 @@ class Projector:
     def lag(self) -> dict[int, int]:
         """Records per partition not yet projected."""
         tps = [TopicPartition(self.topic, p) for p in self.planners]
-        ends = self.consumer.end_offsets(tps)
+        ends = self.consumer.end_offsets(tps, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
         return {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in tps}
 
     def close(self) -> None:
