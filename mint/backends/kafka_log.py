@@ -19,6 +19,7 @@ and so does every call that meets a Kafka failure: callers never see kafka-pytho
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -40,6 +41,7 @@ from .kafka_reader import read_partitions
 from .kafka_writer import Claims, LogWriter
 
 DEFAULT_TOPIC = "mint.adapter-events"
+log = logging.getLogger(__name__)
 
 
 def partition_for(stream_id: str, partitions: int) -> int:
@@ -141,6 +143,7 @@ def _unavailable_on_failure(action: str) -> Iterator[None]:
     try:
         yield
     except KafkaError as exc:
+        log.warning("Kafka failed while %s: %s", action, exc)  # callers only see Unavailable
         raise Unavailable(
             f"the event log is unavailable ({action}: {type(exc).__name__}); retry"
         ) from exc

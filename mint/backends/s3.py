@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from minio.error import MinioException, S3Error
 from minio.helpers import ObjectWriteResult
 
 from mint.domain.errors import Unavailable
+
+log = logging.getLogger(__name__)
 
 # What S3 answers when the object (or its bucket) is not there: callers handle these.
 MISSING = frozenset({"NoSuchKey", "NotFound", "NoSuchBucket"})
@@ -55,6 +58,7 @@ def unavailable_on_failure(action: str) -> Iterator[None]:
     try:
         yield
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+        log.warning("S3 failed while %s: %s", action, exc)  # callers only see Unavailable
         raise Unavailable(
             f"object storage is unavailable ({action}: {type(exc).__name__}); retry shortly"
         ) from exc
