@@ -71,13 +71,12 @@ def _equals_rebuild(registry: Registry, s3: Minio, bucket: str, blobs: str) -> N
     assert _objects(s3, bucket) == _objects(s3, fresh)
 
 
-class _RaceAfterRead:
-    """The S3 client, but right after the first read of `key` (found or not) another
-    writer's `race` runs: the interleaving that lets a blind write go backwards."""
+class _AfterRead:
+    """The S3 client, but `hook(key)` runs right after every read (found or not): the
+    moment between a writer's read and its write, where a blind write goes backwards."""
 
-    def __init__(self, s3: Minio, key: str, race: Callable[[], None]) -> None:
-        self._s3, self._key = s3, key
-        self._race: Callable[[], None] | None = race
+    def __init__(self, s3: Minio, hook: Callable[[str], None]) -> None:
+        self._s3, self._hook = s3, hook
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._s3, name)
@@ -86,9 +85,7 @@ class _RaceAfterRead:
         try:
             return self._s3.get_object(bucket, key)
         finally:
-            if key == self._key and self._race is not None:
-                race, self._race = self._race, None
-                race()
+            self._hook(key)
 
 
 def _pointer(version: int) -> bytes:
@@ -104,10 +101,14 @@ def test_a_pointer_write_that_loses_a_race_does_not_go_back(
     if stored is not None:
         newer.apply([PutJson(key, _pointer(stored), stored)])
 
-    def newer_writes_version_6() -> None:
-        newer.apply([PutJson(key, _pointer(6), 6)])
+    raced: list[str] = []
 
-    racing = _RaceAfterRead(s3, key, newer_writes_version_6)
+    def newer_writes_version_6(read: str) -> None:
+        if read == key and not raced:
+            raced.append(read)
+            newer.apply([PutJson(key, _pointer(6), 6)])
+
+    racing = _AfterRead(s3, newer_writes_version_6)
     older = S3Sink(racing, unique, blobs_bucket=unique)  # type: ignore[arg-type]
     older.apply([PutJson(key, _pointer(5), 5)])  # read v<=4, then v6 lands, then its write
     assert json.loads(s3.get_object(unique, key).read())["stream_version"] == 6
@@ -121,16 +122,28 @@ def test_two_projectors_on_the_same_partitions_never_move_a_pointer_back(
     rebalance), writing one bucket while channels move; a reader checks all along."""
     registry = _registry(kafka_bootstrap, s3, model_files, unique)
     bucket = f"{unique}-proj"
+    # Once both are caught up, the second one pauses between its reads and its writes,
+    # long enough for the first to write the next version of the same pointer meanwhile.
+    pausing = threading.Event()
+
+    def pause(_: str) -> None:
+        if pausing.is_set():
+            time.sleep(0.25)
+
+    clients: list[Any] = [s3, _AfterRead(s3, pause)]
     projectors = [
-        Projector(kafka_bootstrap, unique, S3Sink(s3, bucket, unique), group_id=f"{bucket}-{i}")
-        for i in range(2)
+        Projector(kafka_bootstrap, unique, S3Sink(client, bucket, unique), group_id=f"{bucket}-{i}")
+        for i, client in enumerate(clients)
     ]
     stop, done = threading.Event(), threading.Event()
     backwards: list[str] = []
 
     def mover() -> None:
-        for i in range(30):
-            registry.move_channel(ALICE, REFS[i % 2], "stable", 1 + i % 4 // 2, rid())
+        """Moves in pairs: the second lands while the slow one still holds the first."""
+        for i in range(8):
+            for revision in (1, 2):
+                registry.move_channel(ALICE, REFS[i % 2], "stable", revision, rid())
+            time.sleep(0.6)  # the slow one catches up: both start the next pair together
         done.set()
 
     def reader() -> None:
@@ -142,12 +155,17 @@ def test_two_projectors_on_the_same_partitions_never_move_a_pointer_back(
                 seen[key] = max(version, seen.get(key, 0))
 
     threads = [threading.Thread(target=p.run, args=(stop,)) for p in projectors]
-    threads += [threading.Thread(target=mover), threading.Thread(target=reader)]
+    threads += [threading.Thread(target=reader)]
     for thread in threads:
         thread.start()
     try:
+        history = sum(1 for _ in registry.log.read_all())
+        _wait_for(lambda: min(p.applied for p in projectors) >= history, 30, "both caught up")
+        pausing.set()
+        threads.append(threading.Thread(target=mover))
+        threads[-1].start()
         assert done.wait(timeout=60)
-        time.sleep(2)  # both catch up
+        time.sleep(3)  # both catch up
     finally:
         stop.set()
         for thread in threads:
