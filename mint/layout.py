@@ -6,3 +6,13 @@ A revision stored by MinT loads with `peft.PeftModel.from_pretrained` unchanged.
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MANIFEST = "manifest.json"
+
+
+def adapter_prefix(tenant: str, name: str) -> str:
+    """Where an adapter's objects live in the projection."""
+    return f"adapters/{tenant}/{name}/"
+
+
+def revision_prefix(tenant: str, name: str, number: int) -> str:
+    """Where one revision's files (the PEFT folder plus its manifest) live."""
+    return f"{adapter_prefix(tenant, name)}revisions/{number}/"

@@ -1,6 +1,7 @@
 """Audit the adapter log: verify it, replay it to a moment, explain an adapter.
 
   python -m mint.audit verify                          chains + blobs; exit 1 on problems
+  python -m mint.audit --projection-bucket P verify    also the projection's revision files
   python -m mint.audit replay --as-of 2026-11-29T15:00:00Z [--json]
   python -m mint.audit replay --as-of-offsets 0:120,1:98 [--json]
   python -m mint.audit provenance acme/tone[@3] [--json | --svg lineage.svg]
@@ -25,21 +26,27 @@ from mint.eventlog.port import EventLog
 from . import provenance, replay, verify
 
 
-def _open(args: argparse.Namespace) -> tuple[EventLog, BlobStore]:
+def _open(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Objects | None]:
     if args.backend == "embedded":
         from mint.backends.local_blobs import LocalBlobStore
         from mint.backends.sqlite_log import SqliteEventLog
 
-        return SqliteEventLog(args.data_dir / "events.db"), LocalBlobStore(args.data_dir)
+        if args.projection_bucket:
+            raise SystemExit("--projection-bucket needs --backend kafka (the projection is in S3)")
+        return SqliteEventLog(args.data_dir / "events.db"), LocalBlobStore(args.data_dir), None
     from mint.backends.kafka_log import KafkaEventLog
     from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
+    from mint.backends.s3_objects import S3Objects
     from mint.backends.settings import servers_from_env
 
     servers = servers_from_env()
     log = KafkaEventLog(servers.kafka_bootstrap, args.topic, args.partitions, owned=())
     s3 = client(servers.s3)
-    return log, S3BlobStore(s3, args.bucket)
+    projection = None
+    if args.projection_bucket:
+        projection = S3Objects(s3, args.projection_bucket, args.projection_prefix)
+    return log, S3BlobStore(s3, args.bucket), projection
 
 
 def _offsets(text: str) -> dict[int, int]:
@@ -71,8 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", default="mint.adapter-events")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--bucket", default="mint", help="the registry's blob bucket")
+    parser.add_argument(
+        "--projection-bucket",
+        help="verify also checks the projection's revision files here against the log",
+    )
+    parser.add_argument("--projection-prefix", default="", help="key prefix of the projection")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("verify", help="walk every hash chain and check every blob")
+    commands.add_parser(
+        "verify", help="walk every hash chain, check every blob (and the projection's files)"
+    )
     rp = commands.add_parser("replay", help="the registry's state at a moment")
     moment = rp.add_mutually_exclusive_group()
     moment.add_argument("--as-of", type=_time, help="ISO time (events up to it)")
@@ -83,15 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--svg", type=Path, help="also write the lineage graph here")
     args = parser.parse_args(argv)
-    log, blobs = _open(args)
+    log, blobs, projection = _open(args)
     try:
         if args.command == "verify":
-            report = verify.verify(log.read_all(), blobs)
+            report = verify.verify(log.read_all(), blobs, projection)
             for problem in report.problems:
                 print(f"PROBLEM {problem}")
+            projected = (
+                f", {report.projection_files_checked} projection files" if projection else ""
+            )
             print(
                 f"{report.events} events in {report.streams} streams, "
-                f"{report.blobs_checked} blobs checked: "
+                f"{report.blobs_checked} blobs{projected} checked: "
                 f"{'clean' if report.clean else f'{len(report.problems)} problems'}"
             )
             return 0 if report.clean else 1

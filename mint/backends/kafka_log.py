@@ -12,15 +12,17 @@ partition. Owning partition p means, in this order (KIP-98 zombie fencing):
 Owned statically (every partition, one fixed transactional id: a second instance fences
 the first) or as a consumer group assigns them (kafka_ownership.py: each partition's
 writer is claimed in the group, and the next owner fences the claimed id).
-A replica asked to append to a partition it does not own raises `Unavailable` (retryable).
+A replica asked to append to a partition it does not own raises `Unavailable` (retryable),
+and so does every call that meets a Kafka failure: callers never see kafka-python's types.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 from mint.deadlines import time_left
@@ -41,6 +43,7 @@ from .kafka_writer import Claims, LogWriter
 
 DEFAULT_TOPIC = "mint.adapter-events"
 READ_STALL_S = 30.0  # a read of another replica's partition that makes no progress fails
+log = logging.getLogger(__name__)
 
 
 def partition_for(stream_id: str, partitions: int) -> int:
@@ -111,40 +114,57 @@ class KafkaEventLog(EventLog):
     ) -> AppendResult:
         self.check_writable(stream_id)
         partition = partition_for(stream_id, self.partitions)
-        return self.writer.append(partition, stream_id, expected_version, events, meta)
+        with _unavailable_on_failure("appending"):
+            return self.writer.append(partition, stream_id, expected_version, events, meta)
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
         partition = partition_for(stream_id, self.partitions)
-        current = self.writer.read_stream(partition, stream_id, after_version)
-        if current is not None:
-            return current
-        if partition in self.writer.assigned:  # ours, being taken again: state comes soon
-            raise Unavailable(f"partition {partition} is being taken again here; retry")
-        # Another replica's: read the partition, but never past the caller's deadline (a
-        # partition without a leader would hold the read until it has one).
-        records = read_partitions(
-            self.bootstrap, self.topic, {partition: 0}, stall_s=time_left(READ_STALL_S)
-        )
-        try:
+        with _unavailable_on_failure("reading a stream"):
+            current = self.writer.read_stream(partition, stream_id, after_version)
+            if current is not None:
+                return current
+            if partition in self.writer.assigned:  # ours, being taken again: state comes soon
+                raise Unavailable(f"partition {partition} is being taken again here; retry")
+            # Another replica's: read the partition, but never past the caller's deadline
+            # (a partition without a leader would hold the read until it has one).
+            records = read_partitions(
+                self.bootstrap, self.topic, {partition: 0}, stall_s=time_left(READ_STALL_S)
+            )
             return [
                 r
                 for r in records
                 if r.envelope.stream_id == stream_id and r.envelope.stream_version > after_version
             ]
-        except KafkaTimeoutError as exc:
-            raise Unavailable(f"partition {partition} cannot be read now ({exc}); retry") from exc
 
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
-        return read_partitions(self.bootstrap, self.topic, self._start(after))
+        return _guarded(read_partitions(self.bootstrap, self.topic, self._start(after)))
 
     def subscribe(self, after: Checkpoint | None, idle_timeout_s: float) -> Iterator[Recorded]:
-        return read_partitions(self.bootstrap, self.topic, self._start(after), idle_timeout_s)
+        return _guarded(
+            read_partitions(self.bootstrap, self.topic, self._start(after), idle_timeout_s)
+        )
 
     def _start(self, after: Checkpoint | None) -> dict[int, int]:
         return {p: (after or {}).get(p, 0) for p in range(self.partitions)}
 
     def close(self) -> None:
         self.writer.close()
+
+
+@contextlib.contextmanager
+def _unavailable_on_failure(action: str) -> Iterator[None]:
+    try:
+        yield
+    except KafkaError as exc:
+        log.warning("Kafka failed while %s: %s", action, exc)  # callers only see Unavailable
+        raise Unavailable(
+            f"the event log is unavailable ({action}: {type(exc).__name__}); retry"
+        ) from exc
+
+
+def _guarded(records: Iterator[Recorded]) -> Iterator[Recorded]:
+    with _unavailable_on_failure("reading the log"):
+        yield from records
 
 
 __all__ = ["DEFAULT_TOPIC", "KafkaEventLog", "next_checkpoint", "partition_for"]

@@ -6,13 +6,23 @@ Works against MinIO or any S3 server; tests run it against a local SeaweedFS S3 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 from minio.helpers import ObjectWriteResult
+
+from mint.domain.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# What S3 answers when the object (or its bucket) is not there: callers handle these.
+MISSING = frozenset({"NoSuchKey", "NotFound", "NoSuchBucket"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,20 @@ def client(settings: S3Settings, timeout_s: float = 10.0, retries: int = 2) -> M
         region=settings.region,
         http_client=http,
     )
+
+
+@contextlib.contextmanager
+def unavailable_on_failure(action: str) -> Iterator[None]:
+    """Turn S3's own failures (server down, timeouts, errors it answers) into the
+    retryable `Unavailable`, so no caller needs to know urllib3 or minio types. Answers a
+    caller handles (a missing object, a failed precondition) are caught before this."""
+    try:
+        yield
+    except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+        log.warning("S3 failed while %s: %s", action, exc)  # callers only see Unavailable
+        raise Unavailable(
+            f"object storage is unavailable ({action}: {type(exc).__name__}); retry shortly"
+        ) from exc
 
 
 class PreconditionFailed(Exception):
@@ -69,17 +93,19 @@ def put_if_match(
 def _conditional_put(
     s3: Minio, bucket: str, key: str, data: bytes, content_type: str, condition: dict[str, str]
 ) -> str:
-    try:
-        result: ObjectWriteResult = s3._put_object(
-            bucket, key, data, headers={"Content-Type": content_type, **condition}
-        )
-    except S3Error as exc:
-        if exc.code == "PreconditionFailed":
-            raise PreconditionFailed(f"s3://{bucket}/{key}: {condition}") from exc
-        raise
+    with unavailable_on_failure(f"writing s3://{bucket}/{key}"):
+        try:
+            result: ObjectWriteResult = s3._put_object(
+                bucket, key, data, headers={"Content-Type": content_type, **condition}
+            )
+        except S3Error as exc:
+            if exc.code == "PreconditionFailed":
+                raise PreconditionFailed(f"s3://{bucket}/{key}: {condition}") from exc
+            raise
     return str(result.etag)
 
 
 def ensure_bucket(s3: Minio, bucket: str) -> None:
-    if not s3.bucket_exists(bucket):
-        s3.make_bucket(bucket)
+    with unavailable_on_failure(f"creating bucket {bucket}"):
+        if not s3.bucket_exists(bucket):
+            s3.make_bucket(bucket)

@@ -10,7 +10,7 @@ from minio.error import S3Error
 from mint.blobs.port import BlobRef, BlobStore, blob_key, checked_ref, verified
 from mint.domain.errors import NotFound
 
-from .s3 import PreconditionFailed, ensure_bucket, put_if_absent
+from .s3 import MISSING, PreconditionFailed, ensure_bucket, put_if_absent, unavailable_on_failure
 
 
 class S3BlobStore(BlobStore):
@@ -34,23 +34,26 @@ class S3BlobStore(BlobStore):
         return ref
 
     def get(self, sha256: str) -> bytes:
-        try:
-            response = self.s3.get_object(self.bucket, blob_key(sha256))
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise NotFound(f"no blob {sha256}") from None
-            raise
-        try:
-            return verified(sha256, response.read())
-        finally:
-            response.close()
-            response.release_conn()
+        with unavailable_on_failure(f"reading blob {sha256}"):
+            try:
+                response = self.s3.get_object(self.bucket, blob_key(sha256))
+            except S3Error as exc:
+                if exc.code in MISSING:
+                    raise NotFound(f"no blob {sha256}") from None
+                raise
+            try:
+                data = response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        return verified(sha256, data)
 
     def exists(self, sha256: str) -> bool:
-        try:
-            self.s3.stat_object(self.bucket, blob_key(sha256))
-        except S3Error as exc:
-            if exc.code in {"NoSuchKey", "NotFound"}:
-                return False
-            raise
+        with unavailable_on_failure(f"looking up blob {sha256}"):
+            try:
+                self.s3.stat_object(self.bucket, blob_key(sha256))
+            except S3Error as exc:
+                if exc.code in MISSING:
+                    return False
+                raise
         return True

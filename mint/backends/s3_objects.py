@@ -5,7 +5,7 @@ from __future__ import annotations
 from minio import Minio
 from minio.error import S3Error
 
-MISSING = {"NoSuchKey", "NotFound", "NoSuchBucket"}
+from .s3 import MISSING, unavailable_on_failure
 
 
 class S3Objects:
@@ -13,15 +13,16 @@ class S3Objects:
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
 
     def get(self, key: str) -> bytes | None:
-        try:
-            response = self.s3.get_object(self.bucket, self.prefix + key)
-        except S3Error as exc:
-            if exc.code in MISSING:
-                return None
-            raise
-        try:
-            # One read: measured twice as fast as streaming chunks through urllib3.
-            return bytes(response.read())
-        finally:
-            response.close()
-            response.release_conn()
+        with unavailable_on_failure(f"reading s3://{self.bucket}/{self.prefix}{key}"):
+            try:
+                response = self.s3.get_object(self.bucket, self.prefix + key)
+            except S3Error as exc:
+                if exc.code in MISSING:
+                    return None
+                raise
+            try:
+                # One read: measured twice as fast as streaming chunks through urllib3.
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()

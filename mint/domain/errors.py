@@ -38,7 +38,8 @@ class VersionConflict(DomainError):
 
 
 class Unavailable(DomainError):
-    """Retryable: this replica does not own the adapter's partition right now."""
+    """Retryable: this replica does not own the adapter's partition right now, or a
+    server behind it (Kafka, S3) is unreachable."""
 
 
 class DataLoss(DomainError):

@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-from kafka.errors import KafkaError
-from minio.error import MinioException
 
 from mint.deadlines import caller_deadline
 from mint.domain import errors
@@ -123,13 +121,11 @@ def _note_if_late(context: grpc.ServicerContext) -> None:
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
-    """Domain errors keep their status and message. Anything else is a fault on our side:
-    logged in full, and the caller gets a status without internals to retry or report."""
+    """Domain errors keep their status and message (back ends report their own outages as
+    `Unavailable`). Anything else is a bug on our side: logged in full, and the caller
+    gets a status without internals to report."""
     if isinstance(exc, errors.DomainError):
         context.abort(_status(exc), str(exc))
-    if isinstance(exc, KafkaError | MinioException | OSError):
-        log.exception("storage unavailable")
-        context.abort(grpc.StatusCode.UNAVAILABLE, "storage is unavailable right now; retry")
     log.exception("unexpected error")
     context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 

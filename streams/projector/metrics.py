@@ -17,10 +17,27 @@ class ProjectorMetrics:
         self._lock = threading.Lock()
         self._lag: dict[int, int] = {}
         self._applied = 0
+        self._failures = 0
+        self._problem: str | None = None  # why the projector is degraded, if it is
 
     def publish(self, applied: int, lag: dict[int, int]) -> None:
         with self._lock:
             self._applied, self._lag = applied, dict(lag)
+
+    def degraded(self, reason: str) -> None:
+        """A round failed (Kafka or S3 unreachable); the loop retries with backoff."""
+        with self._lock:
+            self._failures += 1
+            self._problem = reason
+
+    def recovered(self) -> None:
+        with self._lock:
+            self._problem = None
+
+    def problem(self) -> str | None:
+        """None when projecting normally, else why not (what /healthz answers)."""
+        with self._lock:
+            return None if self._problem is None else f"degraded: {self._problem}"
 
     def render(self) -> str:
         with self._lock:
@@ -34,8 +51,14 @@ class ProjectorMetrics:
                     f'mint_projector_lag{{partition="{p}"}} {n}'
                     for p, n in sorted(self._lag.items())
                 ),
+                "# HELP mint_projector_degraded 1 while Kafka or S3 failures hold it up.",
+                "# TYPE mint_projector_degraded gauge",
+                f"mint_projector_degraded {int(self._problem is not None)}",
+                "# HELP mint_projector_failures_total Rounds that failed and were retried.",
+                "# TYPE mint_projector_failures_total counter",
+                f"mint_projector_failures_total {self._failures}",
             ]
         return "\n".join(lines) + "\n"
 
     def serve(self, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-        return serve_probes(port, lambda: self.render().encode(), host=host)
+        return serve_probes(port, lambda: self.render().encode(), self.problem, host=host)

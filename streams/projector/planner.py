@@ -34,7 +34,7 @@ from mint.domain.events import (
     RevisionPublished,
 )
 from mint.eventlog.port import Recorded
-from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST, adapter_prefix, revision_prefix
 
 DEFAULT_CHANNELS = ("stable", "latest")  # `current` follows the first one that is set
 
@@ -61,14 +61,6 @@ Operation = PutJson | CopyBlob
 
 def canonical_json(doc: Any) -> bytes:
     return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
-
-
-def adapter_prefix(tenant: str, name: str) -> str:
-    return f"adapters/{tenant}/{name}/"
-
-
-def revision_prefix(tenant: str, name: str, number: int) -> str:
-    return f"{adapter_prefix(tenant, name)}revisions/{number}/"
 
 
 class Planner:

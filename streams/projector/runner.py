@@ -15,9 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from mint.backends.kafka_reader import read_partitions, to_recorded
+from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
 
 from .metrics import ProjectorMetrics
@@ -25,6 +27,13 @@ from .planner import Planner
 from .sink import S3Sink
 
 log = logging.getLogger(__name__)
+
+# Failures that pass when the servers come back: Kafka's own, and S3's (the sink reports
+# those as Unavailable). Anything else is a bug, and the projector exits.
+TRANSIENT = (KafkaError, Unavailable)
+# Without a limit, the client waits for a broker for as long as it takes: bounded calls
+# keep the loop in charge (backing off, answering stop) while Kafka is away.
+KAFKA_CALL_TIMEOUT_MS = 10_000
 
 
 def rebuild(event_log: EventLog, sink: S3Sink) -> int:
@@ -43,9 +52,26 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self.revoked |= {tp.partition for tp in revoked}
+        self.fresh -= self.revoked
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.fresh |= {tp.partition for tp in assigned}
+
+
+@dataclass
+class Backoff:
+    """Waits that double after each failure up to a cap, and start over after a success."""
+
+    first_s: float = 0.5
+    cap_s: float = 30.0
+    next_s: float = 0.0
+
+    def failed(self) -> float:
+        self.next_s = min(self.cap_s, self.next_s * 2 or self.first_s)
+        return self.next_s
+
+    def succeeded(self) -> None:
+        self.next_s = 0.0
 
 
 @dataclass
@@ -60,6 +86,7 @@ class Projector:
     session_timeout_ms: int = 10_000
     planners: dict[int, Planner] = field(default_factory=dict)  # one per partition
     applied: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
 
     def __post_init__(self) -> None:
         self.metrics = ProjectorMetrics()
@@ -84,56 +111,108 @@ class Projector:
         report_every_s: float = 30.0,
     ) -> None:
         """Project until `stop` is set; or, with `stop_when_caught_up_s`, once partitions
-        are assigned, nothing is left to project, and nothing arrived for that long."""
+        are assigned, nothing is left to project, and nothing arrived for that long.
+
+        Kafka or S3 failing is not a reason to exit: the projector reports itself
+        degraded, rewinds to its last commit, waits (longer after each failure) and
+        tries again, so it carries on by itself when the servers return."""
+        stop = stop or threading.Event()
         quiet_since = reported = time.monotonic()
-        while not (stop and stop.is_set()):
+        while not stop.is_set():
             if time.monotonic() - reported > report_every_s:
-                lag = self.lag()
-                self.metrics.publish(self.applied, lag)
-                log.info("applied %d events; lag per partition %s", self.applied, lag)
+                self._report()
                 reported = time.monotonic()
-            batches = self.consumer.poll(timeout_ms=500)
-            self._catch_up_new_partitions()
-            if not batches:
-                if (
+            try:
+                projected = self._round()
+                if self.backoff.next_s and (projected or self._caught_up()):
+                    self._recovered()
+                if projected:
+                    quiet_since = time.monotonic()
+                elif (
                     stop_when_caught_up_s is not None
                     and time.monotonic() - quiet_since > stop_when_caught_up_s
                     and self._caught_up()
                 ):
                     return
+            except TRANSIENT as exc:
+                self._failed(exc, stop)
+
+    def _round(self) -> bool:
+        """Poll once and project what came; True if anything was projected."""
+        self._catch_up_new_partitions()
+        batches = self.consumer.poll(timeout_ms=500)
+        # A partition assigned during this poll is projected from the next round, once
+        # its state is rebuilt up to where the next round reads it from.
+        pending = self.assignments.fresh | self.assignments.revoked
+        projected = False
+        for tp, records in batches.items():
+            planner = self.planners.get(tp.partition)
+            if planner is None or tp.partition in pending:
                 continue
-            quiet_since = time.monotonic()
-            for tp, records in batches.items():
-                planner = self.planners[tp.partition]
-                for record in records:
-                    self.sink.apply(planner.plan(to_recorded(record)))
-                    self.applied += 1
-                # Only now are this partition's writes done: commit past them.
-                self.consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)})
+            for record in records:
+                self.sink.apply(planner.plan(to_recorded(record)))
+                self.applied += 1
+            # Only now are this partition's writes done: commit past them.
+            offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)}
+            self.consumer.commit(offsets, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
+            projected = True
+        return projected
+
+    def _failed(self, exc: Exception, stop: threading.Event) -> None:
+        delay = self.backoff.failed()
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("projection failed (%s); retrying in %.1f s", reason, delay)
+        self.metrics.degraded(reason)
+        self._rewind()
+        stop.wait(delay)
+
+    def _recovered(self) -> None:
+        log.info("projecting again")
+        self.backoff.succeeded()
+        self.metrics.recovered()
+
+    def _rewind(self) -> None:
+        """Forget what was planned past the last commits: every partition is caught up
+        again from its committed offset, and the writes after it are done again (they
+        are idempotent). Local only: Kafka may be down."""
+        self.assignments.fresh |= {tp.partition for tp in self.consumer.assignment()}
+        self.planners.clear()
+
+    def _report(self) -> None:
+        try:
+            lag = self.lag()
+        except TRANSIENT as exc:  # the next round finds out and backs off
+            log.warning("lag unknown: %s", exc)
+            return
+        self.metrics.publish(self.applied, lag)
+        log.info("applied %d events; lag per partition %s", self.applied, lag)
 
     def _caught_up(self) -> bool:
         return bool(self.planners) and not any(self.lag().values())
 
     def _catch_up_new_partitions(self) -> None:
+        """Rebuild each fresh partition's state up to its committed offset and read on
+        from exactly there."""
         for partition in self.assignments.revoked:
             self.planners.pop(partition, None)
         self.assignments.revoked = set()
         for partition in sorted(self.assignments.fresh):
             tp = TopicPartition(self.topic, partition)
-            committed = self.consumer.committed(tp) or 0
+            committed = self.consumer.committed(tp, timeout_ms=KAFKA_CALL_TIMEOUT_MS) or 0
             planner = Planner()
             for recorded in read_partitions(self.bootstrap, self.topic, {partition: 0}):
                 if recorded.position.offset >= committed:
                     break
                 planner.observe(recorded)
+            self.consumer.seek(tp, committed)
             self.planners[partition] = planner
+            self.assignments.fresh.discard(partition)
             log.info("partition %d: state rebuilt up to offset %d", partition, committed)
-        self.assignments.fresh = set()
 
     def lag(self) -> dict[int, int]:
         """Records per partition not yet projected."""
         tps = [TopicPartition(self.topic, p) for p in self.planners]
-        ends = self.consumer.end_offsets(tps)
+        ends = self.consumer.end_offsets(tps, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
         return {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in tps}
 
     def close(self) -> None:

@@ -1,5 +1,15 @@
 """Writes planned objects to S3, idempotently: an object already holding the same bytes
-is left alone, so redelivered events and replays change nothing."""
+is left alone, so redelivered events and replays change nothing, and an object whose
+bytes differ (damaged, or written by older code) is written again.
+
+Mutable objects (pointers, catalog, evaluations) are replaced by compare-and-swap: read
+the stored version and its ETag, then write only if the ETag is still the one read
+(If-Match), or only if there is still no object (If-None-Match). A zombie projector, or
+two members of the group during a rebalance, can therefore never put an older pointer
+over a newer one: the loser of a race reads again and finds the newer version.
+
+S3 failures surface as `Unavailable` (retryable); the runner backs off and retries.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +21,23 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import S3Error
 
-from mint.backends.s3 import ensure_bucket
+from mint.backends.s3 import (
+    MISSING,
+    PreconditionFailed,
+    ensure_bucket,
+    put_if_absent,
+    put_if_match,
+    unavailable_on_failure,
+)
 from mint.blobs.port import blob_key
+from mint.domain.errors import Unavailable
 
 from .planner import CopyBlob, Operation, PutJson
+
+JSON = "application/json"
+# Each lost race means another writer stored a newer object meanwhile; a handful of
+# rounds settles any real contention, more would mean a fault worth surfacing.
+MAX_SWAP_ROUNDS = 20
 
 
 class S3Sink:
@@ -26,55 +49,83 @@ class S3Sink:
     def apply(self, operations: list[Operation]) -> None:
         """In order: a later operation (a pointer) is written only after earlier ones."""
         for op in operations:
-            if isinstance(op, PutJson):
-                self._put(op)
-            else:
-                self._copy(op)
+            with unavailable_on_failure(f"projecting s3://{self.bucket}/{self.prefix}{op.key}"):
+                if isinstance(op, CopyBlob):
+                    self._copy(op)
+                elif op.version is None:
+                    self._put(op)
+                else:
+                    self._swap(op, op.version)
 
-    def _stat_etag_size(self, key: str) -> tuple[str, int] | None:
+    def _etag(self, bucket: str, key: str) -> str | None:
         try:
-            stat = self.s3.stat_object(self.bucket, self.prefix + key)
+            return str(self.s3.stat_object(bucket, key).etag)
         except S3Error as exc:
-            if exc.code in {"NoSuchKey", "NotFound"}:
+            if exc.code in MISSING:
                 return None
             raise
-        return str(stat.etag), int(stat.size or 0)
 
     def _put(self, op: PutJson) -> None:
-        if op.version is not None:
-            if self._stored_version(op.key) >= op.version:
-                return  # the object already reflects this event or a later one
-        else:
-            existing = self._stat_etag_size(op.key)
-            if existing is not None and existing[0] == hashlib.md5(op.body).hexdigest():
-                return
+        """Immutable JSON (manifests, configs, bases): an S3 ETag of a single PUT is the
+        MD5 of its bytes, so equal ETags mean equal content."""
+        if self._etag(self.bucket, self.prefix + op.key) == hashlib.md5(op.body).hexdigest():
+            return
         self.s3.put_object(
-            self.bucket,
-            self.prefix + op.key,
-            io.BytesIO(op.body),
-            len(op.body),
-            content_type="application/json",
+            self.bucket, self.prefix + op.key, io.BytesIO(op.body), len(op.body), content_type=JSON
         )
         self.written += 1
 
-    def _stored_version(self, key: str) -> int:
+    def _swap(self, op: PutJson, version: int) -> None:
+        """Mutable JSON: write unless the stored object reflects a later version, or this
+        very version with the same bytes; compare-and-swap so no write goes backwards."""
+        key = self.prefix + op.key
+        for _ in range(MAX_SWAP_ROUNDS):
+            stored = self._read(key)
+            if stored is not None:
+                body, etag = stored
+                if _version(body) > version or body == op.body:
+                    return
+            try:
+                if stored is None:
+                    put_if_absent(self.s3, self.bucket, key, op.body, JSON)
+                else:
+                    put_if_match(self.s3, self.bucket, key, op.body, JSON, etag)
+            except PreconditionFailed:
+                continue  # another writer got there first: look at what it wrote
+            self.written += 1
+            return
+        raise Unavailable(f"s3://{self.bucket}/{key} kept changing while being written; retry")
+
+    def _read(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag, or None if there is none."""
         try:
-            response = self.s3.get_object(self.bucket, self.prefix + key)
+            response = self.s3.get_object(self.bucket, key)
         except S3Error as exc:
-            if exc.code in {"NoSuchKey", "NotFound"}:
-                return 0
+            if exc.code in MISSING:
+                return None
             raise
         try:
-            return int(json.loads(response.read()).get("stream_version", 0))
+            return bytes(response.read()), str(response.headers.get("ETag", "")).strip('"')
         finally:
             response.close()
             response.release_conn()
 
     def _copy(self, op: CopyBlob) -> None:
-        existing = self._stat_etag_size(op.key)
-        if existing is not None and existing[1] == op.size:
-            return  # revision files are immutable: same key, same size, same content
-        self.s3.copy_object(
-            self.bucket, self.prefix + op.key, CopySource(self.blobs_bucket, blob_key(op.sha256))
-        )
+        """Revision files are server-side copies of the registry's blob; a copy keeps the
+        blob's ETag, so a copy whose ETag differs was damaged or replaced: copy again."""
+        key, source = self.prefix + op.key, blob_key(op.sha256)
+        existing = self._etag(self.bucket, key)
+        if existing is not None and existing == self._etag(self.blobs_bucket, source):
+            return
+        self.s3.copy_object(self.bucket, key, CopySource(self.blobs_bucket, source))
         self.written += 1
+
+
+def _version(body: bytes) -> int:
+    """The stream version a stored object reflects; 0 if it is not ours or unreadable
+    (then it is replaced)."""
+    try:
+        doc = json.loads(body)
+        return int(doc.get("stream_version", 0)) if isinstance(doc, dict) else 0
+    except (ValueError, TypeError):
+        return 0

@@ -21,11 +21,14 @@ from mint.audit import provenance, replay, verify
 from mint.backends.kafka import create_log_topic
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
+from mint.backends.s3_objects import S3Objects
 from mint.blobs.port import blob_key
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import next_checkpoint
 from mint.registry import Principal, Registry
 from mint.v1.events_pb2 import EventEnvelope
+from streams.projector.runner import rebuild
+from streams.projector.sink import S3Sink
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -140,6 +143,44 @@ def test_corrupted_blob_is_named(audited: dict, model_files: dict) -> None:
         f"acme/tone v2: blob {sha} is corrupt: its bytes do not match the recorded sha256" in texts
     )
     assert "acme/tone v6" in " ".join(texts)  # revision 2 reuses the same blob
+
+
+def test_corrupted_projection_copy_is_named(
+    audited: dict, endpoints: dict[str, str], unique: str
+) -> None:
+    """Only the projection's copy is damaged (the registry's blob is intact): verify
+    given the projection names the file, from the API and the command line."""
+    s3, topic = audited["s3"], audited["topic"]
+    rebuild(audited["log"], S3Sink(s3, unique, blobs_bucket=topic, prefix="p/"))
+    projection = S3Objects(s3, unique, "p/")
+    blobs = S3BlobStore(s3, topic)
+    clean = verify.verify(audited["log"].read_all(), blobs, projection)
+    assert clean.clean, clean.problems
+    assert clean.projection_files_checked == 4  # weights and config of revisions 1 and 2
+
+    key = "p/adapters/acme/tone/revisions/2/adapter_model.safetensors"
+    original = s3.get_object(unique, key).read()
+    damaged = bytes(len(original))  # same size, other bytes
+    s3.put_object(unique, key, io.BytesIO(damaged), len(damaged))
+    report = verify.verify(audited["log"].read_all(), blobs, projection)
+    texts = [f"{p.stream_id} v{p.stream_version}: {p.problem}" for p in report.problems]
+    assert len(texts) == 1, texts
+    assert texts[0].startswith(
+        "acme/tone v6: projection's adapters/acme/tone/revisions/2/adapter_model.safetensors "
+        "differs from the log"
+    ), texts
+
+    options = ["--topic", topic, "--partitions", "2", "--bucket", topic]
+    projection_options = ["--projection-bucket", unique, "--projection-prefix", "p/"]
+    result = subprocess.run(
+        [sys.executable, "-m", "mint.audit", *options, *projection_options, "verify"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **endpoints},
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PROBLEM acme/tone v6" in result.stdout and "4 projection files" in result.stdout
 
 
 def test_replay_as_of_checkpoints_matches_what_the_registry_reported(audited: dict) -> None:

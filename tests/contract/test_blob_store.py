@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
+from deploy.local.stack import free_ports
 from mint.backends.local_blobs import LocalBlobStore
+from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_blobs import S3BlobStore
+from mint.backends.s3_objects import S3Objects
 from mint.blobs.port import BlobStore, blob_key
-from mint.domain.errors import DataLoss, InvalidArgument, NotFound
+from mint.domain.errors import DataLoss, InvalidArgument, NotFound, Unavailable
 
 DATA = os.urandom(100_000)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -93,3 +96,21 @@ class TestS3BlobStore(BlobStoreContract):
 
     def overwrite(self, key: str, data: bytes) -> None:
         self.s3.put_object(self.bucket, key, io.BytesIO(data), len(data))
+
+
+def test_unreachable_s3_is_unavailable_not_a_transport_error(
+    s3: Minio, s3_settings: S3Settings, unique: str
+) -> None:
+    """The back end speaks for its own outages: callers (the gRPC layer) get the
+    retryable domain error, never a urllib3 or minio type."""
+    store = S3BlobStore(s3, unique)
+    objects = S3Objects(s3, unique)
+    nobody = S3Settings(f"127.0.0.1:{free_ports(1)[0]}", "mint", s3_settings.secret_key)
+    store.s3 = objects.s3 = client(nobody, timeout_s=1, retries=0)  # nothing listens there
+    for call in (lambda: store.put(DATA), lambda: store.get(SHA), lambda: store.exists(SHA)):
+        with pytest.raises(Unavailable, match=r"object storage is unavailable.*retry"):
+            call()
+    with pytest.raises(Unavailable, match="retry"):
+        objects.get("adapters/acme/tone/current.json")
+    with pytest.raises(Unavailable, match="retry"):
+        S3BlobStore(store.s3, unique)  # creating the bucket

@@ -3,6 +3,7 @@ redelivery, and a rebuild from offset 0 equal to the live projection."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -121,6 +122,29 @@ def test_redelivery_writes_nothing_and_rebuild_equals_live(world: dict) -> None:
     fresh = f"rebuilt-{uuid.uuid4().hex[:8]}"
     rebuild(world["log"], S3Sink(world["s3"], fresh, blobs_bucket=world["topic"], prefix="p/"))
     assert _objects(world["s3"], fresh, prefix="p/") == _objects(world["s3"], bucket)
+
+
+def test_rebuild_into_the_projection_repairs_every_object_that_differs(world: dict) -> None:
+    """Damage that keeps sizes and versions: a weights copy overwritten with other bytes
+    of the same size, a config replaced, a pointer altered under the same version."""
+    bucket = f"repair-{uuid.uuid4().hex[:8]}"
+    _project(world, bucket)
+    s3, base = world["s3"], "adapters/acme/tone/"
+    intact = _objects(s3, bucket)
+    weights = f"{base}revisions/1/{ADAPTER_WEIGHTS}"
+    stable = json.loads(intact[f"{base}channels/stable.json"])
+    damage = {
+        weights: bytes(len(intact[weights])),
+        f"{base}revisions/2/{ADAPTER_CONFIG}": b"{}",
+        f"{base}channels/stable.json": json.dumps({**stable, "revision": 2}).encode(),
+    }
+    for key, data in damage.items():
+        s3.put_object(bucket, key, io.BytesIO(data), len(data))
+
+    sink = S3Sink(s3, bucket, blobs_bucket=world["topic"])
+    rebuild(world["log"], sink)
+    assert sink.written == len(damage)
+    assert _objects(s3, bucket) == intact
 
 
 def test_restarted_projector_resumes_from_its_committed_offsets(world: dict) -> None:
