@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 
 from google.protobuf.message import DecodeError
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from mint.backends.kafka import durable_producer
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower, to_proto
+from mint.domain.errors import Unavailable
 from mint.serving.fleet import FleetView, NodeState
 from mint.serving.placement import Group
 from mint.serving.requests import RevisionRef
@@ -25,6 +27,7 @@ from mint.v1 import residency_pb2 as pb
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
+SEND_BLOCK_MS = 5_000  # how long a demand report may wait for Kafka (metadata, buffer)
 OnHealth = Callable[[bool], None]
 
 
@@ -134,7 +137,9 @@ class DemandReporter:
         self, bootstrap: str, topics: ResidencyTopics, name: str, interval_s: float = 1.0
     ) -> None:
         self.topic, self.name, self.interval_s = topics.demand, name, interval_s
-        self._producer: KafkaProducer = durable_producer(bootstrap)
+        # A report that cannot be sent within seconds is given up, not waited on: a cold
+        # start asks within the caller's deadline, and the next report carries the rates.
+        self._producer: KafkaProducer = durable_producer(bootstrap, max_block_ms=SEND_BLOCK_MS)
         self._counts: Counter[Group] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -147,7 +152,12 @@ class DemandReporter:
                 self._counts[Group.of(refs)] += 1
 
     def missing(self, refs: Sequence[RevisionRef]) -> None:
-        self._send([pb.Demand(revisions=[to_proto(r) for r in refs], requests=1, missing=True)])
+        """Ask for `refs` to be placed now; Unavailable if the ask cannot be sent."""
+        try:
+            self._send([pb.Demand(revisions=[to_proto(r) for r in refs], requests=1, missing=True)])
+        except KafkaError as exc:
+            log.warning("could not ask for placement: %s", exc)
+            raise Unavailable("cannot reach the event log to ask for placement; retry") from exc
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -155,15 +165,17 @@ class DemandReporter:
                 counts, self._counts = self._counts, Counter()
             if counts:
                 rate = 1 / self.interval_s
-                self._send(
-                    [
-                        pb.Demand(
-                            revisions=[to_proto(r) for r in group.refs],
-                            requests=round(n * rate),
-                        )
-                        for group, n in counts.items()
-                    ]
-                )
+                self._send_rates(counts, rate)
+
+    def _send_rates(self, counts: Counter[Group], rate: float) -> None:
+        demands = [
+            pb.Demand(revisions=[to_proto(r) for r in group.refs], requests=round(n * rate))
+            for group, n in counts.items()
+        ]
+        try:
+            self._send(demands)
+        except KafkaError as exc:  # these counts are lost; the next interval reports anew
+            log.warning("could not report demand: %s", exc)
 
     def _send(self, demands: list[pb.Demand]) -> None:
         report = pb.DemandReport(router=self.name, demands=demands)
