@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from kafka import KafkaProducer
@@ -106,7 +108,9 @@ class LogWriter:
         self._earlier: dict[int, PartitionState] = {}
         self._in_flight: set[int] = set()  # partitions of the transaction being committed
         self._landed = threading.Condition(self.lock)  # notified when that set empties
-        self._taking = threading.Lock()  # one take at a time
+        # One take of a partition at a time; different partitions are taken in parallel,
+        # so one without a leader does not hold up the others.
+        self._taking: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         self.producer: KafkaProducer | None = None
         self.transactional_id = ""
         self.fenced_ids: set[str] = set()  # earlier writers this replica has fenced
@@ -145,7 +149,7 @@ class LogWriter:
             return set(self.partitions)
 
     def _take(self, partition: int) -> None:
-        with self._taking:
+        with self._taking[partition]:
             with self.lock:
                 if partition in self.partitions:
                     return
@@ -230,17 +234,21 @@ class LogWriter:
 
     def _retake_loop(self) -> None:
         """Take again, in the background, assigned partitions a failure dropped: the
-        committer never waits for a take."""
+        committer never waits for a take, and partitions are taken side by side."""
         while not self._closing:
             self._retake_due.wait(timeout=RETAKE_EVERY_S)
             self._retake_due.clear()
             with self.lock:
-                missing = self.assigned - set(self.partitions)
-            for partition in sorted(missing):
-                try:
-                    self._take(partition)
-                except Exception as exc:  # the next round retries; the rest go on
-                    log.warning("could not take partition %d again: %s", partition, exc)
+                missing = sorted(self.assigned - set(self.partitions))
+            if missing:
+                with ThreadPoolExecutor(len(missing), thread_name_prefix="retake") as pool:
+                    pool.map(self._retake, missing)
+
+    def _retake(self, partition: int) -> None:
+        try:
+            self._take(partition)
+        except Exception as exc:  # the next round retries; the rest go on
+            log.warning("could not take partition %d again: %s", partition, exc)
 
     # ---- reading ---------------------------------------------------------------------
 
