@@ -29,12 +29,14 @@ def _consumer(bootstrap: str, isolation_level: str = "read_committed") -> KafkaC
     )
 
 
-def high_watermarks(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+def high_watermarks(
+    bootstrap: str, tps: list[TopicPartition], timeout_s: float = 30.0
+) -> dict[TopicPartition, int]:
     """The end of each partition counting records of open transactions (a committed
     reader's end stops before the first open transaction)."""
     consumer = _consumer(bootstrap, "read_uncommitted")
     try:
-        return dict(consumer.end_offsets(tps))
+        return dict(consumer.end_offsets(tps, timeout_ms=_ms(timeout_s)))
     finally:
         consumer.close()
 
@@ -58,7 +60,8 @@ def read_partitions(
     KafkaTimeoutError if the reading makes no progress for `stall_s` (a partition without
     a leader). Otherwise keep reading until nothing new has arrived for `follow_s` seconds.
     With past_open_transactions the end includes records of transactions still open, so
-    the reading waits until they commit or abort (or stalls).
+    the reading waits until they commit or abort (or stalls). Finding the end and each
+    position waits at most `stall_s` too.
     """
     consumer = _consumer(bootstrap)
     try:
@@ -68,14 +71,14 @@ def read_partitions(
             consumer.seek(tp, start[tp.partition])
         end: dict[TopicPartition, int] = {}
         if follow_s is None and past_open_transactions:
-            end = high_watermarks(bootstrap, tps)
+            end = high_watermarks(bootstrap, tps, stall_s)
         elif follow_s is None:
-            end = consumer.end_offsets(tps)
+            end = consumer.end_offsets(tps, timeout_ms=_ms(stall_s))
         idle_since = time.monotonic()
         progress: tuple[dict[TopicPartition, int], float] = ({}, time.monotonic())
         while True:
             if follow_s is None:
-                positions = {tp: consumer.position(tp) for tp in tps}
+                positions = {tp: consumer.position(tp, timeout_ms=_ms(stall_s)) for tp in tps}
                 if all(positions[tp] >= end[tp] for tp in tps):
                     return
                 if positions != progress[0]:
@@ -96,3 +99,7 @@ def read_partitions(
                     yield to_recorded(record)
     finally:
         consumer.close()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))  # no time left still asks once

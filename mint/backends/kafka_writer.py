@@ -25,7 +25,6 @@ whole delivery timeout, while a fresh producer finds the new coordinator in seco
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import defaultdict
@@ -430,5 +429,10 @@ def _commit_within(producer: KafkaProducer, timeout_s: float) -> None:
 
 
 def _close(producer: KafkaProducer, timeout_s: float = 2.0) -> None:
-    with contextlib.suppress(KafkaError):  # a failed flush must not keep it open
+    """Close within `timeout_s`, dropping records it could not send by then."""
+    try:
         producer.close(timeout=timeout_s)
+    except KafkaError:
+        # kafka-python's close raises from its flush before it stops the sender thread,
+        # which would go on retrying against the cluster for good: stop it here.
+        producer._sender.force_close()

@@ -206,3 +206,17 @@ def test_an_append_answers_before_the_callers_deadline(
         assert time.monotonic() - started < 2.0
     finally:
         log.close()
+
+
+def test_a_dropped_producer_stops_even_with_records_unsent(kafka_bootstrap: str) -> None:
+    """kafka-python's close raises from its flush while records are pending, before it
+    stops the sender thread; a producer the writer drops must not live on."""
+    from mint.backends.kafka import durable_producer
+
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    KafkaEventLog(kafka_bootstrap, topic, partitions=1, owned=()).close()  # creates it
+    producer = durable_producer(kafka_bootstrap)
+    producer.send(topic, value=b"x")  # pending: its acknowledgement takes a round trip
+    kafka_writer._close(producer, timeout_s=0)
+    producer._sender.join(timeout=5)
+    assert not producer._sender.is_alive()
