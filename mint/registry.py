@@ -326,6 +326,14 @@ class Registry:
                 del self._folded[next(iter(self._folded))]
         return folded
 
+    def check_command(self, principal: Principal, ref: AdapterRef, request_id: str) -> None:
+        """What refuses a command before any of its work (an upload received, a stream
+        read): the caller's tenant, a request id, and that this replica writes `ref`."""
+        principal.require_tenant(ref.tenant)
+        if not request_id:
+            raise InvalidArgument("request_id is required, so that retries are safe")
+        self.log.check_writable(str(ref))  # another replica's: say so before any work
+
     def _execute(
         self,
         principal: Principal,
@@ -335,10 +343,7 @@ class Registry:
         decide: Callable[[agg.Adapter | None], list[AdapterEvent]],
         allow_new: bool = False,
     ) -> Outcome:
-        principal.require_tenant(ref.tenant)
-        if not request_id:
-            raise InvalidArgument("request_id is required, so that retries are safe")
-        self.log.check_writable(str(ref))  # another replica's: say so before any work
+        self.check_command(principal, ref, request_id)
         for _ in range(INTERNAL_RETRIES):
             try:
                 return self._execute_once(

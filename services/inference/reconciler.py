@@ -81,7 +81,9 @@ class Reconciler:
         self._stop.set()
         self._report_now.set()
         self._thread.join(timeout=10)
-        self._loads.shutdown(wait=True, cancel_futures=True)
+        # Loads under way are not waited for (an S3 GET may take many seconds): the
+        # goodbye goes out now, before the pod's grace period ends.
+        self._loads.shutdown(wait=False, cancel_futures=True)
         self._heartbeat.join(timeout=10)
         self._report(stopping=True)
         self._producer.flush(timeout=5)

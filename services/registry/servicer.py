@@ -73,6 +73,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request_iterator: Iterator[pb.PublishRevisionRequest], context: grpc.ServicerContext
     ) -> pb.CommandResult:
         header = self._upload_header(request_iterator)
+        self.registry.check_command(
+            current_principal(), convert.ref_from_pb(header.ref), header.request_id
+        )
         # Admitted before its body is read; the weights live only inside the reservation.
         with self.uploads.reserve(header.weights_size):
             return self._publish(header, receive_weights(request_iterator, header.weights_size))

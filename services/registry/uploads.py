@@ -2,7 +2,7 @@
 
 An upload declares its size in its header. Before any body byte is read it reserves that
 many bytes of the server's `UploadBudget`; when the uploads in flight already hold too
-much of it, the call is refused with RESOURCE_EXHAUSTED and the client retries later.
+much of it, the call is refused with RESOURCE_EXHAUSTED, which says to retry later.
 While the body arrives it is spooled to a temporary file (past SPOOL_BYTES), then read
 back once for validation and storage, so an admitted upload is held in memory once and
 the uploads' share of the registry's memory stays about the budget.
@@ -16,8 +16,9 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
-from mint.domain.errors import InvalidArgument, ResourceExhausted
+from mint.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
 from mint.v1 import registry_pb2 as pb
 
 MiB = 1024 * 1024
@@ -85,22 +86,29 @@ def usable_memory_bytes() -> int:
 def receive_weights(parts: Iterator[pb.PublishRevisionRequest], size: int) -> bytes:
     """The `size` weight bytes that follow the header; a longer or shorter body is refused,
     a longer one as soon as it passes `size` (the bytes its reservation covers)."""
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-        received = 0
-        for part in parts:
-            if part.WhichOneof("part") != "weights_chunk":
-                raise InvalidArgument("only weights_chunk messages may follow the header")
-            received += len(part.weights_chunk)
-            if received > size:
-                raise InvalidArgument(
-                    f"more weight bytes than the header's weights_size ({size:,}): "
-                    "declare the file's exact size"
-                )
-            spool.write(part.weights_chunk)
-        if received != size:
+    try:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            _spool(parts, size, spool)
+            spool.seek(0)
+            return spool.read(size)  # one allocation of `size`: read straight into it
+    except OSError as exc:  # the spool's disk: full, or failing
+        raise Unavailable(f"the registry cannot hold the upload now ({exc}); retry") from exc
+
+
+def _spool(parts: Iterator[pb.PublishRevisionRequest], size: int, spool: IO[bytes]) -> None:
+    received = 0
+    for part in parts:
+        if part.WhichOneof("part") != "weights_chunk":
+            raise InvalidArgument("only weights_chunk messages may follow the header")
+        received += len(part.weights_chunk)
+        if received > size:
             raise InvalidArgument(
-                f"received {received:,} weight bytes but the header declared "
-                f"{size:,}: the upload is incomplete"
+                f"more weight bytes than the header's weights_size ({size:,}): "
+                "declare the file's exact size"
             )
-        spool.seek(0)
-        return spool.read(size)  # one allocation of `size`: the file is read straight into it
+        spool.write(part.weights_chunk)
+    if received != size:
+        raise InvalidArgument(
+            f"received {received:,} weight bytes but the header declared "
+            f"{size:,}: the upload is incomplete"
+        )

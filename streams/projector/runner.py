@@ -124,7 +124,9 @@ class Projector:
                 reported = time.monotonic()
             try:
                 projected = self._round()
-                if self.backoff.next_s and (projected or self._caught_up()):
+                # Back once something was projected or every partition's end was read
+                # and reached (a member with no partition has nothing to wait for).
+                if self.backoff.next_s and (projected or not any(self.lag().values())):
                     self._recovered()
                 if projected:
                     quiet_since = time.monotonic()
