@@ -1,9 +1,11 @@
 """What every MinT command-line entry point shares: logging, a parser that shows the
-module's docstring as its help, and stopping cleanly on SIGTERM or SIGINT."""
+module's docstring as its help, stopping cleanly on SIGTERM or SIGINT, and SIGUSR1 to
+write every thread's stack to stderr (what a stuck service is waiting on)."""
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import threading
@@ -12,6 +14,7 @@ import threading
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """Logging configured, and a parser whose --help starts with `doc`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -3,6 +3,8 @@ and a projector running on them: what the fault tests kill parts of."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -54,6 +56,11 @@ class Cluster:
         finally:
             client.close()
         return {o.metadata for o in offsets.values() if o.metadata}
+
+    def dump_stacks(self) -> None:
+        for registry in self.registries:
+            if registry.process is not None and registry.process.proc is not None:
+                os.kill(registry.process.proc.pid, signal.SIGUSR1)  # mint/cli.py
 
     def coordinator_of(self, transactional_id: str) -> int:
         client = admin(self.bootstrap)

@@ -45,6 +45,7 @@ class Failure:
     code: str
     message: str
     took_s: float
+    at: float = 0.0  # when it was answered, monotonic
 
 
 @dataclass
@@ -111,6 +112,28 @@ class CommandLoad:
                 raise TimeoutError(f"only {self.acked()} of {count} commands acknowledged")
             time.sleep(0.05)
 
+    def wait_until_steady(self, partitions: int, window_s: float = 3.0) -> None:
+        """Until the last `window_s` saw commands acknowledged on every partition and none
+        refused but by a replica that does not own its partition: the replicas have
+        settled who writes what, so a fault meets a steady cluster and the time to
+        recover is the fault's alone."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            since = time.monotonic() - window_s
+            with self._lock:
+                acked = {
+                    partition_for(a.ref, partitions) for a in self.outcomes.acks if a.acked > since
+                }
+                refused = [  # a replica sending the client on to the owner is routing
+                    f
+                    for f in self.outcomes.retried
+                    if f.at > since and "does not own" not in f.message
+                ]
+            if len(acked) == partitions and not refused:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the registry replicas never settled")
+
     def stop(self) -> Outcomes:
         self._stop.set()
         for thread in self._threads:
@@ -138,7 +161,13 @@ class CommandLoad:
             except grpc.RpcError as exc:
                 took_s = time.monotonic() - attempt
                 failure = Failure(
-                    ref, request_id, publish, exc.code().name, exc.details() or "", took_s
+                    ref,
+                    request_id,
+                    publish,
+                    exc.code().name,
+                    exc.details() or "",
+                    took_s,
+                    time.monotonic(),
                 )
                 in_time = failure.took_s < DEADLINE_S
                 last = f"{failure.code}: {failure.message}"

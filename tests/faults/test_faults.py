@@ -74,8 +74,13 @@ def _check_after(cluster: Cluster, outcomes: Outcomes, fault_at: float) -> None:
         f"the longest a command waited: {waited:.1f} s"
     )
     assert set(resumed) == set(range(PARTITIONS)), f"writes never resumed: {resumed}"
-    assert max(resumed.values()) <= RESUME_S, f"writes resumed after {resumed} s"
+    # Every command waiting at the fault, or sent after it, got through within RESUME_S
+    # (a partition's first acknowledgement can come later only because no client
+    # happened to send it a command sooner).
+    assert waited <= RESUME_S, f"a command waited {waited:.1f} s after the fault"
     assert outcomes.broken == [], outcomes.broken[:5]
+    if outcomes.lost:
+        cluster.dump_stacks()  # into the registries' logs: what they were waiting on
     assert outcomes.lost == [], outcomes.lost[:5]
     assert waited <= RESUME_S, f"a command waited {waited:.1f} s after the fault"
     assert cluster.projector.proc is not None and cluster.projector.proc.poll() is None, (
@@ -87,7 +92,7 @@ def _check_after(cluster: Cluster, outcomes: Outcomes, fault_at: float) -> None:
 
 def test_losing_a_registrys_transaction_coordinator(cluster: Cluster, model_files: dict) -> None:
     with _load(cluster, model_files) as load:
-        load.wait_for_acks(20)
+        load.wait_until_steady(PARTITIONS)
         coordinators = {cluster.coordinator_of(t) for t in cluster.writers()}
         victim = min(coordinators)
         killed_at = cluster.kill_broker(victim)
@@ -100,7 +105,7 @@ def test_losing_a_registrys_transaction_coordinator(cluster: Cluster, model_file
 
 def test_losing_a_partition_leader(cluster: Cluster, model_files: dict) -> None:
     with _load(cluster, model_files) as load:
-        load.wait_for_acks(20)
+        load.wait_until_steady(PARTITIONS)
         coordinators = {cluster.coordinator_of(t) for t in cluster.writers()}
         leaders = set(cluster.leaders().values())
         victim = min(leaders - coordinators or leaders)
@@ -114,7 +119,7 @@ def test_losing_a_partition_leader(cluster: Cluster, model_files: dict) -> None:
 
 def test_losing_s3(cluster: Cluster, model_files: dict) -> None:
     with _load(cluster, model_files) as load:
-        load.wait_for_acks(20)
+        load.wait_until_steady(PARTITIONS)
         cluster.stack.s3.process.kill()
         killed_at = time.monotonic()
         time.sleep(5)
