@@ -10,6 +10,7 @@ was just evicted) is set aside for a moment and the request goes elsewhere.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,13 @@ from typing import Any, TypeVar
 import grpc
 from transformers import PreTrainedTokenizerFast
 
-from mint.domain.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from mint.domain.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
 from mint.models.tokenizer import tokenizer_fingerprint
 from mint.rpc.auth import on_behalf_of
 from mint.rpc.interceptor import current_principal, domain_error
@@ -36,6 +43,7 @@ from mint.v1 import inference_pb2_grpc
 from .fleet_watch import DemandReporter, FleetWatch
 from .metrics import RouterMetrics
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 SUSPECT_S = 2.0  # how long a node that just failed is passed over
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
@@ -92,7 +100,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
             try:
                 yield from stream
             except grpc.RpcError as exc:
-                raise domain_error(exc.code(), str(exc.details())) from exc
+                raise _from_node(exc) from exc
 
     # ---------------------------------------------------------------------------------
 
@@ -123,7 +131,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
                 return self._call(node, exact, deadline, call)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or time.monotonic() >= deadline:
-                    raise domain_error(exc.code(), str(exc.details())) from exc
+                    raise _from_node(exc) from exc
                 self.metrics.retries.inc()
                 with self._lock:
                     self._suspects[node.name] = time.monotonic() + SUSPECT_S
@@ -256,3 +264,13 @@ def _able_to_serve(refs: list[RevisionRef], live: list[NodeState]) -> list[NodeS
             f"{FILL:.0%}; stack fewer adapters, or add a node with a larger budget"
         )
     return roomy
+
+
+def _from_node(exc: grpc.RpcError) -> DomainError:
+    """A node's refusal as the router's own error. The router checked the caller itself,
+    so a node that refuses the router's credentials is misconfigured: the caller hears
+    UNAVAILABLE, not that its own token is bad, and the operator finds it in the log."""
+    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+        log.error("a node refused the router's service token: %s", exc.details())
+        return Unavailable("a serving node refused the router's credentials; retry later")
+    return domain_error(exc.code(), str(exc.details()))
