@@ -160,6 +160,7 @@ class GroupOwnership:
         except KafkaError as exc:  # e.g. a rebalance began: the claim is refused
             raise Unavailable(f"the registry group refused a claim ({exc}); retry") from exc
         except TimeoutError as exc:
+            done.cancel()  # not run later, if it has not started: nobody waits for it now
             raise Unavailable("the registry group did not answer a claim in time") from exc
 
     # ---- membership -------------------------------------------------------------------
@@ -184,19 +185,31 @@ class GroupOwnership:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            while not self._tasks.empty():
-                task, done = self._tasks.get()
-                try:
-                    done.set_result(task())
-                except BaseException as exc:  # handed to the waiting caller
-                    done.set_exception(exc)
+            # One claim per round: polling, which rejoins the group after its coordinator
+            # moved, must not wait behind a queue of claims (each may wait for that very
+            # coordinator), or the group waits for this member and every partition stalls.
+            self._run_one_task()
             try:
                 self.consumer.poll(timeout_ms=POLL_MS)  # drives the group; paused: no data
             except Exception:  # keep the membership alive; the next poll retries
                 log.exception("polling the registry group failed")
                 self._stop.wait(1.0)
         while not self._tasks.empty():  # nobody will poll again: refuse what is left
-            self._tasks.get()[1].set_exception(Unavailable("this replica is shutting down"))
+            done = self._tasks.get()[1]
+            if done.set_running_or_notify_cancel():
+                done.set_exception(Unavailable("this replica is shutting down"))
+
+    def _run_one_task(self) -> None:
+        try:
+            task, done = self._tasks.get_nowait()
+        except queue.Empty:
+            return
+        if not done.set_running_or_notify_cancel():
+            return  # its caller gave up waiting
+        try:
+            done.set_result(task())
+        except BaseException as exc:  # handed to the waiting caller
+            done.set_exception(exc)
 
     def _reconcile_loop(self) -> None:
         while not self._stop.is_set():

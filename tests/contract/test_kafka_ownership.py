@@ -122,3 +122,53 @@ def test_claims_are_refused_for_a_partition_the_group_did_not_assign(
     assert ownership.previous_writer(0) == log.writer.transactional_id
     with pytest.raises(Unavailable, match="not assigned"):
         ownership.claim(PARTITIONS + 1, "someone-else")
+
+
+def test_the_group_is_polled_between_claims_and_abandoned_claims_never_run(
+    replica: Callable[[], Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims run on the thread that polls the group. A queue of slow claims (each may
+    wait on a coordinator that is moving) must not starve polling, which rejoins the
+    group; and a claim whose caller gave up is dropped, not run later."""
+    import threading
+
+    from mint.backends import kafka_ownership
+
+    _, ownership = replica()
+    ownership.wait_until_owning(at_least=PARTITIONS)
+    polls = 0
+    real_poll = ownership.consumer.poll
+
+    def counted_poll(**kwargs: object) -> object:
+        nonlocal polls
+        polls += 1
+        return real_poll(**kwargs)
+
+    monkeypatch.setattr(ownership.consumer, "poll", counted_poll)
+    monkeypatch.setattr(kafka_ownership, "CLAIM_TIMEOUT_S", 0.3)
+    ran: list[int] = []
+
+    def slow_claim(n: int) -> Callable[[], None]:
+        def claim() -> None:
+            ran.append(n)
+            time.sleep(1.0)
+
+        return claim
+
+    callers = [
+        threading.Thread(target=lambda n=n: _refused(ownership, slow_claim(n))) for n in range(3)
+    ]
+    for caller in callers:
+        caller.start()
+        time.sleep(0.05)  # queued in order
+    for caller in callers:
+        caller.join()
+    polls_before = polls
+    time.sleep(1.5)  # the first claim finishes; the others were abandoned meanwhile
+    assert ran == [0], f"abandoned claims ran: {ran}"
+    assert polls > polls_before, "the group was not polled after the claim"
+
+
+def _refused(ownership: GroupOwnership, claim: Callable[[], None]) -> None:
+    with pytest.raises(Unavailable, match="in time"):
+        ownership._on_poll_thread(claim)
