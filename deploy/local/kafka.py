@@ -117,6 +117,11 @@ class KafkaCluster:
                 "share.coordinator.state.topic.min.isr": min_isr,
                 "group.initial.rebalance.delay.ms": 0,
                 "auto.create.topics.enable": "false",
+                # A dead broker is noticed, and its leaderships and coordinators moved,
+                # after 6 s without a heartbeat (Kafka's default, 9 s, adds 3 s to every
+                # recovery the fault tests measure; operators choose theirs).
+                "broker.session.timeout.ms": 6000,
+                "broker.heartbeat.interval.ms": 1000,
             }
             node.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
