@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export MINT_CACHE
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv demo test up down status proto lint bench
+.PHONY: help venv demo test faults up down status proto lint bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -18,6 +18,9 @@ demo: venv  ## run the end-to-end demo (embedded back end, no servers needed)
 
 test: venv  ## start Kafka and S3, run the whole test suite, stop them (pass or fail)
 	$(PY) -m deploy.local test -- $(PYTEST_ARGS)
+
+faults: venv  ## the fault tests: a 3-broker cluster, brokers and S3 killed under load
+	$(PY) -m deploy.local test -- -m faults tests/faults $(PYTEST_ARGS)
 
 up: venv  ## start a local Kafka + S3 for development (state in .mint/stack)
 	$(PY) -m deploy.local up

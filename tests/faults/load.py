@@ -12,7 +12,7 @@ import random
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import grpc
@@ -153,7 +153,7 @@ class CommandLoad:
     def _until_acked(self, ref: str, request_id: str, publish: bool) -> None:
         started = time.monotonic()
         delay = 0.05
-        last = "no answer"
+        answers: Counter[str] = Counter()
         while time.monotonic() - started < GIVE_UP_S:
             attempt = time.monotonic()
             try:
@@ -170,7 +170,7 @@ class CommandLoad:
                     time.monotonic(),
                 )
                 in_time = failure.took_s < DEADLINE_S
-                last = f"{failure.code}: {failure.message}"
+                answers[f"{failure.code}: {failure.message}"] += 1
                 with self._lock:
                     if exc.code() in RETRYABLE and in_time:
                         self.outcomes.retried.append(failure)
@@ -194,7 +194,7 @@ class CommandLoad:
                 )
             return
         with self._lock:
-            self.outcomes.lost.append(f"{ref} {request_id}, last: {last}")
+            self.outcomes.lost.append(f"{ref} {request_id}, answered: {dict(answers)}")
 
     def _send(self, ref: str, request_id: str, publish: bool) -> pb.CommandResult:
         if publish and self.upload is not None:

@@ -19,7 +19,7 @@ import pytest
 from .cluster import PARTITIONS, Cluster, start_cluster, stop_cluster
 from .load import CommandLoad, Outcomes, check_log
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 RESUME_S = 15.0
 ADAPTERS = 8
