@@ -64,6 +64,17 @@ class Outcomes:
                 first[p] = min(first.get(p, ack.acked), ack.acked)
         return {p: t - moment for p, t in sorted(first.items())}
 
+    def answers_to_slowest(self, since: float) -> dict[str, int]:
+        """What the command that waited longest after `since` was answered meanwhile."""
+        slowest = max(
+            (a for a in self.acks if a.acked > since), key=lambda a: a.acked - max(a.started, since)
+        )
+        return dict(
+            Counter(
+                f"{f.code}: {f.message}" for f in self.retried if f.request_id == slowest.request_id
+            )
+        )
+
     def longest_wait_s(self, since: float) -> float:
         """The longest a command waited to be acknowledged, counted from `since` for one
         already waiting then."""

@@ -77,12 +77,18 @@ def _check_after(cluster: Cluster, outcomes: Outcomes, fault_at: float) -> None:
     # Every command waiting at the fault, or sent after it, got through within RESUME_S
     # (a partition's first acknowledgement can come later only because no client
     # happened to send it a command sooner).
-    assert waited <= RESUME_S, f"a command waited {waited:.1f} s after the fault"
+    assert waited <= RESUME_S, (
+        f"a command waited {waited:.1f} s after the fault; its answers: "
+        f"{outcomes.answers_to_slowest(since=fault_at)}"
+    )
     assert outcomes.broken == [], outcomes.broken[:5]
     if outcomes.lost:
         cluster.dump_stacks()  # into the registries' logs: what they were waiting on
     assert outcomes.lost == [], outcomes.lost[:5]
-    assert waited <= RESUME_S, f"a command waited {waited:.1f} s after the fault"
+    assert waited <= RESUME_S, (
+        f"a command waited {waited:.1f} s after the fault; its answers: "
+        f"{outcomes.answers_to_slowest(since=fault_at)}"
+    )
     assert cluster.projector.proc is not None and cluster.projector.proc.poll() is None, (
         "the projector exited"
     )
