@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -109,7 +108,7 @@ class LogWriter:
         self._landed = threading.Condition(self.lock)  # notified when that set empties
         # One take of a partition at a time; different partitions are taken in parallel,
         # so one without a leader does not hold up the others.
-        self._taking: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
+        self._taking: dict[int, threading.Lock] = {}
         self.producer: KafkaProducer | None = None
         self.transactional_id = ""
         self.fenced_ids: set[str] = set()  # earlier writers this replica has fenced
@@ -148,7 +147,8 @@ class LogWriter:
             return set(self.partitions)
 
     def _take(self, partition: int) -> None:
-        with self._taking[partition]:
+        # setdefault is one atomic step: two threads never get two locks for a partition.
+        with self._taking.setdefault(partition, threading.Lock()):
             with self.lock:
                 if partition in self.partitions:
                     return
