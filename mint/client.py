@@ -12,6 +12,7 @@ request, so a retry learns the first attempt's outcome and never applies a comma
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,7 +66,9 @@ class RegistryClient:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or time.monotonic() + delay > deadline:
                     raise
-                time.sleep(delay)
+                # Jittered: retries of clients in step would meet the same replica of a
+                # round-robin channel every time, never the one that owns the adapter.
+                time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 2.0)
 
     def register_base(
