@@ -97,25 +97,23 @@ def _check_after(cluster: Cluster, outcomes: Outcomes, fault_at: float) -> None:
 
 
 def test_losing_a_registrys_transaction_coordinator(cluster: Cluster, model_files: dict) -> None:
-    with _load(cluster, model_files) as load:
-        load.wait_until_steady(PARTITIONS)
-        coordinators = {cluster.coordinator_of(t) for t in cluster.writers()}
-        victim = min(coordinators)
-        killed_at = cluster.kill_broker(victim)
-        load.wait_for_acks(load.acked() + 60, timeout_s=120)
-    try:
-        _check_after(cluster, load.stop(), killed_at)
-    finally:
-        cluster.heal()
+    _kill_a_broker_under_load(cluster, model_files, lambda coordinators, leaders: min(coordinators))
 
 
 def test_losing_a_partition_leader(cluster: Cluster, model_files: dict) -> None:
+    _kill_a_broker_under_load(
+        cluster, model_files, lambda coordinators, leaders: min(leaders - coordinators or leaders)
+    )
+
+
+def _kill_a_broker_under_load(
+    cluster: Cluster, model_files: dict, pick: Callable[[set[int], set[int]], int]
+) -> None:
+    """Kill the broker `pick` chooses from (transaction coordinators, partition leaders)."""
     with _load(cluster, model_files) as load:
         load.wait_until_steady(PARTITIONS)
         coordinators = {cluster.coordinator_of(t) for t in cluster.writers()}
-        leaders = set(cluster.leaders().values())
-        victim = min(leaders - coordinators or leaders)
-        killed_at = cluster.kill_broker(victim)
+        killed_at = cluster.kill_broker(pick(coordinators, set(cluster.leaders().values())))
         load.wait_for_acks(load.acked() + 60, timeout_s=120)
     try:
         _check_after(cluster, load.stop(), killed_at)
