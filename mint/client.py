@@ -7,12 +7,18 @@
 Every command gets a request id (yours, or a fresh one). UNAVAILABLE (a partition
 changing owner, a broker or S3 lost) and DEADLINE_EXCEEDED are retried with the same
 request, so a retry learns the first attempt's outcome and never applies a command twice.
+
+`target` may list several replicas ("127.0.0.1:5001,127.0.0.1:5002"). Each adapter's
+commands go to the replica that last took them, and a retryable answer moves that adapter
+on to the next replica: a replica that does not own the adapter's partition says so with
+UNAVAILABLE, and the client walks the replicas until it meets the owner.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from cachetools import LRUCache
 
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.v1 import registry_pb2 as pb
@@ -37,37 +44,78 @@ def parse_ref(text: str) -> pb.AdapterRef:
     return pb.AdapterRef(tenant=tenant, name=name)
 
 
+def replica_addresses(target: str) -> list[str]:
+    """ "a:1,b:2" (or gRPC's "ipv4:a:1,b:2") -> ["a:1", "b:2"]; one name stays one target."""
+    listed = target.removeprefix("ipv4:")
+    return listed.split(",") if "," in listed else [target]
+
+
+class Replicas:
+    """One stub per registry replica, and which replica each adapter's commands go to."""
+
+    def __init__(self, target: str) -> None:
+        # A single name may stand for many replicas (a Kubernetes Service): spread over them.
+        options = [("grpc.lb_policy_name", "round_robin")]
+        addresses = replica_addresses(target)
+        self.channels = [grpc.insecure_channel(a, options=options) for a in addresses]
+        self.stubs = [registry_pb2_grpc.RegistryStub(c) for c in self.channels]
+        self._chosen: LRUCache[str, int] = LRUCache(maxsize=100_000)
+        self._lock = threading.Lock()
+
+    def choose(self, key: str) -> int:
+        with self._lock:
+            if key not in self._chosen:  # spread adapters not seen yet
+                self._chosen[key] = random.randrange(len(self.stubs))
+            return self._chosen[key]
+
+    def move_on(self, key: str, failed: int) -> None:
+        """`failed` gave a retryable answer for `key`: its next command tries the next one."""
+        with self._lock:
+            if self._chosen.get(key) == failed:
+                self._chosen[key] = (failed + 1) % len(self.stubs)
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+
+
 class RegistryClient:
     def __init__(
         self, target: str, token: str, timeout_s: float = 30.0, retry_for_s: float = 30.0
     ) -> None:
-        # `target` may list several replicas ("ipv4:127.0.0.1:5001,127.0.0.1:5002"): calls
-        # are spread round-robin, and a retry after UNAVAILABLE reaches another replica.
-        self.channel = grpc.insecure_channel(
-            target, options=[("grpc.lb_policy_name", "round_robin")]
-        )
-        self.stub = registry_pb2_grpc.RegistryStub(self.channel)
+        self.replicas = Replicas(target)
         self.metadata = (("authorization", f"Bearer {token}"),)
         self.timeout_s, self.retry_for_s = timeout_s, retry_for_s
 
     def close(self) -> None:
-        self.channel.close()
+        self.replicas.close()
 
-    def _call(self, rpc: Callable[..., T], request: object) -> T:
+    def _call(
+        self,
+        rpc: Callable[[registry_pb2_grpc.RegistryStub], Callable[..., T]],
+        request: object,
+        key: str = "",
+    ) -> T:
         """Call, retrying a retryable status with the very same request (same request id)."""
-        return self._retrying(lambda: rpc(request, metadata=self.metadata, timeout=self.timeout_s))
+        return self._retrying(
+            lambda stub: rpc(stub)(request, metadata=self.metadata, timeout=self.timeout_s), key
+        )
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
+    def _retrying(self, attempt: Callable[[registry_pb2_grpc.RegistryStub], T], key: str) -> T:
+        """`key` (the adapter's ref) picks the replica; a retryable answer moves it on."""
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.1
         while True:
+            replica = self.replicas.choose(key)
             try:
-                return attempt()
+                return attempt(self.replicas.stubs[replica])
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or time.monotonic() + delay > deadline:
+                if exc.code() not in RETRYABLE:
                     raise
-                # Jittered: retries of clients in step would meet the same replica of a
-                # round-robin channel every time, never the one that owns the adapter.
+                self.replicas.move_on(key, replica)
+                if time.monotonic() + delay > deadline:
+                    raise
+                # Jittered, so that clients failing together do not retry together.
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 2.0)
 
@@ -84,7 +132,7 @@ class RegistryClient:
             parameters={k: Shape(dims=list(v)) for k, v in parameters.items()},
         )
         request = pb.RegisterBaseModelRequest(base=base, request_id=request_id or uuid.uuid4().hex)
-        return self._call(self.stub.RegisterBaseModel, request)
+        return self._call(lambda s: s.RegisterBaseModel, request, key=f"base/{fingerprint}")
 
     def create_adapter(
         self,
@@ -99,7 +147,7 @@ class RegistryClient:
             labels=dict(labels or {}),
             request_id=request_id or uuid.uuid4().hex,
         )
-        return self._call(self.stub.CreateAdapter, request)
+        return self._call(lambda s: s.CreateAdapter, request, key=ref)
 
     def publish_revision(
         self,
@@ -133,9 +181,10 @@ class RegistryClient:
 
         # A stream can't be replayed: each attempt starts a new one.
         return self._retrying(
-            lambda: self.stub.PublishRevision(
+            lambda stub: stub.PublishRevision(
                 parts(), metadata=self.metadata, timeout=self.timeout_s
-            )
+            ),
+            ref,
         )
 
     def record_evaluation(
@@ -155,7 +204,7 @@ class RegistryClient:
             passed=passed,
             request_id=request_id or uuid.uuid4().hex,
         )
-        return self._call(self.stub.RecordEvaluation, request)
+        return self._call(lambda s: s.RecordEvaluation, request, key=ref)
 
     def set_gate(
         self,
@@ -173,7 +222,7 @@ class RegistryClient:
         )
         if expected_version is not None:
             request.expected_version = expected_version
-        return self._call(self.stub.SetChannelGate, request)
+        return self._call(lambda s: s.SetChannelGate, request, key=ref)
 
     def move_channel(
         self,
@@ -193,10 +242,10 @@ class RegistryClient:
         )
         if expected_version is not None:
             request.expected_version = expected_version
-        return self._call(self.stub.MoveChannel, request)
+        return self._call(lambda s: s.MoveChannel, request, key=ref)
 
     def get_adapter(self, ref: str) -> pb.Adapter:
-        return self._call(self.stub.GetAdapter, pb.GetAdapterRequest(ref=parse_ref(ref)))
+        return self._call(lambda s: s.GetAdapter, pb.GetAdapterRequest(ref=parse_ref(ref)), ref)
 
     def get_revision(self, ref: str, revision: int = 0, channel: str = "") -> pb.Revision:
         request = pb.GetRevisionRequest(ref=parse_ref(ref))
@@ -204,7 +253,7 @@ class RegistryClient:
             request.channel = channel
         else:
             request.revision = revision
-        return self._call(self.stub.GetRevision, request)
+        return self._call(lambda s: s.GetRevision, request, ref)
 
     def list_adapters(
         self, tenant: str, labels: Mapping[str, str] | None = None, page_size: int = 100
@@ -212,7 +261,7 @@ class RegistryClient:
         token = ""
         while True:
             page = self._call(
-                self.stub.ListAdapters,
+                lambda s: s.ListAdapters,
                 pb.ListAdaptersRequest(
                     tenant=tenant, labels=dict(labels or {}), page_size=page_size, page_token=token
                 ),
@@ -223,5 +272,5 @@ class RegistryClient:
                 return
 
     def history(self, ref: str) -> list[pb.RecordedEvent]:
-        response = self._call(self.stub.History, pb.HistoryRequest(ref=parse_ref(ref)))
+        response = self._call(lambda s: s.History, pb.HistoryRequest(ref=parse_ref(ref)), ref)
         return list(response.events)

@@ -10,18 +10,22 @@ back-end-free (any EventLog and BlobStore). For every command the order is:
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from mint.blobs.port import BlobStore
+from mint.deadlines import time_left
 from mint.domain import adapter as agg
 from mint.domain.errors import (
     DataLoss,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
     VersionConflict,
 )
 from mint.domain.events import AdapterCreated, AdapterEvent, BaseModelRegistered, Provenance
@@ -32,7 +36,11 @@ from mint.validation.limits import Limits
 
 BASE_STREAM_PREFIX = "base:"
 # Commands without an expected version lose races only to each other; retry those here.
-INTERNAL_RETRIES = 5
+# A command without an expected version that meets a concurrent one is decided again,
+# after a jittered pause, for as long as the caller's deadline leaves time (at most
+# CONFLICTS_FOR_S).
+CONFLICT_PAUSE_S = (0.02, 0.5)  # first, longest
+CONFLICTS_FOR_S = 10.0
 FOLDED_CACHE_SIZE = 100_000  # adapters whose folded state a replica keeps
 
 
@@ -344,7 +352,9 @@ class Registry:
         allow_new: bool = False,
     ) -> Outcome:
         self.check_command(principal, ref, request_id)
-        for _ in range(INTERNAL_RETRIES):
+        pause, longest = CONFLICT_PAUSE_S
+        give_up = time.monotonic() + time_left(CONFLICTS_FOR_S)
+        while True:
             try:
                 return self._execute_once(
                     principal, ref, expected_version, request_id, decide, allow_new
@@ -352,7 +362,14 @@ class Registry:
             except VersionConflict:
                 if expected_version is not None:
                     raise  # the caller asked for this exact version: theirs to resolve
-        raise VersionConflict(f"{ref} kept changing under concurrent commands; retry")
+            # Another command got in first, or this replica is still reading what the
+            # last owner of the partition wrote: either passes, so the caller may retry.
+            if time.monotonic() + pause > give_up:
+                raise Unavailable(
+                    f"{ref} kept changing under concurrent commands; retry with the same request id"
+                )
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, longest)
 
     def _execute_once(
         self,

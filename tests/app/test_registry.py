@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,18 @@ from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.local_blobs import LocalBlobStore
 from mint.backends.s3_blobs import S3BlobStore
 from mint.backends.sqlite_log import SqliteEventLog
+from mint.deadlines import caller_deadline
 from mint.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
     VersionConflict,
 )
+from mint.domain.events import Event
 from mint.domain.names import AdapterRef
+from mint.eventlog.port import AppendResult, Metadata
 from mint.registry import Principal, Registry, Upload
 
 ADMIN = Principal("ops", frozenset({"*"}), admin=True)
@@ -175,3 +180,47 @@ def test_state_cache_sees_what_another_writer_appended(tmp_path: Path, model_fil
     second.publish_revision(ALICE, REF, model_files["upload"], rid())
     seen = first.get(ALICE, REF)
     assert (seen.version, dict(seen.channels)) == (6, {"latest": 2, "stable": 1})
+
+
+class ContendedLog(SqliteEventLog):
+    """A log where another writer gets in first, `conflicts` times (None: always)."""
+
+    conflicts: int | None = 0
+
+    def append(
+        self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
+    ) -> AppendResult:
+        if self.conflicts is None or self.conflicts > 0:
+            if self.conflicts is not None:
+                self.conflicts -= 1
+            raise VersionConflict(f"{stream_id} moved on")
+        return super().append(stream_id, expected_version, events, meta)
+
+
+def _contended(tmp_path: Path, model_files: dict) -> tuple[Registry, ContendedLog]:
+    log = ContendedLog(tmp_path / "log.db")
+    reg = Registry(log, LocalBlobStore(tmp_path / "blobs"))
+    reg.register_base(ADMIN, "tiny", model_files["fingerprint"], model_files["shapes"], "b1")
+    reg.create_adapter(ALICE, REF, model_files["fingerprint"], "c1")
+    return reg, log
+
+
+def test_a_command_without_expected_version_is_decided_again_after_conflicts(
+    tmp_path: Path, model_files: dict
+) -> None:
+    reg, log = _contended(tmp_path, model_files)
+    log.conflicts = 8  # more than a fixed count of tries would survive
+    out = reg.set_gate(ALICE, REF, "stable", "suite", rid())
+    assert out.result.last_version == 2 and log.conflicts == 0
+
+
+def test_conflicts_that_never_end_are_unavailable_within_the_callers_deadline(
+    tmp_path: Path, model_files: dict
+) -> None:
+    reg, log = _contended(tmp_path, model_files)
+    log.conflicts = None
+    started = time.monotonic()
+    with caller_deadline(1.5), pytest.raises(Unavailable, match="same request id"):
+        reg.set_gate(ALICE, REF, "stable", "suite", rid())
+    assert time.monotonic() - started < 1.5
+    assert events(reg) == 2  # the base and the adapter: nothing appended

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from mint.backends.kafka_log import KafkaEventLog, partition_for
-from mint.client import RegistryClient, parse_ref
+from mint.client import RegistryClient
 from mint.eventlog.chain import verify_stream
 from mint.v1 import registry_pb2 as pb
 
@@ -189,7 +189,8 @@ class CommandLoad:
                         self.outcomes.broken.append(failure)
                 if exc.code() not in RETRYABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}:
                     return  # not to be retried: reported as broken
-                time.sleep(delay * random.uniform(0.5, 1.5))  # as mint/client.py does
+                time.sleep(delay * random.uniform(0.5, 1.5))  # as mint/client.py does;
+                # the client has moved this adapter on to the next replica meanwhile
                 delay = min(delay * 2, 1.0)
                 continue
             with self._lock:
@@ -210,13 +211,7 @@ class CommandLoad:
     def _send(self, ref: str, request_id: str, publish: bool) -> pb.CommandResult:
         if publish and self.upload is not None:
             return self.client.publish_revision(ref, self.upload, request_id=request_id)
-        request = pb.SetChannelGateRequest(
-            ref=parse_ref(ref), channel="stable", required_suite="suite", request_id=request_id
-        )
-        result: pb.CommandResult = self.client.stub.SetChannelGate(
-            request, metadata=self.client.metadata, timeout=DEADLINE_S
-        )
-        return result
+        return self.client.set_gate(ref, "stable", "suite", request_id=request_id)
 
 
 def check_log(bootstrap: str, topic: str, partitions: int, acks: list[Ack]) -> list[str]:

@@ -66,3 +66,68 @@ def test_retries_stop_after_retry_for_s(flaky: tuple[FlakyRegistry, str]) -> Non
         client.set_gate("acme/x", "stable", "suite", request_id="req-1")
     client.close()
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class OneReplica(registry_pb2_grpc.RegistryServicer):
+    """A replica that owns some adapters and sends the rest on, as the registry does."""
+
+    def __init__(self, owns: set[str]) -> None:
+        self.owns = owns
+        self.calls: list[str] = []
+
+    def SetChannelGate(
+        self, request: pb.SetChannelGateRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        ref = f"{request.ref.tenant}/{request.ref.name}"
+        self.calls.append(ref)
+        if ref not in self.owns:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "does not own partition; retry elsewhere")
+        return pb.CommandResult(first_version=1, last_version=1)
+
+
+@pytest.fixture
+def three_replicas() -> Iterator[tuple[list[OneReplica], str]]:
+    replicas = [OneReplica({f"acme/{n}"}) for n in "abc"]  # type: ignore[abstract]
+    servers, addresses = [], []
+    for replica in replicas:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        registry_pb2_grpc.add_RegistryServicer_to_server(replica, server)
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        server.start()
+        servers.append(server)
+    yield replicas, ",".join(addresses)
+    for server in servers:
+        server.stop(grace=0)
+
+
+def test_a_retried_command_walks_the_replicas_to_the_owner_and_stays_there(
+    three_replicas: tuple[list[OneReplica], str],
+) -> None:
+    replicas, target = three_replicas
+    client = RegistryClient(target, "token", timeout_s=2.0, retry_for_s=10)
+    for ref in ("acme/a", "acme/b", "acme/c"):
+        for _ in range(3):
+            assert client.set_gate(ref, "stable", "suite").first_version == 1
+    client.close()
+    for replica in replicas:
+        (owned,) = replica.owns
+        assert replica.calls.count(owned) == 3  # every command reached the owner
+    wrong_turns = sum(len(r.calls) for r in replicas) - 9
+    assert wrong_turns <= 3 * 2  # at most one pass over the others per adapter, then sticky
+
+
+def test_without_retries_the_next_command_goes_to_the_next_replica(
+    three_replicas: tuple[list[OneReplica], str],
+) -> None:
+    """A caller that retries by itself (retry_for_s=0) still walks the replicas."""
+    replicas, target = three_replicas
+    client = RegistryClient(target, "token", timeout_s=2.0, retry_for_s=0)
+    answers: list[object] = []
+    for _ in range(3):
+        try:
+            answers.append(client.set_gate("acme/b", "stable", "suite").first_version)
+        except grpc.RpcError as exc:
+            answers.append(exc.code())
+    client.close()
+    assert 1 in answers  # the owner was met within one pass over three replicas
+    assert replicas[1].calls  # and it was replica 1

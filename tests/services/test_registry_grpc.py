@@ -12,7 +12,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mint.registry import Upload
 from mint.v1 import registry_pb2 as pb
-from mint.v1 import registry_pb2_grpc
 from tests.services.conftest import Running
 
 
@@ -72,7 +71,7 @@ def test_watch_streams_new_events_for_the_callers_tenant(
     admin, alice = running.client("admin-token"), running.client("alice-token")
     admin.register_base("tiny", model_files["fingerprint"], model_files["shapes"])
     ref = f"acme/watched-{uuid.uuid4().hex[:6]}"
-    stub = registry_pb2_grpc.RegistryStub(alice.channel)
+    (stub,) = alice.replicas.stubs
     seen: list[str] = []
 
     def watch() -> None:
