@@ -126,9 +126,15 @@ class KafkaEventLog(EventLog):
             if partition in self.writer.assigned:  # ours, being taken again: state comes soon
                 raise Unavailable(f"partition {partition} is being taken again here; retry")
             # Another replica's: read the partition, but never past the caller's deadline
-            # (a partition without a leader would hold the read until it has one).
+            # (a partition without a leader would hold the read until it has one). Read
+            # past open transactions: a commit returns before its markers are written, and
+            # what another replica just acknowledged must not read as missing here.
             records = read_partitions(
-                self.bootstrap, self.topic, {partition: 0}, stall_s=time_left(READ_STALL_S)
+                self.bootstrap,
+                self.topic,
+                {partition: 0},
+                stall_s=time_left(READ_STALL_S),
+                past_open_transactions=True,
             )
             return [
                 r

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 
-import grpc
 import pytest
 
 from .cluster import PARTITIONS, Cluster, start_cluster, stop_cluster
@@ -39,25 +37,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_files: dict) -> Iter
         admin = RegistryClient(running.target, "admin", retry_for_s=120)
         admin.register_base("tiny", model_files["fingerprint"], model_files["shapes"])
         alice = RegistryClient(running.target, "alice", retry_for_s=120)
-        for ref in REFS:
-            _until_found(partial(alice.create_adapter, ref, model_files["fingerprint"]))
+        for ref in REFS:  # at once: what one replica acknowledged, the other reads
+            alice.create_adapter(ref, model_files["fingerprint"])
         yield running
     finally:
         stop_cluster(running)
-
-
-def _until_found(create: Callable[[], object], timeout_s: float = 10.0) -> None:
-    """Another replica may not see a just-committed base for a moment: its transaction
-    markers are written after the commit returns (read_committed hides it until then)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            create()
-            return
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _load(cluster: Cluster, model_files: dict) -> CommandLoad:
