@@ -75,9 +75,9 @@ def server_name_options(server_name: str | None) -> list[tuple[str, str]]:
 
 
 def peer_names(context: grpc.ServicerContext) -> frozenset[str]:
-    """The names (common name and subject alternative names) in the caller's client
-    certificate. gRPC lists them only for a certificate it verified, which it asks for
-    only on a server that requires client certificates; otherwise there are none."""
+    """The names (common name and subject alternative names) in the caller's verified
+    client certificate. gRPC gives them only to a server that requires client
+    certificates (which verifies them against its CA); elsewhere there are none."""
     # Each value is a list of bytes (the type stubs say bytes).
     auth = cast(Mapping[str, list[bytes]], context.auth_context())
     if auth.get("transport_security_type") != [b"ssl"]:
