@@ -12,6 +12,10 @@ request, so a retry learns the first attempt's outcome and never applies a comma
 commands go to the replica that last took them, and a retryable answer moves that adapter
 on to the next replica: a replica that does not own the adapter's partition says so with
 UNAVAILABLE, and the client walks the replicas until it meets the owner.
+
+With `tls` (a `TlsFiles` whose `ca_file` signed the registry's certificate) the client
+talks TLS and checks the registry's certificate names the host it dials; with a
+certificate and key in it as well, it presents them (for a registry requiring them).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import grpc
 from cachetools import LRUCache
 
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mint.rpc.tls import TlsFiles
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 from mint.v1.events_pb2 import Shape
@@ -53,11 +58,15 @@ def replica_addresses(target: str) -> list[str]:
 class Replicas:
     """One stub per registry replica, and which replica each adapter's commands go to."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: TlsFiles | None = None) -> None:
         # A single name may stand for many replicas (a Kubernetes Service): spread over them.
         options = [("grpc.lb_policy_name", "round_robin")]
         addresses = replica_addresses(target)
-        self.channels = [grpc.insecure_channel(a, options=options) for a in addresses]
+        if tls is None:
+            self.channels = [grpc.insecure_channel(a, options=options) for a in addresses]
+        else:
+            credentials = tls.channel_credentials()
+            self.channels = [grpc.secure_channel(a, credentials, options) for a in addresses]
         self.stubs = [registry_pb2_grpc.RegistryStub(c) for c in self.channels]
         self._chosen: LRUCache[str, int] = LRUCache(maxsize=100_000)
         self._lock = threading.Lock()
@@ -81,9 +90,14 @@ class Replicas:
 
 class RegistryClient:
     def __init__(
-        self, target: str, token: str, timeout_s: float = 30.0, retry_for_s: float = 30.0
+        self,
+        target: str,
+        token: str,
+        timeout_s: float = 30.0,
+        retry_for_s: float = 30.0,
+        tls: TlsFiles | None = None,
     ) -> None:
-        self.replicas = Replicas(target)
+        self.replicas = Replicas(target, tls)
         self.metadata = (("authorization", f"Bearer {token}"),)
         self.timeout_s, self.retry_for_s = timeout_s, retry_for_s
 

@@ -21,6 +21,7 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
 from mint.registry import Upload
+from tests.tls_ca import Authority, authority
 
 ENDPOINT_KEYS = settings.ALL
 
@@ -84,3 +85,15 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
             (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
         ),
     }
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """The CA that TLS tests' servers and clients trust."""
+    return authority("mint", tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def rogue_ca(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    """A CA nobody trusts."""
+    return authority("rogue", tmp_path_factory.mktemp("rogue-ca"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import urllib.error
 import urllib.request
 
@@ -30,5 +31,35 @@ def test_health_answers_503_with_the_reason_and_unknown_paths_404() -> None:
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{base}/other", timeout=5)
         assert err.value.code == 404
+    finally:
+        server.shutdown()
+
+
+def test_readiness_fails_once_draining_and_when_unhealthy() -> None:
+    draining = threading.Event()
+    problem: list[str] = []
+    server = serve_probes(
+        0,
+        lambda: b"",
+        lambda: problem[0] if problem else None,
+        host="127.0.0.1",
+        draining=draining,
+    )
+    ready = f"http://127.0.0.1:{server.server_address[1]}/readyz"
+    try:
+        with urllib.request.urlopen(ready, timeout=5) as answer:
+            assert answer.read() == b"ok\n"
+        problem.append("degraded: S3 unreachable")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(ready, timeout=5)
+        assert err.value.read() == b"degraded: S3 unreachable\n"
+        problem.clear()
+        draining.set()  # what SIGTERM does
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(ready, timeout=5)
+        assert (err.value.code, err.value.read()) == (503, b"draining\n")
+        base = ready.removesuffix("/readyz")
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:
+            assert answer.read() == b"ok\n"  # alive all the same: no restart
     finally:
         server.shutdown()

@@ -14,6 +14,8 @@ from mint.deadlines import caller_deadline
 from mint.domain import errors
 from mint.registry import Principal
 
+from .tls import peer_names
+
 log = logging.getLogger(__name__)
 
 STATUS = {
@@ -30,7 +32,8 @@ STATUS = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
-Authenticate = Callable[[Sequence[tuple[str, str | bytes]]], Principal]
+# (call metadata, names in the caller's verified client certificate) -> the caller
+Authenticate = Callable[[Sequence[tuple[str, str | bytes]], frozenset[str]], Principal]
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -86,7 +89,8 @@ class DomainInterceptor(grpc.ServerInterceptor):
 
     def _authenticate(self, context: grpc.ServicerContext) -> None:
         if self.authenticate is not None:
-            _principal.set(self.authenticate(context.invocation_metadata()))
+            metadata = context.invocation_metadata()
+            _principal.set(self.authenticate(metadata, peer_names(context)))
 
     def _unary(self, behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:

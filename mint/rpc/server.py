@@ -1,15 +1,66 @@
-"""Building a MinT gRPC server: the interceptor, health and reflection, one bound port."""
+"""Building a MinT gRPC server: the interceptor, health and reflection, TLS or not, a
+health port of its own, and a stop that drains.
+
+Health is served twice from one `HealthServicer`: on the service's port (beside the
+service, for clients and load balancers that check there) and on a plaintext port of its
+own, served by its own small thread pool, for Kubernetes probes. So a probe never waits
+behind request workers that long uploads or generations keep busy, and it needs no
+client certificate (the kubelet's gRPC probe speaks no TLS); that port serves nothing
+but health.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .interceptor import Authenticate, DomainInterceptor
+from .tls import TlsFiles
+
+DRAIN_S = 2.0  # NOT_SERVING this long before a stopping server refuses new calls
+HEALTH_WORKERS = 2
+
+
+@dataclass
+class RpcServer:
+    """A started server and its health port. `stop()` drains: NOT_SERVING first, new
+    calls still taken for `drain_s` (while load balancers and probes notice), then no
+    new calls and `grace` for those in flight; the health port answers to the end."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    health_server: grpc.Server
+    health_port: int
+    drain_s: float = DRAIN_S
+    _draining_since: float | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def start_draining(self) -> None:
+        """Report NOT_SERVING ("" and the service) from now on; calls are still taken."""
+        with self._lock:
+            if self._draining_since is None:
+                self._draining_since = time.monotonic()
+                self.health.enter_graceful_shutdown()  # later set() calls are ignored
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Drain and stop; returns once stopped (a set event, as `grpc.Server.stop`
+        returns one)."""
+        self.start_draining()
+        since = self._draining_since or time.monotonic()
+        time.sleep(max(0.0, since + self.drain_s - time.monotonic()))
+        self.server.stop(grace).wait()
+        self.health_server.stop(None).wait()
+        stopped = threading.Event()
+        stopped.set()
+        return stopped
 
 
 def build_server(
@@ -19,9 +70,14 @@ def build_server(
     authenticate: Authenticate,
     workers: int = 16,
     options: list[tuple[str, int]] | None = None,
-) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started server, its bound port and its health servicer (SERVING). Every call but
-    health and reflection is authenticated with `authenticate`."""
+    *,
+    tls: TlsFiles | None = None,
+    health_port: int = 0,
+    drain_s: float = DRAIN_S,
+) -> RpcServer:
+    """A started server (SERVING) on `address`, over TLS when given `tls`, with health
+    also on `health_port` of the same host (0: a free one). Every call but health and
+    reflection is authenticated with `authenticate`."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=service_name),
         interceptors=[DomainInterceptor(authenticate)],
@@ -35,8 +91,23 @@ def build_server(
     reflection.enable_server_reflection(
         (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind {address}")
+    port = _bind(server, address, tls)
+    health_server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=HEALTH_WORKERS, thread_name_prefix="health")
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+    host = address.rpartition(":")[0]
+    bound_health_port = _bind(health_server, f"{host}:{health_port}", None)
+    health_server.start()
     server.start()
-    return server, port, health_servicer
+    return RpcServer(server, port, health_servicer, health_server, bound_health_port, drain_s)
+
+
+def _bind(server: grpc.Server, address: str, tls: TlsFiles | None) -> int:
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.server_credentials())
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}; is the port in use?")
+    return port

@@ -19,8 +19,9 @@ from mint.models.tokenizer import (
     load_tokenizer_dir,
     tokenizer_fingerprint,
 )
-from mint.rpc.auth import TokenTable
-from mint.rpc.server import build_server
+from mint.rpc.auth import OnBehalf, TokenMetrics, TokenTable
+from mint.rpc.server import DRAIN_S, build_server
+from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
 from mint.serving.batcher import Batcher
 from mint.serving.catalog import Catalog
 from mint.serving.disk_cache import DiskCache
@@ -63,6 +64,13 @@ class NodeConfig:
     report_s: float = 1.0
     disk_cache_dir: str | None = None  # None: no disk tier
     disk_budget_bytes: int = 4 * 1024**3
+    # Served over TLS with these files. With `require_client_cert`, a caller whose
+    # certificate names one of `trusted_peers` (the router) acts for the caller it names
+    # without a token; anyone else still needs a token.
+    tls: TlsFiles | None = None
+    trusted_peers: frozenset[str] = frozenset({ROUTER_PEER_NAME})
+    health_port: int = 0  # plaintext, health only (probes); 0: a free port
+    drain_s: float = DRAIN_S
 
 
 class NodeProcess:
@@ -103,14 +111,19 @@ class NodeProcess:
             self.batcher,
             on_miss=self.metrics.misses.inc,
         )
-        self.server, self.port, self.health = build_server(
+        self.rpc = build_server(
             SERVICE_NAME,
             lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(
                 InferenceServicer(node, self.metrics), s
             ),
             f"{config.host}:{config.port}",
-            config.tokens.authenticate_on_behalf,
+            OnBehalf(config.tokens, config.trusted_peers),
+            tls=config.tls,
+            health_port=config.health_port,
+            drain_s=config.drain_s,
         )
+        self.port, self.health = self.rpc.port, self.rpc.health
+        self.metrics.registry.register(TokenMetrics(config.tokens))
         self.address = f"{config.advertise_host}:{self.port}"
         self.reconciler = Reconciler(
             config.name,
@@ -130,7 +143,9 @@ class NodeProcess:
             start_http_server(config.metrics_port, registry=self.metrics.registry)
 
     def stop(self, grace_s: float = 5.0) -> None:
-        self.health.enter_graceful_shutdown()  # probes fail first: no new traffic
+        """NOT_SERVING and goodbye on the status topic first, then the server drains
+        (see `RpcServer.stop`)."""
+        self.rpc.start_draining()
         self.reconciler.stop()
-        self.server.stop(grace=grace_s).wait()
+        self.rpc.stop(grace_s)
         self.batcher.close()

@@ -1,14 +1,15 @@
-"""Build and run the registry gRPC server (health and reflection served, graceful stop)."""
+"""Build the registry gRPC server (health and reflection served, TLS or not, a stop that
+drains)."""
 
 from __future__ import annotations
 
 import logging
 
-import grpc
-
 from mint.registry import Registry
 from mint.rpc.auth import TokenTable
+from mint.rpc.server import DRAIN_S, RpcServer
 from mint.rpc.server import build_server as build_rpc_server
+from mint.rpc.tls import TlsFiles
 from mint.v1 import registry_pb2, registry_pb2_grpc
 
 from .servicer import RegistryServicer
@@ -26,19 +27,27 @@ def build_server(
     address: str = "127.0.0.1:0",
     workers: int = 16,
     max_upload_bytes_in_flight: int | None = None,
-) -> tuple[grpc.Server, int]:
-    """A started server and its bound port. Uploads in flight hold at most
+    *,
+    tls: TlsFiles | None = None,
+    health_port: int = 0,
+    drain_s: float = DRAIN_S,
+) -> tuple[RpcServer, int]:
+    """A started server and its bound port (TLS with `tls`; health also on
+    `health_port`; `stop()` drains for `drain_s` first). Uploads in flight hold at most
     `max_upload_bytes_in_flight` bytes (by default a share of the machine's memory)."""
     if max_upload_bytes_in_flight is None:
         max_upload_bytes_in_flight = machine_sized_budget(registry.limits.max_weights_bytes)
     log.info("uploads in flight may hold %.0f MiB", max_upload_bytes_in_flight / MiB)
     servicer = RegistryServicer(registry, UploadBudget(max_upload_bytes_in_flight))
-    server, port, _ = build_rpc_server(
+    server = build_rpc_server(
         SERVICE_NAME,
         lambda s: registry_pb2_grpc.add_RegistryServicer_to_server(servicer, s),
         address,
         tokens.authenticate,
         workers,
         [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+        tls=tls,
+        health_port=health_port,
+        drain_s=drain_s,
     )
-    return server, port
+    return server, server.port

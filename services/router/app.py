@@ -12,8 +12,9 @@ from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.models.tokenizer import byte_tokenizer
-from mint.rpc.auth import TokenTable
-from mint.rpc.server import build_server
+from mint.rpc.auth import TokenMetrics, TokenTable
+from mint.rpc.server import DRAIN_S, build_server
+from mint.rpc.tls import NODE_SERVER_NAME, TlsFiles, dialer
 from mint.serving.catalog import Catalog
 from mint.v1 import inference_pb2, inference_pb2_grpc
 
@@ -30,7 +31,9 @@ class RouterConfig:
     kafka_bootstrap: str
     s3: S3Settings
     tokens: TokenTable
-    service_token: str  # what the router calls nodes with: a "service" entry of their tokens
+    # What the router calls nodes with: a "service" entry of their tokens ("": none, the
+    # router's certificate in `tls` is its credential).
+    service_token: str
     bucket: str = "mint"
     prefix: str = ""
     topics: ResidencyTopics = field(default_factory=ResidencyTopics)
@@ -39,6 +42,21 @@ class RouterConfig:
     cold_start_s: float = 30.0
     demand_interval_s: float = 1.0
     metrics_port: int | None = None
+    # Served over TLS with these files; with them the router also calls nodes over mutual
+    # TLS, presenting the same certificate and checking that each node's names
+    # `node_server_name` (nodes are dialled by pod IP, which their certificates lack).
+    tls: TlsFiles | None = None
+    node_server_name: str | None = NODE_SERVER_NAME
+    health_port: int = 0  # plaintext, health only (probes); 0: a free port
+    drain_s: float = DRAIN_S
+
+    def __post_init__(self) -> None:
+        if not self.service_token and not (self.tls and self.tls.has_identity):
+            raise ValueError(
+                "the router needs a credential toward the nodes: a service token "
+                "(MINT_SERVICE_TOKEN) or a client certificate (MINT_TLS_CERT_FILE and "
+                "MINT_TLS_KEY_FILE)"
+            )
 
 
 class RouterProcess:
@@ -56,16 +74,22 @@ class RouterProcess:
             self.demand,
             self.metrics,
             byte_tokenizer(),
-            config.service_token,
+            config.service_token or None,
             config.cold_start_s,
+            dialer(config.tls, config.node_server_name),
         )
-        self.server, self.port, self.health = build_server(
+        self.rpc = build_server(
             SERVICE_NAME,
             lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(servicer, s),
             config.address,
             config.tokens.authenticate,
             workers=64,  # requests wait on cold starts: threads, not cores
+            tls=config.tls,
+            health_port=config.health_port,
+            drain_s=config.drain_s,
         )
+        self.port, self.health = self.rpc.port, self.rpc.health
+        self.metrics.registry.register(TokenMetrics(config.tokens))
         self._health_lock = threading.Lock()
         self.watch.on_health = self._watch_health
         self._watch_health(self.watch.healthy.is_set())
@@ -82,7 +106,7 @@ class RouterProcess:
                 self.health.set(name, status)
 
     def stop(self, grace_s: float = 5.0) -> None:
-        self.health.enter_graceful_shutdown()  # probes fail first: no new traffic
-        self.server.stop(grace=grace_s).wait()
+        """NOT_SERVING at once, then the server drains (see `RpcServer.stop`)."""
+        self.rpc.stop(grace_s)
         self.demand.close()
         self.watch.close()

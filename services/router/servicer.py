@@ -1,6 +1,6 @@
 """The router's `Inference` servicer: check and resolve a request, find (or wait for) a
 node holding all its adapters, and forward it there with exact revisions, as the caller
-(the router's service token naming the caller it acts for).
+(the router's service token or client certificate, naming the caller it acts for).
 
 A request whose adapters are resident nowhere is a miss: the router reports it to the
 controller at once and waits for a node to report them loaded, within the request's
@@ -59,13 +59,16 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         demand: DemandReporter,
         metrics: RouterMetrics,
         tokenizer: PreTrainedTokenizerFast,
-        service_token: str,
+        service_token: str | None,
         cold_start_s: float = 30.0,
+        dial: Callable[[str], grpc.Channel] = grpc.insecure_channel,
     ) -> None:
+        """`service_token` (None: none) and the channels `dial` opens (mutual TLS, or
+        plaintext) are the router's credentials toward nodes."""
         self.catalog, self.watch, self.demand, self.metrics = catalog, watch, demand, metrics
         self.tokenizer, self.cold_start_s = tokenizer, cold_start_s
         self.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
-        self.service_token = service_token
+        self.service_token, self.dial = service_token, dial
         self._channels: dict[str, grpc.Channel] = {}
         self._suspects: dict[str, float] = {}
         self._in_flight: Counter[str] = Counter()
@@ -210,7 +213,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         with self._lock:
             channel = self._channels.get(node.address)
             if channel is None:
-                channel = self._channels[node.address] = grpc.insecure_channel(node.address)
+                channel = self._channels[node.address] = self.dial(node.address)
             self._in_flight[node.name] += 1
         try:
             stub = inference_pb2_grpc.InferenceStub(channel)
@@ -271,6 +274,6 @@ def _from_node(exc: grpc.RpcError) -> DomainError:
     so a node that refuses the router's credentials is misconfigured: the caller hears
     UNAVAILABLE, not that its own token is bad, and the operator finds it in the log."""
     if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-        log.error("a node refused the router's service token: %s", exc.details())
+        log.error("a node refused the router's credentials: %s", exc.details())
         return Unavailable("a serving node refused the router's credentials; retry later")
     return domain_error(exc.code(), str(exc.details()))

@@ -60,5 +60,10 @@ class ProjectorMetrics:
             ]
         return "\n".join(lines) + "\n"
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-        return serve_probes(port, lambda: self.render().encode(), self.problem, host=host)
+    def serve(
+        self, port: int, host: str = "0.0.0.0", draining: threading.Event | None = None
+    ) -> ThreadingHTTPServer:
+        """/metrics, /healthz and /readyz (503 once `draining`, the stop event, is set)."""
+        return serve_probes(
+            port, lambda: self.render().encode(), self.problem, host=host, draining=draining
+        )
