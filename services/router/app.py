@@ -11,10 +11,10 @@ from prometheus_client import start_http_server
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
-from mint.models.tokenizer import byte_tokenizer
 from mint.rpc.auth import TokenTable
 from mint.rpc.server import build_server
 from mint.serving.catalog import Catalog
+from mint.tokenizer import byte_tokenizer
 from mint.v1 import inference_pb2, inference_pb2_grpc
 
 from .fleet_watch import DemandReporter, FleetWatch
