@@ -150,7 +150,7 @@ def _start(venv: Path, scripts: Iterable[str], cwd: Path) -> dict[str, set[str]]
         )
     imported = {}
     for script, result in zip(names, runs, strict=True):
-        assert result.returncode == 0 and "usage:" in result.stdout, _output(result)
+        assert result.returncode == 0 and "usage:" in result.stdout.lower(), _output(result)
         lines = result.stderr.splitlines()
         imported[script] = {line.rpartition("|")[2].strip() for line in lines if "|" in line}
     return imported
