@@ -1,4 +1,5 @@
-"""Create the cached virtualenv and install what pyproject.toml lists (stdlib only).
+"""Create the cached virtualenv and install what pyproject.toml lists (stdlib only):
+the core dependencies and the `serving` and `dev` extras, everything the tests import.
 
 Runs with the system python3 before anything else is installed. The venv lives in the
 download cache ($MINT_CACHE, default ~/.cache/mint) so fresh clones reuse it; it is
@@ -20,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def requirements() -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    return [*project["dependencies"], *extras["serving"], *extras["dev"]]
 
 
 def main() -> None:

@@ -1,3 +1,7 @@
-"""Serving resident adapters (torch): packed per-layer slots applied with gathered batched
+"""Serving resident adapters: packed per-layer slots applied with gathered batched
 matrix products, so neither a forward pass nor a load grows with the number of resident
-adapters. PEFT stays the file format and the correctness reference."""
+adapters. PEFT stays the file format and the correctness reference.
+
+The engine (slots, packed_model, engine, generate, sampling, batcher, loading) needs torch
+(the `serving` extra). Placement, fleet, catalog, requests, residency, disk_cache and wire
+do not: the controller and the router use them from the slim install."""

@@ -13,12 +13,6 @@ from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base, fingerprint, load_base_dir, tiny_llama_config
-from mint.models.tokenizer import (
-    VOCAB_SIZE,
-    byte_tokenizer,
-    load_tokenizer_dir,
-    tokenizer_fingerprint,
-)
 from mint.rpc.auth import OnBehalf, TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
@@ -28,6 +22,12 @@ from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.residency import SlotTable
+from mint.tokenizer import (
+    VOCAB_SIZE,
+    byte_tokenizer,
+    load_tokenizer_dir,
+    tokenizer_fingerprint,
+)
 from mint.v1 import inference_pb2, inference_pb2_grpc
 
 from .metrics import NodeMetrics

@@ -11,11 +11,11 @@ from prometheus_client import start_http_server
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
-from mint.models.tokenizer import byte_tokenizer
 from mint.rpc.auth import TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import NODE_SERVER_NAME, TlsFiles, dialer
 from mint.serving.catalog import Catalog
+from mint.tokenizer import byte_tokenizer
 from mint.v1 import inference_pb2, inference_pb2_grpc
 
 from .fleet_watch import DemandReporter, FleetWatch

@@ -28,7 +28,6 @@ from mint.domain.errors import (
     InvalidArgument,
     Unavailable,
 )
-from mint.models.tokenizer import tokenizer_fingerprint
 from mint.rpc.auth import on_behalf_of
 from mint.rpc.interceptor import current_principal, domain_error
 from mint.rpc.observe import observed
@@ -37,6 +36,7 @@ from mint.serving.catalog import Catalog
 from mint.serving.fleet import NodeState
 from mint.serving.placement import FILL, NodeCapacity, has_room
 from mint.serving.requests import RevisionRef
+from mint.tokenizer import tokenizer_fingerprint
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 

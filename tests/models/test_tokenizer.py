@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer
+from mint.tokenizer import VOCAB_SIZE, byte_tokenizer
 
 
 def test_round_trip_and_vocabulary() -> None:

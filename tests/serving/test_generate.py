@@ -11,10 +11,10 @@ from peft import PeftModel, get_peft_model_state_dict
 from mint.domain.errors import InvalidArgument
 from mint.models.base import build_base, tiny_llama_config
 from mint.models.lora import attach_lora
-from mint.models.tokenizer import VOCAB_SIZE, byte_tokenizer
 from mint.serving.generate import Sampling, generate
 from mint.serving.packed_model import LoraWeights, PackedLoraModel
 from mint.serving.sampling import draw
+from mint.tokenizer import VOCAB_SIZE, byte_tokenizer
 
 
 def config():  # the tokenizer's vocabulary

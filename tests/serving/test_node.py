@@ -20,8 +20,8 @@ from deploy.local.stack import free_ports
 from mint.backends.kafka_residency import DesiredWriter
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base
-from mint.models.tokenizer import byte_tokenizer
 from mint.serving.catalog import Catalog
+from mint.tokenizer import byte_tokenizer
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 from services.inference.app import NodeConfig, NodeProcess

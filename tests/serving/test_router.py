@@ -22,8 +22,8 @@ from mint.backends.kafka import durable_producer
 from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, TableFollower
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base
-from mint.models.tokenizer import byte_tokenizer, tokenizer_fingerprint
 from mint.serving.catalog import Catalog
+from mint.tokenizer import byte_tokenizer, tokenizer_fingerprint
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc, residency_pb2
 from services.inference.app import NodeConfig, NodeProcess

@@ -22,10 +22,10 @@ from mint.domain.names import AdapterRef
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
-from mint.models.tokenizer import VOCAB_SIZE
 from mint.registry import Principal, Registry, Upload
 from mint.rpc.auth import TokenTable, token_digest
 from mint.serving.fleet import FleetView
+from mint.tokenizer import VOCAB_SIZE
 from mint.v1 import residency_pb2
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink

@@ -1,5 +1,8 @@
 """A byte-level tokenizer built in code (no hub): every UTF-8 byte is a token, plus
-<bos>, <eos> and <pad>. Any text round-trips; bases built here use its vocabulary."""
+<bos>, <eos> and <pad>. Any text round-trips; bases built here use its vocabulary.
+
+Torch-free (transformers' tokenizer wrapper needs only `tokenizers`): the router, in the
+slim install, counts prompt tokens with it; nodes report the same fingerprint."""
 
 from __future__ import annotations
 
