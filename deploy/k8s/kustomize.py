@@ -19,6 +19,10 @@ MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 VERSION = "v5.8.1"  # builds with the Go this project's machines have (1.26)
 
 
+class KustomizeError(RuntimeError):
+    """kustomize could not be installed, or a build failed (the message says why)."""
+
+
 def binary() -> Path:
     cache = Path(os.environ.get("MINT_CACHE") or Path.home() / ".cache" / "mint")
     return cache / "bin" / f"kustomize-{VERSION}" / "kustomize"
@@ -31,28 +35,32 @@ def ensure() -> Path:
         return path
     go = shutil.which("go")
     if go is None:
-        raise SystemExit(
+        raise KustomizeError(
             f"kustomize {VERSION} is not installed and there is no `go` to build it: "
             f"install Go (1.24 or newer), or put a kustomize {VERSION} binary at {path}"
         )
     print(f"building kustomize {VERSION} from the Go module proxy into {path.parent}", flush=True)
     # GOTOOLCHAIN=local: build with the Go that is installed, never fetch another one.
     env = {**os.environ, "GOBIN": str(path.parent), "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
-    subprocess.run([go, "install", f"{MODULE}@{VERSION}"], env=env, check=True)
+    built = subprocess.run([go, "install", f"{MODULE}@{VERSION}"], env=env, check=False)
+    if built.returncode != 0:
+        raise KustomizeError(f"`go install {MODULE}@{VERSION}` failed (its output is above)")
     return path
 
 
 def build(directory: Path) -> str:
-    """`kustomize build` of a base or overlay: the rendered YAML; SystemExit with
-    kustomize's own message if it fails."""
+    """`kustomize build` of a base or overlay: the rendered YAML (KustomizeError with
+    kustomize's own message if it fails)."""
     result = subprocess.run(
         [str(ensure()), "build", str(directory)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        raise SystemExit(f"kustomize build {directory} failed:\n{result.stderr}")
+        raise KustomizeError(f"kustomize build {directory} failed:\n{result.stderr}")
     return result.stdout
 
 
 if __name__ == "__main__":
-    print(ensure())
-    sys.exit(0)
+    try:
+        print(ensure())
+    except KustomizeError as exc:
+        sys.exit(f"error: {exc}")
