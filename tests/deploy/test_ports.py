@@ -55,11 +55,14 @@ def test_grpc_servers_are_probed_on_their_health_port(manifests: Manifests) -> N
         assert container.spec["readinessProbe"]["grpc"]["service"] == name
 
 
-def test_projector_and_controller_are_probed_on_healthz(manifests: Manifests) -> None:
+def test_projector_and_controller_are_probed_on_healthz_and_readyz(manifests: Manifests) -> None:
+    """mint/probes.py: /healthz fails when the service is stuck (restart it), /readyz also
+    while it drains."""
+    paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
     for service in ("projector", "controller"):
         container = manifests.mint()[service]
         for kind, probe in probes(container).items():
-            assert probe["httpGet"]["path"] == "/healthz", f"{service} {kind}"
+            assert probe["httpGet"]["path"] == paths[kind], f"{service} {kind}"
             assert container.port(probe["httpGet"]["port"]) == container.ports["metrics"]
 
 
