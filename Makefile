@@ -6,17 +6,20 @@ PY := $(VENV)/bin/python
 export MINT_CACHE
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv demo test faults up down status proto lint bench
+.PHONY: help venv tools demo test faults up down status proto lint bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 venv:  ## create the cached virtualenv and install what pyproject.toml lists
 	@python3 deploy/local/bootstrap.py --venv $(VENV)
 
+tools:  ## build the pinned kustomize (Go module proxy) into $(MINT_CACHE)/bin
+	@python3 deploy/k8s/kustomize.py >/dev/null
+
 demo: venv  ## run the end-to-end demo (embedded back end, no servers needed)
 	$(PY) -m mint.demo
 
-test: venv  ## start Kafka and S3, run the whole test suite, stop them (pass or fail)
+test: venv tools  ## start Kafka and S3, run the whole test suite, stop them (pass or fail)
 	$(PY) -m deploy.local test -- $(PYTEST_ARGS)
 
 faults: venv  ## the fault tests: a 3-broker cluster, brokers and S3 killed under load

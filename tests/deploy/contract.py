@@ -1,0 +1,117 @@
+"""The settings contract: which MINT_* variables each service reads, and which of them
+the manifests must set. Field names as the services' settings models name them (env =
+MINT_ + upper case)."""
+
+from __future__ import annotations
+
+
+def env(*fields: str) -> frozenset[str]:
+    return frozenset(f"MINT_{f.upper()}" for f in fields)
+
+
+KAFKA = env(
+    "kafka_bootstrap",
+    "kafka_security_protocol",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+)
+S3 = env("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure", "s3_ca_file")
+TLS = env("tls_cert_file", "tls_key_file", "tls_ca_file", "tls_require_client_cert")
+# health_port: the plaintext gRPC health port of a TLS server, for kubelet probes.
+GRPC_SERVER = env("host", "port", "health_port", "tokens_file") | TLS
+
+ALLOWED = {
+    "registry": KAFKA
+    | S3
+    | GRPC_SERVER
+    | env("blobs_bucket", "events_topic", "events_partitions", "metrics_port"),
+    "projector": KAFKA
+    | S3
+    | env(
+        "blobs_bucket",
+        "projection_bucket",
+        "projection_prefix",
+        "events_topic",
+        "events_partitions",
+        "host",
+        "metrics_port",
+    ),
+    "controller": KAFKA | env("residency_topics_prefix", "host", "metrics_port"),
+    "router": KAFKA
+    | S3
+    | GRPC_SERVER
+    | env(
+        "projection_bucket",
+        "projection_prefix",
+        "residency_topics_prefix",
+        "service_token",
+        "metrics_port",
+        "name",
+    ),
+    "node": KAFKA
+    | S3
+    | GRPC_SERVER
+    | env(
+        "projection_bucket",
+        "projection_prefix",
+        "residency_topics_prefix",
+        "metrics_port",
+        "name",
+        "advertise_host",
+    ),
+}
+
+# What a pod must be given: the servers, and what has no usable default in a pod (the
+# default host 127.0.0.1 cannot be probed; a node's name and address are the pod's).
+_S3_NEEDED = env("s3_endpoint", "s3_access_key", "s3_secret_key")
+REQUIRED = {
+    "registry": env("kafka_bootstrap", "blobs_bucket", "tokens_file", "host", "port")
+    | env("health_port", "tls_cert_file", "tls_key_file")
+    | _S3_NEEDED,
+    "projector": env("kafka_bootstrap", "blobs_bucket", "projection_bucket", "host")
+    | env("metrics_port")
+    | _S3_NEEDED,
+    "controller": env("kafka_bootstrap", "host", "metrics_port"),
+    "router": env("kafka_bootstrap", "projection_bucket", "tokens_file", "host", "port")
+    | env("health_port", "metrics_port", "name", "tls_cert_file", "tls_key_file", "tls_ca_file")
+    | _S3_NEEDED,
+    "node": env("kafka_bootstrap", "projection_bucket", "tokens_file", "host", "port")
+    | env("health_port", "metrics_port", "name", "advertise_host")
+    | env("tls_cert_file", "tls_key_file", "tls_ca_file", "tls_require_client_cert")
+    | _S3_NEEDED,
+}
+
+# Values several services must agree on: they come from the one ConfigMap, key = name.
+SHARED = env(
+    "kafka_bootstrap",
+    "kafka_security_protocol",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "s3_endpoint",
+    "s3_secure",
+    "blobs_bucket",
+    "projection_bucket",
+    "projection_prefix",
+    "events_topic",
+    "events_partitions",
+    "residency_topics_prefix",
+)
+CONFIG_MAP = "mint-config"
+IMAGES = {
+    "registry": "ghcr.io/mint-project/mint:0.1.0",
+    "projector": "ghcr.io/mint-project/mint:0.1.0",
+    "controller": "ghcr.io/mint-project/mint:0.1.0",
+    "router": "ghcr.io/mint-project/mint:0.1.0",
+    "node": "ghcr.io/mint-project/mint-serving:0.1.0",
+}
+# Secrets an overlay uses but leaves to the operator (deploy/k8s/README.md says how to
+# create each), with the keys the pods read.
+EXTERNAL_SECRETS: dict[str, dict[str, set[str]]] = {
+    "dev": {},
+    "production": {"mint-s3": {"access-key", "secret-key"}, "mint-tokens": {"tokens.json"}},
+}
