@@ -33,7 +33,7 @@ import grpc
 from cachetools import LRUCache
 
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from mint.rpc.tls import TlsFiles
+from mint.rpc.tls import TlsFiles, server_name_options
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 from mint.v1.events_pb2 import Shape
@@ -58,9 +58,11 @@ def replica_addresses(target: str) -> list[str]:
 class Replicas:
     """One stub per registry replica, and which replica each adapter's commands go to."""
 
-    def __init__(self, target: str, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, target: str, tls: TlsFiles | None = None, server_name: str | None = None
+    ) -> None:
         # A single name may stand for many replicas (a Kubernetes Service): spread over them.
-        options = [("grpc.lb_policy_name", "round_robin")]
+        options = [("grpc.lb_policy_name", "round_robin"), *server_name_options(server_name)]
         addresses = replica_addresses(target)
         if tls is None:
             self.channels = [grpc.insecure_channel(a, options=options) for a in addresses]
@@ -96,8 +98,11 @@ class RegistryClient:
         timeout_s: float = 30.0,
         retry_for_s: float = 30.0,
         tls: TlsFiles | None = None,
+        server_name: str | None = None,
     ) -> None:
-        self.replicas = Replicas(target, tls)
+        """`server_name`: the name the registry's certificate must carry, when it is not
+        the host in `target` (e.g. through a port-forward to 127.0.0.1)."""
+        self.replicas = Replicas(target, tls, server_name)
         self.metadata = (("authorization", f"Bearer {token}"),)
         self.timeout_s, self.retry_for_s = timeout_s, retry_for_s
 
