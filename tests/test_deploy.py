@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mint.backends import settings
+from deploy.local.stack import ENDPOINT_VARIABLES
 from services.registry.server import SERVICE_NAME
 
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
@@ -36,7 +36,7 @@ def test_every_server_variable_is_provided() -> None:
             provided |= set(d["data"])
         if d["kind"] == "Secret" and d["metadata"]["name"] == "mint-s3":
             provided |= set(d["stringData"])
-    assert provided == set(settings.ALL)
+    assert provided == set(ENDPOINT_VARIABLES)
 
 
 @pytest.mark.parametrize("container", containers(), ids=lambda c: c["name"])

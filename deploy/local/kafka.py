@@ -167,7 +167,7 @@ class KafkaCluster:
         """Wait until every broker is registered and a metadata round trip succeeds."""
         from kafka.errors import KafkaError
 
-        from mint.backends.kafka import broker_ids
+        from mint.backends.kafka import KafkaConnection, broker_ids
 
         deadline = time.monotonic() + timeout_s
         want = {n.node_id for n in self.nodes}
@@ -180,7 +180,7 @@ class KafkaCluster:
                         f"{node.process.log_file}\n{node.process.log_tail()}"
                     )
             try:
-                if want <= broker_ids(self.bootstrap, timeout_s=5):
+                if want <= broker_ids(KafkaConnection(self.bootstrap), timeout_s=5):
                     return
             except (KafkaError, OSError) as exc:  # not up yet: poll until the deadline
                 last_error = exc

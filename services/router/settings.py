@@ -1,0 +1,42 @@
+"""The router's settings."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field, PositiveFloat, SecretStr
+
+from mint.settings import (
+    KafkaOptions,
+    ListenOptions,
+    ProjectionOptions,
+    ResidencyOptions,
+    S3Options,
+    TlsOptions,
+    TokensOptions,
+    grpc_port,
+    metrics_port,
+)
+
+
+class RouterSettings(
+    ListenOptions,
+    KafkaOptions,
+    S3Options,
+    ProjectionOptions,
+    ResidencyOptions,
+    TokensOptions,
+    TlsOptions,
+):
+    name: str = Field(default_factory=socket.gethostname, description="router name in reports")
+    port: int = grpc_port(50060)
+    metrics_port: int = metrics_port(9465)
+    service_token: SecretStr = Field(
+        description='the token the router calls nodes with: a "service" entry of their '
+        "tokens file (a secret)"
+    )
+    silence_s: PositiveFloat = Field(4.0, description="seconds of silence that make a node dead")
+    cold_start_s: PositiveFloat = Field(
+        30.0, description="longest wait for a placement on a miss (calls without a deadline)"
+    )
+    grace_s: PositiveFloat = Field(5.0, description="seconds to drain calls on SIGTERM")
