@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy.local.stack import Stack
-from mint.backends import settings
+from deploy.local.stack import ENDPOINT_VARIABLES, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -21,7 +20,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 @contextmanager
 def servers() -> Iterator[dict[str, str]]:
     """The MINT_* endpoints from the environment, or a temporary local stack."""
-    keys = settings.ALL
+    keys = ENDPOINT_VARIABLES
     if all(k in os.environ for k in keys):
         yield {k: os.environ[k] for k in keys}
         return

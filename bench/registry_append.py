@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.common import bar_chart_svg, record, servers
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
-from mint.backends.kafka import create_log_topic, durable_producer
+from mint.backends.kafka import KafkaConnection, create_log_topic, durable_producer
 from mint.backends.kafka_log import KafkaEventLog
 from mint.client import RegistryClient
 
@@ -75,7 +75,9 @@ def registry_run(env: dict[str, str], commands: int, clients: int) -> tuple[floa
 
         rates = [_rate(run, clients, commands // clients * clients) for run in (work, ping)]
         replica.stop()
-    reader = KafkaEventLog(env["MINT_KAFKA_BOOTSTRAP"], topic, PARTITIONS, owned=())
+    reader = KafkaEventLog(
+        KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"]), topic, PARTITIONS, owned=()
+    )
     sizes = [len(r.envelope.SerializeToString()) for r in reader.read_all()]
     reader.close()
     return rates[0], round(statistics.mean(sizes)), rates[1]
@@ -90,8 +92,9 @@ def _rate(work: Callable[[int], None], threads: int, calls: int) -> float:
 
 def raw_run(env: dict[str, str], events: int, threads: int, size: int, acked: bool) -> float:
     topic = f"raw-{uuid.uuid4().hex[:8]}"
-    create_log_topic(env["MINT_KAFKA_BOOTSTRAP"], topic, PARTITIONS, 1)
-    producer = durable_producer(env["MINT_KAFKA_BOOTSTRAP"])
+    kafka = KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"])
+    create_log_topic(kafka, topic, PARTITIONS, 1)
+    producer = durable_producer(kafka)
     payload = os.urandom(size)
 
     def work(k: int) -> None:

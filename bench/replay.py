@@ -17,7 +17,7 @@ from kafka import KafkaConsumer
 
 from bench.common import bar_chart_svg, record, servers
 from mint.audit.replay import replay
-from mint.backends.kafka import create_log_topic, durable_producer
+from mint.backends.kafka import KafkaConnection, create_log_topic, durable_producer
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.domain.events import AdapterCreated, ChannelGateSet, Event
 from mint.eventlog.port import Metadata, build_envelopes
@@ -25,9 +25,9 @@ from mint.eventlog.port import Metadata, build_envelopes
 PARTITIONS = 6
 
 
-def fill(bootstrap: str, topic: str, events: int, streams: int) -> None:
-    create_log_topic(bootstrap, topic, PARTITIONS, 1)
-    producer = durable_producer(bootstrap, linger_ms=20, batch_size=256 * 1024)
+def fill(kafka: KafkaConnection, topic: str, events: int, streams: int) -> None:
+    create_log_topic(kafka, topic, PARTITIONS, 1)
+    producer = durable_producer(kafka, linger_ms=20, batch_size=256 * 1024)
     per_stream = events // streams
     meta = Metadata("bench", "fill")
     for s in range(streams):
@@ -49,10 +49,10 @@ def fill(bootstrap: str, topic: str, events: int, streams: int) -> None:
     producer.close()
 
 
-def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
+def raw_consume(kafka: KafkaConnection, topic: str, expected: int) -> float:
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         enable_auto_commit=False,
@@ -70,8 +70,8 @@ def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     return seen / elapsed
 
 
-def replay_rate(bootstrap: str, topic: str, expected: int) -> float:
-    log = KafkaEventLog(bootstrap, topic, PARTITIONS, owned=())
+def replay_rate(kafka: KafkaConnection, topic: str, expected: int) -> float:
+    log = KafkaEventLog(kafka, topic, PARTITIONS, owned=())
     started = time.perf_counter()
     state = replay(log.read_all())
     elapsed = time.perf_counter() - started
@@ -90,13 +90,13 @@ def main() -> None:
     args = parser.parse_args()
     total = args.events // args.streams * args.streams
     with servers() as env:
-        bootstrap = env["MINT_KAFKA_BOOTSTRAP"]
+        kafka = KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"])
         topic = f"replay-{uuid.uuid4().hex[:8]}"
         started = time.perf_counter()
-        fill(bootstrap, topic, total, args.streams)
+        fill(kafka, topic, total, args.streams)
         print(f"wrote {total:,} events in {time.perf_counter() - started:.1f} s", flush=True)
-        raw = raw_consume(bootstrap, topic, total)
-        rebuilt = replay_rate(bootstrap, topic, total)
+        raw = raw_consume(kafka, topic, total)
+        rebuilt = replay_rate(kafka, topic, total)
     ratio = rebuilt / raw
     print(f"  replay to registry state  {rebuilt:10,.0f} events/s")
     print(f"  raw kafka-python consume  {raw:10,.0f} events/s")

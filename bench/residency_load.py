@@ -33,6 +33,7 @@ from safetensors.torch import save as save_safetensors
 
 from bench.common import bar_chart_svg, record, servers
 from bench.serving_scale import base_config
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics
 from mint.backends.s3 import S3Settings, client, ensure_bucket
 from mint.backends.s3_objects import S3Objects
@@ -147,7 +148,7 @@ def main() -> None:
         settings = S3Settings(
             env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"]
         )
-        bootstrap = env["MINT_KAFKA_BOOTSTRAP"]
+        kafka = KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"])
         s3, bucket = client(settings), f"bench-load-{uuid.uuid4().hex[:8]}"
         ensure_bucket(s3, bucket)
         base = build_base(base_config(), seed=0)
@@ -156,20 +157,20 @@ def main() -> None:
         model = PackedLoraModel(base, list(TARGETS), total + 1, args.rank)
         engine = ServingEngine(model, SlotTable(total + 1, 2**34), base_fp, 1024, 0, 1)
         topics = ResidencyTopics(bucket)
-        topics.create(bootstrap)
+        topics.create(kafka)
         reconciler = Reconciler(
             "bench-node",
             "127.0.0.1:0",
             engine,
             Catalog(S3Objects(s3, bucket)),
-            bootstrap,
+            kafka,
             topics,
             NodeMetrics(),
             report_s=5.0,
         )
         reconciler.start()
         reconciler.ready.wait(timeout=60)
-        writer = DesiredWriter(bootstrap, topics, f"{bucket}-writer")
+        writer = DesiredWriter(kafka, topics, f"{bucket}-writer")
         writer.activate()
         raw_get_and_parse(s3, bucket, refs[0])  # warm the connection pool
         rounds = [Round() for _ in range(args.rounds)]

@@ -20,6 +20,15 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     )
 
 
+def command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, doc: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with `doc`."""
+    return commands.add_parser(
+        name, help=doc, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def stop_on_signals() -> threading.Event:
     """An event set by SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C)."""
     stop = threading.Event()

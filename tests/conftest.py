@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
-from mint.backends import settings
+from deploy.local.stack import ENDPOINT_VARIABLES
+from mint.backends.kafka import KafkaConnection
 from mint.backends.s3 import S3Settings, client
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, fingerprint, tiny_llama_config
@@ -23,12 +24,10 @@ from mint.models.lora import attach_lora
 from mint.registry import Upload
 from tests.tls_ca import Authority, authority
 
-ENDPOINT_KEYS = settings.ALL
-
 
 def _endpoints() -> dict[str, str]:
-    if all(k in os.environ for k in ENDPOINT_KEYS):
-        return {k: os.environ[k] for k in ENDPOINT_KEYS}
+    if all(k in os.environ for k in ENDPOINT_VARIABLES):
+        return {k: os.environ[k] for k in ENDPOINT_VARIABLES}
     state = Path(os.environ.get("MINT_STACK_STATE", ".mint/stack")) / "endpoints.json"
     if state.exists():
         return dict(json.loads(state.read_text()))
@@ -45,8 +44,8 @@ def endpoints() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(endpoints: dict[str, str]) -> str:
-    return endpoints["MINT_KAFKA_BOOTSTRAP"]
+def kafka(endpoints: dict[str, str]) -> KafkaConnection:
+    return KafkaConnection(endpoints["MINT_KAFKA_BOOTSTRAP"])
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 The jars are resolved once with Maven (`kafka/pom.xml`) into the download cache and
 reused. Each node is a combined broker+controller; one node for tests, three (replication
-3, min.insync.replicas 2) for fault tests.
+3, min.insync.replicas 2) for fault tests. A node may also listen with SASL_PLAINTEXT
+(mechanism PLAIN) for the cluster's `sasl_users`, to test authenticated clients.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class KafkaNode:
     port: int
     controller_port: int
     state_dir: Path
+    sasl_port: int | None = None  # also a SASL_PLAINTEXT listener here
 
     @property
     def process(self) -> Managed:
@@ -82,30 +84,45 @@ class KafkaNode:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def listeners(self) -> dict[str, str]:
+        """Listener name -> address the clients use (the controller's is apart)."""
+        found = {"PLAINTEXT": self.address}
+        if self.sasl_port is not None:
+            found["SASL_PLAINTEXT"] = f"127.0.0.1:{self.sasl_port}"
+        return found
+
 
 @dataclass(frozen=True)
 class KafkaCluster:
     nodes: tuple[KafkaNode, ...]
     cluster_id: str
+    sasl_users: tuple[tuple[str, str], ...] = ()  # (user, password) the SASL listeners take
 
     @property
     def bootstrap(self) -> str:
         return ",".join(n.address for n in self.nodes)
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return ",".join(n.listeners()["SASL_PLAINTEXT"] for n in self.nodes if n.sasl_port)
 
     def write_configs(self) -> None:
         size = len(self.nodes)
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         min_isr = 2 if size >= 3 else 1
         for node in self.nodes:
+            served = [f"{name}://{address}" for name, address in node.listeners().items()]
+            protocols = [f"{name}:{name}" for name in node.listeners()]
             props = {
                 "process.roles": "broker,controller",
                 "node.id": node.node_id,
                 "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://{node.address},CONTROLLER://127.0.0.1:{node.controller_port}",
-                "advertised.listeners": f"PLAINTEXT://{node.address}",
+                "listeners": ",".join([*served, f"CONTROLLER://127.0.0.1:{node.controller_port}"]),
+                "advertised.listeners": ",".join(served),
                 "controller.listener.names": "CONTROLLER",
                 "inter.broker.listener.name": "PLAINTEXT",
-                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map": ",".join([*protocols, "CONTROLLER:PLAINTEXT"]),
+                **self._sasl_props(node),
                 "log.dirs": node.data_dir,
                 "num.partitions": 1,
                 "default.replication.factor": size,
@@ -124,6 +141,17 @@ class KafkaCluster:
                 "broker.heartbeat.interval.ms": 1000,
             }
             node.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _sasl_props(self, node: KafkaNode) -> dict[str, str]:
+        if node.sasl_port is None:
+            return {}
+        users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users)
+        return {
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            ),
+        }
 
     def format_storage(self, libs: Path) -> None:
         for node in self.nodes:
@@ -167,7 +195,7 @@ class KafkaCluster:
         """Wait until every broker is registered and a metadata round trip succeeds."""
         from kafka.errors import KafkaError
 
-        from mint.backends.kafka import broker_ids
+        from mint.backends.kafka import KafkaConnection, broker_ids
 
         deadline = time.monotonic() + timeout_s
         want = {n.node_id for n in self.nodes}
@@ -180,7 +208,7 @@ class KafkaCluster:
                         f"{node.process.log_file}\n{node.process.log_tail()}"
                     )
             try:
-                if want <= broker_ids(self.bootstrap, timeout_s=5):
+                if want <= broker_ids(KafkaConnection(self.bootstrap), timeout_s=5):
                     return
             except (KafkaError, OSError) as exc:  # not up yet: poll until the deadline
                 last_error = exc

@@ -38,10 +38,10 @@ class RegistryProcess:
 
     def start(self, timeout_s: float = 120.0) -> RegistryProcess:
         """Start and wait until it serves (it first takes its partitions)."""
-        args = ["serve", "--port", str(self.port), "--topic", self.topic]
-        args += ["--partitions", str(self.partitions), "--replication", str(self.replication)]
-        args += ["--txn-prefix", self.topic]
-        args += ["--bucket", self.topic, "--tokens-file", str(self.tokens_file)]
+        args = ["serve", "--port", str(self.port), "--events-topic", self.topic]
+        args += ["--events-partitions", str(self.partitions)]
+        args += ["--replication", str(self.replication), "--txn-prefix", self.topic]
+        args += ["--blobs-bucket", self.topic, "--tokens-file", str(self.tokens_file)]
         args += self.extra_args
         self.process = ServiceProcess("services.registry", args, self.log_file, self.endpoints)
         self.process.start().wait_ready(timeout_s)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class ServiceProcess:
     module: str  # e.g. "services.inference"
     args: list[str]
     log_file: Path
-    endpoints: dict[str, str]  # MINT_* variables
+    endpoints: dict[str, str]  # MINT_* variables: the only ones it gets (none from ours)
     proc: subprocess.Popen[bytes] | None = None
     address: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -35,7 +36,7 @@ class ServiceProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
-                env={**os.environ, **self.endpoints, **self.env},
+                env={**_without_settings(os.environ), **self.endpoints, **self.env},
                 start_new_session=True,
             )
         return self
@@ -75,3 +76,8 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+
+
+def _without_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without MINT_* variables: a service's settings are what it is given."""
+    return {name: value for name, value in env.items() if not name.startswith("MINT_")}

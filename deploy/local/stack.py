@@ -13,11 +13,12 @@ import secrets
 import socket
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mint.backends import settings
+from mint.backends.kafka import KafkaConnection
+from mint.backends.s3 import S3Settings
 
 from .kafka import KafkaCluster, KafkaNode, fetch_jars, new_cluster_id
 from .s3 import S3Server
@@ -40,7 +41,8 @@ def free_ports(count: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """What a client needs to reach the stack; also exported as MINT_* variables."""
+    """What a client needs to reach the stack; also exported as the MINT_* variables of
+    the settings with these names."""
 
     kafka_bootstrap: str
     s3_endpoint: str
@@ -48,12 +50,16 @@ class Endpoints:
     s3_secret_key: str
 
     def as_env(self) -> dict[str, str]:
-        return {
-            settings.KAFKA_BOOTSTRAP: self.kafka_bootstrap,
-            settings.S3_ENDPOINT: self.s3_endpoint,
-            settings.S3_ACCESS_KEY: self.s3_access_key,
-            settings.S3_SECRET_KEY: self.s3_secret_key,
-        }
+        return {f"MINT_{name.upper()}": value for name, value in asdict(self).items()}
+
+    def kafka(self) -> KafkaConnection:
+        return KafkaConnection(self.kafka_bootstrap)
+
+    def s3(self) -> S3Settings:
+        return S3Settings(self.s3_endpoint, self.s3_access_key, self.s3_secret_key)
+
+
+ENDPOINT_VARIABLES = tuple(f"MINT_{field.name.upper()}" for field in fields(Endpoints))
 
 
 class Stack:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
@@ -21,18 +22,49 @@ DURABLE_PRODUCER: dict[str, Any] = {
 LOG_TOPIC_CONFIGS: dict[str, str] = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
-def admin(bootstrap: str, timeout_s: float = 10.0) -> KafkaAdminClient:
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Which brokers, and how to reach them: every Kafka client MinT builds gets
+    `options()`. `KafkaConnection("host:9092")` is a plaintext connection."""
+
+    bootstrap: str  # host:port[,host:port...]
+    security_protocol: str = "PLAINTEXT"  # or SSL, SASL_PLAINTEXT, SASL_SSL
+    ssl_cafile: str | None = None  # the CA that signed the brokers' certificates
+    ssl_certfile: str | None = None  # this client's certificate (mutual TLS)
+    ssl_keyfile: str | None = None
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = field(default=None, repr=False)
+
+    def options(self) -> dict[str, Any]:
+        """kafka-python's keyword arguments for these brokers (its names)."""
+        security = {
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": self.sasl_plain_password,
+        }
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+            **{name: value for name, value in security.items() if value is not None},
+        }
+
+
+def admin(kafka: KafkaConnection, timeout_s: float = 10.0) -> KafkaAdminClient:
     return KafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         request_timeout_ms=int(timeout_s * 1000),
         bootstrap_timeout_ms=int(timeout_s * 1000),
         client_id="mint-admin",
     )
 
 
-def broker_ids(bootstrap: str, timeout_s: float = 10.0) -> set[int]:
+def broker_ids(kafka: KafkaConnection, timeout_s: float = 10.0) -> set[int]:
     """Node ids of the brokers in the cluster: a metadata round trip. Raises if unreachable."""
-    client = admin(bootstrap, timeout_s)
+    client = admin(kafka, timeout_s)
     try:
         cluster = client.describe_cluster()
         return {int(b["broker_id"]) for b in cluster["brokers"] if not b.get("is_fenced")}
@@ -40,12 +72,12 @@ def broker_ids(bootstrap: str, timeout_s: float = 10.0) -> set[int]:
         client.close()
 
 
-def durable_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, **{**DURABLE_PRODUCER, **overrides})
+def durable_producer(kafka: KafkaConnection, **overrides: Any) -> KafkaProducer:
+    return KafkaProducer(**kafka.options(), **{**DURABLE_PRODUCER, **overrides})
 
 
 def create_log_topic(
-    bootstrap: str,
+    kafka: KafkaConnection,
     name: str,
     partitions: int,
     replication: int,
@@ -55,7 +87,7 @@ def create_log_topic(
     """Create a topic with the event-log configs (infinite retention) plus `configs`."""
     if replication >= 3:  # acks=all then means "on at least two brokers"
         configs = {"min.insync.replicas": "2", **configs}
-    client = admin(bootstrap, timeout_s)
+    client = admin(kafka, timeout_s)
     try:
         topic = NewTopic(
             name, partitions, replication, topic_configs={**LOG_TOPIC_CONFIGS, **configs}
@@ -65,12 +97,12 @@ def create_log_topic(
         client.close()
 
 
-def wait_for_partitions(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list[Any]:
+def wait_for_partitions(kafka: KafkaConnection, topic: str, timeout_s: float = 20.0) -> list[Any]:
     """The topic's partitions as described once every one has a leader: a topic just
     created is not in every broker's metadata at once."""
     deadline = time.monotonic() + timeout_s
     while True:
-        client = admin(bootstrap)
+        client = admin(kafka)
         try:
             described = client.describe_topics([topic])
         finally:
@@ -86,9 +118,9 @@ def wait_for_partitions(bootstrap: str, topic: str, timeout_s: float = 20.0) -> 
         time.sleep(0.1)
 
 
-def topic_partitions(bootstrap: str, topic: str) -> int:
+def topic_partitions(kafka: KafkaConnection, topic: str) -> int:
     """How many partitions `topic` has (raises if it does not exist)."""
-    client = admin(bootstrap)
+    client = admin(kafka)
     try:
         described = client.describe_topics([topic])
     finally:

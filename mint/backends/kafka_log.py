@@ -37,7 +37,7 @@ from mint.eventlog.port import (
     next_checkpoint,
 )
 
-from .kafka import create_log_topic, topic_partitions
+from .kafka import KafkaConnection, create_log_topic, topic_partitions
 from .kafka_reader import read_partitions
 from .kafka_writer import Claims, LogWriter
 
@@ -54,7 +54,7 @@ def partition_for(stream_id: str, partitions: int) -> int:
 class KafkaEventLog(EventLog):
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topic: str = DEFAULT_TOPIC,
         partitions: int = 6,
         replication: int = 1,
@@ -66,11 +66,11 @@ class KafkaEventLog(EventLog):
         Use owned=() for a read-only client, and `take`/`give_up` when a consumer group
         hands partitions to this replica.
         """
-        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.kafka, self.topic, self.partitions = kafka, topic, partitions
         self.txn_prefix = txn_prefix
         with contextlib.suppress(TopicAlreadyExistsError):
-            create_log_topic(bootstrap, topic, partitions, replication)
-        actual = topic_partitions(bootstrap, topic)
+            create_log_topic(kafka, topic, partitions, replication)
+        actual = topic_partitions(kafka, topic)
         if actual != partitions:
             # Streams are placed by hashing over the partition count: two counts would
             # give one stream two single writers.
@@ -78,7 +78,7 @@ class KafkaEventLog(EventLog):
                 f"topic {topic} has {actual} partitions, not {partitions}: "
                 "configure every replica and reader with the topic's count"
             )
-        self.writer = LogWriter(bootstrap, topic, txn_prefix)
+        self.writer = LogWriter(kafka, topic, txn_prefix)
         for p in range(partitions) if owned is None else owned:
             self.take(p)
 
@@ -130,7 +130,7 @@ class KafkaEventLog(EventLog):
             # past open transactions: a commit returns before its markers are written, and
             # what another replica just acknowledged must not read as missing here.
             records = read_partitions(
-                self.bootstrap,
+                self.kafka,
                 self.topic,
                 {partition: 0},
                 stall_s=time_left(READ_STALL_S),
@@ -143,12 +143,10 @@ class KafkaEventLog(EventLog):
             ]
 
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
-        return _guarded(read_partitions(self.bootstrap, self.topic, self._start(after)))
+        return _guarded(read_partitions(self.kafka, self.topic, self._start(after)))
 
     def subscribe(self, after: Checkpoint | None, idle_timeout_s: float) -> Iterator[Recorded]:
-        return _guarded(
-            read_partitions(self.bootstrap, self.topic, self._start(after), idle_timeout_s)
-        )
+        return _guarded(read_partitions(self.kafka, self.topic, self._start(after), idle_timeout_s))
 
     def _start(self, after: Checkpoint | None) -> dict[int, int]:
         return {p: (after or {}).get(p, 0) for p in range(self.partitions)}

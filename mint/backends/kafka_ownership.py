@@ -100,7 +100,7 @@ class GroupOwnership:
         self._changed = threading.Condition()
         self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self.consumer = KafkaConsumer(
-            bootstrap_servers=event_log.bootstrap,
+            **event_log.kafka.options(),
             group_id=group_id,
             enable_auto_commit=False,
             session_timeout_ms=session_timeout_ms,

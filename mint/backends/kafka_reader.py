@@ -13,14 +13,16 @@ from kafka.structs import TopicPartition
 from mint.eventlog.port import Position, Recorded
 from mint.v1.events_pb2 import EventEnvelope
 
+from .kafka import KafkaConnection
+
 # Rebuilds and replays read whole partitions: fetch in large pieces (the client's 1 MiB
 # default costs a round trip per ~5,000 events).
 FETCH_BYTES = 8 << 20
 
 
-def _consumer(bootstrap: str, isolation_level: str = "read_committed") -> KafkaConsumer:
+def _consumer(kafka: KafkaConnection, isolation_level: str = "read_committed") -> KafkaConsumer:
     return KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         isolation_level=isolation_level,
         enable_auto_commit=False,
         group_id=None,
@@ -30,11 +32,11 @@ def _consumer(bootstrap: str, isolation_level: str = "read_committed") -> KafkaC
 
 
 def high_watermarks(
-    bootstrap: str, tps: list[TopicPartition], timeout_s: float = 30.0
+    kafka: KafkaConnection, tps: list[TopicPartition], timeout_s: float = 30.0
 ) -> dict[TopicPartition, int]:
     """The end of each partition counting records of open transactions (a committed
     reader's end stops before the first open transaction)."""
-    consumer = _consumer(bootstrap, "read_uncommitted")
+    consumer = _consumer(kafka, "read_uncommitted")
     try:
         return dict(consumer.end_offsets(tps, timeout_ms=_ms(timeout_s)))
     finally:
@@ -47,7 +49,7 @@ def to_recorded(record: Any) -> Recorded:
 
 
 def read_partitions(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topic: str,
     start: dict[int, int],
     follow_s: float | None = None,
@@ -63,7 +65,7 @@ def read_partitions(
     the reading waits until they commit or abort (or stalls). Finding the end and each
     position waits at most `stall_s` too.
     """
-    consumer = _consumer(bootstrap)
+    consumer = _consumer(kafka)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(start)]
         consumer.assign(tps)
@@ -71,7 +73,7 @@ def read_partitions(
             consumer.seek(tp, start[tp.partition])
         end: dict[TopicPartition, int] = {}
         if follow_s is None and past_open_transactions:
-            end = high_watermarks(bootstrap, tps, stall_s)
+            end = high_watermarks(kafka, tps, stall_s)
         elif follow_s is None:
             end = consumer.end_offsets(tps, timeout_ms=_ms(stall_s))
         idle_since = time.monotonic()

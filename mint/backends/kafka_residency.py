@@ -22,7 +22,7 @@ from kafka.structs import TopicPartition
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2
 
-from .kafka import DURABLE_PRODUCER, admin, wait_for_partitions
+from .kafka import DURABLE_PRODUCER, KafkaConnection, admin, wait_for_partitions
 
 COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 
@@ -43,7 +43,7 @@ class ResidencyTopics:
     def demand(self) -> str:
         return f"{self.prefix}.demand"
 
-    def create(self, bootstrap: str, replication: int = 1, partitions: int = 4) -> None:
+    def create(self, kafka: KafkaConnection, replication: int = 1, partitions: int = 4) -> None:
         """Create the three topics if missing (idempotent). `demand` has one partition:
         the controller group's one assignee is the active controller."""
         extra = {"min.insync.replicas": "2"} if replication >= 3 else {}
@@ -52,7 +52,7 @@ class ResidencyTopics:
             NewTopic(self.status, partitions, replication, topic_configs={**COMPACTED, **extra}),
             NewTopic(self.demand, 1, replication, topic_configs={"retention.ms": "3600000"}),
         ]
-        client = admin(bootstrap)
+        client = admin(kafka)
         try:
             for topic in wanted:
                 with contextlib.suppress(TopicAlreadyExistsError):
@@ -60,7 +60,7 @@ class ResidencyTopics:
         finally:
             client.close()
         for topic in wanted:  # created topics take a moment to have leaders
-            wait_for_partitions(bootstrap, topic.name)
+            wait_for_partitions(kafka, topic.name)
 
 
 def desired_key(node: str, ref: RevisionRef) -> str:
@@ -97,9 +97,9 @@ class TableFollower:
     """Follows a compacted topic from its beginning: `poll()` yields (key, value or None)
     in log order per partition; `caught_up` once the ends seen at start were reached."""
 
-    def __init__(self, bootstrap: str, topic: str, **options: Any) -> None:
+    def __init__(self, kafka: KafkaConnection, topic: str, **options: Any) -> None:
         self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka.options(),
             isolation_level="read_committed",
             enable_auto_commit=False,
             group_id=None,
@@ -126,9 +126,9 @@ class TableFollower:
         self.consumer.close()
 
 
-def read_table(bootstrap: str, topic: str) -> dict[str, bytes]:
+def read_table(kafka: KafkaConnection, topic: str) -> dict[str, bytes]:
     """A compacted topic's current table, read from the beginning to its end now."""
-    follower = TableFollower(bootstrap, topic)
+    follower = TableFollower(kafka, topic)
     table: dict[str, bytes] = {}
     try:
         while not follower.caught_up:
@@ -148,10 +148,12 @@ class DesiredWriter:
     `activate()` calls init_transactions under the controller's transactional id, which
     fences any previous controller still writing under it."""
 
-    def __init__(self, bootstrap: str, topics: ResidencyTopics, transactional_id: str) -> None:
+    def __init__(
+        self, kafka: KafkaConnection, topics: ResidencyTopics, transactional_id: str
+    ) -> None:
         self.topics = topics
         self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
+            **kafka.options(),
             transactional_id=transactional_id,
             transaction_timeout_ms=10_000,
             **{k: v for k, v in DURABLE_PRODUCER.items() if k != "retries"},

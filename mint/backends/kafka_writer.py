@@ -39,7 +39,7 @@ from mint.domain.errors import DomainError, Unavailable
 from mint.domain.events import Event
 from mint.eventlog.port import AppendResult, Metadata, Position, Recorded
 
-from .kafka import durable_producer
+from .kafka import KafkaConnection, durable_producer
 from .kafka_batch import PartitionState, PendingAppend, check_batch
 from .kafka_reader import read_partitions
 
@@ -93,9 +93,13 @@ class Claims(Protocol):
 
 class LogWriter:
     def __init__(
-        self, bootstrap: str, topic: str, transactional_id: str, claims: Claims | None = None
+        self,
+        kafka: KafkaConnection,
+        topic: str,
+        transactional_id: str,
+        claims: Claims | None = None,
     ) -> None:
-        self.bootstrap, self.topic, self.claims = bootstrap, topic, claims
+        self.kafka, self.topic, self.claims = kafka, topic, claims
         self.static_id = transactional_id
         # Guards the state below; never held during a round trip to Kafka except to
         # create the producer.
@@ -164,7 +168,7 @@ class LogWriter:
             try:
                 self._fence_earlier_writers(partition)
                 for recorded in read_partitions(
-                    self.bootstrap,
+                    self.kafka,
                     self.topic,
                     {partition: state.next_offset},
                     stall_s=TAKE_STALL_S,
@@ -198,7 +202,7 @@ class LogWriter:
         if self.producer is None:
             # Static ownership reuses its id: that fences its own earlier producer too.
             txn_id = self.claims.new_transactional_id() if self.claims else self.static_id
-            producer = durable_producer(self.bootstrap, transactional_id=txn_id, **WRITER_PRODUCER)
+            producer = durable_producer(self.kafka, transactional_id=txn_id, **WRITER_PRODUCER)
             try:
                 producer.init_transactions()
             except KafkaError:
@@ -212,7 +216,7 @@ class LogWriter:
         writes fail. Its owner never re-initialises an id, so this is for good."""
         if transactional_id in self.fenced_ids:
             return
-        fencer = durable_producer(self.bootstrap, transactional_id=transactional_id, **FENCER)
+        fencer = durable_producer(self.kafka, transactional_id=transactional_id, **FENCER)
         try:
             fencer.init_transactions()
         finally:

@@ -30,8 +30,9 @@ class S3Settings:
     endpoint: str  # host:port
     access_key: str
     secret_key: str
-    secure: bool = False
+    secure: bool = False  # HTTPS
     region: str = "us-east-1"
+    ca_file: str | None = None  # the CA that signed the server's certificate; None: the system's
 
 
 def client(settings: S3Settings, timeout_s: float = 10.0, retries: int = 2) -> Minio:
@@ -39,6 +40,8 @@ def client(settings: S3Settings, timeout_s: float = 10.0, retries: int = 2) -> M
         timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
         retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
         maxsize=16,
+        cert_reqs="CERT_REQUIRED",  # HTTPS only: plain HTTP pools ignore both
+        ca_certs=settings.ca_file,
     )
     return Minio(
         settings.endpoint,

@@ -24,7 +24,9 @@ from grpc_reflection.v1alpha import reflection
 from .interceptor import Authenticate, DomainInterceptor
 from .tls import TlsFiles
 
-DRAIN_S = 2.0  # NOT_SERVING this long before a stopping server refuses new calls
+# NOT_SERVING this long before a stopping server refuses new calls. None in-process; the
+# services' processes take theirs from settings (`drain_s`, 2 s unless set).
+DRAIN_S = 0.0
 HEALTH_WORKERS = 2
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import (
     DesiredWriter,
     ResidencyTopics,
@@ -36,7 +37,7 @@ Plan = dict[str, set[RevisionRef]]
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    bootstrap: str
+    kafka: KafkaConnection
     topics: ResidencyTopics = field(default_factory=ResidencyTopics)
     group_id: str = "mint-controller"
     silence_s: float = 4.0  # a node silent this long is dead: re-place its adapters
@@ -64,14 +65,14 @@ class Controller:
         c = self.config
         demand = KafkaConsumer(
             c.topics.demand,
-            bootstrap_servers=c.bootstrap,
+            **c.kafka.options(),
             group_id=c.group_id,
             auto_offset_reset="latest",
             enable_auto_commit=True,
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.session_timeout_ms // 3,
         )
-        status = TableFollower(c.bootstrap, c.topics.status)
+        status = TableFollower(c.kafka, c.topics.status)
         last_plan = 0.0
         try:
             while not stop.is_set():
@@ -116,7 +117,7 @@ class Controller:
         if self._writer is not None:  # it may have been fenced while we stood by
             self._writer.close()
         self._writer = DesiredWriter(
-            self.config.bootstrap, self.config.topics, f"{self.config.group_id}-writer"
+            self.config.kafka, self.config.topics, f"{self.config.group_id}-writer"
         )
         self._writer.activate()  # fences a previous active controller
         self.published = self._read_desired()
@@ -128,7 +129,7 @@ class Controller:
 
     def _read_desired(self) -> Plan:
         plan: Plan = {}
-        for value in read_table(self.config.bootstrap, self.config.topics.desired).values():
+        for value in read_table(self.config.kafka, self.config.topics.desired).values():
             intent = pb.ResidencyIntent.FromString(value)
             plan.setdefault(intent.node, set()).add(from_proto(intent.revision))
         return plan

@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
@@ -42,7 +43,7 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 @dataclass(frozen=True)
 class NodeConfig:
     name: str
-    kafka_bootstrap: str
+    kafka: KafkaConnection
     s3: S3Settings
     tokens: TokenTable  # callers' tokens and the router's service token
     bucket: str = "mint"
@@ -130,7 +131,7 @@ class NodeProcess:
             self.address,
             self.engine,
             catalog,
-            config.kafka_bootstrap,
+            config.kafka,
             config.topics,
             self.metrics,
             config.report_s,

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaProducer
 
-from mint.backends.kafka import durable_producer
+from mint.backends.kafka import KafkaConnection, durable_producer
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower, from_proto, to_proto
 from mint.serving.catalog import Catalog
 from mint.serving.disk_cache import DiskCache
@@ -44,7 +44,7 @@ class Reconciler:
         address: str,
         engine: ServingEngine,
         catalog: Catalog,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topics: ResidencyTopics,
         metrics: NodeMetrics,
         report_s: float = 1.0,
@@ -52,8 +52,8 @@ class Reconciler:
         max_loads: int = MAX_LOADS,
     ) -> None:
         self.node, self.address, self.engine, self.catalog = node, address, engine, catalog
-        self.bootstrap, self.topics, self.metrics, self.report_s = (
-            bootstrap,
+        self.kafka, self.topics, self.metrics, self.report_s = (
+            kafka,
             topics,
             metrics,
             report_s,
@@ -67,7 +67,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._report_now = threading.Event()
         self.ready = threading.Event()  # set once the desired table was read to its end
-        self._producer: KafkaProducer = durable_producer(bootstrap)
+        self._producer: KafkaProducer = durable_producer(kafka)
         self._loads = ThreadPoolExecutor(max_workers=max_loads, thread_name_prefix="load")
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
@@ -90,7 +90,7 @@ class Reconciler:
         self._producer.close(timeout=5)
 
     def _run(self) -> None:
-        follower = TableFollower(self.bootstrap, self.topics.desired)
+        follower = TableFollower(self.kafka, self.topics.desired)
         try:
             while not self._stop.is_set():
                 try:

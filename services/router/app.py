@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from grpc_health.v1.health_pb2 import HealthCheckResponse
 from prometheus_client import start_http_server
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
@@ -28,7 +29,7 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 @dataclass(frozen=True)
 class RouterConfig:
     name: str
-    kafka_bootstrap: str
+    kafka: KafkaConnection
     s3: S3Settings
     tokens: TokenTable
     # What the router calls nodes with: a "service" entry of their tokens ("": none, the
@@ -62,11 +63,11 @@ class RouterConfig:
 class RouterProcess:
     def __init__(self, config: RouterConfig) -> None:
         self.metrics = RouterMetrics()
-        self.watch = FleetWatch(config.kafka_bootstrap, config.topics, config.silence_s)
+        self.watch = FleetWatch(config.kafka, config.topics, config.silence_s)
         if not self.watch.caught_up.wait(timeout=60):
             raise RuntimeError(f"could not read {config.topics.status} to its end in 60 s")
         self.demand = DemandReporter(
-            config.kafka_bootstrap, config.topics, config.name, config.demand_interval_s
+            config.kafka, config.topics, config.name, config.demand_interval_s
         )
         servicer = RouterServicer(
             Catalog(S3Objects(client(config.s3), config.bucket, config.prefix)),

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from mint.backends.kafka import durable_producer
+from mint.backends.kafka import KafkaConnection, durable_producer
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower, to_proto
 from mint.domain.errors import Unavailable
 from mint.serving.fleet import FleetView, NodeState
@@ -37,7 +37,7 @@ class FleetWatch:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topics: ResidencyTopics,
         silence_s: float,
         on_health: OnHealth | None = None,
@@ -48,7 +48,7 @@ class FleetWatch:
         self.healthy = threading.Event()  # caught up, and the last read succeeded
         self.on_health = on_health
         self._stop = threading.Event()
-        self._follower = TableFollower(bootstrap, topics.status)
+        self._follower = TableFollower(kafka, topics.status)
         self._thread = threading.Thread(target=self._run, name="fleet-watch", daemon=True)
         self._thread.start()
 
@@ -134,12 +134,12 @@ class DemandReporter:
     at once, marked `missing`, so the controller places it now."""
 
     def __init__(
-        self, bootstrap: str, topics: ResidencyTopics, name: str, interval_s: float = 1.0
+        self, kafka: KafkaConnection, topics: ResidencyTopics, name: str, interval_s: float = 1.0
     ) -> None:
         self.topic, self.name, self.interval_s = topics.demand, name, interval_s
         # A report that cannot be sent within seconds is given up, not waited on: a cold
         # start asks within the caller's deadline, and the next report carries the rates.
-        self._producer: KafkaProducer = durable_producer(bootstrap, max_block_ms=SEND_BLOCK_MS)
+        self._producer: KafkaProducer = durable_producer(kafka, max_block_ms=SEND_BLOCK_MS)
         self._counts: Counter[Group] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()

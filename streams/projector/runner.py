@@ -18,6 +18,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_reader import read_partitions, to_recorded
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
@@ -76,7 +77,7 @@ class Backoff:
 
 @dataclass
 class Projector:
-    bootstrap: str
+    kafka: KafkaConnection
     topic: str
     sink: S3Sink
     group_id: str = "mint-projector"
@@ -92,7 +93,7 @@ class Projector:
         self.metrics = ProjectorMetrics()
         self.assignments = _Assignments()
         self.consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.options(),
             group_id=self.group_id,
             isolation_level="read_committed",
             enable_auto_commit=False,
@@ -202,7 +203,7 @@ class Projector:
             tp = TopicPartition(self.topic, partition)
             committed = self.consumer.committed(tp, timeout_ms=KAFKA_CALL_TIMEOUT_MS) or 0
             planner = Planner()
-            for recorded in read_partitions(self.bootstrap, self.topic, {partition: 0}):
+            for recorded in read_partitions(self.kafka, self.topic, {partition: 0}):
                 if recorded.position.offset >= committed:
                     break
                 planner.observe(recorded)

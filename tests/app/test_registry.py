@@ -38,10 +38,10 @@ def _embedded(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
 
 
 def _kafka_s3(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
-    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    kafka = request.getfixturevalue("kafka")
     s3 = request.getfixturevalue("s3")
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    log = KafkaEventLog(bootstrap, topic, partitions=2, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
     return Registry(log, S3BlobStore(s3, f"b{uuid.uuid4().hex[:12]}"))
 
 

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from minio import Minio
 
 from mint.audit import provenance, replay, verify
-from mint.backends.kafka import create_log_topic
+from mint.backends.kafka import KafkaConnection, create_log_topic
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.backends.s3_objects import S3Objects
@@ -40,9 +40,9 @@ def rid() -> str:
 
 
 @pytest.fixture(scope="module")
-def audited(kafka_bootstrap: str, s3: Minio, model_files: dict) -> Iterator[dict]:
+def audited(kafka: KafkaConnection, s3: Minio, model_files: dict) -> Iterator[dict]:
     topic = f"audit-{uuid.uuid4().hex[:8]}"
-    log = KafkaEventLog(kafka_bootstrap, topic, partitions=2, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
     registry = Registry(log, S3BlobStore(s3, topic))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     moments = []  # (checkpoint after a command, the adapter the registry reported)
@@ -64,16 +64,16 @@ def audited(kafka_bootstrap: str, s3: Minio, model_files: dict) -> Iterator[dict
             checkpoint = next_checkpoint(checkpoint, r)
         moments.append((checkpoint, outcome.adapter))
     registry.create_adapter(ALICE, AdapterRef("acme", "other"), model_files["fingerprint"], rid())
-    yield {"topic": topic, "log": log, "s3": s3, "moments": moments, "bootstrap": kafka_bootstrap}
+    yield {"topic": topic, "log": log, "s3": s3, "moments": moments, "kafka": kafka}
     log.close()
 
 
-def _copy(bootstrap: str, source: str, tamper: str, target: str = "") -> KafkaEventLog:
+def _copy(kafka: KafkaConnection, source: str, tamper: str, target: str = "") -> KafkaEventLog:
     """A copy of the topic with one tampering applied to acme/tone's 4th event."""
     target = target or f"{source}-{tamper}"
-    create_log_topic(bootstrap, target, 2, 1)
+    create_log_topic(kafka, target, 2, 1)
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         isolation_level="read_committed",
         auto_offset_reset="earliest",
         consumer_timeout_ms=3000,
@@ -83,7 +83,7 @@ def _copy(bootstrap: str, source: str, tamper: str, target: str = "") -> KafkaEv
     consumer.close()
     tone = [m for m in records if m.key == str(REF).encode()]
     victim = tone[3]  # the 4th event of acme/tone: version 4
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(**kafka.options(), acks="all")
     out = list(records)
     if tamper == "altered":
         envelope = EventEnvelope.FromString(victim.value)
@@ -98,7 +98,7 @@ def _copy(bootstrap: str, source: str, tamper: str, target: str = "") -> KafkaEv
         producer.send(target, key=m.key, value=m.value, partition=m.partition)
     producer.flush()
     producer.close()
-    return KafkaEventLog(bootstrap, target, partitions=2, owned=())
+    return KafkaEventLog(kafka, target, partitions=2, owned=())
 
 
 def test_untampered_log_verifies_clean(audited: dict) -> None:
@@ -116,7 +116,7 @@ def test_untampered_log_verifies_clean(audited: dict) -> None:
     ],
 )
 def test_tampering_is_named_to_the_event(audited: dict, tamper: str, expected: str) -> None:
-    copy = _copy(audited["bootstrap"], audited["topic"], tamper)
+    copy = _copy(audited["kafka"], audited["topic"], tamper)
     report = verify.verify(copy.read_all())
     copy.close()
     tone = [p for p in report.problems if p.stream_id == str(REF)]
@@ -170,10 +170,10 @@ def test_corrupted_projection_copy_is_named(
         "differs from the log"
     ), texts
 
-    options = ["--topic", topic, "--partitions", "2", "--bucket", topic]
+    options = ["--events-topic", topic, "--events-partitions", "2", "--blobs-bucket", topic]
     projection_options = ["--projection-bucket", unique, "--projection-prefix", "p/"]
     result = subprocess.run(
-        [sys.executable, "-m", "mint.audit", *options, *projection_options, "verify"],
+        [sys.executable, "-m", "mint.audit", "verify", *options, *projection_options],
         capture_output=True,
         text=True,
         env={**os.environ, **endpoints},
@@ -204,20 +204,12 @@ def test_provenance_lineage_text_json_and_svg(audited: dict, tmp_path: Path) -> 
 
 
 def test_cli_exit_status(audited: dict, endpoints: dict[str, str], tmp_path: Path) -> None:
-    def cli(*args: str, topic: str) -> subprocess.CompletedProcess[str]:
+    def cli(command: str, *args: str, topic: str) -> subprocess.CompletedProcess[str]:
+        options = ["--events-topic", topic, "--events-partitions", "2"]
+        if command == "verify":
+            options += ["--blobs-bucket", audited["topic"]]
         return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mint.audit",
-                "--topic",
-                topic,
-                "--partitions",
-                "2",
-                "--bucket",
-                audited["topic"],
-                *args,
-            ],
+            [sys.executable, "-m", "mint.audit", command, *args, *options],
             capture_output=True,
             text=True,
             env={**os.environ, **endpoints},
@@ -227,7 +219,7 @@ def test_cli_exit_status(audited: dict, endpoints: dict[str, str], tmp_path: Pat
     clean = cli("verify", topic=audited["topic"])
     assert clean.returncode == 0 and "clean" in clean.stdout, clean.stderr
     target = f"{audited['topic']}-cli"
-    _copy(audited["bootstrap"], audited["topic"], "dropped", target).close()
+    _copy(audited["kafka"], audited["topic"], "dropped", target).close()
     broken = cli("verify", topic=target)
     assert broken.returncode == 1 and "PROBLEM acme/tone v5" in broken.stdout
     svg = tmp_path / "lineage.svg"

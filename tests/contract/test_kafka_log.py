@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mint.backends import kafka_writer
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.deadlines import caller_deadline
 from mint.domain.errors import Unavailable
@@ -19,24 +20,24 @@ from tests.contract.event_log_contract import EventLogContract, meta, moves
 
 class TestKafkaEventLog(EventLogContract):
     @pytest.fixture(autouse=True)
-    def _topic(self, kafka_bootstrap: str) -> None:
-        self.bootstrap = kafka_bootstrap
+    def _topic(self, kafka: KafkaConnection) -> None:
+        self.kafka = kafka
         self.topic = f"events-{uuid.uuid4().hex[:10]}"
         self.prefix = f"txn-{uuid.uuid4().hex[:8]}"
 
     def make_log(self) -> EventLog:
-        return KafkaEventLog(self.bootstrap, self.topic, partitions=3, txn_prefix=self.prefix)
+        return KafkaEventLog(self.kafka, self.topic, partitions=3, txn_prefix=self.prefix)
 
     def reopen(self, log: EventLog) -> EventLog:
         # A restarted owner: same transactional ids, so it fences the old instance.
-        return KafkaEventLog(self.bootstrap, self.topic, partitions=3, txn_prefix=self.prefix)
+        return KafkaEventLog(self.kafka, self.topic, partitions=3, txn_prefix=self.prefix)
 
 
-def test_a_new_owner_fences_the_old_one(kafka_bootstrap: str) -> None:
+def test_a_new_owner_fences_the_old_one(kafka: KafkaConnection) -> None:
     topic, prefix = f"events-{uuid.uuid4().hex[:10]}", f"txn-{uuid.uuid4().hex[:8]}"
-    old = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=prefix)
+    old = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=prefix)
     old.append("acme/x", 0, moves(1), meta())
-    new = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=prefix)
+    new = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=prefix)
     with pytest.raises(Unavailable, match="another writer"):
         old.append("acme/x", 1, moves(2), meta())  # the zombie cannot write any more
     new.append("acme/x", 1, moves(2), meta())
@@ -45,9 +46,9 @@ def test_a_new_owner_fences_the_old_one(kafka_bootstrap: str) -> None:
     new.close()
 
 
-def test_non_owner_refuses_with_a_retryable_error(kafka_bootstrap: str) -> None:
+def test_non_owner_refuses_with_a_retryable_error(kafka: KafkaConnection) -> None:
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    reader = KafkaEventLog(kafka_bootstrap, topic, partitions=2, owned=())
+    reader = KafkaEventLog(kafka, topic, partitions=2, owned=())
     with pytest.raises(Unavailable, match="does not own partition"):
         reader.append("acme/x", 0, moves(1), meta())
     reader.close()
@@ -59,19 +60,19 @@ def test_partitioning_is_stable() -> None:
 
 
 def test_a_replica_configured_with_another_partition_count_refuses_to_start(
-    kafka_bootstrap: str,
+    kafka: KafkaConnection,
 ) -> None:
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    KafkaEventLog(kafka_bootstrap, topic, partitions=3, owned=()).close()
+    KafkaEventLog(kafka, topic, partitions=3, owned=()).close()
     with pytest.raises(ValueError, match="has 3 partitions, not 6"):
-        KafkaEventLog(kafka_bootstrap, topic, partitions=6, owned=())
+        KafkaEventLog(kafka, topic, partitions=6, owned=())
 
 
-def test_a_non_owner_reads_a_stream_after_a_version_from_the_topic(kafka_bootstrap: str) -> None:
+def test_a_non_owner_reads_a_stream_after_a_version_from_the_topic(kafka: KafkaConnection) -> None:
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    owner = KafkaEventLog(kafka_bootstrap, topic, partitions=2, txn_prefix=topic)
+    owner = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
     owner.append("acme/x", 0, moves(1, 2, 3), meta())
-    reader = KafkaEventLog(kafka_bootstrap, topic, partitions=2, owned=())
+    reader = KafkaEventLog(kafka, topic, partitions=2, owned=())
     try:
         assert [r.event for r in reader.read_stream("acme/x", after_version=1)] == moves(2, 3)
         assert reader.read_stream("acme/x", after_version=3) == []
@@ -81,7 +82,7 @@ def test_a_non_owner_reads_a_stream_after_a_version_from_the_topic(kafka_bootstr
 
 
 def test_a_take_waits_out_an_open_transaction_instead_of_reading_past_it(
-    kafka_bootstrap: str,
+    kafka: KafkaConnection,
 ) -> None:
     """A writer nobody fenced holds a transaction open: reading to the committed end
     would stop before it and miss what it commits later; a take's read stalls instead."""
@@ -91,19 +92,15 @@ def test_a_take_waits_out_an_open_transaction_instead_of_reading_past_it(
     from mint.backends.kafka_reader import read_partitions
 
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    KafkaEventLog(kafka_bootstrap, topic, partitions=1, owned=()).close()
-    unfenced = durable_producer(kafka_bootstrap, transactional_id=f"stray-{topic}")
+    KafkaEventLog(kafka, topic, partitions=1, owned=()).close()
+    unfenced = durable_producer(kafka, transactional_id=f"stray-{topic}")
     unfenced.init_transactions()
     unfenced.begin_transaction()
     unfenced.send(topic, value=b"pending", partition=0).get(timeout=10)
     try:
-        assert list(read_partitions(kafka_bootstrap, topic, {0: 0}, stall_s=2)) == []
+        assert list(read_partitions(kafka, topic, {0: 0}, stall_s=2)) == []
         with pytest.raises(KafkaTimeoutError, match="no progress"):
-            list(
-                read_partitions(
-                    kafka_bootstrap, topic, {0: 0}, stall_s=2, past_open_transactions=True
-                )
-            )
+            list(read_partitions(kafka, topic, {0: 0}, stall_s=2, past_open_transactions=True))
     finally:
         unfenced.abort_transaction()
         unfenced.close()
@@ -111,7 +108,7 @@ def test_a_take_waits_out_an_open_transaction_instead_of_reading_past_it(
 
 @pytest.mark.parametrize("landed", [True, False], ids=["committed", "not-committed"])
 def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
-    kafka_bootstrap: str, landed: bool, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaConnection, landed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client loses the answer to its commit (the commit itself landed or not): the
     writer drops its producer, takes the partition again from the log, and a retry with
@@ -119,7 +116,7 @@ def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
     from kafka.errors import KafkaTimeoutError
 
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
     real_commit = kafka_writer._commit_within
 
     def lost_answer(producer: Any, timeout_s: float) -> None:
@@ -136,7 +133,7 @@ def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
         result = _retry_until_taken_again(lambda: log.append("acme/x", 0, moves(1), first))
         assert result.duplicate == landed
         assert [r.envelope.stream_version for r in log.read_stream("acme/x")] == [1]
-        reader = KafkaEventLog(kafka_bootstrap, topic, partitions=1, owned=())
+        reader = KafkaEventLog(kafka, topic, partitions=1, owned=())
         assert [r.envelope.request_id for r in reader.read_all()] == ["r1"]
         reader.close()
     finally:
@@ -144,7 +141,7 @@ def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
 
 
 def test_a_commit_that_hangs_is_given_up_and_the_partition_taken_again(
-    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kafka-python waits for a commit without a limit (after its transaction coordinator
     died it waited two minutes): the writer gives up after COMMIT_TIMEOUT_S, drops the
@@ -153,7 +150,7 @@ def test_a_commit_that_hangs_is_given_up_and_the_partition_taken_again(
 
     monkeypatch.setattr(kafka_writer, "COMMIT_TIMEOUT_S", 1.0)
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
     stuck = log.writer.producer
     assert stuck is not None
     monkeypatch.setattr(
@@ -183,14 +180,14 @@ def _retry_until_taken_again(append: Callable[[], AppendResult]) -> AppendResult
 
 
 def test_an_append_answers_before_the_callers_deadline(
-    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While a commit hangs, a caller with 2 s left hears a retryable error within them,
     not its own DEADLINE_EXCEEDED (which would leave it unsure whether the write landed)."""
     from kafka.producer.transaction_manager import TransactionalRequestResult
 
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
     stuck = log.writer.producer
     assert stuck is not None
     monkeypatch.setattr(
@@ -208,14 +205,14 @@ def test_an_append_answers_before_the_callers_deadline(
         log.close()
 
 
-def test_a_dropped_producer_stops_even_with_records_unsent(kafka_bootstrap: str) -> None:
+def test_a_dropped_producer_stops_even_with_records_unsent(kafka: KafkaConnection) -> None:
     """kafka-python's close raises from its flush while records are pending, before it
     stops the sender thread; a producer the writer drops must not live on."""
     from mint.backends.kafka import durable_producer
 
     topic = f"events-{uuid.uuid4().hex[:10]}"
-    KafkaEventLog(kafka_bootstrap, topic, partitions=1, owned=()).close()  # creates it
-    producer = durable_producer(kafka_bootstrap)
+    KafkaEventLog(kafka, topic, partitions=1, owned=()).close()  # creates it
+    producer = durable_producer(kafka)
     producer.send(topic, value=b"x")  # pending: its acknowledgement takes a round trip
     kafka_writer._close(producer, timeout_s=0)
     producer._sender.join(timeout=5)

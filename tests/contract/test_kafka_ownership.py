@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.backends.kafka_ownership import GroupOwnership
 from mint.domain.errors import Unavailable
@@ -20,13 +21,13 @@ Replica = tuple[KafkaEventLog, GroupOwnership]
 
 
 @pytest.fixture
-def replica(kafka_bootstrap: str) -> Iterator[Callable[[], Replica]]:
+def replica(kafka: KafkaConnection) -> Iterator[Callable[[], Replica]]:
     """Makes registry replicas of one fresh topic and group; closes them all afterwards."""
     topic, group = f"events-{uuid.uuid4().hex[:10]}", f"owners-{uuid.uuid4().hex[:8]}"
     made: list[Replica] = []
 
     def make() -> Replica:
-        log = KafkaEventLog(kafka_bootstrap, topic, PARTITIONS, txn_prefix=group, owned=())
+        log = KafkaEventLog(kafka, topic, PARTITIONS, txn_prefix=group, owned=())
         made.append((log, GroupOwnership(log, group, session_timeout_ms=6000)))
         return made[-1]
 

@@ -4,65 +4,32 @@ MINT_ + upper case)."""
 
 from __future__ import annotations
 
+from pydantic_settings import BaseSettings
+
+from services.controller.settings import ControllerSettings
+from services.inference.settings import NodeSettings
+from services.registry.settings import RegistrySettings
+from services.router.settings import RouterSettings
+from streams.projector.settings import ProjectorRunSettings
+
 
 def env(*fields: str) -> frozenset[str]:
     return frozenset(f"MINT_{f.upper()}" for f in fields)
 
 
-KAFKA = env(
-    "kafka_bootstrap",
-    "kafka_security_protocol",
-    "kafka_ssl_cafile",
-    "kafka_ssl_certfile",
-    "kafka_ssl_keyfile",
-    "kafka_sasl_mechanism",
-    "kafka_sasl_username",
-    "kafka_sasl_password",
-)
-S3 = env("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_secure", "s3_ca_file")
-TLS = env("tls_cert_file", "tls_key_file", "tls_ca_file", "tls_require_client_cert")
-# health_port: the plaintext gRPC health port of a TLS server, for kubelet probes.
-GRPC_SERVER = env("host", "port", "health_port", "tokens_file") | TLS
+def reads(model: type[BaseSettings]) -> frozenset[str]:
+    """Every MINT_* variable a service's settings model reads."""
+    return env(*model.model_fields)
 
+
+# What each service reads, from its settings model itself: a variable no model has is a
+# manifest's mistake.
 ALLOWED = {
-    "registry": KAFKA
-    | S3
-    | GRPC_SERVER
-    | env("blobs_bucket", "events_topic", "events_partitions", "metrics_port"),
-    "projector": KAFKA
-    | S3
-    | env(
-        "blobs_bucket",
-        "projection_bucket",
-        "projection_prefix",
-        "events_topic",
-        "events_partitions",
-        "host",
-        "metrics_port",
-    ),
-    "controller": KAFKA | env("residency_topics_prefix", "host", "metrics_port"),
-    "router": KAFKA
-    | S3
-    | GRPC_SERVER
-    | env(
-        "projection_bucket",
-        "projection_prefix",
-        "residency_topics_prefix",
-        "service_token",
-        "metrics_port",
-        "name",
-    ),
-    "node": KAFKA
-    | S3
-    | GRPC_SERVER
-    | env(
-        "projection_bucket",
-        "projection_prefix",
-        "residency_topics_prefix",
-        "metrics_port",
-        "name",
-        "advertise_host",
-    ),
+    "registry": reads(RegistrySettings),
+    "projector": reads(ProjectorRunSettings),
+    "controller": reads(ControllerSettings),
+    "router": reads(RouterSettings),
+    "node": reads(NodeSettings),
 }
 
 # What a pod must be given: the servers, and what has no usable default in a pod (the

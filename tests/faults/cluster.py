@@ -16,7 +16,7 @@ from minio import Minio
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.services import ServiceProcess
 from deploy.local.stack import Stack, free_ports
-from mint.backends.kafka import admin
+from mint.backends.kafka import KafkaConnection, admin
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_blobs import S3BlobStore
@@ -36,8 +36,8 @@ class Cluster:
     projection: str  # the projector's bucket
 
     @property
-    def bootstrap(self) -> str:
-        return self.stack.endpoints.kafka_bootstrap
+    def kafka(self) -> KafkaConnection:
+        return self.stack.endpoints.kafka()
 
     @property
     def target(self) -> str:
@@ -49,7 +49,7 @@ class Cluster:
 
     def writers(self) -> set[str]:
         """The transactional ids claimed by the registry replicas' producers now."""
-        client = admin(self.bootstrap)
+        client = admin(self.kafka)
         try:
             group = f"{self.topic}-owners"
             offsets = client.list_group_offsets(group)[group]
@@ -63,7 +63,7 @@ class Cluster:
                 os.kill(registry.process.proc.pid, signal.SIGUSR1)  # mint/cli.py
 
     def coordinator_of(self, transactional_id: str) -> int:
-        client = admin(self.bootstrap)
+        client = admin(self.kafka)
         try:
             described = client.describe_transactions([transactional_id])
         finally:
@@ -72,7 +72,7 @@ class Cluster:
 
     def leaders(self) -> dict[int, int]:
         """Partition of the event topic -> the broker leading it."""
-        client = admin(self.bootstrap)
+        client = admin(self.kafka)
         try:
             (described,) = client.describe_topics([self.topic])
         finally:
@@ -96,7 +96,7 @@ class Cluster:
 
     def _in_sync(self) -> bool:
         try:
-            client = admin(self.bootstrap)
+            client = admin(self.kafka)
             try:
                 described = client.describe_topics([self.topic, *INTERNAL_TOPICS])
             finally:
@@ -114,7 +114,7 @@ class Cluster:
         projector has had `timeout_s` to catch up ([] when equal)."""
         s3 = self.s3()
         fresh = f"rebuilt-{uuid.uuid4().hex[:8]}"
-        log = KafkaEventLog(self.bootstrap, self.topic, PARTITIONS, owned=())
+        log = KafkaEventLog(self.kafka, self.topic, PARTITIONS, owned=())
         try:
             rebuild(log, S3Sink(s3, fresh, blobs_bucket=self.topic))
         finally:
@@ -155,8 +155,9 @@ def start_cluster(state: Path, model_files: dict, tokens: dict[str, dict[str, ob
     projector = ServiceProcess(
         "streams.projector",
         [
-            *("run", "--topic", topic, "--partitions", str(PARTITIONS), "--bucket", projection),
-            *("--blobs-bucket", topic, "--group", projection, "--instance-id", "projector-0"),
+            *("run", "--events-topic", topic, "--events-partitions", str(PARTITIONS)),
+            *("--projection-bucket", projection, "--blobs-bucket", topic),
+            *("--group", projection, "--instance-id", "projector-0"),
             *("--metrics-port", "0"),
         ],
         state / "projector.log",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.client import RegistryClient
 from mint.eventlog.chain import verify_stream
@@ -214,10 +215,10 @@ class CommandLoad:
         return self.client.set_gate(ref, "stable", "suite", request_id=request_id)
 
 
-def check_log(bootstrap: str, topic: str, partitions: int, acks: list[Ack]) -> list[str]:
+def check_log(kafka: KafkaConnection, topic: str, partitions: int, acks: list[Ack]) -> list[str]:
     """What the log alone says went wrong: gaps, broken chains, acknowledged commands
     missing or applied twice."""
-    reader = KafkaEventLog(bootstrap, topic, partitions=partitions, owned=())
+    reader = KafkaEventLog(kafka, topic, partitions=partitions, owned=())
     streams: dict[str, list] = defaultdict(list)
     for recorded in reader.read_all():
         streams[recorded.envelope.stream_id].append(recorded)

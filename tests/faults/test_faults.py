@@ -76,7 +76,7 @@ def _check_after(cluster: Cluster, outcomes: Outcomes, fault_at: float) -> None:
     assert cluster.projector.proc is not None and cluster.projector.proc.poll() is None, (
         "the projector exited"
     )
-    assert check_log(cluster.bootstrap, cluster.topic, PARTITIONS, outcomes.acks) == []
+    assert check_log(cluster.kafka, cluster.topic, PARTITIONS, outcomes.acks) == []
     assert cluster.projection_differences() == []
 
 

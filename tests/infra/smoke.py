@@ -7,15 +7,17 @@ import uuid
 
 from kafka import KafkaConsumer
 
-from mint.backends.kafka import create_log_topic, durable_producer
+from mint.backends.kafka import KafkaConnection, create_log_topic, durable_producer
 from mint.backends.s3 import S3Settings, client
 
 
-def kafka_round_trip(bootstrap: str, records: int = 20, timeout_s: float = 10.0) -> list[bytes]:
+def kafka_round_trip(
+    kafka: KafkaConnection, records: int = 20, timeout_s: float = 10.0
+) -> list[bytes]:
     """Create a log topic, produce `records` durably, consume them back in order."""
     topic = f"smoke-{uuid.uuid4().hex[:8]}"
-    create_log_topic(bootstrap, topic, partitions=1, replication=1, timeout_s=timeout_s)
-    producer = durable_producer(bootstrap, max_block_ms=int(timeout_s * 1000))
+    create_log_topic(kafka, topic, partitions=1, replication=1, timeout_s=timeout_s)
+    producer = durable_producer(kafka, max_block_ms=int(timeout_s * 1000))
     try:
         for i in range(records):
             producer.send(topic, key=b"k", value=f"v{i}".encode()).get(timeout=timeout_s)
@@ -23,7 +25,7 @@ def kafka_round_trip(bootstrap: str, records: int = 20, timeout_s: float = 10.0)
         producer.close()
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=int(timeout_s * 1000),

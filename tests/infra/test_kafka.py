@@ -7,17 +7,23 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
-from mint.backends.kafka import admin, broker_ids, create_log_topic, durable_producer
+from mint.backends.kafka import (
+    KafkaConnection,
+    admin,
+    broker_ids,
+    create_log_topic,
+    durable_producer,
+)
 from tests.infra.smoke import kafka_round_trip
 
 
-def test_round_trip_in_order(kafka_bootstrap: str) -> None:
-    assert kafka_round_trip(kafka_bootstrap, records=20) == [f"v{i}".encode() for i in range(20)]
+def test_round_trip_in_order(kafka: KafkaConnection) -> None:
+    assert kafka_round_trip(kafka, records=20) == [f"v{i}".encode() for i in range(20)]
 
 
-def test_log_topic_keeps_records_forever(kafka_bootstrap: str, unique: str) -> None:
-    create_log_topic(kafka_bootstrap, unique, partitions=3, replication=1)
-    client = admin(kafka_bootstrap)
+def test_log_topic_keeps_records_forever(kafka: KafkaConnection, unique: str) -> None:
+    create_log_topic(kafka, unique, partitions=3, replication=1)
+    client = admin(kafka)
     try:
         result = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, unique)])
     finally:
@@ -28,10 +34,10 @@ def test_log_topic_keeps_records_forever(kafka_bootstrap: str, unique: str) -> N
 
 
 def test_durable_producer_acks_all_idempotent_with_headers(
-    kafka_bootstrap: str, unique: str
+    kafka: KafkaConnection, unique: str
 ) -> None:
-    create_log_topic(kafka_bootstrap, unique, partitions=1, replication=1)
-    producer = durable_producer(kafka_bootstrap)
+    create_log_topic(kafka, unique, partitions=1, replication=1)
+    producer = durable_producer(kafka)
     assert producer.config["acks"] == -1  # "all"
     assert producer.config["enable_idempotence"] is True
     offsets = [
@@ -44,7 +50,7 @@ def test_durable_producer_acks_all_idempotent_with_headers(
     assert offsets == list(range(10))
     consumer = KafkaConsumer(
         unique,
-        bootstrap_servers=kafka_bootstrap,
+        **kafka.options(),
         auto_offset_reset="earliest",
         consumer_timeout_ms=10_000,
     )
@@ -53,16 +59,16 @@ def test_durable_producer_acks_all_idempotent_with_headers(
     assert got == [(i, bytes([i]), {"event-id": b"e%d" % i}) for i in range(10)]
 
 
-def _transactional(bootstrap: str, txn_id: str) -> KafkaProducer:
-    producer = durable_producer(bootstrap, transactional_id=txn_id)
+def _transactional(kafka: KafkaConnection, txn_id: str) -> KafkaProducer:
+    producer = durable_producer(kafka, transactional_id=txn_id)
     producer.init_transactions()
     return producer
 
 
-def _committed_values(bootstrap: str, topic: str, expect: int) -> list[bytes]:
+def _committed_values(kafka: KafkaConnection, topic: str, expect: int) -> list[bytes]:
     consumer = KafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         consumer_timeout_ms=5_000,
@@ -73,10 +79,10 @@ def _committed_values(bootstrap: str, topic: str, expect: int) -> list[bytes]:
 
 
 def test_aborted_transaction_is_invisible_to_read_committed(
-    kafka_bootstrap: str, unique: str
+    kafka: KafkaConnection, unique: str
 ) -> None:
-    create_log_topic(kafka_bootstrap, unique, partitions=1, replication=1)
-    producer = _transactional(kafka_bootstrap, f"{unique}-writer")
+    create_log_topic(kafka, unique, partitions=1, replication=1)
+    producer = _transactional(kafka, f"{unique}-writer")
     producer.begin_transaction()
     producer.send(unique, value=b"kept")
     producer.commit_transaction()
@@ -88,18 +94,18 @@ def test_aborted_transaction_is_invisible_to_read_committed(
     producer.send(unique, value=b"kept too")
     producer.commit_transaction()
     producer.close()
-    assert _committed_values(kafka_bootstrap, unique, expect=2) == [b"kept", b"kept too"]
+    assert _committed_values(kafka, unique, expect=2) == [b"kept", b"kept too"]
 
 
 def test_new_owner_of_transactional_id_fences_the_old_one(
-    kafka_bootstrap: str, unique: str
+    kafka: KafkaConnection, unique: str
 ) -> None:
     """KIP-98 zombie fencing: the basis of MinT's single writer per partition."""
-    create_log_topic(kafka_bootstrap, unique, partitions=1, replication=1)
-    old = _transactional(kafka_bootstrap, f"{unique}-p0")
+    create_log_topic(kafka, unique, partitions=1, replication=1)
+    old = _transactional(kafka, f"{unique}-p0")
     old.begin_transaction()
     old.send(unique, value=b"from the zombie").get(timeout=10)
-    new = _transactional(kafka_bootstrap, f"{unique}-p0")  # aborts old's open transaction
+    new = _transactional(kafka, f"{unique}-p0")  # aborts old's open transaction
     with pytest.raises(KafkaError):
         old.commit_transaction()
     new.begin_transaction()
@@ -107,8 +113,8 @@ def test_new_owner_of_transactional_id_fences_the_old_one(
     new.commit_transaction()
     new.close()
     old.close(timeout=1)
-    assert _committed_values(kafka_bootstrap, unique, expect=1) == [b"from the owner"]
+    assert _committed_values(kafka, unique, expect=1) == [b"from the owner"]
 
 
-def test_metadata_round_trip_lists_the_broker(kafka_bootstrap: str) -> None:
-    assert broker_ids(kafka_bootstrap) == {1}
+def test_metadata_round_trip_lists_the_broker(kafka: KafkaConnection) -> None:
+    assert broker_ids(kafka) == {1}

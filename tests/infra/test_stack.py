@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError
 from deploy.local.kafka import KafkaCluster, KafkaNode, fetch_jars
 from deploy.local.stack import Stack, default_cache, free_ports
 from mint.backends.kafka import (
+    KafkaConnection,
     broker_ids,
     create_log_topic,
     durable_producer,
@@ -54,7 +55,7 @@ def test_up_is_idempotent_and_down_leaves_nothing_running(own_stack: Stack) -> N
     assert len(pids) == 2
     own_stack.up()  # a second up changes nothing
     assert _pids(own_stack) == pids
-    assert kafka_round_trip(own_stack.endpoints.kafka_bootstrap, records=3) == [b"v0", b"v1", b"v2"]
+    assert kafka_round_trip(own_stack.endpoints.kafka(), records=3) == [b"v0", b"v1", b"v2"]
     assert s3_round_trip(_settings(own_stack)) == b"hello"
 
     assert sorted(own_stack.down()) == ["kafka-1", "s3"]
@@ -64,7 +65,7 @@ def test_up_is_idempotent_and_down_leaves_nothing_running(own_stack: Stack) -> N
 
     # The smoke checks fail against the stopped servers rather than passing vacuously.
     with pytest.raises((KafkaError, OSError)):
-        kafka_round_trip(own_stack.endpoints.kafka_bootstrap, timeout_s=3)
+        kafka_round_trip(own_stack.endpoints.kafka(), timeout_s=3)
     with pytest.raises((HTTPError, OSError)):
         s3_round_trip(_settings(own_stack), timeout_s=3)
 
@@ -93,29 +94,29 @@ def test_three_broker_mode_replicates_and_survives_one_loss(tmp_path: Path) -> N
     stack = Stack(tmp_path / "stack3", brokers=3)
     try:
         stack.up()
-        bootstrap = stack.endpoints.kafka_bootstrap
-        assert broker_ids(bootstrap) == {1, 2, 3}
-        create_log_topic(bootstrap, "events", partitions=1, replication=3)
-        described = wait_for_partitions(bootstrap, "events")[0]
+        kafka = stack.endpoints.kafka()
+        assert broker_ids(kafka) == {1, 2, 3}
+        create_log_topic(kafka, "events", partitions=1, replication=3)
+        described = wait_for_partitions(kafka, "events")[0]
         assert sorted(described["replica_nodes"]) == [1, 2, 3]
 
-        producer = durable_producer(bootstrap, request_timeout_ms=10_000)
+        producer = durable_producer(kafka, request_timeout_ms=10_000)
         for i in range(5):
             producer.send("events", value=b"%d" % i).get(timeout=30)
         stack.kafka.nodes[2].process.kill()  # SIGKILL one broker; 2 in-sync replicas remain
         for i in range(5, 10):
             producer.send("events", value=b"%d" % i).get(timeout=60)
         producer.close()
-        assert _end_offset(bootstrap) == 10
+        assert _end_offset(kafka) == 10
     finally:
         stack.down()
     assert not any(stack.running().values())
 
 
-def _end_offset(bootstrap: str) -> int:
+def _end_offset(kafka: KafkaConnection) -> int:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(**kafka.options())
     tp = TopicPartition("events", 0)
     try:
         return int(consumer.end_offsets([tp])[tp])

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from minio import Minio
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import RegistryClient
@@ -44,10 +45,10 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(kafka_bootstrap: str, s3: Minio) -> Iterator[Running]:
+def running(kafka: KafkaConnection, s3: Minio) -> Iterator[Running]:
     topic = f"registry-{uuid.uuid4().hex[:10]}"
     bucket = f"reg-{uuid.uuid4().hex[:10]}"
-    log = KafkaEventLog(kafka_bootstrap, topic, partitions=3, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=3, txn_prefix=topic)
     registry = Registry(log, S3BlobStore(s3, bucket), Limits(max_weights_bytes=UPLOAD_LIMIT))
     tokens = TokenTable((token_digest(t), p) for t, p in TOKENS.items())
     server, port = build_server(registry, tokens)

@@ -22,6 +22,7 @@ import pytest
 
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.client import RegistryClient
 from mint.eventlog.chain import verify_stream
@@ -74,7 +75,7 @@ def replicas(tmp_path: Path, endpoints: dict[str, str]) -> Iterator[Replicas]:
 
 
 def test_two_replicas_racing_with_one_killed(
-    replicas: Replicas, model_files: dict, kafka_bootstrap: str
+    replicas: Replicas, model_files: dict, kafka: KafkaConnection
 ) -> None:
     admin = RegistryClient(replicas.target, "admin", retry_for_s=90)
     admin.register_base("tiny", model_files["fingerprint"], model_files["shapes"])
@@ -133,7 +134,7 @@ def test_two_replicas_racing_with_one_killed(
     assert conflicts[0] > 0, "no command raced: the test did not exercise concurrency"
 
     # The log alone, read back by a fresh client that owns nothing.
-    reader = KafkaEventLog(kafka_bootstrap, replicas.topic, partitions=4, owned=())
+    reader = KafkaEventLog(kafka, replicas.topic, partitions=4, owned=())
     streams: dict[str, list] = defaultdict(list)
     for recorded in reader.read_all():
         streams[recorded.envelope.stream_id].append(recorded)

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import RegistryClient
@@ -27,11 +28,11 @@ TOKENS = {
 
 
 def test_publish_with_s3_down_is_unavailable_and_says_to_retry(
-    kafka_bootstrap: str, model_files: dict, tmp_path: Path
+    kafka: KafkaConnection, model_files: dict, tmp_path: Path
 ) -> None:
     topic = f"outage-{uuid.uuid4().hex[:10]}"
     with own_s3(tmp_path / "s3") as server:
-        log = KafkaEventLog(kafka_bootstrap, topic, partitions=1, txn_prefix=topic)
+        log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
         registry = Registry(log, S3BlobStore(own_client(server), topic))
         tokens = TokenTable((token_digest(t), p) for t, p in TOKENS.items())
         grpc_server, port = build_server(registry, tokens)

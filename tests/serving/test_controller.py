@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaError
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, read_table, to_proto
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2 as pb
@@ -35,7 +36,8 @@ def demand(*refs: RevisionRef, requests: int = 1, missing: bool = False) -> pb.D
 
 
 def test_demand_sets_replicas_by_rate() -> None:
-    controller = Controller(ControllerConfig("unused:9092", hot_rps=5, max_replicas=3))
+    config = ControllerConfig(KafkaConnection("unused:9092"), hot_rps=5, max_replicas=3)
+    controller = Controller(config)
     controller._note(demand(ref(1), requests=1))
     (want,) = controller.wants.values()
     assert want.replicas == 1
@@ -45,14 +47,14 @@ def test_demand_sets_replicas_by_rate() -> None:
 
 
 @pytest.fixture
-def topics(kafka_bootstrap: str) -> ResidencyTopics:
+def topics(kafka: KafkaConnection) -> ResidencyTopics:
     t = ResidencyTopics(f"ctl-{uuid.uuid4().hex[:8]}")
-    t.create(kafka_bootstrap)
+    t.create(kafka)
     return t
 
 
-def desired(bootstrap: str, topics: ResidencyTopics) -> dict[str, pb.ResidencyIntent]:
-    table = read_table(bootstrap, topics.desired)
+def desired(kafka: KafkaConnection, topics: ResidencyTopics) -> dict[str, pb.ResidencyIntent]:
+    table = read_table(kafka, topics.desired)
     return {k: pb.ResidencyIntent.FromString(v) for k, v in table.items()}
 
 
@@ -107,8 +109,8 @@ class Heartbeats:
 
 
 @pytest.fixture
-def two(kafka_bootstrap: str, topics: ResidencyTopics) -> Iterator[list[Running]]:
-    config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.0)
+def two(kafka: KafkaConnection, topics: ResidencyTopics) -> Iterator[list[Running]]:
+    config = ControllerConfig(kafka, topics, f"{topics.prefix}-ctl", silence_s=1.0)
     running = [Running(config), Running(config)]
     yield running
     for r in running:
@@ -135,11 +137,11 @@ def wait_steady(condition: Callable[[], bool], hold_s: float, timeout_s: float =
 
 
 def test_one_controller_is_active_the_other_takes_over_and_fences_it(
-    kafka_bootstrap: str, topics: ResidencyTopics, two: list[Running]
+    kafka: KafkaConnection, topics: ResidencyTopics, two: list[Running]
 ) -> None:
     from mint.backends.kafka import durable_producer
 
-    producer = durable_producer(kafka_bootstrap)
+    producer = durable_producer(kafka)
     producer.send(topics.status, key=b"n1", value=report("n1").SerializeToString())
     producer.flush()
     # Joining members rebalance the group; once it settles, exactly one stays active.
@@ -152,37 +154,37 @@ def test_one_controller_is_active_the_other_takes_over_and_fences_it(
             topics.demand, key=b"router", value=demand(ref(1), missing=True).SerializeToString()
         )
         producer.flush()
-        wait(lambda: "n1|id1|1" in desired(kafka_bootstrap, topics))
+        wait(lambda: "n1|id1|1" in desired(kafka, topics))
         active.halt()  # leaves the group: the standby is assigned the demand partition
         wait(lambda: standby.controller.active)
         producer.send(
             topics.demand, key=b"router", value=demand(ref(2), missing=True).SerializeToString()
         )
         producer.flush()
-        wait(lambda: "n1|id2|1" in desired(kafka_bootstrap, topics))
-        assert "n1|id1|1" in desired(kafka_bootstrap, topics), "the new one kept the old plan"
+        wait(lambda: "n1|id2|1" in desired(kafka, topics))
+        assert "n1|id1|1" in desired(kafka, topics), "the new one kept the old plan"
     finally:
         beats.close()
         producer.close()
 
     # A writer still holding the old transactional id's epoch is fenced.
-    stale = DesiredWriter(kafka_bootstrap, topics, f"{topics.prefix}-ctl-writer")
+    stale = DesiredWriter(kafka, topics, f"{topics.prefix}-ctl-writer")
     stale.activate()  # re-fences the standby's writer in turn...
     with pytest.raises(KafkaError):
         assert standby.controller._writer is not None
         standby.controller._writer.write([("n9", ref(9), False)], [], term=0)
     stale.close()
-    assert "n9|id9|1" not in desired(kafka_bootstrap, topics)
+    assert "n9|id9|1" not in desired(kafka, topics)
 
 
 def test_a_silent_nodes_intents_are_tombstoned_and_replaced(
-    kafka_bootstrap: str, topics: ResidencyTopics
+    kafka: KafkaConnection, topics: ResidencyTopics
 ) -> None:
-    config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.5)
+    config = ControllerConfig(kafka, topics, f"{topics.prefix}-ctl", silence_s=1.5)
     running = Running(config)
     from mint.backends.kafka import durable_producer
 
-    producer = durable_producer(kafka_bootstrap)
+    producer = durable_producer(kafka)
     beats = Heartbeats(producer, topics, "n1", "n2")
     try:
         wait(lambda: running.controller.active)
@@ -191,12 +193,12 @@ def test_a_silent_nodes_intents_are_tombstoned_and_replaced(
                 topics.demand, key=b"router", value=demand(ref(i), missing=True).SerializeToString()
             )
         producer.flush()
-        wait(lambda: len(desired(kafka_bootstrap, topics)) == 10)
-        table = desired(kafka_bootstrap, topics)
+        wait(lambda: len(desired(kafka, topics)) == 10)
+        table = desired(kafka, topics)
         assert {k.split("|")[0] for k in table} == {"n1", "n2"}
         beats.alive.discard("n2")
-        wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1"})
-        assert len(desired(kafka_bootstrap, topics)) == 10, "every adapter placed again"
+        wait(lambda: {k.split("|")[0] for k in desired(kafka, topics)} == {"n1"})
+        assert len(desired(kafka, topics)) == 10, "every adapter placed again"
     finally:
         beats.close()
         running.halt()
@@ -204,21 +206,21 @@ def test_a_silent_nodes_intents_are_tombstoned_and_replaced(
 
 
 def test_a_hot_adapter_gets_replicas_on_distinct_nodes_and_the_metrics_say_so(
-    kafka_bootstrap: str, topics: ResidencyTopics
+    kafka: KafkaConnection, topics: ResidencyTopics
 ) -> None:
     from mint.backends.kafka import durable_producer
     from mint.probes import serve_probes
 
     config = ControllerConfig(
-        kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.0, hot_rps=5, max_replicas=2
+        kafka, topics, f"{topics.prefix}-ctl", silence_s=1.0, hot_rps=5, max_replicas=2
     )
     running = Running(config)
     server = serve_probes(0, running.controller.metrics.render, running.controller.metrics.problem)
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    producer = durable_producer(kafka_bootstrap)
+    producer = durable_producer(kafka)
 
     def nodes_holding(i: int) -> set[str]:
-        return {k.split("|")[0] for k in desired(kafka_bootstrap, topics) if f"|id{i}|" in k}
+        return {k.split("|")[0] for k in desired(kafka, topics) if f"|id{i}|" in k}
 
     def send(*reports: pb.DemandReport) -> None:
         for r in reports:
@@ -257,7 +259,7 @@ def test_a_hot_adapter_gets_replicas_on_distinct_nodes_and_the_metrics_say_so(
 
 
 def test_health_fails_when_the_control_loop_stops_turning() -> None:
-    metrics = Controller(ControllerConfig("unused:9092")).metrics
+    metrics = Controller(ControllerConfig(KafkaConnection("unused:9092"))).metrics
     metrics.turned()
     assert metrics.problem() is None
     metrics._last_turn -= 60
@@ -265,14 +267,14 @@ def test_health_fails_when_the_control_loop_stops_turning() -> None:
 
 
 def test_a_node_saying_it_stops_has_its_adapters_placed_again_before_it_goes_silent(
-    kafka_bootstrap: str, topics: ResidencyTopics
+    kafka: KafkaConnection, topics: ResidencyTopics
 ) -> None:
     from mint.backends.kafka import durable_producer
 
     # Silence would take 60 s: only the node's own word can move its adapters sooner.
-    config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=60)
+    config = ControllerConfig(kafka, topics, f"{topics.prefix}-ctl", silence_s=60)
     running = Running(config)
-    producer = durable_producer(kafka_bootstrap)
+    producer = durable_producer(kafka)
     beats = Heartbeats(producer, topics, "n1", "n2")
     running.controller._started -= 60  # as if the fleet had been watched for a while
     try:
@@ -282,12 +284,12 @@ def test_a_node_saying_it_stops_has_its_adapters_placed_again_before_it_goes_sil
                 topics.demand, key=b"router", value=demand(ref(i), missing=True).SerializeToString()
             )
         producer.flush()
-        wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1", "n2"})
+        wait(lambda: {k.split("|")[0] for k in desired(kafka, topics)} == {"n1", "n2"})
         started = time.monotonic()
         beats.stopping.add("n2")
-        wait(lambda: {k.split("|")[0] for k in desired(kafka_bootstrap, topics)} == {"n1"})
+        wait(lambda: {k.split("|")[0] for k in desired(kafka, topics)} == {"n1"})
         assert time.monotonic() - started < 10
-        assert len(desired(kafka_bootstrap, topics)) == 8, "every adapter placed again"
+        assert len(desired(kafka, topics)) == 8, "every adapter placed again"
     finally:
         beats.close()
         running.halt()
@@ -295,13 +297,13 @@ def test_a_node_saying_it_stops_has_its_adapters_placed_again_before_it_goes_sil
 
 
 def test_adapters_are_placed_only_on_nodes_serving_their_base(
-    kafka_bootstrap: str, topics: ResidencyTopics
+    kafka: KafkaConnection, topics: ResidencyTopics
 ) -> None:
     from mint.backends.kafka import durable_producer
 
-    config = ControllerConfig(kafka_bootstrap, topics, f"{topics.prefix}-ctl", silence_s=1.5)
+    config = ControllerConfig(kafka, topics, f"{topics.prefix}-ctl", silence_s=1.5)
     running = Running(config)
-    producer = durable_producer(kafka_bootstrap)
+    producer = durable_producer(kafka)
     beats = Heartbeats(producer, topics, "n1", "n2", bases={"n1": "base-a", "n2": "base-b"})
     on_a = [ref(i, "base-a") for i in range(6)]
     on_b = [ref(i, "base-b") for i in range(6, 12)]
@@ -313,9 +315,9 @@ def test_adapters_are_placed_only_on_nodes_serving_their_base(
                 topics.demand, key=b"router", value=demand(r, missing=True).SerializeToString()
             )
         producer.flush()
-        wait(lambda: len(desired(kafka_bootstrap, topics)) >= 12)
+        wait(lambda: len(desired(kafka, topics)) >= 12)
         time.sleep(1)  # a few more re-plans: the unserved one stays unplaced
-        table = desired(kafka_bootstrap, topics)
+        table = desired(kafka, topics)
         assert set(table) == {f"n1|{r.adapter_id}|1" for r in on_a} | {
             f"n2|{r.adapter_id}|1" for r in on_b
         }

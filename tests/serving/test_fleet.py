@@ -17,6 +17,7 @@ from minio import Minio
 
 from deploy.local.registry import write_tokens
 from deploy.local.services import ServiceProcess
+from mint.backends.kafka import KafkaConnection
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 from tests.serving.world import World, new_world
@@ -39,9 +40,9 @@ class Call:
 
 @pytest.fixture(scope="module")
 def world(
-    kafka_bootstrap: str, s3: Minio, tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaConnection, s3: Minio, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    w = new_world(kafka_bootstrap, s3)
+    w = new_world(kafka, s3)
     root = tmp_path_factory.mktemp("fleet")
     for i in range(ADAPTERS):
         w.publish(f"u{i}", root / f"u{i}", seed=1000 + i)
@@ -58,7 +59,8 @@ def fleet(
     adapter_bytes = world.folders[("u0", 1)].joinpath("adapter_model.safetensors").stat().st_size
     # The controller fills a node to 80% of its budget: 25 adapters of budget -> ~20 placed.
     budget_mib = 25 * adapter_bytes / 2**20
-    common = ["--topics-prefix", world.topics.prefix]
+    # Metrics off: the default ports would collide between the processes.
+    common = ["--residency-topics-prefix", world.topics.prefix, "--metrics-port", "0"]
     tokens = write_tokens(
         logs / "tokens.json",
         {
@@ -66,8 +68,9 @@ def fleet(
             SERVICE_TOKEN: {"principal": "router", "service": True},
         },
     )
-    service_token = logs / "service-token"
-    service_token.write_text(SERVICE_TOKEN)
+    secrets = logs / "secrets"  # as Kubernetes mounts a Secret: one file per variable
+    secrets.mkdir()
+    (secrets / "MINT_SERVICE_TOKEN").write_text(f"{SERVICE_TOKEN}\n")
     procs = {
         "controller": ServiceProcess(
             "services.controller",
@@ -83,7 +86,7 @@ def fleet(
                     f"n{i}",
                     "--port",
                     "0",
-                    "--bucket",
+                    "--projection-bucket",
                     world.bucket,
                     "--tokens-file",
                     str(tokens),
@@ -101,12 +104,12 @@ def fleet(
             [
                 "--port",
                 "0",
-                "--bucket",
+                "--projection-bucket",
                 world.bucket,
                 "--tokens-file",
                 str(tokens),
-                "--service-token-file",
-                str(service_token),
+                "--secrets-dir",
+                str(secrets),
                 *common,
             ],
             logs / "router.log",

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaProducer
 
-from mint.backends.kafka import durable_producer
+from mint.backends.kafka import KafkaConnection, durable_producer
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.rpc.auth import TokenTable
 from mint.v1 import residency_pb2 as pb
@@ -25,27 +25,25 @@ SERVING, NOT_SERVING = (
 
 
 @pytest.fixture
-def topics(kafka_bootstrap: str, unique: str) -> ResidencyTopics:
+def topics(kafka: KafkaConnection, unique: str) -> ResidencyTopics:
     topics = ResidencyTopics(unique)
-    topics.create(kafka_bootstrap)
+    topics.create(kafka)
     return topics
 
 
 @pytest.fixture
 def router(
-    kafka_bootstrap: str, s3_settings: Any, topics: ResidencyTopics
+    kafka: KafkaConnection, s3_settings: Any, topics: ResidencyTopics
 ) -> Iterator[RouterProcess]:
-    config = RouterConfig(
-        "r1", kafka_bootstrap, s3_settings, TokenTable([]), "service-token", topics=topics
-    )
+    config = RouterConfig("r1", kafka, s3_settings, TokenTable([]), "service-token", topics=topics)
     process = RouterProcess(config)
     yield process
     process.stop(grace_s=0)
 
 
 @pytest.fixture
-def send(kafka_bootstrap: str, topics: ResidencyTopics) -> Iterator[Callable[[bytes], None]]:
-    producer: KafkaProducer = durable_producer(kafka_bootstrap)
+def send(kafka: KafkaConnection, topics: ResidencyTopics) -> Iterator[Callable[[bytes], None]]:
+    producer: KafkaProducer = durable_producer(kafka)
     yield lambda value: producer.send(topics.status, key=b"n", value=value).get(timeout=10)
     producer.close()
 

@@ -17,6 +17,7 @@ from minio import Minio
 from peft import PeftModel
 
 from deploy.local.stack import free_ports
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import DesiredWriter
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base
@@ -42,9 +43,9 @@ PROMPT = "Adapters are state"
 
 @pytest.fixture(scope="module")
 def world(
-    kafka_bootstrap: str, s3: Minio, tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaConnection, s3: Minio, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    w = new_world(kafka_bootstrap, s3)
+    w = new_world(kafka, s3)
     root = tmp_path_factory.mktemp("adapters")
     w.publish("a", root / "a1", seed=1)
     w.publish("b", root / "b1", seed=2)
@@ -64,7 +65,7 @@ def node(
     process = NodeProcess(
         NodeConfig(
             name="n1",
-            kafka_bootstrap=world.bootstrap,
+            kafka=world.kafka,
             s3=s3_settings,
             tokens=serving_tokens(),
             bucket=world.bucket,
@@ -80,7 +81,7 @@ def node(
         catalog.revision(f"acme/{n}", r)
         for n, r in [("a", 1), ("a", 2), ("b", 1), ("s0", 1), ("s1", 1), ("s2", 1)]
     ]
-    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer = DesiredWriter(world.kafka, world.topics, f"{world.bucket}-controller")
     writer.activate()
     writer.write([("n1", ref, False) for ref in refs], [], term=1)
     writer.close()
@@ -423,7 +424,7 @@ def test_tombstone_evicts_and_a_request_then_finds_it_not_resident(
 ) -> None:
     catalog = Catalog(S3Objects(world.s3, world.bucket))
     gone = catalog.revision("acme/s2", 1)
-    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer = DesiredWriter(world.kafka, world.topics, f"{world.bucket}-controller")
     writer.activate()
     writer.write([], [("n1", gone)], term=1)
     writer.close()
@@ -436,7 +437,7 @@ def test_tombstone_evicts_and_a_request_then_finds_it_not_resident(
     # Desired again: this time it comes from the node's disk tier, not from S3.
     from_disk = node.metrics.loads.labels("loaded_from_disk")
     before = from_disk._value.get()
-    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer = DesiredWriter(world.kafka, world.topics, f"{world.bucket}-controller")
     writer.activate()
     writer.write([("n1", gone, False)], [], term=1)
     writer.close()
@@ -470,7 +471,7 @@ def test_a_local_transformers_directory_serves_as_the_base(
     process = NodeProcess(
         NodeConfig(
             name="from-dir",
-            kafka_bootstrap=world.bootstrap,
+            kafka=world.kafka,
             s3=s3_settings,
             tokens=serving_tokens(),
             bucket=world.bucket,
@@ -486,7 +487,7 @@ def test_a_local_transformers_directory_serves_as_the_base(
         ref = dataclasses.replace(
             catalog.revision("acme/a", 1), base_fingerprint="", config_json=""
         )
-        writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+        writer = DesiredWriter(world.kafka, world.topics, f"{world.bucket}-controller")
         writer.activate()
         writer.write([("from-dir", ref, False)], [], term=1)
         writer.close()
@@ -529,7 +530,7 @@ def test_intents_that_cannot_be_loaded_are_reported_failed_and_load_nothing(
         catalog.revision("acme/foreign", 1), base_fingerprint="", config_json=""
     )
     bad = [forged, missing, misnamed, foreign]
-    writer = DesiredWriter(world.bootstrap, world.topics, f"{world.bucket}-controller")
+    writer = DesiredWriter(world.kafka, world.topics, f"{world.bucket}-controller")
     writer.activate()
     writer.write([("n1", ref, False) for ref in bad], [], term=1)
     writer.close()

@@ -12,6 +12,7 @@ import time
 import torch
 from safetensors.torch import save as save_safetensors
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, TableFollower
 from mint.models.base import build_base, tiny_llama_config
 from mint.serving.catalog import Catalog, revision_key
@@ -60,21 +61,21 @@ def revision(objects: SlowObjects, i: int) -> RevisionRef:
 
 
 def test_a_node_busy_loading_keeps_heartbeating_and_loads_up_to_its_bound(
-    kafka_bootstrap: str, unique: str
+    kafka: KafkaConnection, unique: str
 ) -> None:
     topics = ResidencyTopics(unique)
-    topics.create(kafka_bootstrap)
+    topics.create(kafka)
     objects = SlowObjects()
     refs = [revision(objects, i) for i in range(LOADS)]
     base = build_base(tiny_llama_config(hidden=HIDDEN, layers=LAYERS), seed=0)
     model = PackedLoraModel(base, ["q_proj"], LOADS + 1, RANK)
     engine = ServingEngine(model, SlotTable(LOADS + 1, 2**30), FINGERPRINT, 64, 0, 1)
     node = Reconciler(
-        "n1", "127.0.0.1:1", engine, Catalog(objects), kafka_bootstrap, topics, NodeMetrics(),
+        "n1", "127.0.0.1:1", engine, Catalog(objects), kafka, topics, NodeMetrics(),
         report_s=REPORT_S, max_loads=MAX_LOADS,
     )  # fmt: skip
-    status = TableFollower(kafka_bootstrap, topics.status)
-    writer = DesiredWriter(kafka_bootstrap, topics, f"{unique}-controller")
+    status = TableFollower(kafka, topics.status)
+    writer = DesiredWriter(kafka, topics, f"{unique}-controller")
     node.start()
     try:
         assert node.ready.wait(timeout=30)

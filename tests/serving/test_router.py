@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from deploy.local.stack import free_ports
-from mint.backends.kafka import durable_producer
+from mint.backends.kafka import KafkaConnection, durable_producer
 from mint.backends.kafka_residency import DesiredWriter, ResidencyTopics, TableFollower
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base
@@ -46,9 +46,9 @@ ALICE, EVE = ALICE_AUTH, EVE_AUTH
 
 @pytest.fixture(scope="module")
 def world(
-    kafka_bootstrap: str, s3: Minio, tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaConnection, s3: Minio, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    w = new_world(kafka_bootstrap, s3)
+    w = new_world(kafka, s3)
     root = tmp_path_factory.mktemp("router")
     w.publish("a", root / "a", seed=1)
     w.publish_foreign("foreign", root / "foreign")
@@ -60,7 +60,7 @@ def world(
 @pytest.fixture(scope="module")
 def idle_node(world: World) -> Iterator[None]:
     """Reports for a node of the right base, holding nothing, every 0.3 s."""
-    producer = durable_producer(world.bootstrap)
+    producer = durable_producer(world.kafka)
     stop = threading.Event()
 
     def beat() -> None:
@@ -82,7 +82,7 @@ def stub(
     router = RouterProcess(
         RouterConfig(
             "r1",
-            world.bootstrap,
+            world.kafka,
             s3_settings,
             serving_tokens(),
             SERVICE_TOKEN,
@@ -104,7 +104,7 @@ def stub(
 def demands(
     world: World, topics: ResidencyTopics | None = None
 ) -> list[residency_pb2.DemandReport]:
-    follower = TableFollower(world.bootstrap, (topics or world.topics).demand)
+    follower = TableFollower(world.kafka, (topics or world.topics).demand)
     out: list[residency_pb2.DemandReport] = []
     try:
         while not follower.caught_up:
@@ -238,7 +238,7 @@ def test_with_no_node_reporting_the_router_waits_then_says_so(
 
             # A node that starts reporting while a request waits is used: the request gets
             # as far as the cold start (this node never loads anything).
-            producer = durable_producer(world.bootstrap)
+            producer = durable_producer(world.kafka)
             late = threading.Timer(
                 0.5, lambda: _send(producer, topics.status, idle_report(world, "late"))
             )
@@ -261,7 +261,7 @@ def test_a_request_no_node_can_hold_is_refused_at_once(world: World, s3_settings
     foreign = Catalog(S3Objects(world.s3, world.bucket)).revision("acme/foreign", 1)
     small = idle_report(world, "small")
     small.base_fingerprint, small.budget_bytes = foreign.base_fingerprint, 100
-    producer = durable_producer(world.bootstrap)
+    producer = durable_producer(world.kafka)
     for report in (idle_report(world, "main"), small):
         _send(producer, topics.status, report)
     producer.close()
@@ -318,7 +318,7 @@ def test_prompts_are_counted_with_the_nodes_tokenizer_and_calls_go_as_the_caller
     node = NodeProcess(
         NodeConfig(
             name="pairs",
-            kafka_bootstrap=world.bootstrap,
+            kafka=world.kafka,
             s3=s3_settings,
             tokens=serving_tokens(),
             bucket=world.bucket,
@@ -331,7 +331,7 @@ def test_prompts_are_counted_with_the_nodes_tokenizer_and_calls_go_as_the_caller
     router = start_router(world, s3_settings, topics, cold_start_s=30)
     try:
         ref = Catalog(S3Objects(world.s3, world.bucket)).revision("acme/a", 1)
-        writer = DesiredWriter(world.bootstrap, topics, f"{topics.prefix}-controller")
+        writer = DesiredWriter(world.kafka, topics, f"{topics.prefix}-controller")
         writer.activate()
         writer.write([("pairs", ref, False)], [], term=1)  # no controller here
         writer.close()
@@ -363,7 +363,7 @@ def test_prompts_are_counted_with_the_nodes_tokenizer_and_calls_go_as_the_caller
 
 def fresh_topics(world: World, name: str) -> ResidencyTopics:
     topics = ResidencyTopics(f"{name}-{world.topics.prefix}")
-    topics.create(world.bootstrap)
+    topics.create(world.kafka)
     return topics
 
 
@@ -373,7 +373,7 @@ def start_router(
     return RouterProcess(
         RouterConfig(
             f"r-{topics.prefix}",
-            world.bootstrap,
+            world.kafka,
             s3_settings,
             serving_tokens(),
             SERVICE_TOKEN,

@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1.health_pb2 import HealthCheckResponse
 from minio import Minio
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import DesiredWriter
 from mint.backends.s3_objects import S3Objects
 from mint.rpc.auth import on_behalf_of
@@ -41,9 +42,9 @@ REQUEST = pb.GenerateRequest(
 
 @pytest.fixture(scope="module")
 def world(
-    kafka_bootstrap: str, s3: Minio, tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaConnection, s3: Minio, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    w = new_world(kafka_bootstrap, s3)
+    w = new_world(kafka, s3)
     w.publish("a", tmp_path_factory.mktemp("tls") / "a", seed=1)
     w.project()
     yield w
@@ -80,7 +81,7 @@ def test_the_router_reaches_nodes_over_mutual_tls_by_its_certificate(
     node = NodeProcess(
         NodeConfig(
             name="tls-node",
-            kafka_bootstrap=world.bootstrap,
+            kafka=world.kafka,
             s3=s3_settings,
             tokens=serving_tokens(),
             bucket=world.bucket,
@@ -94,7 +95,7 @@ def test_the_router_reaches_nodes_over_mutual_tls_by_its_certificate(
     router = RouterProcess(
         RouterConfig(
             "r-tls",
-            world.bootstrap,
+            world.kafka,
             s3_settings,
             serving_tokens(),
             "",  # no service token: the certificate is the router's only credential
@@ -108,7 +109,7 @@ def test_the_router_reaches_nodes_over_mutual_tls_by_its_certificate(
     stopped = False
     try:
         ref = Catalog(S3Objects(world.s3, world.bucket)).revision("acme/a", 1)
-        writer = DesiredWriter(world.bootstrap, topics, f"{topics.prefix}-controller")
+        writer = DesiredWriter(world.kafka, topics, f"{topics.prefix}-controller")
         writer.activate()
         writer.write([("tls-node", ref, False)], [], term=1)  # no controller here
         writer.close()

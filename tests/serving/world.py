@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from minio import Minio
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower
 from mint.backends.s3_blobs import S3BlobStore
@@ -79,7 +80,7 @@ def train(folder: Path, seed: int, base_seed: int = 0, rank: int = 4) -> Upload:
 
 @dataclass
 class World:
-    bootstrap: str
+    kafka: KafkaConnection
     s3: Minio
     bucket: str
     log: KafkaEventLog
@@ -118,7 +119,7 @@ class World:
         self, done: Callable[[FleetView], bool], timeout_s: float = 60.0
     ) -> FleetView:
         fleet = FleetView()
-        follower = TableFollower(self.bootstrap, self.topics.status)
+        follower = TableFollower(self.kafka, self.topics.status)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
@@ -132,14 +133,14 @@ class World:
         raise AssertionError(f"the fleet never got there; last reports: {fleet.nodes}")
 
 
-def new_world(bootstrap: str, s3: Minio) -> World:
+def new_world(kafka: KafkaConnection, s3: Minio) -> World:
     name = f"srv-{uuid.uuid4().hex[:8]}"
-    log = KafkaEventLog(bootstrap, name, partitions=2, txn_prefix=name)
+    log = KafkaEventLog(kafka, name, partitions=2, txn_prefix=name)
     registry = Registry(log, S3BlobStore(s3, name))
     base = build_base(base_config(), seed=0)
     shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
-    world = World(bootstrap, s3, name, log, registry, ResidencyTopics(name))
+    world = World(kafka, s3, name, log, registry, ResidencyTopics(name))
     world.fingerprint = fingerprint(base)
     registry.register_base(OPS, "tiny", world.fingerprint, shapes, rid())
-    world.topics.create(bootstrap)
+    world.topics.create(kafka)
     return world

@@ -14,6 +14,7 @@ import torch
 from minio import Minio
 from peft import PeftModel
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.domain.names import AdapterRef
@@ -34,10 +35,10 @@ def rid() -> str:
 
 
 @pytest.fixture
-def world(kafka_bootstrap: str, s3: Minio, model_files: dict, tmp_path: Path) -> Iterator[dict]:
+def world(kafka: KafkaConnection, s3: Minio, model_files: dict, tmp_path: Path) -> Iterator[dict]:
     """A registry with two revisions of acme/tone, stable -> 1, latest -> 2."""
     topic = f"proj-{uuid.uuid4().hex[:8]}"
-    log = KafkaEventLog(kafka_bootstrap, topic, partitions=2, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
     registry = Registry(log, S3BlobStore(s3, topic))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     registry.create_adapter(ALICE, REF, model_files["fingerprint"], rid(), labels={"k": "v"})
@@ -52,7 +53,7 @@ def world(kafka_bootstrap: str, s3: Minio, model_files: dict, tmp_path: Path) ->
     registry.move_channel(ALICE, REF, "stable", 1, rid())
     registry.publish_revision(ALICE, REF, second, rid(), parents=(1,))
     registry.record_evaluation(ALICE, REF, 2, "smoke", {"acc": 0.5}, False, rid())
-    yield {"bootstrap": kafka_bootstrap, "topic": topic, "log": log, "s3": s3}
+    yield {"kafka": kafka, "topic": topic, "log": log, "s3": s3}
     log.close()
 
 
@@ -65,7 +66,7 @@ def _objects(s3: Minio, bucket: str, prefix: str = "") -> dict[str, bytes]:
 
 def _project(world: dict, bucket: str) -> S3Sink:
     sink = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"])
-    projector = Projector(world["bootstrap"], world["topic"], sink, group_id=bucket)
+    projector = Projector(world["kafka"], world["topic"], sink, group_id=bucket)
     projector.run(stop_when_caught_up_s=1)
     assert projector.lag() == {0: 0, 1: 0}
     projector.close()

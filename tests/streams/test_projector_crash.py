@@ -22,6 +22,7 @@ import torch
 from minio import Minio
 from minio.error import S3Error
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.domain.names import AdapterRef
@@ -73,7 +74,7 @@ def _check_pointers(s3: Minio, bucket: str) -> list[str]:
 
 
 def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
-    kafka_bootstrap: str,
+    kafka: KafkaConnection,
     s3: Minio,
     model_files: dict,
     endpoints: dict[str, str],
@@ -81,7 +82,7 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
 ) -> None:
     topic = f"crash-{uuid.uuid4().hex[:8]}"
     projection = f"proj-{uuid.uuid4().hex[:8]}"
-    log = KafkaEventLog(kafka_bootstrap, topic, partitions=2, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
     registry = Registry(log, S3BlobStore(s3, topic))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], "b")
     for ref in REFS:
@@ -117,11 +118,11 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
         "-m",
         "streams.projector",
         "run",
-        "--topic",
+        "--events-topic",
         topic,
-        "--partitions",
+        "--events-partitions",
         "2",
-        "--bucket",
+        "--projection-bucket",
         projection,
         "--blobs-bucket",
         topic,
@@ -151,7 +152,7 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
 
     # Catch up with the same consumer group, then compare with a rebuild from offset 0.
     final = Projector(
-        kafka_bootstrap,
+        kafka,
         topic,
         S3Sink(s3, projection, blobs_bucket=topic),
         group_id=projection,

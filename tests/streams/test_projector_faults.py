@@ -18,6 +18,7 @@ import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from minio import Minio
 
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.domain.names import AdapterRef
@@ -36,9 +37,9 @@ def rid() -> str:
     return uuid.uuid4().hex
 
 
-def _registry(bootstrap: str, s3: Minio, model_files: dict, topic: str) -> Registry:
+def _registry(kafka: KafkaConnection, s3: Minio, model_files: dict, topic: str) -> Registry:
     """Two adapters with two revisions each, on a two-partition topic."""
-    log = KafkaEventLog(bootstrap, topic, partitions=2, txn_prefix=topic)
+    log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
     registry = Registry(log, S3BlobStore(s3, topic))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     for ref in REFS:
@@ -116,11 +117,11 @@ def test_a_pointer_write_that_loses_a_race_does_not_go_back(
 
 
 def test_two_projectors_on_the_same_partitions_never_move_a_pointer_back(
-    kafka_bootstrap: str, s3: Minio, model_files: dict, unique: str
+    kafka: KafkaConnection, s3: Minio, model_files: dict, unique: str
 ) -> None:
     """Two groups, so both own every partition (a zombie, or two members during a
     rebalance), writing one bucket while channels move; a reader checks all along."""
-    registry = _registry(kafka_bootstrap, s3, model_files, unique)
+    registry = _registry(kafka, s3, model_files, unique)
     bucket = f"{unique}-proj"
     # Once both are caught up, the second one pauses between its reads and its writes,
     # long enough for the first to write the next version of the same pointer meanwhile.
@@ -132,7 +133,7 @@ def test_two_projectors_on_the_same_partitions_never_move_a_pointer_back(
 
     clients: list[Any] = [s3, _AfterRead(s3, pause)]
     projectors = [
-        Projector(kafka_bootstrap, unique, S3Sink(client, bucket, unique), group_id=f"{bucket}-{i}")
+        Projector(kafka, unique, S3Sink(client, bucket, unique), group_id=f"{bucket}-{i}")
         for i, client in enumerate(clients)
     ]
     stop, done = threading.Event(), threading.Event()
@@ -208,7 +209,7 @@ def _wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 @pytest.mark.slow
 def test_projector_rides_out_an_s3_outage(
-    kafka_bootstrap: str,
+    kafka: KafkaConnection,
     model_files: dict,
     tmp_path: Path,
     probes: Callable[[Projector], str],
@@ -217,8 +218,8 @@ def test_projector_rides_out_an_s3_outage(
     topic = f"s3down-{uuid.uuid4().hex[:8]}"
     with own_s3(tmp_path / "s3") as server:
         s3 = own_client(server)
-        registry = _registry(kafka_bootstrap, s3, model_files, topic)
-        projector = Projector(kafka_bootstrap, topic, S3Sink(s3, "proj", topic), group_id=topic)
+        registry = _registry(kafka, s3, model_files, topic)
+        projector = Projector(kafka, topic, S3Sink(s3, "proj", topic), group_id=topic)
         projector.backoff = Backoff(first_s=0.2, cap_s=1.0)
         url = probes(projector)
         stop = threading.Event()
@@ -255,7 +256,7 @@ def test_projector_rides_out_an_s3_outage(
 
 
 def test_projector_retries_commits_that_kafka_refuses(
-    kafka_bootstrap: str,
+    kafka: KafkaConnection,
     s3: Minio,
     model_files: dict,
     unique: str,
@@ -263,9 +264,9 @@ def test_projector_retries_commits_that_kafka_refuses(
 ) -> None:
     """Commits fail as they did with brokers down (connection lost, then a timeout):
     the projector backs off, reports it, rewinds to its last commit and carries on."""
-    registry = _registry(kafka_bootstrap, s3, model_files, unique)
+    registry = _registry(kafka, s3, model_files, unique)
     bucket = f"{unique}-proj"
-    projector = Projector(kafka_bootstrap, unique, S3Sink(s3, bucket, unique), group_id=bucket)
+    projector = Projector(kafka, unique, S3Sink(s3, bucket, unique), group_id=bucket)
     projector.backoff = Backoff(first_s=0.2, cap_s=1.0)
     url = probes(projector)
     real_commit = projector.consumer.commit

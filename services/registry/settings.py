@@ -1,0 +1,43 @@
+"""The registry's settings. The Kafka back end needs Kafka and S3; the embedded one
+(SQLite and a local folder, for development) needs neither."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from mint.settings import (
+    BlobsOptions,
+    EventsOptions,
+    GrpcServerOptions,
+    KafkaOptions,
+    S3Options,
+    grpc_port,
+)
+
+
+class EmbeddedRegistrySettings(GrpcServerOptions):
+    port: int = grpc_port(50051)
+    data_dir: Path = Field(
+        Path(".mint/registry"), description="embedded back end: where the SQLite log and blobs live"
+    )
+    max_upload_bytes_in_flight: PositiveInt | None = Field(
+        None,
+        description="bytes that concurrent uploads may hold at once; an upload that does not "
+        "fit gets RESOURCE_EXHAUSTED (retry later). Default: a quarter of the memory the "
+        "process may use, at least one largest upload",
+    )
+    grace_s: PositiveFloat = Field(10.0, description="seconds to drain calls on SIGTERM")
+
+
+class RegistrySettings(
+    EmbeddedRegistrySettings, KafkaOptions, S3Options, BlobsOptions, EventsOptions
+):
+    replication: PositiveInt = Field(
+        1, description="replicas of the events topic (3 in production)"
+    )
+    txn_prefix: str = Field(
+        "mint-registry",
+        description="transactional id prefix; the replicas of one registry share it",
+    )

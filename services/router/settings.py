@@ -1,0 +1,41 @@
+"""The router's settings."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field, PositiveFloat, SecretStr
+
+from mint.rpc.tls import NODE_SERVER_NAME
+from mint.settings import (
+    GrpcServerOptions,
+    KafkaOptions,
+    ProjectionOptions,
+    ResidencyOptions,
+    S3Options,
+    grpc_port,
+    metrics_port,
+)
+
+
+class RouterSettings(
+    GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions, ResidencyOptions
+):
+    name: str = Field(default_factory=socket.gethostname, description="router name in reports")
+    port: int = grpc_port(50060)
+    metrics_port: int = metrics_port(9465)
+    service_token: SecretStr | None = Field(
+        None,
+        description='the token the router calls nodes with: a "service" entry of their '
+        "tokens file (a secret); not needed when its certificate (tls_cert_file) is its "
+        "credential toward nodes over mutual TLS",
+    )
+    node_server_name: str = Field(
+        NODE_SERVER_NAME,
+        description="the name nodes' certificates carry (nodes are dialled by pod IP)",
+    )
+    silence_s: PositiveFloat = Field(4.0, description="seconds of silence that make a node dead")
+    cold_start_s: PositiveFloat = Field(
+        30.0, description="longest wait for a placement on a miss (calls without a deadline)"
+    )
+    grace_s: PositiveFloat = Field(5.0, description="seconds to drain calls on SIGTERM")

@@ -1,0 +1,31 @@
+"""The projector's settings: the events topic in, the projection bucket out."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from mint.settings import (
+    BlobsOptions,
+    EventsOptions,
+    KafkaOptions,
+    ListenOptions,
+    ProjectionOptions,
+    S3Options,
+    metrics_port,
+)
+
+
+class ProjectorSettings(KafkaOptions, S3Options, BlobsOptions, ProjectionOptions, EventsOptions):
+    """What `rebuild` needs; `run` needs a little more."""
+
+
+class ProjectorRunSettings(ProjectorSettings, ListenOptions):
+    group: str = Field("mint-projector", description="consumer group the projectors share")
+    instance_id: str | None = Field(
+        default_factory=lambda: os.environ.get("HOSTNAME") or None,
+        description="static group membership: a restart under the same id resumes at once "
+        "(default: $HOSTNAME, the pod name on Kubernetes)",
+    )
+    metrics_port: int = metrics_port(9464)
