@@ -28,7 +28,7 @@ REQUIRED: dict[type[MintSettings], set[str]] = {
     EmbeddedRegistrySettings: {"tokens_file"},
     ProjectorSettings: KAFKA | S3,
     ProjectorRunSettings: KAFKA | S3,
-    RouterSettings: KAFKA | S3 | {"tokens_file", "service_token"},
+    RouterSettings: KAFKA | S3 | {"tokens_file"},
     NodeSettings: KAFKA | S3 | {"tokens_file", "name"},
     AuditSettings: KAFKA,
     AuditVerifySettings: KAFKA | S3,
@@ -219,3 +219,24 @@ def test_tls_files_for_the_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "tls_cert_file and tls_key_file go together: also pass "
         "--tls-cert-file or MINT_TLS_CERT_FILE"
     ]
+
+
+def test_the_router_needs_a_token_or_a_certificate_toward_the_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pem = tmp_path / "any.pem"
+    pem.write_text("pem")
+    for name, value in {
+        "MINT_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+        "MINT_S3_ENDPOINT": "127.0.0.1:9000",
+        "MINT_S3_ACCESS_KEY": "k",
+        "MINT_S3_SECRET_KEY": "s",
+        "MINT_TOKENS_FILE": str(pem),
+    }.items():
+        monkeypatch.setenv(name, value)
+    (message,) = failure(RouterSettings)
+    assert message.startswith("the router needs a credential toward the nodes")
+    assert "--service-token or MINT_SERVICE_TOKEN" in message
+    assert load(RouterSettings, "--service-token", "t").service_token is not None
+    mtls = ("--tls-cert-file", str(pem), "--tls-key-file", str(pem))
+    assert load(RouterSettings, *mtls).service_token is None

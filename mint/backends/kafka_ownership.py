@@ -178,8 +178,14 @@ class GroupOwnership:
         return self.event_log.owned()
 
     def wait_until_owning(self, timeout_s: float = 60.0, at_least: int = 1) -> set[int]:
+        """Until this replica writes every partition the group gave it (and at least
+        `at_least`), or `timeout_s`: one that served before would send commands for the
+        partitions still being claimed elsewhere, to no one."""
         deadline = time.monotonic() + timeout_s
-        while len(self.owned()) < at_least and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            wanted, owned = self.wanted(), self.owned()
+            if len(owned) >= at_least and wanted <= owned:
+                break
             time.sleep(0.1)
         return self.owned()
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+from typing import Self
 
-from pydantic import Field, PositiveFloat, SecretStr
+from pydantic import Field, PositiveFloat, SecretStr, model_validator
 
 from mint.rpc.tls import NODE_SERVER_NAME
 from mint.settings import (
@@ -15,6 +16,7 @@ from mint.settings import (
     S3Options,
     grpc_port,
     metrics_port,
+    option,
 )
 
 
@@ -30,6 +32,17 @@ class RouterSettings(
         "tokens file (a secret); not needed when its certificate (tls_cert_file) is its "
         "credential toward nodes over mutual TLS",
     )
+
+    @model_validator(mode="after")
+    def _has_a_credential_toward_nodes(self) -> Self:
+        if self.service_token is None and self.tls_cert_file is None:
+            raise ValueError(
+                "the router needs a credential toward the nodes: pass "
+                f"{option('service_token')} (a secret file is best), or "
+                f"{option('tls_cert_file')} and {option('tls_key_file')} for mutual TLS"
+            )
+        return self
+
     node_server_name: str = Field(
         NODE_SERVER_NAME,
         description="the name nodes' certificates carry (nodes are dialled by pod IP)",

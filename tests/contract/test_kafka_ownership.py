@@ -55,6 +55,17 @@ def _stream_in(partition: int) -> str:
     return next(s for i in range(1000) if partition_for(s := f"acme/s{i}", PARTITIONS) == partition)
 
 
+def test_a_replica_is_ready_once_it_writes_every_partition_it_was_given(
+    replica: Callable[[], Replica],
+) -> None:
+    """Partitions are claimed one per poll round: a replica that served after its first
+    claim answered 'retry elsewhere', with nowhere else to go, for the others."""
+    log, group = replica()
+    assert group.wait_until_owning() == {0, 1} == group.wanted()
+    for partition in range(PARTITIONS):
+        log.append(_stream_in(partition), 0, moves(1), meta())  # no UNAVAILABLE
+
+
 def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
     replica: Callable[[], Replica],
 ) -> None:
