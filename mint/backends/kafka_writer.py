@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
+from kafka.errors import KafkaError, ProducerFencedError
 
 from mint.deadlines import time_left
 from mint.domain.errors import DomainError, Unavailable
@@ -41,32 +41,21 @@ from mint.eventlog.port import AppendResult, Metadata, Position, Recorded
 
 from .kafka import KafkaConnection, durable_producer
 from .kafka_batch import PartitionState, PendingAppend, check_batch
+from .kafka_producers import (
+    COMMIT_TIMEOUT_S,
+    FENCER,
+    WRITER_PRODUCER,
+    close_producer,
+    commit_within,
+)
 from .kafka_reader import read_partitions
 
 log = logging.getLogger(__name__)
 
-# After a commit the broker is still writing the markers; the next transaction's first
-# request gets CONCURRENT_TRANSACTIONS and retries after this backoff. The client's 100 ms
-# default caps a producer near 10 transactions per second.
-TXN_RETRY_BACKOFF_MS = 5
 # Every wait of the writer ends well within a client's deadline (30 s by default, and a
 # caller's own deadline cuts these shorter: mint/deadlines.py), with a retryable answer.
 APPEND_TIMEOUT_S = 20.0
 STATE_WAIT_S = 10.0
-COMMIT_TIMEOUT_S = 6.0  # a commit takes milliseconds; longer means a broker is gone
-# The writer's producers give up quickly and leave retrying to the writer, which starts
-# over with a fresh producer: one that keeps waiting on a dead broker (kafka-python's
-# defaults: 30 s per request, 60 s to initialise, 120 s to deliver) holds every write.
-WRITER_PRODUCER: dict[str, int] = {
-    "retry_backoff_ms": TXN_RETRY_BACKOFF_MS,
-    "request_timeout_ms": 5_000,
-    "max_block_ms": 3_000,
-    "delivery_timeout_ms": 15_000,
-}
-# A fencer only initialises an id, on that id's coordinator; while the coordinator is
-# being moved off a dead broker, short tries (repeated by the retake loop) find the new
-# one sooner than a long wait on the old one.
-FENCER: dict[str, int] = {**WRITER_PRODUCER, "request_timeout_ms": 2_000, "max_block_ms": 2_000}
 # A take reads the partition to its high watermark: an open transaction of a writer that
 # was not fenced holds it up, and the take fails rather than miss that writer's records.
 TAKE_STALL_S = 30.0
@@ -206,7 +195,7 @@ class LogWriter:
             try:
                 producer.init_transactions()
             except KafkaError:
-                _close(producer)
+                close_producer(producer)
                 raise
             self.producer, self.transactional_id = producer, txn_id
         return self.producer
@@ -220,14 +209,14 @@ class LogWriter:
         try:
             fencer.init_transactions()
         finally:
-            _close(fencer)
+            close_producer(fencer)
         self.fenced_ids.add(transactional_id)
 
     def _drop_locked(self, fenced: bool) -> None:
         """After a failed transaction: no producer; every partition is taken again."""
         producer, self.producer = self.producer, None
         if producer is not None:
-            _close(producer, timeout_s=0)  # its transaction is settled by fencing its id
+            close_producer(producer, timeout_s=0)  # its transaction is settled by fencing its id
         self._earlier.update(self.partitions)
         self.partitions.clear()
         if fenced and self.claims is None:
@@ -399,7 +388,7 @@ class LogWriter:
                 for p in batch
                 for e in p.envelopes
             ]
-            _commit_within(producer, COMMIT_TIMEOUT_S)
+            commit_within(producer, COMMIT_TIMEOUT_S)
             return [int(f.get(timeout=COMMIT_TIMEOUT_S).offset) for f in futures]
         except ProducerFencedError as exc:
             with self.lock:
@@ -420,23 +409,3 @@ def writable_error(partition: int, assigned: set[int], fenced: bool) -> Unavaila
     if partition in assigned:
         return Unavailable(f"partition {partition} is being taken again here; retry")
     return Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
-
-
-def _commit_within(producer: KafkaProducer, timeout_s: float) -> None:
-    """`commit_transaction()`, bounded: kafka-python's waits without a limit (Java's waits
-    `max.block.ms`), and after its coordinator dies it kept waiting for two minutes. This
-    is its own body with a timeout on the wait."""
-    result = producer._transaction_manager.begin_commit()
-    producer._sender.wakeup()
-    if not result.wait(timeout_ms=timeout_s * 1000):
-        raise KafkaTimeoutError(f"the commit did not finish within {timeout_s:.0f} s")
-
-
-def _close(producer: KafkaProducer, timeout_s: float = 2.0) -> None:
-    """Close within `timeout_s`, dropping records it could not send by then."""
-    try:
-        producer.close(timeout=timeout_s)
-    except KafkaError:
-        # kafka-python's close raises from its flush before it stops the sender thread,
-        # which would go on retrying against the cluster for good: stop it here.
-        producer._sender.force_close()

@@ -12,6 +12,7 @@ import pytest
 from mint.backends import kafka_writer
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog, partition_for
+from mint.backends.kafka_producers import close_producer, commit_within
 from mint.deadlines import caller_deadline
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import AppendResult, EventLog
@@ -117,15 +118,15 @@ def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
 
     topic = f"events-{uuid.uuid4().hex[:10]}"
     log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
-    real_commit = kafka_writer._commit_within
+    real_commit = commit_within
 
     def lost_answer(producer: Any, timeout_s: float) -> None:
-        monkeypatch.setattr(kafka_writer, "_commit_within", real_commit)
+        monkeypatch.setattr(kafka_writer, "commit_within", real_commit)
         if landed:
             real_commit(producer, timeout_s)
         raise KafkaTimeoutError("the answer to EndTxn was lost")
 
-    monkeypatch.setattr(kafka_writer, "_commit_within", lost_answer)
+    monkeypatch.setattr(kafka_writer, "commit_within", lost_answer)
     first = meta("r1")
     try:
         with pytest.raises(Unavailable, match="retry with the same request id"):
@@ -146,16 +147,9 @@ def test_a_commit_that_hangs_is_given_up_and_the_partition_taken_again(
     """kafka-python waits for a commit without a limit (after its transaction coordinator
     died it waited two minutes): the writer gives up after COMMIT_TIMEOUT_S, drops the
     producer and writes again through a fresh one."""
-    from kafka.producer.transaction_manager import TransactionalRequestResult
-
     monkeypatch.setattr(kafka_writer, "COMMIT_TIMEOUT_S", 1.0)
-    topic = f"events-{uuid.uuid4().hex[:10]}"
-    log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
+    log = _log_whose_commits_hang(kafka, monkeypatch)
     stuck = log.writer.producer
-    assert stuck is not None
-    monkeypatch.setattr(
-        stuck._transaction_manager, "begin_commit", lambda: TransactionalRequestResult()
-    )
     try:
         started = time.monotonic()
         with pytest.raises(Unavailable, match="retry with the same request id"):
@@ -167,6 +161,23 @@ def test_a_commit_that_hangs_is_given_up_and_the_partition_taken_again(
         assert [r.envelope.request_id for r in log.read_stream("acme/x")] == ["r1"]
     finally:
         log.close()
+
+
+def _log_whose_commits_hang(
+    kafka: KafkaConnection, monkeypatch: pytest.MonkeyPatch
+) -> KafkaEventLog:
+    """A log whose current producer's commits never finish, as after its transaction
+    coordinator died."""
+    from kafka.producer.transaction_manager import TransactionalRequestResult
+
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
+    stuck = log.writer.producer
+    assert stuck is not None
+    monkeypatch.setattr(
+        stuck._transaction_manager, "begin_commit", lambda: TransactionalRequestResult()
+    )
+    return log
 
 
 def _retry_until_taken_again(append: Callable[[], AppendResult]) -> AppendResult:
@@ -184,15 +195,7 @@ def test_an_append_answers_before_the_callers_deadline(
 ) -> None:
     """While a commit hangs, a caller with 2 s left hears a retryable error within them,
     not its own DEADLINE_EXCEEDED (which would leave it unsure whether the write landed)."""
-    from kafka.producer.transaction_manager import TransactionalRequestResult
-
-    topic = f"events-{uuid.uuid4().hex[:10]}"
-    log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
-    stuck = log.writer.producer
-    assert stuck is not None
-    monkeypatch.setattr(
-        stuck._transaction_manager, "begin_commit", lambda: TransactionalRequestResult()
-    )
+    log = _log_whose_commits_hang(kafka, monkeypatch)
     try:
         started = time.monotonic()
         with (
@@ -214,6 +217,6 @@ def test_a_dropped_producer_stops_even_with_records_unsent(kafka: KafkaConnectio
     KafkaEventLog(kafka, topic, partitions=1, owned=()).close()  # creates it
     producer = durable_producer(kafka)
     producer.send(topic, value=b"x")  # pending: its acknowledgement takes a round trip
-    kafka_writer._close(producer, timeout_s=0)
+    close_producer(producer, timeout_s=0)
     producer._sender.join(timeout=5)
     assert not producer._sender.is_alive()
