@@ -364,11 +364,12 @@ class Registry:
                     raise  # the caller asked for this exact version: theirs to resolve
             # Another command got in first, or this replica is still reading what the
             # last owner of the partition wrote: either passes, so the caller may retry.
-            if time.monotonic() + pause > give_up:
+            sleep = pause * random.uniform(0.5, 1.5)
+            if time.monotonic() + sleep > give_up:
                 raise Unavailable(
                     f"{ref} kept changing under concurrent commands; retry with the same request id"
                 )
-            time.sleep(pause * random.uniform(0.5, 1.5))
+            time.sleep(sleep)
             pause = min(pause * 2, longest)
 
     def _execute_once(

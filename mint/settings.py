@@ -194,6 +194,12 @@ class TlsOptions(MintSettings):
     def _tls_is_complete(self) -> Self:
         files = {"tls_cert_file": self.tls_cert_file, "tls_key_file": self.tls_key_file}
         _together("tls_cert_file", "tls_key_file", files)
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "tls_ca_file given without tls_cert_file: without a certificate of its own "
+                f"this server would serve plaintext; pass {option('tls_cert_file')} and "
+                f"{option('tls_key_file')}, or drop tls_ca_file"
+            )
         if self.tls_require_client_cert:
             wanted = {**files, "tls_ca_file": self.tls_ca_file}
             _require(wanted, "tls_require_client_cert")

@@ -239,4 +239,6 @@ def test_the_router_needs_a_token_or_a_certificate_toward_the_nodes(
     assert "--service-token or MINT_SERVICE_TOKEN" in message
     assert load(RouterSettings, "--service-token", "t").service_token is not None
     mtls = ("--tls-cert-file", str(pem), "--tls-key-file", str(pem))
-    assert load(RouterSettings, *mtls).service_token is None
+    (message,) = failure(RouterSettings, *mtls)  # it checks the nodes' certificates too
+    assert message.endswith("pass --tls-ca-file or MINT_TLS_CA_FILE")
+    assert load(RouterSettings, *mtls, "--tls-ca-file", str(pem)).service_token is None

@@ -18,6 +18,13 @@ from mint.rpc.tls import TlsFiles
 ONE_DAY = datetime.timedelta(days=1)
 
 
+# cert-manager's names for the extended key usages (the others are not extended ones).
+EXTENDED_USAGES = {
+    "server auth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "client auth": ExtendedKeyUsageOID.CLIENT_AUTH,
+}
+
+
 @dataclass(frozen=True)
 class Authority:
     name: str
@@ -30,10 +37,15 @@ class Authority:
         return self.folder / f"{self.name}-ca.pem"
 
     def issue(
-        self, common_name: str, dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()
+        self,
+        common_name: str,
+        dns: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+        usages: tuple[str, ...] = ("server auth", "client auth"),
     ) -> tuple[Path, Path]:
-        """A certificate for `common_name` (names in SAN too), good for servers and
-        clients alike: (cert file, key file)."""
+        """A certificate for `common_name` (names in SAN too), for `usages` as
+        cert-manager names them (servers and clients alike by default): (cert file, key
+        file)."""
         key = ec.generate_private_key(ec.SECP256R1())
         names: list[x509.GeneralName] = [x509.DNSName(n) for n in (common_name, *dns)]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
@@ -42,9 +54,7 @@ class Authority:
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
+                x509.ExtendedKeyUsage([EXTENDED_USAGES[u] for u in usages if u in EXTENDED_USAGES]),
                 critical=False,
             )
             .sign(self.key, hashes.SHA256())

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
+
+from mint.domain.errors import FailedPrecondition
 
 # Every event is durable before it is acknowledged: all in-sync replicas, idempotent
 # producer (no duplicates from the producer's own retries).
@@ -76,6 +80,28 @@ def durable_producer(kafka: KafkaConnection, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**kafka.options(), **{**DURABLE_PRODUCER, **overrides})
 
 
+def create_missing_topics(kafka: KafkaConnection, topics: Sequence[NewTopic]) -> None:
+    """Create each of `topics` that does not exist yet. A principal that may not create
+    topics (production: the operator makes them, with the replication it wants) goes on
+    if they exist, and is told to create them first if not, rather than a service making
+    them with its own defaults."""
+    client = admin(kafka)
+    try:
+        for topic in topics:
+            try:
+                client.create_topics([topic])
+            except TopicAlreadyExistsError:
+                pass
+            except TopicAuthorizationFailedError as exc:
+                if topic.name not in client.list_topics():
+                    raise FailedPrecondition(
+                        f"topic {topic.name} does not exist and this principal may not "
+                        "create it: create it first (on Kubernetes, its KafkaTopic)"
+                    ) from exc
+    finally:
+        client.close()
+
+
 def create_log_topic(
     kafka: KafkaConnection,
     name: str,
@@ -84,17 +110,12 @@ def create_log_topic(
     timeout_s: float = 10.0,
     **configs: str,
 ) -> None:
-    """Create a topic with the event-log configs (infinite retention) plus `configs`."""
+    """Create a topic with the event-log configs (infinite retention) plus `configs`,
+    unless it exists."""
     if replication >= 3:  # acks=all then means "on at least two brokers"
         configs = {"min.insync.replicas": "2", **configs}
-    client = admin(kafka, timeout_s)
-    try:
-        topic = NewTopic(
-            name, partitions, replication, topic_configs={**LOG_TOPIC_CONFIGS, **configs}
-        )
-        client.create_topics([topic])
-    finally:
-        client.close()
+    topic = NewTopic(name, partitions, replication, topic_configs={**LOG_TOPIC_CONFIGS, **configs})
+    create_missing_topics(kafka, [topic])
 
 
 def wait_for_partitions(kafka: KafkaConnection, topic: str, timeout_s: float = 20.0) -> list[Any]:

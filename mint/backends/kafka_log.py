@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from mint.deadlines import time_left
@@ -68,8 +68,7 @@ class KafkaEventLog(EventLog):
         """
         self.kafka, self.topic, self.partitions = kafka, topic, partitions
         self.txn_prefix = txn_prefix
-        with contextlib.suppress(TopicAlreadyExistsError):
-            create_log_topic(kafka, topic, partitions, replication)
+        create_log_topic(kafka, topic, partitions, replication)
         actual = topic_partitions(kafka, topic)
         if actual != partitions:
             # Streams are placed by hashing over the partition count: two counts would

@@ -9,20 +9,18 @@ controller fences the previous one; readers use read_committed.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2
 
-from .kafka import DURABLE_PRODUCER, KafkaConnection, admin, wait_for_partitions
+from .kafka import DURABLE_PRODUCER, KafkaConnection, create_missing_topics, wait_for_partitions
 
 COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 
@@ -52,13 +50,7 @@ class ResidencyTopics:
             NewTopic(self.status, partitions, replication, topic_configs={**COMPACTED, **extra}),
             NewTopic(self.demand, 1, replication, topic_configs={"retention.ms": "3600000"}),
         ]
-        client = admin(kafka)
-        try:
-            for topic in wanted:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    client.create_topics([topic])
-        finally:
-            client.close()
+        create_missing_topics(kafka, wanted)
         for topic in wanted:  # created topics take a moment to have leaders
             wait_for_partitions(kafka, topic.name)
 

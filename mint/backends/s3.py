@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import urllib3
 from minio import Minio
@@ -29,7 +29,7 @@ MISSING = frozenset({"NoSuchKey", "NotFound", "NoSuchBucket"})
 class S3Settings:
     endpoint: str  # host:port
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     secure: bool = False  # HTTPS
     region: str = "us-east-1"
     ca_file: str | None = None  # the CA that signed the server's certificate; None: the system's

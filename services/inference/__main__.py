@@ -4,10 +4,11 @@
 
 It serves `mint.v1.Inference` (plus health and reflection) from the adapters resident in
 its slots, follows the desired-residency topic to load (S3 GET, sha256 checked) or evict
-them, and reports to the status topic every second. Every call is authenticated with the
-tokens file: the router's service token (an entry with `"service": true`) acting for the
-caller it names, or a caller's own token; either way only the caller's tenants' adapters
-serve. `--help` lists every setting (Kafka and S3: flags or MINT_* variables, as
+them, and reports to the status topic every second. Every call is authenticated: the
+router acting for the caller it names (by its client certificate, naming one of
+`trusted_peers`, over mutual TLS; or by its service token, an entry of the tokens file
+with `"service": true`), or a caller's own token; either way only the caller's tenants'
+adapters serve. `--help` lists every setting (Kafka and S3: flags or MINT_* variables, as
 `python -m deploy.local env` prints them).
 """
 

@@ -58,6 +58,12 @@ def serve(args: argparse.Namespace) -> None:
         ownership = GroupOwnership(event_log, f"{event_log.txn_prefix}-owners")
         owned = ownership.wait_until_owning()
         logging.info("owning partitions %s of %s", sorted(owned), event_log.topic)
+        if missing := ownership.wanted() - owned:
+            logging.warning(
+                "serving before partitions %s were taken: their commands get 'retry' "
+                "until they are",
+                sorted(missing),
+            )
     server, port = build_server(
         Registry(event_log, blobs),
         tokens,

@@ -4,10 +4,12 @@
 
 Callers authenticate with `authorization: Bearer <token>` (the registry's tokens file
 format) and may use the adapters of their tenants. Each request goes to a node where all
-its adapters are resident, sent with the service token (MINT_SERVICE_TOKEN, best as a
-file in the secrets directory; the nodes' tokens file lists its digest with
-`"service": true`) and the caller it is for; on a miss the router asks the controller
-for placement and waits within the request's deadline. `--help` lists every setting.
+its adapters are resident, with the caller it is for and the router's credential: its
+certificate over mutual TLS (tls_cert_file: nodes trust the name `mint-router`), or else
+the service token (MINT_SERVICE_TOKEN, best as a file in the secrets directory; the
+nodes' tokens file lists its digest with `"service": true`). On a miss the router asks
+the controller for placement and waits within the request's deadline. `--help` lists
+every setting.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ class RouterConfig:
     tokens: TokenTable
     # What the router calls nodes with: a "service" entry of their tokens ("": none, the
     # router's certificate in `tls` is its credential).
-    service_token: str
+    service_token: str = field(repr=False)
     bucket: str = "mint"
     prefix: str = ""
     topics: ResidencyTopics = field(default_factory=ResidencyTopics)

@@ -41,6 +41,11 @@ class RouterSettings(
                 f"{option('service_token')} (a secret file is best), or "
                 f"{option('tls_cert_file')} and {option('tls_key_file')} for mutual TLS"
             )
+        if self.tls_cert_file is not None and self.tls_ca_file is None:
+            raise ValueError(
+                "with a certificate the router dials nodes over TLS and checks theirs "
+                f"against the CA that signed them: pass {option('tls_ca_file')}"
+            )
         return self
 
     node_server_name: str = Field(

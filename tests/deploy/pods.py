@@ -78,7 +78,7 @@ class Pod:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
-                env={**base_env, **self.env},
+                env={**base_env, "HOSTNAME": self.name, **self.env},  # as the kubelet sets it
                 start_new_session=True,
             )
 

@@ -38,7 +38,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 DEV_TOKEN = "mint-dev-admin"  # the dev overlay's documented admin token
 STAND_INS = ("kafka", "s3")  # the overlay's own Kafka and S3 workloads
-# Names the test makes its own, so that runs never share topics, buckets or groups.
+STAND_IN_ADDRESSES = ("MINT_KAFKA_BOOTSTRAP", "MINT_S3_ENDPOINT")  # what serves in their place
+# Names the test makes its own, so that runs never share topics or buckets.
 UNIQUE_KEYS = (
     "MINT_EVENTS_TOPIC",
     "MINT_BLOBS_BUCKET",
@@ -54,7 +55,9 @@ def certificates_issued(docs: list[Doc], ca: Authority) -> list[Doc]:
         if cert.get("kind") != "Certificate" or cert["spec"].get("isCA"):
             continue
         spec = cert["spec"]
-        cert_file, key_file = ca.issue(spec["commonName"], tuple(spec.get("dnsNames", ())))
+        cert_file, key_file = ca.issue(
+            spec["commonName"], tuple(spec.get("dnsNames", ())), usages=tuple(spec["usages"])
+        )
         data = {
             "tls.crt": cert_file.read_bytes(),
             "tls.key": key_file.read_bytes(),
@@ -102,7 +105,7 @@ def dev_cluster(
     cluster = LocalCluster(
         docs,
         tmp_path,
-        stand_ins={"kafka": endpoints["MINT_KAFKA_BOOTSTRAP"], "s3": endpoints["MINT_S3_ENDPOINT"]},
+        stand_ins=dict(zip(STAND_INS, (endpoints[k] for k in STAND_IN_ADDRESSES), strict=True)),
         stand_in_env={k: endpoints[k] for k in ("MINT_S3_ACCESS_KEY", "MINT_S3_SECRET_KEY")},
     )
     base_env = {

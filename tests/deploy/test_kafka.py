@@ -123,3 +123,11 @@ def _covers(resource: dict[str, Any], topic: str) -> bool:
     if resource.get("patternType") == "prefix":
         return topic.startswith(resource["name"])
     return resource["name"] in (topic, "*")
+
+
+def test_no_service_may_create_topics(manifests: Manifests) -> None:
+    """The topics come from KafkaTopic resources, with replication 3: a service allowed to
+    create a missing one would make it with its defaults (one replica), which min ISR 2
+    then refuses every write to."""
+    creators = [user for user, acl in acls(manifests) if {"Create", "All"} & set(acl["operations"])]
+    assert creators == []
