@@ -242,3 +242,26 @@ def test_the_router_needs_a_token_or_a_certificate_toward_the_nodes(
     (message,) = failure(RouterSettings, *mtls)  # it checks the nodes' certificates too
     assert message.endswith("pass --tls-ca-file or MINT_TLS_CA_FILE")
     assert load(RouterSettings, *mtls, "--tls-ca-file", str(pem)).service_token is None
+
+
+def test_a_node_takes_its_device_dtype_and_a_host_budget_no_smaller_than_the_slots(
+    tmp_path: Path,
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text("{}")
+    node = ["--kafka-bootstrap", "k", "--s3-endpoint", "s", "--s3-access-key", "a"]
+    node += ["--s3-secret-key", "s", "--tokens-file", str(tokens), "--name", "n1"]
+    config = load(NodeSettings, *node)
+    assert (config.device, config.dtype, config.host_budget_mib) == ("auto", "auto", 1024)
+    config = load(NodeSettings, *node, "--device", "cuda:1", "--dtype", "bfloat16")
+    assert (config.device, config.dtype) == ("cuda:1", "bfloat16")
+    (problem,) = failure(NodeSettings, *node, "--device", "gpu")
+    assert problem.startswith("bad device (String should match pattern")
+    assert problem.endswith("fix --device or MINT_DEVICE")
+    (problem,) = failure(NodeSettings, *node, "--dtype", "int8")
+    assert problem.startswith("bad dtype (Input should be 'auto', 'float32', 'bfloat16' or")
+    assert failure(NodeSettings, *node, "--budget-mib", "512", "--host-budget-mib", "256") == [
+        "host_budget_mib (256) is below budget_mib (512): every adapter in a device slot is "
+        "also held in host memory, so raise --host-budget-mib (MINT_HOST_BUDGET_MIB) or "
+        "lower --budget-mib (MINT_BUDGET_MIB)"
+    ]

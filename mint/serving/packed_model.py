@@ -56,15 +56,33 @@ class LoraWeights:
 
     @staticmethod
     def stack(parts: Sequence[tuple[LoraWeights, float]]) -> LoraWeights:
-        """Σ wᵢ·sᵢ·Bᵢ·Aᵢ as one adapter: A = [A₁; A₂; …], B = [w₁s₁B₁, w₂s₂B₂, …], scale 1."""
+        """Σ wᵢ·sᵢ·Bᵢ·Aᵢ as one adapter: A = [A₁; A₂; …], B = [w₁s₁B₁, w₂s₂B₂, …], scale 1.
+
+        B is scaled in float32 and stored in the parts' dtype, so a bfloat16 stack rounds
+        once, as its parts did."""
         names = set().union(*(p.modules for p, _ in parts))
         modules = {}
         for name in names:
             present = [(p.modules[name], w) for p, w in parts if name in p.modules]
             a = torch.cat([a for (a, _, _), _ in present], dim=0)
-            b = torch.cat([b * (s * w) for (_, b, s), w in present], dim=1)
+            b = torch.cat([(b.float() * (s * w)).to(b.dtype) for (_, b, s), w in present], dim=1)
             modules[name] = (a, b, 1.0)
         return LoraWeights(modules)
+
+    def to_host(self, dtype: torch.dtype, pin: bool) -> LoraWeights:
+        """These weights as the host tier keeps them: on the CPU in the serving `dtype`,
+        contiguous, and page-locked if `pin` (then a copy to CUDA can run asynchronously).
+        Tensors already in that form are kept, not copied."""
+
+        def host(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(device="cpu", dtype=dtype).contiguous()
+            return t.pin_memory() if pin and not t.is_pinned() else t
+
+        return LoraWeights({n: (host(a), host(b), s) for n, (a, b, s) in self.modules.items()})
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes + b.nbytes for a, b, _ in self.modules.values())
 
     @property
     def rank(self) -> int:
@@ -128,9 +146,16 @@ class PackedLoraModel(nn.Module):
         with self.adapters(slot_ids):
             return self.base(input_ids, **kwargs)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the slot banks (and the base's wrapped layers) are."""
+        return self.banks[0][0].A.device
+
     @contextlib.contextmanager
     def adapters(self, slot_ids: torch.Tensor) -> Iterator[None]:
-        """Within the block, every forward pass of the base applies sample i's slot."""
+        """Within the block, every forward pass of the base applies sample i's slot
+        (`slot_ids` is moved to the slots' device if it is not there)."""
+        slot_ids = slot_ids.to(self.device, non_blocking=True)
         for layer in self.layers.values():
             layer.slot_ids = slot_ids
         try:

@@ -9,8 +9,10 @@ needs together (a stacked request's adapters), so a group is placed whole on a n
   the highest rendezvous score (sha256(group, node)) that have room, so placements barely
   move when nodes come and go.
 - Hot groups get more replicas (`replicas`, from request rates).
-- A node's budget is bytes; when no candidate has room, the top candidate evicts its
-  least recently demanded, unpinned groups.
+- A node's budget is bytes: what its host memory may hold (its device slots are a working
+  set drawn from that, filled on demand, so their count bounds nothing here); when no
+  candidate has room, the top candidate evicts its least recently demanded, unpinned
+  groups.
 - A dead node's groups simply fall out and are placed again on the live ones.
 """
 
@@ -51,25 +53,19 @@ class Want:
 @dataclass(frozen=True)
 class NodeCapacity:
     name: str
-    budget_bytes: int
-    slots: int
+    budget_bytes: int  # the node's host tier, which holds every revision it serves
     base_fingerprint: str = ""
 
     def serves(self, group: Group) -> bool:
         return group.bases == {self.base_fingerprint}
 
 
-FILL = 0.8  # leave room on each node for stacked slots and rounding
+FILL = 0.8  # leave room: a file's bytes are not exactly what a node holds in its dtype
 
 
 def has_room(refs: Iterable[RevisionRef], node: NodeCapacity, fill: float = FILL) -> bool:
-    """Whether `refs` fit in `node`'s byte budget (filled to `fill`) and its slots (one
-    is the bare base's)."""
-    distinct = set(refs)
-    return (
-        sum(r.weights_size for r in distinct) <= node.budget_bytes * fill
-        and len(distinct) <= node.slots - 1
-    )
+    """Whether `refs` fit in `node`'s byte budget, filled to `fill`."""
+    return sum(r.weights_size for r in set(refs)) <= node.budget_bytes * fill
 
 
 def score(group: Group, node: str) -> bytes:

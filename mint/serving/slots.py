@@ -2,9 +2,10 @@
 
 All resident adapters of a layer live in two preallocated tensors, A [slots, R, in] and
 B [slots, out, R] (R: the largest rank served; smaller ranks are zero-padded), plus a
-scale per slot. A batch names one slot per sample; its delta is two batched products
-over the gathered slots, x·Aᵀ·Bᵀ·scale — work proportional to the batch, not to how many
-adapters are resident. Slot 0 stays empty: "no adapter".
+scale per slot, on the base's device and in its dtype. A batch names one slot per
+sample; its delta is two batched products over the gathered slots, x·Aᵀ·Bᵀ·scale — work
+proportional to the batch, not to how many adapters are resident. Slot 0 stays empty:
+"no adapter".
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class LoraSlots(nn.Module):
         rank = a.shape[0]
         if rank > self.max_rank or b.shape[1] != rank:
             raise ValueError(f"rank {rank} does not fit slots of rank {self.max_rank}")
-        self.A[slot, :rank].copy_(a)
-        self.B[slot, :, :rank].copy_(b)
+        self.A[slot, :rank].copy_(a, non_blocking=True)
+        self.B[slot, :, :rank].copy_(b, non_blocking=True)
         if rank < self.max_rank:  # zero-padding: the unused ranks contribute nothing
             self.A[slot, rank:].zero_()
             self.B[slot, :, rank:].zero_()
@@ -127,13 +128,13 @@ class SlotBank:
             raise ValueError(f"slot {slot} is out of range 1..{self.A.shape[1] - 1}")
         if rank > self.max_rank:
             raise ValueError(f"rank {rank} does not fit slots of rank {self.max_rank}")
-        for layer, (a, b, _) in enumerate(parts):
-            self.A[layer, slot, :rank].copy_(a)
-            self.B[layer, slot, :, :rank].copy_(b)
+        for layer, (a, b, _) in enumerate(parts):  # from pinned memory: asynchronous
+            self.A[layer, slot, :rank].copy_(a, non_blocking=True)
+            self.B[layer, slot, :, :rank].copy_(b, non_blocking=True)
         if rank < self.max_rank:
             self.A[:, slot, rank:].zero_()
             self.B[:, slot, :, rank:].zero_()
-        self.scale[:, slot].copy_(torch.tensor([s for _, _, s in parts]))
+        self.scale[:, slot].copy_(torch.tensor([s for _, _, s in parts], dtype=self.scale.dtype))
         return True
 
 

@@ -153,6 +153,43 @@ class LoadOutcome(_message.Message):
 Global___LoadOutcome: _TypeAlias = LoadOutcome  # noqa: Y015
 
 @_typing.final
+class TierUsage(_message.Message):
+    """One memory tier of a node: "device" (the packed slots, on the GPU or the CPU), "host"
+    (every resident revision's weights in host memory) or "disk" (the local disk cache).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_FIELD_NUMBER: _builtins.int
+    BUDGET_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    ADAPTERS_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    tier: _builtins.str
+    budget_bytes: _builtins.int
+    used_bytes: _builtins.int
+    adapters: _builtins.int
+    """revisions held (in the device tier, weighted stacks count too)"""
+    slots: _builtins.int
+    """the device tier's slot count; 0 for the others"""
+    def __init__(
+        self,
+        *,
+        tier: _builtins.str = ...,
+        budget_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+        adapters: _builtins.int = ...,
+        slots: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "budget_bytes", b"budget_bytes", "slots", b"slots", "tier", b"tier", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TierUsage: _TypeAlias = TierUsage  # noqa: Y015
+
+@_typing.final
 class NodeReport(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -168,13 +205,20 @@ class NodeReport(_message.Message):
     STOPPING_FIELD_NUMBER: _builtins.int
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     TOKENIZER_FIELD_NUMBER: _builtins.int
+    TIERS_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     address: _builtins.str
     """host:port of the node's Inference service"""
     base_fingerprint: _builtins.str
     budget_bytes: _builtins.int
+    """The host tier's budget and use: every resident revision is held there (the device
+    slots are a working set drawn from it, filled on demand), so placement fills this.
+    """
     used_bytes: _builtins.int
     slots: _builtins.int
+    """device slots (slot 0, the bare base, not counted)"""
     stopping: _builtins.bool
     """a graceful shutdown: re-place at once"""
     max_prompt_tokens: _builtins.int
@@ -182,6 +226,10 @@ class NodeReport(_message.Message):
     """What the node counts prompt tokens with: the sha256 of its tokenizer's serialized form
     (tokenizer.json). The router checks prompt lengths only with the very same tokenizer.
     """
+    device: _builtins.str
+    """where the base and the slots live: "cpu", "cuda:0" """
+    dtype: _builtins.str
+    """their dtype: "float32", "bfloat16", "float16" """
     @_builtins.property
     def resident(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResidentRevision]:
         """the whole resident set, every report"""
@@ -192,6 +240,10 @@ class NodeReport(_message.Message):
 
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierUsage]:
+        """device, host and (with a disk cache) disk"""
+
     def __init__(
         self,
         *,
@@ -207,10 +259,13 @@ class NodeReport(_message.Message):
         stopping: _builtins.bool = ...,
         max_prompt_tokens: _builtins.int = ...,
         tokenizer: _builtins.str = ...,
+        tiers: _abc.Iterable[Global___TierUsage] | None = ...,
+        device: _builtins.str = ...,
+        dtype: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "at", b"at", "base_fingerprint", b"base_fingerprint", "budget_bytes", b"budget_bytes", "max_prompt_tokens", b"max_prompt_tokens", "node", b"node", "outcomes", b"outcomes", "resident", b"resident", "slots", b"slots", "stopping", b"stopping", "tokenizer", b"tokenizer", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "at", b"at", "base_fingerprint", b"base_fingerprint", "budget_bytes", b"budget_bytes", "device", b"device", "dtype", b"dtype", "max_prompt_tokens", b"max_prompt_tokens", "node", b"node", "outcomes", b"outcomes", "resident", b"resident", "slots", b"slots", "stopping", b"stopping", "tiers", b"tiers", "tokenizer", b"tokenizer", "used_bytes", b"used_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -150,8 +150,7 @@ class Controller:
 
     def _replan(self) -> None:
         nodes = [
-            NodeCapacity(n.name, n.budget_bytes, n.slots, n.base_fingerprint)
-            for n in self.fleet.live()
+            NodeCapacity(n.name, n.budget_bytes, n.base_fingerprint) for n in self.fleet.live()
         ]
         plan = self.placement.plan(self.wants.values(), nodes)
         put = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from mint import cli, settings
 from mint.rpc.auth import TokenTable
+from mint.serving.device import resolve
 
 from .app import NodeConfig, NodeProcess
 from .settings import NodeSettings
@@ -27,6 +28,10 @@ def main() -> None:
     parser = cli.parser("python -m services.inference", __doc__)
     settings.add_flags(parser, NodeSettings)
     config = settings.load(NodeSettings, parser.parse_args())
+    try:
+        home = resolve(config.device, config.dtype)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     kafka, topics = config.kafka(), config.residency_topics()
     topics.create(kafka)  # idempotent
     node = NodeProcess(
@@ -44,9 +49,11 @@ def main() -> None:
             base_dir=config.base_dir,
             base_seed=config.base_seed,
             targets=tuple(config.targets.split(",")),
+            home=home,
             slots=config.slots,
             max_rank=config.max_rank,
             budget_bytes=int(config.budget_mib * MiB),
+            host_budget_bytes=int(config.host_budget_mib * MiB),
             max_prompt_tokens=config.max_prompt_tokens,
             batch_window_ms=config.batch_window_ms,
             max_batch=config.max_batch,

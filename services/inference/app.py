@@ -19,6 +19,7 @@ from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
 from mint.serving.batcher import Batcher
 from mint.serving.catalog import Catalog
+from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
 from mint.serving.packed_model import PackedLoraModel
@@ -54,10 +55,12 @@ class NodeConfig:
     advertise_host: str = "127.0.0.1"
     base_dir: str | None = None  # None: the tiny Llama built in code from base_seed
     base_seed: int = 0
+    home: TensorHome | None = None  # device and dtype; None: auto (mint.serving.device)
     targets: tuple[str, ...] = ("q_proj", "v_proj")
     slots: int = 64
     max_rank: int = 32
-    budget_bytes: int = 256 * 1024 * 1024
+    budget_bytes: int = 256 * 1024 * 1024  # the device slots
+    host_budget_bytes: int = 1024 * 1024 * 1024  # every resident adapter, in host memory
     max_prompt_tokens: int = 1024
     batch_window_ms: float = 5.0
     max_batch: int = 32
@@ -85,8 +88,14 @@ class NodeProcess:
             else build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=config.base_seed)
         )
         tokenizer = load_tokenizer_dir(config.base_dir) if config.base_dir else byte_tokenizer()
-        base_fingerprint = fingerprint(base)  # before the slots wrap its layers
+        # Of the weights as stored, before the slots wrap its layers: the dtype a node
+        # serves in changes no fingerprint.
+        base_fingerprint = fingerprint(base)
+        home = config.home or resolve()
+        base.to(device=home.device, dtype=home.dtype)  # the slot banks follow its layers
         model = PackedLoraModel(base, list(config.targets), config.slots, config.max_rank)
+        self.metrics = NodeMetrics()
+        self.metrics.device.info(dict(zip(("device", "dtype"), home.describe(), strict=True)))
         self.engine = ServingEngine(
             model,
             SlotTable(config.slots, config.budget_bytes),
@@ -95,8 +104,9 @@ class NodeProcess:
             pad_token_id=int(tokenizer.pad_token_id),
             eos_token_id=int(tokenizer.eos_token_id),
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+            host_budget_bytes=config.host_budget_bytes,
+            on_promote=self.metrics.promotions.inc,
         )
-        self.metrics = NodeMetrics()
         self.batcher = Batcher(
             self.engine,
             config.batch_window_ms / 1000,

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Tiers: device (the slots, on the GPU or the CPU), host (every resident revision),
+        # disk (the local disk cache, if any).
         self.resident = Gauge(
-            "mint_node_resident_adapters", "Adapter revisions resident", ["tier"], registry=r
+            "mint_node_resident_adapters", "Adapter revisions held, per tier", ["tier"], registry=r
         )
         self.resident_bytes = Gauge(
-            "mint_node_resident_bytes", "Bytes of resident adapters", ["tier"], registry=r
+            "mint_node_resident_bytes", "Bytes of adapters held, per tier", ["tier"], registry=r
         )
         self.budget_bytes = Gauge(
-            "mint_node_budget_bytes", "Memory budget for adapters", ["tier"], registry=r
+            "mint_node_budget_bytes", "Memory budget for adapters, per tier", ["tier"], registry=r
+        )
+        self.device = Info(
+            "mint_node_device", "Where the base and the slots live, and their dtype", registry=r
+        )
+        self.promotions = Counter(
+            "mint_node_promotions_total",
+            "Copies of a host-resident adapter into a device slot for a request",
+            registry=r,
         )
         self.load_seconds = Histogram(
             "mint_node_load_seconds",

@@ -1,5 +1,6 @@
 """Carries out desired residency: follows the desired topic, loads what this node should
-hold (S3 GET, sha256, parse, copy into slots), evicts what it should not, and reports.
+hold (disk tier or S3 GET, sha256, parse, into host memory and a slot), evicts what it
+should not, and reports what each tier holds.
 
 Reports go to the status topic (key: the node) every `report_s` and after each change:
 the whole resident set plus the outcomes since the last report. A report is also the
@@ -11,6 +12,7 @@ a busy node look dead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -22,6 +24,7 @@ from kafka import KafkaProducer
 from mint.backends.kafka import KafkaConnection, durable_producer
 from mint.backends.kafka_residency import ResidencyTopics, TableFollower, from_proto, to_proto
 from mint.serving.catalog import Catalog
+from mint.serving.device import dtype_name
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine, key_of
 from mint.serving.loading import fetch_revision
@@ -192,18 +195,25 @@ class Reconciler:
             self._outcomes.append(outcome)
 
     def _report(self, stopping: bool = False) -> None:
-        for gone in self.engine.take_evicted():  # for room, for a stack, or undesired
+        for gone in self.engine.take_evicted():  # for room in host memory, or undesired
             self._outcome(Outcome.EVICTED, gone, gone.weights_size)
             self.metrics.evictions.inc()
         resident = self.engine.resident()
-        tier = "gpu" if self.engine.model_device.type == "cuda" else "cpu"
-        self.metrics.resident.labels(tier).set(len(resident))
-        self.metrics.resident_bytes.labels(tier).set(self.engine.used_bytes)
-        self.metrics.budget_bytes.labels(tier).set(self.engine.table.budget_bytes)
+        tiers = [pb.TierUsage(**dataclasses.asdict(t)) for t in self.engine.tiers()]
         if self.disk is not None:
-            self.metrics.resident.labels("disk").set(len(self.disk))
-            self.metrics.resident_bytes.labels("disk").set(self.disk.used_bytes)
-            self.metrics.budget_bytes.labels("disk").set(self.disk.budget_bytes)
+            tiers.append(
+                pb.TierUsage(
+                    tier="disk",
+                    budget_bytes=self.disk.budget_bytes,
+                    used_bytes=self.disk.used_bytes,
+                    adapters=len(self.disk),
+                )
+            )
+        for tier in tiers:
+            self.metrics.resident.labels(tier.tier).set(tier.adapters)
+            self.metrics.resident_bytes.labels(tier.tier).set(tier.used_bytes)
+            self.metrics.budget_bytes.labels(tier.tier).set(tier.budget_bytes)
+        host = next(t for t in tiers if t.tier == "host")
         at = Timestamp()
         at.GetCurrentTime()
         with self._lock:
@@ -212,8 +222,8 @@ class Reconciler:
             node=self.node,
             address=self.address,
             base_fingerprint=self.engine.base_fingerprint,
-            budget_bytes=self.engine.table.budget_bytes,
-            used_bytes=self.engine.used_bytes,
+            budget_bytes=host.budget_bytes,  # what placement fills: every resident revision
+            used_bytes=host.used_bytes,
             slots=self.engine.table.capacity,
             resident=[to_proto(r, facts=False) for r in resident],
             outcomes=outcomes,
@@ -221,6 +231,9 @@ class Reconciler:
             stopping=stopping,
             max_prompt_tokens=self.engine.max_prompt_tokens,
             tokenizer=self.engine.tokenizer_fingerprint,
+            tiers=tiers,
+            device=str(self.engine.model_device),
+            dtype=dtype_name(self.engine.model_dtype),
         )
         self._producer.send(
             self.topics.status, key=self.node.encode(), value=report.SerializeToString()

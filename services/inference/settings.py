@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from typing import Literal, Self
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from mint.rpc.tls import ROUTER_PEER_NAME
 from mint.settings import (
@@ -26,9 +28,25 @@ class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions
     )
     base_seed: int = Field(0, description="seed of the built-in base")
     targets: str = Field("q_proj,v_proj", description="LoRA target modules, comma-separated")
-    slots: PositiveInt = Field(64, description="adapter slots (slot 0: none)")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where the base and the adapter slots live: auto (the first GPU if "
+        "torch sees one, else the CPU), cpu, cuda or cuda:N",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="dtype of the base and the adapters: auto (bfloat16 on a GPU, float32 "
+        "on the CPU), float32, bfloat16 or float16",
+    )
+    slots: PositiveInt = Field(64, description="adapter slots on the device (slot 0: none)")
     max_rank: PositiveInt = Field(32, description="largest (stacked) rank")
-    budget_mib: PositiveFloat = Field(256, description="adapter memory budget, MiB")
+    budget_mib: PositiveFloat = Field(256, description="budget of the device slots, MiB")
+    host_budget_mib: PositiveFloat = Field(
+        1024,
+        description="budget of the adapters held in host memory, MiB (every resident "
+        "adapter; at least --budget-mib): they are copied into a slot when requested",
+    )
     disk_cache_dir: str | None = Field(None, description="local disk tier for adapter weights")
     disk_cache_mib: PositiveFloat = Field(4096, description="its budget, MiB")
     max_prompt_tokens: PositiveInt = Field(1024, description="longest prompt")
@@ -40,3 +58,14 @@ class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions
         description="certificate names, comma-separated, of services (the router) that may "
         "act for the callers they name without a token; needs tls_require_client_cert",
     )
+
+    @model_validator(mode="after")
+    def _host_holds_the_slots(self) -> Self:
+        if self.host_budget_mib < self.budget_mib:
+            raise ValueError(
+                f"host_budget_mib ({self.host_budget_mib:g}) is below budget_mib "
+                f"({self.budget_mib:g}): every adapter in a device slot is also held in host "
+                "memory, so raise --host-budget-mib (MINT_HOST_BUDGET_MIB) or lower "
+                "--budget-mib (MINT_BUDGET_MIB)"
+            )
+        return self

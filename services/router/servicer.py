@@ -255,9 +255,7 @@ def _able_to_serve(refs: list[RevisionRef], live: list[NodeState]) -> list[NodeS
             f"{labels} {'was' if len(refs) == 1 else 'were'} trained on base {base[:12]}…, "
             f"which no node here serves (they serve {served})"
         )
-    roomy = [
-        n for n in serving if has_room(refs, NodeCapacity(n.name, n.budget_bytes, n.slots, base))
-    ]
+    roomy = [n for n in serving if has_room(refs, NodeCapacity(n.name, n.budget_bytes, base))]
     if not roomy:
         size = sum(r.weights_size for r in set(refs))
         largest = max(n.budget_bytes for n in serving)

@@ -1,5 +1,6 @@
-"""The engine's residency agrees with its slot table whatever evicts: a load that cannot
-fit changes nothing, and evictions made for a stack are reported like any other."""
+"""The engine's two tiers agree whatever evicts: a load that cannot fit changes nothing,
+room made in the device slots keeps the revision in host memory (a request copies it
+back), and only the host tier's evictions take a revision off the node."""
 
 from __future__ import annotations
 
@@ -36,10 +37,13 @@ def ref(name: str) -> RevisionRef:
     return RevisionRef(f"id-{name}", f"acme/{name}", 1, "0" * 64, 0)
 
 
-def engine(budget_bytes: int, slots: int = 8) -> ServingEngine:
+def engine(
+    budget_bytes: int, slots: int = 8, host_budget_bytes: int | None = None
+) -> ServingEngine:
     base = build_base(tiny_llama_config(hidden=HIDDEN, layers=LAYERS), seed=0)
     model = PackedLoraModel(base, list(TARGETS), slots, max_rank=8)
-    return ServingEngine(model, SlotTable(slots, budget_bytes), "", 64, 0, 1)
+    table = SlotTable(slots, budget_bytes)
+    return ServingEngine(model, table, "", 64, 0, 1, host_budget_bytes=host_budget_bytes)
 
 
 def test_a_load_that_cannot_fit_leaves_the_resident_set_servable() -> None:
@@ -56,14 +60,47 @@ def test_a_load_that_cannot_fit_leaves_the_resident_set_servable() -> None:
     assert node.evict(ref("a"))  # and it can still be evicted on purpose
 
 
-def test_evictions_made_for_a_stack_are_reported_and_forgotten() -> None:
+def test_room_made_for_a_stack_moves_a_slot_back_to_host_memory_only() -> None:
     w = weights(2, 1)
     node = engine(budget_bytes=weights_bytes(w) * 4)  # room for four rank-2 adapters
     for name in "abc":
         node.load(ref(name), weights(2, ord(name)))
     with node.lease([(ref("b"), 0.5), (ref("c"), 0.5)]) as lease:  # rank 4: two adapters' room
         assert lease.slot > 0
-    assert node.take_evicted() == [ref("a")]  # the least recently used; never its own parts
-    assert node.resident() == [ref("b"), ref("c")]
-    with pytest.raises(Exception, match="not resident"):
-        node.acquire([(ref("a"), 1.0)])
+    assert node.in_device() == [ref("b"), ref("c")]  # a, least recently used, lost its slot
+    assert node.take_evicted() == [] and node.resident() == [ref("a"), ref("b"), ref("c")]
+    with node.lease([(ref("a"), 1.0)]) as lease:  # promoted: copied back from host memory
+        layer = node.model.layers["model.layers.1.self_attn.v_proj"].slots
+        a, b, _ = weights(2, ord("a")).modules["model.layers.1.self_attn.v_proj"]
+        assert torch.equal(layer.A[lease.slot, :2], a) and torch.equal(
+            layer.B[lease.slot, :, :2], b
+        )
+    assert node.in_device() == [ref("a"), ref("c")]
+
+
+def test_the_host_tier_evicts_its_least_recently_used_beyond_its_budget() -> None:
+    unit = weights_bytes(weights(2, 0))
+    promotions: list[int] = []
+    node = engine(budget_bytes=2 * unit, slots=3, host_budget_bytes=3 * unit)
+    node.on_promote = lambda: promotions.append(1)
+    node.load(ref("a"), weights(2, 1), pinned=True)
+    for name in "bc":
+        node.load(ref(name), weights(2, ord(name)))
+    with node.lease([(ref("b"), 1.0)]):  # b is now more recently used than c
+        node.load(ref("d"), weights(2, 4))  # c goes: a is pinned, b in use
+        assert node.take_evicted() == [ref("c")]
+        with pytest.raises(ResourceExhausted, match="host memory holds only pinned or running"):
+            node.load(ref("e"), weights(4, 5))  # two units: only d could go
+    assert node.resident() == [ref("a"), ref("b"), ref("d")] and node.take_evicted() == []
+    assert node.in_device() == [ref("a"), ref("b")]  # d found no free slot: host only
+    assert len(promotions) == 1  # b, for its request (copies made by loads are not counted)
+    device, host = node.tiers()
+    assert (host.adapters, host.used_bytes, host.budget_bytes) == (3, 3 * unit, 3 * unit)
+    assert (device.adapters, device.used_bytes, device.slots) == (2, 2 * unit, 2)
+    with pytest.raises(ResourceExhausted, match="device slot budget"):
+        node.load(ref("f"), weights(6, 6))  # three units: more than the slots may hold
+
+
+def test_a_host_budget_below_the_device_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="raise the host budget"):
+        engine(budget_bytes=100, host_budget_bytes=99)

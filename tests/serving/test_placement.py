@@ -15,8 +15,8 @@ def ref(i: int, size: int = MB) -> RevisionRef:
     return RevisionRef(f"id{i:03d}", f"acme/a{i}", 1, f"{i:064x}", size)
 
 
-def nodes(*names: str, budget: int = 20 * MB, slots: int = 64) -> list[NodeCapacity]:
-    return [NodeCapacity(n, budget, slots) for n in names]
+def nodes(*names: str, budget: int = 20 * MB) -> list[NodeCapacity]:
+    return [NodeCapacity(n, budget) for n in names]
 
 
 def want(i: int, t: float, replicas: int = 1, pinned: bool = False) -> Want:
@@ -79,9 +79,11 @@ def test_a_newcomer_never_evicts_what_was_demanded_after_it() -> None:
     assert ref(9) not in plan["n1"] and len(plan["n1"]) == 4
 
 
-def test_slot_count_limits_too() -> None:
-    plan = Placement().plan([want(i, i) for i in range(10)], nodes("n1", slots=5, budget=10**9))
-    assert len(plan["n1"]) == 4  # slot 0 is "no adapter"
+def test_bytes_alone_limit_a_node_not_its_device_slots() -> None:
+    """A node holds its revisions in host memory and copies them into its slots on
+    demand, so it may hold more than it has slots."""
+    plan = Placement().plan([want(i, i) for i in range(10)], nodes("n1", budget=10 * MB))
+    assert len(plan["n1"]) == 8  # 80% of the budget
 
 
 def on_base(r: RevisionRef, base: str) -> RevisionRef:
@@ -90,8 +92,8 @@ def on_base(r: RevisionRef, base: str) -> RevisionRef:
 
 def two_bases() -> list[NodeCapacity]:
     return [
-        NodeCapacity("llama", 20 * MB, 64, "base-l"),
-        NodeCapacity("qwen", 20 * MB, 64, "base-q"),
+        NodeCapacity("llama", 20 * MB, "base-l"),
+        NodeCapacity("qwen", 20 * MB, "base-q"),
     ]
 
 
