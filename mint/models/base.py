@@ -70,3 +70,15 @@ def load_base_dir(path: str) -> PreTrainedModel:
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
     model.train(False)
     return model
+
+
+def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move `model` to `device` in `dtype` as `from_pretrained(dtype=...)` loads one: its
+    parameters and saved buffers in `dtype`, the buffers it computes itself (a Llama's
+    rotary frequencies) in their own dtype, so positions stay exact in bfloat16."""
+    saved = set(model.state_dict())
+    computed = {n: b for n, b in model.named_buffers() if n not in saved}
+    model.to(device=device, dtype=dtype)
+    for name, buffer in computed.items():
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, buffer.to(device))

@@ -13,7 +13,7 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
-from mint.models.base import build_base, fingerprint, load_base_dir, tiny_llama_config
+from mint.models.base import build_base, fingerprint, load_base_dir, place, tiny_llama_config
 from mint.rpc.auth import OnBehalf, TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
@@ -92,7 +92,7 @@ class NodeProcess:
         # serves in changes no fingerprint.
         base_fingerprint = fingerprint(base)
         home = config.home or resolve()
-        base.to(device=home.device, dtype=home.dtype)  # the slot banks follow its layers
+        place(base, home.device, home.dtype)  # the slot banks follow its layers
         model = PackedLoraModel(base, list(config.targets), config.slots, config.max_rank)
         self.metrics = NodeMetrics()
         self.metrics.device.info(dict(zip(("device", "dtype"), home.describe(), strict=True)))

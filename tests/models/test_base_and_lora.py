@@ -72,3 +72,23 @@ def test_fingerprint_survives_save_pretrained_and_loading_the_directory(tmp_path
     model.save_pretrained(str(tmp_path))  # also fills in config fields (architectures, dtype)
     assert fingerprint(model) == before
     assert fingerprint(load_base_dir(str(tmp_path))) == before
+
+
+def test_a_placed_base_has_the_dtypes_from_pretrained_gives_it(tmp_path: Path) -> None:
+    """Parameters in bfloat16, the rotary frequencies still float32, the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    from mint.models.base import place
+
+    model = build_base(tiny_llama_config(), seed=0)
+    model.save_pretrained(str(tmp_path))
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
+    before = fingerprint(model)
+    place(model, torch.device("cpu"), torch.bfloat16)
+    dtypes = {n: t.dtype for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    assert dtypes == {n: t.dtype for n, t in [*loaded.named_parameters(), *loaded.named_buffers()]}
+    assert dtypes["model.rotary_emb.inv_freq"] == torch.float32
+    assert dtypes["model.layers.0.self_attn.q_proj.weight"] == torch.bfloat16
+    with torch.no_grad():
+        assert torch.equal(model(_tokens()).logits, loaded(_tokens()).logits)
+    assert fingerprint(model) != before  # a fingerprint is of the weights as stored

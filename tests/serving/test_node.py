@@ -452,7 +452,7 @@ def test_metrics_show_residency_loads_batches_and_latency(node: NodeProcess, stu
     port = node.config.metrics_port
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     resident = len(node.engine.resident())
-    assert f'mint_node_resident_adapters{{tier="cpu"}} {resident}.0' in text
+    assert f'mint_node_resident_adapters{{tier="host"}} {resident}.0' in text
     assert 'mint_node_loads_total{outcome="loaded"}' in text
     assert "mint_node_load_seconds_count" in text
     assert "mint_node_batch_size_count" in text

@@ -1,0 +1,1 @@
+"""Checks run on the device machine (a GPU), prepared and smoke-tested on the CPU."""

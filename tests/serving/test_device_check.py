@@ -1,0 +1,60 @@
+"""The GPU check (bench/gpu/device_check.py), run as CI can: on the CPU in bfloat16, in a
+process where the packages the GPU machine lacks cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.gpu import device_check
+
+# Not installed on the GPU machine (issue #11): the check must not need them.
+ABSENT_THERE = ["pydantic", "pydantic_settings", "kafka", "minio", "grpc_health", "grpc_reflection"]
+RUN = (
+    "import runpy, sys\n"
+    f"for name in {ABSENT_THERE!r}:\n"
+    "    sys.modules[name] = None  # import raises ImportError\n"
+    "runpy.run_module('bench.gpu.device_check', run_name='__main__')\n"
+)
+SMALL = ["--adapters", "4", "--slots", "3", "--batch", "4", "--prompt", "16"]
+SMALL += ["--new-tokens", "8", "--repeats", "1"]
+
+
+def test_the_gpu_check_runs_on_the_cpu_and_reports_every_check(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, "--device", "cpu", "--dtype", "bfloat16", *SMALL],
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = json.loads((tmp_path / "device_check.json").read_text())
+    assert found["failed"] == []
+    assert (found["resolve"]["device"], found["resolve"]["dtype"]) == ("cpu", "bfloat16")
+    assert found["load"]["tiers"]["host"]["adapters"] == 4
+    assert found["load"]["tiers"]["device"]["adapters"] == 3
+    assert found["load"]["pinned"] is False  # pinned only for a CUDA device
+    assert found["promotion"]["promotions"] >= 4
+    assert found["mixed_forward"]["argmax_agreement_vs_fp32"] >= 0.9
+    assert found["generate"]["token_agreement_vs_peft_same_dtype"] >= 0.9
+    assert found["timing"]["packed_ms"] > 0
+
+
+def test_the_gpu_check_says_why_it_cannot_run_on_a_missing_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["device_check", "--device", "cuda", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        device_check.main()
+    assert stopped.value.code == 1
+    found = json.loads((tmp_path / "device_check.json").read_text())
+    assert found["failed"] == ["resolve"]
+    assert "torch sees no CUDA device" in found["resolve"]["error"]
