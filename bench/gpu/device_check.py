@@ -14,6 +14,7 @@ clients: the GPU machine has none of them). bench/README.md says how to run it t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -27,14 +28,15 @@ from typing import Any
 
 import torch
 import transformers
-from peft import PeftModel
+from peft import LoraConfig, PeftModel
+from safetensors.torch import save as save_safetensors
 
 from mint.layout import ADAPTER_WEIGHTS
 from mint.models.base import build_base, place, tiny_llama_config
-from mint.models.lora import attach_lora, load_adapter_weights
+from mint.models.lora import load_adapter_weights
 from mint.serving.device import TensorHome, resolve
 from mint.serving.engine import GenerationJob, ServingEngine, key_of
-from mint.serving.packed_model import LoraWeights, PackedLoraModel
+from mint.serving.packed_model import PEFT_PREFIX, LoraWeights, PackedLoraModel
 from mint.serving.requests import RevisionRef, Sampling
 from mint.serving.residency import SlotTable
 
@@ -80,31 +82,47 @@ def environment() -> dict[str, Any]:
 
 
 def make_adapters(args: argparse.Namespace, folder: Path) -> list[Path]:
-    """PEFT folders of rank `--rank` LoRAs on q/v, random A and B (scaled so they matter)."""
+    """PEFT folders (adapter_config.json, adapter_model.safetensors) of rank-`--rank` LoRAs
+    on q/v with random A and B, large enough to change the outputs."""
+    g, hidden = torch.Generator().manual_seed(1), args.hidden
     folders = []
     for i in range(args.adapters):
-        lora = attach_lora(base(args), rank=args.rank, alpha=ALPHA, targets=TARGETS, seed=i + 1)
-        with torch.no_grad():
-            for p in lora.parameters():
-                if p.requires_grad:
-                    p.mul_(4)
-        lora.save_pretrained(str(folder / f"a{i}"))
-        folders.append(folder / f"a{i}")
+        state = {}
+        for layer in range(args.layers):
+            for target in TARGETS:
+                prefix = f"{PEFT_PREFIX}model.layers.{layer}.self_attn.{target}"
+                a = torch.randn(args.rank, hidden, generator=g) / hidden**0.5
+                state[f"{prefix}.lora_A.weight"] = a
+                state[f"{prefix}.lora_B.weight"] = torch.randn(hidden, args.rank, generator=g)
+        out = folder / f"a{i}"
+        LoraConfig(r=args.rank, lora_alpha=ALPHA, target_modules=list(TARGETS)).save_pretrained(
+            str(out)
+        )
+        (out / ADAPTER_WEIGHTS).write_bytes(save_safetensors(state))
+        folders.append(out)
     return folders
 
 
-def base(args: argparse.Namespace) -> Any:
-    config = tiny_llama_config(hidden=args.hidden, layers=args.layers, heads=args.heads)
-    return build_base(config, seed=0)
+class Bases:
+    """The check's base, built once on the CPU in float32 (a large one takes a while);
+    every model here starts from a copy of it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        config = tiny_llama_config(hidden=args.hidden, layers=args.layers, heads=args.heads)
+        self.cpu = build_base(config, seed=0)
+
+    def placed(self, device: torch.device, dtype: torch.dtype) -> Any:
+        model = copy.deepcopy(self.cpu)
+        place(model, device, dtype)  # as the node places its base
+        return model
 
 
 def ref(i: int) -> RevisionRef:
     return RevisionRef(f"id-{i}", f"check/a{i}", 1, "0" * 64, 0)
 
 
-def build_engine(args: argparse.Namespace, home: TensorHome) -> ServingEngine:
-    model = base(args)
-    place(model, home.device, home.dtype)  # as the node does
+def build_engine(args: argparse.Namespace, bases: Bases, home: TensorHome) -> ServingEngine:
+    model = bases.placed(home.device, home.dtype)
     packed = PackedLoraModel(model, list(TARGETS), args.slots + 1, args.rank)
     return ServingEngine(packed, SlotTable(args.slots + 1, 2**34), "", 4096, 0, 1)
 
@@ -171,11 +189,8 @@ def mixed_rows(args: argparse.Namespace) -> list[tuple[list[int], int | None]]:
     return rows
 
 
-def peft_reference(
-    args: argparse.Namespace, folders: list[Path], dtype: torch.dtype, home: TensorHome
-) -> Any:
-    model = base(args)
-    place(model, home.device, dtype)
+def peft_reference(bases: Bases, folders: list[Path], dtype: torch.dtype, home: TensorHome) -> Any:
+    model = bases.placed(home.device, dtype)
     reference = PeftModel.from_pretrained(model, str(folders[0]), adapter_name="a0")
     for i, folder in enumerate(folders[1:], start=1):
         reference.load_adapter(str(folder), adapter_name=f"a{i}")
@@ -190,35 +205,45 @@ def logits_of(model: Any, ids: list[int], adapter: int | None, device: torch.dev
 
 
 def mixed_forward(
-    engine: ServingEngine, args: argparse.Namespace, folders: list[Path], home: TensorHome
+    engine: ServingEngine, args: argparse.Namespace, bases: Bases, folders: list[Path]
 ) -> dict[str, Any]:
-    """One forward pass per row through the packed model vs PEFT, same dtype and float32."""
-    rows = mixed_rows(args)
-    same, exact = (peft_reference(args, folders, d, home) for d in (home.dtype, torch.float32))
-    errors, peft_errors, agree = [], [], 0
-    for ids, adapter in rows:
-        parts = [] if adapter is None else [(ref(adapter), 1.0)]
-        with torch.no_grad(), engine.lease(parts) as lease:
-            got = engine.model(torch.tensor([ids], device=home.device), torch.tensor([lease.slot]))
-        want = logits_of(exact, ids, adapter, home.device)
-        errors.append(float((got[0].float() - want).abs().max()))
-        peft_errors.append(float((logits_of(same, ids, adapter, home.device) - want).abs().max()))
-        agree += int((got[0].argmax(-1) == want.argmax(-1)).sum())
-    positions = sum(len(ids) for ids, _ in rows)
+    """One forward pass of a mixed batch (a slot per row, some rows bare) through the
+    packed model vs PEFT's mixed batch, in the same dtype and in float32."""
+    home = engine_home(engine)
+    ids = torch.randint(3, 256, (args.batch, args.prompt), generator=torch.Generator())
+    ids = ids.to(home.device)
+    rows = [None if i % 4 == 3 else i % min(args.adapters, args.slots) for i in range(args.batch)]
+    names = ["__base__" if a is None else f"a{a}" for a in rows]
+    leases = [engine.acquire([] if a is None else [(ref(a), 1.0)]) for a in rows]
+    try:
+        with torch.no_grad():
+            got = engine.model(ids, torch.tensor([lease.slot for lease in leases])).float()
+            bare = engine.model(ids, torch.zeros(args.batch, dtype=torch.long)).float()
+    finally:
+        for lease in leases:
+            engine.release(lease)
+    same, exact = (peft_reference(bases, folders, d, home) for d in (home.dtype, torch.float32))
+    with torch.no_grad():
+        want = exact(ids, adapter_names=names).logits.float()
+        theirs = same(ids, adapter_names=names).logits.float()
+    adapted = torch.tensor([a is not None for a in rows], device=home.device)
+    effect = float((want - bare)[adapted].abs().max())
+    assert effect > 10 * float((got - want).abs().max()), "the adapters barely change the logits"
     return {
-        "max_abs_logit_error_vs_fp32": max(errors),
-        "peft_same_dtype_max_abs_error_vs_fp32": max(peft_errors),
-        "argmax_agreement_vs_fp32": agree / positions,
+        "max_abs_logit_error_vs_fp32": float((got - want).abs().max()),
+        "peft_same_dtype_max_abs_error_vs_fp32": float((theirs - want).abs().max()),
+        "argmax_agreement_vs_fp32": float((got.argmax(-1) == want.argmax(-1)).float().mean()),
+        "adapter_effect_max_abs": effect,
         "logit_scale": float(want.abs().max()),
     }
 
 
 def generate_mixed(
-    engine: ServingEngine, args: argparse.Namespace, folders: list[Path], home: TensorHome
+    engine: ServingEngine, args: argparse.Namespace, bases: Bases, folders: list[Path]
 ) -> dict[str, Any]:
     """engine.generate on a mixed batch; each step teacher-forced through PEFT (same
     dtype): the share of our greedy tokens that are PEFT's own choice."""
-    rows = mixed_rows(args)
+    rows, home = mixed_rows(args), engine_home(engine)
     leases = [engine.acquire([] if a is None else [(ref(a), 1.0)]) for _, a in rows]
     try:
         started = time.perf_counter()
@@ -228,7 +253,7 @@ def generate_mixed(
     finally:
         for lease in leases:
             engine.release(lease)
-    same = peft_reference(args, folders, home.dtype, home)
+    same = peft_reference(bases, folders, home.dtype, home)
     agree = steps = 0
     for (ids, adapter), tokens in zip(rows, out, strict=True):
         logits = logits_of(same, ids + tokens, adapter, home.device)[len(ids) - 1 : -1]
@@ -257,6 +282,10 @@ def timing(engine: ServingEngine, args: argparse.Namespace, home: TensorHome) ->
 
     packed, bare = run(mixed), run(torch.zeros(args.batch, dtype=torch.long))
     return {"packed_ms": packed, "bare_ms": bare, "packed_over_bare": packed / bare}
+
+
+def engine_home(engine: ServingEngine) -> TensorHome:
+    return TensorHome(engine.model_device, engine.model_dtype)
 
 
 def sync(home: TensorHome) -> None:
@@ -304,13 +333,14 @@ def run_checks(checks: Checks, args: argparse.Namespace, home: TensorHome) -> No
     with tempfile.TemporaryDirectory(prefix="device-check-") as folder:
         started = time.perf_counter()
         folders = make_adapters(args, Path(folder))
-        engine = build_engine(args, home)
+        bases = Bases(args)
+        engine = build_engine(args, bases, home)
         checks.found["setup_seconds"] = round(time.perf_counter() - started, 3)
         checks.run("placement", lambda: placement(engine, home))
         checks.run("load", lambda: load_all(engine, folders, home))
         checks.run("promotion", lambda: promotions(engine, args.adapters))
-        checks.run("mixed_forward", lambda: mixed_forward(engine, args, folders, home))
-        checks.run("generate", lambda: generate_mixed(engine, args, folders, home))
+        checks.run("mixed_forward", lambda: mixed_forward(engine, args, bases, folders))
+        checks.run("generate", lambda: generate_mixed(engine, args, bases, folders))
         checks.run("timing", lambda: timing(engine, args, home))
     if home.device.type == "cuda":
         checks.found["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
