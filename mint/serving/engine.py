@@ -4,10 +4,11 @@ resolved to exact revisions.
 
 Two tiers, each with its own byte budget. The host tier (`HostTier`) holds the weights of
 every revision the node holds, in the serving dtype (pinned on CUDA); leaving it is
-leaving the node, and the table's victims are reported (`take_evicted`). The device
-slots (`SlotTable`) are a working set drawn from it: a request for a revision without a
-slot copies it into one (a promotion), and the least recently used slot's revision
-simply stays in host memory.
+leaving the node (`take_evicted` reports it). The device slots (`SlotTable`) are a
+working set drawn from it: a request for a revision without a slot copies it into one (a
+promotion), and the least recently used slot's revision simply stays in host memory.
+A lease is released only once its batch's outputs were read back to the host, so no
+kernel still reads a slot when it is cleared or rewritten.
 
 Locks: `_table` guards both tiers (admit, evict, leases); `_run` serialises forward
 passes (torch already uses every core for one). Loads parse and convert their weights
