@@ -1,7 +1,9 @@
 """Generation throughput with packed adapters (Step 4 (a) and (b)).
 
 32 concurrent requests over 32 distinct adapters, 64-token prompts, 32 new tokens (greedy),
-on a ~58M-parameter Llama (rank-8 LoRA on q/v), measured in one run against:
+on a ~58M-parameter Llama (rank-8 LoRA on q/v), served as a node serves them (the engine's
+slots and the continuous-batching scheduler, default step budget), measured in one run
+against:
   (a) PEFT's common serving pattern: per request, `set_adapter`, then `generate`
       (target: packed >= 10x);
   (b) the bare base model serving the same 32 requests batched, no adapters — the
@@ -26,8 +28,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from bench.common import bar_chart_svg, record
 from bench.serving_scale import base_config
 from mint.models.base import build_base
-from mint.serving.generate import Sampling, generate
+from mint.serving.engine import ServingEngine
 from mint.serving.packed_model import LoraWeights, PackedLoraModel
+from mint.serving.requests import RevisionRef, Sampling
+from mint.serving.residency import SlotTable
+from mint.serving.scheduler import Scheduler
 
 REQUESTS, PROMPT, NEW, RANK = 32, 64, 32, 8
 
@@ -75,17 +80,27 @@ def packed_batched(paths: list[Path], prompts: torch.Tensor) -> float:
     model = PackedLoraModel(
         build_base(base_config(), seed=0), ["q_proj", "v_proj"], slots=REQUESTS + 1, max_rank=RANK
     )
-    for i, path in enumerate(paths, start=1):
+    engine = ServingEngine(model, SlotTable(REQUESTS + 1, 2**30), "", PROMPT, 0, 1)
+    refs = []
+    for i, path in enumerate(paths):
         data = (path / "adapter_model.safetensors").read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         weights: LoraWeights = weights_from_bytes(
-            data, hashlib.sha256(data).hexdigest(), (path / "adapter_config.json").read_text()
+            data, digest, (path / "adapter_config.json").read_text()
         )
-        model.load(i, weights)
-    mask = torch.ones_like(prompts)
+        refs.append(RevisionRef(f"a{i}", f"bench/a{i}", 1, digest, len(data)))
+        engine.load(refs[-1], weights)
+    scheduler = Scheduler(engine, max_batch=REQUESTS)
     started = time.perf_counter()
-    out = generate(model, prompts, mask, torch.arange(1, REQUESTS + 1), Sampling(NEW))
+    running = [
+        scheduler.submit([(ref, 1.0)], prompt.tolist(), Sampling(NEW))
+        for ref, prompt in zip(refs, prompts, strict=True)
+    ]
+    while scheduler.step():
+        pass
     elapsed = time.perf_counter() - started
-    assert out.shape == (REQUESTS, NEW)
+    if any(len(g.result().tokens) != NEW for g in running):
+        raise RuntimeError("a request did not get all its tokens")
     return REQUESTS * NEW / elapsed
 
 

@@ -19,7 +19,6 @@ import shutil
 import time
 import uuid
 import warnings
-from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -34,11 +33,12 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
 from mint.registry import Principal, Registry, Upload
-from mint.serving.engine import GenerationJob, ServingEngine
+from mint.serving.engine import ServingEngine
 from mint.serving.loading import weights_from_bytes
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.requests import RevisionRef, Sampling
 from mint.serving.residency import SlotTable
+from mint.serving.scheduler import Scheduler
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"demo"}))
@@ -185,9 +185,12 @@ def _serve(
         refs[channel] = ref
     asks = [[(refs["stable"], 1.0)], [(refs["latest"], 1.0)], [(r, 0.5) for r in refs.values()], []]
     prompt = PROMPT[0].tolist()
-    with ExitStack() as held:
-        slots = [held.enter_context(engine.lease(parts)).slot for parts in asks]
-        outputs = engine.generate([GenerationJob(prompt, s) for s in slots], Sampling(8))
+    scheduler = Scheduler(engine)
+    running = [scheduler.submit(parts, prompt, Sampling(8)) for parts in asks]
+    while scheduler.step():  # every step: one forward pass for the four together
+        pass
+    outputs = [g.result().tokens for g in running]
+    batch = max(g.result().batch_size for g in running)
     with torch.no_grad():
         expected = reference.generate(  # type: ignore[no-untyped-call]
             input_ids=PROMPT[:1],
@@ -200,7 +203,7 @@ def _serve(
             pad_token_id=0,
         )[0, len(prompt) :].tolist()
     return {
-        "batch": len(outputs),
+        "batch": batch,
         "tokens": dict(zip(["stable", "latest", "stack", "base"], outputs, strict=True)),
         "stable_equals_peft": outputs[0] == expected,
     }

@@ -35,10 +35,11 @@ from mint.layout import ADAPTER_WEIGHTS
 from mint.models.base import build_base, place, tiny_llama_config
 from mint.models.lora import load_adapter_weights
 from mint.serving.device import TensorHome, resolve
-from mint.serving.engine import GenerationJob, ServingEngine, key_of
+from mint.serving.engine import ServingEngine, key_of
 from mint.serving.packed_model import PEFT_PREFIX, LoraWeights, PackedLoraModel
 from mint.serving.requests import RevisionRef, Sampling
 from mint.serving.residency import SlotTable
+from mint.serving.scheduler import Scheduler
 
 ALPHA, TARGETS = 16, ("q_proj", "v_proj")
 
@@ -241,18 +242,20 @@ def mixed_forward(
 def generate_mixed(
     engine: ServingEngine, args: argparse.Namespace, bases: Bases, folders: list[Path]
 ) -> dict[str, Any]:
-    """engine.generate on a mixed batch; each step teacher-forced through PEFT (same
-    dtype): the share of our greedy tokens that are PEFT's own choice."""
+    """The node's scheduler on a mixed batch (all submitted at once); each step
+    teacher-forced through PEFT (same dtype): the share of our greedy tokens that are
+    PEFT's own choice."""
     rows, home = mixed_rows(args), engine_home(engine)
-    leases = [engine.acquire([] if a is None else [(ref(a), 1.0)]) for _, a in rows]
-    try:
-        started = time.perf_counter()
-        jobs = [GenerationJob(ids, x.slot) for (ids, _), x in zip(rows, leases, strict=True)]
-        out = engine.generate(jobs, Sampling(max_new_tokens=args.new_tokens))
-        seconds = time.perf_counter() - started
-    finally:
-        for lease in leases:
-            engine.release(lease)
+    scheduler = Scheduler(engine, max_batch=len(rows), step_tokens=max(512, len(rows)))
+    started = time.perf_counter()
+    running = [
+        scheduler.submit([] if a is None else [(ref(a), 1.0)], ids, Sampling(args.new_tokens))
+        for ids, a in rows
+    ]
+    while scheduler.step():
+        pass
+    seconds = time.perf_counter() - started
+    out = [g.result().tokens for g in running]
     same = peft_reference(bases, folders, home.dtype, home)
     agree = steps = 0
     for (ids, adapter), tokens in zip(rows, out, strict=True):

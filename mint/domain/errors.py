@@ -48,3 +48,7 @@ class DataLoss(DomainError):
 
 class DeadlineExceeded(DomainError):
     """The work could not finish within the caller's deadline (the message says what)."""
+
+
+class Cancelled(DomainError):
+    """The caller went away (or asked to stop) before the work finished."""

@@ -30,13 +30,14 @@ import torch
 from mint.domain.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 
 from .device import SlotWrites, dtype_name
-from .generate import generate
 from .host_tier import HostTier
 from .packed_model import LoraWeights, PackedLoraModel
-from .requests import RevisionRef, Sampling
+from .requests import RevisionRef
 from .residency import ResidentKey, SlotTable
 
-OnTokens = Callable[[list[int]], None]
+
+class NotResident(Unavailable):
+    """A request names a revision this node does not hold (the router goes elsewhere)."""
 
 
 def key_of(ref: RevisionRef) -> ResidentKey:
@@ -70,13 +71,6 @@ class TierUsage:
     used_bytes: int
     adapters: int  # in the device tier, weighted stacks count too
     slots: int = 0  # the device tier's slot count (slot 0, the bare base, not counted)
-
-
-@dataclass
-class GenerationJob:
-    prompt_ids: list[int]
-    slot: int
-    on_tokens: OnTokens | None = None
 
 
 class ServingEngine:
@@ -246,7 +240,7 @@ class ServingEngine:
         with self._table:
             missing = [r.label for r, _ in parts if key_of(r) not in self.host]
             if missing:
-                raise Unavailable(f"not resident on this node: {', '.join(missing)}")
+                raise NotResident(f"not resident on this node: {', '.join(missing)}")
             if not parts:
                 return Lease(0, None)
             for ref, _ in parts:
@@ -337,27 +331,12 @@ class ServingEngine:
                 f"{self.max_prompt_tokens}"
             )
 
-    @torch.no_grad()
-    def generate(
-        self, jobs: Sequence[GenerationJob], sampling: Sampling | Sequence[Sampling]
-    ) -> list[list[int]]:
-        """One batch, one forward pass per step: each job with its own slot, and its own
-        sampling if `sampling` is a sequence (same max_new_tokens and stop_at_eos)."""
-        rows = [sampling] * len(jobs) if isinstance(sampling, Sampling) else list(sampling)
-        if len({row.stop_at_eos for row in rows}) != 1:
-            raise ValueError("one batch stops at EOS for every sample or for none")
-        width = max(len(j.prompt_ids) for j in jobs)
-        ids = torch.full((len(jobs), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for i, job in enumerate(jobs):  # left padding: every prompt ends at the same column
-            ids[i, width - len(job.prompt_ids) :] = torch.tensor(job.prompt_ids)
-            mask[i, width - len(job.prompt_ids) :] = 1
-        slots = torch.tensor([j.slot for j in jobs], dtype=torch.long)
-        eos = self.eos_token_id if rows[0].stop_at_eos else None
-        streamer = _Streamer(jobs, eos) if any(j.on_tokens for j in jobs) else None
-        with self._run:
-            out = generate(self.model, ids, mask, slots, rows, eos, self.pad_token_id, streamer)
-        return [_until_eos(row.tolist(), eos) for row in out]
+    @contextmanager
+    def model_pass(self) -> Iterator[PackedLoraModel]:
+        """The model for one forward pass at a time: the scheduler's steps and `score`
+        share it, and the slots a pass applies are set on the model for its duration."""
+        with self._run, torch.no_grad():
+            yield self.model
 
     @torch.no_grad()
     def score(self, prompt_ids: list[int], continuation_ids: list[int], slot: int) -> list[float]:
@@ -371,30 +350,3 @@ class ServingEngine:
         logprobs = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1].float(), dim=-1)
         picked = logprobs.gather(1, torch.tensor(continuation_ids)[:, None])[:, 0]
         return [float(x) for x in picked]
-
-
-def _until_eos(tokens: list[int], eos: int | None) -> list[int]:
-    return tokens[: tokens.index(eos) + 1] if eos is not None and eos in tokens else tokens
-
-
-class _Streamer:
-    """transformers' streamer protocol: the prompt first, then each step's tokens [batch]."""
-
-    def __init__(self, jobs: Sequence[GenerationJob], eos: int | None) -> None:
-        self.jobs, self.eos = jobs, eos
-        self.seen_prompt = False
-        self.done = [False] * len(jobs)
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.seen_prompt:
-            self.seen_prompt = True
-            return
-        for i, token in enumerate(value.reshape(len(self.jobs), -1)[:, -1].tolist()):
-            job = self.jobs[i]
-            if self.done[i] or job.on_tokens is None:
-                continue
-            job.on_tokens([token])
-            self.done[i] = token == self.eos
-
-    def end(self) -> None:
-        pass

@@ -1,38 +1,33 @@
 """Per-request sampling inside a shared batch.
 
-Each row of a batch draws its next token with its own temperature, top-p and seeded
-generator, so a request's output depends on its seed and its own logits, never on which
-requests it shared the batch with, and requests with different sampling settings can
-share one forward pass. The processor turns each sampled row into a one-hot score row,
-which greedy decoding then picks; greedy rows (temperature 0) pass through unchanged.
+Each request draws its next token with its own temperature, top-p and seeded generator,
+so its output depends on its seed and its own logits, never on which requests it shared
+the batch with, and requests with different sampling settings share one forward pass.
+Temperature 0 is greedy: the most likely token (the first of equals, as argmax picks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from transformers import LogitsProcessor
 
 from .requests import Sampling
 
 
-class PerRequestSampler(LogitsProcessor):
-    """For transformers' `generate`: (input_ids, scores [batch, vocab]) -> scores."""
+class Sampler:
+    """One request's choice of each next token."""
 
-    def __init__(self, samplings: Sequence[Sampling]) -> None:
-        self.rows = [
-            (s.temperature, s.top_p, torch.Generator().manual_seed(s.seed)) for s in samplings
-        ]
+    def __init__(self, sampling: Sampling) -> None:
+        self.temperature, self.top_p = sampling.temperature, sampling.top_p
+        self.generator = torch.Generator().manual_seed(sampling.seed)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        out = scores.clone()
-        for i, (temperature, top_p, generator) in enumerate(self.rows):
-            if temperature > 0:
-                token = draw(scores[i], temperature, top_p, generator)
-                out[i] = float("-inf")
-                out[i, token] = 0.0
-        return out
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def draw(self, logits: torch.Tensor) -> int:
+        """A token from `logits` [vocab]; drawn on the CPU, where the generator lives, so a
+        seed draws the same way whatever device computed the logits."""
+        return draw(logits.cpu(), self.temperature, self.top_p, self.generator)
 
 
 def draw(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:

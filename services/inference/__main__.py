@@ -57,6 +57,8 @@ def main() -> None:
             max_prompt_tokens=config.max_prompt_tokens,
             batch_window_ms=config.batch_window_ms,
             max_batch=config.max_batch,
+            max_queue=config.max_queue,
+            step_tokens=config.step_tokens,
             metrics_port=config.metrics_port or None,
             disk_cache_dir=config.disk_cache_dir,
             disk_budget_bytes=int(config.disk_cache_mib * MiB),

@@ -1,4 +1,4 @@
-"""Assembling a node: base model, slots, engine, batcher, catalog, reconciler, server."""
+"""Assembling a node: base model, slots, engine, scheduler, catalog, reconciler, server."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from mint.models.base import build_base, fingerprint, load_base_dir, place, tiny
 from mint.rpc.auth import OnBehalf, TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
-from mint.serving.batcher import Batcher
 from mint.serving.catalog import Catalog
 from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.residency import SlotTable
+from mint.serving.scheduler import Scheduler
 from mint.tokenizer import (
     VOCAB_SIZE,
     byte_tokenizer,
@@ -62,8 +62,10 @@ class NodeConfig:
     budget_bytes: int = 256 * 1024 * 1024  # the device slots
     host_budget_bytes: int = 1024 * 1024 * 1024  # every resident adapter, in host memory
     max_prompt_tokens: int = 1024
-    batch_window_ms: float = 5.0
-    max_batch: int = 32
+    batch_window_ms: float = 5.0  # an idle node waits this long for a burst to start with
+    max_batch: int = 32  # requests running at once
+    max_queue: int = 256  # requests waiting to run; more are refused (RESOURCE_EXHAUSTED)
+    step_tokens: int = 512  # tokens per step, decodes and a prefill chunk together
     metrics_port: int | None = None
     report_s: float = 1.0
     disk_cache_dir: str | None = None  # None: no disk tier
@@ -107,19 +109,21 @@ class NodeProcess:
             host_budget_bytes=config.host_budget_bytes,
             on_promote=self.metrics.promotions.inc,
         )
-        self.batcher = Batcher(
+        self.scheduler = Scheduler(
             self.engine,
-            config.batch_window_ms / 1000,
             config.max_batch,
-            on_batch=self.metrics.batch_size.observe,
-        )
+            config.max_queue,
+            config.step_tokens,
+            config.batch_window_ms / 1000,
+            on_step=self.metrics.batch_size.observe,
+        ).start()
         catalog = Catalog(S3Objects(client(config.s3), config.bucket, config.prefix))
         node = InferenceNode(
             config.name,
             self.engine,
             catalog,
             tokenizer,
-            self.batcher,
+            self.scheduler,
             on_miss=self.metrics.misses.inc,
         )
         self.rpc = build_server(
@@ -159,4 +163,4 @@ class NodeProcess:
         self.rpc.start_draining()
         self.reconciler.stop()
         self.rpc.stop(grace_s)
-        self.batcher.close()
+        self.scheduler.close()

@@ -49,7 +49,7 @@ class NodeMetrics:
         )
         self.batch_size = Histogram(
             "mint_node_batch_size",
-            "Requests per generation batch",
+            "Requests in each step of the running batch",
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )

@@ -1,22 +1,30 @@
-"""Request handling on a node: parse, check, resolve to exact revisions, lease the slot,
-run in a batch. Nothing here loads an adapter: only residency intents do (reconciler)."""
+"""Request handling on a node: parse, check, resolve to exact revisions, then hand the
+request to the scheduler, which leases its slot and runs it in the continuous batch.
+Nothing here loads an adapter: only residency intents do (reconciler)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
-from queue import Queue
+from queue import SimpleQueue
+from typing import TypeVar
 
 from transformers import PreTrainedTokenizerFast
 
-from mint.domain.errors import Unavailable
-from mint.serving.batcher import Batcher
+from mint.deadlines import time_left
 from mint.serving.catalog import Catalog
-from mint.serving.engine import GenerationJob, Lease, ServingEngine
+from mint.serving.engine import NotResident, ServingEngine
+from mint.serving.generation import Generation, OnToken
 from mint.serving.requests import RevisionRef, Sampling, Selector
+from mint.serving.scheduler import Scheduler
 
 Parts = list[tuple[RevisionRef, float]]
+T = TypeVar("T")
+# Registers a callback to run when the call ends, whether it finished or the caller
+# cancelled (gRPC's `context.add_callback`): it stops the generation at the next step.
+OnCallEnd = Callable[[Callable[[], None]], object]
 
 
 @dataclass(frozen=True)
@@ -34,11 +42,11 @@ class InferenceNode:
         engine: ServingEngine,
         catalog: Catalog,
         tokenizer: PreTrainedTokenizerFast,
-        batcher: Batcher,
+        scheduler: Scheduler,
         on_miss: Callable[[], None] | None = None,
     ) -> None:
         self.name, self.engine, self.catalog = name, engine, catalog
-        self.tokenizer, self.batcher = tokenizer, batcher
+        self.tokenizer, self.scheduler = tokenizer, scheduler
         self.on_miss = on_miss
 
     def resolve(self, selectors: list[Selector]) -> Parts:
@@ -55,41 +63,39 @@ class InferenceNode:
     def decode(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
-    def generate(self, selectors: list[Selector], prompt: str, sampling: Sampling) -> Completion:
-        parts, ids = self.resolve(selectors), self.encode(prompt)
-        lease = self._acquire(parts)
-        try:
-            tokens, size = self.batcher.submit(GenerationJob(ids, lease.slot), sampling).result()
-        finally:
-            self.engine.release(lease)
-        return Completion(tokens, self.decode(tokens), parts, size)
+    def generate(
+        self,
+        selectors: list[Selector],
+        prompt: str,
+        sampling: Sampling,
+        on_call_end: OnCallEnd | None = None,
+    ) -> Completion:
+        parts = self.resolve(selectors)
+        generation = self._submit(parts, self.encode(prompt), sampling, on_call_end)
+        out = generation.result()
+        return Completion(out.tokens, self.decode(out.tokens), parts, out.batch_size)
 
     def stream(
-        self, selectors: list[Selector], prompt: str, sampling: Sampling
+        self,
+        selectors: list[Selector],
+        prompt: str,
+        sampling: Sampling,
+        on_call_end: OnCallEnd | None = None,
     ) -> tuple[Parts, Iterator[list[int]]]:
-        """The resolved adapters now (errors raise here), then tokens as they decode.
-
-        The slot is released when the batch finishes, not when the caller stops reading:
-        a cancelled stream must not free a slot that the running batch still uses."""
-        parts, ids = self.resolve(selectors), self.encode(prompt)
-        lease = self._acquire(parts)
-        chunks: Queue[list[int] | None] = Queue()
-        try:
-            done = self.batcher.submit(GenerationJob(ids, lease.slot, chunks.put), sampling)
-        except BaseException:
-            self.engine.release(lease)
-            raise
-
-        def finished(_: object) -> None:
-            self.engine.release(lease)
-            chunks.put(None)
-
-        done.add_done_callback(finished)
+        """The resolved adapters now (errors raise here), then tokens as they decode. A
+        reader that stops early cancels the generation."""
+        parts = self.resolve(selectors)
+        chunks: SimpleQueue[int | None] = SimpleQueue()
+        generation = self._submit(parts, self.encode(prompt), sampling, on_call_end, chunks.put)
+        generation.done.add_done_callback(lambda _: chunks.put(None))
 
         def tokens() -> Iterator[list[int]]:
-            while (chunk := chunks.get()) is not None:
-                yield chunk
-            _raise_if_failed(done)
+            try:
+                while (token := chunks.get()) is not None:
+                    yield [token]
+                generation.result()  # raises why it stopped early, if it did
+            finally:
+                generation.cancel()
 
         return parts, tokens()
 
@@ -99,22 +105,34 @@ class InferenceNode:
         parts = self.resolve(selectors)
         prompt_ids = self.encode(prompt)
         continuation_ids: list[int] = self.tokenizer(continuation)["input_ids"]
-        lease = self._acquire(parts)
+        lease = self._counting_misses(lambda: self.engine.acquire(parts))
         try:
             return parts, self.engine.score(prompt_ids, continuation_ids, lease.slot)
         finally:
             self.engine.release(lease)
 
-    def _acquire(self, parts: Parts) -> Lease:
+    def _submit(
+        self,
+        parts: Parts,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        on_call_end: OnCallEnd | None,
+        on_token: OnToken | None = None,
+    ) -> Generation:
+        """Queued with the caller's deadline (less the margin to answer in time)."""
+        left = time_left(math.inf)
+        deadline = None if left == math.inf else time.monotonic() + left
+        generation = self._counting_misses(
+            lambda: self.scheduler.submit(parts, prompt_ids, sampling, on_token, deadline)
+        )
+        if on_call_end is not None:
+            on_call_end(generation.cancel)
+        return generation
+
+    def _counting_misses(self, call: Callable[[], T]) -> T:
         try:
-            return self.engine.acquire(parts)
-        except Unavailable:  # not resident here: counted, and the router goes elsewhere
+            return call()
+        except NotResident:  # counted, and the router goes elsewhere
             if self.on_miss is not None:
                 self.on_miss()
             raise
-
-
-def _raise_if_failed(done: Future[tuple[list[int], int]]) -> None:
-    error = done.exception()
-    if error is not None:
-        raise error

@@ -32,9 +32,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> pb.GenerateResponse:
         with self._observed("Generate"):
             done = self.node.generate(
-                _permitted(request.adapters), request.prompt, wire.sampling(request.sampling)
+                _permitted(request.adapters),
+                request.prompt,
+                wire.sampling(request.sampling),
+                context.add_callback,  # a cancelled call leaves the batch at the next step
             )
-            self.metrics.batch_size.observe(done.batch_size)
             return pb.GenerateResponse(
                 text=done.text,
                 tokens=done.tokens,
@@ -48,7 +50,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> Iterator[pb.GenerateChunk]:
         with self._observed("GenerateStream"):
             parts, tokens = self.node.stream(
-                _permitted(request.adapters), request.prompt, wire.sampling(request.sampling)
+                _permitted(request.adapters),
+                request.prompt,
+                wire.sampling(request.sampling),
+                context.add_callback,
             )
             first = True
             for chunk in tokens:

@@ -50,8 +50,18 @@ class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions
     disk_cache_dir: str | None = Field(None, description="local disk tier for adapter weights")
     disk_cache_mib: PositiveFloat = Field(4096, description="its budget, MiB")
     max_prompt_tokens: PositiveInt = Field(1024, description="longest prompt")
-    batch_window_ms: NonNegativeFloat = Field(5.0, description="how long a batch gathers")
-    max_batch: PositiveInt = Field(32, description="most requests in one batch")
+    batch_window_ms: NonNegativeFloat = Field(
+        5.0, description="how long an idle node waits for a burst of requests to start with"
+    )
+    max_batch: PositiveInt = Field(32, description="most requests running at once")
+    max_queue: PositiveInt = Field(
+        256, description="most requests waiting to run; more are refused (RESOURCE_EXHAUSTED)"
+    )
+    step_tokens: PositiveInt = Field(
+        512,
+        description="tokens per step, decodes and a prompt chunk together: the most a long "
+        "prompt delays running requests (at least max_batch)",
+    )
     grace_s: PositiveFloat = Field(5.0, description="seconds to drain calls on SIGTERM")
     trusted_peers: str = Field(
         ROUTER_PEER_NAME,

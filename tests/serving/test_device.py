@@ -15,11 +15,12 @@ from peft import PeftModel
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, place
 from mint.serving import device
-from mint.serving.engine import GenerationJob, ServingEngine
+from mint.serving.engine import ServingEngine
 from mint.serving.loading import weights_from_bytes
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.requests import RevisionRef, Sampling
 from mint.serving.residency import SlotTable
+from mint.serving.scheduler import Scheduler
 from mint.tokenizer import byte_tokenizer
 from tests.serving.world import base_config, train
 
@@ -122,18 +123,18 @@ def ours(
 ) -> list[list[int]]:
     """Greedy tokens for (prompt, adapter name or none) rows, in one batch."""
     tok = byte_tokenizer()
-    leases = [
-        engine.acquire([(ref_of(n, folders[n]), 1.0)] if n in folders else []) for _, n in rows
+    scheduler = Scheduler(engine)
+    running = [
+        scheduler.submit(
+            [(ref_of(n, folders[n]), 1.0)] if n in folders else [],
+            tok(p)["input_ids"],
+            Sampling(max_new_tokens=NEW_TOKENS),
+        )
+        for p, n in rows
     ]
-    try:
-        jobs = [
-            GenerationJob(tok(p)["input_ids"], lease.slot)
-            for (p, _), lease in zip(rows, leases, strict=True)
-        ]
-        return engine.generate(jobs, Sampling(max_new_tokens=NEW_TOKENS))
-    finally:
-        for lease in leases:
-            engine.release(lease)
+    while scheduler.step():
+        pass
+    return [g.result().tokens for g in running]
 
 
 def peft_logits(model: PeftModel, prompt: str, name: str, tokens: list[int]) -> torch.Tensor:

@@ -1,116 +1,135 @@
-"""Generation over packed adapters equals PEFT's own generate for a mixed batch."""
+"""Generation under continuous batching equals PEFT's own generate: single adapters, a
+mixed batch, a weighted stack and the bare base, with requests joining mid-generation;
+and sampled requests draw on their own, whatever their batch-mates."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
-from peft import PeftModel, get_peft_model_state_dict
 
 from mint.domain.errors import InvalidArgument
-from mint.models.base import build_base, tiny_llama_config
-from mint.models.lora import attach_lora
-from mint.serving.generate import Sampling, generate
-from mint.serving.packed_model import LoraWeights, PackedLoraModel
+from mint.serving.requests import RevisionRef, Sampling
 from mint.serving.sampling import draw
-from mint.tokenizer import VOCAB_SIZE, byte_tokenizer
+from mint.serving.scheduler import Generation, Scheduler
+from mint.tokenizer import byte_tokenizer
+from tests.serving.conftest import Pair
+
+Parts = list[tuple[RevisionRef, float]]
 
 
-def config():  # the tokenizer's vocabulary
-    return tiny_llama_config(vocab=VOCAB_SIZE)
+def run(scheduler: Scheduler) -> int:
+    """Step until idle; how many steps that took."""
+    steps = 0
+    while scheduler.step():
+        steps += 1
+    return steps
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory):
-    folders = {}
-    for name, seed in (("a", 1), ("b", 2)):
-        folder = tmp_path_factory.mktemp(name)
-        lora = attach_lora(build_base(config(), seed=0), rank=4, seed=seed)
-        with torch.no_grad():  # make the adapters strong enough to change greedy choices
-            for p in lora.parameters():
-                if p.requires_grad:
-                    p.mul_(8)
-        lora.save_pretrained(str(folder))
-        folders[name] = folder
-    reference = PeftModel.from_pretrained(
-        build_base(config(), seed=0), folders["a"], adapter_name="a"
-    )
-    reference.load_adapter(str(folders["b"]), adapter_name="b")
-    reference.eval()
-    packed = PackedLoraModel(build_base(config(), seed=0), ["q_proj", "v_proj"], 4, 8)
-    for slot, name in ((1, "a"), (2, "b")):
-        cfg: Any = reference.peft_config[name]  # a LoraConfig
-        packed.load(
-            slot,
-            LoraWeights.from_peft(
-                get_peft_model_state_dict(reference, adapter_name=name), cfg.lora_alpha
-            ),
+def peft_greedy(pair: Pair, prompt: list[int], adapter: str, new: int) -> list[int]:
+    with torch.no_grad():
+        out = pair.reference.generate(
+            input_ids=torch.tensor([prompt]),
+            adapter_names=[adapter],
+            max_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
         )
-    return reference, packed
+    return list(out[0, len(prompt) :].tolist())
 
 
-def test_greedy_mixed_batch_equals_peft_generate(setup) -> None:
-    reference, packed = setup
+def stack_ab(pair: Pair) -> str:
+    """PEFT's own exact stack of a (0.7) and b (0.5), added once."""
+    if "ab" not in pair.reference.peft_config:
+        pair.reference.add_weighted_adapter(["a", "b"], [0.7, 0.5], "ab", combination_type="cat")
+    return "ab"
+
+
+def test_greedy_mixed_batch_equals_peft_generate(pair: Pair) -> None:
     tok = byte_tokenizer()
-    batch = tok(["Hello there", "MinT", "adapters!"], padding=True, return_tensors="pt")
-    ours = generate(
-        packed,
-        batch["input_ids"],
-        batch["attention_mask"],
-        torch.tensor([1, 2, 0]),
-        Sampling(max_new_tokens=8),
-        pad_token_id=tok.pad_token_id,
-    )
-    theirs = reference.generate(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        adapter_names=["a", "b", "__base__"],
-        max_new_tokens=8,
-        do_sample=False,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=None,
-    )[:, batch["input_ids"].shape[1] :]
-    assert torch.equal(ours, theirs)
-    assert not torch.equal(ours[0], ours[2]) or not torch.equal(ours[1], ours[2])
+    prompts = ["Hello there", "MinT", "adapters!"]
+    scheduler = Scheduler(pair.engine())
+    asks: list[Parts] = [[(pair.refs["a"], 1.0)], [(pair.refs["b"], 1.0)], []]
+    running = [
+        scheduler.submit(parts, tok(p)["input_ids"], Sampling(8))
+        for parts, p in zip(asks, prompts, strict=True)
+    ]
+    run(scheduler)
+    batch = tok(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = pair.reference.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            adapter_names=["a", "b", "__base__"],
+            max_new_tokens=8,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=None,
+        )[:, batch["input_ids"].shape[1] :]
+    ours = [g.result() for g in running]
+    assert [o.tokens for o in ours] == theirs.tolist()
+    assert {o.batch_size for o in ours} == {3}, "the three should share their passes"
+    assert len({tuple(o.tokens) for o in ours}) == 3
 
 
-def test_sampling_is_seeded_and_checked(setup) -> None:
-    _, packed = setup
-    ids, mask = torch.tensor([[72, 105]]), torch.ones(1, 2, dtype=torch.long)
-    first = generate(packed, ids, mask, torch.tensor([1]), Sampling(6, 0.8, 0.9, seed=3))
-    again = generate(packed, ids, mask, torch.tensor([1]), Sampling(6, 0.8, 0.9, seed=3))
-    assert torch.equal(first, again)
-    other = generate(packed, ids, mask, torch.tensor([1]), Sampling(6, 0.8, 0.9, seed=4))
-    assert not torch.equal(first, other), "sampling ignored its seed (or never sampled)"
+def test_requests_joining_mid_generation_equal_peft(pair: Pair) -> None:
+    """One request decodes; a single adapter, a stack and the bare base join it three
+    steps in, with prompts of other lengths; each equals its PEFT solo run."""
+    engine = pair.engine()
+    scheduler = Scheduler(engine)
+    a, b = pair.refs["a"], pair.refs["b"]
+    first = scheduler.submit([(a, 1.0)], [72, 105, 33, 9, 200], Sampling(12))
+    for _ in range(3):
+        scheduler.step()
+    assert 0 < len(first.tokens) < 12
+    joining: list[tuple[Parts, list[int], str]] = [
+        ([(b, 1.0)], [87, 111], "b"),
+        ([(a, 0.7), (b, 0.5)], [65, 66, 67, 68, 69, 70, 71, 72, 73], stack_ab(pair)),
+        ([], [1, 2, 3], "__base__"),
+    ]
+    later = [scheduler.submit(parts, prompt, Sampling(10)) for parts, prompt, _ in joining]
+    run(scheduler)
+    assert first.result().tokens == peft_greedy(pair, [72, 105, 33, 9, 200], "a", 12)
+    for g, (_, prompt, adapter) in zip(later, joining, strict=True):
+        assert g.result().tokens == peft_greedy(pair, prompt, adapter, 10), adapter
+    assert first.result().batch_size == 4, "the three joined the running request"
+
+
+def test_sampling_is_seeded_and_checked(pair: Pair) -> None:
+    scheduler = Scheduler(pair.engine())
+    parts: Parts = [(pair.refs["a"], 1.0)]
+    prompt = [72, 105]
+    runs = [scheduler.submit(parts, prompt, Sampling(6, 0.8, 0.9, seed=s)) for s in (3, 3, 4)]
+    run(scheduler)
+    first, again, other = (g.result().tokens for g in runs)
+    assert first == again
+    assert first != other, "sampling ignored its seed (or never sampled)"
     for bad in (Sampling(0), Sampling(4, temperature=-1), Sampling(4, top_p=0)):
         with pytest.raises(InvalidArgument):
-            generate(packed, ids, mask, torch.tensor([1]), bad)
+            scheduler.submit(parts, prompt, bad)
+    with pytest.raises(InvalidArgument, match="empty"):
+        scheduler.submit(parts, [], Sampling(4))
 
 
-def test_each_sample_draws_on_its_own_whatever_its_batch_mates(setup) -> None:
-    _, packed = setup
+def test_each_sample_draws_on_its_own_whatever_its_batch_mates(pair: Pair) -> None:
+    engine = pair.engine()
     prompts = [[72, 105, 33], [87, 111], [65, 66, 67, 68]]
     rows = [Sampling(6, 0.9, 0.95, seed=3), Sampling(6), Sampling(6, 1.3, seed=11)]
-    slots = [1, 2, 0]
-    width = max(len(p) for p in prompts)
-    ids = torch.zeros(3, width, dtype=torch.long)
-    mask = torch.zeros(3, width, dtype=torch.long)
-    for i, prompt in enumerate(prompts):  # left padded, as the engine does
-        ids[i, width - len(prompt) :] = torch.tensor(prompt)
-        mask[i, width - len(prompt) :] = 1
-    together = generate(packed, ids, mask, torch.tensor(slots), rows)
-    for i, prompt in enumerate(prompts):
-        alone = generate(
-            packed,
-            torch.tensor([prompt]),
-            torch.ones(1, len(prompt), dtype=torch.long),
-            torch.tensor([slots[i]]),
-            rows[i],
-        )
-        assert torch.equal(together[i], alone[0]), f"sample {i} depends on its batch-mates"
-    with pytest.raises(ValueError, match="max_new_tokens"):
-        generate(packed, ids, mask, torch.tensor(slots), [*rows[:2], Sampling(5)])
+    asks: list[Parts] = [[(pair.refs["a"], 1.0)], [(pair.refs["b"], 1.0)], []]
+    alone = []
+    for parts, prompt, sampling in zip(asks, prompts, rows, strict=True):
+        scheduler = Scheduler(engine)
+        alone.append(scheduler.submit(parts, prompt, sampling))
+        run(scheduler)
+    scheduler = Scheduler(engine)
+    together: list[Generation] = []
+    for parts, prompt, sampling in zip(asks, prompts, rows, strict=True):
+        together.append(scheduler.submit(parts, prompt, sampling))
+        scheduler.step()  # each joins the others mid-generation
+    run(scheduler)
+    for i, (one, mixed) in enumerate(zip(alone, together, strict=True)):
+        assert one.result().tokens == mixed.result().tokens, f"sample {i} depends on its mates"
+    assert together[0].result().batch_size > 1
 
 
 def test_top_p_keeps_the_smallest_set_of_tokens_that_reaches_it() -> None:

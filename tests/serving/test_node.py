@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from mint.backends.kafka_residency import DesiredWriter
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base
 from mint.serving.catalog import Catalog
+from mint.serving.engine import key_of
+from mint.serving.requests import RevisionRef
 from mint.tokenizer import byte_tokenizer
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
@@ -209,7 +212,7 @@ def test_concurrent_requests_share_a_batch_and_each_equals_its_solo_output(
         t.start()
     for t in threads:
         t.join()
-    assert max(r.batch_size for r in together) > 1, "the batching window should gather them"
+    assert max(r.batch_size for r in together) > 1, "they should share forward passes"
     for alone, mixed in zip(solo, together, strict=True):
         assert list(alone.tokens) == list(mixed.tokens)
     assert len({tuple(r.tokens) for r in solo}) > 1
@@ -224,25 +227,64 @@ def test_stream_yields_the_unary_tokens_one_by_one(stub: Any) -> None:
     assert [t for c in chunks for t in c.tokens] == list(stub.Generate(request).tokens)
 
 
-def test_a_cancelled_stream_leaks_no_slot_lease(world: World, node: NodeProcess, stub: Any) -> None:
-    import time
+def _steps(node: NodeProcess) -> float:
+    """Scheduler steps so far (each observes the running batch's size once)."""
+    return sum(
+        s.value
+        for m in node.metrics.batch_size.collect()
+        for s in m.samples
+        if s.name.endswith("_count")
+    )
 
-    from mint.serving.engine import key_of
 
+def _wait_released(node: NodeProcess, ref: RevisionRef, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while node.engine.table.in_use(key_of(ref)):
+        assert time.monotonic() < deadline, "the slot lease was not released in time"
+        time.sleep(0.01)
+
+
+def test_a_stream_yields_each_token_while_the_rest_decode(
+    world: World, node: NodeProcess, stub: Any
+) -> None:
+    ref = Catalog(S3Objects(world.s3, world.bucket)).revision("acme/s1", 1)
+    request = pb.GenerateRequest(
+        adapters=[select("s1", revision=1)], prompt=PROMPT, sampling=pb.Sampling(max_new_tokens=64)
+    )
+    stream = stub.GenerateStream(request)
+    first = next(stream)
+    assert node.engine.table.in_use(key_of(ref)), "the first token came only at the end"
+    rest = [t for chunk in stream for t in chunk.tokens]
+    assert len(first.tokens) == 1 and len(rest) == 63
+    _wait_released(node, ref, within_s=5)
+
+
+@pytest.mark.parametrize("kind", ["stream", "unary"])
+def test_a_cancelled_call_stops_its_generation_and_frees_its_slot(
+    world: World, node: NodeProcess, kind: str
+) -> None:
     ref = Catalog(S3Objects(world.s3, world.bucket)).revision("acme/s0", 1)
     request = pb.GenerateRequest(
         adapters=[select("s0", revision=1)],
         prompt=PROMPT,
         sampling=pb.Sampling(max_new_tokens=512),
     )
-    stream = stub.GenerateStream(request)
-    first = next(stream)
-    stream.cancel()
-    assert len(first.tokens) == 1
-    deadline = time.monotonic() + 60
-    while node.engine.table.in_use(key_of(ref)):  # released once the batch has finished
-        assert time.monotonic() < deadline, "the cancelled stream's slot was never released"
-        time.sleep(0.05)
+    steps_before = _steps(node)
+    with grpc.insecure_channel(node.address) as channel:
+        raw = inference_pb2_grpc.InferenceStub(channel)
+        call: Any  # a stream or a future: either can be cancelled
+        if kind == "stream":
+            call = raw.GenerateStream(request, metadata=ALICE_AUTH)
+            assert len(next(call).tokens) == 1
+        else:
+            call = raw.Generate.future(request, metadata=ALICE_AUTH)
+            deadline = time.monotonic() + 30
+            while not node.engine.table.in_use(key_of(ref)):  # running
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        call.cancel()
+        _wait_released(node, ref, within_s=5)
+    assert _steps(node) - steps_before < 256, "the cancelled generation ran on"
     assert node.engine.evict(ref), "an unleased revision can be evicted"
     # Still desired, so the reconciler loads it back for the tests that follow.
     assert node.engine.wait_resident(ref, timeout_s=60)

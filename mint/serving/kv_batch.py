@@ -1,0 +1,110 @@
+"""Rows of sequences that run forward passes together, each with its own adapter slot,
+sharing one left-padded KV cache that rows join and leave between passes.
+
+Per layer the cache is [rows, heads, width, head_dim]; `mask` [rows, width] says which
+columns hold a row's tokens (left padding, and any column a row skipped, hold none).
+Positions count only a row's own tokens, so a row computes what it would alone. Rows
+joining (`extend`) are left-padded to the common width; rows leaving (`keep`) are
+dropped and columns no row uses any more are trimmed. Both copy the cache, which happens
+only when membership changes (transformers' DynamicCache copies it on every pass anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from .packed_model import PackedLoraModel
+
+
+class KvBatch:
+    def __init__(self, model: PackedLoraModel, slots: Sequence[int], device: torch.device) -> None:
+        """`len(slots)` rows with nothing in the cache yet."""
+        self.model, self.device = model, device
+        self.cache = DynamicCache()
+        self.mask = torch.zeros((len(slots), 0), dtype=torch.long, device=device)
+        self.slots = torch.tensor(list(slots), dtype=torch.long, device=device)
+
+    @property
+    def rows(self) -> int:
+        return int(self.slots.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1])
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Append `ids` [rows, n] (`mask` 0 where a row has no token) to every row; the
+        logits [rows, vocab] (float32) after each row's last column."""
+        full = torch.cat([self.mask, mask], dim=1)
+        positions = (full.cumsum(-1) - 1)[:, -ids.shape[1] :].clamp(min=0)
+        out = self.model.run(
+            ids,
+            self.slots,
+            attention_mask=full,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.mask = full
+        logits: torch.Tensor = out.logits[:, -1].float()
+        return logits
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Only `rows`, in this order; the columns none of them uses go."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        used = self.mask.index_select(0, index).any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else self.width
+        self.mask = self.mask.index_select(0, index)[:, start:]
+        self.slots = self.slots.index_select(0, index)
+        for layer in self._layers():
+            keys, values = _filled(layer)
+            layer.keys = keys.index_select(0, index)[:, :, start:]
+            layer.values = values.index_select(0, index)[:, :, start:]
+
+    def extend(self, other: KvBatch) -> None:
+        """`other`'s rows join after these (`other` is spent)."""
+        if other.rows == 0:
+            return
+        if self.rows == 0:
+            self.cache, self.mask, self.slots = other.cache, other.mask, other.slots
+            return
+        width = max(self.width, other.width)
+        mine, theirs = self._layers(), other._layers()
+        if len(mine) != len(theirs):
+            raise ValueError("both batches need a filled cache to join")
+        for a, b in zip(mine, theirs, strict=True):
+            (a_keys, a_values), (b_keys, b_values) = _filled(a), _filled(b)
+            a.keys = torch.cat([_left_pad(a_keys, width), _left_pad(b_keys, width)])
+            a.values = torch.cat([_left_pad(a_values, width), _left_pad(b_values, width)])
+        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(other.mask, width)])
+        self.slots = torch.cat([self.slots, other.slots])
+
+    def _layers(self) -> list[DynamicLayer]:
+        """The cache's filled layers (none before the first pass)."""
+        layers = []
+        for layer in self.cache.layers:
+            if type(layer) is not DynamicLayer:  # sliding windows drop columns on their own
+                raise ValueError("batching rows needs full attention in every layer")
+            if layer.is_initialized:
+                layers.append(layer)
+        return layers
+
+
+def _filled(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    if layer.keys is None or layer.values is None:
+        raise ValueError("this cache layer holds nothing yet")
+    return layer.keys, layer.values
+
+
+def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Zeros before the columns (the last dim of a mask, the one before it of keys)."""
+    missing = width - (t.shape[-1] if t.dim() == 2 else t.shape[-2])
+    if missing == 0:
+        return t
+    return F.pad(t, (missing, 0) if t.dim() == 2 else (0, 0, missing, 0))

@@ -1,0 +1,283 @@
+"""Continuous (iteration-level) batching: requests join and leave the running batch
+between steps, each with its own KV cache rows, adapter slot, sampling and stop condition.
+
+One step:
+  1. requests that were cancelled or whose deadline passed leave (their leases released);
+  2. if no cohort is prefilling, waiting requests (as many as the batch has room for)
+     form one, their prompts left-padded to the longest;
+  3. one decode pass over the running batch: a token for every request in it, handed to
+     its callback at once (streaming); a request that is complete leaves;
+  4. one chunk of the cohort's prompts, at most `step_tokens` less the decodes' tokens,
+     so a long prompt delays the running requests by at most one step's budget. After
+     its last chunk each member has its first token and joins the running batch.
+
+The queue of waiting requests is bounded: a full queue refuses a request at once with
+RESOURCE_EXHAUSTED, before its slot is leased (so before a stack is built for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mint.domain.errors import ResourceExhausted, Unavailable
+
+from .engine import ServingEngine
+from .generation import Generation, OnToken, Output
+from .kv_batch import KvBatch
+from .requests import RevisionRef, Sampling
+
+log = logging.getLogger(__name__)
+__all__ = ["Generation", "Output", "Scheduler"]
+
+
+@dataclass
+class _Cohort:
+    """Requests prefilling together: their prompts [rows, width], left-padded."""
+
+    members: list[Generation]
+    batch: KvBatch
+    ids: torch.Tensor
+    mask: torch.Tensor
+    fed: int = 0  # columns already run
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: ServingEngine,
+        max_batch: int = 32,
+        max_queue: int = 256,
+        step_tokens: int = 512,
+        window_s: float = 0.0,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """`window_s`: how long an idle scheduler waits for more requests to start with.
+        `on_step` hears how many requests each step runs."""
+        if step_tokens < max_batch:
+            raise ValueError(
+                f"step_tokens ({step_tokens}) must be at least max_batch ({max_batch}): "
+                "every running request decodes a token in each step"
+            )
+        self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
+        self.step_tokens, self.window_s, self.on_step = step_tokens, window_s, on_step
+        self._lock = threading.Condition()
+        self._waiting: deque[Generation] = deque()
+        self._places = 0  # queue places taken: waiting, or leasing a slot to wait
+        self._closed = False
+        self._running: list[Generation] = []
+        self._batch = self._new_batch([])
+        self._cohort: _Cohort | None = None
+        self._thread: threading.Thread | None = None
+
+    # callers -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        parts: Sequence[tuple[RevisionRef, float]],
+        prompt: list[int],
+        sampling: Sampling,
+        on_token: OnToken | None = None,
+        deadline: float | None = None,
+    ) -> Generation:
+        """Queue a request (`deadline`: time.monotonic()). ResourceExhausted if the queue
+        is full, Unavailable if a part is not resident or the scheduler has stopped."""
+        sampling.check()
+        self.engine.check_prompt(prompt)
+        with self._lock:
+            if self._closed:
+                raise Unavailable("this node is stopping; retry on another")
+            if self._places >= self.max_queue:
+                raise ResourceExhausted(
+                    f"{self.max_queue} requests are already waiting on this node; retry later"
+                )
+            self._places += 1
+        try:
+            lease = self.engine.acquire(parts)
+        except BaseException:
+            with self._lock:
+                self._places -= 1
+            raise
+        generation = Generation(
+            prompt, sampling, lease, self.engine.eos_token_id, on_token, deadline
+        )
+        with self._lock:
+            self._waiting.append(generation)
+            self._lock.notify_all()
+        return generation
+
+    def start(self) -> Scheduler:
+        """Run steps on a thread of its own until `close`."""
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop; whatever has not finished fails with Unavailable."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        else:
+            self._stop_all()
+
+    # the loop ------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """One step (see the module's docstring); False if there was nothing to run."""
+        self._drop_stopped(time.monotonic())
+        if self._cohort is None:
+            self._cohort = self._form_cohort()
+        if not self._running and self._cohort is None:
+            return False
+        if self.on_step is not None:
+            self.on_step(len(self._running) + (self._cohort.batch.rows if self._cohort else 0))
+        try:
+            if self._running:
+                self._decode()
+            if self._cohort is not None:
+                self._prefill(self._cohort)
+        except Exception as exc:  # every running request learns why; the next step is clean
+            log.exception("a step failed")
+            self._end_running(exc)
+        return True
+
+    def _loop(self) -> None:
+        while self._wait_for_work():
+            while not self._closed and self.step():
+                pass
+        self._stop_all()
+
+    def _wait_for_work(self) -> bool:
+        with self._lock:
+            self._lock.wait_for(lambda: self._closed or bool(self._waiting))
+            if self.window_s > 0:  # idle: let a burst arrive and prefill together
+                self._lock.wait_for(
+                    lambda: self._closed or len(self._waiting) >= self.max_batch, self.window_s
+                )
+            return not self._closed
+
+    def _decode(self) -> None:
+        rows = self._running
+        ids = torch.tensor([[g.tokens[-1]] for g in rows], device=self._batch.device)
+        with self.engine.model_pass():
+            logits = self._batch.forward(ids, torch.ones_like(ids))
+        kept = self._emit(rows, logits)
+        if len(kept) < len(rows):
+            self._batch.keep(kept)
+            self._running = [rows[i] for i in kept]
+
+    def _prefill(self, cohort: _Cohort) -> None:
+        rows = cohort.batch.rows
+        budget = max(self.step_tokens - len(self._running), rows)
+        stop = min(cohort.fed + budget // rows, cohort.ids.shape[1])
+        with self.engine.model_pass():
+            logits = cohort.batch.forward(
+                cohort.ids[:, cohort.fed : stop], cohort.mask[:, cohort.fed : stop]
+            )
+        cohort.fed = stop
+        for g in cohort.members:
+            g.seen_in(rows)
+        if stop < cohort.ids.shape[1]:
+            return
+        self._cohort = None
+        kept = self._emit(cohort.members, logits)
+        cohort.batch.keep(kept)
+        self._batch.extend(cohort.batch)
+        self._running += [cohort.members[i] for i in kept]
+
+    def _emit(self, rows: list[Generation], logits: torch.Tensor) -> list[int]:
+        """Each row's next token; the rows that go on."""
+        greedy = logits.argmax(dim=-1).tolist()
+        kept = []
+        for i, g in enumerate(rows):
+            g.seen_in(len(rows))
+            token = greedy[i] if g.sampler.greedy else g.sampler.draw(logits[i])
+            if g.add(token):
+                self._end(g, Output(g.tokens, g.batch_size))
+            else:
+                kept.append(i)
+        return kept
+
+    # leaving -------------------------------------------------------------------------
+
+    def _form_cohort(self) -> _Cohort | None:
+        with self._lock:
+            room = min(self.max_batch - len(self._running), len(self._waiting))
+            members = [self._waiting.popleft() for _ in range(max(room, 0))]
+            self._places -= len(members)
+        if not members:
+            return None
+        width = max(len(g.prompt) for g in members)
+        device = self._batch.device
+        ids = torch.full((len(members), width), self.engine.pad_token_id, device=device)
+        mask = torch.zeros((len(members), width), dtype=torch.long, device=device)
+        for i, g in enumerate(members):
+            ids[i, width - len(g.prompt) :] = torch.tensor(g.prompt, device=device)
+            mask[i, width - len(g.prompt) :] = 1
+        return _Cohort(members, self._new_batch([g.lease.slot for g in members]), ids, mask)
+
+    def _drop_stopped(self, now: float) -> None:
+        with self._lock:
+            waiting = list(self._waiting)
+        for g in waiting:
+            if (why := g.stopped(now)) is not None:
+                with self._lock:
+                    self._waiting.remove(g)
+                    self._places -= 1
+                self._end(g, why)
+        kept = self._keep_going(self._running, now)
+        if len(kept) < len(self._running):
+            self._batch.keep(kept)
+            self._running = [self._running[i] for i in kept]
+        cohort = self._cohort
+        if cohort is not None:
+            kept = self._keep_going(cohort.members, now)
+            if not kept:
+                self._cohort = None
+            elif len(kept) < len(cohort.members):
+                cohort.batch.keep(kept)
+                index = torch.tensor(kept, device=cohort.ids.device)
+                cohort.ids, cohort.mask = cohort.ids[index], cohort.mask[index]
+                cohort.members = [cohort.members[i] for i in kept]
+
+    def _keep_going(self, rows: list[Generation], now: float) -> list[int]:
+        kept = []
+        for i, g in enumerate(rows):
+            if (why := g.stopped(now)) is None:
+                kept.append(i)
+            else:
+                self._end(g, why)
+        return kept
+
+    def _end(self, g: Generation, outcome: Output | BaseException) -> None:
+        self.engine.release(g.lease)
+        if isinstance(outcome, Output):
+            g.done.set_result(outcome)
+        else:
+            g.done.set_exception(outcome)
+
+    def _end_running(self, error: BaseException) -> None:
+        for g in self._running + (self._cohort.members if self._cohort else []):
+            self._end(g, error)
+        self._running, self._cohort = [], None
+        self._batch = self._new_batch([])
+
+    def _stop_all(self) -> None:
+        stopping = Unavailable("this node is stopping; retry on another")
+        self._end_running(stopping)
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), deque()
+            self._places -= len(waiting)
+        for g in waiting:
+            self._end(g, stopping)
+
+    def _new_batch(self, slots: list[int]) -> KvBatch:
+        return KvBatch(self.engine.model, slots, self.engine.model_device)
