@@ -133,13 +133,13 @@ class Scheduler:
     def step(self) -> bool:
         """One step (see the module's docstring); False if there was nothing to run."""
         self._drop_stopped(time.monotonic())
-        if self._cohort is None:
-            self._cohort = self._form_cohort()
-        if not self._running and self._cohort is None:
-            return False
-        if self.on_step is not None:
-            self.on_step(len(self._running) + (self._cohort.batch.rows if self._cohort else 0))
         try:
+            if self._cohort is None:
+                self._cohort = self._form_cohort()
+            if not self._running and self._cohort is None:
+                return False
+            if self.on_step is not None:
+                self.on_step(len(self._running) + (self._cohort.batch.rows if self._cohort else 0))
             if self._running:
                 self._decode()
             if self._cohort is not None:
@@ -215,6 +215,14 @@ class Scheduler:
             self._places -= len(members)
         if not members:
             return None
+        try:
+            return self._cohort_of(members)
+        except Exception as exc:  # they learn why; the step fails what was running
+            for g in members:
+                self._end(g, exc)
+            raise
+
+    def _cohort_of(self, members: list[Generation]) -> _Cohort:
         width = max(len(g.prompt) for g in members)
         device = self._batch.device
         ids = torch.full((len(members), width), self.engine.pad_token_id, device=device)

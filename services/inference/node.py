@@ -125,8 +125,8 @@ class InferenceNode:
         generation = self._counting_misses(
             lambda: self.scheduler.submit(parts, prompt_ids, sampling, on_token, deadline)
         )
-        if on_call_end is not None:
-            on_call_end(generation.cancel)
+        if on_call_end is not None and on_call_end(generation.cancel) is False:
+            generation.cancel()  # the call had already ended
         return generation
 
     def _counting_misses(self, call: Callable[[], T]) -> T:

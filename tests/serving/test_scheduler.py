@@ -1,12 +1,16 @@
 """Continuous batching: requests join and leave between steps. A short request overtakes
 a long one, a long prompt is prefilled in chunks without stalling running requests, a
 cancelled request or one past its deadline leaves at the next step and frees its slot,
-and a full queue refuses at once without building anything."""
+a full queue refuses at once without building anything, and a failed step fails only
+the requests it ran."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -140,6 +144,31 @@ def test_closing_fails_what_has_not_finished(pair: Pair) -> None:
     assert not leased(engine, pair, "a")
     with pytest.raises(Unavailable, match="stopping"):
         scheduler.submit([], PROMPT, Sampling(2))
+
+
+def test_a_failed_step_fails_its_requests_and_the_next_ones_run(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = pair.engine()
+    scheduler = Scheduler(engine)
+    doomed = scheduler.submit([(pair.refs["a"], 1.0)], PROMPT, Sampling(20))
+    scheduler.step()
+    working = engine.model_pass
+
+    @contextmanager
+    def failing() -> Iterator[Any]:
+        raise RuntimeError("out of memory")
+        yield
+
+    monkeypatch.setattr(engine, "model_pass", failing)
+    scheduler.step()
+    monkeypatch.setattr(engine, "model_pass", working)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        doomed.result(timeout=0)
+    assert not leased(engine, pair, "a")
+    after = scheduler.submit([(pair.refs["a"], 1.0)], PROMPT, Sampling(5))
+    run(scheduler)
+    assert after.result().tokens == peft_greedy(pair, PROMPT, "a", 5)
 
 
 def test_the_step_budget_must_cover_a_full_batch(pair: Pair) -> None:
