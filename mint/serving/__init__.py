@@ -2,7 +2,7 @@
 matrix products, so neither a forward pass nor a load grows with the number of resident
 adapters. PEFT stays the file format and the correctness reference.
 
-The engine (slots, packed_model, device, engine, generate, sampling, batcher, loading)
-needs torch (the `serving` extra). Placement, fleet, catalog, requests, residency,
-host_tier, disk_cache and wire do not: the controller and the router use them from the
-slim install."""
+The engine (slots, packed_model, device, engine, kv_batch, scheduler, generation,
+sampling, loading) needs torch (the `serving` extra). Placement, fleet, catalog,
+requests, residency, host_tier, disk_cache and wire do not: the controller and the router
+use them from the slim install."""
