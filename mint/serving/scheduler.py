@@ -206,7 +206,7 @@ class Scheduler:
                 kept.append(i)
         return kept
 
-    # leaving -------------------------------------------------------------------------
+    # joining and leaving --------------------------------------------------------------
 
     def _form_cohort(self) -> _Cohort | None:
         with self._lock:
