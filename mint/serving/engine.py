@@ -344,9 +344,9 @@ class ServingEngine:
         if not continuation_ids:
             raise InvalidArgument("the continuation is empty")
         self.check_prompt(prompt_ids + continuation_ids)
-        ids = torch.tensor([prompt_ids + continuation_ids])
+        ids = torch.tensor([prompt_ids + continuation_ids], device=self.model_device)
         with self._run:
-            logits = self.model(ids, torch.tensor([slot]))
+            logits = self.model(ids, torch.tensor([slot], device=self.model_device))
         logprobs = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1].float(), dim=-1)
-        picked = logprobs.gather(1, torch.tensor(continuation_ids)[:, None])[:, 0]
-        return [float(x) for x in picked]
+        picked = logprobs.gather(1, ids[0, len(prompt_ids) :, None])[:, 0]
+        return [float(x) for x in picked.tolist()]  # read back before the lease goes

@@ -74,6 +74,7 @@ class Scheduler:
         self._running: list[Generation] = []
         self._batch = self._new_batch([])
         self._cohort: _Cohort | None = None
+        self._unread: torch.Tensor | None = None  # the output of a pass not yet read back
         self._thread: threading.Thread | None = None
 
     # callers -------------------------------------------------------------------------
@@ -186,6 +187,7 @@ class Scheduler:
         for g in cohort.members:
             g.seen_in(rows)
         if stop < cohort.ids.shape[1]:
+            self._unread = logits
             return
         self._cohort = None
         kept = self._emit(cohort.members, logits)
@@ -195,7 +197,8 @@ class Scheduler:
 
     def _emit(self, rows: list[Generation], logits: torch.Tensor) -> list[int]:
         """Each row's next token; the rows that go on."""
-        greedy = logits.argmax(dim=-1).tolist()
+        greedy = logits.argmax(dim=-1).tolist()  # read back: every pass so far has finished
+        self._unread = None
         kept = []
         for i, g in enumerate(rows):
             g.seen_in(len(rows))
@@ -266,11 +269,21 @@ class Scheduler:
         return kept
 
     def _end(self, g: Generation, outcome: Output | BaseException) -> None:
+        self._settle()  # no kernel may still read the slot once its lease is released
         self.engine.release(g.lease)
         if isinstance(outcome, Output):
             g.done.set_result(outcome)
         else:
             g.done.set_exception(outcome)
+
+    def _settle(self) -> None:
+        """Wait for the last pass (on a GPU, kernels run after the call returns)."""
+        unread, self._unread = self._unread, None
+        if unread is not None:
+            try:
+                unread[:1, :1].cpu()
+            except Exception:  # a failed device: its requests fail all the same
+                log.exception("the last pass did not finish")
 
     def _end_running(self, error: BaseException) -> None:
         for g in self._running + (self._cohort.members if self._cohort else []):
