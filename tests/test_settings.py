@@ -139,7 +139,8 @@ def test_bad_values_name_the_setting_and_where_it_came_from() -> None:
     assert problem.startswith("bad kafka_ssl_cafile (Path does not point to a file)")
 
 
-def test_kafka_security_options_reach_kafka_python_by_its_names(tmp_path: Path) -> None:
+def test_kafka_security_settings_become_kafka_pythons_options(tmp_path: Path) -> None:
+    """The settings only: a real SASL broker takes them in tests/infra/test_kafka_security.py."""
     ca, cert, key = (tmp_path / name for name in ("ca.pem", "cert.pem", "key.pem"))
     for path in (ca, cert, key):
         path.write_text("pem")
@@ -184,7 +185,8 @@ def test_incomplete_kafka_security_is_refused_with_what_to_add(tmp_path: Path) -
     ]
 
 
-def test_s3_https_and_its_ca_reach_the_connection(tmp_path: Path) -> None:
+def test_s3_https_and_its_ca_settings(tmp_path: Path) -> None:
+    """The settings only: a real HTTPS round trip is tests/infra/test_s3_tls.py."""
     ca = tmp_path / "ca.pem"
     ca.write_text("pem")
     s3 = ["--s3-endpoint", "s3:443", "--s3-access-key", "a", "--s3-secret-key", "s"]

@@ -97,6 +97,9 @@ class KafkaCluster:
     nodes: tuple[KafkaNode, ...]
     cluster_id: str
     sasl_users: tuple[tuple[str, str], ...] = ()  # (user, password) the SASL listeners take
+    # ACLs enforced (KRaft's StandardAuthorizer): the PLAINTEXT listener's ANONYMOUS is a
+    # super user, and a resource no ACL names stays open to everyone.
+    authorizer: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -123,6 +126,7 @@ class KafkaCluster:
                 "inter.broker.listener.name": "PLAINTEXT",
                 "listener.security.protocol.map": ",".join([*protocols, "CONTROLLER:PLAINTEXT"]),
                 **self._sasl_props(node),
+                **self._authorizer_props(),
                 "log.dirs": node.data_dir,
                 "num.partitions": 1,
                 "default.replication.factor": size,
@@ -141,6 +145,15 @@ class KafkaCluster:
                 "broker.heartbeat.interval.ms": 1000,
             }
             node.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _authorizer_props(self) -> dict[str, str]:
+        if not self.authorizer:
+            return {}
+        return {
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "true",
+            "super.users": "User:ANONYMOUS",
+        }
 
     def _sasl_props(self, node: KafkaNode) -> dict[str, str]:
         if node.sasl_port is None:

@@ -80,12 +80,14 @@ def durable_producer(kafka: KafkaConnection, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**kafka.options(), **{**DURABLE_PRODUCER, **overrides})
 
 
-def create_missing_topics(kafka: KafkaConnection, topics: Sequence[NewTopic]) -> None:
+def create_missing_topics(
+    kafka: KafkaConnection, topics: Sequence[NewTopic], timeout_s: float = 10.0
+) -> None:
     """Create each of `topics` that does not exist yet. A principal that may not create
     topics (production: the operator makes them, with the replication it wants) goes on
     if they exist, and is told to create them first if not, rather than a service making
     them with its own defaults."""
-    client = admin(kafka)
+    client = admin(kafka, timeout_s)
     try:
         for topic in topics:
             try:
@@ -115,7 +117,7 @@ def create_log_topic(
     if replication >= 3:  # acks=all then means "on at least two brokers"
         configs = {"min.insync.replicas": "2", **configs}
     topic = NewTopic(name, partitions, replication, topic_configs={**LOG_TOPIC_CONFIGS, **configs})
-    create_missing_topics(kafka, [topic])
+    create_missing_topics(kafka, [topic], timeout_s)
 
 
 def wait_for_partitions(kafka: KafkaConnection, topic: str, timeout_s: float = 20.0) -> list[Any]:
