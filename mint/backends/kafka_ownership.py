@@ -38,8 +38,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
@@ -56,6 +56,15 @@ POLL_MS = 50  # also how long a claim may wait for the polling thread
 CLAIM_TIMEOUT_S = 30.0
 CLAIM_TIMEOUT_MS = 10_000  # one round trip of a claim; the caller waits CLAIM_TIMEOUT_S
 T = TypeVar("T")
+
+
+class Partitions(Protocol):
+    """What ownership needs of the log: the partitions it writes (KafkaEventLog)."""
+
+    def assigned(self) -> set[int]: ...
+    def owned(self) -> set[int]: ...
+    def take(self, partition: int) -> None: ...
+    def give_up(self, partition: int) -> None: ...
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -225,15 +234,7 @@ class GroupOwnership:
             self._reconcile(self.wanted())
 
     def _reconcile(self, wanted: set[int]) -> None:
-        for partition in sorted(self.event_log.assigned() - wanted):
-            self.event_log.give_up(partition)
-        for partition in sorted(wanted - self.event_log.owned()):
-            try:
-                self.event_log.take(partition)
-            except Exception:  # keep serving the others; the next round retries
-                log.exception("could not take partition %d; retrying", partition)
-        if self.event_log.owned() != wanted:
-            log.info("owning %s of wanted %s", sorted(self.event_log.owned()), sorted(wanted))
+        reconcile(self.event_log, wanted)
 
     def close(self) -> None:
         self._stop.set()
@@ -242,3 +243,24 @@ class GroupOwnership:
         for thread in self._threads:  # a claim in progress takes up to CLAIM_TIMEOUT_MS
             thread.join(timeout=CLAIM_TIMEOUT_MS / 1000 + 5)
         self.consumer.close()
+
+
+def reconcile(event_log: Partitions, wanted: set[int]) -> None:
+    """Give up what is no longer wanted, then take the missing partitions side by side:
+    each take reads its partition to the end, so one after another a replica given many
+    partitions would be ready only after the sum of their reads."""
+    for partition in sorted(event_log.assigned() - wanted):
+        event_log.give_up(partition)
+    missing = sorted(wanted - event_log.owned())
+    if missing:
+        with ThreadPoolExecutor(len(missing), thread_name_prefix="take") as pool:
+            list(pool.map(lambda p: _take(event_log, p), missing))
+    if event_log.owned() != wanted:
+        log.info("owning %s of wanted %s", sorted(event_log.owned()), sorted(wanted))
+
+
+def _take(event_log: Partitions, partition: int) -> None:
+    try:
+        event_log.take(partition)
+    except Exception:  # keep serving the others; the next round retries
+        log.exception("could not take partition %d; retrying", partition)

@@ -95,7 +95,7 @@ class LogWriter:
         self.lock = threading.Lock()
         self.assigned: set[int] = set()  # what this replica was told to own
         self.partitions: dict[int, PartitionState] = {}  # taken: fenced, claimed, current
-        # States of partitions not taken now: a prefix of each, to catch up from.
+        # States of assigned partitions not taken now: a prefix of each, to catch up from.
         self._earlier: dict[int, PartitionState] = {}
         self._in_flight: set[int] = set()  # partitions of the transaction being committed
         self._landed = threading.Condition(self.lock)  # notified when that set empties
@@ -129,11 +129,12 @@ class LogWriter:
         self._take(partition)
 
     def give_up(self, partition: int) -> None:
+        """Stop writing `partition` and forget its state: another replica owns it now, and
+        a replica that keeps what it gave away grows with every partition it ever held."""
         with self.lock:
             self.assigned.discard(partition)
-            state = self.partitions.pop(partition, None)
-            if state is not None:
-                self._earlier[partition] = state
+            self.partitions.pop(partition, None)
+            self._earlier.pop(partition, None)
 
     def owned(self) -> set[int]:
         with self.lock:
@@ -166,14 +167,19 @@ class LogWriter:
                     state.observe(recorded)
             except BaseException:
                 with self.lock:
-                    self._earlier[partition] = state  # still a prefix: catch up next time
+                    self._keep_earlier_locked(partition, state)
                 raise
             with self.lock:
                 if self.producer is producer and partition in self.assigned:
                     self.partitions[partition] = state
                     return
-                self._earlier[partition] = state
+                self._keep_earlier_locked(partition, state)
             raise Unavailable(f"partition {partition} changed hands while being taken; retry")
+
+    def _keep_earlier_locked(self, partition: int, state: PartitionState) -> None:
+        """Keep a prefix of an assigned partition to catch up from on the next take."""
+        if partition in self.assigned:
+            self._earlier[partition] = state
 
     def _fence_earlier_writers(self, partition: int) -> None:
         """Group ownership: fence whoever claimed `partition` before, then claim it."""

@@ -220,3 +220,19 @@ def test_a_dropped_producer_stops_even_with_records_unsent(kafka: KafkaConnectio
     close_producer(producer, timeout_s=0)
     producer._sender.join(timeout=5)
     assert not producer._sender.is_alive()
+
+
+def test_a_partition_given_up_is_forgotten_and_read_from_the_topic(
+    kafka: KafkaConnection,
+) -> None:
+    topic = f"events-{uuid.uuid4().hex[:10]}"
+    log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=f"txn-{uuid.uuid4().hex[:8]}")
+    log.append("acme/x", 0, moves(1, 2), meta())
+    log.give_up(0)
+    # Nothing of the partition stays in memory: a replica that kept what it gave away
+    # would grow with every partition it ever held.
+    assert 0 not in log.writer.partitions and 0 not in log.writer._earlier
+    with pytest.raises(Unavailable, match="does not own"):
+        log.append("acme/x", 2, moves(3), meta())
+    assert [r.envelope.stream_version for r in log.read_stream("acme/x")] == [1, 2]
+    log.close()

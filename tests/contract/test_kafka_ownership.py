@@ -10,7 +10,7 @@ import pytest
 
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog, partition_for
-from mint.backends.kafka_ownership import GroupOwnership
+from mint.backends.kafka_ownership import GroupOwnership, reconcile
 from mint.domain.errors import Unavailable
 from tests.contract.event_log_contract import meta, moves
 
@@ -184,3 +184,35 @@ def test_the_group_is_polled_between_claims_and_abandoned_claims_never_run(
 def _refused(ownership: GroupOwnership, claim: Callable[[], None]) -> None:
     with pytest.raises(Unavailable, match="in time"):
         ownership._on_poll_thread(claim)
+
+
+class _SlowTakes:
+    """Partitions whose every take reads for a while (a unit test of `reconcile`)."""
+
+    def __init__(self, owned: set[int]) -> None:
+        self._owned, self._assigned = set(owned), set(owned)
+
+    def assigned(self) -> set[int]:
+        return set(self._assigned)
+
+    def owned(self) -> set[int]:
+        return set(self._owned)
+
+    def take(self, partition: int) -> None:
+        self._assigned.add(partition)
+        time.sleep(0.4)
+        if partition == 3:
+            raise Unavailable("no leader")
+        self._owned.add(partition)
+
+    def give_up(self, partition: int) -> None:
+        self._assigned.discard(partition)
+        self._owned.discard(partition)
+
+
+def test_partitions_are_taken_side_by_side_and_one_failing_holds_up_no_other() -> None:
+    partitions = _SlowTakes(owned={0, 1})
+    started = time.monotonic()
+    reconcile(partitions, {1, 2, 3, 4, 5, 6, 7})
+    assert time.monotonic() - started < 1.5  # six takes of 0.4 s, not one after another
+    assert partitions.owned() == {1, 2, 4, 5, 6, 7}  # 0 given up, 3 left for the next round
