@@ -10,6 +10,7 @@ back-end-free (any EventLog and BlobStore). For every command the order is:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -41,7 +42,7 @@ BASE_STREAM_PREFIX = "base:"
 # CONFLICTS_FOR_S).
 CONFLICT_PAUSE_S = (0.02, 0.5)  # first, longest
 CONFLICTS_FOR_S = 10.0
-FOLDED_CACHE_SIZE = 100_000  # adapters whose folded state a replica keeps
+FOLDED_CACHE_SIZE = 10_000  # adapters whose folded state a replica keeps decoded
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class _Folded:
     version: int
     last_event_id: str
     state: agg.Adapter
-    requests: dict[str, tuple[int, int]]  # request id -> (first, last) version
+    requests: Mapping[str, tuple[int, int]]  # request id -> (first, last) version
 
 
 def base_stream(fingerprint: str) -> str:
@@ -299,40 +300,35 @@ class Registry:
     # ---- the one command path --------------------------------------------------------
 
     def _load(self, stream_id: str) -> _Folded | None:
-        """The stream's folded state. Reads and folds only the events after the cached
-        state (re-reading its last event, to check it is still the same)."""
+        """The stream's folded state, from the log's (a snapshot's events, or the history),
+        folded once per version and kept in a bounded cache."""
+        current = self.log.read_state(stream_id)
+        if current is None:
+            return None
         cached = self._folded.get(stream_id)
-        recorded = self.log.read_stream(stream_id, cached.version - 1) if cached else []
         if (
             cached is not None
-            and recorded
-            and recorded[0].envelope.event_id == cached.last_event_id
+            and cached.version == current.version
+            and cached.last_event_id == current.last_event_id
         ):
-            state, requests = cached.state, cached.requests
-            recorded = recorded[1:]
-            if not recorded:
-                return cached
-        else:
-            state, requests = None, {}
-            recorded = self.log.read_stream(stream_id)
-        # `requests` may be shared with a cached state of an older version: it only ever
-        # gains requests that are in the log, so a reader of either finds them correctly.
-        for r in recorded:
-            envelope, event = r.envelope, r.event
-            first = requests.get(envelope.request_id, (envelope.stream_version,))[0]
-            requests[envelope.request_id] = (first, envelope.stream_version)
-            if not isinstance(event, BaseModelRegistered):
-                state = agg.apply(state, event)
+            return cached
+        events = [e for e in current.events if not isinstance(e, BaseModelRegistered)]
+        state = agg.fold(events)
         if state is None:
             return None
-        version = recorded[-1].envelope.stream_version
-        folded = _Folded(version, recorded[-1].envelope.event_id, state, requests)
+        state = dataclasses.replace(state, version=current.version)
+        folded = _Folded(current.version, current.last_event_id, state, current.requests)
         with self._folded_lock:  # most recently used last; the oldest goes first
             self._folded.pop(stream_id, None)
             self._folded[stream_id] = folded
             if len(self._folded) > FOLDED_CACHE_SIZE:
                 del self._folded[next(iter(self._folded))]
         return folded
+
+    def _as_of(self, ref: AdapterRef, version: int) -> agg.Adapter | None:
+        """The adapter's state at `version`, from its history."""
+        recorded = self.log.read_stream(str(ref))[:version]
+        return agg.fold(r.event for r in recorded)  # type: ignore[misc]
 
     def check_command(self, principal: Principal, ref: AdapterRef, request_id: str) -> None:
         """What refuses a command before any of its work (an upload received, a stream
@@ -385,8 +381,7 @@ class Registry:
         state = folded.state if folded else None
         earlier = folded.requests.get(request_id) if folded else None
         if earlier:  # a retry: the first result, nothing new
-            recorded = self.log.read_stream(str(ref))[: earlier[1]]
-            first = agg.fold(r.event for r in recorded)  # type: ignore[misc]
+            first = state if state and earlier[1] == state.version else self._as_of(ref, earlier[1])
             if first is None:
                 raise DataLoss(f"{ref}'s log no longer holds the events of request {request_id}")
             return Outcome(first, AppendResult(str(ref), earlier[0], earlier[1], True))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ DURABLE_PRODUCER: dict[str, Any] = {
 
 # Topics of the event log are never deleted by time or size.
 LOG_TOPIC_CONFIGS: dict[str, str] = {"retention.ms": "-1", "retention.bytes": "-1"}
+# Tables: the latest value per key is the state.
+COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,14 @@ def create_log_topic(
     partitions: int,
     replication: int,
     timeout_s: float = 10.0,
-    **configs: str,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create a topic with the event-log configs (infinite retention) plus `configs`,
     unless it exists."""
+    configs = {**LOG_TOPIC_CONFIGS, **(configs or {})}
     if replication >= 3:  # acks=all then means "on at least two brokers"
         configs = {"min.insync.replicas": "2", **configs}
-    topic = NewTopic(name, partitions, replication, topic_configs={**LOG_TOPIC_CONFIGS, **configs})
+    topic = NewTopic(name, partitions, replication, topic_configs=configs)
     create_missing_topics(kafka, [topic], timeout_s)
 
 

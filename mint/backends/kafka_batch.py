@@ -2,19 +2,22 @@
 
 Pure: no Kafka here. The writer (kafka_writer.py) holds a `PartitionState` per partition
 it owns, queues `PendingAppend`s, and before each transaction lets `check_batch` settle
-retries and conflicts and seal the rest into the streams' hash chains.
+retries and conflicts and seal the rest into the streams' hash chains; the snapshots the
+transaction writes beside its events are `PartitionState.stage`d.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mint.domain.errors import DomainError, InvalidArgument, VersionConflict
 from mint.domain.events import Event
+from mint.eventlog import snapshots
 from mint.eventlog.port import AppendResult, Metadata, Recorded, build_envelopes
 from mint.v1.events_pb2 import EventEnvelope
+from mint.v1.snapshots_pb2 import StreamSnapshot
 
 # Well under Kafka's default 1 MiB record limit: one oversized event must fail alone, not
 # poison the transaction it would share with other commands.
@@ -22,21 +25,61 @@ MAX_EVENT_BYTES = 256 * 1024
 
 
 @dataclass
+class Staged:
+    """A partition's snapshots after a transaction, written in it and kept once it commits."""
+
+    values: dict[str, bytes]  # stream id -> its new StreamSnapshot bytes
+    digest: bytes
+    streams: int
+    next_offset: int
+
+    def summary(self) -> bytes:
+        return snapshots.summary(self.next_offset, self.streams, self.digest).SerializeToString()
+
+
+@dataclass
 class PartitionState:
-    """What a partition's writer knows: every stream's events and every request id."""
+    """What a partition's writer knows: each stream's snapshot (its head, request ids and
+    folded state, not its events) and the digest of them all (snapshots.proto)."""
 
-    streams: dict[str, list[Recorded]] = field(default_factory=dict)
-    requests: dict[tuple[str, str], AppendResult] = field(default_factory=dict)
+    streams: dict[str, bytes] = field(default_factory=dict)  # stream id -> snapshot bytes
     next_offset: int = 0  # everything committed before this offset is in the state
+    digest: bytes = snapshots.EMPTY_DIGEST
 
-    def observe(self, recorded: Recorded) -> None:
-        self.next_offset = max(self.next_offset, recorded.position.offset + 1)
-        env = recorded.envelope
-        self.streams.setdefault(env.stream_id, []).append(recorded)
-        key = (env.stream_id, env.request_id)
-        first = self.requests.get(key)
-        start = first.first_version if first else env.stream_version
-        self.requests[key] = AppendResult(env.stream_id, start, env.stream_version, True)
+    def snapshot(self, stream_id: str) -> StreamSnapshot | None:
+        value = self.streams.get(stream_id)
+        return None if value is None else StreamSnapshot.FromString(value)
+
+    def stage(self, recorded: Iterable[Recorded]) -> Staged:
+        """The snapshots with `recorded` (events after `next_offset`, in log order) folded
+        in; this state unchanged."""
+        by_stream: dict[str, list[Recorded]] = {}
+        next_offset = self.next_offset
+        for r in recorded:
+            by_stream.setdefault(r.envelope.stream_id, []).append(r)
+            next_offset = max(next_offset, r.position.offset + 1)
+        values, digest = {}, self.digest
+        for stream_id, events in by_stream.items():
+            old = self.streams.get(stream_id)
+            new = snapshots.extend(self.snapshot(stream_id), events).SerializeToString()
+            if old is not None:
+                digest = snapshots.xor(digest, snapshots.digest(old))
+            digest = snapshots.xor(digest, snapshots.digest(new))
+            values[stream_id] = new
+        streams = len(self.streams) + sum(1 for s in values if s not in self.streams)
+        return Staged(values, digest, streams, next_offset)
+
+    def keep(self, staged: Staged) -> None:
+        self.streams.update(staged.values)
+        self.digest, self.next_offset = staged.digest, staged.next_offset
+
+    def observe(self, recorded: Iterable[Recorded]) -> None:
+        """Fold in events read from the log (a take catching up)."""
+        self.keep(self.stage(recorded))
+
+    def staged_whole(self) -> Staged:
+        """Every stream's snapshot, to write them all (a partition without valid ones)."""
+        return Staged(dict(self.streams), self.digest, len(self.streams), self.next_offset)
 
 
 @dataclass
@@ -70,17 +113,17 @@ def check_batch(
     accepted: list[PendingAppend] = []
     repeats: list[tuple[PendingAppend, PendingAppend]] = []
     for p in batch:
-        state = partitions[p.partition]
+        snapshot = partitions[p.partition].snapshot(p.stream_id)
         key = (p.stream_id, p.meta.request_id)
-        if key in state.requests:
-            p.finish(state.requests[key])
+        span = snapshot and snapshots.request_span(snapshot, p.meta.request_id)
+        if span:
+            p.finish(AppendResult(p.stream_id, span.first_version, span.last_version, True))
             continue
         if key in seen:
             repeats.append((p, seen[key]))
             continue
-        stream = state.streams.get(p.stream_id, [])
         version, last_hash = tails.get(
-            p.stream_id, (len(stream), stream[-1].envelope.hash if stream else b"")
+            p.stream_id, (snapshot.version, snapshot.last_hash) if snapshot else (0, b"")
         )
         if version != p.expected_version:
             p.finish(

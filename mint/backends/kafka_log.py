@@ -34,12 +34,15 @@ from mint.eventlog.port import (
     EventLog,
     Metadata,
     Recorded,
+    StreamState,
     next_checkpoint,
 )
+from mint.eventlog.snapshots import stream_state
 
 from .kafka import KafkaConnection, create_log_topic, topic_partitions
-from .kafka_reader import read_partitions
-from .kafka_writer import Claims, LogWriter
+from .kafka_reader import read_offsets, read_partitions
+from .kafka_snapshots import create_snapshot_topic
+from .kafka_writer import Claims, LogWriter, NotHeld
 
 DEFAULT_TOPIC = "mint.adapter-events"
 READ_STALL_S = 30.0  # a read of another replica's partition that makes no progress fails
@@ -69,6 +72,7 @@ class KafkaEventLog(EventLog):
         self.kafka, self.topic, self.partitions = kafka, topic, partitions
         self.txn_prefix = txn_prefix
         create_log_topic(kafka, topic, partitions, replication)
+        create_snapshot_topic(kafka, topic, partitions, replication)
         actual = topic_partitions(kafka, topic)
         if actual != partitions:
             # Streams are placed by hashing over the partition count: two counts would
@@ -116,12 +120,27 @@ class KafkaEventLog(EventLog):
         with _unavailable_on_failure("appending"):
             return self.writer.append(partition, stream_id, expected_version, events, meta)
 
+    def read_state(self, stream_id: str) -> StreamState | None:
+        partition = partition_for(stream_id, self.partitions)
+        try:
+            snapshot = self.writer.snapshot(partition, stream_id)
+        except NotHeld:
+            return StreamState.of(self.read_stream(stream_id))
+        return None if snapshot is None else stream_state(snapshot)
+
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
         partition = partition_for(stream_id, self.partitions)
         with _unavailable_on_failure("reading a stream"):
-            current = self.writer.read_stream(partition, stream_id, after_version)
-            if current is not None:
-                return current
+            try:  # ours: its snapshot says where its events are
+                snapshot = self.writer.snapshot(partition, stream_id)
+            except NotHeld:
+                snapshot = None
+            else:
+                offsets = snapshot.offsets[after_version:] if snapshot else []
+                if not offsets:
+                    return []
+                stall_s = time_left(READ_STALL_S)
+                return read_offsets(self.kafka, self.topic, partition, offsets, stall_s)
             if partition in self.writer.assigned:  # ours, being taken again: state comes soon
                 raise Unavailable(f"partition {partition} is being taken again here; retry")
             # Another replica's: read the partition, but never past the caller's deadline

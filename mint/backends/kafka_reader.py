@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer
@@ -56,7 +56,48 @@ def read_partitions(
     stall_s: float = 60.0,
     past_open_transactions: bool = False,
 ) -> Iterator[Recorded]:
-    """Committed records of `topic` from `start` (partition -> next offset).
+    """The events of `topic` from `start` (see `read_records`)."""
+    for record in read_records(kafka, topic, start, follow_s, stall_s, past_open_transactions):
+        yield to_recorded(record)
+
+
+def read_offsets(
+    kafka: KafkaConnection, topic: str, partition: int, offsets: Sequence[int], stall_s: float
+) -> list[Recorded]:
+    """The events at `offsets` of one partition, in that order: one fetch per run of
+    offsets close together, not a read of the partition."""
+    wanted, found = set(offsets), {}
+    consumer = _consumer(kafka)
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        deadline = time.monotonic() + stall_s
+        for offset in sorted(wanted):
+            if offset in found:
+                continue
+            consumer.seek(tp, offset)
+            while offset not in found:
+                if time.monotonic() > deadline:
+                    raise KafkaTimeoutError(f"reading offset {offset} of {tp} timed out")
+                for record in consumer.poll(timeout_ms=200).get(tp, []):
+                    if record.offset in wanted:
+                        found[record.offset] = to_recorded(record)
+                    if record.offset >= offset and offset not in found:  # not an event
+                        raise KafkaTimeoutError(f"offset {offset} of {tp} holds no record")
+    finally:
+        consumer.close()
+    return [found[o] for o in offsets]
+
+
+def read_records(
+    kafka: KafkaConnection,
+    topic: str,
+    start: dict[int, int],
+    follow_s: float | None = None,
+    stall_s: float = 60.0,
+    past_open_transactions: bool = False,
+) -> Iterator[Any]:
+    """Committed records (kafka-python's) of `topic` from `start` (partition -> next offset).
 
     With follow_s None: up to each partition's end as of the call, raising
     KafkaTimeoutError if the reading makes no progress for `stall_s` (a partition without
@@ -98,7 +139,7 @@ def read_partitions(
                     if follow_s is None and record.offset >= end[tp]:
                         continue
                     idle_since = time.monotonic()
-                    yield to_recorded(record)
+                    yield record
     finally:
         consumer.close()
 

@@ -20,9 +20,13 @@ from kafka.structs import TopicPartition
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2
 
-from .kafka import DURABLE_PRODUCER, KafkaConnection, create_missing_topics, wait_for_partitions
-
-COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+from .kafka import (
+    COMPACTED,
+    DURABLE_PRODUCER,
+    KafkaConnection,
+    create_missing_topics,
+    wait_for_partitions,
+)
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,11 @@ from mint.deadlines import time_left
 from mint.domain.errors import DomainError, Unavailable
 from mint.domain.events import Event
 from mint.eventlog.port import AppendResult, Metadata, Position, Recorded
+from mint.eventlog.snapshots import SUMMARY_KEY
+from mint.v1.snapshots_pb2 import StreamSnapshot
 
 from .kafka import KafkaConnection, durable_producer
-from .kafka_batch import PartitionState, PendingAppend, check_batch
+from .kafka_batch import PartitionState, PendingAppend, Staged, check_batch
 from .kafka_producers import (
     COMMIT_TIMEOUT_S,
     FENCER,
@@ -49,6 +51,7 @@ from .kafka_producers import (
     commit_within,
 )
 from .kafka_reader import read_partitions
+from .kafka_snapshots import restore, snapshot_topic
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class LogWriter:
         claims: Claims | None = None,
     ) -> None:
         self.kafka, self.topic, self.claims = kafka, topic, claims
+        self.snapshots = snapshot_topic(topic)
         self.static_id = transactional_id
         # Guards the state below; never held during a round trip to Kafka except to
         # create the producer.
@@ -106,6 +110,9 @@ class LogWriter:
         self.transactional_id = ""
         self.fenced_ids: set[str] = set()  # earlier writers this replica has fenced
         self.fenced = False  # static ownership only: another instance took over for good
+        # Taken partitions whose snapshots are to be written whole (with tombstones for
+        # these leftover keys) in the next transaction: none were valid, or they lagged.
+        self._rewrite: dict[int, set[bytes]] = {}
         self._queue: list[PendingAppend] = []
         self._queued = threading.Condition()  # guards _queue, _closing
         self._closing = False
@@ -135,6 +142,7 @@ class LogWriter:
             self.assigned.discard(partition)
             self.partitions.pop(partition, None)
             self._earlier.pop(partition, None)
+            self._rewrite.pop(partition, None)
 
     def owned(self) -> set[int]:
         with self.lock:
@@ -154,27 +162,60 @@ class LogWriter:
                     if not self._landed.wait(timeout=APPEND_TIMEOUT_S):
                         raise Unavailable(f"a commit to partition {partition} is stuck")
                 producer = self._producer_locked()
-                state = self._earlier.pop(partition, None) or PartitionState()
+                state = self._earlier.pop(partition, None)
+            rewrite: set[bytes] | None = None  # the snapshot keys to replace, if any
+            restored = state is None
             try:
                 self._fence_earlier_writers(partition)
-                for recorded in read_partitions(
-                    self.kafka,
-                    self.topic,
-                    {partition: state.next_offset},
-                    stall_s=TAKE_STALL_S,
-                    past_open_transactions=True,
-                ):
-                    state.observe(recorded)
+                if state is None:  # new to this replica: from the snapshots, if they hold
+                    state, rewrite = self._restore(partition)
+                tail = list(
+                    read_partitions(
+                        self.kafka,
+                        self.topic,
+                        {partition: state.next_offset},
+                        stall_s=TAKE_STALL_S,
+                        past_open_transactions=True,
+                    )
+                )
+                state.observe(tail)
             except BaseException:
                 with self.lock:
-                    self._keep_earlier_locked(partition, state)
+                    if state is not None:
+                        self._keep_earlier_locked(partition, state)
                 raise
             with self.lock:
                 if self.producer is producer and partition in self.assigned:
                     self.partitions[partition] = state
-                    return
-                self._keep_earlier_locked(partition, state)
-            raise Unavailable(f"partition {partition} changed hands while being taken; retry")
+                    # No valid snapshots, or events past them (written by a writer that
+                    # kept none): write them all.
+                    if rewrite is not None or (restored and tail):
+                        self._rewrite[partition] = rewrite or set()
+                    due = partition in self._rewrite
+                else:
+                    self._keep_earlier_locked(partition, state)
+                    due = None
+            if due is None:
+                raise Unavailable(f"partition {partition} changed hands while being taken; retry")
+            if due:
+                with self._queued:
+                    self._queued.notify()
+
+    def _restore(self, partition: int) -> tuple[PartitionState, set[bytes] | None]:
+        """The partition's state from its snapshots; if they do not hold, an empty state to
+        read the whole partition into, and the snapshot keys to replace afterwards."""
+        restored = restore(self.kafka, self.topic, partition, TAKE_STALL_S)
+        if restored.state is not None:
+            return restored.state, None
+        if restored.why:
+            log.warning(
+                "partition %d: snapshots not used (%s); reading the log", partition, restored.why
+            )
+        return PartitionState(), restored.keys
+
+    def _rewrite_due(self) -> bool:
+        """A taken partition's snapshots are to be written whole."""
+        return any(p in self.partitions for p in list(self._rewrite))
 
     def _keep_earlier_locked(self, partition: int, state: PartitionState) -> None:
         """Keep a prefix of an assigned partition to catch up from on the next take."""
@@ -250,18 +291,18 @@ class LogWriter:
 
     # ---- reading ---------------------------------------------------------------------
 
-    def read_stream(
-        self, partition: int, stream_id: str, after_version: int = 0
-    ) -> list[Recorded] | None:
-        """The stream's events after `after_version` (versions count from 1, so that is
-        a list index), or None if this writer holds no current state for the partition."""
+    def snapshot(self, partition: int, stream_id: str) -> StreamSnapshot | None:
+        """The stream's snapshot (None: no such stream). Raises NotHeld if this writer holds
+        no current state for the partition."""
         if partition not in self.partitions:
-            return None
+            raise NotHeld(partition)
         if not self.lock.acquire(timeout=time_left(STATE_WAIT_S)):
             raise Unavailable(f"partition {partition} is busy rebuilding; retry")
         try:
             state = self.partitions.get(partition)
-            return None if state is None else state.streams.get(stream_id, [])[after_version:]
+            if state is None:
+                raise NotHeld(partition)
+            return state.snapshot(stream_id)
         finally:
             self.lock.release()
 
@@ -313,8 +354,8 @@ class LogWriter:
     def _commit_loop(self) -> None:
         while True:
             with self._queued:
-                while not self._queue and not self._closing:
-                    self._queued.wait()
+                while not self._queue and not self._closing and not self._rewrite_due():
+                    self._queued.wait(timeout=RETAKE_EVERY_S)
                 if self._closing:
                     return
                 batch, self._queue = self._queue, []
@@ -338,15 +379,16 @@ class LogWriter:
             taken = [p for p in batch if p.partition in self.partitions]
             accepted, repeats = check_batch(taken, self.partitions)
             producer = self.producer
-            self._in_flight = {p.partition for p in accepted}
+            rewrites = {p: keys for p, keys in self._rewrite.items() if p in self.partitions}
+            self._in_flight = {p.partition for p in accepted} | set(rewrites)
         try:
-            if accepted:
+            if accepted or rewrites:
                 if producer is None:  # taken partitions always have one: a bug if not
                     raise RuntimeError("partitions are taken but there is no producer")
                 # Without the lock: readers see the committed state while this is in
                 # flight. Only this thread changes a taken partition's state.
-                offsets = self._send_in_one_transaction(producer, accepted)
-                self._record(accepted, offsets)
+                staged = self._send_in_one_transaction(producer, accepted, rewrites)
+                self._record(accepted, staged, set(rewrites))
         except DomainError as exc:
             for p in accepted:
                 p.finish(error=exc)
@@ -363,14 +405,16 @@ class LogWriter:
             )
             repeat.finish(result, first.error)
 
-    def _record(self, accepted: list[PendingAppend], offsets: list[int]) -> None:
+    def _record(
+        self, accepted: list[PendingAppend], staged: dict[int, Staged], rewritten: set[int]
+    ) -> None:
         with self.lock:
-            for p in accepted:
-                state = self.partitions.get(p.partition)
-                for envelope in p.envelopes:
-                    position = Position(p.partition, offsets.pop(0))
-                    if state is not None:  # given up meanwhile: its next owner reads it
-                        state.observe(Recorded(envelope, position))
+            for partition in rewritten:
+                self._rewrite.pop(partition, None)
+            for partition, snapshots in staged.items():
+                state = self.partitions.get(partition)
+                if state is not None:  # given up meanwhile: its next owner reads it
+                    state.keep(snapshots)
         for p in accepted:
             p.finish(
                 AppendResult(
@@ -379,8 +423,13 @@ class LogWriter:
             )
 
     def _send_in_one_transaction(
-        self, producer: KafkaProducer, batch: list[PendingAppend]
-    ) -> list[int]:
+        self,
+        producer: KafkaProducer,
+        batch: list[PendingAppend],
+        rewrites: dict[int, set[bytes]],
+    ) -> dict[int, Staged]:
+        """Send the batch's events, then each touched partition's new snapshots and
+        summary (with the events' offsets, so after their acks), and commit them as one."""
         try:
             producer.begin_transaction()
             futures = [
@@ -394,8 +443,35 @@ class LogWriter:
                 for p in batch
                 for e in p.envelopes
             ]
+            offsets = iter([int(f.get(timeout=COMMIT_TIMEOUT_S).offset) for f in futures])
+            recorded: dict[int, list[Recorded]] = {}
+            for p in batch:
+                for e in p.envelopes:
+                    position = Position(p.partition, next(offsets))
+                    recorded.setdefault(p.partition, []).append(Recorded(e, position))
+            staged = {p: self.partitions[p].stage(r) for p, r in recorded.items()}
+            for partition, leftover in rewrites.items():
+                whole = self.partitions[partition].staged_whole()
+                if partition in staged:  # this batch's snapshots on top of all the others
+                    whole.values.update(staged[partition].values)
+                    whole.digest, whole.streams = (
+                        staged[partition].digest,
+                        staged[partition].streams,
+                    )
+                    whole.next_offset = staged[partition].next_offset
+                staged[partition] = whole
+                for key in leftover - {k.encode() for k in whole.values} - {SUMMARY_KEY}:
+                    producer.send(self.snapshots, key=key, value=None, partition=partition)
+            for partition, snapshot in staged.items():
+                for stream_id, value in snapshot.values.items():
+                    producer.send(
+                        self.snapshots, key=stream_id.encode(), value=value, partition=partition
+                    )
+                producer.send(
+                    self.snapshots, key=SUMMARY_KEY, value=snapshot.summary(), partition=partition
+                )
             commit_within(producer, COMMIT_TIMEOUT_S)
-            return [int(f.get(timeout=COMMIT_TIMEOUT_S).offset) for f in futures]
+            return staged
         except ProducerFencedError as exc:
             with self.lock:
                 self._drop_locked(fenced=True)
@@ -407,6 +483,11 @@ class LogWriter:
             with self.lock:
                 self._drop_locked(fenced=False)
             raise Unavailable(f"append failed ({exc}); retry with the same request id") from exc
+
+
+class NotHeld(Exception):
+    """This writer holds no current state of the partition (another replica's, or being
+    taken again)."""
 
 
 def writable_error(partition: int, assigned: set[int], fenced: bool) -> Unavailable:

@@ -117,6 +117,25 @@ def fold(events: Iterable[AdapterEvent]) -> Adapter | None:
     return state
 
 
+def compact(state: Adapter) -> list[AdapterEvent]:
+    """Events whose fold is `state` but for its version (set that from the stream): one
+    per revision, evaluation, gate and channel, however many moves the history holds.
+    What a snapshot stores instead of the history."""
+    events: list[AdapterEvent] = [state.created]
+    for r in state.revisions:
+        events.append(
+            RevisionPublished(
+                r.number, r.weights_sha256, r.weights_size, r.config_json, r.provenance, r.parents
+            )
+        )
+        events.extend(r.evaluations)
+    events.extend(ChannelGateSet(channel, suite) for channel, suite in state.gates.items())
+    events.extend(ChannelMoved(channel, rev, 0) for channel, rev in state.channels.items())
+    if state.archived:
+        events.append(AdapterArchived(""))
+    return events
+
+
 # ---- commands ------------------------------------------------------------------------
 
 

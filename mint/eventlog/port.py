@@ -52,6 +52,32 @@ class Recorded:
 
 
 @dataclass(frozen=True)
+class StreamState:
+    """A stream folded up to `version`: events whose fold is its state (its whole history,
+    or fewer: a snapshot's compacted events), and the versions each request made."""
+
+    version: int
+    last_event_id: str
+    events: tuple[Event, ...]
+    requests: Mapping[str, tuple[int, int]]  # request id -> (first, last) version
+
+    @classmethod
+    def of(cls, recorded: Sequence[Recorded]) -> StreamState | None:
+        """The state of a stream read whole (None if it has no events)."""
+        if not recorded:
+            return None
+        requests: dict[str, tuple[int, int]] = {}
+        for r in recorded:
+            e = r.envelope
+            requests[e.request_id] = (
+                requests.get(e.request_id, (e.stream_version,))[0],
+                e.stream_version,
+            )
+        last = recorded[-1].envelope
+        return cls(last.stream_version, last.event_id, tuple(r.event for r in recorded), requests)
+
+
+@dataclass(frozen=True)
 class Metadata:
     actor: str  # the authenticated principal
     request_id: str  # client-chosen; retries reuse it
@@ -88,6 +114,11 @@ class EventLog(ABC):
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
         """The stream's events after `after_version` (default: all), in version order
         (empty if it does not exist)."""
+
+    def read_state(self, stream_id: str) -> StreamState | None:
+        """The stream's folded state (None if it does not exist). This reads it whole; a
+        back end that keeps snapshots answers from them."""
+        return StreamState.of(self.read_stream(stream_id))
 
     @abstractmethod
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:

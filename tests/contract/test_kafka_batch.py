@@ -24,7 +24,7 @@ def test_commands_on_one_stream_chain_within_a_batch() -> None:
 def test_a_stale_version_conflicts_and_a_known_request_returns_its_first_result() -> None:
     state = PartitionState()
     (done,), _ = check_batch([_pending("t/a", 0, "r1")], {0: state})
-    state.observe(Recorded(done.envelopes[0], Position(0, 7)))
+    state.observe([Recorded(done.envelopes[0], Position(0, 7))])
     stale, retry = _pending("t/a", 0), _pending("t/a", 0, "r1")
     accepted, _ = check_batch([stale, retry], {0: state})
     assert accepted == []

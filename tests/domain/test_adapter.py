@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import pytest
 
 from mint.domain import adapter
@@ -130,3 +133,41 @@ def test_free_form_fields_are_bounded() -> None:
             "{}",
             Provenance("a", hyperparameters={str(i): "v" for i in range(500)}),
         )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_fold_of_a_compacted_state_is_that_state(seed: int) -> None:
+    rng = random.Random(seed)
+    state = created()
+    for _ in range(rng.randrange(1, 40)):
+        step = rng.random()
+        if step < 0.3 or not state.revisions:
+            events = adapter.publish(state, f"{rng.getrandbits(64):064x}", 10, "{}", PROV)
+        elif step < 0.5:
+            events = adapter.record_evaluation(
+                state,
+                rng.randint(1, len(state.revisions)),
+                "golden",
+                {"acc": rng.random()},
+                "ds",
+                "bob",
+                rng.random() < 0.7,
+            )
+        elif step < 0.6:
+            events = adapter.set_gate(
+                state, rng.choice(["stable", "canary"]), rng.choice(["", "golden"])
+            )
+        else:
+            channel = rng.choice(["stable", "canary", "latest"])
+            revision = rng.randint(1, len(state.revisions))
+            try:
+                events = adapter.move_channel(state, channel, revision, "why")
+            except FailedPrecondition:  # the gate refused it
+                continue
+        state = run(state, events)
+    if seed % 4 == 0:
+        state = run(state, adapter.archive(state, "done"))
+    compacted = adapter.compact(state)
+    refolded = run(None, compacted)
+    assert replace(refolded, version=state.version) == state
+    assert len(compacted) <= state.version  # never longer than the history

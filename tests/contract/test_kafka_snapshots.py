@@ -1,0 +1,176 @@
+"""Snapshots on the real broker: a new owner loads them instead of replaying the log,
+and falls back to the log, with the same state, when they are missing, stale or corrupt."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from mint.backends import kafka_writer
+from mint.backends.kafka import KafkaConnection
+from mint.backends.kafka_log import KafkaEventLog
+from mint.backends.kafka_reader import read_records
+from mint.backends.kafka_snapshots import snapshot_topic
+from mint.domain.events import AdapterCreated, ChannelMoved, Provenance, RevisionPublished
+from mint.eventlog.port import StreamState
+from mint.eventlog.snapshots import SUMMARY_KEY
+from tests.contract.event_log_contract import meta
+
+STREAMS = [f"acme/a{i}" for i in range(5)]
+
+
+def _history(i: int) -> list[list[Any]]:
+    """Commands on one adapter: create, publish, publish, and moves of a channel."""
+    sha = f"{i:064x}"
+    return [
+        [AdapterCreated(f"id-{i}", "acme", f"a{i}", "alice", "f" * 64, "lora", {"k": "v"})],
+        [RevisionPublished(1, sha, 10, "{}", Provenance("alice")), ChannelMoved("latest", 1, 0)],
+        [RevisionPublished(2, sha, 10, "{}", Provenance("alice")), ChannelMoved("latest", 2, 1)],
+        *[[ChannelMoved("stable", 1 + k % 2, k % 2)] for k in range(4)],
+    ]
+
+
+class Owners:
+    """Opens owners of one fresh topic one after another (each fences the one before)
+    and records where each began reading the events."""
+
+    def __init__(self, kafka: KafkaConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.kafka, self.topic = kafka, f"events-{uuid.uuid4().hex[:10]}"
+        self.prefix = f"txn-{uuid.uuid4().hex[:8]}"
+        self.read_from: list[int] = []
+        self.current: KafkaEventLog | None = None
+        real = kafka_writer.read_partitions
+
+        def recording(kafka: KafkaConnection, topic: str, start: dict[int, int], **kw: Any) -> Any:
+            self.read_from.append(start[0])
+            return real(kafka, topic, start, **kw)
+
+        monkeypatch.setattr(kafka_writer, "read_partitions", recording)
+
+    def next(self) -> KafkaEventLog:
+        if self.current is not None:
+            self.current.close()
+        self.read_from.clear()
+        self.current = KafkaEventLog(self.kafka, self.topic, partitions=1, txn_prefix=self.prefix)
+        return self.current
+
+    def table(self) -> dict[bytes, bytes]:
+        table: dict[bytes, bytes] = {}
+        for r in read_records(self.kafka, snapshot_topic(self.topic), {0: 0}, stall_s=20):
+            if r.value is None:
+                table.pop(r.key, None)
+            else:
+                table[r.key] = r.value
+        return table
+
+    def write(self, key: bytes, value: bytes | None) -> None:
+        producer = KafkaProducer(**self.kafka.options(), acks="all")
+        producer.send(snapshot_topic(self.topic), key=key, value=value, partition=0).get(10)
+        producer.close()
+
+
+@pytest.fixture
+def owners(kafka: KafkaConnection, monkeypatch: pytest.MonkeyPatch) -> Iterator[Owners]:
+    made = Owners(kafka, monkeypatch)
+    yield made
+    if made.current is not None:
+        made.current.close()
+
+
+def _fill(log: KafkaEventLog) -> dict[str, StreamState | None]:
+    for i, stream in enumerate(STREAMS):
+        for version, events in enumerate(_history(i)):
+            log.append(
+                stream,
+                sum(len(e) for e in _history(i)[:version]),
+                events,
+                meta(f"{stream}-{version}"),
+            )
+    return {s: StreamState.of(log.read_stream(s)) for s in STREAMS}
+
+
+def _same_state(log: KafkaEventLog, expected: dict[str, StreamState | None]) -> None:
+    for stream, whole in expected.items():
+        state = log.read_state(stream)
+        assert state is not None and whole is not None
+        assert (state.version, state.last_event_id, state.requests) == (
+            whole.version,
+            whole.last_event_id,
+            whole.requests,
+        )
+        assert len(state.events) < len(whole.events)  # compacted, not the history
+        assert [r.envelope.stream_version for r in log.read_stream(stream)] == list(
+            range(1, whole.version + 1)
+        )
+
+
+def test_a_new_owner_loads_the_snapshots_and_reads_only_the_events_after_them(
+    owners: Owners,
+) -> None:
+    expected = _fill(owners.next())
+    log = owners.next()
+    end = max(r.position.offset for r in log.read_all()) + 1
+    assert owners.read_from == [end]  # right after the last event: none is read again
+    _same_state(log, expected)
+    # A retry of a request the first owner applied finds its first result.
+    again = log.append(STREAMS[0], 0, _history(0)[0], meta(f"{STREAMS[0]}-0"))
+    assert again.duplicate and (again.first_version, again.last_version) == (1, 1)
+
+
+Damage = Callable[[Owners, dict[bytes, bytes], dict[bytes, bytes]], None]
+
+
+def _tombstone(owners: Owners, before: dict[bytes, bytes], now: dict[bytes, bytes]) -> None:
+    owners.write(STREAMS[1].encode(), None)
+
+
+def _stale(owners: Owners, before: dict[bytes, bytes], now: dict[bytes, bytes]) -> None:
+    owners.write(STREAMS[2].encode(), before[STREAMS[2].encode()])
+
+
+def _corrupt(owners: Owners, before: dict[bytes, bytes], now: dict[bytes, bytes]) -> None:
+    owners.write(STREAMS[3].encode(), b"\x0a\xff garbage")
+
+
+def _extra(owners: Owners, before: dict[bytes, bytes], now: dict[bytes, bytes]) -> None:
+    owners.write(b"acme/never-created", now[STREAMS[0].encode()])
+
+
+def _no_summary(owners: Owners, before: dict[bytes, bytes], now: dict[bytes, bytes]) -> None:
+    owners.write(SUMMARY_KEY, None)
+
+
+@pytest.mark.parametrize("damage", [_tombstone, _stale, _corrupt, _extra, _no_summary])
+def test_damaged_snapshots_fall_back_to_the_log_and_are_written_again(
+    owners: Owners, damage: Damage
+) -> None:
+    first = owners.next()
+    first.append(STREAMS[2], 0, _history(2)[0], meta())
+    before = owners.table()  # STREAMS[2] at version 1: stale once it moves on
+    first.append(STREAMS[2], 1, _history(2)[1], meta())
+    expected = _fill_rest(first)
+    damage(owners, before, owners.table())
+    log = owners.next()
+    assert owners.read_from == [0]  # the whole log, not the damaged snapshots
+    _same_state(log, expected)
+    log.append(STREAMS[4], expected[STREAMS[4]].version, [ChannelMoved("x", 1, 0)], meta())  # type: ignore[union-attr]
+    expected[STREAMS[4]] = StreamState.of(log.read_stream(STREAMS[4]))
+    after = owners.next()  # the fallback wrote them all again: whole and current
+    assert owners.read_from != [0]
+    assert b"acme/never-created" not in owners.table()
+    _same_state(after, expected)
+
+
+def _fill_rest(log: KafkaEventLog) -> dict[str, StreamState | None]:
+    for i, stream in enumerate(STREAMS):
+        done = len(log.read_stream(stream))
+        version = 0
+        for k, events in enumerate(_history(i)):
+            if version >= done:
+                log.append(stream, version, events, meta(f"{stream}-{k}"))
+            version += len(events)
+    return {s: StreamState.of(log.read_stream(s)) for s in STREAMS}
