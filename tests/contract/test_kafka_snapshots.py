@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from mint.backends import kafka_writer
+from mint.backends import kafka_reader, kafka_writer
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_reader import read_records
@@ -43,7 +43,7 @@ class Owners:
         self.prefix = f"txn-{uuid.uuid4().hex[:8]}"
         self.read_from: list[int] = []
         self.current: KafkaEventLog | None = None
-        real = kafka_writer.read_partitions
+        real = kafka_reader.read_partitions
 
         def recording(kafka: KafkaConnection, topic: str, start: dict[int, int], **kw: Any) -> Any:
             self.read_from.append(start[0])
