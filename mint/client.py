@@ -277,18 +277,28 @@ class RegistryClient:
     def list_adapters(
         self, tenant: str, labels: Mapping[str, str] | None = None, page_size: int = 100
     ) -> Iterator[pb.AdapterSummary]:
+        """Every adapter of `tenant` carrying `labels`, in name order, page by page."""
         token = ""
         while True:
-            page = self._call(
-                lambda s: s.ListAdapters,
-                pb.ListAdaptersRequest(
-                    tenant=tenant, labels=dict(labels or {}), page_size=page_size, page_token=token
-                ),
-            )
+            page = self.list_page(tenant, labels, page_size, token)
             yield from page.adapters
             token = page.next_page_token
             if not token:
                 return
+
+    def list_page(
+        self,
+        tenant: str,
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> pb.ListAdaptersResponse:
+        """One page, from the first or after `page_token` (a previous page's
+        `next_page_token`; empty on the last page)."""
+        request = pb.ListAdaptersRequest(
+            tenant=tenant, labels=dict(labels or {}), page_size=page_size, page_token=page_token
+        )
+        return self._call(lambda s: s.ListAdapters, request)
 
     def history(self, ref: str) -> list[pb.RecordedEvent]:
         response = self._call(lambda s: s.History, pb.HistoryRequest(ref=parse_ref(ref)), ref)

@@ -16,3 +16,8 @@ def adapter_prefix(tenant: str, name: str) -> str:
 def revision_prefix(tenant: str, name: str, number: int) -> str:
     """Where one revision's files (the PEFT folder plus its manifest) live."""
     return f"{adapter_prefix(tenant, name)}revisions/{number}/"
+
+
+def catalog_prefix(tenant: str) -> str:
+    """Where a tenant's catalog entries live in the projection: one `<name>.json` each."""
+    return f"catalog/{tenant}/"

@@ -15,10 +15,12 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mint.blobs.port import BlobStore
+from mint.catalog.log_scan import LogScanCatalog
+from mint.catalog.port import AdapterCatalog, Page
 from mint.deadlines import time_left
 from mint.domain import adapter as agg
 from mint.domain.errors import (
@@ -29,8 +31,9 @@ from mint.domain.errors import (
     Unavailable,
     VersionConflict,
 )
-from mint.domain.events import AdapterCreated, AdapterEvent, BaseModelRegistered, Provenance
-from mint.domain.names import AdapterRef
+from mint.domain.events import AdapterEvent, BaseModelRegistered, Provenance
+from mint.domain.names import AdapterRef, adapter_name
+from mint.domain.names import tenant as tenant_name
 from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
 from mint.validation.adapter import validate_adapter
 from mint.validation.limits import Limits
@@ -91,8 +94,17 @@ def base_stream(fingerprint: str) -> str:
 
 
 class Registry:
-    def __init__(self, log: EventLog, blobs: BlobStore, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        blobs: BlobStore,
+        limits: Limits | None = None,
+        catalog: AdapterCatalog | None = None,
+    ) -> None:
+        """`catalog` serves lists (the projection's, with the Kafka back end); without
+        one, each page scans the whole log."""
         self.log, self.blobs, self.limits = log, blobs, limits or Limits()
+        self.catalog = catalog or LogScanCatalog(log)
         # stream -> its folded state: commands read and fold only what is new since the
         # last command on that stream, not the whole history each time.
         self._folded: dict[str, _Folded] = {}
@@ -288,14 +300,23 @@ class Registry:
             raise NotFound(f"adapter {ref} does not exist")
         return recorded
 
-    def list_adapters(self, principal: Principal, tenant: str) -> Iterator[AdapterCreated]:
-        """Every adapter of `tenant`, in log order. A full scan until the catalog
-        projection (Step 3) serves this."""
+    def list_adapters(
+        self,
+        principal: Principal,
+        tenant: str,
+        labels: Mapping[str, str] | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """A page of `tenant`'s adapters (archived ones too) in name order, after the name
+        `after`, carrying every label in `labels`: see mint/catalog/port.py."""
         principal.require_tenant(tenant)
-        for recorded in self.log.read_all():
-            event = recorded.event
-            if isinstance(event, AdapterCreated) and event.tenant == tenant:
-                yield event
+        tenant_name(tenant)
+        if after is not None:
+            adapter_name(after)
+        if limit < 1:
+            raise InvalidArgument(f"a page holds at least one adapter, not {limit}")
+        return self.catalog.page(tenant, after, dict(labels or {}), limit)
 
     # ---- the one command path --------------------------------------------------------
 

@@ -83,6 +83,7 @@ def test_writers_and_readers_of_the_projection_share_one_default_bucket() -> Non
     for name in ("projection_bucket", "projection_prefix"):
         assert default(ProjectorSettings, name) == default(RouterSettings, name)
         assert default(ProjectorSettings, name) == default(NodeSettings, name)
+        assert default(ProjectorSettings, name) == default(RegistrySettings, name)
     assert default(RegistrySettings, "blobs_bucket") == default(ProjectorSettings, "blobs_bucket")
     assert default(RegistrySettings, "events_topic") == default(ProjectorSettings, "events_topic")
     ports: dict[tuple[type[MintSettings], str], int] = {

@@ -1,6 +1,9 @@
-"""Plain reads of projection objects from S3 (the serving side's `ObjectSource`)."""
+"""Plain reads of projection objects from S3 (the serving side's `ObjectSource`, the
+registry's `ListedObjects`)."""
 
 from __future__ import annotations
+
+import itertools
 
 from minio import Minio
 from minio.error import S3Error
@@ -26,3 +29,28 @@ class S3Objects:
             finally:
                 response.close()
                 response.release_conn()
+
+    def keys_after(self, prefix: str, start_after: str, limit: int) -> list[str]:
+        """Up to `limit` keys under `prefix` that sort after `start_after` ("": from the
+        first), in S3's byte order; one listing request for up to 1,000.
+
+        The SDK's public list_objects asks for 1,000 keys whatever the caller takes (a
+        page of 100 then costs 8x as long), so this goes through its internal lister,
+        which takes `max_keys`; the catalog tests against the real server catch an SDK
+        change. No bucket yet means nothing projected yet: no keys."""
+        with unavailable_on_failure(f"listing s3://{self.bucket}/{self.prefix}{prefix}"):
+            listed = self.s3._list_objects(
+                self.bucket,
+                prefix=self.prefix + prefix,
+                start_after=self.prefix + start_after if start_after else None,
+                max_keys=min(limit, 1000),
+                encoding_type="url",  # keys come back decoded, as list_objects gives them
+            )
+            try:
+                return [
+                    str(o.object_name)[len(self.prefix) :] for o in itertools.islice(listed, limit)
+                ]
+            except S3Error as exc:
+                if exc.code in MISSING:
+                    return []
+                raise

@@ -5,8 +5,9 @@
   python -m services.registry hash-token TOKEN     (digest for the tokens file)
 
 The Kafka back end (the default) needs --kafka-bootstrap and the S3 settings (or their
-MINT_* variables, as `python -m deploy.local env` prints them); `serve --help` lists
-every setting. Tokens: see mint/rpc/auth.py.
+MINT_* variables, as `python -m deploy.local env` prints them), and serves ListAdapters
+from the projector's catalog (--projection-bucket, --projection-prefix); `serve --help`
+lists every setting. Tokens: see mint/rpc/auth.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mint import cli, settings
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
 from mint.blobs.port import BlobStore
+from mint.catalog.port import AdapterCatalog
 from mint.eventlog.port import EventLog
 from mint.registry import Registry
 from mint.rpc.auth import TokenTable, token_digest
@@ -26,15 +28,19 @@ from .server import build_server
 from .settings import EmbeddedRegistrySettings, RegistrySettings
 
 
-def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore]:
+def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, AdapterCatalog]:
     if not isinstance(config, RegistrySettings):
         from mint.backends.local_blobs import LocalBlobStore
         from mint.backends.sqlite_log import SqliteEventLog
+        from mint.catalog.log_scan import LogScanCatalog
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        return SqliteEventLog(config.data_dir / "events.db"), LocalBlobStore(config.data_dir)
+        embedded = SqliteEventLog(config.data_dir / "events.db")
+        return embedded, LocalBlobStore(config.data_dir), LogScanCatalog(embedded)  # no projection
     from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
+    from mint.backends.s3_objects import S3Objects
+    from mint.catalog.projection import ProjectionCatalog
 
     # Partitions are owned as the consumer group assigns them (see kafka_ownership.py).
     log = KafkaEventLog(
@@ -45,14 +51,16 @@ def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore]:
         config.txn_prefix,
         owned=(),
     )
-    return log, S3BlobStore(client(config.s3()), config.blobs_bucket)
+    s3 = client(config.s3())
+    projection = S3Objects(s3, config.projection_bucket, config.projection_prefix)
+    return log, S3BlobStore(s3, config.blobs_bucket), ProjectionCatalog(projection)
 
 
 def serve(args: argparse.Namespace) -> None:
     model = EmbeddedRegistrySettings if args.backend == "embedded" else RegistrySettings
     config = settings.load(model, args)
     tokens = TokenTable.from_file(config.tokens_file)
-    event_log, blobs = _backends(config)
+    event_log, blobs, catalog = _backends(config)
     ownership = None
     if isinstance(event_log, KafkaEventLog):
         ownership = GroupOwnership(event_log, f"{event_log.txn_prefix}-owners")
@@ -65,7 +73,7 @@ def serve(args: argparse.Namespace) -> None:
                 sorted(missing),
             )
     server, port = build_server(
-        Registry(event_log, blobs),
+        Registry(event_log, blobs, catalog=catalog),
         tokens,
         f"{config.host}:{config.port}",
         max_upload_bytes_in_flight=config.max_upload_bytes_in_flight,
@@ -83,6 +91,7 @@ def serve(args: argparse.Namespace) -> None:
     server.stop(grace=config.grace_s).wait()
     if ownership is not None:
         ownership.close()
+    catalog.close()
     event_log.close()
 
 

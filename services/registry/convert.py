@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mint.catalog.port import AdapterSummary
 from mint.domain import adapter as agg
-from mint.domain.events import AdapterCreated, BaseModelRegistered, EvaluationRecorded, Provenance
+from mint.domain.events import BaseModelRegistered, EvaluationRecorded, Provenance
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import Recorded
 from mint.v1 import events_pb2 as ev_pb
@@ -76,12 +77,12 @@ def adapter_to_pb(a: agg.Adapter) -> pb.Adapter:
     )
 
 
-def summary_to_pb(c: AdapterCreated) -> pb.AdapterSummary:
+def summary_to_pb(s: AdapterSummary) -> pb.AdapterSummary:
     return pb.AdapterSummary(
-        adapter_id=c.adapter_id,
-        ref=pb.AdapterRef(tenant=c.tenant, name=c.name),
-        base_fingerprint=c.base_fingerprint,
-        labels=c.labels,
+        adapter_id=s.adapter_id,
+        ref=pb.AdapterRef(tenant=s.tenant, name=s.name),
+        base_fingerprint=s.base_fingerprint,
+        labels=dict(s.labels),
     )
 
 

@@ -5,8 +5,6 @@ Authentication and error mapping happen in the interceptor, not here.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,10 +17,10 @@ from mint.rpc.interceptor import current_principal
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
-from . import convert
+from . import convert, page_token
 from .uploads import UploadBudget, receive_weights
 
-MAX_PAGE = 1000
+DEFAULT_PAGE, MAX_PAGE = 100, 1000  # as registry.proto says
 MAX_WATCHES = 4  # of the server's 16 threads
 
 
@@ -187,19 +185,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def ListAdapters(
         self, request: pb.ListAdaptersRequest, context: grpc.ServicerContext
     ) -> pb.ListAdaptersResponse:
-        size = min(request.page_size or 100, MAX_PAGE)
-        skip = _decode_page_token(request.page_token)
-        wanted = dict(request.labels)
-        matches = [
-            a
-            for a in self.registry.list_adapters(current_principal(), request.tenant)
-            if all(a.labels.get(k) == v for k, v in wanted.items())
-        ]
-        page = matches[skip : skip + size]
-        more = skip + size < len(matches)
-        token = _encode_page_token(skip + size) if more else ""
+        principal = current_principal()
+        principal.require_tenant(request.tenant)  # before the token: no hints to outsiders
+        page = self.registry.list_adapters(
+            principal,
+            request.tenant,
+            dict(request.labels),
+            page_token.decode(request.page_token),
+            min(request.page_size or DEFAULT_PAGE, MAX_PAGE),  # larger asks get the most
+        )
+        token = page_token.encode(page.next_after) if page.next_after is not None else ""
         return pb.ListAdaptersResponse(
-            adapters=[convert.summary_to_pb(a) for a in page], next_page_token=token
+            adapters=[convert.summary_to_pb(a) for a in page.adapters], next_page_token=token
         )
 
     def History(
@@ -234,19 +231,3 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                     yield convert.recorded_to_pb(recorded)
                 if not context.is_active():
                     return
-
-
-def _encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
-
-
-def _decode_page_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["o"]
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument("page_token is not one this service issued") from None
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidArgument("page_token is not one this service issued")
-    return offset

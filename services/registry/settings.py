@@ -1,5 +1,6 @@
-"""The registry's settings. The Kafka back end needs Kafka and S3; the embedded one
-(SQLite and a local folder, for development) needs neither."""
+"""The registry's settings. The Kafka back end needs Kafka and S3, and lists adapters
+from the projection (the projector's bucket and prefix); the embedded one (SQLite and a
+local folder, for development) needs neither and lists by reading its log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mint.settings import (
     EventsOptions,
     GrpcServerOptions,
     KafkaOptions,
+    ProjectionOptions,
     S3Options,
     grpc_port,
 )
@@ -32,7 +34,12 @@ class EmbeddedRegistrySettings(GrpcServerOptions):
 
 
 class RegistrySettings(
-    EmbeddedRegistrySettings, KafkaOptions, S3Options, BlobsOptions, EventsOptions
+    EmbeddedRegistrySettings,
+    KafkaOptions,
+    S3Options,
+    BlobsOptions,
+    ProjectionOptions,
+    EventsOptions,
 ):
     replication: PositiveInt = Field(
         1, description="replicas of the events topic (3 in production)"

@@ -163,9 +163,11 @@ def test_only_admins_register_bases_and_registration_is_idempotent(
 
 def test_list_adapters_by_tenant(registry: Registry, model_files: dict) -> None:
     registry.create_adapter(ALICE, AdapterRef("acme", "second"), model_files["fingerprint"], rid())
-    assert [a.name for a in registry.list_adapters(ALICE, "acme")] == ["tone", "second"]
+    page = registry.list_adapters(ALICE, "acme")
+    assert [a.name for a in page.adapters] == ["second", "tone"]  # by name
+    assert page.next_after is None
     with pytest.raises(PermissionDenied):
-        list(registry.list_adapters(ALICE, "other"))
+        registry.list_adapters(ALICE, "other")
 
 
 def test_state_cache_sees_what_another_writer_appended(tmp_path: Path, model_files: dict) -> None:

@@ -37,7 +37,7 @@ ALLOWED = {
 _S3_NEEDED = env("s3_endpoint", "s3_access_key", "s3_secret_key")
 REQUIRED = {
     "registry": env("kafka_bootstrap", "blobs_bucket", "tokens_file", "host", "port")
-    | env("health_port", "tls_cert_file", "tls_key_file")
+    | env("projection_bucket", "health_port", "tls_cert_file", "tls_key_file")
     | _S3_NEEDED,
     "projector": env("kafka_bootstrap", "blobs_bucket", "projection_bucket", "host")
     | env("metrics_port")

@@ -141,7 +141,6 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
     published = registry.publish_revision("acme/deployed", (upload.config, upload.weights))
     assert published.first_version > 0
     registry.move_channel("acme/deployed", "stable", 1)
-    registry.close()
 
     router = grpc.secure_channel(
         dev_cluster.service_address("mint-router", 50060),
@@ -158,6 +157,9 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
     router.close()
     assert answer.tokens and answer.node == "mint-node-0"  # the StatefulSet's pod
     assert [(a.adapter, a.revision) for a in answer.adapters] == [("acme/deployed", 1)]
+    # The registry lists from the projection the router just read it from.
+    assert "deployed" in [a.ref.name for a in registry.list_adapters("acme")]
+    registry.close()
 
 
 def _generate_until_projected(stub: Any, request: pb.GenerateRequest) -> Any:

@@ -46,9 +46,9 @@ def test_shared_values_come_from_the_one_config_map(manifests: Manifests) -> Non
 @pytest.mark.parametrize(
     ("variable", "services"),
     [
-        # what the projector writes is what routers and nodes read
-        ("MINT_PROJECTION_BUCKET", ("projector", "router", "node")),
-        ("MINT_PROJECTION_PREFIX", ("projector", "router", "node")),
+        # what the projector writes is what the registry, routers and nodes read
+        ("MINT_PROJECTION_BUCKET", ("projector", "registry", "router", "node")),
+        ("MINT_PROJECTION_PREFIX", ("projector", "registry", "router", "node")),
         # what the registry uploads to is what the projector reads blobs from
         ("MINT_BLOBS_BUCKET", ("registry", "projector")),
         ("MINT_EVENTS_TOPIC", ("registry", "projector")),

@@ -1,0 +1,1 @@
+"""The adapter catalog: pages of a tenant's adapters (the `AdapterCatalog` port)."""
