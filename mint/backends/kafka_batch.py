@@ -31,7 +31,8 @@ class Staged:
     values: dict[str, bytes]  # stream id -> its new StreamSnapshot bytes
     digest: bytes
     streams: int
-    next_offset: int
+    next_offset: int  # what the summary says
+    read_to: int = 0  # where the writer's state reads on from, once committed
 
     def summary(self) -> bytes:
         return snapshots.summary(self.next_offset, self.streams, self.digest).SerializeToString()
@@ -50,36 +51,45 @@ class PartitionState:
         value = self.streams.get(stream_id)
         return None if value is None else StreamSnapshot.FromString(value)
 
-    def stage(self, recorded: Iterable[Recorded]) -> Staged:
-        """The snapshots with `recorded` (events after `next_offset`, in log order) folded
-        in; this state unchanged."""
-        by_stream: dict[str, list[Recorded]] = {}
-        next_offset = self.next_offset
-        for r in recorded:
-            by_stream.setdefault(r.envelope.stream_id, []).append(r)
-            next_offset = max(next_offset, r.position.offset + 1)
+    def stage(self, events: Iterable[tuple[EventEnvelope, int]]) -> Staged:
+        """The snapshots with `events` folded in: (envelope, an offset at or before it), in
+        log order. This state is unchanged; the summary says what it said."""
+        by_stream: dict[str, tuple[int, list[EventEnvelope]]] = {}
+        for e, offset in events:
+            by_stream.setdefault(e.stream_id, (offset, []))[1].append(e)
         values, digest = {}, self.digest
-        for stream_id, events in by_stream.items():
+        for stream_id, (from_offset, envelopes) in by_stream.items():
+            extended = snapshots.extend(self.snapshot(stream_id), envelopes, from_offset)
+            if extended is None:  # folded in already
+                continue
+            new = extended.SerializeToString()
             old = self.streams.get(stream_id)
-            new = snapshots.extend(self.snapshot(stream_id), events).SerializeToString()
             if old is not None:
                 digest = snapshots.xor(digest, snapshots.digest(old))
             digest = snapshots.xor(digest, snapshots.digest(new))
             values[stream_id] = new
         streams = len(self.streams) + sum(1 for s in values if s not in self.streams)
-        return Staged(values, digest, streams, next_offset)
+        return Staged(values, digest, streams, self.next_offset)
 
     def keep(self, staged: Staged) -> None:
         self.streams.update(staged.values)
-        self.digest, self.next_offset = staged.digest, staged.next_offset
+        self.digest = staged.digest
+        self.next_offset = max(self.next_offset, staged.next_offset, staged.read_to)
 
-    def observe(self, recorded: Iterable[Recorded]) -> None:
-        """Fold in events read from the log (a take catching up)."""
-        self.keep(self.stage(recorded))
+    def observe(self, recorded: Sequence[Recorded]) -> bool:
+        """Fold in events read from the log (a take catching up); True if any was new."""
+        if not recorded:
+            return False
+        staged = self.stage((r.envelope, r.position.offset) for r in recorded)
+        staged.read_to = recorded[-1].position.offset + 1
+        self.keep(staged)
+        return bool(staged.values)
 
-    def staged_whole(self) -> Staged:
-        """Every stream's snapshot, to write them all (a partition without valid ones)."""
-        return Staged(dict(self.streams), self.digest, len(self.streams), self.next_offset)
+    def whole(self, staged: Staged | None = None) -> Staged:
+        """Every stream's snapshot, `staged` on top: to write them all (a partition whose
+        snapshots were not valid)."""
+        top = staged or self.stage(())
+        return Staged({**self.streams, **top.values}, top.digest, top.streams, top.next_offset)
 
 
 @dataclass

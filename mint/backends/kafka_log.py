@@ -37,10 +37,10 @@ from mint.eventlog.port import (
     StreamState,
     next_checkpoint,
 )
-from mint.eventlog.snapshots import stream_state
+from mint.eventlog.snapshots import located_after, stream_state
 
 from .kafka import KafkaConnection, create_log_topic, topic_partitions
-from .kafka_reader import read_offsets, read_partitions
+from .kafka_reader import read_located, read_partitions
 from .kafka_snapshots import create_snapshot_topic
 from .kafka_writer import Claims, LogWriter, NotHeld
 
@@ -136,11 +136,11 @@ class KafkaEventLog(EventLog):
             except NotHeld:
                 snapshot = None
             else:
-                offsets = snapshot.offsets[after_version:] if snapshot else []
-                if not offsets:
+                runs = located_after(snapshot, after_version) if snapshot else []
+                if not runs:
                     return []
                 stall_s = time_left(READ_STALL_S)
-                return read_offsets(self.kafka, self.topic, partition, offsets, stall_s)
+                return read_located(self.kafka, self.topic, partition, stream_id, runs, stall_s)
             if partition in self.writer.assigned:  # ours, being taken again: state comes soon
                 raise Unavailable(f"partition {partition} is being taken again here; retry")
             # Another replica's: read the partition, but never past the caller's deadline

@@ -61,32 +61,40 @@ def read_partitions(
         yield to_recorded(record)
 
 
-def read_offsets(
-    kafka: KafkaConnection, topic: str, partition: int, offsets: Sequence[int], stall_s: float
+def read_located(
+    kafka: KafkaConnection,
+    topic: str,
+    partition: int,
+    stream_id: str,
+    runs: Sequence[tuple[int, int, int]],
+    stall_s: float,
 ) -> list[Recorded]:
-    """The events at `offsets` of one partition, in that order: one fetch per run of
-    offsets close together, not a read of the partition."""
-    wanted, found = set(offsets), {}
+    """The stream's events of each run (first version, last version, an offset at or
+    before them), in version order: a short read from each run's offset, not a read of
+    the partition."""
+    found: list[Recorded] = []
     consumer = _consumer(kafka)
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         deadline = time.monotonic() + stall_s
-        for offset in sorted(wanted):
-            if offset in found:
-                continue
-            consumer.seek(tp, offset)
-            while offset not in found:
+        for first, last, from_offset in runs:
+            consumer.seek(tp, from_offset)
+            version = first
+            while version <= last:
                 if time.monotonic() > deadline:
-                    raise KafkaTimeoutError(f"reading offset {offset} of {tp} timed out")
+                    raise KafkaTimeoutError(f"{stream_id} version {version} not found in time")
                 for record in consumer.poll(timeout_ms=200).get(tp, []):
-                    if record.offset in wanted:
-                        found[record.offset] = to_recorded(record)
-                    if record.offset >= offset and offset not in found:  # not an event
-                        raise KafkaTimeoutError(f"offset {offset} of {tp} holds no record")
+                    recorded = to_recorded(record)
+                    e = recorded.envelope
+                    if e.stream_id == stream_id and e.stream_version == version:
+                        found.append(recorded)
+                        version += 1
+                        if version > last:
+                            break
     finally:
         consumer.close()
-    return [found[o] for o in offsets]
+    return found
 
 
 def read_records(

@@ -37,8 +37,9 @@ from kafka.errors import KafkaError, ProducerFencedError
 from mint.deadlines import time_left
 from mint.domain.errors import DomainError, Unavailable
 from mint.domain.events import Event
-from mint.eventlog.port import AppendResult, Metadata, Position, Recorded
+from mint.eventlog.port import AppendResult, Metadata
 from mint.eventlog.snapshots import SUMMARY_KEY
+from mint.v1.events_pb2 import EventEnvelope
 from mint.v1.snapshots_pb2 import StreamSnapshot
 
 from .kafka import KafkaConnection, durable_producer
@@ -178,7 +179,7 @@ class LogWriter:
                         past_open_transactions=True,
                     )
                 )
-                state.observe(tail)
+                caught_up = state.observe(tail)
             except BaseException:
                 with self.lock:
                     if state is not None:
@@ -189,7 +190,7 @@ class LogWriter:
                     self.partitions[partition] = state
                     # No valid snapshots, or events past them (written by a writer that
                     # kept none): write them all.
-                    if rewrite is not None or (restored and tail):
+                    if rewrite is not None or (restored and caught_up):
                         self._rewrite[partition] = rewrite or set()
                     due = partition in self._rewrite
                 else:
@@ -428,38 +429,36 @@ class LogWriter:
         batch: list[PendingAppend],
         rewrites: dict[int, set[bytes]],
     ) -> dict[int, Staged]:
-        """Send the batch's events, then each touched partition's new snapshots and
-        summary (with the events' offsets, so after their acks), and commit them as one."""
+        """Send the batch's events, each touched partition's new snapshots and summary
+        (all of them for `rewrites`, with tombstones for those leftover keys), and commit
+        them as one."""
+        by_partition: dict[int, list[EventEnvelope]] = {}
+        for p in batch:
+            by_partition.setdefault(p.partition, []).extend(p.envelopes)
+        # Every event lands at or after its partition's next offset: what the snapshots
+        # record, so that they need not wait for the events' acknowledgements.
+        staged = {
+            p: self.partitions[p].stage((e, self.partitions[p].next_offset) for e in envelopes)
+            for p, envelopes in by_partition.items()
+        }
         try:
             producer.begin_transaction()
             futures = [
-                producer.send(
-                    self.topic,
-                    key=p.stream_id.encode(),
-                    value=e.SerializeToString(),
-                    partition=p.partition,
-                    headers=[("event-type", e.event_type.encode())],
+                (
+                    p.partition,
+                    producer.send(
+                        self.topic,
+                        key=p.stream_id.encode(),
+                        value=e.SerializeToString(),
+                        partition=p.partition,
+                        headers=[("event-type", e.event_type.encode())],
+                    ),
                 )
                 for p in batch
                 for e in p.envelopes
             ]
-            offsets = iter([int(f.get(timeout=COMMIT_TIMEOUT_S).offset) for f in futures])
-            recorded: dict[int, list[Recorded]] = {}
-            for p in batch:
-                for e in p.envelopes:
-                    position = Position(p.partition, next(offsets))
-                    recorded.setdefault(p.partition, []).append(Recorded(e, position))
-            staged = {p: self.partitions[p].stage(r) for p, r in recorded.items()}
             for partition, leftover in rewrites.items():
-                whole = self.partitions[partition].staged_whole()
-                if partition in staged:  # this batch's snapshots on top of all the others
-                    whole.values.update(staged[partition].values)
-                    whole.digest, whole.streams = (
-                        staged[partition].digest,
-                        staged[partition].streams,
-                    )
-                    whole.next_offset = staged[partition].next_offset
-                staged[partition] = whole
+                whole = staged[partition] = self.partitions[partition].whole(staged.get(partition))
                 for key in leftover - {k.encode() for k in whole.values} - {SUMMARY_KEY}:
                     producer.send(self.snapshots, key=key, value=None, partition=partition)
             for partition, snapshot in staged.items():
@@ -471,6 +470,9 @@ class LogWriter:
                     self.snapshots, key=SUMMARY_KEY, value=snapshot.summary(), partition=partition
                 )
             commit_within(producer, COMMIT_TIMEOUT_S)
+            for partition, future in futures:  # the state reads on from its last event
+                offset = int(future.get(timeout=COMMIT_TIMEOUT_S).offset)
+                staged[partition].read_to = max(staged[partition].read_to, offset + 1)
             return staged
         except ProducerFencedError as exc:
             with self.lock:

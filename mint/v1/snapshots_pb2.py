@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mint/v1/snapshots.proto\x12\x07mint.v1\"J\n\x0bStoredEvent\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"N\n\x0bRequestSpan\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfirst_version\x18\x02 \x01(\x04\x12\x14\n\x0clast_version\x18\x03 \x01(\x04\"\xcc\x01\n\x0eStreamSnapshot\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x11\n\tlast_hash\x18\x04 \x01(\x0c\x12\x15\n\rlast_event_id\x18\x05 \x01(\t\x12\x0f\n\x07offsets\x18\x06 \x03(\x04\x12#\n\x05state\x18\x07 \x03(\x0b\x32\x14.mint.v1.StoredEvent\x12&\n\x08requests\x18\x08 \x03(\x0b\x32\x14.mint.v1.RequestSpan\"X\n\x10PartitionSummary\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x0f\n\x07streams\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mint/v1/snapshots.proto\x12\x07mint.v1\"J\n\x0bStoredEvent\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"N\n\x0bRequestSpan\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rfirst_version\x18\x02 \x01(\x04\x12\x14\n\x0clast_version\x18\x03 \x01(\x04\"5\n\x07Located\x12\x15\n\rfirst_version\x18\x01 \x01(\x04\x12\x13\n\x0b\x66rom_offset\x18\x02 \x01(\x04\"\xde\x01\n\x0eStreamSnapshot\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x11\n\tlast_hash\x18\x04 \x01(\x0c\x12\x15\n\rlast_event_id\x18\x05 \x01(\t\x12!\n\x07located\x18\x06 \x03(\x0b\x32\x10.mint.v1.Located\x12#\n\x05state\x18\x07 \x03(\x0b\x32\x14.mint.v1.StoredEvent\x12&\n\x08requests\x18\x08 \x03(\x0b\x32\x14.mint.v1.RequestSpan\"X\n\x10PartitionSummary\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x0f\n\x07streams\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOREDEVENT']._serialized_end=110
   _globals['_REQUESTSPAN']._serialized_start=112
   _globals['_REQUESTSPAN']._serialized_end=190
-  _globals['_STREAMSNAPSHOT']._serialized_start=193
-  _globals['_STREAMSNAPSHOT']._serialized_end=397
-  _globals['_PARTITIONSUMMARY']._serialized_start=399
-  _globals['_PARTITIONSUMMARY']._serialized_end=487
+  _globals['_LOCATED']._serialized_start=192
+  _globals['_LOCATED']._serialized_end=245
+  _globals['_STREAMSNAPSHOT']._serialized_start=248
+  _globals['_STREAMSNAPSHOT']._serialized_end=470
+  _globals['_PARTITIONSUMMARY']._serialized_start=472
+  _globals['_PARTITIONSUMMARY']._serialized_end=560
 # @@protoc_insertion_point(module_scope)

@@ -78,6 +78,28 @@ class RequestSpan(_message.Message):
 Global___RequestSpan: _TypeAlias = RequestSpan  # noqa: Y015
 
 @_typing.final
+class Located(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_VERSION_FIELD_NUMBER: _builtins.int
+    FROM_OFFSET_FIELD_NUMBER: _builtins.int
+    first_version: _builtins.int
+    from_offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        first_version: _builtins.int = ...,
+        from_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_version", b"first_version", "from_offset", b"from_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Located: _TypeAlias = Located  # noqa: Y015
+
+@_typing.final
 class StreamSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -86,7 +108,7 @@ class StreamSnapshot(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     LAST_HASH_FIELD_NUMBER: _builtins.int
     LAST_EVENT_ID_FIELD_NUMBER: _builtins.int
-    OFFSETS_FIELD_NUMBER: _builtins.int
+    LOCATED_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     REQUESTS_FIELD_NUMBER: _builtins.int
     format: _builtins.int
@@ -96,8 +118,11 @@ class StreamSnapshot(_message.Message):
     last_hash: _builtins.bytes
     last_event_id: _builtins.str
     @_builtins.property
-    def offsets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """The event-topic offset of each of the stream's events, in version order."""
+    def located(self) -> _containers.RepeatedCompositeFieldContainer[Global___Located]:
+        """Where the stream's events are: versions from first_version on (up to the next
+        entry's) are at or after from_offset in the event topic. A writer knows a lower bound
+        before its transaction is acknowledged, not the offsets, so this is what it records.
+        """
 
     @_builtins.property
     def state(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredEvent]:
@@ -115,13 +140,13 @@ class StreamSnapshot(_message.Message):
         version: _builtins.int = ...,
         last_hash: _builtins.bytes = ...,
         last_event_id: _builtins.str = ...,
-        offsets: _abc.Iterable[_builtins.int] | None = ...,
+        located: _abc.Iterable[Global___Located] | None = ...,
         state: _abc.Iterable[Global___StoredEvent] | None = ...,
         requests: _abc.Iterable[Global___RequestSpan] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "last_event_id", b"last_event_id", "last_hash", b"last_hash", "offsets", b"offsets", "requests", b"requests", "state", b"state", "stream_id", b"stream_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "last_event_id", b"last_event_id", "last_hash", b"last_hash", "located", b"located", "requests", b"requests", "state", b"state", "stream_id", b"stream_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -140,7 +165,9 @@ class PartitionSummary(_message.Message):
     format: _builtins.int
     """1"""
     next_offset: _builtins.int
-    """Every event of the partition before this event-topic offset is in the snapshots."""
+    """Every event of the partition before this event-topic offset is in the snapshots (and
+    some after it may be: the events of the transaction that wrote this summary).
+    """
     streams: _builtins.int
     digest: _builtins.bytes
     """XOR of the sha256 of every stream's latest snapshot bytes."""

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from mint.backends.kafka_snapshots import snapshot_topic
+
 from .manifests import Manifests, load
 
 WRITE = {"Write", "All"}
@@ -40,10 +42,14 @@ def test_topics_are_the_ones_the_services_use(manifests: Manifests) -> None:
     env = config(manifests)
     prefix = env["MINT_RESIDENCY_TOPICS_PREFIX"]
     residency = {f"{prefix}.{kind}" for kind in ("desired", "status", "demand")}
-    assert set(topics(manifests)) == {env["MINT_EVENTS_TOPIC"]} | residency
+    log = {env["MINT_EVENTS_TOPIC"], snapshot_topic(env["MINT_EVENTS_TOPIC"])}
+    assert set(topics(manifests)) == log | residency
     events = topics(manifests)[env["MINT_EVENTS_TOPIC"]]
     assert events["partitions"] == int(env["MINT_EVENTS_PARTITIONS"])
     assert events["config"]["retention.ms"] == -1  # the log is the source of truth
+    snapshots = topics(manifests)[snapshot_topic(env["MINT_EVENTS_TOPIC"])]
+    assert snapshots["partitions"] == events["partitions"]  # partition p beside partition p
+    assert snapshots["config"]["cleanup.policy"] == "compact"
 
 
 def test_topics_survive_a_broker(manifests: Manifests) -> None:
@@ -85,6 +91,7 @@ def test_each_service_is_its_own_kafka_principal(manifests: Manifests) -> None:
     ("topic", "writer"),
     [
         ("events", "mint-registry"),
+        ("snapshots", "mint-registry"),
         ("desired", "mint-controller"),
         ("status", "mint-node"),
         ("demand", "mint-router"),
@@ -92,11 +99,10 @@ def test_each_service_is_its_own_kafka_principal(manifests: Manifests) -> None:
 )
 def test_each_topic_has_one_writer(manifests: Manifests, topic: str, writer: str) -> None:
     env = config(manifests)
-    name = (
-        env["MINT_EVENTS_TOPIC"]
-        if topic == "events"
-        else f"{env['MINT_RESIDENCY_TOPICS_PREFIX']}.{topic}"
-    )
+    name = {
+        "events": env["MINT_EVENTS_TOPIC"],
+        "snapshots": snapshot_topic(env["MINT_EVENTS_TOPIC"]),
+    }.get(topic, f"{env['MINT_RESIDENCY_TOPICS_PREFIX']}.{topic}")
     writers = {
         user
         for user, acl in acls(manifests)
