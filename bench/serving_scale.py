@@ -64,7 +64,8 @@ class Setup:
         adapter = random_adapter(self.model, 1)
         for slot in range(1, resident + 1):
             self.model.load(slot, adapter)
-        self.slots = torch.arange(1, BATCH + 1) * (resident // BATCH)  # 32 distinct slots
+        distinct = torch.arange(1, BATCH + 1) * (resident // BATCH)  # 32 distinct slots
+        self.slots = self.model.route(distinct)  # once, as the scheduler does per batch
         prompt = torch.randint(
             0, 32000, (BATCH, PROMPT), generator=torch.Generator().manual_seed(0)
         )

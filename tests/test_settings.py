@@ -263,6 +263,17 @@ def test_a_node_takes_its_device_dtype_and_a_host_budget_no_smaller_than_the_slo
     assert problem.endswith("fix --device or MINT_DEVICE")
     (problem,) = failure(NodeSettings, *node, "--dtype", "int8")
     assert problem.startswith("bad dtype (Input should be 'auto', 'float32', 'bfloat16' or")
+    classes = load(NodeSettings, *node, "--max-rank", "48", "--slots", "9").slot_layout()
+    assert [(c.rank, c.slots) for c in classes.classes] == [
+        (r, 8) for r in (1, 2, 4, 8, 16, 32, 48)
+    ]
+    mixed = load(NodeSettings, *node, "--rank-classes", "32,8:96").slot_layout()
+    assert [(c.rank, c.slots) for c in mixed.classes] == [(8, 96), (32, 63)]
+    (problem,) = failure(NodeSettings, *node, "--rank-classes", "8,16")
+    assert problem.startswith("the largest rank class (16) must be the largest rank served (32)")
+    assert problem.endswith("fix --rank-classes (MINT_RANK_CLASSES)")
+    (problem,) = failure(NodeSettings, *node, "--rank-classes", "8:lots")
+    assert "such as '8,16,32' or '8:96,32:16'" in problem
     assert failure(NodeSettings, *node, "--budget-mib", "512", "--host-budget-mib", "256") == [
         "host_budget_mib (256) is below budget_mib (512): every adapter in a device slot is "
         "also held in host memory, so raise --host-budget-mib (MINT_HOST_BUDGET_MIB) or "

@@ -7,8 +7,12 @@ every revision the node holds, in the serving dtype (pinned on CUDA); leaving it
 leaving the node (`take_evicted` reports it). The device slots (`SlotTable`) are a
 working set drawn from it: a request for a revision without a slot copies it into one (a
 promotion), and the least recently used slot's revision simply stays in host memory.
-A lease is released only once its batch's outputs were read back to the host, so no
-kernel still reads a slot when it is cleared or rewritten.
+Slots come in rank classes (`rank_classes`): a revision, or a weighted stack, takes a
+slot of the smallest class that fits its rank and can make room, and the device budget
+counts what that slot takes. A request first holds its revisions (`hold`: they cannot
+leave the node, nothing is copied) and takes a slot only when it runs (`take_slot`), so
+waiting requests hold no slots. A lease is released only once its batch's outputs were
+read back to the host, so no kernel still reads a slot when it is cleared or rewritten.
 
 Locks: `_table` guards both tiers (admit, evict, leases); `_run` serialises forward
 passes (torch already uses every core for one). Loads parse and convert their weights
@@ -18,59 +22,45 @@ the table never hands out a slot that a running batch holds.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 
-from mint.domain.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
+from mint.domain.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 from .device import SlotWrites, dtype_name
 from .host_tier import HostTier
+from .leases import (
+    ClassUsage,
+    Held,
+    Hold,
+    Lease,
+    NotResident,
+    Parts,
+    TierUsage,
+    key_of,
+    stack_key,
+    weights_bytes,
+)
 from .packed_model import LoraWeights, PackedLoraModel
 from .requests import RevisionRef
 from .residency import ResidentKey, SlotTable
 
-
-class NotResident(Unavailable):
-    """A request names a revision this node does not hold (the router goes elsewhere)."""
-
-
-def key_of(ref: RevisionRef) -> ResidentKey:
-    return ResidentKey(ref.adapter_id, ref.revision)
-
-
-def weights_bytes(weights: LoraWeights) -> int:
-    return weights.nbytes
-
-
-@dataclass(frozen=True)
-class Lease:
-    """Slot `slot` held for one request (0: the bare base); released by the engine."""
-
-    slot: int
-    key: ResidentKey | None
-
-
-@dataclass(frozen=True)
-class Held:
-    """A revision in the host tier: what it is, and its weights as the slots take them."""
-
-    ref: RevisionRef
-    weights: LoraWeights
-
-
-@dataclass(frozen=True)
-class TierUsage:
-    tier: str  # "device" (the slots) or "host"
-    budget_bytes: int
-    used_bytes: int
-    adapters: int  # in the device tier, weighted stacks count too
-    slots: int = 0  # the device tier's slot count (slot 0, the bare base, not counted)
+__all__ = [
+    "ClassUsage",
+    "Hold",
+    "Lease",
+    "NotResident",
+    "ServingEngine",
+    "TierUsage",
+    "key_of",
+    "stack_key",
+    "weights_bytes",
+]
 
 
 class ServingEngine:
@@ -96,9 +86,15 @@ class ServingEngine:
         self.max_prompt_tokens = max_prompt_tokens
         self.tokenizer_fingerprint = tokenizer_fingerprint  # what max_prompt_tokens counts
         self.pad_token_id, self.eos_token_id = pad_token_id, eos_token_id
-        first = next(iter(model.layers.values())).slots
-        self.max_rank = first.max_rank
-        self.model_device, self.model_dtype = first.A.device, first.A.dtype
+        self.layout = model.layout
+        self.max_rank = self.layout.max_rank
+        self.model_device, self.model_dtype = model.device, model.dtype
+        if table.sizes != self.layout.sizes:
+            raise ValueError(
+                f"the slot table's classes have {table.sizes} slots, the model's "
+                f"{self.layout.sizes}: build it as SlotTable(model.layout.sizes, …)"
+            )
+        self.slot_bytes = [model.slot_bytes(i) for i in range(len(self.layout.classes))]
         host_budget = table.budget_bytes if host_budget_bytes is None else host_budget_bytes
         if host_budget < table.budget_bytes:
             raise ValueError(
@@ -113,6 +109,7 @@ class ServingEngine:
         self.on_promote = on_promote
         self._writes = SlotWrites(self.model_device)
         self._stacks: dict[ResidentKey, tuple[ResidentKey, ...]] = {}
+        self._holds: Counter[ResidentKey] = Counter()  # requests holding each revision
         self._table = threading.RLock()
         self._loaded = threading.Condition(self._table)
         self._evicted: list[RevisionRef] = []  # not yet taken by `take_evicted`
@@ -133,13 +130,15 @@ class ServingEngine:
         key = key_of(ref)
         if self.is_resident(ref):
             return
+        rank_class = self.layout.fitting(weights.rank)[0]
+        if self.slot_bytes[rank_class] > self.table.budget_bytes:
+            raise ResourceExhausted(
+                f"{ref.label} takes {self.slot_bytes[rank_class]:,} bytes in a slot of rank "
+                f"{self.layout.classes[rank_class].rank} in {dtype_name(self.model_dtype)}, "
+                f"more than the node's device slot budget of {self.table.budget_bytes:,}"
+            )
         held = Held(ref, weights.to_host(self.model_dtype, pin=self._pins))  # no lock held
         nbytes = held.weights.nbytes
-        if nbytes > self.table.budget_bytes:
-            raise ResourceExhausted(
-                f"{ref.label} takes {nbytes:,} bytes in {dtype_name(self.model_dtype)}, more "
-                f"than the node's device slot budget of {self.table.budget_bytes:,}"
-            )
         with self._table:
             if key in self.host:
                 return
@@ -207,6 +206,13 @@ class ServingEngine:
                 TierUsage("host", host.budget_bytes, host.used_bytes, len(host)),
             ]
 
+    def rank_classes(self) -> list[ClassUsage]:
+        with self._table:
+            return [
+                ClassUsage(c.rank, c.slots, *self.table.class_usage(i), self.slot_bytes[i])
+                for i, c in enumerate(self.layout.classes)
+            ]
+
     def check_base(self, ref: RevisionRef) -> None:
         if ref.base_fingerprint and ref.base_fingerprint != self.base_fingerprint:
             raise FailedPrecondition(
@@ -217,7 +223,7 @@ class ServingEngine:
     # requests ------------------------------------------------------------------------
 
     @contextmanager
-    def lease(self, parts: Sequence[tuple[RevisionRef, float]]) -> Iterator[Lease]:
+    def lease(self, parts: Parts) -> Iterator[Lease]:
         """Hold the slot serving `parts` (one adapter, or a weighted stack built once and
         cached) for the duration of the block. Unavailable if a part is not resident."""
         lease = self.acquire(parts)
@@ -226,15 +232,19 @@ class ServingEngine:
         finally:
             self.release(lease)
 
-    def release(self, lease: Lease) -> None:
-        if lease.key is not None:
-            with self._table:
-                self.table.release(lease.key)
+    def acquire(self, parts: Parts) -> Lease:
+        """`hold` and `take_slot` at once, for callers that release elsewhere."""
+        hold = self.hold(parts)
+        try:
+            return self.take_slot(hold)
+        except BaseException:
+            self.drop(hold)
+            raise
 
-    def acquire(self, parts: Sequence[tuple[RevisionRef, float]]) -> Lease:
-        """`lease` for callers that release elsewhere (when a streamed batch ends). A
-        resident revision without a device slot is copied into one first;
-        ResourceExhausted if every slot is held by running batches or pinned."""
+    def hold(self, parts: Parts) -> Hold:
+        """Keep `parts` resident (not evicted, nothing copied) until `drop`, or the
+        `release` of a lease taken for it. NotResident if a part is not resident,
+        InvalidArgument if a stack of them exceeds the largest rank served."""
         for ref, _ in parts:
             self.check_base(ref)
         with self._table:
@@ -242,16 +252,69 @@ class ServingEngine:
             if missing:
                 raise NotResident(f"not resident on this node: {', '.join(missing)}")
             if not parts:
-                return Lease(0, None)
+                return Hold((), None, 0)
+            hold = self._hold_of(tuple(parts))
             for ref, _ in parts:
                 self.host.touch(key_of(ref))
-            if len(parts) == 1 and parts[0][1] == 1.0:
-                key = key_of(parts[0][0])
-                if self._promote(key) and self.on_promote is not None:
-                    self.on_promote()
-            else:
-                key = self._stack(parts)
-            return Lease(self.table.acquire(key), key)
+                self._holds[key_of(ref)] += 1
+            return hold
+
+    def _hold_of(self, parts: tuple[tuple[RevisionRef, float], ...]) -> Hold:
+        keys = [key_of(r) for r, _ in parts]
+        if len(parts) == 1 and parts[0][1] == 1.0:
+            return Hold(parts, keys[0], self.host.get(keys[0]).weights.rank)
+        rank = LoraWeights.stack_rank([self.host.get(k).weights for k in keys])
+        if rank > self.max_rank:
+            raise InvalidArgument(
+                f"the stacked adapters have rank {rank} together; "
+                f"this node serves ranks up to {self.max_rank}"
+            )
+        nbytes = self.slot_bytes[self.layout.fitting(rank)[0]]
+        if nbytes > self.table.budget_bytes:
+            raise ResourceExhausted(
+                f"the stacked adapters (rank {rank}) take {nbytes:,} bytes in a slot, more "
+                f"than the node's device slot budget of {self.table.budget_bytes:,}"
+            )
+        return Hold(parts, stack_key(parts), rank)
+
+    def drop(self, hold: Hold) -> None:
+        """The request holding `hold` ended without a lease (or its lease was released)."""
+        with self._table:
+            for ref, _ in hold.parts:
+                self._holds[key_of(ref)] -= 1
+                if self._holds[key_of(ref)] <= 0:
+                    del self._holds[key_of(ref)]
+
+    def take_slot(self, hold: Hold) -> Lease:
+        """A leased slot for `hold`: a resident revision without a device slot is copied
+        into one first, a stack is built into one. ResourceExhausted if no class that
+        fits has a slot that is free or can be freed (the others are held by running
+        batches, or pinned): the hold stays, try again when a lease is released."""
+        with self._table:
+            if hold.key is None:
+                return Lease(0, None, hold)
+            if hold.stacked:
+                self._stack(hold)
+            elif self._promote(hold.key) and self.on_promote is not None:
+                self.on_promote()
+            return Lease(self.table.acquire(hold.key), hold.key, hold)
+
+    def has_slot(self, hold: Hold) -> bool:
+        """Whether `take_slot` would find its slot already filled (it cannot fail then)."""
+        with self._table:
+            return hold.key is None or hold.key in self.table
+
+    def leased(self) -> bool:
+        """Whether some request holds a slot now (a slot will be given back)."""
+        with self._table:
+            return self.table.leased()
+
+    def release(self, lease: Lease) -> None:
+        if lease.key is not None:
+            with self._table:
+                self.table.release(lease.key)
+        if lease.hold is not None:
+            self.drop(lease.hold)
 
     def _promote(self, key: ResidentKey) -> bool:
         """Give host-resident `key` a device slot if it has none (True if it had none):
@@ -259,32 +322,34 @@ class ServingEngine:
         if self.table.slot_of(key) is not None:
             return False
         held = self.host.get(key)
-        slot, _ = self.table.admit(key, held.weights.nbytes, self.host.pinned(key))
+        slot = self._admit(key, held.weights.rank, self.host.pinned(key))
         self._fill(key, slot, held.weights)
         return True
 
-    def _stack(self, parts: Sequence[tuple[RevisionRef, float]]) -> ResidentKey:
+    def _stack(self, hold: Hold) -> None:
         """A slot for the weighted stack, built from the parts' host copies (the parts
         need no slots of their own) once, and cached in the device tier."""
-        keys = tuple(key_of(r) for r, _ in parts)
-        label = ";".join(
-            f"{k.adapter_id}@{k.revision}*{w!r}" for k, (_, w) in zip(keys, parts, strict=True)
-        )
-        key = ResidentKey("stack:" + hashlib.sha256(label.encode()).hexdigest()[:32], 0)
-        if key in self.table:
-            return key
+        key = hold.key
+        if key is None or key in self.table:
+            return
+        keys = tuple(key_of(r) for r, _ in hold.parts)
         weights = LoraWeights.stack(
-            [(self.host.get(k).weights, w) for k, (_, w) in zip(keys, parts, strict=True)]
+            [(self.host.get(k).weights, w) for k, (_, w) in zip(keys, hold.parts, strict=True)]
         )
-        if weights.rank > self.max_rank:
-            raise InvalidArgument(
-                f"the stacked adapters have rank {weights.rank} together; "
-                f"this node serves ranks up to {self.max_rank}"
-            )
-        slot, _ = self.table.admit(key, weights.nbytes)
+        slot = self._admit(key, weights.rank)
         self._fill(key, slot, weights)
         self._stacks[key] = keys
-        return key
+
+    def _admit(self, key: ResidentKey, rank: int, pinned: bool = False) -> int:
+        """A slot of the smallest class that fits `rank` and can make room (a larger
+        class if every slot of the smaller ones is pinned or in use)."""
+        errors = []
+        for index in self.layout.fitting(rank):
+            try:
+                return self.table.admit(key, self.slot_bytes[index], pinned, index)[0]
+            except ResourceExhausted as exc:
+                errors.append(exc)
+        raise errors[0]
 
     def _fill(self, key: ResidentKey, slot: int, weights: LoraWeights) -> None:
         """Copy into the slot just admitted for `key`; if that fails, give the slot back."""
@@ -296,7 +361,7 @@ class ServingEngine:
             raise
 
     def _busy(self, key: ResidentKey) -> bool:
-        return self.table.in_use(key) > 0
+        return self.table.in_use(key) > 0 or key in self._holds
 
     def _leave(self, key: ResidentKey) -> None:
         """`key` leaves the node (under `_table`, not busy): its slot, the stacks built
@@ -346,7 +411,7 @@ class ServingEngine:
         self.check_prompt(prompt_ids + continuation_ids)
         ids = torch.tensor([prompt_ids + continuation_ids], device=self.model_device)
         with self._run:
-            logits = self.model(ids, torch.tensor([slot], device=self.model_device))
+            logits = self.model(ids, [slot])
         logprobs = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1].float(), dim=-1)
         picked = logprobs.gather(1, ids[0, len(prompt_ids) :, None])[:, 0]
         return [float(x) for x in picked.tolist()]  # read back before the lease goes

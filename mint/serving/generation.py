@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from mint.domain.errors import Cancelled, DeadlineExceeded, DomainError
 
-from .engine import Lease
+from .leases import Hold, Lease
 from .requests import Sampling
 from .sampling import Sampler
 
@@ -22,18 +22,20 @@ class Output:
 
 
 class Generation:
-    """Made by `Scheduler.submit`; the scheduler releases `lease` when it ends."""
+    """Made by `Scheduler.submit` with a `hold` on its revisions; the scheduler gives it
+    a `lease` (a slot) when it joins a cohort, and releases both when it ends."""
 
     def __init__(
         self,
         prompt: list[int],
         sampling: Sampling,
-        lease: Lease,
+        hold: Hold,
         eos_token_id: int,
         on_token: OnToken | None = None,
         deadline: float | None = None,
     ) -> None:
-        self.prompt, self.sampling, self.lease = prompt, sampling, lease
+        self.prompt, self.sampling, self.hold = prompt, sampling, hold
+        self.lease: Lease | None = None  # none while it waits
         self.sampler = Sampler(sampling)
         self.eos = eos_token_id if sampling.stop_at_eos else None
         self.on_token, self.deadline = on_token, deadline  # deadline: time.monotonic()
@@ -66,6 +68,12 @@ class Generation:
                 f"{self.sampling.max_new_tokens} tokens; ask for fewer or allow more time"
             )
         return None
+
+    @property
+    def slot(self) -> int:
+        if self.lease is None:
+            raise RuntimeError("a waiting request has no slot yet")
+        return self.lease.slot
 
     def seen_in(self, rows: int) -> None:
         self.batch_size = max(self.batch_size, rows)

@@ -1,5 +1,6 @@
 """Rows of sequences that run forward passes together, each with its own adapter slot,
-sharing one left-padded KV cache that rows join and leave between passes.
+sharing one left-padded KV cache that rows join and leave between passes. Which rows use
+which rank class (the routing) is worked out when rows join or leave, not in each pass.
 
 Per layer the cache is [rows, heads, width, head_dim]; `mask` [rows, width] says which
 columns hold a row's tokens (left padding, and any column a row skipped, hold none).
@@ -19,6 +20,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from .packed_model import PackedLoraModel
+from .routing import SlotRouting
 
 
 class KvBatch:
@@ -27,11 +29,16 @@ class KvBatch:
         self.model, self.device = model, device
         self.cache = DynamicCache()
         self.mask = torch.zeros((len(slots), 0), dtype=torch.long, device=device)
-        self.slots = torch.tensor(list(slots), dtype=torch.long, device=device)
+        self.slots: list[int] = []
+        self.routing = self._route(slots)
+
+    def _route(self, slots: Sequence[int]) -> SlotRouting:
+        self.slots = list(slots)
+        return self.model.route(self.slots)
 
     @property
     def rows(self) -> int:
-        return int(self.slots.shape[0])
+        return len(self.slots)
 
     @property
     def width(self) -> int:
@@ -44,7 +51,7 @@ class KvBatch:
         positions = (full.cumsum(-1) - 1)[:, -ids.shape[1] :].clamp(min=0)
         out = self.model.run(
             ids,
-            self.slots,
+            self.routing,
             attention_mask=full,
             position_ids=positions,
             cache=self.cache,
@@ -61,7 +68,7 @@ class KvBatch:
         used = self.mask.index_select(0, index).any(dim=0).nonzero()
         start = int(used[0]) if len(used) else self.width
         self.mask = self.mask.index_select(0, index)[:, start:]
-        self.slots = self.slots.index_select(0, index)
+        self.routing = self._route([self.slots[i] for i in rows])
         for layer in self._layers():
             keys, values = _filled(layer)
             layer.keys = keys.index_select(0, index)[:, :, start:]
@@ -72,7 +79,8 @@ class KvBatch:
         if other.rows == 0:
             return
         if self.rows == 0:
-            self.cache, self.mask, self.slots = other.cache, other.mask, other.slots
+            self.cache, self.mask = other.cache, other.mask
+            self.slots, self.routing = other.slots, other.routing
             return
         width = max(self.width, other.width)
         mine, theirs = self._layers(), other._layers()
@@ -83,7 +91,7 @@ class KvBatch:
             a.keys = torch.cat([_left_pad(a_keys, width), _left_pad(b_keys, width)])
             a.values = torch.cat([_left_pad(a_values, width), _left_pad(b_values, width)])
         self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(other.mask, width)])
-        self.slots = torch.cat([self.slots, other.slots])
+        self.routing = self._route(self.slots + other.slots)
 
     def _layers(self) -> list[DynamicLayer]:
         """The cache's filled layers (none before the first pass)."""

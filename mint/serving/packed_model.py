@@ -2,7 +2,8 @@
 
 Load adapters from PEFT's safetensors state dict (bytes in, no files), run a batch with
 one slot per sample, and stack several adapters with weights into one slot as an exact
-combined delta (their A matrices concatenated: the rank is the sum).
+combined delta (their A matrices concatenated: the rank is the sum). Slots come in rank
+classes (`rank_classes`); each class has a bank per group of same-shaped layers.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .slots import SlotBank, SlottedLinear
+from .rank_classes import SlotLayout
+from .routing import SlotRouting, route
+from .slots import GatheredLora, SlotBank, SlottedLinear, gathered_lora
 
 PEFT_PREFIX = "base_model.model."
+# A batch's slots: a routing built once per membership, or each row's slot (host values).
+Slots = SlotRouting | Sequence[int] | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -88,60 +93,97 @@ class LoraWeights:
     def rank(self) -> int:
         return max(a.shape[0] for a, _, _ in self.modules.values())
 
+    @staticmethod
+    def stack_rank(parts: Sequence[LoraWeights]) -> int:
+        """The rank `stack` of these parts would have, without building it."""
+        names = set().union(*(p.modules for p in parts))
+        return max(sum(p.modules[n][0].shape[0] for p in parts if n in p.modules) for n in names)
+
 
 class PackedLoraModel(nn.Module):
-    def __init__(self, base: nn.Module, targets: Sequence[str], slots: int, max_rank: int) -> None:
+    def __init__(
+        self,
+        base: nn.Module,
+        targets: Sequence[str],
+        slots: int | SlotLayout,
+        max_rank: int | None = None,
+        gathered: GatheredLora = gathered_lora,
+    ) -> None:
+        """`slots`: a layout of rank classes, or a slot count (counting slot 0) for one
+        class of rank `max_rank`. `gathered`: the per-class computation (a fused kernel
+        may replace the index_select + bmm one)."""
         super().__init__()
-        self.base = base
+        if isinstance(slots, int):
+            if max_rank is None:
+                raise ValueError("give max_rank with a slot count, or a SlotLayout")
+            slots = SlotLayout.uniform(slots, max_rank)
+        self.base, self.layout = base, slots
         self.layers: dict[str, SlottedLinear] = {}
-        self.banks: list[tuple[SlotBank, list[str]]] = []  # same-shaped layers together
-        shapes: dict[tuple[Any, ...], list[tuple[str, nn.Linear]]] = {}
-        for name, module in list(base.named_modules()):
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
-                w = module.weight
-                key = (module.in_features, module.out_features, w.dtype, w.device)
-                shapes.setdefault(key, []).append((name, module))
-        if not shapes:
-            raise ValueError(f"no linear layers named {list(targets)} in the base model")
-        for (in_features, out_features, dtype, device), members in shapes.items():
-            bank = SlotBank(len(members), in_features, out_features, slots, max_rank, dtype, device)
-            self.banks.append((bank, [name for name, _ in members]))
+        self.banks: list[tuple[SlotBank, list[str]]] = []  # per same-shaped layers and class
+        self._groups: list[tuple[list[SlotBank], list[str]]] = []  # a bank per class
+        for (in_f, out_f, dtype, device), members in _same_shaped(base, targets).items():
+            names = [name for name, _ in members]
+            banks = [
+                SlotBank(len(members), in_f, out_f, c.slots + 1, c.rank, dtype, device)
+                for c in self.layout.classes
+            ]
+            self._groups.append((banks, names))
+            self.banks += [(bank, names) for bank in banks]
             for i, (name, module) in enumerate(members):
-                wrapped = SlottedLinear(module, bank.layer(i))
+                wrapped = SlottedLinear(module, [bank.layer(i) for bank in banks], gathered)
                 parent_name, _, leaf = name.rpartition(".")
                 setattr(base.get_submodule(parent_name), leaf, wrapped)
                 self.layers[name] = wrapped
+
+    def slot_bytes(self, rank_class: int) -> int:
+        """What one slot of the class takes on the device (A and B of every layer)."""
+        return sum(banks[rank_class].slot_bytes for banks, _ in self._groups)
 
     @torch.no_grad()
     def load(self, slot: int, weights: LoraWeights) -> None:
         unknown = set(weights.modules) - set(self.layers)
         if unknown:
             raise ValueError(f"adapter wraps modules the base does not have: {sorted(unknown)}")
-        for bank, names in self.banks:
+        index, local = self.layout.locate(slot)
+        for banks, names in self._groups:
             parts = [weights.modules[n] for n in names if n in weights.modules]
-            if parts and bank.load(slot, parts):
+            if parts and banks[index].load(local, parts):
                 continue
-            self._load_each(slot, weights, names)
+            self._load_each(index, local, weights, names)
 
-    def _load_each(self, slot: int, weights: LoraWeights, names: list[str]) -> None:
+    def _load_each(self, index: int, local: int, weights: LoraWeights, names: list[str]) -> None:
         for name in names:
-            layer = self.layers[name]
+            bank = self.layers[name].bank(index)
             if name in weights.modules:
                 a, b, scale = weights.modules[name]
-                layer.slots.copy_in(slot, a, b, scale)
+                bank.copy_in(local, a, b, scale)
             else:
-                layer.slots.clear(slot)
+                bank.clear(local)
 
     def clear(self, slot: int) -> None:
+        index, local = self.layout.locate(slot)
         for layer in self.layers.values():
-            layer.slots.clear(slot)
+            layer.bank(index).clear(local)
 
-    def forward(self, input_ids: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
+    def slot_weights(self, name: str, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The A [r, in] and B [out, r] that layer `name` holds in `slot` (views; r: the
+        slot's class's rank)."""
+        index, local = self.layout.locate(slot)
+        bank = self.layers[name].bank(index)
+        return bank.A[local], bank.B[local]
+
+    def route(self, slots: Sequence[int] | torch.Tensor) -> SlotRouting:
+        """The routing of a batch whose row i uses `slots[i]` (0: none). Build it once per
+        batch membership: a tensor on the device is read back here."""
+        ids = slots.tolist() if isinstance(slots, torch.Tensor) else list(slots)
+        return route(self.layout, ids, self.device)
+
+    def forward(self, input_ids: torch.Tensor, slot_ids: Slots) -> torch.Tensor:
         """Logits for a batch where sample i uses adapter slot slot_ids[i] (0: none)."""
         logits: torch.Tensor = self.run(input_ids, slot_ids).logits
         return logits
 
-    def run(self, input_ids: torch.Tensor, slot_ids: torch.Tensor, **kwargs: Any) -> Any:
+    def run(self, input_ids: torch.Tensor, slot_ids: Slots, **kwargs: Any) -> Any:
         """The base model's full output (pass cache / use_cache for decoding)."""
         with self.adapters(slot_ids):
             return self.base(input_ids, **kwargs)
@@ -151,15 +193,33 @@ class PackedLoraModel(nn.Module):
         """Where the slot banks (and the base's wrapped layers) are."""
         return self.banks[0][0].A.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.banks[0][0].A.dtype
+
     @contextlib.contextmanager
-    def adapters(self, slot_ids: torch.Tensor) -> Iterator[None]:
-        """Within the block, every forward pass of the base applies sample i's slot
-        (`slot_ids` is moved to the slots' device if it is not there)."""
-        slot_ids = slot_ids.to(self.device, non_blocking=True)
+    def adapters(self, slot_ids: Slots) -> Iterator[None]:
+        """Within the block, every forward pass of the base applies sample i's slot."""
+        routing = slot_ids if isinstance(slot_ids, SlotRouting) else self.route(slot_ids)
         for layer in self.layers.values():
-            layer.slot_ids = slot_ids
+            layer.routing = routing
         try:
             yield
         finally:
             for layer in self.layers.values():
-                layer.slot_ids = None
+                layer.routing = None
+
+
+def _same_shaped(
+    base: nn.Module, targets: Sequence[str]
+) -> dict[tuple[Any, ...], list[tuple[str, nn.Linear]]]:
+    """The target linear layers by (in, out, dtype, device): each group shares banks."""
+    shapes: dict[tuple[Any, ...], list[tuple[str, nn.Linear]]] = {}
+    for name, module in list(base.named_modules()):
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+            w = module.weight
+            key = (module.in_features, module.out_features, w.dtype, w.device)
+            shapes.setdefault(key, []).append((name, module))
+    if not shapes:
+        raise ValueError(f"no linear layers named {list(targets)} in the base model")
+    return shapes

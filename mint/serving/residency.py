@@ -1,17 +1,19 @@
 """Which adapter revisions are resident in which slots of a node: a byte budget, LRU
 eviction, pinning, and in-use counts so a slot is never reused under a running batch.
 
-Pure bookkeeping (no torch): the node asks `admit` for a slot and copies the weights
-there. Every eviction, whichever call caused it, goes through `on_evict`, so whoever holds
-the weights (the engine) forgets them in the same step and the two cannot diverge. A
-resident key is an exact (adapter, revision): a revision is never silently swapped for
-another.
+Slots come in rank classes (`rank_classes.SlotLayout`): class 0 has slots 1..n₀, class 1
+the next n₁, and so on; an admission names its class and the bytes a slot of that class
+takes, and evicts within the class for a slot, anywhere for bytes. Pure bookkeeping (no
+torch): the node asks `admit` for a slot and copies the weights there. Every eviction,
+whichever call caused it, goes through `on_evict`, so whoever holds the weights (the
+engine) forgets them in the same step and the two cannot diverge. A resident key is an
+exact (adapter, revision): a revision is never silently swapped for another.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mint.domain.errors import ResourceExhausted
@@ -29,6 +31,7 @@ class ResidentKey:
 class _Entry:
     slot: int
     nbytes: int
+    rank_class: int = 0
     pinned: bool = False
     in_use: int = 0
 
@@ -38,15 +41,23 @@ class SlotInvariantBroken(RuntimeError):
 
 
 class SlotTable:
-    def __init__(self, slots: int, budget_bytes: int, on_evict: OnEvict | None = None) -> None:
-        """`on_evict(key, slot)` is called for every key that leaves the table."""
-        if slots < 2:
+    def __init__(
+        self, slots: int | Sequence[int], budget_bytes: int, on_evict: OnEvict | None = None
+    ) -> None:
+        """`slots`: a slot count (counting slot 0) for one class, or each class's usable
+        slot count in the layout's order. `on_evict(key, slot)` is called for every key
+        that leaves the table."""
+        sizes = [slots - 1] if isinstance(slots, int) else list(slots)
+        if not sizes or min(sizes) < 1:
             raise ValueError("need at least 2 slots (slot 0 means no adapter)")
-        self.capacity = slots - 1
+        self.sizes = sizes
+        self.capacity = sum(sizes)
         self.budget_bytes = budget_bytes
         self.on_evict = on_evict
         self._entries: OrderedDict[ResidentKey, _Entry] = OrderedDict()  # LRU first
-        self._free = list(range(slots - 1, 0, -1))
+        firsts = [1 + sum(sizes[:i]) for i in range(len(sizes))]
+        # Per class, popped from the end: the lowest slot first.
+        self._free = [list(range(f + n - 1, f - 1, -1)) for f, n in zip(firsts, sizes, strict=True)]
 
     @property
     def used_bytes(self) -> int:
@@ -67,38 +78,49 @@ class SlotTable:
         return entry.slot
 
     def admit(
-        self, key: ResidentKey, nbytes: int, pinned: bool = False
+        self, key: ResidentKey, nbytes: int, pinned: bool = False, rank_class: int = 0
     ) -> tuple[int, list[ResidentKey]]:
-        """A slot for `key` and the keys evicted to make room (least recently used first,
-        never pinned or in-use ones). ResourceExhausted if it cannot fit: then nothing was
-        evicted, the table is as it was."""
+        """A slot of `rank_class` for `key`, charged `nbytes`, and the keys evicted to make
+        room (least recently used first, never pinned or in-use ones). ResourceExhausted if
+        it cannot fit: then nothing was evicted, the table is as it was."""
         if key in self._entries:
             return self.slot_of(key) or 0, []
         if nbytes > self.budget_bytes:
             raise ResourceExhausted(
                 f"adapter of {nbytes:,} bytes exceeds the node's budget of {self.budget_bytes:,}"
             )
-        victims = self._victims_for(nbytes)
+        victims = self._victims_for(nbytes, rank_class)
         for victim in victims:
             self.evict(victim)
-        self._entries[key] = _Entry(self._free.pop(), nbytes, pinned)
+        slot = self._free[rank_class].pop()
+        self._entries[key] = _Entry(slot, nbytes, rank_class, pinned)
         self._check()
-        return self._entries[key].slot, victims
+        return slot, victims
 
-    def _victims_for(self, nbytes: int) -> list[ResidentKey]:
-        """The least recently used evictable keys whose going makes room for `nbytes`
-        (chosen, not yet evicted); ResourceExhausted if even all of them would not."""
-        free_slots, free_bytes = len(self._free), self.budget_bytes - self.used_bytes
+    def _victims_for(self, nbytes: int, rank_class: int) -> list[ResidentKey]:
+        """The least recently used evictable keys whose going makes room for `nbytes` in a
+        slot of `rank_class` (chosen, not yet evicted): of that class while it has no free
+        slot, then of any class while the bytes do not fit. ResourceExhausted if even all
+        of them would not do."""
+        free_slots, free_bytes = len(self._free[rank_class]), self.budget_bytes - self.used_bytes
         victims: list[ResidentKey] = []
-        evictable = ((k, e) for k, e in self._entries.items() if not e.pinned and e.in_use == 0)
-        while free_slots == 0 or free_bytes < nbytes:
-            victim = next(evictable, None)
-            if victim is None:
-                raise ResourceExhausted(
-                    "every resident adapter is pinned or in use; retry later or unpin some"
-                )
-            victims.append(victim[0])
-            free_slots, free_bytes = free_slots + 1, free_bytes + victim[1].nbytes
+        evictable = [(k, e) for k, e in self._entries.items() if not e.pinned and e.in_use == 0]
+        for k, e in evictable:
+            if free_slots > 0:
+                break
+            if e.rank_class == rank_class:
+                victims.append(k)
+                free_slots, free_bytes = 1, free_bytes + e.nbytes
+        for k, e in evictable:
+            if free_bytes >= nbytes:
+                break
+            if k not in victims:
+                victims.append(k)
+                free_bytes += e.nbytes
+        if free_slots == 0 or free_bytes < nbytes:
+            raise ResourceExhausted(
+                "every resident adapter is pinned or in use; retry later or unpin some"
+            )
         return victims
 
     def evict(self, key: ResidentKey) -> int:
@@ -106,7 +128,7 @@ class SlotTable:
         if entry.in_use:
             raise ResourceExhausted(f"{key} is in use by {entry.in_use} running batch(es)")
         del self._entries[key]
-        self._free.append(entry.slot)
+        self._free[entry.rank_class].append(entry.slot)
         if self.on_evict is not None:
             self.on_evict(key, entry.slot)
         return entry.slot
@@ -132,6 +154,15 @@ class SlotTable:
         entry = self._entries.get(key)
         return 0 if entry is None else entry.in_use
 
+    def class_usage(self, rank_class: int) -> tuple[int, int]:
+        """How many of the class's slots hold an adapter, and how many of those are leased."""
+        held = [e for e in self._entries.values() if e.rank_class == rank_class]
+        return len(held), sum(e.in_use > 0 for e in held)
+
+    def leased(self) -> bool:
+        """Whether any running batch holds a slot (one will be given back)."""
+        return any(e.in_use for e in self._entries.values())
+
     def _check(self) -> None:
         slots = [e.slot for e in self._entries.values()]
         if len(slots) != len(set(slots)):
@@ -140,5 +171,7 @@ class SlotTable:
             raise SlotInvariantBroken("slot 0 is reserved for no adapter")
         if self.used_bytes > self.budget_bytes:
             raise SlotInvariantBroken("over the memory budget")
-        if len(slots) + len(self._free) != self.capacity:
-            raise SlotInvariantBroken("a slot was lost")
+        for index, size in enumerate(self.sizes):
+            held = sum(e.rank_class == index for e in self._entries.values())
+            if held + len(self._free[index]) != size:
+                raise SlotInvariantBroken(f"a slot of rank class {index} was lost")

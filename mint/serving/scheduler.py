@@ -4,20 +4,25 @@ between steps, each with its own KV cache rows, adapter slot, sampling and stop 
 One step:
   1. requests that were cancelled or whose deadline passed leave (their leases released);
   2. if no cohort is prefilling, waiting requests (as many as the batch has room for)
-     form one, their prompts left-padded to the longest;
+     form one, their prompts left-padded to the longest. Each takes its slot lease now;
+     one for which no slot can be had (all held by running requests) waits on, and
+     those behind it that can run go ahead;
   3. one decode pass over the running batch: a token for every request in it, handed to
      its callback at once (streaming); a request that is complete leaves;
   4. one chunk of the cohort's prompts, at most `step_tokens` less the decodes' tokens,
      so a long prompt delays the running requests by at most one step's budget. After
      its last chunk each member has its first token and joins the running batch.
 
-The queue of waiting requests is bounded: a full queue refuses a request at once with
-RESOURCE_EXHAUSTED, before its slot is leased (so before a stack is built for it).
+Waiting requests hold their revisions (they stay on the node) but no slot, so a long
+queue of distinct adapters cannot take every slot from the requests that could run. The
+queue is bounded: a full queue refuses a request at once with RESOURCE_EXHAUSTED, before
+it holds anything (and nothing is built or copied for it).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -35,6 +40,7 @@ from .requests import RevisionRef, Sampling
 
 log = logging.getLogger(__name__)
 __all__ = ["Generation", "Output", "Scheduler"]
+RETRY_S = 0.01  # an idle scheduler whose waiting requests found no slot tries again
 
 
 @dataclass
@@ -69,7 +75,8 @@ class Scheduler:
         self.step_tokens, self.window_s, self.on_step = step_tokens, window_s, on_step
         self._lock = threading.Condition()
         self._waiting: deque[Generation] = deque()
-        self._places = 0  # queue places taken: waiting, or leasing a slot to wait
+        self._places = 0  # queue places taken: waiting, or taking a hold to wait
+        self._blocked = False  # the last cohort found no slot for any waiting request
         self._closed = False
         self._running: list[Generation] = []
         self._batch = self._new_batch([])
@@ -100,14 +107,13 @@ class Scheduler:
                 )
             self._places += 1
         try:
-            lease = self.engine.acquire(parts)
+            hold = self.engine.hold(parts)
         except BaseException:
             with self._lock:
                 self._places -= 1
             raise
-        generation = Generation(
-            prompt, sampling, lease, self.engine.eos_token_id, on_token, deadline
-        )
+        eos = self.engine.eos_token_id
+        generation = Generation(prompt, sampling, hold, eos, on_token, deadline)
         with self._lock:
             self._waiting.append(generation)
             self._lock.notify_all()
@@ -158,6 +164,9 @@ class Scheduler:
 
     def _wait_for_work(self) -> bool:
         with self._lock:
+            if self._blocked:  # slots leased elsewhere (a score): an arrival, or soon
+                self._lock.wait(RETRY_S)
+                return not self._closed
             self._lock.wait_for(lambda: self._closed or bool(self._waiting))
             if self.window_s > 0:  # idle: let a burst arrive and prefill together
                 self._lock.wait_for(
@@ -213,9 +222,16 @@ class Scheduler:
 
     def _form_cohort(self) -> _Cohort | None:
         with self._lock:
-            room = min(self.max_batch - len(self._running), len(self._waiting))
-            members = [self._waiting.popleft() for _ in range(max(room, 0))]
-            self._places -= len(members)
+            room = self.max_batch - len(self._running)
+            waiting = list(self._waiting)
+        members, failed = self._seat(waiting, room)
+        gone = {id(g) for g in members} | {id(g) for g, _ in failed}
+        with self._lock:
+            self._waiting = deque(g for g in self._waiting if id(g) not in gone)
+            self._places -= len(gone)
+            self._blocked = not members and bool(self._waiting)
+        for g, exc in failed:
+            self._end(g, exc)
         if not members:
             return None
         try:
@@ -225,6 +241,32 @@ class Scheduler:
                 self._end(g, exc)
             raise
 
+    def _seat(
+        self, waiting: list[Generation], room: int
+    ) -> tuple[list[Generation], list[tuple[Generation, Exception]]]:
+        """Slot leases for up to `room` waiting requests, in order (those seated), and the
+        requests that can never have one (those failed). A request for which no slot can
+        be had while other requests hold slots stays waiting: they give theirs back."""
+        seated: list[Generation] = []
+        failed: list[tuple[Generation, Exception]] = []
+        blocked = math.inf  # a new slot of this rank or more cannot be had: skip those
+        for g in waiting:
+            if len(seated) >= room:
+                break
+            if g.hold.rank >= blocked and not self.engine.has_slot(g.hold):
+                continue
+            try:
+                g.lease = self.engine.take_slot(g.hold)
+                seated.append(g)
+            except ResourceExhausted as exc:
+                if self.engine.leased():
+                    blocked = min(blocked, g.hold.rank)
+                else:  # every slot it fits is pinned: none will come back
+                    failed.append((g, exc))
+            except Exception as exc:
+                failed.append((g, exc))
+        return seated, failed
+
     def _cohort_of(self, members: list[Generation]) -> _Cohort:
         width = max(len(g.prompt) for g in members)
         device = self._batch.device
@@ -233,7 +275,7 @@ class Scheduler:
         for i, g in enumerate(members):
             ids[i, width - len(g.prompt) :] = torch.tensor(g.prompt, device=device)
             mask[i, width - len(g.prompt) :] = 1
-        return _Cohort(members, self._new_batch([g.lease.slot for g in members]), ids, mask)
+        return _Cohort(members, self._new_batch([g.slot for g in members]), ids, mask)
 
     def _drop_stopped(self, now: float) -> None:
         with self._lock:
@@ -269,8 +311,11 @@ class Scheduler:
         return kept
 
     def _end(self, g: Generation, outcome: Output | BaseException) -> None:
-        self._settle()  # no kernel may still read the slot once its lease is released
-        self.engine.release(g.lease)
+        if g.lease is None:  # still waiting: it holds its revisions, no slot
+            self.engine.drop(g.hold)
+        else:
+            self._settle()  # no kernel may still read the slot once its lease is released
+            self.engine.release(g.lease)
         if isinstance(outcome, Output):
             g.done.set_result(outcome)
         else:

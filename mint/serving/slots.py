@@ -1,22 +1,52 @@
-"""Packed LoRA slots for one linear layer, and the layer that applies them.
+"""Packed LoRA slots for one linear layer, per rank class, and the layer that applies them.
 
-All resident adapters of a layer live in two preallocated tensors, A [slots, R, in] and
-B [slots, out, R] (R: the largest rank served; smaller ranks are zero-padded), plus a
-scale per slot, on the base's device and in its dtype. A batch names one slot per
-sample; its delta is two batched products over the gathered slots, x·Aᵀ·Bᵀ·scale — work
-proportional to the batch, not to how many adapters are resident. Slot 0 stays empty:
-"no adapter".
+A rank class's adapters of a layer live in two preallocated tensors, A [slots, r, in] and
+B [slots, out, r] (r: the class's rank; a smaller adapter in it is zero-padded), plus a
+scale per slot, on the base's device and in its dtype (`rank_classes` says how slots are
+split into classes). Row 0 of every class stays empty. A batch routes each row to one
+slot; per class present in the batch, its rows' delta is two batched products over the
+gathered slots, x·Aᵀ·Bᵀ·scale — work proportional to the rows and their class's rank,
+not to how many adapters are resident or the largest rank served.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
-EMPTY_SLOT = 0
+from .rank_classes import EMPTY_SLOT
+from .routing import SlotRouting
+
+# (x [rows, seq, in], A bank [slots, r, in], B bank [slots, out, r], scale [slots],
+# slot ids [rows] into the bank) → each row's delta [rows, seq, out].
+GatheredLora = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+]
+
+__all__ = ["EMPTY_SLOT", "GatheredLora", "LoraSlots", "SlotBank", "SlottedLinear", "gathered_lora"]
+
+
+def gathered_lora(
+    x: torch.Tensor,
+    a_bank: torch.Tensor,
+    b_bank: torch.Tensor,
+    scale: torch.Tensor,
+    slot_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Each row's x·Aᵀ·Bᵀ·scale with its slot's A and B (`GatheredLora`): index_select
+    and two bmm. The CPU path, and the reference a fused kernel must equal."""
+    a = a_bank.index_select(0, slot_ids)  # [rows, r, in]
+    b = b_bank.index_select(0, slot_ids)  # [rows, out, r]
+    hidden = torch.bmm(x, a.transpose(1, 2))  # [rows, seq, r]
+    out = torch.bmm(hidden, b.transpose(1, 2))  # [rows, seq, out]
+    return out * scale.index_select(0, slot_ids)[:, None, None]
 
 
 class LoraSlots(nn.Module):
+    """One layer's slots of one rank class."""
+
     A: torch.Tensor
     B: torch.Tensor
     scale: torch.Tensor
@@ -31,11 +61,12 @@ class LoraSlots(nn.Module):
         device: torch.device | None = None,
         storage: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """`storage`: (A, B, scale) views into a SlotBank shared with same-shaped layers."""
+        """`slots` counts the empty row 0. `storage`: (A, B, scale) views into a SlotBank
+        shared with same-shaped layers."""
         super().__init__()
         if slots < 2:
             raise ValueError("need at least 2 slots (slot 0 means no adapter)")
-        self.max_rank = max_rank
+        self.max_rank = max_rank  # the class's rank
         if storage is None:
             storage = (
                 torch.zeros(slots, max_rank, in_features, dtype=dtype, device=device),
@@ -77,16 +108,13 @@ class LoraSlots(nn.Module):
 
     def delta(self, x: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         """x [batch, seq, in], slot_ids [batch] → the adapters' contribution [batch, seq, out]."""
-        a = self.A.index_select(0, slot_ids)  # [batch, R, in]
-        b = self.B.index_select(0, slot_ids)  # [batch, out, R]
-        hidden = torch.bmm(x, a.transpose(1, 2))  # [batch, seq, R]
-        out = torch.bmm(hidden, b.transpose(1, 2))  # [batch, seq, out]
-        return out * self.scale.index_select(0, slot_ids)[:, None, None]
+        return gathered_lora(x, self.A, self.B, self.scale, slot_ids)
 
 
 class SlotBank:
-    """The slots of several same-shaped layers in one set of tensors (A [layers, slots, R,
-    in], …), so loading an adapter into all of them is a few copies, not a few per layer."""
+    """One rank class's slots of several same-shaped layers in one set of tensors (A
+    [layers, slots, r, in], …), so loading an adapter into all of them is a few copies,
+    not a few per layer."""
 
     def __init__(
         self,
@@ -102,6 +130,11 @@ class SlotBank:
         self.A = torch.zeros(layers, slots, max_rank, in_features, dtype=dtype, device=device)
         self.B = torch.zeros(layers, slots, out_features, max_rank, dtype=dtype, device=device)
         self.scale = torch.zeros(layers, slots, dtype=dtype, device=device)
+
+    @property
+    def slot_bytes(self) -> int:
+        """What one slot's A and B take over all its layers."""
+        return self.A[:, 0].nbytes + self.B[:, 0].nbytes
 
     def layer(self, i: int) -> LoraSlots:
         _, slots, rank, in_features = self.A.shape
@@ -141,15 +174,40 @@ class SlotBank:
 class SlottedLinear(nn.Module):
     """A frozen base linear layer plus the packed adapters of the batch being run."""
 
-    def __init__(self, base: nn.Linear, slots: LoraSlots) -> None:
+    def __init__(
+        self, base: nn.Linear, banks: Sequence[LoraSlots], gathered: GatheredLora = gathered_lora
+    ) -> None:
+        """`banks`: this layer's slots, one per rank class, in the layout's order."""
         super().__init__()
         self.base = base
-        self.slots = slots
-        self.slot_ids: torch.Tensor | None = None  # set by the model for each forward pass
+        self.banks = nn.ModuleList(banks)
+        self.gathered = gathered
+        self.routing: SlotRouting | None = None  # set by the model for each forward pass
+
+    def bank(self, rank_class: int) -> LoraSlots:
+        bank = self.banks[rank_class]
+        if not isinstance(bank, LoraSlots):
+            raise TypeError(f"rank class {rank_class} holds a {type(bank).__name__}")
+        return bank
+
+    @property
+    def slots(self) -> LoraSlots:
+        """The slots of a layout with a single rank class (then a slot is its own row)."""
+        if len(self.banks) != 1:
+            raise ValueError("this layer has several rank classes: use `bank(i)`")
+        return self.bank(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.base(x)
-        if self.slot_ids is None:
+        if self.routing is None:
             return out
-        delta: torch.Tensor = self.slots.delta(x, self.slot_ids)
-        return out + delta.to(out.dtype)
+        for group in self.routing.groups:  # the classes this batch uses, no others
+            bank = self.bank(group.rank_class)
+            if group.rows is None:  # every row is in this class
+                delta = self.gathered(x, bank.A, bank.B, bank.scale, group.slots)
+                out = out + delta.to(out.dtype)
+            else:
+                rows = x.index_select(0, group.rows)
+                delta = self.gathered(rows, bank.A, bank.B, bank.scale, group.slots)
+                out.index_add_(0, group.rows, delta.to(out.dtype))
+        return out

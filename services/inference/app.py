@@ -22,6 +22,7 @@ from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
 from mint.serving.packed_model import PackedLoraModel
+from mint.serving.rank_classes import SlotLayout
 from mint.serving.residency import SlotTable
 from mint.serving.scheduler import Scheduler
 from mint.tokenizer import (
@@ -59,6 +60,7 @@ class NodeConfig:
     targets: tuple[str, ...] = ("q_proj", "v_proj")
     slots: int = 64
     max_rank: int = 32
+    rank_classes: str = "auto"  # see SlotLayout.parse
     budget_bytes: int = 256 * 1024 * 1024  # the device slots
     host_budget_bytes: int = 1024 * 1024 * 1024  # every resident adapter, in host memory
     max_prompt_tokens: int = 1024
@@ -95,12 +97,13 @@ class NodeProcess:
         base_fingerprint = fingerprint(base)
         home = config.home or resolve()
         place(base, home.device, home.dtype)  # the slot banks follow its layers
-        model = PackedLoraModel(base, list(config.targets), config.slots, config.max_rank)
+        layout = SlotLayout.parse(config.rank_classes, config.slots, config.max_rank)
+        model = PackedLoraModel(base, list(config.targets), layout)
         self.metrics = NodeMetrics()
         self.metrics.device.info(dict(zip(("device", "dtype"), home.describe(), strict=True)))
         self.engine = ServingEngine(
             model,
-            SlotTable(config.slots, config.budget_bytes),
+            SlotTable(layout.sizes, config.budget_bytes),
             base_fingerprint,
             config.max_prompt_tokens,
             pad_token_id=int(tokenizer.pad_token_id),

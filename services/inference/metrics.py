@@ -20,6 +20,13 @@ class NodeMetrics:
         self.budget_bytes = Gauge(
             "mint_node_budget_bytes", "Memory budget for adapters, per tier", ["tier"], registry=r
         )
+        self.slots = Gauge(
+            "mint_node_device_slots",
+            "Device slots per rank class: total, filled (holding an adapter) and leased "
+            "(by running requests)",
+            ["rank", "state"],
+            registry=r,
+        )
         self.device = Info(
             "mint_node_device", "Where the base and the slots live, and their dtype", registry=r
         )

@@ -1,5 +1,5 @@
 """Request handling on a node: parse, check, resolve to exact revisions, then hand the
-request to the scheduler, which leases its slot and runs it in the continuous batch.
+request to the scheduler, which leases its slot when it runs it in the continuous batch.
 Nothing here loads an adapter: only residency intents do (reconciler)."""
 
 from __future__ import annotations

@@ -213,6 +213,10 @@ class Reconciler:
             self.metrics.resident.labels(tier.tier).set(tier.adapters)
             self.metrics.resident_bytes.labels(tier.tier).set(tier.used_bytes)
             self.metrics.budget_bytes.labels(tier.tier).set(tier.budget_bytes)
+        for usage in self.engine.rank_classes():
+            counts = {"total": usage.slots, "filled": usage.filled, "leased": usage.leased}
+            for state, count in counts.items():
+                self.metrics.slots.labels(str(usage.rank), state).set(count)
         host = next(t for t in tiers if t.tier == "host")
         at = Timestamp()
         at.GetCurrentTime()

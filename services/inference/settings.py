@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from mint.rpc.tls import ROUTER_PEER_NAME
+from mint.serving.rank_classes import SlotLayout
 from mint.settings import (
     GrpcServerOptions,
     KafkaOptions,
@@ -41,6 +42,13 @@ class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions
     )
     slots: PositiveInt = Field(64, description="adapter slots on the device (slot 0: none)")
     max_rank: PositiveInt = Field(32, description="largest (stacked) rank")
+    rank_classes: str = Field(
+        "auto",
+        description="rank classes of the device slots, each with slots of its own: auto "
+        "(the powers of two below --max-rank, and --max-rank), or ranks with optional "
+        "slot counts such as 8,16,32 or 8:96,32:16 (a class without a count has --slots); "
+        "an adapter takes a slot of the smallest class that fits its rank",
+    )
     budget_mib: PositiveFloat = Field(256, description="budget of the device slots, MiB")
     host_budget_mib: PositiveFloat = Field(
         1024,
@@ -68,6 +76,17 @@ class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions
         description="certificate names, comma-separated, of services (the router) that may "
         "act for the callers they name without a token; needs tls_require_client_cert",
     )
+
+    @model_validator(mode="after")
+    def _rank_classes_parse(self) -> Self:
+        try:
+            self.slot_layout()
+        except ValueError as exc:
+            raise ValueError(f"{exc}; fix --rank-classes (MINT_RANK_CLASSES)") from None
+        return self
+
+    def slot_layout(self) -> SlotLayout:
+        return SlotLayout.parse(self.rank_classes, self.slots, self.max_rank)
 
     @model_validator(mode="after")
     def _host_holds_the_slots(self) -> Self:

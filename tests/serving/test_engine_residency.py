@@ -1,6 +1,7 @@
 """The engine's two tiers agree whatever evicts: a load that cannot fit changes nothing,
 room made in the device slots keeps the revision in host memory (a request copies it
-back), and only the host tier's evictions take a revision off the node."""
+back), and only the host tier's evictions take a revision off the node. The node here
+has rank classes 1, 2, 4 and 8, so an adapter of rank 2 takes exactly its own bytes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mint.domain.errors import ResourceExhausted
 from mint.models.base import build_base, tiny_llama_config
 from mint.serving.engine import ServingEngine, weights_bytes
 from mint.serving.packed_model import LoraWeights, PackedLoraModel
+from mint.serving.rank_classes import SlotLayout
 from mint.serving.requests import RevisionRef
 from mint.serving.residency import SlotTable
 
@@ -41,8 +43,8 @@ def engine(
     budget_bytes: int, slots: int = 8, host_budget_bytes: int | None = None
 ) -> ServingEngine:
     base = build_base(tiny_llama_config(hidden=HIDDEN, layers=LAYERS), seed=0)
-    model = PackedLoraModel(base, list(TARGETS), slots, max_rank=8)
-    table = SlotTable(slots, budget_bytes)
+    model = PackedLoraModel(base, list(TARGETS), SlotLayout.parse("auto", slots, 8))
+    table = SlotTable(model.layout.sizes, budget_bytes)
     return ServingEngine(model, table, "", 64, 0, 1, host_budget_bytes=host_budget_bytes)
 
 
@@ -70,11 +72,10 @@ def test_room_made_for_a_stack_moves_a_slot_back_to_host_memory_only() -> None:
     assert node.in_device() == [ref("b"), ref("c")]  # a, least recently used, lost its slot
     assert node.take_evicted() == [] and node.resident() == [ref("a"), ref("b"), ref("c")]
     with node.lease([(ref("a"), 1.0)]) as lease:  # promoted: copied back from host memory
-        layer = node.model.layers["model.layers.1.self_attn.v_proj"].slots
-        a, b, _ = weights(2, ord("a")).modules["model.layers.1.self_attn.v_proj"]
-        assert torch.equal(layer.A[lease.slot, :2], a) and torch.equal(
-            layer.B[lease.slot, :, :2], b
-        )
+        name = "model.layers.1.self_attn.v_proj"
+        slot_a, slot_b = node.model.slot_weights(name, lease.slot)
+        a, b, _ = weights(2, ord("a")).modules[name]
+        assert torch.equal(slot_a, a) and torch.equal(slot_b, b)  # a rank-2 slot, no padding
     assert node.in_device() == [ref("a"), ref("c")]
 
 
@@ -96,7 +97,7 @@ def test_the_host_tier_evicts_its_least_recently_used_beyond_its_budget() -> Non
     assert len(promotions) == 1  # b, for its request (copies made by loads are not counted)
     device, host = node.tiers()
     assert (host.adapters, host.used_bytes, host.budget_bytes) == (3, 3 * unit, 3 * unit)
-    assert (device.adapters, device.used_bytes, device.slots) == (2, 2 * unit, 2)
+    assert (device.adapters, device.used_bytes, device.slots) == (2, 2 * unit, 4 * 2)
     with pytest.raises(ResourceExhausted, match="device slot budget"):
         node.load(ref("f"), weights(6, 6))  # three units: more than the slots may hold
 
@@ -104,3 +105,22 @@ def test_the_host_tier_evicts_its_least_recently_used_beyond_its_budget() -> Non
 def test_a_host_budget_below_the_device_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="raise the host budget"):
         engine(budget_bytes=100, host_budget_bytes=99)
+
+
+def test_each_revision_takes_the_smallest_class_that_fits_and_is_charged_its_slot() -> None:
+    node = engine(budget_bytes=2**20, slots=2)  # ranks 1, 2, 4 and 8: one slot each
+    node.load(ref("a"), weights(1, 1))
+    node.load(ref("b"), weights(3, 2))  # rank 3: a rank-4 slot
+    filled = [(c.rank, c.filled) for c in node.rank_classes()]
+    assert filled == [(1, 1), (2, 0), (4, 1), (8, 0)]
+    device, _ = node.tiers()
+    rank_one = weights_bytes(weights(1, 0))
+    assert device.used_bytes == node.slot_bytes[0] + node.slot_bytes[2] == 5 * rank_one
+    with node.lease([(ref("a"), 1.0)]):  # the one rank-1 slot is in use: c takes a rank-2 one
+        node.load(ref("c"), weights(1, 3))
+        with node.lease([(ref("c"), 1.0)]) as lease:
+            assert node.layout.locate(lease.slot)[0] == 1
+            slot_a, _ = node.model.slot_weights("model.layers.0.self_attn.q_proj", lease.slot)
+            a, _, _ = weights(1, 3).modules["model.layers.0.self_attn.q_proj"]
+            assert torch.equal(slot_a[:1], a) and not slot_a[1:].any()  # zero-padded
+    assert node.tiers()[0].used_bytes == 5 * rank_one + node.slot_bytes[1]

@@ -30,7 +30,7 @@ def test_a_broken_slot_table_is_caught_under_python_O() -> None:
     script = (
         "from mint.serving.residency import ResidentKey, SlotTable, SlotInvariantBroken\n"
         "table = SlotTable(slots=3, budget_bytes=100)\n"
-        "table._free.append(1)  # slot 1 is free twice: it is about to be handed out twice\n"
+        "table._free[0].append(1)  # slot 1 is free twice: it is about to be handed out twice\n"
         "try:\n"
         "    table.admit(ResidentKey('a', 1), 10)\n"
         "except SlotInvariantBroken as e:\n"
@@ -39,4 +39,4 @@ def test_a_broken_slot_table_is_caught_under_python_O() -> None:
     run = subprocess.run(
         [sys.executable, "-O", "-c", script], cwd=REPO, capture_output=True, text=True
     )
-    assert "caught: a slot was lost" in run.stdout, run.stdout + run.stderr
+    assert "caught: a slot of rank class 0 was lost" in run.stdout, run.stdout + run.stderr

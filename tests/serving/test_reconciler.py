@@ -177,6 +177,8 @@ def test_more_adapters_than_device_slots_are_served_from_host_memory_fetched_onc
     for tier, count, budget in (("device", 2, 2 * unit), ("host", 4, 4 * unit)):
         assert f'mint_node_resident_adapters{{tier="{tier}"}} {count}.0' in text
         assert f'mint_node_budget_bytes{{tier="{tier}"}} {float(budget)}' in text
+    for state, count in (("total", 2), ("filled", 2), ("leased", 0)):
+        assert f'mint_node_device_slots{{rank="{RANK}",state="{state}"}} {count}.0' in text
 
 
 def _report_with(status: TableFollower, done: Callable[[pb.NodeReport], bool]) -> pb.NodeReport:

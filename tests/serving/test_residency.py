@@ -93,10 +93,13 @@ def test_invariants_hold_under_any_sequence(ops: list[tuple[str, int, int]]) -> 
         assert all(k in table for k, count in in_use.items() if count), "in-use key vanished"
 
 
-def _state(table: SlotTable) -> tuple[list[tuple[object, ...]], list[int]]:
-    """Every entry's facts in LRU order, and the free slots (the table's insides)."""
+def _state(table: SlotTable) -> tuple[list[tuple[object, ...]], list[list[int]]]:
+    """Every entry's facts in LRU order, and each class's free slots (the table's insides)."""
     entries = table._entries.items()
-    return [(k, e.slot, e.nbytes, e.pinned, e.in_use) for k, e in entries], list(table._free)
+    facts: list[tuple[object, ...]] = [
+        (k, e.slot, e.nbytes, e.rank_class, e.pinned, e.in_use) for k, e in entries
+    ]
+    return facts, [list(free) for free in table._free]
 
 
 def test_a_failed_admit_evicts_nothing() -> None:

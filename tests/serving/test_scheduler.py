@@ -108,7 +108,8 @@ def test_a_waiting_request_that_is_cancelled_never_runs(pair: Pair) -> None:
     first = scheduler.submit([(pair.refs["a"], 1.0)], PROMPT, Sampling(5))
     waiting = scheduler.submit([(pair.refs["b"], 1.0)], PROMPT, Sampling(5))
     scheduler.step()
-    assert waiting.tokens == [] and leased(engine, pair, "b")
+    assert waiting.tokens == [] and leased(engine, pair, "a")
+    assert waiting.lease is None and not leased(engine, pair, "b"), "waiting holds no slot"
     waiting.cancel()
     run(scheduler)
     with pytest.raises(Cancelled):
