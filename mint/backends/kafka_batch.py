@@ -85,12 +85,6 @@ class PartitionState:
         self.keep(staged)
         return bool(staged.values)
 
-    def whole(self, staged: Staged | None = None) -> Staged:
-        """Every stream's snapshot, `staged` on top: to write them all (a partition whose
-        snapshots were not valid)."""
-        top = staged or self.stage(())
-        return Staged({**self.streams, **top.values}, top.digest, top.streams, top.next_offset)
-
 
 @dataclass
 class PendingAppend:

@@ -29,6 +29,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 from kafka import KafkaProducer
@@ -64,6 +65,7 @@ STATE_WAIT_S = 10.0
 # was not fenced holds it up, and the take fails rather than miss that writer's records.
 TAKE_STALL_S = 30.0
 RETAKE_EVERY_S = 1.0  # how often a partition that could not be taken again is retried
+REWRITE_CHUNK = 20_000  # snapshots written again per transaction, at most
 
 
 class Claims(Protocol):
@@ -113,7 +115,7 @@ class LogWriter:
         self.fenced = False  # static ownership only: another instance took over for good
         # Taken partitions whose snapshots are to be written whole (with tombstones for
         # these leftover keys) in the next transaction: none were valid, or they lagged.
-        self._rewrite: dict[int, set[bytes]] = {}
+        self._rewrite: dict[int, Rewrite] = {}
         self._queue: list[PendingAppend] = []
         self._queued = threading.Condition()  # guards _queue, _closing
         self._closing = False
@@ -191,7 +193,7 @@ class LogWriter:
                     # No valid snapshots, or events past them (written by a writer that
                     # kept none): write them all.
                     if rewrite is not None or (restored and caught_up):
-                        self._rewrite[partition] = rewrite or set()
+                        self._rewrite[partition] = Rewrite.of(state, rewrite or set())
                     due = partition in self._rewrite
                 else:
                     self._keep_earlier_locked(partition, state)
@@ -213,6 +215,16 @@ class LogWriter:
                 "partition %d: snapshots not used (%s); reading the log", partition, restored.why
             )
         return PartitionState(), restored.keys
+
+    def _rewrite_chunks(self) -> dict[int, Rewrite]:
+        """The next snapshots to write again, at most REWRITE_CHUNK of them in all: one
+        transaction of a whole large partition would outlast the transaction timeout."""
+        chunks, left = {}, REWRITE_CHUNK
+        for partition, pending in self._rewrite.items():
+            if partition in self.partitions and left > 0:
+                chunks[partition] = pending.first(left)
+                left -= chunks[partition].size
+        return chunks
 
     def _rewrite_due(self) -> bool:
         """A taken partition's snapshots are to be written whole."""
@@ -380,7 +392,7 @@ class LogWriter:
             taken = [p for p in batch if p.partition in self.partitions]
             accepted, repeats = check_batch(taken, self.partitions)
             producer = self.producer
-            rewrites = {p: keys for p, keys in self._rewrite.items() if p in self.partitions}
+            rewrites = self._rewrite_chunks()
             self._in_flight = {p.partition for p in accepted} | set(rewrites)
         try:
             if accepted or rewrites:
@@ -389,7 +401,7 @@ class LogWriter:
                 # Without the lock: readers see the committed state while this is in
                 # flight. Only this thread changes a taken partition's state.
                 staged = self._send_in_one_transaction(producer, accepted, rewrites)
-                self._record(accepted, staged, set(rewrites))
+                self._record(accepted, staged, rewrites)
         except DomainError as exc:
             for p in accepted:
                 p.finish(error=exc)
@@ -407,11 +419,16 @@ class LogWriter:
             repeat.finish(result, first.error)
 
     def _record(
-        self, accepted: list[PendingAppend], staged: dict[int, Staged], rewritten: set[int]
+        self,
+        accepted: list[PendingAppend],
+        staged: dict[int, Staged],
+        rewritten: dict[int, Rewrite],
     ) -> None:
         with self.lock:
-            for partition in rewritten:
-                self._rewrite.pop(partition, None)
+            for partition, chunk in rewritten.items():
+                pending = self._rewrite.get(partition)
+                if pending is not None and pending.drop(chunk):
+                    del self._rewrite[partition]
             for partition, snapshots in staged.items():
                 state = self.partitions.get(partition)
                 if state is not None:  # given up meanwhile: its next owner reads it
@@ -427,11 +444,10 @@ class LogWriter:
         self,
         producer: KafkaProducer,
         batch: list[PendingAppend],
-        rewrites: dict[int, set[bytes]],
+        rewrites: dict[int, Rewrite],
     ) -> dict[int, Staged]:
         """Send the batch's events, each touched partition's new snapshots and summary
-        (all of them for `rewrites`, with tombstones for those leftover keys), and commit
-        them as one."""
+        (and the `rewrites`' snapshots and tombstones), and commit them as one."""
         by_partition: dict[int, list[EventEnvelope]] = {}
         for p in batch:
             by_partition.setdefault(p.partition, []).extend(p.envelopes)
@@ -457,10 +473,17 @@ class LogWriter:
                 for p in batch
                 for e in p.envelopes
             ]
-            for partition, leftover in rewrites.items():
-                whole = staged[partition] = self.partitions[partition].whole(staged.get(partition))
-                for key in leftover - {k.encode() for k in whole.values} - {SUMMARY_KEY}:
+            for partition, chunk in rewrites.items():
+                state = self.partitions[partition]
+                new = staged.setdefault(partition, state.stage(()))
+                for key in chunk.tombstones:
                     producer.send(self.snapshots, key=key, value=None, partition=partition)
+                for stream_id in chunk.streams:
+                    if stream_id not in new.values:  # else sent with the batch's below
+                        value = state.streams[stream_id]
+                        producer.send(
+                            self.snapshots, key=stream_id.encode(), value=value, partition=partition
+                        )
             for partition, snapshot in staged.items():
                 for stream_id, value in snapshot.values.items():
                     producer.send(
@@ -485,6 +508,34 @@ class LogWriter:
             with self.lock:
                 self._drop_locked(fenced=False)
             raise Unavailable(f"append failed ({exc}); retry with the same request id") from exc
+
+
+@dataclass
+class Rewrite:
+    """Snapshots of a partition still to write again, and leftover keys to tombstone."""
+
+    streams: list[str]
+    tombstones: list[bytes]
+
+    @classmethod
+    def of(cls, state: PartitionState, keys: set[bytes]) -> Rewrite:
+        streams = list(state.streams)
+        leftover = keys - {s.encode() for s in streams} - {SUMMARY_KEY}
+        return cls(streams, sorted(leftover))
+
+    @property
+    def size(self) -> int:
+        return len(self.streams) + len(self.tombstones)
+
+    def first(self, n: int) -> Rewrite:
+        tombstones = self.tombstones[:n]
+        return Rewrite(self.streams[: n - len(tombstones)], tombstones)
+
+    def drop(self, written: Rewrite) -> bool:
+        """Forget what `written` wrote (a prefix); True when nothing is left."""
+        del self.tombstones[: len(written.tombstones)]
+        del self.streams[: len(written.streams)]
+        return self.size == 0
 
 
 class NotHeld(Exception):

@@ -3,6 +3,7 @@ and falls back to the log, with the same state, when they are missing, stale or 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -176,3 +177,20 @@ def _fill_rest(log: KafkaEventLog) -> dict[str, StreamState | None]:
                 log.append(stream, version, events, meta(f"{stream}-{k}"))
             version += len(events)
     return {s: StreamState.of(log.read_stream(s)) for s in STREAMS}
+
+
+def test_a_large_rewrite_spans_transactions_and_holds_once_whole(
+    owners: Owners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka_writer, "REWRITE_CHUNK", 2)  # 5 streams: three transactions
+    expected = _fill(owners.next())
+    owners.write(SUMMARY_KEY, None)
+    log = owners.next()
+    assert owners.read_from == [0]
+    deadline = time.monotonic() + 30
+    while log.writer._rewrite and time.monotonic() < deadline:  # written in the background
+        time.sleep(0.1)
+    assert not log.writer._rewrite
+    after = owners.next()
+    assert owners.read_from != [0]
+    _same_state(after, expected)
