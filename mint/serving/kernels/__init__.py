@@ -1,0 +1,7 @@
+"""Fused gathered-LoRA kernels for mixed-adapter batches on CUDA (Triton; BGMV/SGMV as
+Punica, S-LoRA and vLLM). `lora_delta` picks them for CUDA tensors and otherwise runs the
+torch path in `mint.serving.slots`; Triton is imported on first use only."""
+
+from mint.serving.kernels.dispatch import kernel_applies, lora_delta
+
+__all__ = ["kernel_applies", "lora_delta"]
