@@ -1,6 +1,7 @@
 """Where a node's tensors live, checked on the machine itself: builds the node's engine on
 `--device` in `--dtype`, loads adapters (more than it has slots), promotes them back from
-host memory, runs a mixed batch against PEFT, and writes what it found to
+host memory, runs a mixed batch against PEFT, times the gathered-LoRA kernel against the
+torch path per decode step (`lora_kernel.py`), and writes what it found to
 `<out>/device_check.json` (`--out`, default `$OUT`, else the current folder).
 
   python -m bench.gpu.device_check --device cuda --dtype bfloat16 --hidden 1024 --layers 8
@@ -31,6 +32,7 @@ import transformers
 from peft import LoraConfig, PeftModel
 from safetensors.torch import save as save_safetensors
 
+from bench.gpu import lora_kernel
 from mint.layout import ADAPTER_WEIGHTS
 from mint.models.base import build_base, place, tiny_llama_config
 from mint.models.lora import load_adapter_weights
@@ -310,6 +312,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10, help="timed forward passes")
+    parser.add_argument(
+        "--kernel-batches",
+        help="decode batches of the lora_kernel check, comma-separated (default: 32,128 on a "
+        "GPU, 4 on the CPU)",
+    )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     return parser.parse_args()
 
@@ -345,8 +352,9 @@ def run_checks(checks: Checks, args: argparse.Namespace, home: TensorHome) -> No
         checks.run("mixed_forward", lambda: mixed_forward(engine, args, bases, folders))
         checks.run("generate", lambda: generate_mixed(engine, args, bases, folders))
         checks.run("timing", lambda: timing(engine, args, home))
-    if home.device.type == "cuda":
+    if home.device.type == "cuda":  # the engine's peak, before the kernel check's banks
         checks.found["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    checks.run("lora_kernel", lambda: lora_kernel.measure(args, home))
 
 
 if __name__ == "__main__":

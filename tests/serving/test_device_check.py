@@ -29,7 +29,8 @@ SMALL += ["--new-tokens", "8", "--repeats", "1"]
 def test_the_gpu_check_runs_on_the_cpu_and_reports_every_check(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", RUN, "--device", "cpu", "--dtype", "bfloat16", *SMALL],
-        env={**os.environ, "OUT": str(tmp_path)},
+        # the kernel check runs the Triton kernels in Triton's interpreter (no GPU here)
+        env={**os.environ, "OUT": str(tmp_path), "TRITON_INTERPRET": "1"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -45,6 +46,11 @@ def test_the_gpu_check_runs_on_the_cpu_and_reports_every_check(tmp_path: Path) -
     assert found["mixed_forward"]["argmax_agreement_vs_fp32"] >= 0.9
     assert found["generate"]["token_agreement_vs_peft_same_dtype"] >= 0.9
     assert found["timing"]["packed_ms"] > 0
+    kernel = found["lora_kernel"]
+    assert kernel["kernel"] == "runs"
+    for config in ("rank8-qv/b4", "rank16-all/b4"):  # within one bfloat16 ulp: else it fails
+        assert kernel[config]["torch_ms"] > 0
+        assert 0 < kernel[config]["kernel_max_error_over_max_output"] < 2**-7
 
 
 def test_the_gpu_check_says_why_it_cannot_run_on_a_missing_gpu(

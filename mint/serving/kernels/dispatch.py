@@ -31,6 +31,18 @@ def lora_delta(
         from mint.serving.kernels.bgmv import bgmv_delta
 
         return bgmv_delta(x, A, B, scale, slot_ids, out)
+    return torch_delta(x, A, B, scale, slot_ids, out)
+
+
+def torch_delta(
+    x: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    scale: torch.Tensor,
+    slot_ids: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """`lora_delta` by the torch path on any device (the delta in x's dtype, then added)."""
     samples = x if x.dim() == 3 else x.unsqueeze(1)
     delta = gathered_lora(samples, A, B, scale, slot_ids)
     out += delta.view(out.shape).to(out.dtype)
