@@ -52,7 +52,9 @@ CASES = [
     Case("decode-f32-r64-split-k", F32, 3, None, 520, 45, 64),  # 8 splits, 2 K steps in one
     Case("decode-bf16-r16", BF16, 7, None, 37, 53, 16),
     Case("decode-f16-r8", F16, 5, None, 300, 29, 8),
+    Case("decode-f32-r12-stacked", F32, 6, None, 37, 53, 12),  # a stack's rank: 4 + 8
     Case("prefill-f32-r8", F32, 4, 5, 37, 53, 8),
+    Case("prefill-f32-r12-stacked", F32, 4, 3, 37, 53, 12),
     Case("prefill-f32-r64-two-row-tiles", F32, 2, 70, 200, 45, 64),
     Case("prefill-bf16-r16-strided", BF16, 5, 19, 37, 53, 16, strided=True),
     Case("prefill-f16-r1", F16, 4, 17, 37, 53, 1),

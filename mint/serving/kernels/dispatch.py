@@ -25,7 +25,8 @@ def lora_delta(
     """out += scale[s]·B[s]·A[s]·x for each row, s = its slot (slot 0: no adapter), in
     place; returns out. x [rows, in] with slot_ids [rows] (decode), or [batch, seq, in] with
     slot_ids [batch] (one slot per sample); A [slots, R, in], B [slots, out, R], scale
-    [slots]; out x's shape with `out` features. Any R (a rank-grouped bank's)."""
+    [slots]; out x's shape with `out` features. Any R (a rank-grouped bank's). Slot ids
+    must be below `slots`: checking them would wait for the device every call."""
     check_operands(x, A, B, scale, slot_ids, out)
     if kernel_applies(x, A, B):
         from mint.serving.kernels.bgmv import bgmv_delta
