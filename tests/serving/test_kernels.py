@@ -53,7 +53,7 @@ CASES = [
     Case("decode-bf16-r16", BF16, 7, None, 37, 53, 16),
     Case("decode-f16-r8", F16, 5, None, 300, 29, 8),
     Case("decode-f32-r12-stacked", F32, 6, None, 37, 53, 12),  # a stack's rank: 4 + 8
-    Case("prefill-f32-r8", F32, 4, 5, 37, 53, 8),
+    Case("prefill-f32-r8-split-k", F32, 4, 5, 200, 53, 8),  # 2 splits, 2 K steps each
     Case("prefill-f32-r12-stacked", F32, 4, 3, 37, 53, 12),
     Case("prefill-f32-r64-two-row-tiles", F32, 2, 70, 200, 45, 64),
     Case("prefill-bf16-r16-strided", BF16, 5, 19, 37, 53, 16, strided=True),

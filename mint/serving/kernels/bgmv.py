@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -48,13 +49,29 @@ def tiling(batch: int, seq: int, in_features: int, out_features: int, rank: int)
     else:
         block_m = min(64, max(16, triton.next_power_of_2(seq)))
         block_r = max(16, triton.next_power_of_2(rank))
-        block_k = block_n = 64
+        # the expand's float32 dot [M, R]·[R, N]: a large rank gets narrower tiles (no spills)
+        block_k, block_n = 64, min(64, 1024 // block_r)
     block_k = min(block_k, max(16, triton.next_power_of_2(in_features)))
     block_n = min(block_n, max(16, triton.next_power_of_2(out_features)))
     row_tiles = batch * triton.cdiv(seq, block_m)
     wanted = min(triton.cdiv(in_features, block_k), max(1, TARGET_PROGRAMS // row_tiles))
+    if seq > 1:  # each expand program re-reads its tile's partials: keep them small beside y
+        wanted = min(wanted, max(1, block_n // (2 * block_r)))
     split_k = 1 << (wanted.bit_length() - 1)  # a power of two: few compiled variants
     return Tiling(block_m, block_r, block_k, block_n, split_k)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: its grid, arguments and compile-time constants."""
+
+    kernel: Any
+    grid: tuple[int, int, int]
+    args: tuple[Any, ...]
+    constants: dict[str, Any]
+
+    def __call__(self) -> None:
+        self.kernel[self.grid](*self.args, **self.constants)
 
 
 def bgmv_delta(
@@ -69,55 +86,52 @@ def bgmv_delta(
     in float32 and rounded once into out's dtype; returns out. x [rows, in] with slot_ids
     [rows], or [batch, seq, in] with slot_ids [batch]; out x's shape with `out` features.
     Operands as `lora_delta` checks them (this launches without checking)."""
+    if x.numel() == 0 or A.shape[1] == 0:
+        return out
+    for launch in launches(x, A, B, scale, slot_ids, out):
+        launch()
+    return out
+
+
+def launches(
+    x: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    scale: torch.Tensor,
+    slot_ids: torch.Tensor,
+    out: torch.Tensor,
+) -> tuple[Launch, Launch]:
+    """The shrink and the expand for `bgmv_delta`'s operands (a rank of at least 1)."""
     batch, seq = x.shape[0], x.shape[1] if x.dim() == 3 else 1
     rank, in_features, out_features = A.shape[1], A.shape[2], B.shape[1]
-    if x.numel() == 0 or rank == 0:
-        return out
     t = tiling(batch, seq, in_features, out_features, rank)
     partial = torch.empty(t.split_k, batch * seq, rank, dtype=torch.float32, device=x.device)
     row_tiles = triton.cdiv(seq, t.block_m)
-    shrink_kernel[(t.split_k, row_tiles, batch)](
-        x,
-        A,
-        partial,
-        slot_ids,
-        slot_ids.stride(0),
-        seq,
-        in_features,
-        rank,
-        *_strides(x),
-        *A.stride(),
-        partial.stride(0),
-        BLOCK_M=t.block_m,
-        BLOCK_R=t.block_r,
-        BLOCK_K=t.block_k,
-        SPLIT_K=t.split_k,
-        # float32 stays float32 (torch's default for matmuls), not TF32; 16-bit ignores it
-        INPUT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        # Triton 3.9's interpreter multiplies bfloat16 as integers (its storage type); the
-        # products of bfloat16 values are exact in float32, so upcasting computes the same.
-        UPCAST_DOT=INTERPRETED and x.dtype == torch.bfloat16,
+    ids = (slot_ids, slot_ids.stride(0), seq)
+    expand_strides = (partial.stride(0), scale.stride(0), *B.stride(), *_strides(out))
+    shrink = Launch(
+        shrink_kernel,
+        (t.split_k, row_tiles, batch),
+        (x, A, partial, *ids, in_features, rank, *_strides(x), *A.stride(), partial.stride(0)),
+        {
+            "BLOCK_M": t.block_m,
+            "BLOCK_R": t.block_r,
+            "BLOCK_K": t.block_k,
+            "SPLIT_K": t.split_k,
+            # float32 stays float32 (torch's default for matmuls), not TF32; 16-bit ignores it
+            "INPUT_PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
+            # Triton 3.9's interpreter multiplies bfloat16 as integers (its storage type);
+            # products of bfloat16 values are exact in float32, so upcasting computes the same
+            "UPCAST_DOT": INTERPRETED and x.dtype == torch.bfloat16,
+        },
     )
-    expand_kernel[(triton.cdiv(out_features, t.block_n), row_tiles, batch)](
-        partial,
-        B,
-        scale,
-        out,
-        slot_ids,
-        slot_ids.stride(0),
-        seq,
-        out_features,
-        rank,
-        partial.stride(0),
-        scale.stride(0),
-        *B.stride(),
-        *_strides(out),
-        BLOCK_M=t.block_m,
-        BLOCK_N=t.block_n,
-        BLOCK_R=t.block_r,
-        SPLIT_K=t.split_k,
+    expand = Launch(
+        expand_kernel,
+        (triton.cdiv(out_features, t.block_n), row_tiles, batch),
+        (partial, B, scale, out, *ids, out_features, rank, *expand_strides),
+        {"BLOCK_M": t.block_m, "BLOCK_N": t.block_n, "BLOCK_R": t.block_r, "SPLIT_K": t.split_k},
     )
-    return out
+    return shrink, expand
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
