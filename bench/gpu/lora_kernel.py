@@ -23,7 +23,7 @@ import torch
 
 from mint.serving.device import TensorHome
 from mint.serving.kernels.dispatch import kernel_applies, lora_delta, torch_delta
-from mint.serving.slots import gathered_delta
+from mint.serving.slots import gathered_lora
 
 Delta = Callable[..., torch.Tensor]  # (x, A, B, scale, slot_ids, out) -> out
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -92,7 +92,7 @@ class DeltaStep:
         for t in self.targets:
             A, B, scale = (bank[0] for bank in self.banks[t])
             x, out = self.x[t], self.out[t]
-            exact = gathered_delta(
+            exact = gathered_lora(
                 x.float().unsqueeze(1), A.float(), B.float(), scale.float(), self.slot_ids
             ).squeeze(1)
             want = out.float() + exact

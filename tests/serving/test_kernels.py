@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mint.serving.kernels import kernel_applies, lora_delta
-from mint.serving.slots import gathered_lora
+from mint.serving.kernels import gathered_lora_kernel, kernel_applies, lora_delta
+from mint.serving.slots import GatheredLora, gathered_lora
 
 SLOTS = 6  # slot 0 (no adapter) and five adapters
 
@@ -147,6 +147,12 @@ def test_lora_delta_on_the_cpu_is_the_slots_torch_path(seq: int | None) -> None:
     target = out.clone()
     assert lora_delta(x, A, B, scale, slot_ids, target) is target  # in place
     assert torch.equal(target, want)
+
+
+def test_the_slotted_layers_hook_on_the_cpu_is_the_torch_path() -> None:
+    x, A, B, scale, slot_ids, _ = operands(Case("hook", F32, 6, 4, 37, 53, 8))
+    hook: GatheredLora = gathered_lora_kernel  # what SlottedLinear's `gathered` takes
+    assert torch.equal(hook(x, A, B, scale, slot_ids), gathered_lora(x, A, B, scale, slot_ids))
 
 
 def _bad(**change: object) -> dict[str, object]:

@@ -2,6 +2,6 @@
 Punica, S-LoRA and vLLM). `lora_delta` picks them for CUDA tensors and otherwise runs the
 torch path in `mint.serving.slots`; Triton is imported on first use only."""
 
-from mint.serving.kernels.dispatch import kernel_applies, lora_delta
+from mint.serving.kernels.dispatch import gathered_lora_kernel, kernel_applies, lora_delta
 
-__all__ = ["kernel_applies", "lora_delta"]
+__all__ = ["gathered_lora_kernel", "kernel_applies", "lora_delta"]

@@ -35,6 +35,19 @@ def lora_delta(
     return torch_delta(x, A, B, scale, slot_ids, out)
 
 
+def gathered_lora_kernel(
+    x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: torch.Tensor, slot_ids: torch.Tensor
+) -> torch.Tensor:
+    """`slots.GatheredLora` (the delta alone, x [rows, seq, in] → [rows, seq, out] in x's
+    dtype) by the kernels where `lora_delta` would use them, else `slots.gathered_lora`:
+    what `SlottedLinear(..., gathered=...)` takes. `lora_delta`, adding into the layer's
+    output, saves this one's zeroed buffer and extra add."""
+    if not kernel_applies(x, A, B):
+        return gathered_lora(x, A, B, scale, slot_ids)
+    out = x.new_zeros(*x.shape[:-1], B.shape[1])
+    return lora_delta(x, A, B, scale, slot_ids, out)
+
+
 def torch_delta(
     x: torch.Tensor,
     A: torch.Tensor,
