@@ -42,6 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -68,13 +69,22 @@ class Partitions(Protocol):
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Records what the group wants this replica to own; never does I/O itself."""
+    """Records what the group wants this replica to own; never does I/O itself.
+
+    Rebalancing is cooperative (KIP-429): a rebalance revokes only the partitions that
+    move, and assigns them to their new owner in a second round, after this member
+    rejoined. So a revoked partition is given up here, at once: the writer stops writing
+    it and says so in the snapshot table before the new owner comes to fence it (which
+    would stop this replica's other partitions too)."""
 
     def __init__(self, owner: GroupOwnership) -> None:
         self.owner = owner
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.owner.want(self.owner.wanted() - {tp.partition for tp in revoked})
+        partitions = {tp.partition for tp in revoked}
+        self.owner.want(self.owner.wanted() - partitions)
+        for partition in sorted(partitions):
+            self.owner.event_log.give_up(partition)
 
     def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
         self.on_partitions_revoked(lost)
@@ -114,6 +124,7 @@ class GroupOwnership:
             enable_auto_commit=False,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
+            partition_assignment_strategy=[CooperativeStickyAssignor],
         )
         self.consumer.subscribe([event_log.topic], listener=_Listener(self))
         event_log.use_claims(self)
@@ -230,7 +241,7 @@ class GroupOwnership:
         while not self._stop.is_set():
             with self._changed:
                 self._changed.wait(timeout=RECONCILE_EVERY_S)
-            time.sleep(SETTLE_S)  # an eager rebalance revokes all, then assigns: let it land
+            time.sleep(SETTLE_S)  # rebalances come in rounds: act on where they settle
             self._reconcile(self.wanted())
 
     def _reconcile(self, wanted: set[int]) -> None:

@@ -17,6 +17,7 @@ written again.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from mint.eventlog import snapshots
@@ -27,6 +28,7 @@ from .kafka_batch import PartitionState
 from .kafka_reader import read_records
 
 log = logging.getLogger(__name__)
+RELEASE_POLL_S = 0.05
 
 
 def snapshot_topic(events_topic: str) -> str:
@@ -51,39 +53,75 @@ class Restored:
     why: str = ""
 
 
-def restore(kafka: KafkaConnection, events_topic: str, partition: int, stall_s: float) -> Restored:
-    table: dict[bytes, bytes] = {}
-    for record in read_records(
-        kafka,
-        snapshot_topic(events_topic),
-        {partition: 0},
-        stall_s=stall_s,
-        past_open_transactions=True,
-    ):
-        if record.value is None:
-            table.pop(record.key, None)
-        else:
-            table[record.key] = record.value
-    keys = set(table)
-    raw_summary = table.pop(snapshots.SUMMARY_KEY, None)
-    if raw_summary is None:
-        return Restored(None, keys, "no summary" if table else "")
-    try:
-        summary = PartitionSummary.FromString(raw_summary)
-    except Exception:  # protobuf raises DecodeError, or others on garbage
-        return Restored(None, keys, "the summary does not parse")
-    digest = snapshots.EMPTY_DIGEST
-    for value in table.values():
-        digest = snapshots.xor(digest, snapshots.digest(value))
-    if summary.streams != len(table) or summary.digest != digest:
-        return Restored(
-            None,
-            keys,
-            f"{len(table)} snapshots do not match the summary of {summary.streams} "
-            "(one is missing, stale or corrupt)",
-        )
-    try:
-        streams = {key.decode(): value for key, value in table.items()}
-    except UnicodeDecodeError:
-        return Restored(None, keys, "a snapshot's key is not a stream id")
-    return Restored(PartitionState(streams, summary.next_offset, digest), keys)
+class SnapshotTable:
+    """One partition's snapshot table, read from its beginning and on as it grows."""
+
+    def __init__(self, kafka: KafkaConnection, events_topic: str, partition: int) -> None:
+        self.kafka, self.topic, self.partition = kafka, snapshot_topic(events_topic), partition
+        self.table: dict[bytes, bytes] = {}
+        self.next_offset = 0
+
+    def read(self, stall_s: float) -> None:
+        """Read on to the partition's end (waiting out open transactions)."""
+        for record in read_records(
+            self.kafka,
+            self.topic,
+            {self.partition: self.next_offset},
+            stall_s=stall_s,
+            past_open_transactions=True,
+        ):
+            self.next_offset = record.offset + 1
+            if record.value is None:
+                self.table.pop(record.key, None)
+            else:
+                self.table[record.key] = record.value
+
+    def released_by(self) -> str:
+        """The transactional id that gave the partition up last, if it was given up."""
+        summary = self._summary()
+        return summary.released_by if summary is not None else ""
+
+    def wait_for_release(self, writer: str, wait_s: float, stall_s: float) -> bool:
+        """Whether `writer` gave the partition up, reading on for up to `wait_s` to see."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            self.read(stall_s)
+            if self.released_by() == writer:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(RELEASE_POLL_S)
+
+    def restored(self) -> Restored:
+        table = dict(self.table)
+        keys = set(table)
+        raw_summary = table.pop(snapshots.SUMMARY_KEY, None)
+        if raw_summary is None:
+            return Restored(None, keys, "no summary" if table else "")
+        summary = self._summary()
+        if summary is None:
+            return Restored(None, keys, "the summary does not parse")
+        digest = snapshots.EMPTY_DIGEST
+        for value in table.values():
+            digest = snapshots.xor(digest, snapshots.digest(value))
+        if summary.streams != len(table) or summary.digest != digest:
+            return Restored(
+                None,
+                keys,
+                f"{len(table)} snapshots do not match the summary of {summary.streams} "
+                "(one is missing, stale or corrupt)",
+            )
+        try:
+            streams = {key.decode(): value for key, value in table.items()}
+        except UnicodeDecodeError:
+            return Restored(None, keys, "a snapshot's key is not a stream id")
+        return Restored(PartitionState(streams, summary.next_offset, digest), keys)
+
+    def _summary(self) -> PartitionSummary | None:
+        raw = self.table.get(snapshots.SUMMARY_KEY)
+        if raw is None:
+            return None
+        try:
+            return PartitionSummary.FromString(raw)
+        except Exception:  # protobuf raises DecodeError, or others on garbage
+            return None

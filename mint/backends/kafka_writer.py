@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from kafka.errors import KafkaError, ProducerFencedError
 from mint.deadlines import time_left
 from mint.domain.errors import DomainError, Unavailable
 from mint.domain.events import Event
+from mint.eventlog import snapshots
 from mint.eventlog.port import AppendResult, Metadata
 from mint.eventlog.snapshots import SUMMARY_KEY
 from mint.v1.events_pb2 import EventEnvelope
@@ -53,7 +55,7 @@ from .kafka_producers import (
     commit_within,
 )
 from .kafka_reader import read_partitions
-from .kafka_snapshots import restore, snapshot_topic
+from .kafka_snapshots import SnapshotTable, snapshot_topic
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,11 @@ STATE_WAIT_S = 10.0
 # was not fenced holds it up, and the take fails rather than miss that writer's records.
 TAKE_STALL_S = 30.0
 RETAKE_EVERY_S = 1.0  # how often a partition that could not be taken again is retried
+# How long a new owner waits for the previous one's word that it gave a partition up,
+# before fencing it instead. A replica says so on being revoked, before the partition is
+# reassigned (cooperative rebalancing), so the word is usually there already.
+RELEASE_WAIT_S = 0.5
+CLAIM_SEPARATOR = "\n"  # a claim is "<transactional id>\n<token of that take>"
 REWRITE_CHUNK = 20_000  # snapshots written again per transaction, at most
 
 
@@ -116,6 +123,10 @@ class LogWriter:
         # Taken partitions whose snapshots are to be written whole (with tombstones for
         # these leftover keys) in the next transaction: none were valid, or they lagged.
         self._rewrite: dict[int, Rewrite] = {}
+        self._claims: dict[int, str] = {}  # partition -> this writer's claim of it
+        # Partitions given up, with their last state and claim: the next transaction
+        # writes a summary saying so (released_by), then they are forgotten.
+        self._releasing: dict[int, tuple[PartitionState, str]] = {}
         self._queue: list[PendingAppend] = []
         self._queued = threading.Condition()  # guards _queue, _closing
         self._closing = False
@@ -140,12 +151,20 @@ class LogWriter:
 
     def give_up(self, partition: int) -> None:
         """Stop writing `partition` and forget its state: another replica owns it now, and
-        a replica that keeps what it gave away grows with every partition it ever held."""
+        a replica that keeps what it gave away grows with every partition it ever held.
+        Under group ownership the next transaction says so in the snapshot table, so the
+        next owner need not fence this writer (which would stop its other partitions)."""
         with self.lock:
             self.assigned.discard(partition)
-            self.partitions.pop(partition, None)
+            state = self.partitions.pop(partition, None)
             self._earlier.pop(partition, None)
             self._rewrite.pop(partition, None)
+            claim = self._claims.pop(partition, None)
+            if state is None or claim is None:
+                return
+            self._releasing[partition] = (state, claim)
+        with self._queued:
+            self._queued.notify()
 
     def owned(self) -> set[int]:
         with self.lock:
@@ -169,9 +188,12 @@ class LogWriter:
             rewrite: set[bytes] | None = None  # the snapshot keys to replace, if any
             restored = state is None
             try:
-                self._fence_earlier_writers(partition)
                 if state is None:  # new to this replica: from the snapshots, if they hold
-                    state, rewrite = self._restore(partition)
+                    table = SnapshotTable(self.kafka, self.topic, partition)
+                    self._fence_earlier_writers(partition, table)
+                    state, rewrite = self._restore(partition, table)
+                else:
+                    self._fence_earlier_writers(partition, None)
                 tail = list(
                     read_partitions(
                         self.kafka,
@@ -204,10 +226,13 @@ class LogWriter:
                 with self._queued:
                     self._queued.notify()
 
-    def _restore(self, partition: int) -> tuple[PartitionState, set[bytes] | None]:
+    def _restore(
+        self, partition: int, table: SnapshotTable
+    ) -> tuple[PartitionState, set[bytes] | None]:
         """The partition's state from its snapshots; if they do not hold, an empty state to
         read the whole partition into, and the snapshot keys to replace afterwards."""
-        restored = restore(self.kafka, self.topic, partition, TAKE_STALL_S)
+        table.read(TAKE_STALL_S)  # on to the end, now that no earlier writer can add to it
+        restored = table.restored()
         if restored.state is not None:
             return restored.state, None
         if restored.why:
@@ -215,6 +240,12 @@ class LogWriter:
                 "partition %d: snapshots not used (%s); reading the log", partition, restored.why
             )
         return PartitionState(), restored.keys
+
+    def _release_summaries(self) -> dict[int, bytes]:
+        return {
+            partition: snapshots_summary(state, released_by=claim)
+            for partition, (state, claim) in self._releasing.items()
+        }
 
     def _rewrite_chunks(self) -> dict[int, Rewrite]:
         """The next snapshots to write again, at most REWRITE_CHUNK of them in all: one
@@ -235,17 +266,32 @@ class LogWriter:
         if partition in self.assigned:
             self._earlier[partition] = state
 
-    def _fence_earlier_writers(self, partition: int) -> None:
-        """Group ownership: fence whoever claimed `partition` before, then claim it."""
+    def _fence_earlier_writers(self, partition: int, table: SnapshotTable | None) -> None:
+        """Group ownership: fence whoever claimed `partition` before, unless it gave the
+        partition up under that very claim (the snapshot table says so), then claim it."""
         if self.claims is None:  # static: the fixed id fenced any other static instance
             return
         previous = self.claims.previous_writer(partition)
         # No claim yet: the partition may have been written by a static instance or by a
         # registry from before claims (one producer per partition, `<prefix>-p<n>`).
-        earlier = {previous} if previous else {self.static_id, f"{self.static_id}-p{partition}"}
-        for transactional_id in sorted(earlier - {self.transactional_id}):
-            self._fence(transactional_id)
-        self.claims.claim(partition, self.transactional_id)
+        earlier = (
+            {writer_of(previous)}
+            if previous
+            else {self.static_id, f"{self.static_id}-p{partition}"}
+        ) - {self.transactional_id}
+        released = (
+            previous is not None
+            and bool(earlier)
+            and table is not None
+            and table.wait_for_release(previous, RELEASE_WAIT_S, TAKE_STALL_S)
+        )
+        if not released:
+            for transactional_id in sorted(earlier):
+                self._fence(transactional_id)
+        claim = f"{self.transactional_id}{CLAIM_SEPARATOR}{uuid.uuid4().hex[:12]}"
+        self.claims.claim(partition, claim)
+        with self.lock:
+            self._claims[partition] = claim
 
     def _producer_locked(self) -> KafkaProducer:
         if self.producer is None:
@@ -367,7 +413,12 @@ class LogWriter:
     def _commit_loop(self) -> None:
         while True:
             with self._queued:
-                while not self._queue and not self._closing and not self._rewrite_due():
+                while (
+                    not self._queue
+                    and not self._closing
+                    and not self._rewrite_due()
+                    and not self._releasing
+                ):
                     self._queued.wait(timeout=RETAKE_EVERY_S)
                 if self._closing:
                     return
@@ -393,14 +444,22 @@ class LogWriter:
             accepted, repeats = check_batch(taken, self.partitions)
             producer = self.producer
             rewrites = self._rewrite_chunks()
-            self._in_flight = {p.partition for p in accepted} | set(rewrites)
+            # Given up and not taken back meanwhile; tried once (if this transaction
+            # fails, the next owner fences this writer instead).
+            releases = {
+                p: summary
+                for p, summary in self._release_summaries().items()
+                if p not in self.partitions
+            }
+            self._releasing.clear()
+            self._in_flight = {p.partition for p in accepted} | set(rewrites) | set(releases)
         try:
-            if accepted or rewrites:
-                if producer is None:  # taken partitions always have one: a bug if not
-                    raise RuntimeError("partitions are taken but there is no producer")
+            if accepted and producer is None:  # taken partitions always have one: a bug
+                raise RuntimeError("partitions are taken but there is no producer")
+            if producer is not None and (accepted or rewrites or releases):
                 # Without the lock: readers see the committed state while this is in
                 # flight. Only this thread changes a taken partition's state.
-                staged = self._send_in_one_transaction(producer, accepted, rewrites)
+                staged = self._send_in_one_transaction(producer, accepted, rewrites, releases)
                 self._record(accepted, staged, rewrites)
         except DomainError as exc:
             for p in accepted:
@@ -445,6 +504,7 @@ class LogWriter:
         producer: KafkaProducer,
         batch: list[PendingAppend],
         rewrites: dict[int, Rewrite],
+        releases: dict[int, bytes],
     ) -> dict[int, Staged]:
         """Send the batch's events, each touched partition's new snapshots and summary
         (and the `rewrites`' snapshots and tombstones), and commit them as one."""
@@ -492,6 +552,8 @@ class LogWriter:
                 producer.send(
                     self.snapshots, key=SUMMARY_KEY, value=snapshot.summary(), partition=partition
                 )
+            for partition, summary in releases.items():
+                producer.send(self.snapshots, key=SUMMARY_KEY, value=summary, partition=partition)
             commit_within(producer, COMMIT_TIMEOUT_S)
             for partition, future in futures:  # the state reads on from its last event
                 offset = int(future.get(timeout=COMMIT_TIMEOUT_S).offset)
@@ -536,6 +598,17 @@ class Rewrite:
         del self.tombstones[: len(written.tombstones)]
         del self.streams[: len(written.streams)]
         return self.size == 0
+
+
+def writer_of(claim: str) -> str:
+    """The transactional id that made `claim`."""
+    return claim.split(CLAIM_SEPARATOR, 1)[0]
+
+
+def snapshots_summary(state: PartitionState, released_by: str = "") -> bytes:
+    summary = snapshots.summary(state.next_offset, len(state.streams), state.digest)
+    summary.released_by = released_by
+    return summary.SerializeToString()
 
 
 class NotHeld(Exception):

@@ -162,6 +162,7 @@ class PartitionSummary(_message.Message):
     NEXT_OFFSET_FIELD_NUMBER: _builtins.int
     STREAMS_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
+    RELEASED_BY_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     """1"""
     next_offset: _builtins.int
@@ -171,6 +172,11 @@ class PartitionSummary(_message.Message):
     streams: _builtins.int
     digest: _builtins.bytes
     """XOR of the sha256 of every stream's latest snapshot bytes."""
+    released_by: _builtins.str
+    """Set by a writer giving the partition up (a rebalance moved it): the transactional id
+    that writes the partition no more, so the next owner need not fence it (fencing
+    would stop that writer's other partitions too).
+    """
     def __init__(
         self,
         *,
@@ -178,10 +184,11 @@ class PartitionSummary(_message.Message):
         next_offset: _builtins.int = ...,
         streams: _builtins.int = ...,
         digest: _builtins.bytes = ...,
+        released_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "format", b"format", "next_offset", b"next_offset", "streams", b"streams"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "format", b"format", "next_offset", b"next_offset", "released_by", b"released_by", "streams", b"streams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ import pytest
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.backends.kafka_ownership import GroupOwnership, reconcile
+from mint.backends.kafka_writer import writer_of
 from mint.domain.errors import Unavailable
 from tests.contract.event_log_contract import meta, moves
 
@@ -67,7 +68,7 @@ def test_a_replica_is_ready_once_it_writes_every_partition_it_was_given(
 
 
 def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
-    replica: Callable[[], Replica],
+    replica: Callable[[], Replica], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     streams = [_stream_in(p) for p in range(PARTITIONS)]
     old_log, old_group = replica()
@@ -77,7 +78,9 @@ def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
     old_id = old_log.writer.transactional_id
 
     # The old replica leaves the group but its writer still believes it owns both
-    # partitions: a zombie, as after a long pause.
+    # partitions: a zombie, as after a long pause (it never heard it was revoked, so it
+    # never said it gave them up).
+    monkeypatch.setattr(old_log, "give_up", lambda partition: None)
     old_group.close()
     new_log, new_group = replica()
     assert new_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
@@ -98,7 +101,7 @@ def test_a_replica_the_group_dropped_cannot_write_and_the_new_owner_continues(
 
 
 def test_a_replica_slow_to_follow_a_rebalance_keeps_only_what_it_is_assigned(
-    replica: Callable[[], Replica],
+    replica: Callable[[], Replica], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     streams = [_stream_in(p) for p in range(PARTITIONS)]
     old_log, old_group = replica()
@@ -108,6 +111,7 @@ def test_a_replica_slow_to_follow_a_rebalance_keeps_only_what_it_is_assigned(
     # The old replica stays in the group but never applies what it assigns: its
     # writer still holds both partitions after the rebalance.
     old_group._reconcile = lambda wanted: None  # type: ignore[method-assign]
+    monkeypatch.setattr(old_log, "give_up", lambda partition: None)
     new_log, new_group = replica()
     (moved,) = new_group.wait_until_owning(at_least=1)
     kept = 1 - moved
@@ -131,7 +135,7 @@ def test_claims_are_refused_for_a_partition_the_group_did_not_assign(
 ) -> None:
     log, ownership = replica()
     assert ownership.wait_until_owning(at_least=PARTITIONS) == {0, 1}
-    assert ownership.previous_writer(0) == log.writer.transactional_id
+    assert writer_of(ownership.previous_writer(0) or "") == log.writer.transactional_id
     with pytest.raises(Unavailable, match="not assigned"):
         ownership.claim(PARTITIONS + 1, "someone-else")
 
@@ -216,3 +220,29 @@ def test_partitions_are_taken_side_by_side_and_one_failing_holds_up_no_other() -
     reconcile(partitions, {1, 2, 3, 4, 5, 6, 7})
     assert time.monotonic() - started < 1.5  # six takes of 0.4 s, not one after another
     assert partitions.owned() == {1, 2, 4, 5, 6, 7}  # 0 given up, 3 left for the next round
+
+
+def test_a_partition_moved_to_a_new_replica_stops_nothing_else_on_the_old_one(
+    replica: Callable[[], Replica],
+) -> None:
+    """Cooperative rebalancing and a clean handoff: the old owner gives up only what moves
+    and says so, so the new owner fences no one and the old producer writes on."""
+    streams = [_stream_in(p) for p in range(PARTITIONS)]
+    old_log, old_group = replica()
+    assert old_group.wait_until_owning(at_least=PARTITIONS) == {0, 1}
+    for stream in streams:
+        old_log.append(stream, 0, moves(1), meta())
+    old_id = old_log.writer.transactional_id
+    new_log, new_group = replica()
+    moved = new_group.wait_until_owning(at_least=1)
+    (kept,) = {0, 1} - moved
+    assert new_log.writer.fenced_ids == set()  # the old owner said it gave the partition up
+    assert old_log.owned() == {kept}
+    assert old_log.writer.transactional_id == old_id  # its producer was never fenced
+    old_log.append(streams[kept], 1, moves(2), meta())  # no error, no retake
+    (gone,) = moved
+    new_log.append(streams[gone], 1, moves(2), meta())
+    with pytest.raises(Unavailable, match="does not own"):
+        old_log.append(streams[gone], 2, moves(3), meta())
+    for stream in streams:
+        assert [r.envelope.stream_version for r in new_log.read_stream(stream)] == [1, 2]
