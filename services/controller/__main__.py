@@ -32,6 +32,7 @@ def main() -> None:
             silence_s=config.silence_s,
             hot_rps=config.hot_rps,
             max_replicas=config.max_replicas,
+            want_idle_s=config.want_idle_s,
         )
     )
     stop = cli.stop_on_signals()  # readiness fails from the signal on
