@@ -12,7 +12,7 @@ needs together (a stacked request's adapters), so a group is placed whole on a n
 - A node's budget is bytes: what its host memory may hold (its device slots are a working
   set drawn from that, filled on demand, so their count bounds nothing here); when no
   candidate has room, the top candidate evicts its least recently demanded, unpinned
-  groups (of equal recency, the lowest revision first).
+  groups (of equal recency, in the order of their ids).
 - A dead node's groups simply fall out and are placed again on the live ones.
 - A revision no group wants any more leaves the plan at the end of the turn.
 
