@@ -39,6 +39,31 @@ class Rate:
         return self.value * math.exp2(-missed)
 
 
+class Lapses(TLRUCache[str, bool]):
+    """Group key -> pinned; an entry lapses `idle_s` after it was last set (a pinned one
+    never). The cache expires entries on every write too, so what lapses is kept until
+    `take` collects it (overriding `expire` is how cachetools lets a subclass see them)."""
+
+    def __init__(self, idle_s: float, clock: Callable[[], float]) -> None:
+        self.idle_s = idle_s
+        self._lapsed: list[str] = []
+        super().__init__(math.inf, self._lapses_at, timer=clock)
+
+    def _lapses_at(self, _key: str, pinned: bool, now: float) -> float:
+        return math.inf if pinned else now + self.idle_s
+
+    def expire(self, time: float | None = None) -> list[tuple[str, bool]]:
+        expired = list(super().expire(time))
+        self._lapsed += [key for key, _ in expired]
+        return expired
+
+    def take(self) -> list[str]:
+        """The keys that lapsed since the last call."""
+        self.expire()
+        lapsed, self._lapsed = self._lapsed, []
+        return lapsed
+
+
 class Wants:
     def __init__(
         self,
@@ -51,12 +76,8 @@ class Wants:
         self.placement, self.idle_s, self.clock = placement, idle_s, clock
         self.hot_rps, self.max_replicas = hot_rps, max_replicas
         self.rates: dict[str, Rate] = {}  # group key -> rate, for reported groups
-        # group key -> pinned; an entry lapses `idle_s` after it was last set
-        self._idle: TLRUCache[str, bool] = TLRUCache(math.inf, self._lapses, timer=clock)
+        self._idle = Lapses(idle_s, clock)
         self._hot: set[str] = set()  # groups with more than one replica
-
-    def _lapses(self, _key: str, pinned: bool, now: float) -> float:
-        return math.inf if pinned else now + self.idle_s
 
     def __len__(self) -> int:
         return len(self.placement.wants)
@@ -95,8 +116,8 @@ class Wants:
         """Drop the groups idle for `idle_s` with their rates, and cool the hot ones by
         their silence; how many were dropped."""
         now = self.clock()
-        expired = self._idle.expire(now)
-        for key, _ in expired:
+        expired = self._idle.take()
+        for key in expired:
             self.placement.forget(key)
             self.rates.pop(key, None)
             self._hot.discard(key)

@@ -59,11 +59,12 @@ def test_an_idle_want_expires_and_its_intents_are_removed_at_the_next_turn() -> 
     clock.now += IDLE_S / 2
     c._note(demand(ref(2)))  # demanded again: its idle time starts over
     clock.now += IDLE_S / 2
+    c._note(demand(ref(3)))  # (a report before the turn does not hide what lapsed)
     _, remove = c.plan_turn()
     assert [r for _, r in remove] == [ref(1)], "only the one idle for want_idle_s goes"
-    assert {w.group for w in c.wants.values()} == {Group.of([ref(2)])}
-    assert set(c.wants.rates) == {Group.of([ref(2)]).key}, "its rate went with it"
-    assert placed(c) == {ref(2)}
+    assert {w.group for w in c.wants.values()} == {Group.of([ref(2)]), Group.of([ref(3)])}
+    assert set(c.wants.rates) == {Group.of([ref(i)]).key for i in (2, 3)}, "its rate went too"
+    assert placed(c) == {ref(2), ref(3)}
     assert c.metrics.expired._value.get() == 1
 
 
