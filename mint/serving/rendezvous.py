@@ -30,6 +30,7 @@ def serves(bases: frozenset[str], node_base: str) -> bool:
 class Rankings:
     def __init__(self) -> None:
         self._nodes: dict[str, str] = {}  # node -> base, as the orders were computed
+        self._serving: dict[str, list[str]] = {}  # base -> its nodes
         self._orders: dict[str, tuple[frozenset[str], Order]] = {}  # group key -> order
 
     def __len__(self) -> int:
@@ -43,6 +44,9 @@ class Rankings:
         left = {n for n, base in self._nodes.items() if nodes.get(n) != base}
         joined = [n for n, base in nodes.items() if self._nodes.get(n) != base]
         self._nodes = dict(nodes)
+        self._serving = {}
+        for node, base in nodes.items():
+            self._serving.setdefault(base, []).append(node)
         gained = set()
         for key, (bases, order) in self._orders.items():
             if left:
@@ -57,8 +61,11 @@ class Rankings:
         """The serving nodes of the group named `key` (trained on `bases`), best first."""
         entry = self._orders.get(key)
         if entry is None:
-            serving = [n for n, base in self._nodes.items() if serves(bases, base)]
-            ranked = sorted(serving, key=lambda n: score(key, n), reverse=True)
+            serving = self._serving.get(next(iter(bases)), []) if len(bases) == 1 else []
+            prefix = f"{key}|".encode()  # score(key, n), without formatting it each time
+            ranked = sorted(
+                serving, key=lambda n: hashlib.sha256(prefix + n.encode()).digest(), reverse=True
+            )
             entry = self._orders[key] = (bases, ranked)
         return entry[1]
 
