@@ -3,8 +3,9 @@
 The projection is what readers use: channel pointers (`channels/<c>.json`, `current.json`)
 say which revision, each revision's `manifest.json` says its blob hash, size, base and
 validated `adapter_config.json` (a projection written before manifests carried the
-config needs a rebuild). Manifests never change, so they are cached for good; pointers
-move, so they are cached for `pointer_ttl_s` only.
+config needs a rebuild). Manifests never change, so they are cached until room is needed
+(the least recently used go); pointers move, so they are cached for `pointer_ttl_s`
+only. Both caches are bounded: a catalog of a million adapters is not held in memory.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from cachetools import LRUCache, TTLCache
 
 from mint.domain.errors import NotFound
 from mint.layout import ADAPTER_WEIGHTS, MANIFEST
 
 from .requests import RevisionRef, Selector
+
+MANIFESTS_CACHED = 10_000  # revisions (about 1 KB each, with the adapter's config)
+POINTERS_CACHED = 10_000  # channel pointers
 
 
 class ObjectSource(Protocol):
@@ -34,12 +41,18 @@ def weights_key(ref: RevisionRef) -> str:
 
 
 class Catalog:
-    def __init__(self, objects: ObjectSource, pointer_ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        objects: ObjectSource,
+        pointer_ttl_s: float = 1.0,
+        manifests_cached: int = MANIFESTS_CACHED,
+        pointers_cached: int = POINTERS_CACHED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.objects = objects
-        self.pointer_ttl_s = pointer_ttl_s
-        self._manifests: dict[tuple[str, int], RevisionRef] = {}
-        self._pointers: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
+        self._manifests: LRUCache[tuple[str, int], RevisionRef] = LRUCache(manifests_cached)
+        self._pointers: TTLCache[str, int] = TTLCache(pointers_cached, pointer_ttl_s, clock)
+        self._lock = threading.Lock()  # the caches reorder themselves on every read
 
     def resolve(self, selector: Selector) -> RevisionRef:
         adapter = str(selector.adapter)
@@ -71,11 +84,10 @@ class Catalog:
 
     def _pointed_revision(self, adapter: str, channel: str | None) -> int:
         key = f"adapters/{adapter}/" + (f"channels/{channel}.json" if channel else "current.json")
-        now = time.monotonic()
         with self._lock:
             cached = self._pointers.get(key)
-        if cached is not None and now - cached[0] < self.pointer_ttl_s:
-            return cached[1]
+        if cached is not None:
+            return cached
         pointer = self._json(key)
         if pointer is None:
             self._require_adapter(adapter)
@@ -83,7 +95,7 @@ class Catalog:
             raise NotFound(f"{adapter} has {what}; promote a revision first")
         revision = int(pointer["revision"])
         with self._lock:
-            self._pointers[key] = (now, revision)
+            self._pointers[key] = revision
         return revision
 
     def _require_adapter(self, adapter: str) -> None:

@@ -4,9 +4,10 @@
 
 Reads demand (from the routers) and node reports, decides placement (rendezvous hashing
 plus capacity, replicas for hot adapters, re-placement when a node goes silent) and
-publishes desired residency. It needs Kafka only. With a metrics port it serves /metrics
-(active, live nodes, wanted and hot groups, intents, re-plans) and /healthz (503 if the
-control loop is stuck).
+publishes desired residency; an adapter not demanded for --want-idle-s is no longer kept
+placed. It needs Kafka only. With a metrics port it serves /metrics (active, live nodes,
+wanted, hot and expired groups, intents, re-plans) and /healthz (503 if the control loop
+is stuck).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
             silence_s=config.silence_s,
             hot_rps=config.hot_rps,
             max_replicas=config.max_replicas,
+            want_idle_s=config.want_idle_s,
         )
     )
     stop = cli.stop_on_signals()  # readiness fails from the signal on

@@ -5,6 +5,10 @@ topic, which has one partition, and the member it is assigned to is active. On b
 active it fences any previous writer (init_transactions under a shared transactional id),
 reads the desired table back as its starting plan, and from then on publishes each
 re-plan's difference (intents and tombstones) in one transaction.
+
+A planning turn costs what changed since the last one, not the wanted groups times the
+nodes (see `mint.serving.placement`), and what the controller keeps is bounded by the
+groups in use: a group idle for `want_idle_s` is dropped (`wants.Wants`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
@@ -25,14 +30,17 @@ from mint.backends.kafka_residency import (
     read_table,
 )
 from mint.serving.fleet import FleetView
-from mint.serving.placement import Group, NodeCapacity, Placement, Want
+from mint.serving.placement import Group, NodeCapacity, Placement
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2 as pb
 
 from .metrics import ControllerMetrics
+from .wants import Wants
 
 log = logging.getLogger(__name__)
 Plan = dict[str, set[RevisionRef]]
+Put = tuple[str, RevisionRef, bool]  # node, revision, pinned
+Remove = tuple[str, RevisionRef]
 
 
 @dataclass(frozen=True)
@@ -44,16 +52,20 @@ class ControllerConfig:
     tick_s: float = 0.5
     hot_rps: float = 5.0  # each this many requests/s adds a replica
     max_replicas: int = 3
+    want_idle_s: float = 600.0  # a group not demanded this long is no longer kept placed
     session_timeout_ms: int = 6000
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig) -> None:
+    def __init__(
+        self, config: ControllerConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.fleet = FleetView(config.silence_s)
         self.placement = Placement()
-        self.wants: dict[str, Want] = {}
-        self.rates: dict[str, float] = {}
+        self.wants = Wants(
+            self.placement, config.want_idle_s, config.hot_rps, config.max_replicas, clock
+        )
         self.published: Plan = {}
         self.active = False
         self._started = time.monotonic()
@@ -104,7 +116,7 @@ class Controller:
         m.active.set(int(self.active))
         m.live_nodes.set(len(self.fleet.live()))
         m.wanted.set(len(self.wants))
-        m.hot.set(sum(1 for want in self.wants.values() if want.replicas > 1))
+        m.hot.set(self.wants.hot)
         m.intents.set(sum(map(len, self.published.values())))
 
     def _set_active(self, active: bool) -> None:
@@ -120,41 +132,42 @@ class Controller:
             self.config.kafka, self.config.topics, f"{self.config.group_id}-writer"
         )
         self._writer.activate()  # fences a previous active controller
-        self.published = self._read_desired()
-        self.placement.assignment = {n: set(refs) for n, refs in self.published.items()}
+        self.published, pinned = self._read_desired()
+        self.placement.assignment = self.published
         for refs in self.published.values():
             for ref in refs:
-                self.wants.setdefault(Group.of([ref]).key, Want(Group.of([ref]), 0.0))
+                self.wants.keep(Group.of([ref]), ref in pinned)
         log.info("active: %d intents in the desired table", sum(map(len, self.published.values())))
 
-    def _read_desired(self) -> Plan:
+    def _read_desired(self) -> tuple[Plan, set[RevisionRef]]:
+        """The desired table as a plan, and the revisions pinned in it."""
         plan: Plan = {}
+        pinned = set()
         for value in read_table(self.config.kafka, self.config.topics.desired).values():
             intent = pb.ResidencyIntent.FromString(value)
-            plan.setdefault(intent.node, set()).add(from_proto(intent.revision))
-        return plan
+            ref = from_proto(intent.revision)
+            plan.setdefault(intent.node, set()).add(ref)
+            if intent.pinned:
+                pinned.add(ref)
+        return plan, pinned
 
     def _note(self, report: pb.DemandReport) -> None:
-        now = time.monotonic()
         for demand in report.demands:
-            group = Group.of(from_proto(r) for r in demand.revisions)
-            want = self.wants.setdefault(group.key, Want(group, now))
-            want.last_demand = now
-            # requests per second, smoothed over reports (routers report every second)
-            rate = 0.5 * self.rates.get(group.key, 0.0) + 0.5 * demand.requests
-            self.rates[group.key] = rate
-            want.replicas = max(
-                1, min(self.config.max_replicas, 1 + int(rate / self.config.hot_rps))
-            )
+            self.wants.note(Group.of(from_proto(r) for r in demand.revisions), demand.requests)
             self._urgent |= demand.missing
 
-    def _replan(self) -> None:
+    def plan_turn(self) -> tuple[list[Put], list[Remove]]:
+        """One planning turn: idle groups dropped, the plan made over the live nodes, and
+        its difference from the published plan (which it then replaces: a write that
+        fails ends the process, and a new active controller reads the table back)."""
+        expired = self.wants.expire()
+        self.metrics.expired.inc(expired)
         nodes = [
             NodeCapacity(n.name, n.budget_bytes, n.base_fingerprint) for n in self.fleet.live()
         ]
-        plan = self.placement.plan(self.wants.values(), nodes)
+        plan = self.placement.plan(nodes)
         put = [
-            (node, ref, self.wants.get(Group.of([ref]).key, Want(Group.of([ref]), 0)).pinned)
+            (node, ref, self._pinned(ref))
             for node, refs in plan.items()
             for ref in sorted(refs - self.published.get(node, set()))
         ]
@@ -163,6 +176,15 @@ class Controller:
             for node, refs in self.published.items()
             for ref in sorted(refs - plan.get(node, set()))
         ]
+        self.published = {n: r for n, r in plan.items() if r}
+        return put, remove
+
+    def _pinned(self, ref: RevisionRef) -> bool:
+        want = self.wants.get(Group.of([ref]).key)
+        return want is not None and want.pinned
+
+    def _replan(self) -> None:
+        put, remove = self.plan_turn()
         if put or remove:
             if self._writer is None:  # re-plans run only while active, with a writer
                 raise RuntimeError("re-planning without a writer: not the active controller")
@@ -171,4 +193,3 @@ class Controller:
             self.metrics.replans.inc()
             self.metrics.changes.labels("put").inc(len(put))
             self.metrics.changes.labels("remove").inc(len(remove))
-        self.published = {n: set(r) for n, r in plan.items() if r}

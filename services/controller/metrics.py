@@ -30,6 +30,11 @@ class ControllerMetrics:
         self.intents = Gauge(
             "mint_controller_intents", "Residency intents in the published plan", registry=r
         )
+        self.expired = Counter(
+            "mint_controller_wants_expired_total",
+            "Groups no longer kept placed: not demanded for want_idle_s",
+            registry=r,
+        )
         self.replans = Counter(
             "mint_controller_replans_total", "Plans that changed the desired table", registry=r
         )

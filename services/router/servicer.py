@@ -213,6 +213,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         with self._lock:
             channel = self._channels.get(node.address)
             if channel is None:
+                self._forget_gone_nodes()
                 channel = self._channels[node.address] = self.dial(node.address)
             self._in_flight[node.name] += 1
         try:
@@ -225,6 +226,20 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         finally:
             with self._lock:
                 self._in_flight[node.name] -= 1
+                if not self._in_flight[node.name]:
+                    del self._in_flight[node.name]
+
+    def _forget_gone_nodes(self) -> None:
+        """Drop the channels to addresses no live node has (nodes restart on new
+        addresses) and the suspicions that have passed, so neither grows with every node
+        ever seen. A dropped channel is not closed: a call still on it (a node draining
+        as it stops) keeps it until the call ends. Under the lock."""
+        live = {n.address for n in self.watch.live()}
+        for address in self._channels.keys() - live:
+            del self._channels[address]
+        now = time.monotonic()
+        for name in [n for n, until in self._suspects.items() if until < now]:
+            del self._suspects[name]
 
     def _deadline(self, context: grpc.ServicerContext) -> float:
         remaining = context.time_remaining()
