@@ -13,8 +13,9 @@ Layout (Hugging Face PEFT layout per revision, so a revision loads with
   bases/<fingerprint>.json
 
 Every object is a function of the events, never of wall-clock time or log offsets, so a
-rebuild from offset 0 writes the same bytes. Within one event's operations the order is
-the write order: files first, manifest next, pointers last.
+rebuild from offset 0 writes the same bytes. Each operation names its stage: the sink
+writes every object of a stage before any of the next (files, then manifests, then the
+mutable objects), so a pointer never lands before the revision it points to.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 from typing import Any
 
 from mint.domain import adapter as agg
@@ -39,6 +41,14 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST, adapter_prefi
 DEFAULT_CHANNELS = ("stable", "latest")  # `current` follows the first one that is set
 
 
+class Stage(IntEnum):
+    """When an object may be written: all of one stage land before any of the next."""
+
+    FILES = 0  # revision files and base descriptions: immutable
+    MANIFESTS = 1  # a revision's manifest, once its files are there
+    MUTABLE = 2  # pointers, current, catalog entries, evaluations: what readers follow
+
+
 @dataclass(frozen=True)
 class PutJson:
     key: str
@@ -47,6 +57,7 @@ class PutJson:
     # reflect. The sink never replaces an object reflecting a later version, so replays
     # and redeliveries never move a pointer backwards, not even for a moment.
     version: int | None = None
+    stage: Stage = Stage.FILES
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,12 @@ class CopyBlob:
     key: str
     sha256: str
     size: int
+    stage: Stage = Stage.FILES
+
+
+def mutable(key: str, body: bytes, version: int) -> PutJson:
+    """A mutable object: written last, by compare-and-swap on its stream version."""
+    return PutJson(key, body, version, Stage.MUTABLE)
 
 
 Operation = PutJson | CopyBlob
@@ -103,7 +120,7 @@ class Planner:
                     "stream_version": state.version,
                     "evaluations": [asdict(e) for e in rev.evaluations],
                 }
-                return [PutJson(prefix + "evaluations.json", canonical_json(doc), state.version)]
+                return [mutable(prefix + "evaluations.json", canonical_json(doc), state.version)]
             case ChannelMoved():
                 return self._pointers(state, event.channel)
         return []  # ChannelGateSet: nothing a reader of the projection needs
@@ -121,7 +138,7 @@ class Planner:
             "archived": state.archived,
             "stream_version": state.version,
         }
-        return PutJson(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version)
+        return mutable(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version)
 
     def _revision(
         self, state: agg.Adapter, event: RevisionPublished, recorded: Recorded
@@ -148,17 +165,17 @@ class Planner:
         return [
             CopyBlob(prefix + ADAPTER_WEIGHTS, event.weights_sha256, event.weights_size),
             PutJson(prefix + ADAPTER_CONFIG, event.config_json.encode()),
-            PutJson(prefix + MANIFEST, canonical_json(manifest)),
+            PutJson(prefix + MANIFEST, canonical_json(manifest), stage=Stage.MANIFESTS),
         ]
 
     def _pointers(self, state: agg.Adapter, channel: str) -> list[Operation]:
         c = state.created
         pointer = self._pointer(state, channel)
         base = adapter_prefix(c.tenant, c.name)
-        ops: list[Operation] = [PutJson(f"{base}channels/{channel}.json", pointer, state.version)]
+        ops: list[Operation] = [mutable(f"{base}channels/{channel}.json", pointer, state.version)]
         current = next((ch for ch in DEFAULT_CHANNELS if ch in state.channels), None)
         if current == channel:
-            ops.append(PutJson(f"{base}current.json", pointer, state.version))
+            ops.append(mutable(f"{base}current.json", pointer, state.version))
         return ops
 
     def _pointer(self, state: agg.Adapter, channel: str) -> bytes:
