@@ -58,6 +58,9 @@ class PutJson:
     # and redeliveries never move a pointer backwards, not even for a moment.
     version: int | None = None
     stage: Stage = Stage.FILES
+    # A mutable object no earlier event wrote: the sink tries to create it in one round
+    # trip before reading what is there (which it does only if something is).
+    new: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,9 @@ class CopyBlob:
     stage: Stage = Stage.FILES
 
 
-def mutable(key: str, body: bytes, version: int) -> PutJson:
+def mutable(key: str, body: bytes, version: int, new: bool = False) -> PutJson:
     """A mutable object: written last, by compare-and-swap on its stream version."""
-    return PutJson(key, body, version, Stage.MUTABLE)
+    return PutJson(key, body, version, Stage.MUTABLE, new)
 
 
 Operation = PutJson | CopyBlob
@@ -106,11 +109,12 @@ class Planner:
                 )
             ]
         stream = recorded.envelope.stream_id
-        state = agg.apply(self.adapters.get(stream), event)
+        before = self.adapters.get(stream)
+        state = agg.apply(before, event)
         self.adapters[stream] = state
         match event:
             case AdapterCreated() | AdapterArchived():
-                return [self._catalog(state)]
+                return [self._catalog(state, new=before is None)]
             case RevisionPublished():
                 return self._revision(state, event, recorded)
             case EvaluationRecorded():
@@ -120,12 +124,15 @@ class Planner:
                     "stream_version": state.version,
                     "evaluations": [asdict(e) for e in rev.evaluations],
                 }
-                return [mutable(prefix + "evaluations.json", canonical_json(doc), state.version)]
+                first = len(rev.evaluations) == 1
+                return [
+                    mutable(prefix + "evaluations.json", canonical_json(doc), state.version, first)
+                ]
             case ChannelMoved():
-                return self._pointers(state, event.channel)
+                return self._pointers(state, event.channel, set(before.channels if before else ()))
         return []  # ChannelGateSet: nothing a reader of the projection needs
 
-    def _catalog(self, state: agg.Adapter) -> PutJson:
+    def _catalog(self, state: agg.Adapter, new: bool) -> PutJson:
         c = state.created
         doc = {
             "adapter_id": c.adapter_id,
@@ -138,7 +145,7 @@ class Planner:
             "archived": state.archived,
             "stream_version": state.version,
         }
-        return mutable(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version)
+        return mutable(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version, new)
 
     def _revision(
         self, state: agg.Adapter, event: RevisionPublished, recorded: Recorded
@@ -168,14 +175,18 @@ class Planner:
             PutJson(prefix + MANIFEST, canonical_json(manifest), stage=Stage.MANIFESTS),
         ]
 
-    def _pointers(self, state: agg.Adapter, channel: str) -> list[Operation]:
+    def _pointers(self, state: agg.Adapter, channel: str, set_before: set[str]) -> list[Operation]:
+        """The channel's pointer, and `current` if it follows this channel now; each is new
+        if no channel it followed was set before."""
         c = state.created
         pointer = self._pointer(state, channel)
         base = adapter_prefix(c.tenant, c.name)
-        ops: list[Operation] = [mutable(f"{base}channels/{channel}.json", pointer, state.version)]
+        key, version = f"{base}channels/{channel}.json", state.version
+        ops: list[Operation] = [mutable(key, pointer, version, new=channel not in set_before)]
         current = next((ch for ch in DEFAULT_CHANNELS if ch in state.channels), None)
         if current == channel:
-            ops.append(mutable(f"{base}current.json", pointer, state.version))
+            new = not set_before.intersection(DEFAULT_CHANNELS)
+            ops.append(mutable(f"{base}current.json", pointer, version, new))
         return ops
 
     def _pointer(self, state: agg.Adapter, channel: str) -> bytes:

@@ -123,20 +123,33 @@ class S3Sink:
                 return None
             raise
 
+    def _created(self, key: str, body: bytes) -> bool:
+        """Create `key` holding `body` if there is no such object (one round trip)."""
+        try:
+            put_if_absent(self.s3, self.bucket, key, body, JSON)
+        except PreconditionFailed:
+            return False
+        return True
+
     def _put(self, op: PutJson) -> None:
-        """Immutable JSON (manifests, configs, bases): an S3 ETag of a single PUT is the
-        MD5 of its bytes, so equal ETags mean equal content."""
-        if self._etag(self.bucket, self.prefix + op.key) == hashlib.md5(op.body).hexdigest():
-            return
-        self.s3.put_object(
-            self.bucket, self.prefix + op.key, io.BytesIO(op.body), len(op.body), content_type=JSON
-        )
+        """Immutable JSON (manifests, configs, bases), new but in a replay: created, else
+        compared by ETag (an S3 ETag of a single PUT is the MD5 of its bytes, so equal
+        ETags mean equal content) and replaced if it differs."""
+        key = self.prefix + op.key
+        if not self._created(key, op.body):
+            if self._etag(self.bucket, key) == hashlib.md5(op.body).hexdigest():
+                return
+            data = io.BytesIO(op.body)
+            self.s3.put_object(self.bucket, key, data, len(op.body), content_type=JSON)
         self._landed(op.key)
 
     def _swap(self, op: PutJson, version: int) -> None:
         """Mutable JSON: write unless the stored object reflects a later version, or this
         very version with the same bytes; compare-and-swap so no write goes backwards."""
         key = self.prefix + op.key
+        if op.new and self._created(key, op.body):
+            self._landed(op.key)
+            return
         for _ in range(MAX_SWAP_ROUNDS):
             stored = self._read(key)
             if stored is not None:
