@@ -113,6 +113,14 @@ def _conditional_put(
 
 
 def ensure_bucket(s3: Minio, bucket: str) -> None:
+    """Create `bucket` unless it exists; processes starting together (members of a group,
+    replicas) may each find it missing, and the one that loses the race to create it
+    finds it there."""
     with unavailable_on_failure(f"creating bucket {bucket}"):
-        if not s3.bucket_exists(bucket):
+        if s3.bucket_exists(bucket):
+            return
+        try:
             s3.make_bucket(bucket)
+        except S3Error as exc:
+            if exc.code != "BucketAlreadyOwnedByYou":
+                raise
