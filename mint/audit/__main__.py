@@ -1,6 +1,7 @@
 """Audit the adapter log: verify it, replay it to a moment, explain an adapter.
 
   python -m mint.audit verify                          chains + blobs; exit 1 on problems
+                                                       (progress on stderr as it goes)
   python -m mint.audit verify --projection-bucket P    also the projection's revision files
   python -m mint.audit replay --as-of 2026-11-29T15:00:00Z [--json]
   python -m mint.audit replay --as-of-offsets 0:120,1:98 [--json]
@@ -25,7 +26,7 @@ from mint.domain.errors import DomainError
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import EventLog
 
-from . import provenance, replay, verify
+from . import progress, provenance, replay, verify
 from .settings import AuditSettings, AuditVerifySettings
 
 
@@ -82,7 +83,8 @@ def _time(text: str) -> datetime:
 def _verify(args: argparse.Namespace) -> int:
     log, blobs, projection = _checked(args)
     try:
-        report = verify.verify(log.read_all(), blobs, projection)
+        with progress.shown() as show:  # on stderr: stdout is the report
+            report = verify.verify(log.read_all(), blobs, projection, show)
     finally:
         log.close()
     for problem in report.problems:

@@ -35,11 +35,15 @@ class S3Settings:
     ca_file: str | None = None  # the CA that signed the server's certificate; None: the system's
 
 
-def client(settings: S3Settings, timeout_s: float = 10.0, retries: int = 2) -> Minio:
+def client(
+    settings: S3Settings, timeout_s: float = 10.0, retries: int = 2, connections: int = 16
+) -> Minio:
+    """A client safe to share between threads; `connections`: how many of them it keeps
+    open at once (more threads than that would each open and drop connections)."""
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
         retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
-        maxsize=16,
+        maxsize=connections,
         cert_reqs="CERT_REQUIRED",  # HTTPS only: plain HTTP pools ignore both
         ca_certs=settings.ca_file,
     )
@@ -109,6 +113,14 @@ def _conditional_put(
 
 
 def ensure_bucket(s3: Minio, bucket: str) -> None:
+    """Create `bucket` unless it exists; processes starting together (members of a group,
+    replicas) may each find it missing, and the one that loses the race to create it
+    finds it there."""
     with unavailable_on_failure(f"creating bucket {bucket}"):
-        if not s3.bucket_exists(bucket):
+        if s3.bucket_exists(bucket):
+            return
+        try:
             s3.make_bucket(bucket)
+        except S3Error as exc:
+            if exc.code != "BucketAlreadyOwnedByYou":
+                raise

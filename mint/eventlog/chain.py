@@ -39,23 +39,35 @@ class ChainProblem:
         return f"{self.stream_id} v{self.stream_version} at {self.position}: {self.problem}"
 
 
-def verify_stream(entries: Iterable[tuple[EventEnvelope, str]]) -> list[ChainProblem]:
-    """Check one stream's envelopes, in log order, each with its position in the log."""
-    problems: list[ChainProblem] = []
-    expected_version, prev_hash = 1, b""
-    for envelope, where in entries:
+@dataclass(slots=True)
+class StreamChain:
+    """One stream's chain, checked an envelope at a time in log order: all a verifier
+    keeps per stream, so checking a log holds no event once it is checked."""
 
-        def report(text: str, env: EventEnvelope = envelope, at: str = where) -> None:
-            problems.append(ChainProblem(env.stream_id, env.stream_version, at, text))
+    expected_version: int = 1
+    prev_hash: bytes = b""
 
-        if envelope.stream_version != expected_version:
+    def check(self, envelope: EventEnvelope, where: str) -> list[ChainProblem]:
+        """Problems of the stream's next envelope, at `where` in the log."""
+        problems = []
+
+        def report(text: str) -> None:
+            problems.append(ChainProblem(envelope.stream_id, envelope.stream_version, where, text))
+
+        if envelope.stream_version != self.expected_version:
             report(
-                f"version {envelope.stream_version} where {expected_version} was expected "
+                f"version {envelope.stream_version} where {self.expected_version} was expected "
                 "(an event is missing or out of order)"
             )
-        if envelope.prev_hash != prev_hash:
+        if envelope.prev_hash != self.prev_hash:
             report("prev_hash does not match the previous event's hash")
         if compute_hash(envelope) != envelope.hash:
             report("hash does not match the event's contents (altered)")
-        expected_version, prev_hash = envelope.stream_version + 1, envelope.hash
-    return problems
+        self.expected_version, self.prev_hash = envelope.stream_version + 1, envelope.hash
+        return problems
+
+
+def verify_stream(entries: Iterable[tuple[EventEnvelope, str]]) -> list[ChainProblem]:
+    """Check one stream's envelopes, in log order, each with its position in the log."""
+    chain = StreamChain()
+    return [problem for envelope, where in entries for problem in chain.check(envelope, where)]

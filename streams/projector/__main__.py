@@ -3,6 +3,8 @@
   python -m streams.projector run      [--projection-bucket mint] [--projection-prefix P]
   python -m streams.projector rebuild  --projection-bucket B [--projection-prefix P]
 
+Both write up to --s3-concurrency objects at a time (16; 1 writes one at a time).
+
 `run` projects live, as a consumer group; `rebuild` projects from offset 0 and stops,
 and into a fresh bucket or prefix it yields the same objects as the live projection.
 The blobs are read from the registry's bucket (--blobs-bucket). `run --help` lists every
@@ -22,10 +24,11 @@ from .sink import S3Sink
 
 def _sink(config: ProjectorSettings) -> S3Sink:
     return S3Sink(
-        client(config.s3()),
+        client(config.s3(), connections=config.s3_concurrency),
         config.projection_bucket,
         config.blobs_bucket,
         config.projection_prefix,
+        config.s3_concurrency,
     )
 
 

@@ -13,8 +13,9 @@ Layout (Hugging Face PEFT layout per revision, so a revision loads with
   bases/<fingerprint>.json
 
 Every object is a function of the events, never of wall-clock time or log offsets, so a
-rebuild from offset 0 writes the same bytes. Within one event's operations the order is
-the write order: files first, manifest next, pointers last.
+rebuild from offset 0 writes the same bytes. Each operation names its stage: the sink
+writes every object of a stage before any of the next (files, then manifests, then the
+mutable objects), so a pointer never lands before the revision it points to.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 from typing import Any
 
 from mint.domain import adapter as agg
@@ -39,6 +41,14 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST, adapter_prefi
 DEFAULT_CHANNELS = ("stable", "latest")  # `current` follows the first one that is set
 
 
+class Stage(IntEnum):
+    """When an object may be written: all of one stage land before any of the next."""
+
+    FILES = 0  # revision files and base descriptions: immutable
+    MANIFESTS = 1  # a revision's manifest, once its files are there
+    MUTABLE = 2  # pointers, current, catalog entries, evaluations: what readers follow
+
+
 @dataclass(frozen=True)
 class PutJson:
     key: str
@@ -47,6 +57,10 @@ class PutJson:
     # reflect. The sink never replaces an object reflecting a later version, so replays
     # and redeliveries never move a pointer backwards, not even for a moment.
     version: int | None = None
+    stage: Stage = Stage.FILES
+    # A mutable object no earlier event wrote: the sink tries to create it in one round
+    # trip before reading what is there (which it does only if something is).
+    new: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,12 @@ class CopyBlob:
     key: str
     sha256: str
     size: int
+    stage: Stage = Stage.FILES
+
+
+def mutable(key: str, body: bytes, version: int, new: bool = False) -> PutJson:
+    """A mutable object: written last, by compare-and-swap on its stream version."""
+    return PutJson(key, body, version, Stage.MUTABLE, new)
 
 
 Operation = PutJson | CopyBlob
@@ -89,11 +109,12 @@ class Planner:
                 )
             ]
         stream = recorded.envelope.stream_id
-        state = agg.apply(self.adapters.get(stream), event)
+        before = self.adapters.get(stream)
+        state = agg.apply(before, event)
         self.adapters[stream] = state
         match event:
             case AdapterCreated() | AdapterArchived():
-                return [self._catalog(state)]
+                return [self._catalog(state, new=before is None)]
             case RevisionPublished():
                 return self._revision(state, event, recorded)
             case EvaluationRecorded():
@@ -103,12 +124,15 @@ class Planner:
                     "stream_version": state.version,
                     "evaluations": [asdict(e) for e in rev.evaluations],
                 }
-                return [PutJson(prefix + "evaluations.json", canonical_json(doc), state.version)]
+                first = len(rev.evaluations) == 1
+                return [
+                    mutable(prefix + "evaluations.json", canonical_json(doc), state.version, first)
+                ]
             case ChannelMoved():
-                return self._pointers(state, event.channel)
+                return self._pointers(state, event.channel, set(before.channels if before else ()))
         return []  # ChannelGateSet: nothing a reader of the projection needs
 
-    def _catalog(self, state: agg.Adapter) -> PutJson:
+    def _catalog(self, state: agg.Adapter, new: bool) -> PutJson:
         c = state.created
         doc = {
             "adapter_id": c.adapter_id,
@@ -121,7 +145,7 @@ class Planner:
             "archived": state.archived,
             "stream_version": state.version,
         }
-        return PutJson(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version)
+        return mutable(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version, new)
 
     def _revision(
         self, state: agg.Adapter, event: RevisionPublished, recorded: Recorded
@@ -148,17 +172,21 @@ class Planner:
         return [
             CopyBlob(prefix + ADAPTER_WEIGHTS, event.weights_sha256, event.weights_size),
             PutJson(prefix + ADAPTER_CONFIG, event.config_json.encode()),
-            PutJson(prefix + MANIFEST, canonical_json(manifest)),
+            PutJson(prefix + MANIFEST, canonical_json(manifest), stage=Stage.MANIFESTS),
         ]
 
-    def _pointers(self, state: agg.Adapter, channel: str) -> list[Operation]:
+    def _pointers(self, state: agg.Adapter, channel: str, set_before: set[str]) -> list[Operation]:
+        """The channel's pointer, and `current` if it follows this channel now; each is new
+        if no channel it followed was set before."""
         c = state.created
         pointer = self._pointer(state, channel)
         base = adapter_prefix(c.tenant, c.name)
-        ops: list[Operation] = [PutJson(f"{base}channels/{channel}.json", pointer, state.version)]
+        key, version = f"{base}channels/{channel}.json", state.version
+        ops: list[Operation] = [mutable(key, pointer, version, new=channel not in set_before)]
         current = next((ch for ch in DEFAULT_CHANNELS if ch in state.channels), None)
         if current == channel:
-            ops.append(PutJson(f"{base}current.json", pointer, state.version))
+            new = not set_before.intersection(DEFAULT_CHANNELS)
+            ops.append(mutable(f"{base}current.json", pointer, version, new))
         return ops
 
     def _pointer(self, state: agg.Adapter, channel: str) -> bytes:

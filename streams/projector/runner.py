@@ -1,9 +1,12 @@
 """The projector's loops: live (a Kafka consumer group) and rebuild (from offset 0).
 
-Live: read_committed records, planned and written in order; the group's offsets are
-committed only after the writes they cover. When the group hands this projector a
+Live: read_committed records, polled in batches (up to `POLL_RECORDS` over every
+partition this member holds), planned in log order and written as one batch by the sink
+(stage by stage, concurrently, the newest write per key); the batch's offsets are
+committed only once all its writes landed. When the group hands this projector a
 partition, it first folds that partition up to the committed offset (state only, no
-writes) so it knows every adapter's revisions and channels, then resumes writing.
+writes) so it knows every adapter's revisions and channels, then resumes writing. More
+members in the group share the partitions: each folds and writes only its own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
 
 from .metrics import ProjectorMetrics
-from .planner import Planner
+from .planner import Operation, Planner
 from .sink import S3Sink
 
 log = logging.getLogger(__name__)
@@ -35,14 +38,23 @@ TRANSIENT = (KafkaError, Unavailable)
 # Without a limit, the client waits for a broker for as long as it takes: bounded calls
 # keep the loop in charge (backing off, answering stop) while Kafka is away.
 KAFKA_CALL_TIMEOUT_MS = 10_000
+# Events written as one batch: large enough to keep the sink's writers busy and to
+# coalesce the pointer moves of a catch-up, small enough that a failed batch is cheap to
+# do again. A live projector's polls return at once with what there is, however few.
+POLL_RECORDS = 1000
 
 
 def rebuild(event_log: EventLog, sink: S3Sink) -> int:
     """Project the whole log from the beginning into `sink`; return events applied."""
     planner, count = Planner(), 0
+    batch: list[Operation] = []
     for recorded in event_log.read_all():
-        sink.apply(planner.plan(recorded))
+        batch += planner.plan(recorded)
         count += 1
+        if count % POLL_RECORDS == 0:
+            sink.apply(batch)
+            batch = []
+    sink.apply(batch)
     return count
 
 
@@ -98,7 +110,7 @@ class Projector:
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=200,
+            max_poll_records=POLL_RECORDS,
             group_instance_id=self.instance_id,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.session_timeout_ms // 4,
@@ -147,19 +159,22 @@ class Projector:
         # A partition assigned during this poll is projected from the next round, once
         # its state is rebuilt up to where the next round reads it from.
         pending = self.assignments.fresh | self.assignments.revoked
-        projected = False
+        operations: list[Operation] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, records in batches.items():
             planner = self.planners.get(tp.partition)
             if planner is None or tp.partition in pending:
                 continue
             for record in records:
-                self.sink.apply(planner.plan(to_recorded(record)))
-                self.applied += 1
-            # Only now are this partition's writes done: commit past them.
-            offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)}
-            self.consumer.commit(offsets, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
-            projected = True
-        return projected
+                operations += planner.plan(to_recorded(record))
+            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        if not offsets:
+            return False
+        self.sink.apply(operations)
+        # Only now are the round's writes done: commit past them.
+        self.consumer.commit(offsets, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
+        self.applied += sum(len(batches[tp]) for tp in offsets)
+        return True
 
     def _failed(self, exc: Exception, stop: threading.Event) -> None:
         delay = self.backoff.failed()
@@ -220,3 +235,4 @@ class Projector:
 
     def close(self) -> None:
         self.consumer.close()
+        self.sink.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from mint.settings import (
     BlobsOptions,
@@ -16,9 +16,16 @@ from mint.settings import (
     metrics_port,
 )
 
+from .sink import DEFAULT_CONCURRENCY
+
 
 class ProjectorSettings(KafkaOptions, S3Options, BlobsOptions, ProjectionOptions, EventsOptions):
     """What `rebuild` needs; `run` needs a little more."""
+
+    s3_concurrency: PositiveInt = Field(
+        DEFAULT_CONCURRENCY,
+        description="S3 writes in flight at once (1: one at a time)",
+    )
 
 
 class ProjectorRunSettings(ProjectorSettings, ListenOptions):

@@ -2,6 +2,13 @@
 is left alone, so redelivered events and replays change nothing, and an object whose
 bytes differ (damaged, or written by older code) is written again.
 
+A batch of events is written stage by stage (revision files, then manifests, then the
+mutable objects), every write of a stage landed before the next stage starts, and within
+a stage up to `concurrency` writes at a time: S3 round trips, not CPU, bound a projector,
+and objects of one stage never depend on each other. Of several writes to one key in a
+batch only the last is made (a catch-up moves a pointer many times; only the newest
+survives), still in its stage, so still after the revision it points to.
+
 Mutable objects (pointers, catalog, evaluations) are replaced by compare-and-swap: read
 the stored version and its ETag, then write only if the ETag is still the one read
 (If-Match), or only if there is still no object (If-None-Match). A zombie projector, or
@@ -16,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from minio import Minio
 from minio.commonconfig import CopySource
@@ -32,30 +42,78 @@ from mint.backends.s3 import (
 from mint.blobs.port import blob_key
 from mint.domain.errors import Unavailable
 
-from .planner import CopyBlob, Operation, PutJson
+from .planner import CopyBlob, Operation, PutJson, Stage
 
 JSON = "application/json"
 # Each lost race means another writer stored a newer object meanwhile; a handful of
 # rounds settles any real contention, more would mean a fault worth surfacing.
 MAX_SWAP_ROUNDS = 20
+DEFAULT_CONCURRENCY = 16
 
 
 class S3Sink:
-    def __init__(self, s3: Minio, bucket: str, blobs_bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self,
+        s3: Minio,
+        bucket: str,
+        blobs_bucket: str,
+        prefix: str = "",
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(
+                f"concurrency must be at least 1 (1: one write at a time), not {concurrency}"
+            )
         self.s3, self.bucket, self.blobs_bucket, self.prefix = s3, bucket, blobs_bucket, prefix
         ensure_bucket(s3, bucket)
         self.written = 0  # objects actually written (not skipped), for metrics and tests
+        self._count_lock = threading.Lock()
+        self._pool = (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="s3-sink")
+            if concurrency > 1
+            else None
+        )
 
-    def apply(self, operations: list[Operation]) -> None:
-        """In order: a later operation (a pointer) is written only after earlier ones."""
-        for op in operations:
-            with unavailable_on_failure(f"projecting s3://{self.bucket}/{self.prefix}{op.key}"):
-                if isinstance(op, CopyBlob):
-                    self._copy(op)
-                elif op.version is None:
-                    self._put(op)
-                else:
-                    self._swap(op, op.version)
+    def apply(self, operations: Sequence[Operation]) -> None:
+        """Write the operations of a batch of events, planned in log order: stage by stage,
+        of several writes to one key only the last."""
+        for stage in Stage:
+            latest = {op.key: op for op in operations if op.stage == stage}
+            self._write_all(list(latest.values()))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _write_all(self, operations: list[Operation]) -> None:
+        """Every write landed (or none started after a failure) before this returns: the
+        next stage, a retry or an offset commit never overtakes a write still in flight."""
+        if self._pool is None or len(operations) < 2:
+            for op in operations:
+                self._write(op)
+            return
+        futures = [self._pool.submit(self._write, op) for op in operations]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()  # S3 is failing: give up the batch at once, the runner retries
+        wait(futures)
+        for future in futures:
+            if not future.cancelled():
+                future.result()  # the first failure, if any
+
+    def _write(self, op: Operation) -> None:
+        with unavailable_on_failure(f"projecting s3://{self.bucket}/{self.prefix}{op.key}"):
+            if isinstance(op, CopyBlob):
+                self._copy(op)
+            elif op.version is None:
+                self._put(op)
+            else:
+                self._swap(op, op.version)
+
+    def _landed(self, key: str) -> None:
+        """An object was written (not skipped as already there)."""
+        with self._count_lock:
+            self.written += 1
 
     def _etag(self, bucket: str, key: str) -> str | None:
         try:
@@ -65,20 +123,33 @@ class S3Sink:
                 return None
             raise
 
+    def _created(self, key: str, body: bytes) -> bool:
+        """Create `key` holding `body` if there is no such object (one round trip)."""
+        try:
+            put_if_absent(self.s3, self.bucket, key, body, JSON)
+        except PreconditionFailed:
+            return False
+        return True
+
     def _put(self, op: PutJson) -> None:
-        """Immutable JSON (manifests, configs, bases): an S3 ETag of a single PUT is the
-        MD5 of its bytes, so equal ETags mean equal content."""
-        if self._etag(self.bucket, self.prefix + op.key) == hashlib.md5(op.body).hexdigest():
-            return
-        self.s3.put_object(
-            self.bucket, self.prefix + op.key, io.BytesIO(op.body), len(op.body), content_type=JSON
-        )
-        self.written += 1
+        """Immutable JSON (manifests, configs, bases), new but in a replay: created, else
+        compared by ETag (an S3 ETag of a single PUT is the MD5 of its bytes, so equal
+        ETags mean equal content) and replaced if it differs."""
+        key = self.prefix + op.key
+        if not self._created(key, op.body):
+            if self._etag(self.bucket, key) == hashlib.md5(op.body).hexdigest():
+                return
+            data = io.BytesIO(op.body)
+            self.s3.put_object(self.bucket, key, data, len(op.body), content_type=JSON)
+        self._landed(op.key)
 
     def _swap(self, op: PutJson, version: int) -> None:
         """Mutable JSON: write unless the stored object reflects a later version, or this
         very version with the same bytes; compare-and-swap so no write goes backwards."""
         key = self.prefix + op.key
+        if op.new and self._created(key, op.body):
+            self._landed(op.key)
+            return
         for _ in range(MAX_SWAP_ROUNDS):
             stored = self._read(key)
             if stored is not None:
@@ -92,7 +163,7 @@ class S3Sink:
                     put_if_match(self.s3, self.bucket, key, op.body, JSON, etag)
             except PreconditionFailed:
                 continue  # another writer got there first: look at what it wrote
-            self.written += 1
+            self._landed(op.key)
             return
         raise Unavailable(f"s3://{self.bucket}/{key} kept changing while being written; retry")
 
@@ -118,7 +189,7 @@ class S3Sink:
         if existing is not None and existing == self._etag(self.blobs_bucket, source):
             return
         self.s3.copy_object(self.bucket, key, CopySource(self.blobs_bucket, source))
-        self.written += 1
+        self._landed(op.key)
 
 
 def _version(body: bytes) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from minio import Minio
@@ -84,3 +85,25 @@ def test_many_buckets_do_not_exhaust_the_servers_volumes(s3: Minio, unique: str)
         ensure_bucket(s3, bucket)
         s3.put_object(bucket, "x", io.BytesIO(b"x"), 1)
     assert s3.get_object(f"{unique}-39", "x").read() == b"x"
+
+
+class _Late:
+    """The S3 client, but a bucket it is asked about is created by someone else just after
+    the answer: two processes starting together, both finding it missing."""
+
+    def __init__(self, s3: Minio) -> None:
+        self._s3 = s3
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def bucket_exists(self, bucket: str) -> bool:
+        found = bool(self._s3.bucket_exists(bucket))
+        if not found:
+            self._s3.make_bucket(bucket)
+        return found
+
+
+def test_ensure_bucket_losing_the_race_to_create_it_finds_it_there(s3: Minio, unique: str) -> None:
+    ensure_bucket(_Late(s3), unique)  # type: ignore[arg-type]
+    assert s3.bucket_exists(unique)

@@ -23,7 +23,7 @@ from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.domain.names import AdapterRef
 from mint.registry import Principal, Registry
-from streams.projector.planner import PutJson, canonical_json
+from streams.projector.planner import canonical_json, mutable
 from streams.projector.runner import Backoff, Projector, rebuild
 from streams.projector.sink import S3Sink
 from tests.infra.own_s3 import own_client, own_s3, restart
@@ -100,18 +100,18 @@ def test_a_pointer_write_that_loses_a_race_does_not_go_back(
     key = "adapters/acme/one/channels/stable.json"
     newer = S3Sink(s3, unique, blobs_bucket=unique)
     if stored is not None:
-        newer.apply([PutJson(key, _pointer(stored), stored)])
+        newer.apply([mutable(key, _pointer(stored), stored)])
 
     raced: list[str] = []
 
     def newer_writes_version_6(read: str) -> None:
         if read == key and not raced:
             raced.append(read)
-            newer.apply([PutJson(key, _pointer(6), 6)])
+            newer.apply([mutable(key, _pointer(6), 6)])
 
     racing = _AfterRead(s3, newer_writes_version_6)
     older = S3Sink(racing, unique, blobs_bucket=unique)  # type: ignore[arg-type]
-    older.apply([PutJson(key, _pointer(5), 5)])  # read v<=4, then v6 lands, then its write
+    older.apply([mutable(key, _pointer(5), 5)])  # read v<=4, then v6 lands, then its write
     assert json.loads(s3.get_object(unique, key).read())["stream_version"] == 6
     assert older.written == 0
 
