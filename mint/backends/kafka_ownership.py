@@ -12,8 +12,9 @@ writer's transactional id. The coordinator accepts a commit only from a member o
 current generation; that the partition is assigned to this member in that generation is
 checked here, on the polling thread, where kafka-python updates the two together.
 Taking a partition reads the previous claim and writes it back unchanged (the check
-above, before fencing anyone), fences that id (its owner never re-initialises an id),
-claims, then catches up: a zombie replica's claims fail on its stale generation, and its
+above, before fencing anyone), fences that id (its owner never re-initialises an id)
+unless its owner gave the partition up under that claim (kafka_writer.py), claims, then
+catches up: a zombie replica's claims fail on its stale generation, and its
 producer was fenced by the next owner, so it can neither claim nor commit.
 
 Assumptions, stated because the argument rests on them: a commit the coordinator has
