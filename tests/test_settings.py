@@ -272,6 +272,9 @@ def test_a_node_takes_its_device_dtype_and_a_host_budget_no_smaller_than_the_slo
     (problem,) = failure(NodeSettings, *node, "--rank-classes", "8,16")
     assert problem.startswith("the largest rank class (16) must be the largest rank served (32)")
     assert problem.endswith("fix --rank-classes (MINT_RANK_CLASSES)")
+    assert load(NodeSettings, *node, "--lora-kernel", "torch").lora_kernel == "torch"
+    (problem,) = failure(NodeSettings, *node, "--lora-kernel", "triton")
+    assert problem.startswith("bad lora_kernel (Input should be 'auto' or 'torch'")
     (problem,) = failure(NodeSettings, *node, "--rank-classes", "8:lots")
     assert "such as '8,16,32' or '8:96,32:16'" in problem
     assert failure(NodeSettings, *node, "--budget-mib", "512", "--host-budget-mib", "256") == [

@@ -53,6 +53,7 @@ def main() -> None:
             slots=config.slots,
             max_rank=config.max_rank,
             rank_classes=config.rank_classes,
+            lora_kernel=config.lora_kernel,
             budget_bytes=int(config.budget_mib * MiB),
             host_budget_bytes=int(config.host_budget_mib * MiB),
             max_prompt_tokens=config.max_prompt_tokens,

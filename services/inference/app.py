@@ -21,10 +21,12 @@ from mint.serving.catalog import Catalog
 from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
+from mint.serving.kernels import gathered_lora_kernel
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.rank_classes import SlotLayout
 from mint.serving.residency import SlotTable
 from mint.serving.scheduler import Scheduler
+from mint.serving.slots import gathered_lora
 from mint.tokenizer import (
     VOCAB_SIZE,
     byte_tokenizer,
@@ -61,6 +63,7 @@ class NodeConfig:
     slots: int = 64
     max_rank: int = 32
     rank_classes: str = "auto"  # see SlotLayout.parse
+    lora_kernel: str = "auto"  # auto: the Triton kernel where it applies (CUDA)
     budget_bytes: int = 256 * 1024 * 1024  # the device slots
     host_budget_bytes: int = 1024 * 1024 * 1024  # every resident adapter, in host memory
     max_prompt_tokens: int = 1024
@@ -98,7 +101,8 @@ class NodeProcess:
         home = config.home or resolve()
         place(base, home.device, home.dtype)  # the slot banks follow its layers
         layout = SlotLayout.parse(config.rank_classes, config.slots, config.max_rank)
-        model = PackedLoraModel(base, list(config.targets), layout)
+        gathered = gathered_lora if config.lora_kernel == "torch" else gathered_lora_kernel
+        model = PackedLoraModel(base, list(config.targets), layout, gathered=gathered)
         self.metrics = NodeMetrics()
         self.metrics.device.info(dict(zip(("device", "dtype"), home.describe(), strict=True)))
         self.engine = ServingEngine(

@@ -49,6 +49,12 @@ class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions
         "slot counts such as 8,16,32 or 8:96,32:16 (a class without a count has --slots); "
         "an adapter takes a slot of the smallest class that fits its rank",
     )
+    lora_kernel: Literal["auto", "torch"] = Field(
+        "auto",
+        description="how a batch's LoRA deltas are computed: auto (the fused Triton kernel "
+        "on a GPU, gathered torch products on the CPU) or torch (gathered torch products "
+        "everywhere: the reference)",
+    )
     budget_mib: PositiveFloat = Field(256, description="budget of the device slots, MiB")
     host_budget_mib: PositiveFloat = Field(
         1024,

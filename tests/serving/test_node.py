@@ -24,6 +24,7 @@ from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base
 from mint.serving.catalog import Catalog
 from mint.serving.engine import key_of
+from mint.serving.kernels import gathered_lora_kernel
 from mint.serving.requests import RevisionRef
 from mint.tokenizer import byte_tokenizer
 from mint.v1 import inference_pb2 as pb
@@ -139,6 +140,13 @@ def select(
     if weight is not None:
         s.weight = weight
     return s
+
+
+def test_the_node_computes_deltas_through_the_kernel_hook(node: NodeProcess) -> None:
+    """--lora-kernel auto: the fused kernel where it applies (CUDA), which on the CPU
+    runs the torch path the other tests compare with PEFT."""
+    layers = node.engine.model.layers.values()
+    assert layers and all(layer.gathered is gathered_lora_kernel for layer in layers)
 
 
 def test_single_adapter_by_channel_and_by_revision_equal_peft(world: World, stub: Any) -> None:
