@@ -70,7 +70,9 @@ class Client:
         self._router = (
             open_channel(router, tls, router_options(router_server_name)) if router else None
         )
-        self._inference_stub = inference_pb2_grpc.InferenceStub(self._router) if router else None
+        self._inference_stub = (
+            inference_pb2_grpc.InferenceStub(self._router) if self._router else None
+        )
         self.timeout_s, self.retry_for_s = timeout_s, retry_for_s
         self._metadata = bearer(token)
 
