@@ -170,10 +170,13 @@ class Registry:
         principal.require_tenant(ref.tenant)
         self.base(base_fingerprint)
         adapter_id = uuid.uuid4().hex  # issued once; a retry returns the first one
+        # No expected version: a taken name is the domain's AlreadyExists, not a version
+        # conflict; two creates racing conflict in the append, and the loser then sees
+        # the name taken.
         return self._execute(
             principal,
             ref,
-            0,
+            None,
             request_id,
             lambda state: agg.create(
                 state, adapter_id, ref, principal.name, base_fingerprint, method, labels

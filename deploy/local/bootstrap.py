@@ -1,5 +1,6 @@
 """Create the cached virtualenv and install what pyproject.toml lists (stdlib only):
-the core dependencies and the `serving` and `dev` extras, everything the tests import.
+the core dependencies and every extra (`server`, `serving`, `dev`, ...), everything the
+tests import.
 
 Runs with the system python3 before anything else is installed. The venv lives in the
 download cache ($MINT_CACHE, default ~/.cache/mint) so fresh clones reuse it; it is
@@ -20,9 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def requirements() -> list[str]:
+    """The core dependencies and every extra's, in the file's order, once each. An extra
+    naming the project's own extras (`mint[server]`) is left out: what it names is listed
+    here already, and pip would look for a `mint` on the index."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    return [*project["dependencies"], *extras["serving"], *extras["dev"]]
+    listed = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        listed += extra
+    own = f"{project['name']}["
+    return [r for r in dict.fromkeys(listed) if not r.startswith(own)]
 
 
 def main() -> None:

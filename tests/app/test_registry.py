@@ -16,6 +16,7 @@ from mint.backends.s3_blobs import S3BlobStore
 from mint.backends.sqlite_log import SqliteEventLog
 from mint.deadlines import caller_deadline
 from mint.domain.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -116,6 +117,15 @@ def test_create_retry_returns_the_same_adapter_id(registry: Registry, model_file
     a = registry.create_adapter(ALICE, ref, model_files["fingerprint"], "same-request")
     b = registry.create_adapter(ALICE, ref, model_files["fingerprint"], "same-request")
     assert a.adapter.adapter_id == b.adapter.adapter_id and b.result.duplicate
+
+
+def test_creating_a_taken_name_is_already_exists(registry: Registry, model_files: dict) -> None:
+    ref = AdapterRef("acme", "taken")
+    first = registry.create_adapter(ALICE, ref, model_files["fingerprint"], rid())
+    with pytest.raises(
+        AlreadyExists, match=f"acme/taken already exists .id {first.adapter.adapter_id}"
+    ):
+        registry.create_adapter(ALICE, ref, model_files["fingerprint"], rid())
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,7 @@ class CommandLoad:
                         self.outcomes.broken.append(failure)
                 if exc.code() not in RETRYABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}:
                     return  # not to be retried: reported as broken
-                time.sleep(delay * random.uniform(0.5, 1.5))  # as mint/client.py does;
+                time.sleep(delay * random.uniform(0.5, 1.5))  # as mint/client/retry.py does;
                 # the client has moved this adapter on to the next replica meanwhile
                 delay = min(delay * 2, 1.0)
                 continue

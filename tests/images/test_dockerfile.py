@@ -23,7 +23,7 @@ GRPC = {"registry": 50051, "router": 50060, "node": 50061}
 METRICS = {"projector": 9464, "router": 9465, "node": 9466, "controller": 9467}
 # Each image and what it runs: its extra of the wheel and the ports it must declare.
 IMAGES = {
-    "mint": ("", {"registry", "projector", "controller", "router"}),
+    "mint": ("[server]", {"registry", "projector", "controller", "router"}),
     "mint-serving": ("[serving]", {"node"}),
 }
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|cc|make|build-essential|cmake|rustc|cargo)\b")

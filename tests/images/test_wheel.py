@@ -1,21 +1,24 @@
 """The images' install, done here: the wheel builds from the files the Dockerfile's builder
 copies, installs into a fresh virtualenv with each extra, and every service's console
 script starts from that install — no PYTHONPATH, working directory outside the repository.
+The bare install (the client) imports `mint.Client` with neither torch nor the services'
+libraries installed.
 
 Installing the dependencies afresh each run would take minutes (torch alone is gigabytes),
 so they come as layers, the way a container build caches its layers:
 
-- slim: the core dependencies, and nothing else, installed once per distinct list (and
-  Python version) into `$MINT_CACHE/images-test/`, then reused: no torch, no dev tools.
+- client: the core dependencies alone; slim: those and the `server` extra's. Each is
+  installed once per distinct list (and Python version) into `$MINT_CACHE/images-test/`,
+  then reused: no torch, no dev tools.
 - serving: the interpreter running the tests, whose environment `make venv` installed
   from the same pyproject.toml with the serving and dev extras.
 
 Each run makes a new virtualenv, adds its layer to the venv's path with a `.pth` file,
 and installs the freshly built wheel with pip's resolver, offline (`--no-index`): the
 install succeeds only if every requirement of `mint` (or `mint[serving]`) is satisfied,
-and then only the wheel itself is installed. So the slim services are shown to need only
-the core dependencies and the node its extra; what it does not show is that an index
-still serves those versions (the image build does that).
+and then only the wheel itself is installed. So the client is shown to need only the core
+dependencies, the slim services only `server` and the node `serving`; what it does not
+show is that an index still serves those versions (the image build does that).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ SLIM_SCRIPTS = {
     "mint-audit": "mint.audit.__main__",
 }
 SERVING_SCRIPTS = {"mint-node": "services.inference.__main__"}
+# What no client install may bring: torch, and the services' Kafka, S3 and settings.
+NOT_IN_A_CLIENT = ("torch", "kafka", "minio", "pydantic_settings", "transformers")
 # Every module the slim services may import, lazily imported back ends included.
 SLIM_PACKAGES = [
     "services.registry",
@@ -104,19 +109,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def _slim_layer() -> Path:
-    """The core dependencies alone, installed once per list and Python version."""
-    requirements = PROJECT["dependencies"]
+def _layer(name: str, requirements: list[str]) -> Path:
+    """`requirements` alone, installed once per list and Python version."""
     key = json.dumps([sys.version_info[:2], sysconfig.get_platform(), requirements])
     cache = Path(os.environ.get("MINT_CACHE", REPO / ".mint")) / "images-test"
-    layer = cache / f"slim-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    layer = cache / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if not layer.exists():
         partial = cache / f"{layer.name}.{os.getpid()}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         cache.mkdir(parents=True, exist_ok=True)
         install = _pip("install", "--target", str(partial), *requirements)
         result = _run(install, cwd=cache, timeout=600)
-        assert result.returncode == 0, f"installing the core dependencies:\n{_output(result)}"
+        assert result.returncode == 0, f"installing the {name} layer:\n{_output(result)}"
         try:
             partial.rename(layer)  # whole or not at all
         except OSError:  # a concurrent run got there first
@@ -178,10 +182,42 @@ def test_the_wheel_holds_every_module_stub_and_script(wheel: Path) -> None:
         assert f"{script} = {module}:main" in scripts
 
 
-@pytest.mark.timeout(900)  # the first run installs the core dependencies' layer
+def _slim_layer() -> Path:
+    return _layer("slim", [*PROJECT["dependencies"], *PROJECT["optional-dependencies"]["server"]])
+
+
+@pytest.mark.timeout(900)  # the first run installs the client layer
+def test_client_install_has_the_clients_and_nothing_of_the_services(
+    wheel: Path, tmp_path: Path
+) -> None:
+    venv = tmp_path / "client"
+    site = _fresh_venv(venv, _layer("client", PROJECT["dependencies"]), wheel, "mint")
+    found = _python(
+        venv,
+        "import importlib.util as u, sys, mint\n"
+        "print(mint.Client.__module__, mint.AsyncClient.__module__, mint.__file__)\n"
+        "print(*(u.find_spec(name) for name in sys.argv[1:]))",
+        *NOT_IN_A_CLIENT,
+    )
+    assert found.split() == [
+        "mint.client.sync",
+        "mint.client.aio",
+        str(site / "mint" / "__init__.py"),
+        *["None"] * len(NOT_IN_A_CLIENT),
+    ]
+    _python(venv, IMPORT_ALL, "mint.client")
+    helper = _python(
+        venv,
+        "import mint.client as c\n"
+        "try:\n    c.describe_base('.')\nexcept c.MissingExtra as exc:\n    print(exc)",
+    )
+    assert "pip install 'mint[serving]'" in helper
+
+
+@pytest.mark.timeout(900)  # the first run installs the server dependencies' layer
 def test_slim_install_runs_every_slim_service_without_torch(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "slim"
-    site = _fresh_venv(venv, _slim_layer(), wheel, "mint")
+    site = _fresh_venv(venv, _slim_layer(), wheel, "mint[server]")
     where = _python(
         venv, "import mint, importlib.util as u; print(mint.__file__, u.find_spec('torch'))"
     )
@@ -203,6 +239,11 @@ def test_serving_install_runs_the_node_with_torch(wheel: Path, tmp_path: Path) -
 
 
 def test_make_venv_installs_every_extra_the_serving_layer_needs() -> None:
+    """The serving layer is this environment: `make venv` installed it with every extra
+    (the project's references to its own extras resolve to what is listed beside them)."""
     extras = PROJECT["optional-dependencies"]
-    everything = [*PROJECT["dependencies"], *extras["serving"], *extras["dev"]]
-    assert bootstrap.requirements() == everything
+    assert set(extras) >= {"server", "serving", "dev"}
+    listed = {*PROJECT["dependencies"], *(r for extra in extras.values() for r in extra)}
+    own = {r for r in listed if r.startswith("mint[")}
+    assert own == {"mint[server]", "mint[server,serving]"}
+    assert set(bootstrap.requirements()) == listed - own

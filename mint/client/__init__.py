@@ -1,0 +1,93 @@
+"""Python clients for MinT.
+
+- `Client` (blocking) and `AsyncClient` (asyncio): the registry and the router's inference
+  API, with typed results (`mint.client.types`) and typed exceptions
+  (`mint.client.errors`, all `MintError`).
+- `describe_base`: a local model folder's fingerprint and shapes, for `register_base`.
+- `RegistryClient`: the protobuf-level registry client underneath `Client`.
+
+The bare `pip install mint` is enough for all of it but `describe_base`, which loads the
+model with torch (`mint[serving]`).
+"""
+
+from .aio import AsyncClient
+from .base_model import MissingExtra, describe_base
+from .errors import (
+    AlreadyExists,
+    Cancelled,
+    Conflict,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    MintError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from .registry import CHUNK_BYTES, RETRYABLE, RegistryClient, Replicas, parse_ref
+from .retry import replica_addresses
+from .sync import Client
+from .types import (
+    Adapter,
+    AdapterSummary,
+    BaseModel,
+    CommandResult,
+    Evaluation,
+    Event,
+    Generation,
+    GenerationChunk,
+    Page,
+    Provenance,
+    ResolvedAdapter,
+    Revision,
+    Sampling,
+    Score,
+    Selector,
+)
+from .watch import AsyncWatch, Watch
+
+__all__ = [
+    "CHUNK_BYTES",
+    "RETRYABLE",
+    "Adapter",
+    "AdapterSummary",
+    "AlreadyExists",
+    "AsyncClient",
+    "AsyncWatch",
+    "BaseModel",
+    "Cancelled",
+    "Client",
+    "CommandResult",
+    "Conflict",
+    "DataLoss",
+    "DeadlineExceeded",
+    "Evaluation",
+    "Event",
+    "FailedPrecondition",
+    "Generation",
+    "GenerationChunk",
+    "InvalidArgument",
+    "MintError",
+    "MissingExtra",
+    "NotFound",
+    "Page",
+    "PermissionDenied",
+    "Provenance",
+    "RegistryClient",
+    "Replicas",
+    "ResolvedAdapter",
+    "ResourceExhausted",
+    "Revision",
+    "Sampling",
+    "Score",
+    "Selector",
+    "Unauthenticated",
+    "Unavailable",
+    "Watch",
+    "describe_base",
+    "parse_ref",
+    "replica_addresses",
+]

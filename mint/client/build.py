@@ -1,0 +1,226 @@
+"""Request messages built from the clients' arguments (shared by the blocking, the async
+and the protobuf-level client)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mint.v1 import inference_pb2 as ipb
+from mint.v1 import registry_pb2 as pb
+from mint.v1.events_pb2 import Shape
+
+from . import types as t
+
+CHUNK_BYTES = 1024 * 1024
+# Called as an upload's bytes go out: (bytes sent, bytes in all). A retried upload starts
+# over from 0.
+Progress = Callable[[int, int], None]
+Adapters = str | t.Selector | Sequence[str | t.Selector]
+PublishSource = Path | str | tuple[bytes, bytes]
+
+
+def parse_ref(text: str) -> pb.AdapterRef:
+    tenant, _, name = text.partition("/")
+    return pb.AdapterRef(tenant=tenant, name=name)
+
+
+def register_base(
+    name: str, fingerprint: str, parameters: Mapping[str, Sequence[int]], request_id: str
+) -> pb.RegisterBaseModelRequest:
+    base = pb.BaseModel(
+        name=name,
+        fingerprint=fingerprint,
+        parameters={k: Shape(dims=list(v)) for k, v in parameters.items()},
+    )
+    return pb.RegisterBaseModelRequest(base=base, request_id=request_id)
+
+
+def create_adapter(
+    ref: str, base_fingerprint: str, labels: Mapping[str, str] | None, request_id: str
+) -> pb.CreateAdapterRequest:
+    return pb.CreateAdapterRequest(
+        ref=parse_ref(ref),
+        base_fingerprint=base_fingerprint,
+        labels=dict(labels or {}),
+        request_id=request_id,
+    )
+
+
+def record_evaluation(
+    ref: str,
+    revision: int,
+    suite: str,
+    metrics: Mapping[str, float],
+    passed: bool,
+    request_id: str,
+    dataset_fingerprint: str = "",
+    expected_version: int | None = None,
+) -> pb.RecordEvaluationRequest:
+    request = pb.RecordEvaluationRequest(
+        ref=parse_ref(ref),
+        revision=revision,
+        suite=suite,
+        metrics=dict(metrics),
+        passed=passed,
+        request_id=request_id,
+        dataset_fingerprint=dataset_fingerprint,
+    )
+    return _expecting(request, expected_version)
+
+
+def set_gate(
+    ref: str, channel: str, required_suite: str, request_id: str, expected_version: int | None
+) -> pb.SetChannelGateRequest:
+    request = pb.SetChannelGateRequest(
+        ref=parse_ref(ref), channel=channel, required_suite=required_suite, request_id=request_id
+    )
+    return _expecting(request, expected_version)
+
+
+def move_channel(
+    ref: str,
+    channel: str,
+    revision: int,
+    reason: str,
+    request_id: str,
+    expected_version: int | None,
+) -> pb.MoveChannelRequest:
+    request = pb.MoveChannelRequest(
+        ref=parse_ref(ref),
+        channel=channel,
+        revision=revision,
+        reason=reason,
+        request_id=request_id,
+    )
+    return _expecting(request, expected_version)
+
+
+def archive(
+    ref: str, reason: str, request_id: str, expected_version: int | None
+) -> pb.ArchiveAdapterRequest:
+    request = pb.ArchiveAdapterRequest(ref=parse_ref(ref), reason=reason, request_id=request_id)
+    return _expecting(request, expected_version)
+
+
+_Command = TypeVar(
+    "_Command",
+    pb.RecordEvaluationRequest,
+    pb.SetChannelGateRequest,
+    pb.MoveChannelRequest,
+    pb.ArchiveAdapterRequest,
+)
+
+
+def _expecting(request: _Command, expected_version: int | None) -> _Command:
+    if expected_version is not None:
+        request.expected_version = expected_version
+    return request
+
+
+def list_page(
+    tenant: str, labels: Mapping[str, str] | None, page_size: int, page_token: str
+) -> pb.ListAdaptersRequest:
+    return pb.ListAdaptersRequest(
+        tenant=tenant, labels=dict(labels or {}), page_size=page_size, page_token=page_token
+    )
+
+
+def watch(tenant: str, from_offsets: Mapping[int, int] | None) -> pb.WatchEventsRequest:
+    return pb.WatchEventsRequest(tenant=tenant, from_offsets=dict(from_offsets or {}))
+
+
+def upload_bytes(source: PublishSource) -> tuple[bytes, bytes]:
+    """(adapter_config.json, adapter_model.safetensors) from a PEFT folder or as given."""
+    if isinstance(source, tuple):
+        return source
+    folder = Path(source)
+    return (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
+
+
+def upload_parts(
+    header: pb.PublishRevisionHeader, weights: bytes, progress: Progress | None = None
+) -> Iterator[pb.PublishRevisionRequest]:
+    """The header, then the weights in chunks; a new iterator for each attempt."""
+    yield pb.PublishRevisionRequest(header=header)
+    for start in range(0, len(weights), CHUNK_BYTES):
+        chunk = weights[start : start + CHUNK_BYTES]
+        yield pb.PublishRevisionRequest(weights_chunk=chunk)
+        if progress is not None:
+            progress(start + len(chunk), len(weights))
+
+
+def publish_header(
+    ref: str,
+    config: bytes,
+    weights: bytes,
+    request_id: str,
+    expected_version: int | None,
+    **provenance: object,
+) -> pb.PublishRevisionHeader:
+    header = pb.PublishRevisionHeader(
+        ref=parse_ref(ref),
+        request_id=request_id,
+        adapter_config=config,
+        weights_sha256=hashlib.sha256(weights).hexdigest(),
+        weights_size=len(weights),
+        **provenance,  # type: ignore[arg-type]
+    )
+    if expected_version is not None:
+        header.expected_version = expected_version
+    return header
+
+
+def get_adapter(ref: str) -> pb.GetAdapterRequest:
+    return pb.GetAdapterRequest(ref=parse_ref(ref))
+
+
+def history(ref: str) -> pb.HistoryRequest:
+    return pb.HistoryRequest(ref=parse_ref(ref))
+
+
+def revision_request(ref: str, revision: int, channel: str) -> pb.GetRevisionRequest:
+    request = pb.GetRevisionRequest(ref=parse_ref(ref))
+    if channel:
+        request.channel = channel
+    else:
+        request.revision = revision
+    return request
+
+
+def selectors(adapters: Adapters) -> list[ipb.AdapterSelector]:
+    listed = [adapters] if isinstance(adapters, str | t.Selector) else adapters
+    out = []
+    for item in listed:
+        selector = t.Selector.parse(item) if isinstance(item, str) else item
+        message = ipb.AdapterSelector(adapter=selector.adapter)
+        if selector.channel is not None:
+            message.channel = selector.channel
+        if selector.revision is not None:
+            message.revision = selector.revision
+        if selector.weight is not None:
+            message.weight = selector.weight
+        out.append(message)
+    return out
+
+
+def generate_request(
+    prompt: str, adapters: Adapters, sampling: t.Sampling | None
+) -> ipb.GenerateRequest:
+    s = sampling or t.Sampling()
+    wire = ipb.Sampling(
+        max_new_tokens=s.max_new_tokens,
+        temperature=s.temperature,
+        seed=s.seed,
+        stop_at_eos=s.stop_at_eos,
+    )
+    if s.top_p is not None:
+        wire.top_p = s.top_p
+    return ipb.GenerateRequest(adapters=selectors(adapters), prompt=prompt, sampling=wire)
+
+
+def score_request(prompt: str, continuation: str, adapters: Adapters) -> ipb.ScoreRequest:
+    return ipb.ScoreRequest(adapters=selectors(adapters), prompt=prompt, continuation=continuation)

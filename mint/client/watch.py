@@ -1,0 +1,160 @@
+"""A tenant's events as the registry appends them, as an iterator (`Watch`) or an async
+iterator (`AsyncWatch`).
+
+A watch remembers where it has got to (`offsets`: partition -> the next offset to read),
+so a retryable failure (a replica stopping, the log unreachable) reconnects from there
+without repeating or skipping an event, for up to `retry_for_s`; and a later watch given
+those offsets goes on where this one stopped. `close()` ends the iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from mint.v1 import registry_pb2 as pb
+
+from . import read
+from .errors import from_rpc_error
+from .retry import RETRYABLE, Backoff
+from .types import Event
+
+# Opens the server's stream from the given offsets (a call that can be cancelled).
+OpenStream = Callable[[dict[int, int]], Any]
+
+
+class _Position:
+    def __init__(self, from_offsets: Mapping[int, int] | None, retry_for_s: float) -> None:
+        self.offsets: dict[int, int] = dict(from_offsets or {})
+        self.retry_for_s = retry_for_s
+        self.backoff: Backoff | None = None
+
+    def advance(self, message: pb.RecordedEvent) -> Event:
+        self.backoff = None  # a reconnect that delivers starts its own retry budget
+        event = read.event(message)
+        self.offsets[event.partition] = event.offset + 1
+        return event
+
+    def pause_after(self, exc: grpc.RpcError) -> float:
+        """How long to wait before reconnecting, or raises: not retryable, or retried
+        for long enough."""
+        if exc.code() not in RETRYABLE:
+            raise from_rpc_error(exc) from exc
+        self.backoff = self.backoff or Backoff(self.retry_for_s)
+        pause = self.backoff.next_pause()
+        if pause is None:
+            raise from_rpc_error(exc) from exc
+        return pause
+
+
+class Watch:
+    """Iterate it for `Event`s; it blocks until the next one comes. Any thread may
+    `close()` it (or leave a `with` block), which ends the iteration."""
+
+    def __init__(
+        self, open_stream: OpenStream, from_offsets: Mapping[int, int] | None, retry_for_s: float
+    ) -> None:
+        self._open = open_stream
+        self._position = _Position(from_offsets, retry_for_s)
+        self._call: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def offsets(self) -> dict[int, int]:
+        """partition -> the next offset: where a later watch should start."""
+        return dict(self._position.offsets)
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> Event:
+        while True:
+            call = self._current_call()
+            try:
+                return self._position.advance(next(call))
+            except StopIteration:
+                break  # the server ends a watch only when it is cancelled
+            except grpc.RpcError as exc:
+                self._call = None
+                if self._closed:
+                    break
+                time.sleep(self._position.pause_after(exc))
+        raise StopIteration
+
+    def _current_call(self) -> Any:
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            if self._call is None:
+                self._call = self._open(self._position.offsets)
+            return self._call
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._call is not None:
+                self._call.cancel()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncWatch:
+    """`async for event in watch`; `close()` (or leaving `async with`) ends it."""
+
+    def __init__(
+        self, open_stream: OpenStream, from_offsets: Mapping[int, int] | None, retry_for_s: float
+    ) -> None:
+        self._open = open_stream
+        self._position = _Position(from_offsets, retry_for_s)
+        self._call: Any = None
+        self._closed = False
+
+    @property
+    def offsets(self) -> dict[int, int]:
+        return dict(self._position.offsets)
+
+    def __aiter__(self) -> AsyncWatch:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._closed:
+            if self._call is None:
+                self._call = self._open(self._position.offsets)
+            try:
+                message = await self._call.read()
+            except asyncio.CancelledError:
+                if self._closed:
+                    break
+                raise
+            except grpc.RpcError as exc:
+                self._call = None
+                if self._closed:
+                    break
+                await asyncio.sleep(self._position.pause_after(exc))
+                continue
+            if message is grpc.aio.EOF:
+                break
+            return self._position.advance(message)
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.close()

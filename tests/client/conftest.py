@@ -1,0 +1,146 @@
+"""One world for every client test, as a user meets MinT: a registry gRPC server, a
+controller, an inference node and a router, on the real Kafka and S3. Lists and the router
+read the projection, which `ClientWorld.project()` brings up to date (a rebuild writes
+what the live projector would)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from minio import Minio
+
+import mint
+from mint.backends.kafka import KafkaConnection
+from mint.backends.s3 import S3Settings
+from mint.backends.s3_blobs import S3BlobStore
+from mint.backends.s3_objects import S3Objects
+from mint.catalog.projection import ProjectionCatalog
+from mint.registry import Principal, Registry
+from mint.rpc.auth import TokenTable, token_digest
+from mint.validation.limits import Limits
+from services.controller.controller import Controller, ControllerConfig
+from services.inference.app import NodeConfig, NodeProcess
+from services.registry.server import build_server
+from services.router.app import RouterConfig, RouterProcess
+from tests.serving.world import SERVICE_TOKEN, World, new_world, train
+
+ADMIN, ALICE, EVE = "admin-token", "alice-token", "eve-token"
+TOKENS = TokenTable(
+    (token_digest(token), principal)
+    for token, principal in {
+        ADMIN: Principal("ops", frozenset({"*"}), admin=True),
+        ALICE: Principal("alice", frozenset({"acme"})),
+        EVE: Principal("eve", frozenset({"other"})),
+        SERVICE_TOKEN: Principal("router", frozenset(), service=True),
+    }.items()
+)
+UPLOAD_LIMIT = 1024 * 1024  # a tiny LoRA is a few KiB; a larger upload is refused
+NODE = "client-node"
+
+
+@dataclass
+class ClientWorld:
+    world: World
+    registry: str  # the registry's address
+    router: str  # the router's
+    root: Path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.world.fingerprint
+
+    def client(self, token: str = ALICE, **options: Any) -> mint.Client:
+        return mint.Client(self.registry, router=self.router, token=token, **options)
+
+    def lora(self, name: str, seed: int) -> Path:
+        """A PEFT folder of a LoRA on the served base."""
+        folder = self.root / name
+        train(folder, seed)
+        return folder
+
+    def project(self) -> None:
+        self.world.project()
+
+
+class _Running:
+    """Something with a `run(stop)` loop, on a thread."""
+
+    def __init__(self, run: Any) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="package")
+def world(
+    kafka: KafkaConnection,
+    s3: Minio,
+    s3_settings: S3Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ClientWorld]:
+    w = new_world(kafka, s3)
+    catalog = ProjectionCatalog(S3Objects(s3, w.bucket))
+    blobs = S3BlobStore(s3, w.bucket)
+    registry = Registry(w.log, blobs, Limits(max_weights_bytes=UPLOAD_LIMIT), catalog)
+    server, port = build_server(registry, TOKENS)
+    controller = _Running(Controller(ControllerConfig(kafka, w.topics, f"{w.bucket}-ctl")).run)
+    node = NodeProcess(
+        NodeConfig(NODE, kafka, s3_settings, TOKENS, bucket=w.bucket, topics=w.topics, report_s=0.3)
+    )
+    router = RouterProcess(
+        RouterConfig(
+            "client-router",
+            kafka,
+            s3_settings,
+            TOKENS,
+            SERVICE_TOKEN,
+            bucket=w.bucket,
+            topics=w.topics,
+        )
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not router.watch.live():
+            assert time.monotonic() < deadline, "the router never saw the node"
+            time.sleep(0.1)
+        yield ClientWorld(
+            w, f"127.0.0.1:{port}", f"127.0.0.1:{router.port}", tmp_path_factory.mktemp("client")
+        )
+    finally:
+        router.stop(grace_s=1)
+        node.stop(grace_s=1)
+        controller.halt()
+        server.stop(grace=1).wait()
+        catalog.close()
+        w.log.close()
+
+
+@dataclass(frozen=True)
+class Served:
+    ref: str
+    adapter_id: str
+
+
+@pytest.fixture(scope="package")
+def served(world: ClientWorld) -> Served:
+    """acme/served: one revision, on `stable`, projected and resident on the node. Its
+    first generation is a cold start: the router asks, the controller places it, the
+    node loads it from the projection."""
+    with world.client() as client:
+        client.create_adapter("acme/served", world.fingerprint)
+        published = client.publish_revision("acme/served", world.lora("served", seed=1))
+        client.promote("acme/served", "stable", 1)
+        world.project()
+        first = client.generate("hello", "acme/served@stable", timeout_s=90)
+    assert first.node == NODE
+    return Served("acme/served", published.adapter.adapter_id)
