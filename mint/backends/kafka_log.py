@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
@@ -82,6 +82,8 @@ class KafkaEventLog(EventLog):
                 "configure every replica and reader with the topic's count"
             )
         self.writer = LogWriter(kafka, topic, txn_prefix)
+        # Where another replica's partition is written ("" unknown): set by group ownership.
+        self.owner_of: Callable[[int], str] = lambda partition: ""
         for p in range(partitions) if owned is None else owned:
             self.take(p)
 
@@ -109,8 +111,11 @@ class KafkaEventLog(EventLog):
 
     def check_writable(self, stream_id: str) -> None:
         partition = partition_for(stream_id, self.partitions)
-        if partition not in self.writer.assigned:
-            raise Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
+        if partition in self.writer.assigned:
+            return
+        owner = self.owner_of(partition)
+        where = f"its owner is at {owner}: retry there" if owner else "retry elsewhere"
+        raise Unavailable(f"this replica does not own partition {partition}; {where}", owner)
 
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata

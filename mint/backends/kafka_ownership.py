@@ -50,6 +50,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from mint.domain.errors import Unavailable
 
 from .kafka_log import KafkaEventLog
+from .kafka_writer import address_of
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 1.0
@@ -57,6 +58,7 @@ SETTLE_S = 0.2
 POLL_MS = 50  # also how long a claim may wait for the polling thread
 CLAIM_TIMEOUT_S = 30.0
 CLAIM_TIMEOUT_MS = 10_000  # one round trip of a claim; the caller waits CLAIM_TIMEOUT_S
+OWNERS_EVERY_S = 2.0  # how often a replica reads who owns the partitions it does not
 T = TypeVar("T")
 
 
@@ -111,9 +113,17 @@ class GroupOwnership:
     """
 
     def __init__(
-        self, event_log: KafkaEventLog, group_id: str, session_timeout_ms: int = 8000
+        self,
+        event_log: KafkaEventLog,
+        group_id: str,
+        session_timeout_ms: int = 8000,
+        advertised: str = "",
     ) -> None:
-        self.event_log = event_log
+        """`advertised`: this replica's registry address, named in its claims, so that
+        other replicas can send a command for its partitions straight to it."""
+        self.event_log, self.advertised = event_log, advertised
+        self._owners: dict[int, str] = {}  # partition -> its owner's address, as claimed
+        self._owners_read = 0.0
         self.instance = uuid.uuid4().hex[:12]
         self._producers = itertools.count(1)
         self._wanted: set[int] = set()
@@ -129,6 +139,7 @@ class GroupOwnership:
         )
         self.consumer.subscribe([event_log.topic], listener=_Listener(self))
         event_log.use_claims(self)
+        event_log.owner_of = self.owner_of
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._poll, name="ownership-poll", daemon=True),
@@ -210,12 +221,38 @@ class GroupOwnership:
             time.sleep(0.1)
         return self.owned()
 
+    def owner_of(self, partition: int) -> str:
+        """The address of the replica that claimed `partition` last (as of a few seconds
+        ago; "" if unknown or this one)."""
+        owner = self._owners.get(partition, "")
+        return "" if owner == self.advertised else owner
+
+    def _read_owners(self) -> None:
+        """On the polling thread, every OWNERS_EVERY_S: who claimed each partition."""
+        if time.monotonic() - self._owners_read < OWNERS_EVERY_S:
+            return
+        self._owners_read = time.monotonic()
+        tps = [TopicPartition(self.event_log.topic, p) for p in range(self.event_log.partitions)]
+        try:
+            committed = {
+                tp: self.consumer.committed(tp, metadata=True, timeout_ms=CLAIM_TIMEOUT_MS)
+                for tp in tps
+            }
+        except KafkaError as exc:  # the next round reads them again
+            log.debug("could not read the partitions' claims: %s", exc)
+            return
+        self._owners = {
+            tp.partition: address_of(c.metadata) for tp, c in committed.items() if c is not None
+        }
+
     def _poll(self) -> None:
         while not self._stop.is_set():
             # One claim per round: polling, which rejoins the group after its coordinator
             # moved, must not wait behind a queue of claims (each may wait for that very
             # coordinator), or the group waits for this member and every partition stalls.
             self._run_one_task()
+            if self.advertised:
+                self._read_owners()
             try:
                 self.consumer.poll(timeout_ms=POLL_MS)  # drives the group; paused: no data
             except Exception:  # keep the membership alive; the next poll retries

@@ -71,12 +71,15 @@ RETAKE_EVERY_S = 1.0  # how often a partition that could not be taken again is r
 # before fencing it instead. A replica says so on being revoked, before the partition is
 # reassigned (cooperative rebalancing), so the word is usually there already.
 RELEASE_WAIT_S = 0.5
-CLAIM_SEPARATOR = "\n"  # a claim is "<transactional id>\n<token of that take>"
+# A claim is "<transactional id>\n<token of that take>\n<the claimant's address>".
+CLAIM_SEPARATOR = "\n"
 REWRITE_CHUNK = 20_000  # snapshots written again per transaction, at most
 
 
 class Claims(Protocol):
     """Which transactional id writes which partition (group ownership)."""
+
+    advertised: str  # this replica's registry address, named in its claims ("": unknown)
 
     def new_transactional_id(self) -> str:
         """An id no producer has used before."""
@@ -288,7 +291,9 @@ class LogWriter:
         if not released:
             for transactional_id in sorted(earlier):
                 self._fence(transactional_id)
-        claim = f"{self.transactional_id}{CLAIM_SEPARATOR}{uuid.uuid4().hex[:12]}"
+        claim = CLAIM_SEPARATOR.join(
+            (self.transactional_id, uuid.uuid4().hex[:12], self.claims.advertised)
+        )
         self.claims.claim(partition, claim)
         with self.lock:
             self._claims[partition] = claim
@@ -603,6 +608,12 @@ class Rewrite:
 def writer_of(claim: str) -> str:
     """The transactional id that made `claim`."""
     return claim.split(CLAIM_SEPARATOR, 1)[0]
+
+
+def address_of(claim: str) -> str:
+    """The registry address of the replica that made `claim` ("" if it named none)."""
+    parts = claim.split(CLAIM_SEPARATOR)
+    return parts[2] if len(parts) > 2 else ""
 
 
 def snapshots_summary(state: PartitionState, released_by: str = "") -> bytes:

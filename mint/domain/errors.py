@@ -39,7 +39,12 @@ class VersionConflict(DomainError):
 
 class Unavailable(DomainError):
     """Retryable: this replica does not own the adapter's partition right now, or a
-    server behind it (Kafka, S3) is unreachable."""
+    server behind it (Kafka, S3) is unreachable. `owner`: where to retry, if known (the
+    address of the replica that owns the partition)."""
+
+    def __init__(self, message: str, owner: str = "") -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 class DataLoss(DomainError):

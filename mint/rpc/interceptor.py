@@ -39,6 +39,10 @@ _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principa
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
+# Trailing metadata of an UNAVAILABLE answer naming the replica to retry at.
+OWNER_METADATA = "mint-owner"
+
+
 def current_principal() -> Principal:
     """The authenticated caller of the RPC being served."""
     return _principal.get()
@@ -129,6 +133,8 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     """Domain errors keep their status and message (back ends report their own outages as
     `Unavailable`). Anything else is a bug on our side: logged in full, and the caller
     gets a status without internals to report."""
+    if isinstance(exc, errors.Unavailable) and exc.owner:
+        context.set_trailing_metadata(((OWNER_METADATA, exc.owner),))
     if isinstance(exc, errors.DomainError):
         context.abort(_status(exc), str(exc))
     log.exception("unexpected error")
@@ -140,5 +146,6 @@ def domain_error(code: grpc.StatusCode, details: str) -> errors.DomainError:
     it (so a proxy passes statuses through its own interceptor unchanged)."""
     for cls, status in STATUS.items():
         if status == code:
-            return cls(details)
+            error: errors.DomainError = cls(details)
+            return error
     return errors.Unavailable(f"upstream failed ({code.name}): {details}")

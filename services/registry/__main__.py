@@ -62,8 +62,10 @@ def serve(args: argparse.Namespace) -> None:
     tokens = TokenTable.from_file(config.tokens_file)
     event_log, blobs, catalog = _backends(config)
     ownership = None
-    if isinstance(event_log, KafkaEventLog):
-        ownership = GroupOwnership(event_log, f"{event_log.txn_prefix}-owners")
+    if isinstance(event_log, KafkaEventLog) and isinstance(config, RegistrySettings):
+        ownership = GroupOwnership(
+            event_log, f"{event_log.txn_prefix}-owners", advertised=config.advertised()
+        )
         owned = ownership.wait_until_owning()
         logging.info("owning partitions %s of %s", sorted(owned), event_log.topic)
         if missing := ownership.wanted() - owned:

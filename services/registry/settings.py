@@ -48,3 +48,13 @@ class RegistrySettings(
         "mint-registry",
         description="transactional id prefix; the replicas of one registry share it",
     )
+    advertise_host: str = Field(
+        "127.0.0.1",
+        description="host at which the other replicas tell clients to find this one (the "
+        "pod IP): a command sent to a replica that does not own its adapter is answered "
+        "with the owner's address",
+    )
+
+    def advertised(self) -> str:
+        """This replica's address as its claims name it ("" while its port is not fixed)."""
+        return f"{self.advertise_host}:{self.port}" if self.port else ""

@@ -1,0 +1,99 @@
+"""A replica that does not own an adapter's partition refuses a command for it at once,
+before any work (nothing stored in S3), and names the replica that owns it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from deploy.local.registry import RegistryProcess, write_tokens
+from deploy.local.stack import free_ports
+from mint.backends.s3 import S3Settings, client
+from mint.client import RegistryClient
+from mint.rpc.interceptor import OWNER_METADATA
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path, endpoints: dict[str, str]) -> Iterator[list[RegistryProcess]]:
+    tokens = write_tokens(
+        tmp_path / "tokens.json",
+        {
+            "admin": {"principal": "ops", "tenants": ["*"], "admin": True},
+            "alice": {"principal": "alice", "tenants": ["acme"]},
+        },
+    )
+    topic = f"owner-{uuid.uuid4().hex[:8]}"
+    processes = [
+        RegistryProcess(port, topic, tokens, tmp_path / f"replica-{i}.log", endpoints, 4)
+        for i, port in enumerate(free_ports(2))
+    ]
+    try:
+        for replica in processes:
+            replica.start()
+        yield processes
+    finally:
+        for replica in processes:
+            replica.stop()
+
+
+def _refusal(replica: RegistryProcess, call: str, *args: object) -> grpc.RpcError | None:
+    """The replica's answer to one command, alone (no retries, no other replica)."""
+    alone = RegistryClient(replica.address, "alice", retry_for_s=0)
+    try:
+        getattr(alone, call)(*args)
+        return None
+    except grpc.RpcError as exc:
+        return exc
+    finally:
+        alone.close()
+
+
+def _owner_named(error: grpc.RpcError) -> str:
+    call: grpc.Call = error  # type: ignore[assignment]  # a failed call is both
+    return next((str(v) for k, v in call.trailing_metadata() or () if k == OWNER_METADATA), "")
+
+
+def test_a_non_owner_refuses_at_once_names_the_owner_and_stores_nothing(
+    two_replicas: list[RegistryProcess], model_files: dict, s3_settings: S3Settings
+) -> None:
+    a, b = two_replicas
+    both = RegistryClient(f"ipv4:{a.address},{b.address}", "admin", retry_for_s=60)
+    base = model_files["fingerprint"]
+    both.register_base("tiny", base, model_files["shapes"])
+    alice = RegistryClient(f"ipv4:{a.address},{b.address}", "alice", retry_for_s=60)
+    refs = [f"acme/o{i}" for i in range(8)]
+    for ref in refs:
+        alice.create_adapter(ref, base)
+
+    # Claims are read every 2 s: until then a refusal may not name the owner yet.
+    deadline, named = time.monotonic() + 20, dict[str, grpc.RpcError]()
+    while time.monotonic() < deadline and len(named) < len(refs):
+        for ref in refs:
+            error = _refusal(a, "set_gate", ref, "stable", "suite")
+            if error is not None and _owner_named(error):
+                named[ref] = error
+        time.sleep(0.5)
+    assert named, "replica a never named another owner (it may own every partition)"
+    assert all(_owner_named(e) == b.address for e in named.values())
+    ref, error = next(iter(named.items()))
+    call: grpc.Call = error  # type: ignore[assignment]
+    assert call.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"its owner is at {b.address}" in (call.details() or "")
+
+    s3 = client(s3_settings)
+    before = sum(1 for _ in s3.list_objects(a.topic, recursive=True))
+    upload = model_files["upload"]
+    started = time.perf_counter()
+    refused = _refusal(a, "publish_revision", ref, (upload.config, upload.weights))
+    elapsed = time.perf_counter() - started
+    assert refused is not None and _owner_named(refused) == b.address
+    assert sum(1 for _ in s3.list_objects(a.topic, recursive=True)) == before  # nothing stored
+    assert elapsed < 1.0  # a refusal, not a validation and an upload (bench: ≤ 5 ms)
+    assert _refusal(b, "set_gate", ref, "stable", "suite") is None  # the owner takes it
