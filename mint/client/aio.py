@@ -66,7 +66,7 @@ class AsyncClient:
         addresses = replica_addresses(registry) if registry else []
         self._channels = [open_aio_channel(a, tls, options) for a in addresses]
         self._stubs: list[Stub] = [registry_pb2_grpc.RegistryStub(c) for c in self._channels]
-        self._replicas = ReplicaChoice(len(self._stubs))
+        self._replicas = ReplicaChoice(addresses)
         self._router = (
             open_aio_channel(router, tls, router_options(router_server_name)) if router else None
         )
@@ -94,7 +94,7 @@ class AsyncClient:
         it on, and the very same request is sent again."""
         if not self._stubs:
             raise ValueError("this client has no registry: pass registry='HOST:PORT'")
-        backoff = Backoff(self.retry_for_s)
+        backoff, redirected = Backoff(self.retry_for_s), False
         while True:
             replica = self._replicas.choose(key)
             try:
@@ -102,7 +102,9 @@ class AsyncClient:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise
-                self._replicas.move_on(key, replica)
+                if self._replicas.move_on(key, replica, exc) and not redirected:
+                    redirected = True  # straight to the owner named, once per call
+                    continue
                 pause = backoff.next_pause()
                 if pause is None:
                     raise

@@ -59,7 +59,7 @@ class Replicas(ReplicaChoice):
         options = replica_options(server_name)
         self.channels = [open_channel(a, tls, options) for a in replica_addresses(target)]
         self.stubs = [registry_pb2_grpc.RegistryStub(c) for c in self.channels]
-        super().__init__(len(self.stubs))
+        super().__init__(replica_addresses(target))
 
     def close(self) -> None:
         for channel in self.channels:
@@ -98,7 +98,7 @@ class RegistryClient:
 
     def _retrying(self, attempt: Callable[[registry_pb2_grpc.RegistryStub], T], key: str) -> T:
         """`key` (the adapter's ref) picks the replica; a retryable answer moves it on."""
-        backoff = Backoff(self.retry_for_s)
+        backoff, redirected = Backoff(self.retry_for_s), False
         while True:
             replica = self.replicas.choose(key)
             try:
@@ -106,7 +106,9 @@ class RegistryClient:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise
-                self.replicas.move_on(key, replica)
+                if self.replicas.move_on(key, replica, exc) and not redirected:
+                    redirected = True  # straight to the owner named, once per call
+                    continue
                 pause = backoff.next_pause()
                 if pause is None:
                     raise

@@ -19,6 +19,9 @@ import uuid
 import grpc
 from cachetools import LRUCache
 
+# Trailing metadata of an UNAVAILABLE answer: the replica to retry at (mint.rpc.interceptor
+# sends it).
+OWNER_METADATA = "mint-owner"
 # Safe to send again: every command carries its request id, and reads change nothing.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -45,12 +48,13 @@ class Backoff:
 
 
 class ReplicaChoice:
-    """Which of `count` registry replicas each adapter's commands go to: the one that last
-    took them. A replica answering retryably for an adapter (not its owner, or down) moves
-    that adapter on to the next, so retries meet the owner within one pass."""
+    """Which of the registry replicas at `addresses` each adapter's commands go to: the one
+    that last took them. A replica answering retryably for an adapter moves that adapter
+    to the replica it names as the owner (the `mint-owner` trailing metadata), if the
+    client knows it, else on to the next, so retries meet the owner within one pass."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses, self.count = addresses, len(addresses)
         self._chosen: LRUCache[str, int] = LRUCache(maxsize=100_000)
         self._lock = threading.Lock()
 
@@ -60,11 +64,24 @@ class ReplicaChoice:
                 self._chosen[key] = random.randrange(self.count)
             return self._chosen[key]
 
-    def move_on(self, key: str, failed: int) -> None:
-        """`failed` gave a retryable answer for `key`: its next command tries the next one."""
+    def move_on(self, key: str, failed: int, error: grpc.RpcError | None = None) -> bool:
+        """`failed` gave a retryable `error` for `key`: its next command tries the owner
+        the error names, or the next replica. True if it went to a named owner."""
+        owner = owner_named(error) if error is not None else ""
         with self._lock:
+            if owner in self.addresses and owner != self.addresses[failed]:
+                self._chosen[key] = self.addresses.index(owner)
+                return True
             if self._chosen.get(key) == failed:
                 self._chosen[key] = (failed + 1) % self.count
+            return False
+
+
+def owner_named(error: grpc.RpcError) -> str:
+    """The registry replica an UNAVAILABLE answer says owns the adapter ("": none)."""
+    trailing = getattr(error, "trailing_metadata", None)
+    pairs = trailing() if callable(trailing) else None
+    return next((str(v) for k, v in pairs or () if k == OWNER_METADATA), "")
 
 
 def replica_addresses(target: str) -> list[str]:

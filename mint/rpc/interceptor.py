@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from mint.client.retry import OWNER_METADATA  # the clients read it
 from mint.deadlines import caller_deadline
 from mint.domain import errors
 from mint.registry import Principal
@@ -37,10 +38,6 @@ STATUS = {
 Authenticate = Callable[[Sequence[tuple[str, str | bytes]], frozenset[str]], Principal]
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-
-# Trailing metadata of an UNAVAILABLE answer naming the replica to retry at.
-OWNER_METADATA = "mint-owner"
 
 
 def current_principal() -> Principal:

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from mint.client import RegistryClient
+from mint.client.retry import ReplicaChoice
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
@@ -131,3 +132,24 @@ def test_without_retries_the_next_command_goes_to_the_next_replica(
     client.close()
     assert 1 in answers  # the owner was met within one pass over three replicas
     assert replicas[1].calls  # and it was replica 1
+
+
+class _Refusal(grpc.RpcError):
+    """A retryable answer naming (or not) the replica that owns the adapter."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
+        return (("mint-owner", self.owner),) if self.owner else ()
+
+
+def test_a_refusal_naming_the_owner_sends_the_next_try_there() -> None:
+    choice = ReplicaChoice(["a:1", "b:2", "c:3"])
+    choice._chosen["acme/x"] = 0
+    assert choice.move_on("acme/x", 0, _Refusal("c:3"))  # straight to c, not on to b
+    assert choice.choose("acme/x") == 2
+    assert not choice.move_on("acme/x", 2, _Refusal("elsewhere:9"))  # unknown: the next one
+    assert choice.choose("acme/x") == 0
+    assert not choice.move_on("acme/x", 0, _Refusal(""))
+    assert choice.choose("acme/x") == 1

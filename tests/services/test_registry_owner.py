@@ -15,7 +15,7 @@ from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
 from mint.backends.s3 import S3Settings, client
 from mint.client import RegistryClient
-from mint.rpc.interceptor import OWNER_METADATA
+from mint.client.retry import OWNER_METADATA
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +97,7 @@ def test_a_non_owner_refuses_at_once_names_the_owner_and_stores_nothing(
     assert sum(1 for _ in s3.list_objects(a.topic, recursive=True)) == before  # nothing stored
     assert elapsed < 1.0  # a refusal, not a validation and an upload (bench: ≤ 5 ms)
     assert _refusal(b, "set_gate", ref, "stable", "suite") is None  # the owner takes it
+    # A client knowing both replicas goes from the refusal straight to the owner.
+    alice.replicas._chosen[ref] = 0  # a first
+    alice.set_gate(ref, "canary", "suite")
+    assert alice.replicas.choose(ref) == 1
