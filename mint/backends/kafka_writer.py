@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -401,6 +402,11 @@ class LogWriter:
         return pending.result
 
     def close(self) -> None:
+        # Partitions given up on the way out (leaving the group revokes them) are said to
+        # be released first, so their next owners need not fence this writer.
+        deadline = time.monotonic() + RELEASE_WAIT_S * 4
+        while self._releasing and self._threads and time.monotonic() < deadline:
+            time.sleep(0.02)
         with self._queued:
             self._closing = True
             self._queued.notify()
