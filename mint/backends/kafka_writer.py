@@ -216,9 +216,11 @@ class LogWriter:
             with self.lock:
                 if self.producer is producer and partition in self.assigned:
                     self.partitions[partition] = state
-                    # No valid snapshots, or events past them (written by a writer that
-                    # kept none): write them all.
-                    if rewrite is not None or (restored and caught_up):
+                    # No valid snapshots (and something to write), or events past them
+                    # (written by a writer that kept none): write them all.
+                    if (rewrite is not None and (state.streams or rewrite)) or (
+                        restored and caught_up
+                    ):
                         self._rewrite[partition] = Rewrite.of(state, rewrite or set())
                     due = partition in self._rewrite
                 else:

@@ -149,8 +149,9 @@ class Writer:
             name = f"{random.choice('alz')}{uuid.uuid4().hex[:6]}"
             self.contract.create("acme", name)
             self.created.append(name)
-            old = AdapterRef("acme", self.earlier[self.writes % len(self.earlier)])
-            self.contract.registry.archive(OPS, old, "meanwhile", rid())
+            if self.writes < len(self.earlier):  # each earlier one archived once
+                old = AdapterRef("acme", self.earlier[self.writes])
+                self.contract.registry.archive(OPS, old, "meanwhile", rid())
             self.contract.sync()
             self.writes += 1
 

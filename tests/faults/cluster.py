@@ -18,6 +18,7 @@ from deploy.local.services import ServiceProcess
 from deploy.local.stack import Stack, free_ports
 from mint.backends.kafka import KafkaConnection, admin
 from mint.backends.kafka_log import KafkaEventLog
+from mint.backends.kafka_writer import writer_of
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_blobs import S3BlobStore
 from streams.projector.runner import rebuild
@@ -55,7 +56,7 @@ class Cluster:
             offsets = client.list_group_offsets(group)[group]
         finally:
             client.close()
-        return {o.metadata for o in offsets.values() if o.metadata}
+        return {writer_of(o.metadata) for o in offsets.values() if o.metadata}
 
     def dump_stacks(self) -> None:
         for registry in self.registries:
