@@ -49,6 +49,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from mint.domain.errors import Unavailable
 
+from .kafka import admin
 from .kafka_log import KafkaEventLog
 from .kafka_writer import address_of
 
@@ -122,8 +123,8 @@ class GroupOwnership:
         """`advertised`: this replica's registry address, named in its claims, so that
         other replicas can send a command for its partitions straight to it."""
         self.event_log, self.advertised = event_log, advertised
+        self.group_id = group_id
         self._owners: dict[int, str] = {}  # partition -> its owner's address, as claimed
-        self._owners_read = 0.0
         self.instance = uuid.uuid4().hex[:12]
         self._producers = itertools.count(1)
         self._wanted: set[int] = set()
@@ -145,6 +146,10 @@ class GroupOwnership:
             threading.Thread(target=self._poll, name="ownership-poll", daemon=True),
             threading.Thread(target=self._reconcile_loop, name="ownership-apply", daemon=True),
         ]
+        if advertised:  # only a replica that names itself can send clients to the others
+            self._threads.append(
+                threading.Thread(target=self._read_owners_loop, name="owners", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
@@ -227,23 +232,28 @@ class GroupOwnership:
         owner = self._owners.get(partition, "")
         return "" if owner == self.advertised else owner
 
-    def _read_owners(self) -> None:
-        """On the polling thread, every OWNERS_EVERY_S: who claimed each partition."""
-        if time.monotonic() - self._owners_read < OWNERS_EVERY_S:
-            return
-        self._owners_read = time.monotonic()
-        tps = [TopicPartition(self.event_log.topic, p) for p in range(self.event_log.partitions)]
-        try:
-            committed = {
-                tp: self.consumer.committed(tp, metadata=True, timeout_ms=CLAIM_TIMEOUT_MS)
-                for tp in tps
+    def _read_owners_loop(self) -> None:
+        """Every OWNERS_EVERY_S, on a thread and an admin client of its own (never the
+        polling thread: a read that waits on a lost coordinator would hold up the
+        group's rebalance, and with it every claim): who claimed each partition."""
+        client = None
+        while not self._stop.wait(OWNERS_EVERY_S):
+            try:
+                client = client or admin(self.event_log.kafka, timeout_s=OWNERS_EVERY_S)
+                claims = client.list_group_offsets(self.group_id)[self.group_id]
+            except Exception as exc:  # KafkaError, or a timeout: the next round reads again
+                log.debug("could not read the partitions' claims: %s", exc)
+                if client is not None:
+                    client.close()
+                client = None
+                continue
+            self._owners = {
+                tp.partition: address_of(c.metadata)
+                for tp, c in claims.items()
+                if tp.topic == self.event_log.topic and c.metadata
             }
-        except KafkaError as exc:  # the next round reads them again
-            log.debug("could not read the partitions' claims: %s", exc)
-            return
-        self._owners = {
-            tp.partition: address_of(c.metadata) for tp, c in committed.items() if c is not None
-        }
+        if client is not None:
+            client.close()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -251,8 +261,6 @@ class GroupOwnership:
             # moved, must not wait behind a queue of claims (each may wait for that very
             # coordinator), or the group waits for this member and every partition stalls.
             self._run_one_task()
-            if self.advertised:
-                self._read_owners()
             try:
                 self.consumer.poll(timeout_ms=POLL_MS)  # drives the group; paused: no data
             except Exception:  # keep the membership alive; the next poll retries

@@ -144,7 +144,11 @@ class CommandLoad:
             if len(acked) == partitions and not refused:
                 return
             time.sleep(0.2)
-        raise TimeoutError("the registry replicas never settled")
+        seen = sorted({f.message for f in refused})[:5]
+        raise TimeoutError(
+            f"the registry replicas never settled: acknowledged on partitions "
+            f"{sorted(acked)} of {partitions}; refused with {seen}"
+        )
 
     def stop(self) -> Outcomes:
         self._stop.set()
