@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from mint.client import Adapter, CommandResult, Event
+from mint.client import Adapter, CommandResult, Event, pull
 
 from . import options as o
 from .output import connected, emit, err, out
@@ -245,3 +246,25 @@ def list_adapters(
             typer.echo(f"{summary.ref}\t{summary.base_fingerprint[:12]}\t{shown}".rstrip())
 
     emit(found, json, render)
+
+
+@app.command(name="pull", epilog="Example: mint adapter pull acme/tone@stable ./tone")
+def pull_command(
+    ref: Annotated[
+        str, typer.Argument(help="tenant/name@channel, tenant/name@<revision> or tenant/name.")
+    ],
+    folder: Annotated[Path, typer.Argument(help="Where to write the PEFT folder.")],
+    json: o.Json = False,
+) -> None:
+    """Download a revision (sha256-checked, through the local cache) as a PEFT folder that
+    `PeftModel.from_pretrained` loads."""
+    with connected() as client, err.status(f"pulling {ref} ...", spinner="dots"):
+        cached = pull(ref, client=client)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in sorted(cached.iterdir()):
+        shutil.copyfile(file, folder / file.name)  # the blob's bytes, not the cache's link
+    emit(
+        {"ref": ref, "folder": str(folder), "revision": int(cached.name)},
+        json,
+        lambda: out.print(f"pulled {ref} (revision {cached.name}) into {folder}"),
+    )

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 import mint
-from mint.client import GenerationChunk, Sampling
+from mint.client import GenerationChunk, Sampling, login
 
-from . import adapter, login
+from . import adapter
 from . import options as o
 from .output import connected, emit, emit_json, err, out, reporting_errors
 

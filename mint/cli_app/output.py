@@ -15,9 +15,7 @@ import typer
 from rich.console import Console
 
 import mint
-from mint.client import MissingExtra
-
-from . import login
+from mint.client import MissingExtra, login
 
 out = Console(soft_wrap=True, highlight=False)  # results
 err = Console(stderr=True, soft_wrap=True, highlight=False)  # errors, progress

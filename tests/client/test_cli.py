@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from mint.cli_app import app
-from mint.cli_app.login import login_path
 from mint.client import Sampling
+from mint.client.login import login_path
 from mint.models.base import build_base
 from tests.serving.world import base_config
 
@@ -212,6 +212,7 @@ def test_a_command_without_a_login_says_how_to_log_in(
                 "show",
                 "history",
                 "ls",
+                "pull",
             )
         ),
     ],
@@ -220,7 +221,7 @@ def test_every_command_explains_itself_with_an_example(command: list[str]) -> No
     result = mint_command(*command, "--help")
     assert result.exit_code == 0 and "Example: mint " in result.stdout
     assert ("--json" in result.stdout) and ("--request-id" in result.stdout) == (
-        command[-1] not in {"login", "generate", "show", "history", "ls"}
+        command[-1] not in {"login", "generate", "show", "history", "ls", "pull"}
     )
 
 

@@ -1,6 +1,6 @@
-"""Where the `mint` command finds the registry, the router and the token: `mint login`
-stores them in the user's config dir (readable by the user alone); `MINT_REGISTRY`,
-`MINT_ROUTER` and `MINT_TOKEN` override what is stored."""
+"""Where the `mint` command and `mint.pull` find the registry, the router and the token:
+`mint login` stores them in the user's config dir (readable by the user alone);
+`MINT_REGISTRY`, `MINT_ROUTER` and `MINT_TOKEN` override what is stored."""
 
 from __future__ import annotations
 
