@@ -35,6 +35,8 @@ __all__ = [
     "Unavailable",
     "__version__",
     "describe_base",
+    "load_adapter",
+    "pull",
 ]
 # What `mint.<name>` gives, from mint.client.
 _CLIENT_NAMES = frozenset(__all__) - {"__version__"}
@@ -57,6 +59,8 @@ if TYPE_CHECKING:
         Unauthenticated,
         Unavailable,
         describe_base,
+        load_adapter,
+        pull,
     )
 
 

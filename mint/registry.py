@@ -296,6 +296,13 @@ class Registry:
             raise NotFound(f"adapter {ref} does not exist")
         return state
 
+    def weights(self, principal: Principal, ref: AdapterRef, at: int | str) -> bytes:
+        """The weights of revision `at` (a number, or a channel's revision), checked
+        against their recorded sha256."""
+        adapter = self.get(principal, ref)
+        revision = adapter.resolve(at) if isinstance(at, str) else adapter.revision(at)
+        return self.blobs.get(revision.weights_sha256)
+
     def history(self, principal: Principal, ref: AdapterRef) -> list[Recorded]:
         principal.require_tenant(ref.tenant)
         recorded = self.log.read_stream(str(ref))

@@ -27,7 +27,7 @@ PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 OWN = ("mint", "services", "streams")
 # Every module of these packages (and the modules they import) belongs to the group.
 GROUPS = {
-    "client": ["mint.client", "mint.v1"],  # and `mint` itself, the package above them
+    "client": ["mint.client", "mint.v1", "mint.cli_app"],  # and `mint`, the package above
     "server": [
         "services.registry",
         "services.controller",

@@ -4,10 +4,11 @@
   API, with typed results (`mint.client.types`) and typed exceptions
   (`mint.client.errors`, all `MintError`).
 - `describe_base`: a local model folder's fingerprint and shapes, for `register_base`.
+- `pull` / `load_adapter`: a revision as a cached local PEFT folder / loaded with PEFT.
 - `RegistryClient`: the protobuf-level registry client underneath `Client`.
 
-The bare `pip install mint` is enough for all of it but `describe_base`, which loads the
-model with torch (`mint[serving]`).
+The bare `pip install mint` is enough for all of it but `describe_base` and
+`load_adapter`, which need torch (`mint[serving]`).
 """
 
 from .aio import AsyncClient
@@ -27,6 +28,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
+from .pull import load_adapter, pull
 from .registry import CHUNK_BYTES, RETRYABLE, RegistryClient, Replicas, parse_ref
 from .retry import replica_addresses
 from .sync import Client
@@ -88,6 +90,8 @@ __all__ = [
     "Unavailable",
     "Watch",
     "describe_base",
+    "load_adapter",
     "parse_ref",
+    "pull",
     "replica_addresses",
 ]

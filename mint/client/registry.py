@@ -228,6 +228,16 @@ class RegistryClient:
         request = build.revision_request(ref, revision, channel)
         return self._call(lambda s: s.GetRevision, request, ref)
 
+    def download_weights(self, ref: str, revision: int) -> bytes:
+        """A revision's adapter_model.safetensors, whole (a retry downloads it again)."""
+        request = build.revision_request(ref, revision, "")
+
+        def attempt(stub: registry_pb2_grpc.RegistryStub) -> bytes:
+            chunks = stub.DownloadWeights(request, metadata=self.metadata, timeout=self.timeout_s)
+            return b"".join(chunk.data for chunk in chunks)
+
+        return self._retrying(attempt, ref)
+
     def list_adapters(
         self, tenant: str, labels: Mapping[str, str] | None = None, page_size: int = 100
     ) -> Iterator[pb.AdapterSummary]:

@@ -696,6 +696,25 @@ class GetRevisionRequest(_message.Message):
 Global___GetRevisionRequest: _TypeAlias = GetRevisionRequest  # noqa: Y015
 
 @_typing.final
+class WeightsChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WeightsChunk: _TypeAlias = WeightsChunk  # noqa: Y015
+
+@_typing.final
 class ListAdaptersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

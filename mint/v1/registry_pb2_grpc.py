@@ -79,6 +79,11 @@ class RegistryStub:
                 request_serializer=mint_dot_v1_dot_registry__pb2.GetRevisionRequest.SerializeToString,
                 response_deserializer=mint_dot_v1_dot_registry__pb2.Revision.FromString,
                 _registered_method=True)
+        self.DownloadWeights = channel.unary_stream(
+                '/mint.v1.Registry/DownloadWeights',
+                request_serializer=mint_dot_v1_dot_registry__pb2.GetRevisionRequest.SerializeToString,
+                response_deserializer=mint_dot_v1_dot_registry__pb2.WeightsChunk.FromString,
+                _registered_method=True)
         self.ListAdapters = channel.unary_unary(
                 '/mint.v1.Registry/ListAdapters',
                 request_serializer=mint_dot_v1_dot_registry__pb2.ListAdaptersRequest.SerializeToString,
@@ -155,6 +160,14 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadWeights(self, request, context):
+        """A revision's adapter_model.safetensors in chunks, checked against its sha256 on the
+        way out (what `mint.pull` downloads; the config is in its Revision).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAdapters(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -222,6 +235,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetRevision,
                     request_deserializer=mint_dot_v1_dot_registry__pb2.GetRevisionRequest.FromString,
                     response_serializer=mint_dot_v1_dot_registry__pb2.Revision.SerializeToString,
+            ),
+            'DownloadWeights': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadWeights,
+                    request_deserializer=mint_dot_v1_dot_registry__pb2.GetRevisionRequest.FromString,
+                    response_serializer=mint_dot_v1_dot_registry__pb2.WeightsChunk.SerializeToString,
             ),
             'ListAdapters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAdapters,
@@ -482,6 +500,33 @@ class Registry:
             '/mint.v1.Registry/GetRevision',
             mint_dot_v1_dot_registry__pb2.GetRevisionRequest.SerializeToString,
             mint_dot_v1_dot_registry__pb2.Revision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mint.v1.Registry/DownloadWeights',
+            mint_dot_v1_dot_registry__pb2.GetRevisionRequest.SerializeToString,
+            mint_dot_v1_dot_registry__pb2.WeightsChunk.FromString,
             options,
             channel_credentials,
             insecure,

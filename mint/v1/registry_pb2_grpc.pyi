@@ -44,6 +44,10 @@ class RegistryStub:
     ArchiveAdapter: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ArchiveAdapterRequest, _registry_pb2.CommandResult]
     GetAdapter: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetAdapterRequest, _registry_pb2.Adapter]
     GetRevision: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetRevisionRequest, _registry_pb2.Revision]
+    DownloadWeights: _grpc.UnaryStreamMultiCallable[_registry_pb2.GetRevisionRequest, _registry_pb2.WeightsChunk]
+    """A revision's adapter_model.safetensors in chunks, checked against its sha256 on the
+    way out (what `mint.pull` downloads; the config is in its Revision).
+    """
     ListAdapters: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAdaptersRequest, _registry_pb2.ListAdaptersResponse]
     History: _grpc.UnaryUnaryMultiCallable[_registry_pb2.HistoryRequest, _registry_pb2.HistoryResponse]
     """Every event of one adapter, in order."""
@@ -64,6 +68,10 @@ class RegistryAsyncStub(RegistryStub):
     ArchiveAdapter: _aio.UnaryUnaryMultiCallable[_registry_pb2.ArchiveAdapterRequest, _registry_pb2.CommandResult]  # type: ignore[assignment]
     GetAdapter: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetAdapterRequest, _registry_pb2.Adapter]  # type: ignore[assignment]
     GetRevision: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetRevisionRequest, _registry_pb2.Revision]  # type: ignore[assignment]
+    DownloadWeights: _aio.UnaryStreamMultiCallable[_registry_pb2.GetRevisionRequest, _registry_pb2.WeightsChunk]  # type: ignore[assignment]
+    """A revision's adapter_model.safetensors in chunks, checked against its sha256 on the
+    way out (what `mint.pull` downloads; the config is in its Revision).
+    """
     ListAdapters: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAdaptersRequest, _registry_pb2.ListAdaptersResponse]  # type: ignore[assignment]
     History: _aio.UnaryUnaryMultiCallable[_registry_pb2.HistoryRequest, _registry_pb2.HistoryResponse]  # type: ignore[assignment]
     """Every event of one adapter, in order."""
@@ -135,6 +143,16 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetRevisionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Revision, _abc.Awaitable[_registry_pb2.Revision]]: ...
+
+    @_abc_1.abstractmethod
+    def DownloadWeights(
+        self,
+        request: _registry_pb2.GetRevisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_registry_pb2.WeightsChunk], _abc.AsyncIterator[_registry_pb2.WeightsChunk]]:
+        """A revision's adapter_model.safetensors in chunks, checked against its sha256 on the
+        way out (what `mint.pull` downloads; the config is in its Revision).
+        """
 
     @_abc_1.abstractmethod
     def ListAdapters(

@@ -22,6 +22,7 @@ from .uploads import UploadBudget, receive_weights
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # as registry.proto says
 MAX_WATCHES = 4  # of the server's 16 threads
+DOWNLOAD_CHUNK = 1024 * 1024  # under gRPC's 4 MiB message limit
 
 
 def _version(message: Any) -> int | None:
@@ -181,6 +182,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if request.WhichOneof("at") == "channel":
             return convert.revision_to_pb(adapter.resolve(request.channel))
         return convert.revision_to_pb(adapter.revision(request.revision))
+
+    def DownloadWeights(
+        self, request: pb.GetRevisionRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WeightsChunk]:
+        at = request.channel if request.WhichOneof("at") == "channel" else request.revision
+        data = self.registry.weights(current_principal(), convert.ref_from_pb(request.ref), at)
+        for start in range(0, len(data), DOWNLOAD_CHUNK):
+            yield pb.WeightsChunk(data=data[start : start + DOWNLOAD_CHUNK])
 
     def ListAdapters(
         self, request: pb.ListAdaptersRequest, context: grpc.ServicerContext

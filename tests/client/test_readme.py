@@ -25,7 +25,10 @@ def snippets() -> list[str]:
 
 
 def test_the_readme_snippets_run_as_written(
-    world: ClientWorld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: ClientWorld,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base = tmp_path / "my-base"
     build_base(base_config(), seed=0).save_pretrained(base)  # the base the node serves
@@ -37,7 +40,7 @@ def test_the_readme_snippets_run_as_written(
         '"my-lora"': repr(str(world.lora("my-lora", seed=9))),
         "acme/tone": "acme/readme",
     }
-    register, generate, generate_async = snippets()
+    register, generate, generate_async, load = snippets()
     for old, new in replaced.items():
         assert old in register + generate + generate_async, f"the README no longer says {old}"
         register, generate, generate_async = (
@@ -54,3 +57,14 @@ def test_the_readme_snippets_run_as_written(
     missing = "adapter acme/missing does not exist\n"
     assert streamed.endswith(missing) and len(streamed) > len(missing)  # text, then the error
     assert replied.endswith(" 1 client-node\n") and len(replied) > len(" 1 client-node\n")
+    # The stored login's place taken by the variables; the cache in this test's folder.
+    for name, value in {
+        "MINT_REGISTRY": world.registry,
+        "MINT_TOKEN": ADMIN,
+        "MINT_ADAPTER_CACHE": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    scope["base_model"] = build_base(base_config(), seed=0)
+    exec(load.replace("acme/tone", "acme/readme"), scope)
+    assert (scope["folder"] / "adapter_model.safetensors").is_file()  # type: ignore[operator]
+    assert type(scope["model"]).__name__ == "PeftModel"

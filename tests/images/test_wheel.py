@@ -52,6 +52,7 @@ SLIM_SCRIPTS = {
     "mint-audit": "mint.audit.__main__",
 }
 SERVING_SCRIPTS = {"mint-node": "services.inference.__main__"}
+CLIENT_SCRIPTS = {"mint": "mint.cli_app"}
 # What no client install may bring: torch, and the services' Kafka, S3 and settings.
 NOT_IN_A_CLIENT = ("torch", "kafka", "minio", "pydantic_settings", "transformers")
 # Every module the slim services may import, lazily imported back ends included.
@@ -178,7 +179,7 @@ def test_the_wheel_holds_every_module_stub_and_script(wheel: Path) -> None:
     assert not {n for n in names if n.startswith(("tests/", "deploy/", "bench/"))}
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
-    for script, module in (SLIM_SCRIPTS | SERVING_SCRIPTS).items():
+    for script, module in (SLIM_SCRIPTS | SERVING_SCRIPTS | CLIENT_SCRIPTS).items():
         assert f"{script} = {module}:main" in scripts
 
 
@@ -212,6 +213,8 @@ def test_client_install_has_the_clients_and_nothing_of_the_services(
         "try:\n    c.describe_base('.')\nexcept c.MissingExtra as exc:\n    print(exc)",
     )
     assert "pip install 'mint[serving]'" in helper
+    (cli,) = _start(venv, CLIENT_SCRIPTS, cwd=tmp_path).values()  # the `mint` command
+    assert "mint.cli_app.main" in cli and not {"torch", "kafka", "minio"} & cli
 
 
 @pytest.mark.timeout(900)  # the first run installs the server dependencies' layer

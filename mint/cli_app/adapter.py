@@ -1,0 +1,270 @@
+"""`mint adapter ...`: an adapter's life, from creation to archive."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from mint.client import Adapter, CommandResult, Event, pull
+
+from . import options as o
+from .output import connected, emit, err, out
+
+app = typer.Typer(
+    help="Create, publish, promote and inspect adapters.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+Ref = Annotated[str, typer.Argument(help="The adapter: tenant/name, e.g. acme/tone.")]
+Reason = Annotated[str, typer.Option(help="Why, kept in the adapter's history.")]
+
+
+def _changed(result: CommandResult, what: str, as_json: bool) -> None:
+    def render() -> None:
+        again = " (already applied: this is a re-send)" if result.duplicate else ""
+        out.print(f"{what}{again}; {result.adapter.ref} is at version {result.last_version}")
+
+    emit(result, as_json, render)
+
+
+@app.command(epilog="Example: mint adapter create acme/tone --base 3f2a... --label kind=tone")
+def create(
+    ref: Ref,
+    base: Annotated[
+        str, typer.Option(help="The base model's fingerprint (`mint base register` prints it).")
+    ],
+    label: o.Pairs = None,
+    json: o.Json = False,
+    request_id: o.RequestId = None,
+) -> None:
+    """Create an adapter of a registered base model. Its name is never reused."""
+    labels = o.pairs(label, "--label")
+    with connected() as client:
+        result = client.create_adapter(ref, base, labels=labels, request_id=request_id)
+    _changed(result, f"created {ref}", json)
+
+
+@app.command(epilog="Example: mint adapter publish acme/tone ./my-lora --parent 1")
+def publish(
+    ref: Ref,
+    folder: Annotated[
+        Path, typer.Argument(help="A PEFT save_pretrained folder.", exists=True, file_okay=False)
+    ],
+    parent: Annotated[
+        list[int] | None, typer.Option(help="A revision it was trained from.")
+    ] = None,
+    training_run: Annotated[str, typer.Option(help="The training run's id.")] = "",
+    dataset: Annotated[list[str] | None, typer.Option(help="A dataset's fingerprint.")] = None,
+    hyperparameter: o.Pairs = None,
+    tool_version: o.Pairs = None,
+    expected_version: o.ExpectedVersion = None,
+    json: o.Json = False,
+    request_id: o.RequestId = None,
+) -> None:
+    """Upload a new revision (a progress bar follows the weights going out); `latest`
+    moves to it."""
+    with connected() as client, UploadBar(quiet=json) as follow:
+        result = client.publish_revision(
+            ref,
+            folder,
+            parents=parent or (),
+            training_run_id=training_run,
+            dataset_fingerprints=dataset or (),
+            hyperparameters=o.pairs(hyperparameter, "--hyperparameter"),
+            tool_versions=o.pairs(tool_version, "--tool-version"),
+            expected_version=expected_version,
+            progress=follow,
+            request_id=request_id,
+        )
+    number = result.adapter.revisions[-1].number
+    _changed(result, f"published {ref} revision {number}", json)
+
+
+class UploadBar:
+    """A rich progress bar on stderr fed by the client's `progress(sent, total)`."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = Progress(
+            *Progress.get_default_columns()[:-1],
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            disable=quiet,
+            transient=False,
+        )
+        self.task = self.bar.add_task("uploading", total=None)
+
+    def __enter__(self) -> UploadBar:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, sent: int, total: int) -> None:
+        self.bar.update(self.task, completed=sent, total=total)
+
+
+@app.command(epilog="Example: mint adapter promote acme/tone stable 2 --reason 'evals passed'")
+def promote(
+    ref: Ref,
+    channel: Annotated[str, typer.Argument(help="The channel, e.g. stable.")],
+    revision: Annotated[int, typer.Argument(help="The revision it should point at.")],
+    reason: Reason = "",
+    expected_version: o.ExpectedVersion = None,
+    json: o.Json = False,
+    request_id: o.RequestId = None,
+) -> None:
+    """Point a channel at a revision (forward or back). A gated channel takes only a
+    revision that passed its suite."""
+    with connected() as client:
+        result = client.promote(
+            ref,
+            channel,
+            revision,
+            reason=reason,
+            expected_version=expected_version,
+            request_id=request_id,
+        )
+    _changed(result, f"{channel} -> revision {revision}", json)
+
+
+@app.command(epilog="Example: mint adapter rollback acme/tone stable")
+def rollback(
+    ref: Ref,
+    channel: Annotated[str, typer.Argument(help="The channel to move back.")],
+    to: Annotated[
+        int | None,
+        typer.Option(help="The revision (default: where it pointed before its last move)."),
+    ] = None,
+    reason: Reason = "rollback",
+    json: o.Json = False,
+    request_id: o.RequestId = None,
+) -> None:
+    """Move a channel back, by default to where it pointed before its last move (refused if
+    the adapter changed meanwhile)."""
+    with connected() as client:
+        result = client.rollback(ref, channel, to, reason=reason, request_id=request_id)
+    _changed(result, f"{channel} -> revision {result.adapter.channels[channel]}", json)
+
+
+@app.command(epilog="Example: mint adapter archive acme/tone --reason 'replaced by acme/tone2'")
+def archive(
+    ref: Ref,
+    reason: Reason = "",
+    expected_version: o.ExpectedVersion = None,
+    json: o.Json = False,
+    request_id: o.RequestId = None,
+) -> None:
+    """Archive an adapter: no more revisions or moves; its history stays readable."""
+    with connected() as client:
+        result = client.archive(
+            ref, reason=reason, expected_version=expected_version, request_id=request_id
+        )
+    _changed(result, f"archived {ref}", json)
+
+
+@app.command(epilog="Example: mint adapter show acme/tone --json")
+def show(ref: Ref, json: o.Json = False) -> None:
+    """An adapter: its base, channels, gates and revisions."""
+    with connected() as client:
+        adapter = client.get_adapter(ref)
+    emit(adapter, json, lambda: _render_adapter(adapter))
+
+
+def _render_adapter(adapter: Adapter) -> None:
+    out.print(f"{adapter.ref}{'  (archived)' if adapter.archived else ''}")
+    out.print(f"  id       {adapter.adapter_id}")
+    out.print(f"  base     {adapter.base_fingerprint}")
+    out.print(f"  version  {adapter.version}")
+    for title, values in (
+        ("labels", adapter.labels),
+        ("channels", adapter.channels),
+        ("gates", adapter.gates),
+    ):
+        if values:
+            out.print(f"  {title:<8} " + ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
+    table = Table("revision", "sha256", "bytes", "parents", "evaluations", box=None)
+    for r in adapter.revisions:
+        evaluations = ", ".join(
+            f"{e.suite}:{'pass' if e.passed else 'fail'}" for e in r.evaluations
+        )
+        parents = ",".join(map(str, r.parents))
+        table.add_row(
+            str(r.number), r.weights_sha256[:12], str(r.weights_size), parents, evaluations
+        )
+    if adapter.revisions:
+        out.print(table)
+
+
+@app.command(epilog="Example: mint adapter history acme/tone")
+def history(ref: Ref, json: o.Json = False) -> None:
+    """Every event of an adapter, oldest first: who did what, when, with which request id."""
+    with connected() as client:
+        events = client.history(ref)
+    emit(events, json, lambda: _render_history(events))
+
+
+def _render_history(events: list[Event]) -> None:
+    table = Table("version", "time", "event", "actor", "request id", "details", box=None)
+    for e in events:
+        name = e.event_type.rpartition(".")[2]
+        details = "" if e.payload is None else _details(e.payload)
+        when = e.occurred_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(e.stream_version), when, name, e.actor, e.request_id, details)
+    out.print(table)
+
+
+def _details(payload: object) -> str:
+    fields = getattr(payload, "__dataclass_fields__", {})
+    shown = ("revision", "channel", "previous_revision", "reason", "suite", "passed")
+    return " ".join(f"{k}={getattr(payload, k)}" for k in shown if k in fields)
+
+
+@app.command(name="ls", epilog="Example: mint adapter ls acme --label kind=tone")
+def list_adapters(
+    tenant: Annotated[str, typer.Argument(help="The tenant, e.g. acme.")],
+    label: o.Pairs = None,
+    page_size: Annotated[int, typer.Option(help="Adapters per request.")] = 100,
+    json: o.Json = False,
+) -> None:
+    """A tenant's adapters (those carrying every --label), in name order, every page."""
+    labels = o.pairs(label, "--label")
+    with connected() as client:
+        found = list(client.list_adapters(tenant, labels=labels, page_size=page_size))
+
+    def render() -> None:
+        for summary in found:
+            shown = ",".join(f"{k}={v}" for k, v in sorted(summary.labels.items()))
+            typer.echo(f"{summary.ref}\t{summary.base_fingerprint[:12]}\t{shown}".rstrip())
+
+    emit(found, json, render)
+
+
+@app.command(name="pull", epilog="Example: mint adapter pull acme/tone@stable ./tone")
+def pull_command(
+    ref: Annotated[
+        str, typer.Argument(help="tenant/name@channel, tenant/name@<revision> or tenant/name.")
+    ],
+    folder: Annotated[Path, typer.Argument(help="Where to write the PEFT folder.")],
+    json: o.Json = False,
+) -> None:
+    """Download a revision (sha256-checked, through the local cache) as a PEFT folder that
+    `PeftModel.from_pretrained` loads."""
+    with connected() as client, err.status(f"pulling {ref} ...", spinner="dots"):
+        cached = pull(ref, client=client)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in sorted(cached.iterdir()):
+        shutil.copyfile(file, folder / file.name)  # the blob's bytes, not the cache's link
+    emit(
+        {"ref": ref, "folder": str(folder), "revision": int(cached.name)},
+        json,
+        lambda: out.print(f"pulled {ref} (revision {cached.name}) into {folder}"),
+    )

@@ -1,0 +1,93 @@
+"""`mint.pull`, `mint.load_adapter` and `mint adapter pull` against the real servers: a
+published revision comes back through the registry's DownloadWeights as a PEFT folder that
+loads with the original's outputs, from a cache that notices a file altered on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from typer.testing import CliRunner
+
+import mint
+from mint.cli_app import app
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mint.models.base import build_base
+from tests.serving.world import base_config
+
+from .conftest import ALICE, EVE, ClientWorld, Served
+
+
+def _logits(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([[5, 17, 99, 3]])).logits  # type: ignore[no-any-return]
+
+
+def test_a_pulled_adapter_loads_with_the_originals_outputs(
+    world: ClientWorld, served: Served, tmp_path: Path
+) -> None:
+    original = world.root / "served"  # the folder `served` published
+    with world.client() as client:
+        folder = mint.pull(f"{served.ref}@stable", client=client, cache_dir=tmp_path)
+        loaded = mint.load_adapter(
+            build_base(base_config(), seed=0), served.ref, client=client, cache_dir=tmp_path
+        ).eval()
+    assert folder == tmp_path / "revisions" / "acme" / "served" / "1"
+    weights = (original / ADAPTER_WEIGHTS).read_bytes()
+    assert (folder / ADAPTER_WEIGHTS).read_bytes() == weights
+    assert (folder / ADAPTER_WEIGHTS).resolve().name == hashlib.sha256(weights).hexdigest()
+    assert json.loads((folder / ADAPTER_CONFIG).read_text())["r"] == 4
+    expected = PeftModel.from_pretrained(build_base(base_config(), seed=0), str(original)).eval()
+    assert torch.equal(_logits(loaded), _logits(expected))
+    assert not torch.equal(_logits(loaded), _logits(build_base(base_config(), seed=0).eval()))
+
+
+def test_a_corrupted_cache_file_is_fetched_again(
+    world: ClientWorld, served: Served, tmp_path: Path
+) -> None:
+    with world.client() as client:
+        folder = mint.pull(f"{served.ref}@1", client=client, cache_dir=tmp_path)
+        blob = (folder / ADAPTER_WEIGHTS).resolve()
+        good = blob.read_bytes()
+        blob.write_bytes(good[:-8] + b"\x00" * 8)  # altered on disk
+        again = mint.pull(f"{served.ref}@1", client=client, cache_dir=tmp_path)
+    assert again == folder and (again / ADAPTER_WEIGHTS).read_bytes() == good
+
+
+def test_pull_is_refused_for_another_tenant_and_an_unknown_revision(
+    world: ClientWorld, served: Served, tmp_path: Path
+) -> None:
+    with world.client(EVE) as eve, world.client() as alice:
+        with pytest.raises(mint.PermissionDenied):
+            mint.pull(served.ref, client=eve, cache_dir=tmp_path)
+        with pytest.raises(mint.NotFound, match="revision"):
+            mint.pull(f"{served.ref}@99", client=alice, cache_dir=tmp_path)
+    assert not (tmp_path / "blobs").exists()
+
+
+def test_mint_adapter_pull_writes_a_peft_folder(
+    world: ClientWorld, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINT_ADAPTER_CACHE", str(tmp_path / "cache"))
+    env = {"MINT_REGISTRY": world.registry, "MINT_TOKEN": ALICE}
+    runner = CliRunner()
+    target = tmp_path / "tone"
+    pulled = runner.invoke(
+        app, ["adapter", "pull", f"{served.ref}@stable", str(target), "--json"], env=env
+    )
+    assert pulled.exit_code == 0, pulled.output
+    assert json.loads(pulled.stdout) == {
+        "folder": str(target),
+        "ref": f"{served.ref}@stable",
+        "revision": 1,
+    }
+    assert not (target / ADAPTER_WEIGHTS).is_symlink()
+    original = (world.root / "served" / ADAPTER_WEIGHTS).read_bytes()
+    assert (target / ADAPTER_WEIGHTS).read_bytes() == original
+    missing = runner.invoke(app, ["adapter", "pull", "acme/missing", str(target)], env=env)
+    assert missing.exit_code == 3
+    assert missing.stderr.startswith("error: adapter acme/missing does not exist — check")
