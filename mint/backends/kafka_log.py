@@ -3,15 +3,17 @@ partition.
 
 Kafka has no conditional append, so the checks happen in the one process that owns a
 partition. Owning partition p means, in this order (KIP-98 zombie fencing):
-  1. fencing every earlier writer of p: `init_transactions()` with its transactional id
-     aborts its open transaction and makes its later writes fail;
-  2. reading p to its end with `read_committed`, rebuilding every stream's version, last
-     hash and request ids;
+  1. fencing every earlier writer of p (`init_transactions()` with its transactional id
+     aborts its open transaction and makes its later writes fail), unless it said it gave
+     p up under its current claim;
+  2. loading p's snapshots (kafka_snapshots.py) and reading the events after them, or
+     reading p from the start where they do not hold;
   3. only then accepting commands, appended in transactions shared by concurrent
-     commands (kafka_writer.py).
+     commands (kafka_writer.py), each with its streams' new snapshots.
 Owned statically (every partition, one fixed transactional id: a second instance fences
 the first) or as a consumer group assigns them (kafka_ownership.py: each partition's
-writer is claimed in the group, and the next owner fences the claimed id).
+writer is claimed in the group, and the next owner fences the claimed id unless that
+claim was released).
 A replica asked to append to a partition it does not own raises `Unavailable` (retryable),
 and so does every call that meets a Kafka failure: callers never see kafka-python's types.
 """

@@ -99,9 +99,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner.want(self.owner.wanted() | {tp.partition for tp in tps})
 
 
-def _claim(transactional_id: str) -> OffsetAndMetadata:
+def _claim(claim: str) -> OffsetAndMetadata:
     # The offset is unused (nothing consumes this group); the metadata is the claim.
-    return OffsetAndMetadata(0, transactional_id, -1)
+    return OffsetAndMetadata(0, claim, -1)
 
 
 class GroupOwnership:
@@ -171,10 +171,10 @@ class GroupOwnership:
 
         return self._on_poll_thread(read)
 
-    def claim(self, partition: int, transactional_id: str) -> None:
+    def claim(self, partition: int, claim: str) -> None:
         def commit() -> None:
             tp = self._assigned(partition)
-            self.consumer.commit({tp: _claim(transactional_id)}, timeout_ms=CLAIM_TIMEOUT_MS)
+            self.consumer.commit({tp: _claim(claim)}, timeout_ms=CLAIM_TIMEOUT_MS)
 
         self._on_poll_thread(commit)
 

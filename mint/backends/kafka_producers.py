@@ -25,6 +25,7 @@ WRITER_PRODUCER: dict[str, int] = {
     "request_timeout_ms": 5_000,
     "max_block_ms": 3_000,
     "delivery_timeout_ms": 15_000,
+    "max_request_size": 16 << 20,  # a stream's snapshot is one record (up to 8 MiB)
 }
 # A fencer only initialises an id, on that id's coordinator; while the coordinator is
 # being moved off a dead broker, short tries (repeated by the retake loop) find the new

@@ -29,6 +29,7 @@ from .kafka_reader import read_records
 
 log = logging.getLogger(__name__)
 RELEASE_POLL_S = 0.05
+SNAPSHOT_TOPIC_MAX_BYTES = 16 << 20  # a stream's snapshot (up to 8 MiB) is one record
 
 
 def snapshot_topic(events_topic: str) -> str:
@@ -38,9 +39,8 @@ def snapshot_topic(events_topic: str) -> str:
 def create_snapshot_topic(
     kafka: KafkaConnection, events_topic: str, partitions: int, replication: int
 ) -> None:
-    create_log_topic(
-        kafka, snapshot_topic(events_topic), partitions, replication, configs=COMPACTED
-    )
+    configs = {**COMPACTED, "max.message.bytes": str(SNAPSHOT_TOPIC_MAX_BYTES)}
+    create_log_topic(kafka, snapshot_topic(events_topic), partitions, replication, configs=configs)
 
 
 @dataclass
@@ -61,14 +61,15 @@ class SnapshotTable:
         self.table: dict[bytes, bytes] = {}
         self.next_offset = 0
 
-    def read(self, stall_s: float) -> None:
-        """Read on to the partition's end (waiting out open transactions)."""
+    def read(self, stall_s: float, past_open_transactions: bool = True) -> None:
+        """Read on to the partition's end, waiting out open transactions; or, without
+        `past_open_transactions`, to the first one still open."""
         for record in read_records(
             self.kafka,
             self.topic,
             {self.partition: self.next_offset},
             stall_s=stall_s,
-            past_open_transactions=True,
+            past_open_transactions=past_open_transactions,
         ):
             self.next_offset = record.offset + 1
             if record.value is None:
@@ -77,7 +78,7 @@ class SnapshotTable:
                 self.table[record.key] = record.value
 
     def released_by(self) -> str:
-        """The transactional id that gave the partition up last, if it was given up."""
+        """The claim under which the partition was given up last, if it was."""
         summary = self._summary()
         return summary.released_by if summary is not None else ""
 
@@ -85,7 +86,9 @@ class SnapshotTable:
         """Whether `writer` gave the partition up, reading on for up to `wait_s` to see."""
         deadline = time.monotonic() + wait_s
         while True:
-            self.read(stall_s)
+            # Not past open transactions: a writer that died in one leaves it open until
+            # it is fenced (which is what follows when no release is found).
+            self.read(stall_s, past_open_transactions=False)
             if self.released_by() == writer:
                 return True
             if time.monotonic() > deadline:

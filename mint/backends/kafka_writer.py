@@ -11,10 +11,11 @@ Who may write a partition is settled by transactional ids (KIP-98 fencing):
 - static ownership (`claims` None: this replica owns every partition): the id is fixed,
   so a second instance fences the first with `init_transactions`;
 - group ownership: each producer a replica creates gets an id never used before, and
-  `Claims` records which id writes each partition. Taking a partition fences the id
-  that claimed it before, then claims it, then rebuilds the state, in that order: every
-  earlier writer is fenced by the one after it, so once the state is rebuilt no other
-  producer can commit to the partition (kafka_ownership.py).
+  `Claims` records which id (and which take of it) writes each partition. Taking a
+  partition fences the id that claimed it before, unless the snapshot table says that
+  very claim gave the partition up (it writes it no more), then claims it, then rebuilds
+  the state, in that order: so once the state is rebuilt no other producer can commit to
+  the partition (kafka_ownership.py).
 After a failed transaction the writer drops its producer, and a background thread takes
 each partition again (fence, claim, catch up from the last offset it knew; commands
 meanwhile get a retryable error), so the outcome of an ambiguous commit is read back
@@ -38,7 +39,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, ProducerFencedError
 
 from mint.deadlines import time_left
-from mint.domain.errors import DomainError, Unavailable
+from mint.domain.errors import DomainError, FailedPrecondition, Unavailable
 from mint.domain.events import Event
 from mint.eventlog import snapshots
 from mint.eventlog.port import AppendResult, Metadata
@@ -75,6 +76,9 @@ RELEASE_WAIT_S = 0.5
 # A claim is "<transactional id>\n<token of that take>\n<the claimant's address>".
 CLAIM_SEPARATOR = "\n"
 REWRITE_CHUNK = 20_000  # snapshots written again per transaction, at most
+# One stream's snapshot is one record: below the writer's request size and the snapshot
+# topic's max.message.bytes (kafka_producers.WRITER_PRODUCER, kafka_snapshots.py).
+MAX_SNAPSHOT_BYTES = 8 << 20
 
 
 class Claims(Protocol):
@@ -91,9 +95,10 @@ class Claims(Protocol):
         replica is assigned the partition in the group's current generation."""
         ...
 
-    def claim(self, partition: int, transactional_id: str) -> None:
-        """Record `transactional_id` as the partition's writer. Raises Unavailable if this
-        replica is not assigned the partition in the group's current generation."""
+    def claim(self, partition: int, claim: str) -> None:
+        """Record `claim` (a transactional id, this take's token, this replica's address)
+        as the partition's writer. Raises Unavailable if this replica is not assigned the
+        partition in the group's current generation."""
         ...
 
 
@@ -248,9 +253,12 @@ class LogWriter:
         return PartitionState(), restored.keys
 
     def _release_summaries(self) -> dict[int, bytes]:
+        """Only by the producer that made the claim: one made since (after a failed
+        transaction) cannot vouch for what the claimant's last transaction held."""
         return {
             partition: snapshots_summary(state, released_by=claim)
             for partition, (state, claim) in self._releasing.items()
+            if writer_of(claim) == self.transactional_id
         }
 
     def _rewrite_chunks(self) -> dict[int, Rewrite]:
@@ -455,8 +463,12 @@ class LogWriter:
                         self._retake_due.set()
             taken = [p for p in batch if p.partition in self.partitions]
             accepted, repeats = check_batch(taken, self.partitions)
+            accepted, staged = self._stage(accepted)
             producer = self.producer
             rewrites = self._rewrite_chunks()
+            # The states this transaction reads, held here: a partition given up meanwhile
+            # (on the polling thread) must not turn into a failed transaction.
+            states = {p: self.partitions[p] for p in set(staged) | set(rewrites)}
             # Given up and not taken back meanwhile; tried once (if this transaction
             # fails, the next owner fences this writer instead).
             releases = {
@@ -472,7 +484,9 @@ class LogWriter:
             if producer is not None and (accepted or rewrites or releases):
                 # Without the lock: readers see the committed state while this is in
                 # flight. Only this thread changes a taken partition's state.
-                staged = self._send_in_one_transaction(producer, accepted, rewrites, releases)
+                self._send_in_one_transaction(
+                    producer, accepted, staged, states, rewrites, releases
+                )
                 self._record(accepted, staged, rewrites)
         except DomainError as exc:
             for p in accepted:
@@ -502,8 +516,9 @@ class LogWriter:
                 if pending is not None and pending.drop(chunk):
                     del self._rewrite[partition]
             for partition, snapshots in staged.items():
-                state = self.partitions.get(partition)
-                if state is not None:  # given up meanwhile: its next owner reads it
+                # Given up meanwhile: its release, in the next transaction, says this.
+                state = self.partitions.get(partition) or self._releasing.get(partition, (None,))[0]
+                if state is not None:
                     state.keep(snapshots)
         for p in accepted:
             p.finish(
@@ -512,24 +527,45 @@ class LogWriter:
                 )
             )
 
+    def _stage(
+        self, accepted: list[PendingAppend]
+    ) -> tuple[list[PendingAppend], dict[int, Staged]]:
+        """The snapshots the batch makes, per partition (under the lock). Every event lands
+        at or after its partition's next offset: what the snapshots record, so that they
+        need not wait for the events' acknowledgements. A stream whose snapshot would
+        outgrow a record has its commands refused, alone."""
+        while True:
+            by_partition: dict[int, list[EventEnvelope]] = {}
+            for p in accepted:
+                by_partition.setdefault(p.partition, []).extend(p.envelopes)
+            staged = {}
+            for partition, envelopes in by_partition.items():
+                state = self.partitions[partition]
+                staged[partition] = state.stage((e, state.next_offset) for e in envelopes)
+            too_big = {
+                stream_id: len(value)
+                for snapshot in staged.values()
+                for stream_id, value in snapshot.values.items()
+                if len(value) > MAX_SNAPSHOT_BYTES
+            }
+            if not too_big:
+                return accepted, staged
+            for p in accepted:
+                if p.stream_id in too_big:
+                    p.finish(error=_too_big(p.stream_id, too_big[p.stream_id]))
+            accepted = [p for p in accepted if p.stream_id not in too_big]
+
     def _send_in_one_transaction(
         self,
         producer: KafkaProducer,
         batch: list[PendingAppend],
+        staged: dict[int, Staged],
+        states: dict[int, PartitionState],
         rewrites: dict[int, Rewrite],
         releases: dict[int, bytes],
-    ) -> dict[int, Staged]:
+    ) -> None:
         """Send the batch's events, each touched partition's new snapshots and summary
         (and the `rewrites`' snapshots and tombstones), and commit them as one."""
-        by_partition: dict[int, list[EventEnvelope]] = {}
-        for p in batch:
-            by_partition.setdefault(p.partition, []).extend(p.envelopes)
-        # Every event lands at or after its partition's next offset: what the snapshots
-        # record, so that they need not wait for the events' acknowledgements.
-        staged = {
-            p: self.partitions[p].stage((e, self.partitions[p].next_offset) for e in envelopes)
-            for p, envelopes in by_partition.items()
-        }
         try:
             producer.begin_transaction()
             futures = [
@@ -547,7 +583,7 @@ class LogWriter:
                 for e in p.envelopes
             ]
             for partition, chunk in rewrites.items():
-                state = self.partitions[partition]
+                state = states[partition]
                 new = staged.setdefault(partition, state.stage(()))
                 for key in chunk.tombstones:
                     producer.send(self.snapshots, key=key, value=None, partition=partition)
@@ -571,7 +607,6 @@ class LogWriter:
             for partition, future in futures:  # the state reads on from its last event
                 offset = int(future.get(timeout=COMMIT_TIMEOUT_S).offset)
                 staged[partition].read_to = max(staged[partition].read_to, offset + 1)
-            return staged
         except ProducerFencedError as exc:
             with self.lock:
                 self._drop_locked(fenced=True)
@@ -628,6 +663,14 @@ def snapshots_summary(state: PartitionState, released_by: str = "") -> bytes:
     summary = snapshots.summary(state.next_offset, len(state.streams), state.digest)
     summary.released_by = released_by
     return summary.SerializeToString()
+
+
+def _too_big(stream_id: str, size: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"{stream_id}'s folded state would take {size:,} bytes, over the {MAX_SNAPSHOT_BYTES:,} "
+        "one snapshot may hold (its revisions' configs and request ids add up): archive it "
+        "and go on in a new adapter"
+    )
 
 
 class NotHeld(Exception):

@@ -29,11 +29,11 @@ def login_path() -> Path:
 def save(login: Login) -> Path:
     path = login_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Created 0600 (never world-readable, not even for a moment); chmod for an older file.
+    # Created 0600 (never world-readable, not even for a moment).
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an older file: made private before the token is in it
     with os.fdopen(descriptor, "w") as file:
         json.dump(asdict(login), file, indent=2)
-    path.chmod(0o600)
     return path
 
 

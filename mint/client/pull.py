@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mint.domain.errors import InvalidArgument
+from mint.domain.names import AdapterRef
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 from . import login
@@ -55,6 +57,10 @@ def pull(ref: str, *, client: Client | None = None, cache_dir: str | Path | None
         with client_from_login() as own:
             return pull(ref, client=own, cache_dir=cache_dir)
     selector = Selector.parse(ref)
+    try:  # the cache path is made of it: a name, not a path
+        AdapterRef.parse(selector.adapter)
+    except InvalidArgument as exc:
+        raise ValueError(str(exc)) from None
     at = selector.revision or selector.channel or "latest"
     revision = client.get_revision(selector.adapter, at)
     root = Path(cache_dir) if cache_dir is not None else cache_root()

@@ -173,9 +173,10 @@ class PartitionSummary(_message.Message):
     digest: _builtins.bytes
     """XOR of the sha256 of every stream's latest snapshot bytes."""
     released_by: _builtins.str
-    """Set by a writer giving the partition up (a rebalance moved it): the transactional id
-    that writes the partition no more, so the next owner need not fence it (fencing
-    would stop that writer's other partitions too).
+    """Set by a writer giving the partition up (a rebalance moved it): the claim under which
+    it wrote the partition (its transactional id, the take's token, its address), which
+    writes it no more, so the next owner need not fence it (fencing would stop that
+    writer's other partitions too).
     """
     def __init__(
         self,

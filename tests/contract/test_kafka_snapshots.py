@@ -16,6 +16,7 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_reader import read_records
 from mint.backends.kafka_snapshots import snapshot_topic
+from mint.domain.errors import FailedPrecondition
 from mint.domain.events import AdapterCreated, ChannelMoved, Provenance, RevisionPublished
 from mint.eventlog.port import StreamState
 from mint.eventlog.snapshots import SUMMARY_KEY
@@ -194,3 +195,22 @@ def test_a_large_rewrite_spans_transactions_and_holds_once_whole(
     after = owners.next()
     assert owners.read_from != [0]
     _same_state(after, expected)
+
+
+def test_a_stream_outgrowing_a_snapshot_is_refused_alone(
+    owners: Owners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot is one record: a stream whose snapshot would outgrow it has its command
+    refused, and the replica goes on (no failed transaction, no partition taken again)."""
+    monkeypatch.setattr(kafka_writer, "MAX_SNAPSHOT_BYTES", 1500)
+    log = owners.next()
+    writer_id = log.writer.transactional_id
+    version = 0
+    with pytest.raises(FailedPrecondition, match="archive it and go on in a new adapter"):
+        for _ in range(100):  # each command adds a request id to the snapshot
+            log.append(STREAMS[0], version, [ChannelMoved("x", 1, 0)], meta())
+            version += 1
+    assert 0 < version < 100
+    log.append(STREAMS[1], 0, [ChannelMoved("x", 1, 0)], meta())  # others go on
+    assert log.writer.transactional_id == writer_id and log.owned() == {0}
+    assert [r.envelope.stream_version for r in log.read_stream(STREAMS[0])][-1] == version

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mint.backends.kafka_snapshots import snapshot_topic
+from mint.backends.kafka_snapshots import SNAPSHOT_TOPIC_MAX_BYTES, snapshot_topic
 
 from .manifests import Manifests, load
 
@@ -50,6 +50,7 @@ def test_topics_are_the_ones_the_services_use(manifests: Manifests) -> None:
     snapshots = topics(manifests)[snapshot_topic(env["MINT_EVENTS_TOPIC"])]
     assert snapshots["partitions"] == events["partitions"]  # partition p beside partition p
     assert snapshots["config"]["cleanup.policy"] == "compact"
+    assert snapshots["config"]["max.message.bytes"] == SNAPSHOT_TOPIC_MAX_BYTES
 
 
 def test_topics_survive_a_broker(manifests: Manifests) -> None:
