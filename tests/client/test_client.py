@@ -141,11 +141,12 @@ def test_a_list_walks_every_page_once(world: ClientWorld) -> None:
         client.create_adapter("acme/listed-other", world.fingerprint, labels={"batch": "no"})
         world.project()
         first = client.list_page("acme", labels={"batch": "listed"}, page_size=2)
-        listed = client.list_adapters("acme", labels={"batch": "listed"}, page_size=2)
-        walked = [summary.ref for summary in listed]
+        listed = list(client.list_adapters("acme", labels={"batch": "listed"}, page_size=2))
+    # A filtered page reads a bounded number of entries: it may come back short, even
+    # empty, with a cursor to go on from (the world's tenant holds other adapters too).
     assert len(first.adapters) <= 2 and first.next_page_token
-    assert walked == names
-    assert {s.base_fingerprint for s in first.adapters} == {world.fingerprint}
+    assert [summary.ref for summary in listed] == names
+    assert {s.base_fingerprint for s in listed} == {world.fingerprint}
 
 
 def test_a_watch_yields_the_tenants_events_and_resumes_from_its_offsets(
