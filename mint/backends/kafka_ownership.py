@@ -43,7 +43,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -73,22 +72,13 @@ class Partitions(Protocol):
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Records what the group wants this replica to own; never does I/O itself.
-
-    Rebalancing is cooperative (KIP-429): a rebalance revokes only the partitions that
-    move, and assigns them to their new owner in a second round, after this member
-    rejoined. So a revoked partition is given up here, at once: the writer stops writing
-    it and says so in the snapshot table before the new owner comes to fence it (which
-    would stop this replica's other partitions too)."""
+    """Records what the group wants this replica to own; never does I/O itself."""
 
     def __init__(self, owner: GroupOwnership) -> None:
         self.owner = owner
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        partitions = {tp.partition for tp in revoked}
-        self.owner.want(self.owner.wanted() - partitions)
-        for partition in sorted(partitions):
-            self.owner.event_log.give_up(partition)
+        self.owner.want(self.owner.wanted() - {tp.partition for tp in revoked})
 
     def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
         self.on_partitions_revoked(lost)
@@ -136,7 +126,6 @@ class GroupOwnership:
             enable_auto_commit=False,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
-            partition_assignment_strategy=[CooperativeStickyAssignor],
         )
         self.consumer.subscribe([event_log.topic], listener=_Listener(self))
         event_log.use_claims(self)
@@ -287,7 +276,7 @@ class GroupOwnership:
         while not self._stop.is_set():
             with self._changed:
                 self._changed.wait(timeout=RECONCILE_EVERY_S)
-            time.sleep(SETTLE_S)  # rebalances come in rounds: act on where they settle
+            time.sleep(SETTLE_S)  # an eager rebalance revokes all, then assigns: let it land
             self._reconcile(self.wanted())
 
     def _reconcile(self, wanted: set[int]) -> None:

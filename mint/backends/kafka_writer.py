@@ -70,9 +70,9 @@ STATE_WAIT_S = 10.0
 TAKE_STALL_S = 30.0
 RETAKE_EVERY_S = 1.0  # how often a partition that could not be taken again is retried
 # How long a new owner waits for the previous one's word that it gave a partition up,
-# before fencing it instead. A replica says so on being revoked, before the partition is
-# reassigned (cooperative rebalancing), so the word is usually there already.
-RELEASE_WAIT_S = 0.5
+# before fencing it instead. The previous owner gives up what a rebalance moved once the
+# rebalance settles (kafka_ownership.SETTLE_S) and says so in its next transaction.
+RELEASE_WAIT_S = 1.0
 # A claim is "<transactional id>\n<token of that take>\n<the claimant's address>".
 CLAIM_SEPARATOR = "\n"
 REWRITE_CHUNK = 20_000  # snapshots written again per transaction, at most
