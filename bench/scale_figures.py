@@ -9,7 +9,6 @@ import random
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,12 @@ from bench.scale_world import (
     wait_for_snapshots,
     wait_until_serving,
 )
-from mint.audit.verify import verify
 from mint.backends.kafka import KafkaConnection
-from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import RegistryClient
 from mint.domain.events import AdapterCreated, ChannelGateSet
 from mint.eventlog.port import Metadata, Position, Recorded, build_envelopes
-from streams.projector.planner import Planner
-from streams.projector.runner import Projector
+from streams.projector.planner import Operation, Planner
 from streams.projector.sink import S3Sink
 
 Figure = dict[str, Any]
@@ -55,6 +51,8 @@ class Options:
     fill_workers: int = 1
     projector: bool = True
     audit: bool = True
+    controller: bool = True
+    plan_turns: int = 200  # steady controller planning turns
     seed: int = 0
 
 
@@ -201,15 +199,17 @@ def list_adapters(run: Run) -> Figure:
 def _write_catalog(run: Run, created: list[AdapterCreated]) -> None:
     """Catalog entries as the projector writes them (its planner and sink), for these
     adapters only: the rest of the log is not projected."""
-    sink = S3Sink(run.s3, run.topic, blobs_bucket=run.topic, prefix=PROJECTION_PREFIX)
     planner, meta = Planner(), Metadata("bench", "catalog")
-    plans = []
+    operations: list[Operation] = []
     for event in created:
         stream = f"{event.tenant}/{event.name}"
         envelope = build_envelopes(stream, 0, b"", [event], meta)[0]
-        plans.append(planner.plan(Recorded(envelope, Position(0, 0))))
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(sink.apply, plans))
+        operations += planner.plan(Recorded(envelope, Position(0, 0)))
+    sink = S3Sink(run.s3, run.topic, blobs_bucket=run.topic, prefix=PROJECTION_PREFIX)
+    try:
+        sink.apply(operations)
+    finally:
+        sink.close()
 
 
 def _write_late_entries(run: Run, listed: int) -> None:
@@ -255,42 +255,3 @@ def _gate_event_bytes() -> int:
     event = ChannelGateSet("c1", "suite")
     meta = Metadata("bench", uuid.uuid4().hex)
     return build_envelopes("bulk1/a0000001", 4, bytes(32), [event], meta)[0].ByteSize()
-
-
-def projector_catch_up(run: Run) -> Figure:
-    """The live projector (a new consumer group) from offset 0 of the whole log until it
-    has caught up, into a prefix of its own."""
-    sink = S3Sink(run.s3, run.topic, blobs_bucket=run.topic, prefix="projected/")
-    projector = Projector(run.kafka, run.topic, sink, group_id=f"{run.topic}-projector")
-    quiet_s = 1.0  # how long it must find nothing new to stop: not projecting
-    began = time.perf_counter()
-    try:
-        projector.run(stop_when_caught_up_s=quiet_s)
-    finally:
-        projector.close()
-    seconds = time.perf_counter() - began - quiet_s
-    return {
-        "events": projector.applied,
-        "seconds": round(seconds, 1),
-        "events_per_s": round(projector.applied / seconds, 1),
-        "objects_written": sink.written,
-    }
-
-
-def audit_verify(run: Run) -> Figure:
-    """`audit verify` of the whole log: every chain, every blob a revision references."""
-    log = KafkaEventLog(run.kafka, run.topic, run.layout.partitions, owned=())
-    began = time.perf_counter()
-    try:
-        report = verify(log.read_all(), S3BlobStore(run.s3, run.topic))
-    finally:
-        log.close()
-    seconds = time.perf_counter() - began
-    return {
-        "events": report.events,
-        "streams": report.streams,
-        "seconds": round(seconds, 1),
-        "events_per_s": round(report.events / seconds),
-        "blobs_checked": report.blobs_checked,
-        "problems": len(report.problems),
-    }

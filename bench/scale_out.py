@@ -31,6 +31,9 @@ their own processes:
                                                                   (<= 30 min at 10^6)
   audit_verify          every chain and every referenced blob (--skip-audit)
                                                                   (<= 10 min at 10^6)
+  controller_planning   bench/controller_plan's steady planning turns with N addressable,
+                        N/10 (at most 10^4) wanted, 50 nodes (--skip-controller)
+                                                                  (<= 100 ms at 10^6)
 
 A figure that fails records its error and the next one runs. Prints each figure as it
 comes and a table of every target at the end; records bench/results/scale_out.json and
@@ -63,15 +66,14 @@ from bench.scale_figures import (
     Options,
     Run,
     append_one_replica,
-    audit_verify,
     command_latency,
     fill_topic,
     first_start,
     list_adapters,
-    projector_catch_up,
     ready_from_snapshots,
 )
 from bench.scale_fill import Layout
+from bench.scale_hooks import audit_verify, controller_planning, projector_catch_up
 from bench.scale_report import chart, checks, print_table, size_label
 from bench.scale_two import append_two_replicas, non_owner, second_replica
 from mint.backends.kafka import KafkaConnection, admin
@@ -116,6 +118,10 @@ def measure_size(
             figures["projector_catch_up"] = _measured("projector_catch_up", projector_catch_up, run)
         if options.audit:
             figures["audit_verify"] = _measured("audit_verify", audit_verify, run)
+        if options.controller:
+            figures["controller_planning"] = _measured(
+                "controller_planning", controller_planning, run
+            )
     if not keep:
         _remove(kafka, s3, topic)
     return figures
@@ -212,6 +218,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="no projector catch-up (about 100 events/s today: hours at 10^6)",
     )
     p.add_argument("--skip-audit", action="store_true", help="no audit verify")
+    p.add_argument("--skip-controller", action="store_true", help="no controller planning turns")
+    p.add_argument(
+        "--plan-turns", type=int, default=d.plan_turns, help="steady controller planning turns"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="which adapters the commands pick")
     p.add_argument("--keep", action="store_true", help="keep each size's topics and bucket")
     p.add_argument("--no-record", action="store_true", help="print only: write no results")
@@ -231,6 +241,8 @@ def options_for(args: argparse.Namespace, adapters: int) -> Options:
         fill_workers=workers,
         projector=not args.skip_projector,
         audit=not args.skip_audit,
+        controller=not args.skip_controller,
+        plan_turns=args.plan_turns,
         seed=args.seed,
     )
 

@@ -112,6 +112,15 @@ TARGETS = [
         "≤ 30 min at 10⁶",
     ),
     Target("audit verify", "audit_verify", "seconds", "s", "at_most", 600, "≤ 10 min at 10⁶"),
+    Target(
+        "controller planning turn p99",
+        "controller_planning",
+        "wall_p99_ms",
+        "ms",
+        "at_most",
+        100,
+        "≤ 100 ms at 10⁶",
+    ),
 ]
 
 

@@ -17,7 +17,7 @@ from bench.scale_world import (
     refuses_as_non_owner,
 )
 
-NON_OWNER_COMMANDS = 50
+NON_OWNER_COMMANDS = 200
 
 
 def second_replica(run: Run) -> Figure:

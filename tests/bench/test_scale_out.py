@@ -11,7 +11,15 @@ from bench import scale_out
 from bench.scale_figures import Options
 from bench.scale_report import checks
 
-TINY = Options(listed=30, commands=20, list_requests=3, clients=4, append_commands=40, settle_s=2.0)
+TINY = Options(
+    listed=30,
+    commands=20,
+    list_requests=3,
+    clients=4,
+    append_commands=40,
+    settle_s=2.0,
+    plan_turns=10,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +35,7 @@ def test_every_figure_is_measured(figures: dict[str, Any]) -> None:
     assert set(figures) == {"topic"} | {name for name, _ in scale_out.WITH_REPLICAS} | {
         "projector_catch_up",
         "audit_verify",
+        "controller_planning",
     }
 
 
@@ -69,6 +78,15 @@ def test_the_projector_and_verify_read_the_whole_log(figures: dict[str, Any]) ->
     assert verified["problems"] == 0
     assert verified["events"] == projected["events"] > 3 * 50
     assert verified["blobs_checked"] == 1  # every revision shares the one upload
+
+
+def test_the_controller_plans_with_as_many_adapters_addressable(figures: dict[str, Any]) -> None:
+    planning = figures["controller_planning"]
+    assert planning["addressable"] == 50
+    assert 0 < planning["wanted"][0] <= planning["wanted"][1] < 50
+    assert planning["turns"] == 10
+    assert planning["groups_in_all"] <= 50
+    assert 0 < planning["wall_p50_ms"] <= planning["wall_p99_ms"]
 
 
 def test_every_target_is_judged(figures: dict[str, Any]) -> None:
