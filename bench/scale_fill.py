@@ -53,6 +53,7 @@ RANK = 8
 # kafka-python's producer, tuned for bulk: big batches, several in flight, leader acks.
 BULK_PRODUCER = {
     "acks": 1,
+    "enable_idempotence": False,  # it needs acks=all
     "retries": 0,  # no retry can reorder a stream; a lost batch shows in the count check
     "linger_ms": 50,
     "batch_size": 1 << 20,

@@ -104,7 +104,8 @@ def measure_size(
         S3Settings(env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"])
     )
     topic = f"scale-{uuid.uuid4().hex[:8]}"
-    figures: dict[str, Any] = {"topic": topic}
+    # Other work on the machine moves every figure: say how busy it was.
+    figures: dict[str, Any] = {"topic": topic, "load_average": [round(os.getloadavg()[0], 1)]}
     with tempfile.TemporaryDirectory(prefix="mint-scale-") as folder:
         layout = Layout(adapters, min(options.listed, adapters))
         run = Run(env, kafka, s3, topic, layout, options, Path(folder))
@@ -122,6 +123,7 @@ def measure_size(
             figures["controller_planning"] = _measured(
                 "controller_planning", controller_planning, run
             )
+    figures["load_average"].append(round(os.getloadavg()[0], 1))
     if not keep:
         _remove(kafka, s3, topic)
     return figures

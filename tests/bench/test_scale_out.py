@@ -28,15 +28,10 @@ def figures(endpoints: dict[str, str]) -> dict[str, Any]:
 
 
 def test_every_figure_is_measured(figures: dict[str, Any]) -> None:
-    failed = {
-        name: f["error"] for name, f in figures.items() if isinstance(f, dict) and "error" in f
-    }
-    assert failed == {}
-    assert set(figures) == {"topic"} | {name for name, _ in scale_out.WITH_REPLICAS} | {
-        "projector_catch_up",
-        "audit_verify",
-        "controller_planning",
-    }
+    measured = {name: f for name, f in figures.items() if isinstance(f, dict)}
+    assert {name: f["error"] for name, f in measured.items() if "error" in f} == {}
+    later = ["projector_catch_up", "audit_verify", "controller_planning"]
+    assert list(measured) == [name for name, _ in scale_out.WITH_REPLICAS] + later
 
 
 def test_a_replica_starts_from_the_snapshots_its_first_start_wrote(figures: dict[str, Any]) -> None:
@@ -93,7 +88,8 @@ def test_every_target_is_judged(figures: dict[str, Any]) -> None:
     judged = {c["label"]: c for c in checks({50: figures})}
     assert judged["snapshots used"]["met"] == "yes"
     assert judged["refused publish: bucket unchanged"]["met"] == "yes"
-    assert all(c["met"] in ("yes", "NO", "n/a", "-") for c in judged.values())
+    assert judged["ready from snapshots"]["met"] == "n/a below 10⁶"  # stated for 10^6 only
+    assert all(c["met"] in ("yes", "NO", "n/a", "n/a below 10⁶", "-") for c in judged.values())
 
 
 def test_the_help_names_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
