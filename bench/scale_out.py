@@ -32,7 +32,7 @@ their own processes:
   audit_verify          every chain and every referenced blob (--skip-audit)
                                                                   (<= 10 min at 10^6)
   controller_planning   bench/controller_plan's steady planning turns with N addressable,
-                        N/10 (at most 10^4) wanted, 50 nodes (--skip-controller)
+                        N/10 (20 to 10^4) wanted, 50 nodes (--skip-controller)
                                                                   (<= 100 ms at 10^6)
 
 A figure that fails records its error and the next one runs. Prints each figure as it
@@ -41,7 +41,7 @@ comes and a table of every target at the end; records bench/results/scale_out.js
 At 10^6 on a 2-core machine: see bench/README.md (wall time, memory).
 
   python -m bench.scale_out --sizes 1000,10000
-  python -m bench.scale_out --sizes 1000,1000000 --skip-projector --skip-audit
+  python -m bench.scale_out --sizes 1000,1000000 --skip-projector
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def measure_size(
     topic = f"scale-{uuid.uuid4().hex[:8]}"
     # Other work on the machine moves every figure: say how busy it was.
     figures: dict[str, Any] = {"topic": topic, "load_average": [round(os.getloadavg()[0], 1)]}
+    print(f"  topic and bucket {topic}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mint-scale-") as folder:
         layout = Layout(adapters, min(options.listed, adapters))
         run = Run(env, kafka, s3, topic, layout, options, Path(folder))
@@ -217,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--skip-projector",
         action="store_true",
-        help="no projector catch-up (about 100 events/s today: hours at 10^6)",
+        help="no projector catch-up (100-600 events/s here: hours at 10^6)",
     )
     p.add_argument("--skip-audit", action="store_true", help="no audit verify")
     p.add_argument("--skip-controller", action="store_true", help="no controller planning turns")

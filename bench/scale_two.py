@@ -81,7 +81,8 @@ def owned_partitions(replica: Replica, run: Run, timeout_s: float = 120.0) -> se
 
 def non_owner(run: Run) -> Figure:
     """Commands sent to the replica that does not own their partition: how fast it says
-    so, and a refused publish leaves the bucket as it was."""
+    so, and a refused publish leaves the bucket as it was. Also how long a read
+    (GetAdapter) takes there: a non-owner serves reads by reading the partition."""
     first = run.first
     if first is None or not run.moved:
         raise RuntimeError("needs two replicas, the second owning some partitions")
@@ -91,6 +92,9 @@ def non_owner(run: Run) -> Figure:
         began = time.perf_counter()
         answers.append(first.move(ref))
         times.append(time.perf_counter() - began)
+    began = time.perf_counter()
+    read = first.get(refs[0])  # a read is served there: from the log, not refused
+    read_s = time.perf_counter() - began
     objects = object_count(run.s3, run.topic)
     published = first.publish(refs[0], run.upload)
     objects_after = object_count(run.s3, run.topic)
@@ -99,6 +103,8 @@ def non_owner(run: Run) -> Figure:
         **percentiles_ms(times),
         "max_ms": round(max(times) * 1000, 2),
         "all_refused": all(refuses_as_non_owner(a) for a in answers),
+        "read_ms": round(read_s * 1000, 1),
+        "read_answer": read or "OK",
         "publish_refused": refuses_as_non_owner(published),
         "bucket_objects_before": objects,
         "bucket_objects_after": objects_after,

@@ -58,6 +58,7 @@ def test_a_non_owner_refuses_and_writes_nothing(figures: dict[str, Any]) -> None
     assert refused["all_refused"] and refused["publish_refused"]
     assert refused["bucket_objects_before"] > 0
     assert refused["bucket_unchanged"] is True
+    assert refused["read_answer"] == "OK" and refused["read_ms"] > 0
 
 
 def test_the_second_replica_takes_some_partitions(figures: dict[str, Any]) -> None:
