@@ -115,16 +115,17 @@ def fill_topic(run: Run) -> Figure:
 
 def first_start(run: Run) -> Figure:
     """A replica on a log with no snapshots (as after an upgrade): it replays every
-    partition, serves, and writes every snapshot; then it stops."""
+    partition, serves, and writes every snapshot (its RSS and peak once it has); then it
+    stops."""
     if run.filled is None:
         raise RuntimeError("fill the topic first")
     replica = run.replica("first-start")
     began = time.perf_counter()
     try:
         ready_s = run.started(replica)
-        memory = replica.memory()
         wait_for_snapshots(run.kafka, run.topic, run.filled.streams, run.options.start_timeout_s)
         written_s = time.perf_counter() - began
+        memory = replica.memory()  # the peak includes writing every snapshot
     finally:
         replica.stop()
     return {"ready_s": round(ready_s, 2), "snapshots_written_s": round(written_s, 2), **memory}
