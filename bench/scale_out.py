@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 import traceback
@@ -107,27 +108,39 @@ def measure_size(
     # Other work on the machine moves every figure: say how busy it was.
     figures: dict[str, Any] = {"topic": topic, "load_average": [round(os.getloadavg()[0], 1)]}
     print(f"  topic and bucket {topic}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="mint-scale-") as folder:
-        layout = Layout(adapters, min(options.listed, adapters))
-        run = Run(env, kafka, s3, topic, layout, options, Path(folder))
+    folder = Path(tempfile.mkdtemp(prefix=f"mint-{topic}-"))  # the replicas' logs
+    try:
+        run = Run(
+            env, kafka, s3, topic, Layout(adapters, min(options.listed, adapters)), options, folder
+        )
         run.rng.seed(options.seed)
-        try:
-            for name, figure in WITH_REPLICAS:
-                figures[name] = _measured(name, figure, run)
-        finally:
-            run.stop()
-        if options.projector:
-            figures["projector_catch_up"] = _measured("projector_catch_up", projector_catch_up, run)
-        if options.audit:
-            figures["audit_verify"] = _measured("audit_verify", audit_verify, run)
-        if options.controller:
-            figures["controller_planning"] = _measured(
-                "controller_planning", controller_planning, run
-            )
-    figures["load_average"].append(round(os.getloadavg()[0], 1))
-    if not keep:
-        _remove(kafka, s3, topic)
+        _measure_all(run, figures)
+        figures["load_average"].append(round(os.getloadavg()[0], 1))
+    finally:
+        if keep:
+            print(f"  kept: topic and bucket {topic}, the replicas' logs in {folder}")
+        else:
+            _remove(kafka, s3, topic)
+            shutil.rmtree(folder)
     return figures
+
+
+def _measure_all(run: Run, figures: dict[str, Any]) -> None:
+    """Each figure in order; the replicas stop before the projector, `audit verify` and
+    the controller run, which need the cores."""
+    try:
+        for name, figure in WITH_REPLICAS:
+            figures[name] = _measured(name, figure, run)
+    finally:
+        run.stop()
+    later = [
+        (run.options.projector, "projector_catch_up", projector_catch_up),
+        (run.options.audit, "audit_verify", audit_verify),
+        (run.options.controller, "controller_planning", controller_planning),
+    ]
+    for wanted, name, figure in later:
+        if wanted:
+            figures[name] = _measured(name, figure, run)
 
 
 def _measured(name: str, figure: Callable[[Run], Figure], run: Run) -> Figure:
@@ -226,7 +239,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--plan-turns", type=int, default=d.plan_turns, help="steady controller planning turns"
     )
     p.add_argument("--seed", type=int, default=d.seed, help="which adapters the commands pick")
-    p.add_argument("--keep", action="store_true", help="keep each size's topics and bucket")
+    p.add_argument(
+        "--keep", action="store_true", help="keep each size's topics, bucket and replica logs"
+    )
     p.add_argument("--no-record", action="store_true", help="print only: write no results")
     return p.parse_args(argv)
 

@@ -92,6 +92,14 @@ TARGETS = [
         target="yes",
     ),
     Target(
+        "2nd replica takes partitions",
+        "second_replica",
+        "second_took_partitions",
+        "",
+        "true",
+        target="yes",
+    ),
+    Target(
         "errors while a 2nd replica joins",
         "second_replica",
         "errors_on_kept",

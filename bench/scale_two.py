@@ -49,6 +49,7 @@ def second_replica(run: Run) -> Figure:
     return {
         "second_serving_s": round(serving_s, 2),
         "kept_partitions": sorted(kept),
+        "second_took_partitions": bool(run.moved),
         "during": during,
         "steady": steady,
         "errors_on_kept": during["failed_attempts"],
@@ -85,7 +86,7 @@ def non_owner(run: Run) -> Figure:
     (GetAdapter) takes there: a non-owner serves reads by reading the partition."""
     first = run.first
     if first is None or not run.moved:
-        raise RuntimeError("needs two replicas, the second owning some partitions")
+        raise RuntimeError("needs a second replica owning some partitions: see second_replica")
     refs = adapters_in(run.layout, run.rng, run.moved, NON_OWNER_COMMANDS)
     times, answers = [], []
     for ref in refs:

@@ -63,6 +63,7 @@ def test_a_non_owner_refuses_and_writes_nothing(figures: dict[str, Any]) -> None
 
 def test_the_second_replica_takes_some_partitions(figures: dict[str, Any]) -> None:
     joined = figures["second_replica"]
+    assert joined["second_took_partitions"] is True
     assert 0 < len(joined["kept_partitions"]) < 6
     assert joined["during"]["commands"] > 0 and joined["steady"]["commands"] == 20
     assert figures["append_one_replica"]["registry_events_per_s"] > 0
