@@ -38,6 +38,8 @@ class Target:
         numbers = [v for v in values.values() if _number(v)]
         ratio = _ratio(values)
         if self.rule == "true":
+            if any(v is None for v in values.values()):
+                return ratio, "n/a"  # not measured at some size: its figure failed
             met = all(v is True for v in values.values())
         elif self.rule == "ratio":
             if ratio is None or self.limit is None:

@@ -52,8 +52,9 @@ def second_replica(run: Run) -> Figure:
         "second_took_partitions": bool(run.moved),
         "during": during,
         "steady": steady,
-        "errors_on_kept": during["failed_attempts"],
-        "p99_vs_steady": round(during["p99_ms"] / steady["p99_ms"], 2),
+        # Judged only if partitions moved: else nothing was rebalanced.
+        "errors_on_kept": during["failed_attempts"] if run.moved else None,
+        "p99_vs_steady": round(during["p99_ms"] / steady["p99_ms"], 2) if run.moved else None,
         "commands_on_moved": len(loop.samples) - len(stayed),
         "memory_before": before,
         "memory_after": after,
@@ -81,25 +82,29 @@ def owned_partitions(replica: Replica, run: Run, timeout_s: float = 120.0) -> se
 
 
 def non_owner(run: Run) -> Figure:
-    """Commands sent to the replica that does not own their partition: how fast it says
+    """Commands sent to a replica that does not own their partition (the first, for the
+    partitions the second took; the second, for any, if it took none): how fast it says
     so, and a refused publish leaves the bucket as it was. Also how long a read
     (GetAdapter) takes there: a non-owner serves reads by reading the partition."""
-    first = run.first
-    if first is None or not run.moved:
-        raise RuntimeError("needs a second replica owning some partitions: see second_replica")
-    refs = adapters_in(run.layout, run.rng, run.moved, NON_OWNER_COMMANDS)
+    if run.first is None or run.second is None:
+        raise RuntimeError("needs two replicas")
+    asked, partitions = (
+        (run.first, run.moved) if run.moved else (run.second, set(range(run.layout.partitions)))
+    )
+    refs = adapters_in(run.layout, run.rng, partitions, NON_OWNER_COMMANDS)
     times, answers = [], []
     for ref in refs:
         began = time.perf_counter()
-        answers.append(first.move(ref))
+        answers.append(asked.move(ref))
         times.append(time.perf_counter() - began)
     began = time.perf_counter()
-    read = first.get(refs[0])  # a read is served there: from the log, not refused
+    read = asked.get(refs[0])  # a read is served there: from the log, not refused
     read_s = time.perf_counter() - began
     objects = object_count(run.s3, run.topic)
-    published = first.publish(refs[0], run.upload)
+    published = asked.publish(refs[0], run.upload)
     objects_after = object_count(run.s3, run.topic)
     return {
+        "asked": "first" if asked is run.first else "second",
         "commands": len(refs),
         **percentiles_ms(times),
         "max_ms": round(max(times) * 1000, 2),

@@ -55,6 +55,7 @@ def test_commands_and_pages_are_timed(figures: dict[str, Any]) -> None:
 
 def test_a_non_owner_refuses_and_writes_nothing(figures: dict[str, Any]) -> None:
     refused = figures["non_owner"]
+    assert refused["asked"] == "first"  # for the partitions the second took
     assert refused["all_refused"] and refused["publish_refused"]
     assert refused["bucket_objects_before"] > 0
     assert refused["bucket_unchanged"] is True
