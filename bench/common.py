@@ -8,9 +8,11 @@ import platform
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 from deploy.local.stack import ENDPOINT_VARIABLES, Stack
 
@@ -72,6 +74,48 @@ def bar_chart_svg(
             f'<rect x="{left}" y="{y + 4}" width="{length:.1f}" height="20" fill="#4a7bb7"/>',
             f'<text x="{left + length + 6:.1f}" y="{y + 18}">{value:{fmt}} {unit}</text>',
         ]
+    parts.append("</svg>")
+    path = RESULTS / f"{name}.svg"
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One small bar chart of a figure: a bar per label (e.g. per size), in one unit."""
+
+    title: str
+    unit: str
+    bars: list[tuple[str, float]]
+
+
+def panels_svg(name: str, title: str, panels: list[Panel], columns: int = 2) -> Path:
+    """Small bar charts, `columns` to a row, as bench/results/<name>.svg: for figures in
+    different units side by side."""
+    width, pad, row, label_w = 480, 10, 22, 60
+    heights = [34 + row * len(p.bars) for p in panels]
+    rows = [max(heights[i : i + columns]) for i in range(0, len(panels), columns)]
+    total = 40 + sum(rows) + pad
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * columns}" height="{total}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{width * columns}" height="{total}" fill="white"/>',
+        f'<text x="{pad}" y="24" font-size="15" font-weight="bold">{escape(title)}</text>',
+    ]
+    for i, panel in enumerate(panels):
+        x, y = (i % columns) * width + pad, 40 + sum(rows[: i // columns])
+        parts.append(f'<text x="{x}" y="{y + 14}" font-weight="bold">{escape(panel.title)}</text>')
+        longest = max(v for _, v in panel.bars) or 1.0
+        for j, (label, value) in enumerate(panel.bars):
+            top = y + 22 + j * row
+            length = (width - label_w - 130) * value / longest
+            parts += [
+                f'<text x="{x}" y="{top + 14}">{escape(label)}</text>',
+                f'<rect x="{x + label_w}" y="{top + 3}" width="{length:.1f}" height="16" '
+                'fill="#4a7bb7"/>',
+                f'<text x="{x + label_w + length + 6:.1f}" y="{top + 15}">'
+                f"{value:,.4g} {escape(panel.unit)}</text>",
+            ]
     parts.append("</svg>")
     path = RESULTS / f"{name}.svg"
     path.write_text("\n".join(parts) + "\n")

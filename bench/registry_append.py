@@ -60,20 +60,16 @@ def registry_run(env: dict[str, str], commands: int, clients: int) -> tuple[floa
         for ref in refs:
             setup.create_adapter(ref, fingerprint)
 
-        def work(k: int) -> None:
-            c = RegistryClient(target, "t")
-            mine = refs[k::clients]  # no two clients share an adapter: no conflicts
-            for i in range(commands // clients):
-                c.set_gate(mine[i % len(mine)], f"c{i % 5}", "" if i % 2 else "suite")
-            c.close()
-
         def ping(k: int) -> None:
             with grpc.insecure_channel(target) as channel:
                 stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs' typing is partial
                 for _ in range(commands // clients):
                     stub.Check(health_pb2.HealthCheckRequest())
 
-        rates = [_rate(run, clients, commands // clients * clients) for run in (work, ping)]
+        rates = [
+            gate_commands_per_second(target, "t", refs, commands, clients),
+            calls_per_second(ping, clients, commands // clients * clients),
+        ]
         replica.stop()
     reader = KafkaEventLog(
         KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"]), topic, PARTITIONS, owned=()
@@ -83,7 +79,24 @@ def registry_run(env: dict[str, str], commands: int, clients: int) -> tuple[floa
     return rates[0], round(statistics.mean(sizes)), rates[1]
 
 
-def _rate(work: Callable[[int], None], threads: int, calls: int) -> float:
+def gate_commands_per_second(
+    target: str, token: str, refs: list[str], commands: int, clients: int
+) -> float:
+    """SetChannelGate commands per second (one event each) from `clients` concurrent
+    clients, each on its own share of `refs` (no two share an adapter: no conflicts)."""
+
+    def work(k: int) -> None:
+        c = RegistryClient(target, token)
+        mine = refs[k::clients]
+        for i in range(commands // clients):
+            c.set_gate(mine[i % len(mine)], f"c{i % 5}", "" if i % 2 else "suite")
+        c.close()
+
+    return calls_per_second(work, clients, commands // clients * clients)
+
+
+def calls_per_second(work: Callable[[int], None], threads: int, calls: int) -> float:
+    """`calls` per second of `work(k)` run on `threads` threads, k = 0..threads-1."""
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(threads)))
