@@ -23,7 +23,7 @@ from . import build, read
 from .build import Adapters, Progress, PublishSource
 from .channels import open_aio_channel, replica_options, router_options
 from .errors import raising_mint_errors
-from .retry import RETRYABLE, Backoff, ReplicaChoice, bearer, new_request_id, replica_addresses
+from .retry import Attempts, ReplicaChoice, bearer, new_request_id, replica_addresses
 from .rollback import rollback_target
 from .types import (
     Adapter,
@@ -94,18 +94,13 @@ class AsyncClient:
         it on, and the very same request is sent again."""
         if not self._stubs:
             raise ValueError("this client has no registry: pass registry='HOST:PORT'")
-        backoff, redirected = Backoff(self.retry_for_s), False
+        attempts = Attempts(self._replicas, key, self.retry_for_s)
         while True:
-            replica = self._replicas.choose(key)
+            replica = attempts.replica()
             try:
                 return await attempt(self._stubs[replica])
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE:
-                    raise
-                if self._replicas.move_on(key, replica, exc) and not redirected:
-                    redirected = True  # straight to the owner named, once per call
-                    continue
-                pause = backoff.next_pause()
+                pause = attempts.pause_after(replica, exc)
                 if pause is None:
                     raise
                 await asyncio.sleep(pause)

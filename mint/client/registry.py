@@ -37,7 +37,14 @@ from mint.v1 import registry_pb2_grpc
 from . import build
 from .build import CHUNK_BYTES, Progress, parse_ref
 from .channels import open_channel, replica_options
-from .retry import RETRYABLE, Backoff, ReplicaChoice, bearer, new_request_id, replica_addresses
+from .retry import (
+    RETRYABLE,
+    Attempts,
+    ReplicaChoice,
+    bearer,
+    new_request_id,
+    replica_addresses,
+)
 
 __all__ = [
     "CHUNK_BYTES",
@@ -98,18 +105,13 @@ class RegistryClient:
 
     def _retrying(self, attempt: Callable[[registry_pb2_grpc.RegistryStub], T], key: str) -> T:
         """`key` (the adapter's ref) picks the replica; a retryable answer moves it on."""
-        backoff, redirected = Backoff(self.retry_for_s), False
+        attempts = Attempts(self.replicas, key, self.retry_for_s)
         while True:
-            replica = self.replicas.choose(key)
+            replica = attempts.replica()
             try:
                 return attempt(self.replicas.stubs[replica])
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE:
-                    raise
-                if self.replicas.move_on(key, replica, exc) and not redirected:
-                    redirected = True  # straight to the owner named, once per call
-                    continue
-                pause = backoff.next_pause()
+                pause = attempts.pause_after(replica, exc)
                 if pause is None:
                     raise
                 time.sleep(pause)

@@ -77,6 +77,28 @@ class ReplicaChoice:
             return False
 
 
+class Attempts:
+    """One call's tries of its command: which replica next, and how long to pause first.
+    The blocking and the async client loop over it alike."""
+
+    def __init__(self, replicas: ReplicaChoice, key: str, retry_for_s: float) -> None:
+        self.replicas, self.key = replicas, key
+        self.backoff, self.redirected = Backoff(retry_for_s), False
+
+    def replica(self) -> int:
+        return self.replicas.choose(self.key)
+
+    def pause_after(self, failed: int, error: grpc.RpcError) -> float | None:
+        """The pause before trying again after `failed` answered `error`; None: give up
+        (not retryable, or out of time)."""
+        if error.code() not in RETRYABLE:
+            return None
+        if self.replicas.move_on(self.key, failed, error) and not self.redirected:
+            self.redirected = True  # straight to the owner named, once per call
+            return 0.0
+        return self.backoff.next_pause()
+
+
 def owner_named(error: grpc.RpcError) -> str:
     """The registry replica an UNAVAILABLE answer says owns the adapter ("": none)."""
     trailing = getattr(error, "trailing_metadata", None)

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from mint.client import RegistryClient
-from mint.client.retry import ReplicaChoice
+from mint.client.retry import Attempts, ReplicaChoice
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
@@ -137,8 +137,11 @@ def test_without_retries_the_next_command_goes_to_the_next_replica(
 class _Refusal(grpc.RpcError):
     """A retryable answer naming (or not) the replica that owns the adapter."""
 
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
+    def __init__(self, owner: str, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        self.owner, self.status = owner, code
+
+    def code(self) -> grpc.StatusCode:
+        return self.status
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
         return (("mint-owner", self.owner),) if self.owner else ()
@@ -153,3 +156,14 @@ def test_a_refusal_naming_the_owner_sends_the_next_try_there() -> None:
     assert choice.choose("acme/x") == 0
     assert not choice.move_on("acme/x", 0, _Refusal(""))
     assert choice.choose("acme/x") == 1
+
+
+def test_a_call_goes_to_a_named_owner_at_once_but_only_once() -> None:
+    attempts = Attempts(ReplicaChoice(["a:1", "b:2"]), "acme/x", retry_for_s=10)
+    first = attempts.replica()
+    other = ["a:1", "b:2"][1 - first]
+    assert attempts.pause_after(first, _Refusal(other)) == 0.0  # straight there
+    assert attempts.replica() == 1 - first
+    pause = attempts.pause_after(1 - first, _Refusal(["a:1", "b:2"][first]))
+    assert pause is not None and pause > 0  # named again: a ping-pong waits its turn
+    assert attempts.pause_after(first, _Refusal("", grpc.StatusCode.NOT_FOUND)) is None
