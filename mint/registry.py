@@ -288,6 +288,11 @@ class Registry:
 
     # ---- queries -------------------------------------------------------------------
 
+    def read_elsewhere(self, principal: Principal, ref: AdapterRef) -> str:
+        """The replica to read `ref` at, when it is not this one ("": read here)."""
+        principal.require_tenant(ref.tenant)  # no hints about other tenants' adapters
+        return self.log.writer_elsewhere(str(ref))
+
     def get(self, principal: Principal, ref: AdapterRef) -> agg.Adapter:
         principal.require_tenant(ref.tenant)
         folded = self._load(str(ref))

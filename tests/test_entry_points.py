@@ -109,7 +109,17 @@ def test_the_controller_runs_with_only_the_kafka_bootstrap(
 
 def test_the_embedded_registry_needs_neither_kafka_nor_s3(tmp_path: Path) -> None:
     tokens = write_tokens(tmp_path / "tokens.json", {"t": {"principal": "p", "tenants": ["*"]}})
-    args = ["serve", "--backend", "embedded", "--data-dir", str(tmp_path / "data"), "--port", "0"]
+    args = [
+        "serve",
+        "--backend",
+        "embedded",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+    ]
     registry = ServiceProcess(
         "services.registry", args, tmp_path / "registry.log", {"MINT_TOKENS_FILE": str(tokens)}
     )

@@ -94,6 +94,7 @@ def test_writers_and_readers_of_the_projection_share_one_default_bucket() -> Non
         (RouterSettings, "metrics_port"): 9465,
         (NodeSettings, "metrics_port"): 9466,
         (ControllerSettings, "metrics_port"): 9467,
+        (RegistrySettings, "metrics_port"): 9468,
     }
     assert {key: default(*key) for key in ports} == ports
 

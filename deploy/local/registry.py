@@ -30,7 +30,12 @@ class RegistryProcess:
     partitions: int = 6
     replication: int = 1  # 3 on a 3-broker stack (fault tests)
     extra_args: list[str] = field(default_factory=list)  # more `serve` flags
+    metrics_port: int = 0  # 0: no /metrics (many replicas on one machine)
     process: ServiceProcess | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def address(self) -> str:
@@ -42,7 +47,7 @@ class RegistryProcess:
         args += ["--events-partitions", str(self.partitions)]
         args += ["--replication", str(self.replication), "--txn-prefix", self.topic]
         args += ["--blobs-bucket", self.topic, "--tokens-file", str(self.tokens_file)]
-        args += self.extra_args
+        args += ["--metrics-port", str(self.metrics_port), *self.extra_args]
         self.process = ServiceProcess("services.registry", args, self.log_file, self.endpoints)
         self.process.start().wait_ready(timeout_s)
         return self

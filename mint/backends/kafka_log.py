@@ -119,6 +119,10 @@ class KafkaEventLog(EventLog):
         where = f"its owner is at {owner}: retry there" if owner else "retry elsewhere"
         raise Unavailable(f"this replica does not own partition {partition}; {where}", owner)
 
+    def writer_elsewhere(self, stream_id: str) -> str:
+        partition = partition_for(stream_id, self.partitions)
+        return "" if partition in self.writer.assigned else self.owner_of(partition)
+
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata
     ) -> AppendResult:

@@ -110,6 +110,12 @@ class EventLog(ABC):
         """Raise Unavailable if this log cannot append to the stream now (another replica
         writes it), so that a command refused anyway does no work first."""
 
+    def writer_elsewhere(self, stream_id: str) -> str:
+        """The address of another replica that writes the stream, if this log knows one
+        ("": this one writes it, or no one is known). Reads are cheapest there: it holds
+        the stream's state, while reading here scans the stream's whole partition."""
+        return ""
+
     @abstractmethod
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[Recorded]:
         """The stream's events after `after_version` (default: all), in version order

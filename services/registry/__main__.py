@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from prometheus_client import start_http_server
+
 from mint import cli, settings
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
@@ -24,6 +26,8 @@ from mint.eventlog.port import EventLog
 from mint.registry import Registry
 from mint.rpc.auth import TokenTable, token_digest
 
+from .forwarding import ReadForwarder
+from .metrics import RegistryMetrics
 from .server import build_server
 from .settings import EmbeddedRegistrySettings, RegistrySettings
 
@@ -74,6 +78,11 @@ def serve(args: argparse.Namespace) -> None:
                 "until they are",
                 sorted(missing),
             )
+    metrics = RegistryMetrics()
+    if isinstance(event_log, KafkaEventLog):
+        metrics.count_owned(event_log.owned)
+    if config.metrics_port:
+        start_http_server(config.metrics_port, config.host, registry=metrics.registry)
     server, port = build_server(
         Registry(event_log, blobs, catalog=catalog),
         tokens,
@@ -82,6 +91,9 @@ def serve(args: argparse.Namespace) -> None:
         tls=config.tls_files(),
         health_port=config.health_port,
         drain_s=config.drain_s,
+        forwarder=ReadForwarder(config.peer_tls(), config.peer_server_name, metrics)
+        if isinstance(config, RegistrySettings)
+        else None,
     )
     print(
         f"registry serving on {config.host}:{port} ({args.backend} back end; "

@@ -12,6 +12,7 @@ from mint.rpc.server import build_server as build_rpc_server
 from mint.rpc.tls import TlsFiles
 from mint.v1 import registry_pb2, registry_pb2_grpc
 
+from .forwarding import ReadForwarder
 from .servicer import RegistryServicer
 from .uploads import MiB, UploadBudget, machine_sized_budget
 
@@ -31,14 +32,17 @@ def build_server(
     tls: TlsFiles | None = None,
     health_port: int = 0,
     drain_s: float = DRAIN_S,
+    forwarder: ReadForwarder | None = None,
 ) -> tuple[RpcServer, int]:
     """A started server and its bound port (TLS with `tls`; health also on
-    `health_port`; `stop()` drains for `drain_s` first). Uploads in flight hold at most
+    `health_port`; `stop()` drains for `drain_s` first; reads of other replicas' adapters
+    go to them through `forwarder`). Uploads in flight hold at most
     `max_upload_bytes_in_flight` bytes (by default a share of the machine's memory)."""
     if max_upload_bytes_in_flight is None:
         max_upload_bytes_in_flight = machine_sized_budget(registry.limits.max_weights_bytes)
     log.info("uploads in flight may hold %.0f MiB", max_upload_bytes_in_flight / MiB)
-    servicer = RegistryServicer(registry, UploadBudget(max_upload_bytes_in_flight))
+    budget = UploadBudget(max_upload_bytes_in_flight)
+    servicer = RegistryServicer(registry, budget, forwarder)
     server = build_rpc_server(
         SERVICE_NAME,
         lambda s: registry_pb2_grpc.add_RegistryServicer_to_server(servicer, s),

@@ -18,6 +18,7 @@ from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
 from . import convert, page_token
+from .forwarding import ReadForwarder
 from .uploads import UploadBudget, receive_weights
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # as registry.proto says
@@ -40,8 +41,11 @@ def _result(outcome: Outcome) -> pb.CommandResult:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, registry: Registry, uploads: UploadBudget) -> None:
+    def __init__(
+        self, registry: Registry, uploads: UploadBudget, forwarder: ReadForwarder | None = None
+    ) -> None:
         self.registry, self.uploads = registry, uploads
+        self.forwarder = forwarder or ReadForwarder()
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
 
     def RegisterBaseModel(
@@ -169,15 +173,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             )
         )
 
+    def _at_owner(self, method: str, request: Any, context: grpc.ServicerContext) -> Any | None:
+        """The owning replica's answer to a read of another replica's adapter (None:
+        answer here)."""
+        owner = self.registry.read_elsewhere(current_principal(), convert.ref_from_pb(request.ref))
+        return self.forwarder.forward(owner, method, request, context)
+
     def GetAdapter(
         self, request: pb.GetAdapterRequest, context: grpc.ServicerContext
     ) -> pb.Adapter:
+        if (answer := self._at_owner("GetAdapter", request, context)) is not None:
+            return answer  # type: ignore[no-any-return]
         adapter = self.registry.get(current_principal(), convert.ref_from_pb(request.ref))
         return convert.adapter_to_pb(adapter)
 
     def GetRevision(
         self, request: pb.GetRevisionRequest, context: grpc.ServicerContext
     ) -> pb.Revision:
+        if (answer := self._at_owner("GetRevision", request, context)) is not None:
+            return answer  # type: ignore[no-any-return]
         adapter = self.registry.get(current_principal(), convert.ref_from_pb(request.ref))
         if request.WhichOneof("at") == "channel":
             return convert.revision_to_pb(adapter.resolve(request.channel))
@@ -186,6 +200,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def DownloadWeights(
         self, request: pb.GetRevisionRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WeightsChunk]:
+        if (chunks := self._at_owner("DownloadWeights", request, context)) is not None:
+            yield from chunks
+            return
         at = request.channel if request.WhichOneof("at") == "channel" else request.revision
         data = self.registry.weights(current_principal(), convert.ref_from_pb(request.ref), at)
         for start in range(0, len(data), DOWNLOAD_CHUNK):
@@ -211,6 +228,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def History(
         self, request: pb.HistoryRequest, context: grpc.ServicerContext
     ) -> pb.HistoryResponse:
+        if (answer := self._at_owner("History", request, context)) is not None:
+            return answer  # type: ignore[no-any-return]
         recorded = self.registry.history(current_principal(), convert.ref_from_pb(request.ref))
         return pb.HistoryResponse(events=[convert.recorded_to_pb(r) for r in recorded])
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from mint.rpc.tls import TlsFiles
 from mint.settings import (
     BlobsOptions,
     EventsOptions,
@@ -16,6 +17,7 @@ from mint.settings import (
     ProjectionOptions,
     S3Options,
     grpc_port,
+    metrics_port,
 )
 
 
@@ -31,6 +33,7 @@ class EmbeddedRegistrySettings(GrpcServerOptions):
         "process may use, at least one largest upload",
     )
     grace_s: PositiveFloat = Field(10.0, description="seconds to drain calls on SIGTERM")
+    metrics_port: int = metrics_port(9468)
 
 
 class RegistrySettings(
@@ -54,6 +57,18 @@ class RegistrySettings(
         "pod IP): a command sent to a replica that does not own its adapter is answered "
         "with the owner's address",
     )
+
+    peer_server_name: str = Field(
+        "",
+        description="the name in the replicas' TLS certificates, checked when a read is "
+        "passed to the replica owning its adapter (dialled at its pod IP, which the "
+        "certificate does not name); empty: the address dialled",
+    )
+
+    def peer_tls(self) -> TlsFiles | None:
+        """How to dial the other replicas: TLS verified against tls_ca_file when this one
+        serves TLS (all replicas of a registry do alike)."""
+        return TlsFiles(ca_file=self.tls_ca_file) if self.tls_cert_file is not None else None
 
     def advertised(self) -> str:
         """This replica's address as its claims name it ("" while its port is not fixed)."""

@@ -92,7 +92,7 @@ def test_service_monitor_scrapes_every_metrics_port(manifests: Manifests) -> Non
                 assert port == container.ports["metrics"]
                 scraped.add(container.service)
     with_metrics = {s for s, c in manifests.mint().items() if "metrics" in c.ports}
-    assert scraped == with_metrics == {"projector", "controller", "router", "node"}
+    assert scraped == with_metrics == {"projector", "controller", "router", "node", "registry"}
 
 
 def test_clients_dial_the_servers_they_are_given(manifests: Manifests) -> None:

@@ -20,7 +20,13 @@ DOCKERFILE = parse()
 
 # The services' default ports (DESIGN.md §6, Packaging and images).
 GRPC = {"registry": 50051, "router": 50060, "node": 50061}
-METRICS = {"projector": 9464, "router": 9465, "node": 9466, "controller": 9467}
+METRICS = {
+    "projector": 9464,
+    "router": 9465,
+    "node": 9466,
+    "controller": 9467,
+    "registry": 9468,
+}
 # Each image and what it runs: its extra of the wheel and the ports it must declare.
 IMAGES = {
     "mint": ("[server]", {"registry", "projector", "controller", "router"}),

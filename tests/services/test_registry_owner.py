@@ -4,12 +4,14 @@ before any work (nothing stored in S3), and names the replica that owns it."""
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
@@ -101,3 +103,82 @@ def test_a_non_owner_refuses_at_once_names_the_owner_and_stores_nothing(
     alice.replicas._chosen[ref] = 0  # a first
     alice.set_gate(ref, "canary", "suite")
     assert alice.replicas.choose(ref) == 1
+
+
+def _forwarded(replica: RegistryProcess) -> dict[tuple[str, str], float]:
+    """The replica's count of reads passed on, by (method, outcome)."""
+    text = urllib.request.urlopen(replica.metrics_url, timeout=5).read().decode()
+    counts = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mint_registry_reads_forwarded_total":
+                counts[(sample.labels["method"], sample.labels["outcome"])] = sample.value
+    return counts
+
+
+def test_reads_of_another_replicas_adapter_are_answered_by_its_owner(
+    tmp_path: Path, endpoints: dict[str, str], model_files: dict
+) -> None:
+    tokens = write_tokens(
+        tmp_path / "tokens.json",
+        {
+            "admin": {"principal": "ops", "tenants": ["*"], "admin": True},
+            "alice": {"principal": "alice", "tenants": ["acme"]},
+            "bob": {"principal": "bob", "tenants": ["bobco"]},
+        },
+    )
+    topic = f"reads-{uuid.uuid4().hex[:8]}"
+    a, b = (
+        RegistryProcess(port, topic, tokens, tmp_path / f"r{i}.log", endpoints, 4, metrics_port=m)
+        for i, (port, m) in enumerate(zip(free_ports(2), free_ports(2), strict=True))
+    )
+    try:
+        a.start()
+        b.start()
+        both = f"ipv4:{a.address},{b.address}"
+        RegistryClient(both, "admin", retry_for_s=60).register_base(
+            "tiny", model_files["fingerprint"], model_files["shapes"]
+        )
+        alice = RegistryClient(both, "alice", retry_for_s=60)
+        refs = [f"acme/r{i}" for i in range(8)]
+        upload = model_files["upload"]
+        for ref in refs:
+            alice.create_adapter(ref, model_files["fingerprint"])
+            alice.publish_revision(ref, (upload.config, upload.weights))
+        # Claims are read every 2 s: wait until a refuses a command naming b.
+        deadline, theirs = time.monotonic() + 20, list[str]()
+        while time.monotonic() < deadline and not theirs:
+            theirs = [
+                r for r in refs if (e := _refusal(a, "set_gate", r, "x", "y")) and _owner_named(e)
+            ]
+            time.sleep(0.5)
+        assert theirs, "replica a never named another owner"
+        ref = theirs[0]
+
+        at_a = RegistryClient(a.address, "alice", retry_for_s=0)  # a alone: no retries
+        at_b = RegistryClient(b.address, "alice", retry_for_s=0)
+        assert at_a.get_adapter(ref) == at_b.get_adapter(ref)
+        assert at_a.get_revision(ref, revision=1) == at_b.get_revision(ref, revision=1)
+        assert at_a.history(ref) == at_b.history(ref)
+        assert at_a.download_weights(ref, 1) == upload.weights
+        counts = _forwarded(a)
+        for method in ("GetAdapter", "GetRevision", "History", "DownloadWeights"):
+            assert counts.get((method, "answered")) == 1, (method, counts)
+        assert not _forwarded(b)  # the owner answered them itself
+
+        # The owner's refusals come back unchanged, and other tenants learn nothing.
+        with pytest.raises(grpc.RpcError) as missing:
+            at_a.get_revision(ref, revision=9)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        bob = RegistryClient(a.address, "bob", retry_for_s=0)
+        with pytest.raises(grpc.RpcError) as denied:
+            bob.get_adapter(ref)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert _forwarded(a).get(("GetAdapter", "answered")) == 1  # refused before passing on
+
+        # With its owner gone, a reads the adapter itself rather than fail.
+        b.kill()
+        assert at_a.get_adapter(ref).ref.name == ref.split("/")[1]
+    finally:
+        a.stop()
+        b.stop()
