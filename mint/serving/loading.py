@@ -49,6 +49,10 @@ class Fetched:
 _READERS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="fetch")
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = None) -> Fetched:
     """The revision's weights, verified against the recorded sha256: from the local disk
     tier if it has them, else from the projection, kept on disk for next time. An intent
@@ -59,12 +63,14 @@ def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = 
     if not (ref.config_json and ref.base_fingerprint):
         described = _READERS.submit(catalog.revision, ref.adapter, ref.revision)
     data = disk.get(ref.weights_sha256) if disk is not None else None  # re-hashed there
-    from_disk = data is not None
+    from_disk, digest = data is not None, None
     if data is None:
         data = catalog.objects.get(weights_key(ref))
         if data is None:
             raise NotFound(f"{ref.label}: its weights are not in the projection (yet)")
-        check_sha256(hashlib.sha256(data).hexdigest(), ref.weights_sha256)
+        # Hashed on another core while this one parses (hashlib lets go of the GIL); the
+        # parsed weights are used only once the hash matched.
+        digest = _READERS.submit(_sha256, data)
     if described is not None:
         manifest = described.result()
         if (manifest.adapter_id, manifest.weights_sha256) != (ref.adapter_id, ref.weights_sha256):
@@ -72,7 +78,11 @@ def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = 
         ref = manifest
     fetched = time.perf_counter()
     config, _ = parse_config(ref.config_json.encode(), Limits())
-    weights = parse_weights(data, config)
+    try:
+        weights = parse_weights(data, config)
+    finally:  # altered bytes are reported as such, also when they do not even parse
+        if digest is not None:
+            check_sha256(digest.result(), ref.weights_sha256)
     parsed = time.perf_counter()
     if disk is not None and not from_disk:
         disk.put(ref.weights_sha256, data)

@@ -136,3 +136,30 @@ def test_partial_and_mixed_rank_adapters_load_layer_by_layer(tmp_path: Path) -> 
     with torch.no_grad():
         expected = peft_model(TOKENS[:1]).logits
         assert torch.allclose(model(TOKENS[:1], torch.tensor([1])), expected, atol=1e-5)
+
+
+def test_a_fetched_revision_is_checked_against_its_hash_even_when_it_does_not_parse(
+    adapters: dict[str, Path],
+) -> None:
+    """The hash is computed beside the parse: altered bytes are reported as altered
+    (DataLoss), whether they parse or not, and intact ones load."""
+    import hashlib
+
+    from mint.domain.errors import DataLoss
+    from mint.serving.catalog import Catalog, weights_key
+    from mint.serving.loading import fetch_revision
+    from mint.serving.requests import RevisionRef
+
+    data = (adapters["b"] / "adapter_model.safetensors").read_bytes()
+    config = (adapters["b"] / "adapter_config.json").read_text()
+    ref = RevisionRef(
+        "a" * 32, "acme/b", 1, hashlib.sha256(data).hexdigest(), len(data), "f", config
+    )
+    for stored, altered in ((data, False), (data[:-1] + b"\x00", True), (b"junk" * 9, True)):
+        objects = {weights_key(ref): stored}
+        catalog = Catalog(objects)  # type: ignore[arg-type]  # a dict answers get(key)
+        if altered:
+            with pytest.raises(DataLoss, match="not the recorded"):
+                fetch_revision(catalog, ref)
+        else:
+            assert fetch_revision(catalog, ref).weights.modules
