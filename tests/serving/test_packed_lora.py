@@ -157,7 +157,7 @@ def test_a_fetched_revision_is_checked_against_its_hash_even_when_it_does_not_pa
     )
     for stored, altered in ((data, False), (data[:-1] + b"\x00", True), (b"junk" * 9, True)):
         objects = {weights_key(ref): stored}
-        catalog = Catalog(objects)  # type: ignore[arg-type]  # a dict answers get(key)
+        catalog = Catalog(objects)  # a dict answers get(key)
         if altered:
             with pytest.raises(DataLoss, match="not the recorded"):
                 fetch_revision(catalog, ref)
