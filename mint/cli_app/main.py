@@ -11,7 +11,7 @@ import typer
 import mint
 from mint.client import GenerationChunk, Sampling, login
 
-from . import adapter, audit
+from . import adapter, audit, stack
 from . import options as o
 from .output import connected, emit, emit_json, err, out, reporting_errors
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(adapter.app, name="adapter")
 app.add_typer(audit.app, name="audit")
+app.add_typer(stack.app, name="stack")
 base_app = typer.Typer(
     help="Register base models.", no_args_is_help=True, rich_markup_mode="markdown"
 )

@@ -181,6 +181,7 @@ def test_a_command_without_a_login_says_how_to_log_in(
         ["eval", "record"],
         ["generate"],
         *(["audit", name] for name in ("verify", "replay", "provenance")),
+        *(["stack", name] for name in ("up", "down", "status", "env")),
         *(
             ["adapter", name]
             for name in (
@@ -212,6 +213,10 @@ def test_every_command_explains_itself_with_an_example(command: list[str]) -> No
             "verify",
             "replay",
             "provenance",
+            "up",
+            "down",
+            "status",
+            "env",
         }
     )
 
