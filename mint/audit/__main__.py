@@ -20,7 +20,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.blobs.port import BlobStore
 from mint.domain.errors import DomainError
 from mint.domain.names import AdapterRef
@@ -39,6 +39,8 @@ def _log(args: argparse.Namespace) -> EventLog:
     from mint.backends.kafka_log import KafkaEventLog
 
     config = settings.load(AuditSettings, args)
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
     return KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
 
 
@@ -54,6 +56,9 @@ def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Obje
     from mint.backends.s3_objects import S3Objects
 
     config = settings.load(AuditVerifySettings, args)
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
+    startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
     log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
     s3 = client(config.s3())
     projection = None
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--svg", type=Path, help="also write the lineage graph here")
     args = parser.parse_args(argv)
+    logs.configure()  # until the settings say otherwise
     try:
         return _verify(args) if args.command == "verify" else _explain(args)
     except DomainError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, S3Options
+from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, ProcessOptions, S3Options
 
 
-class AuditSettings(KafkaOptions, EventsOptions):
+class AuditSettings(KafkaOptions, EventsOptions, ProcessOptions):
     """`replay` and `provenance` read the log only."""
 
 

@@ -11,6 +11,7 @@ from mint.serving.rank_classes import SlotLayout
 from mint.settings import (
     GrpcServerOptions,
     KafkaOptions,
+    ProcessOptions,
     ProjectionOptions,
     ResidencyOptions,
     S3Options,
@@ -19,7 +20,14 @@ from mint.settings import (
 )
 
 
-class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions, ResidencyOptions):
+class NodeSettings(
+    GrpcServerOptions,
+    KafkaOptions,
+    S3Options,
+    ProjectionOptions,
+    ResidencyOptions,
+    ProcessOptions,
+):
     name: str = Field(description="node name, unique in the fleet (the pod name)")
     port: int = grpc_port(50061)
     advertise_host: str = Field("127.0.0.1", description="host the router dials (the pod IP)")

@@ -17,7 +17,7 @@ import logging
 
 from prometheus_client import start_http_server
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
 from mint.blobs.port import BlobStore
@@ -30,6 +30,8 @@ from .forwarding import ReadForwarder
 from .metrics import RegistryMetrics
 from .server import build_server
 from .settings import EmbeddedRegistrySettings, RegistrySettings
+
+log = logging.getLogger(__name__)
 
 
 def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, AdapterCatalog]:
@@ -63,6 +65,10 @@ def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, Ad
 def serve(args: argparse.Namespace) -> None:
     model = EmbeddedRegistrySettings if args.backend == "embedded" else RegistrySettings
     config = settings.load(model, args)
+    logs.configure(config.log_config())
+    if isinstance(config, RegistrySettings):
+        startup.require_kafka(config, config.startup_timeout_s)
+        startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
     tokens = TokenTable.from_file(config.tokens_file)
     event_log, blobs, catalog = _backends(config)
     ownership = None
@@ -71,9 +77,9 @@ def serve(args: argparse.Namespace) -> None:
             event_log, f"{event_log.txn_prefix}-owners", advertised=config.advertised()
         )
         owned = ownership.wait_until_owning()
-        logging.info("owning partitions %s of %s", sorted(owned), event_log.topic)
+        log.info("owning partitions %s of %s", sorted(owned), event_log.topic)
         if missing := ownership.wanted() - owned:
-            logging.warning(
+            log.warning(
                 "serving before partitions %s were taken: their commands get 'retry' "
                 "until they are",
                 sorted(missing),

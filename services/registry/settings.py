@@ -14,6 +14,7 @@ from mint.settings import (
     EventsOptions,
     GrpcServerOptions,
     KafkaOptions,
+    ProcessOptions,
     ProjectionOptions,
     S3Options,
     grpc_port,
@@ -21,7 +22,7 @@ from mint.settings import (
 )
 
 
-class EmbeddedRegistrySettings(GrpcServerOptions):
+class EmbeddedRegistrySettings(GrpcServerOptions, ProcessOptions):
     port: int = grpc_port(50051)
     data_dir: Path = Field(
         Path(".mint/registry"), description="embedded back end: where the SQLite log and blobs live"
