@@ -1,5 +1,6 @@
 """The node's `Inference` servicer: protobuf in, InferenceNode call, protobuf out.
-Errors are raised as domain errors; the interceptor turns them into statuses.
+Errors are raised as domain errors; the interceptor turns them into statuses. A stream's
+chunks carry the text their tokens complete, so their texts add up to `Generate`'s text.
 
 Callers are checked as the router checks them: the interceptor authenticates the call (a
 caller's own token, or the router's service token acting for the caller it names) and
@@ -16,6 +17,7 @@ from mint.rpc.interceptor import current_principal
 from mint.rpc.observe import observed
 from mint.serving import wire
 from mint.serving.requests import Selector
+from mint.serving.text_stream import TextStream
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 
@@ -55,15 +57,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 wire.sampling(request.sampling),
                 context.add_callback,
             )
-            first = True
+            first, text = True, TextStream(self.node.decode)
             for chunk in tokens:
                 yield pb.GenerateChunk(
                     tokens=chunk,
-                    text=self.node.decode(chunk),
+                    text=text.add(chunk),  # held back while a character is incomplete
                     adapters=wire.resolved(parts) if first else [],
                     node=self.node.name if first else "",
                 )
                 first = False
+            if rest := text.finish():  # the generation ended inside a character
+                yield pb.GenerateChunk(text=rest)
 
     def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreResponse:
         with self._observed("Score"):
