@@ -3,6 +3,8 @@
   python -m mint.audit verify                          chains + blobs; exit 1 on problems
                                                        (progress on stderr as it goes)
   python -m mint.audit verify --projection-bucket P    also the projection's revision files
+  python -m mint.audit verify --public-key signing.pub also the signed checkpoints: nothing
+                                                       rewritten, truncated or deleted
   python -m mint.audit replay --as-of 2026-11-29T15:00:00Z [--json]
   python -m mint.audit replay --as-of-offsets 0:120,1:98 [--json]
   python -m mint.audit provenance acme/tone[@3] [--json | --svg lineage.svg]
@@ -24,9 +26,10 @@ from mint import cli, logs, settings, startup
 from mint.blobs.port import BlobStore
 from mint.domain.errors import DomainError
 from mint.domain.names import AdapterRef
+from mint.eventlog.checkpoints import CheckpointStore, public_keys
 from mint.eventlog.port import EventLog
 
-from . import progress, provenance, replay, verify
+from . import checkpoints, progress, provenance, replay, verify
 from .settings import AuditSettings, AuditVerifySettings
 
 
@@ -85,22 +88,51 @@ def _time(text: str) -> datetime:
         ) from None
 
 
+def _signed_history(args: argparse.Namespace) -> checkpoints.SignedHistory | None:
+    """Given --public-key: the stored checkpoints, their signatures checked."""
+    if not args.public_key:
+        return None
+    history = checkpoints.SignedHistory(public_keys(path.read_bytes() for path in args.public_key))
+    store: CheckpointStore
+    if args.backend == "embedded":
+        from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
+
+        store = SqliteCheckpointStore(args.data_dir / "events.db")
+    else:
+        from mint.backends.kafka_checkpoints import KafkaCheckpointStore
+
+        config = settings.load(AuditSettings, args)
+        store = KafkaCheckpointStore(
+            config.kafka(), config.events_topic, config.events_partitions, create=False
+        )
+    try:
+        history.add(store.read_all())
+    finally:
+        store.close()
+    return history
+
+
 def _verify(args: argparse.Namespace) -> int:
+    history = _signed_history(args)
     log, blobs, projection = _checked(args)
     try:
         with progress.shown() as show:  # on stderr: stdout is the report
-            report = verify.verify(log.read_all(), blobs, projection, show)
+            records = log.read_all() if history is None else history.watch(log.read_all())
+            report = verify.verify(records, blobs, projection, show)
     finally:
         log.close()
-    for problem in report.problems:
+    problems = [*report.problems, *(history.finish() if history is not None else [])]
+    for problem in problems:
         print(f"PROBLEM {problem}")
+    if history is not None:
+        print(history.summary())
     projected = f", {report.projection_files_checked} projection files" if projection else ""
     print(
         f"{report.events} events in {report.streams} streams, "
         f"{report.blobs_checked} blobs{projected} checked: "
-        f"{'clean' if report.clean else f'{len(report.problems)} problems'}"
+        f"{'clean' if not problems else f'{len(problems)} problems'}"
     )
-    return 0 if report.clean else 1
+    return 0 if not problems else 1
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -148,11 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    _command(
+    vf = _command(
         commands,
         "verify",
         "walk every hash chain, check every blob (and the projection's files)",
         AuditVerifySettings,
+    )
+    vf.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        metavar="KEYFILE",
+        help="also check the signed checkpoints against this Ed25519 public key (PEM; "
+        "repeat for replicas that sign with different keys)",
     )
     rp = _command(commands, "replay", "the registry's state at a moment", AuditSettings)
     moment = rp.add_mutually_exclusive_group()
