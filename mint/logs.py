@@ -108,6 +108,22 @@ class LogConfig:
         return levels
 
 
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is when a line is written, not the one at start: a
+    caller (pytest's capture, a CLI test) may replace it, and close the old one, meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
 _installed: logging.Handler | None = None
 _overridden: list[str] = []
 
@@ -124,7 +140,7 @@ def configure(config: LogConfig | None = None, stream: TextIO | None = None) -> 
     for name in _overridden:
         logging.getLogger(name).setLevel(logging.NOTSET)
     _overridden.clear()
-    target = logging.StreamHandler(stream or sys.stderr)
+    target = logging.StreamHandler(stream) if stream else StderrHandler()
     target.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
     handler: logging.Handler = (
         RepeatCollapser(target, config.repeat_window_s) if config.repeat_window_s > 0 else target
