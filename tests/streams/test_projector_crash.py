@@ -33,6 +33,17 @@ from streams.projector.sink import S3Sink
 pytestmark = pytest.mark.slow
 
 KILLS = 20
+
+
+def _wait_for_line(log: Path, line: str, count: int, timeout_s: float = 60.0) -> None:
+    """Until `log` holds `line` `count` times (a restart got to work, however loaded the
+    machine is: a fixed delay killed most restarts during imports on a busy one)."""
+    deadline = time.monotonic() + timeout_s
+    while log.read_text(errors="replace").count(line) < count:
+        assert time.monotonic() < deadline, f"no {line!r} #{count} in {timeout_s:g} s"
+        time.sleep(0.05)
+
+
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
 REFS = [AdapterRef("acme", "one"), AdapterRef("acme", "two")]
@@ -134,7 +145,9 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
         "0",
     ]
     rng, kills = random.Random(7), 0
+    (tmp_path / "projector.log").touch()
     while kills < KILLS or not done.is_set():
+        rebuilt = (tmp_path / "projector.log").read_text(errors="replace").count("state rebuilt")
         with (tmp_path / "projector.log").open("ab") as out:
             proc = subprocess.Popen(
                 cmd,
@@ -143,7 +156,11 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
                 env={**os.environ, **endpoints},
                 start_new_session=True,
             )
-        time.sleep(rng.uniform(1.0, 3.0))
+        if kills % 2:  # every other restart dies wherever it is, start-up included
+            time.sleep(rng.uniform(0.5, 3.0))
+        else:  # the rest once they have rebuilt their state and got to work
+            _wait_for_line(tmp_path / "projector.log", "state rebuilt", rebuilt + 1)
+            time.sleep(rng.uniform(0.0, 1.5))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
