@@ -101,7 +101,8 @@ def _offsets(text: str | None) -> dict[int, int] | None:
         return {int(p): int(n) for p, n in (pair.split(":") for pair in text.split(","))}
     except ValueError:
         raise typer.BadParameter(
-            f"{text!r}: write PARTITION:OFFSET[,PARTITION:OFFSET...], e.g. 0:120,1:98"
+            f"{text!r}: write PARTITION:OFFSET[,PARTITION:OFFSET...], e.g. 0:120,1:98",
+            param_hint="--as-of-offsets",
         ) from None
 
 
@@ -112,9 +113,11 @@ def _moment(text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         example = "2026-11-29T15:00:00Z"
-        raise typer.BadParameter(f"{text!r}: write an ISO time, e.g. {example}") from None
+        raise typer.BadParameter(
+            f"{text!r}: write an ISO time, e.g. {example}", param_hint="--as-of"
+        ) from None
     if moment.tzinfo is None:
-        raise typer.BadParameter(f"{text!r}: add a time zone, e.g. Z for UTC")
+        raise typer.BadParameter(f"{text!r}: add a time zone, e.g. Z for UTC", param_hint="--as-of")
     return moment
 
 

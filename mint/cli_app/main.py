@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from mint.client import GenerationChunk, Sampling, login
 
 from . import adapter, audit, stack
 from . import options as o
-from .output import connected, emit, emit_json, err, out, reporting_errors
+from .output import connected, emit, emit_json, err, out
 
 app = typer.Typer(
     help="MinT from a terminal: register bases, publish and promote adapters, generate.\n\n"
@@ -167,5 +168,23 @@ def generate(
 
 
 def main() -> None:
-    with reporting_errors():
-        app()
+    """The console script. click's own refusals (a missing argument, a folder that is not
+    there) are one line too, pointing at the command's --help."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted", markup=False)
+        code = 1
+    except Exception as exc:
+        # click's exceptions (typer vendors click in some versions, so they are known by
+        # what they carry, not by class): a usage error names the command's --help.
+        if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+        else:
+            help_hint = f" — see `{ctx.command_path} --help`" if ctx is not None else ""
+            err.print(f"error: {exc.format_message().rstrip('.')}{help_hint}", markup=False)
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

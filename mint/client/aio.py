@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 import grpc.aio
 
+from mint.eventlog.port import Recorded
 from mint.rpc.tls import TlsFiles
 from mint.v1 import inference_pb2_grpc, registry_pb2_grpc
 
@@ -38,7 +39,7 @@ from .types import (
     Sampling,
     Score,
 )
-from .watch import AsyncWatch
+from .watch import AsyncWatch, scan_async
 
 if TYPE_CHECKING:  # the stubs' async types exist for type checkers only
     from mint.v1.inference_pb2_grpc import InferenceAsyncStub
@@ -324,6 +325,19 @@ class AsyncClient:
             return stub.WatchEvents(build.watch(tenant, offsets), metadata=self._metadata)
 
         return AsyncWatch(open_stream, from_offsets, self.retry_for_s)
+
+    def scan(self, tenant: str) -> AsyncIterator[Recorded]:
+        """`tenant`'s events as stored, up to the log's end as of the call (`Client.scan`):
+        `async for` over it."""
+        if not self._stubs:
+            raise ValueError("this client has no registry: pass registry='HOST:PORT'")
+
+        def open_stream(offsets: dict[int, int]) -> object:
+            stub = self._stubs[self._replicas.choose(f"watch/{tenant}")]
+            request = build.watch(tenant, offsets, until_end=True)
+            return stub.WatchEvents(request, metadata=self._metadata)
+
+        return scan_async(open_stream, self.retry_for_s)
 
     # --- inference (through the router) ---------------------------------------------------
 

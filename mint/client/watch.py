@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -179,3 +179,19 @@ def scan(open_stream: OpenStream, retry_for_s: float) -> Iterator[Recorded]:
         finally:
             call.cancel()
         time.sleep(pause)
+
+
+async def scan_async(open_stream: OpenStream, retry_for_s: float) -> AsyncIterator[Recorded]:
+    """`scan` for grpc.aio: `open_stream` gives an aio stream call."""
+    position = _Position(None, retry_for_s)
+    while True:
+        call = open_stream(position.offsets)
+        try:
+            while (message := await call.read()) is not grpc.aio.EOF:
+                yield read.recorded(position.advance(message))
+            return
+        except grpc.RpcError as exc:
+            pause = position.pause_after(exc)
+        finally:
+            call.cancel()
+        await asyncio.sleep(pause)

@@ -33,6 +33,8 @@ from services.registry.server import build_server
 from services.router.app import RouterConfig, RouterProcess
 from tests.serving.world import SERVICE_TOKEN, World, new_world, train
 
+from .installed import InstalledClient, install_client
+
 ADMIN, ALICE, EVE = "admin-token", "alice-token", "eve-token"
 TOKENS = TokenTable(
     (token_digest(token), principal)
@@ -165,3 +167,9 @@ def logged_in(world: ClientWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     )
     assert result.exit_code == 0, result.output
     return login_path()
+
+
+@pytest.fixture(scope="package")
+def installed_client(tmp_path_factory: pytest.TempPathFactory) -> InstalledClient:
+    """The wheel built afresh and installed bare (tests/client/installed.py), once a run."""
+    return install_client(tmp_path_factory.mktemp("installed"))

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 import mint
+from mint.audit.verify import verify
 from mint.client import Sampling
 from mint.domain.events import AdapterCreated
 
@@ -48,6 +49,7 @@ def test_the_async_client_walks_an_adapters_life(world: ClientWorld) -> None:
             listed = [a.ref async for a in client.list_adapters("acme", page_size=1)]
             async with client.watch("acme") as watch:
                 first = await anext(e async for e in watch if e.stream_id == ref)
+            scanned = [r async for r in client.scan("acme") if r.envelope.stream_id == ref]
 
         assert sent and evaluated.request_id and archived.adapter.archived
         assert adapter.archived and adapter.channels == {"latest": 2, "stable": 2}
@@ -55,6 +57,8 @@ def test_the_async_client_walks_an_adapters_life(world: ClientWorld) -> None:
         assert events[-1].stream_version == adapter.version and len(events) == adapter.version
         assert ref in listed and listed == sorted(listed)
         assert first.request_id == "a-create" and isinstance(first.payload, AdapterCreated)
+        assert [r.envelope.stream_version for r in scanned] == list(range(1, adapter.version + 1))
+        assert not verify(scanned).problems  # as stored: the chain holds
 
     asyncio.run(scenario())
 

@@ -241,7 +241,7 @@ def test_the_readme_session_runs_as_written(
     }
     text = README.read_text()
     section = text[text.index("## The mint command") :]
-    (session,) = re.findall(r"```bash\n(.*?)```", section[: section.index("\n## ", 5)], re.DOTALL)
+    session = re.findall(r"```bash\n(.*?)```", section[: section.index("\n## ", 5)], re.DOTALL)[0]
     lines = [shlex.split(line, comments=True) for line in session.splitlines()]
     assert len(lines) == 6
     for words in lines:

@@ -13,7 +13,7 @@ import mint
 from mint.client import Event, Selector, errors
 from mint.client.build import selectors
 from mint.client.rollback import rollback_target
-from mint.client.watch import Watch
+from mint.client.watch import Watch, scan
 from mint.domain.events import ChannelMoved
 from mint.v1 import registry_pb2 as pb
 
@@ -117,6 +117,9 @@ class Stream:
     def __init__(self, events: list[pb.RecordedEvent], code: grpc.StatusCode | None) -> None:
         self.events, self.code, self.cancelled = iter(events), code, False
 
+    def __iter__(self) -> Stream:
+        return self
+
     def __next__(self) -> pb.RecordedEvent:
         for event in self.events:
             return event
@@ -164,3 +167,22 @@ def test_a_closed_watch_ends_and_cancels_its_stream() -> None:
         assert next(watch).payload is None  # a type this client does not know
     assert stream.cancelled
     assert list(watch) == []
+
+
+def test_a_scan_resumes_from_its_offsets_and_ends_with_the_stream() -> None:
+    opened: list[dict[int, int]] = []
+    streams = iter(
+        [
+            Stream([_recorded(0, 5), _recorded(1, 2)], grpc.StatusCode.UNAVAILABLE),
+            Stream([_recorded(0, 6)], None),  # the server read to the end: the stream ends
+        ]
+    )
+
+    def open_stream(offsets: dict[int, int]) -> Stream:
+        opened.append(dict(offsets))
+        return next(streams)
+
+    records = list(scan(open_stream, retry_for_s=5))
+    assert [(r.position.partition, r.position.offset) for r in records] == [(0, 5), (1, 2), (0, 6)]
+    assert records[0].envelope.stream_id == "acme/a"  # the envelope whole, as stored
+    assert opened == [{}, {0: 6, 1: 3}]

@@ -1,9 +1,11 @@
-"""README.md's "Using MinT from Python" snippets, run as written against the test servers:
-only the addresses, the token, the folders and the adapter's name are replaced."""
+"""README.md's "Quickstart" (with the installed wheel's `mint`) and "Using MinT from
+Python" snippets, run as written against the test servers: only the addresses, the token,
+the folders and the adapter's name are replaced."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,42 @@ import pytest
 from mint.models.base import build_base
 from tests.serving.world import base_config
 
-from .conftest import ADMIN, ClientWorld
+from .conftest import ADMIN, ALICE, ClientWorld
+from .installed import InstalledClient, output
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Using MinT from Python"
+
+
+def test_the_quickstart_runs_with_the_installed_wheel(
+    world: ClientWorld, installed_client: InstalledClient
+) -> None:
+    """Six commands from `pip install` to a generation. The install is the fixture's: the
+    wheel the README names, built afresh and installed into a new virtualenv (offline over
+    the core dependencies, tests/client/installed.py); the rest run as its `mint`."""
+    text = README.read_text()
+    section = text[text.index("## Quickstart") :]
+    (session,) = re.findall(r"```bash\n(.*?)```", section[: section.index("\n## ", 5)], re.DOTALL)
+    lines = [shlex.split(line, comments=True) for line in session.splitlines()]
+    assert len(lines) <= 6 and lines[0][:2] == ["pip", "install"]
+    assert lines[0][2:] == [f"dist/{installed_client.wheel.name}"]
+    assert (installed_client.site / "mint" / "__init__.py").is_file()
+    replaced = {
+        "127.0.0.1:50051": world.registry,
+        "127.0.0.1:50060": world.router,
+        "s3cret": ALICE,
+        "./my-lora": str(world.lora("quickstart", seed=61)),
+        "$FINGERPRINT": world.fingerprint,
+        "acme/tone": "acme/quickstart",
+        "acme/tone@stable": "acme/quickstart@stable",
+    }
+    for words in lines[1:]:
+        assert words[0] == "mint"
+        if words[1] == "generate":
+            world.project()  # what the live projector would have written by now
+        result = installed_client.mint(*(replaced.get(word, word) for word in words[1:]))
+        assert result.returncode == 0, output(result)
+    assert result.stdout.strip()  # the generation
 
 
 def snippets() -> list[str]:

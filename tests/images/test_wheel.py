@@ -96,8 +96,12 @@ def _output(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built from a copy of exactly what the Dockerfile's builder stage copies."""
-    source, dist = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
+    return build_wheel(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist"))
+
+
+def build_wheel(source: Path, dist: Path) -> Path:
+    """Built in `dist` from a copy (in `source`) of exactly what the Dockerfile's builder
+    stage copies."""
     for name in parse().copied_sources("builder"):
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__py*"))

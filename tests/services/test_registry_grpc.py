@@ -90,3 +90,20 @@ def test_watch_streams_new_events_for_the_callers_tenant(
     alice.create_adapter(ref, model_files["fingerprint"])
     watcher.join(timeout=30)
     assert seen == ["mint.v1.AdapterCreated"]
+
+
+def test_a_watch_until_the_end_ends_with_the_tenants_events_so_far(
+    running: Running, model_files: dict
+) -> None:
+    admin, alice = running.client("admin-token"), running.client("alice-token")
+    admin.register_base("tiny", model_files["fingerprint"], model_files["shapes"])
+    ref = f"acme/scanned-{uuid.uuid4().hex[:6]}"
+    alice.create_adapter(ref, model_files["fingerprint"])
+    admin.create_adapter(f"other/scanned-{uuid.uuid4().hex[:6]}", model_files["fingerprint"])
+    # No cancel: the stream ends by itself once the log's end is read.
+    events = list(alice.watch_events("acme", until_end=True))
+    assert {e.envelope.stream_id.partition("/")[0] for e in events} == {"acme"}
+    assert [e.envelope.event_type for e in events if e.envelope.stream_id == ref] == [
+        "mint.v1.AdapterCreated"
+    ]
+    assert all(e.envelope.hash for e in events)  # as stored: the chain can be checked
