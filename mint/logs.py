@@ -4,8 +4,9 @@ one JSON object per line, and the id of the RPC being served in each line it cau
 
 A retry loop against a dead server logs the same line many times a second (a registry
 wrote ~230,000 lines a minute during a two-broker outage): the first line of a run is
-written at once, the rest of the run within `repeat_window_s` is counted, and one line
-"... (repeated N times in 10 s)" follows when the window closes.
+written at once, the rest of the run within `repeat_window_s` is counted (a repeat: the
+same logger, level and text but for numbers, such as a backoff or a broker id), and one
+line "... (repeated N times in 10 s)" follows when the window closes.
 
 Stdlib only: the RPC layer, the services and the back ends all import it."""
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import threading
 import uuid
@@ -35,6 +37,7 @@ REPEAT_WINDOW_S = 10.0
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _REQUEST_ID_MAX = 64
 
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 _request_id: ContextVar[str | None] = ContextVar("mint_request_id", default=None)
 
 
@@ -51,7 +54,8 @@ def request_scope(request_id: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _request_id.reset(token)
+        with contextlib.suppress(ValueError):  # a streaming call's generator closed elsewhere
+            _request_id.reset(token)
 
 
 def request_id_of(*candidates: object) -> str:
@@ -194,10 +198,11 @@ class _Run:
 
 
 class RepeatCollapser(logging.Handler):
-    """Hands records to `target`, except the repeats of a line (same logger, level and
-    message template: a retry loop's line whatever its arguments) within `window_s` of
-    its first: those are counted, and one summary line ("<the last one> (repeated N
-    times in W s)") goes to `target` when the window closes."""
+    """Hands records to `target`, except the repeats of a line within `window_s` of its
+    first: those are counted, and one summary line ("<the last one> (repeated N times in
+    W s)") goes to `target` when the window closes. A repeat has the same logger, level
+    and text but for its numbers (a retry loop's backoff, a broker's id, an attempt):
+    lines about different adapters or requests stay apart."""
 
     def __init__(self, target: logging.Handler, window_s: float = REPEAT_WINDOW_S) -> None:
         super().__init__()
@@ -207,7 +212,7 @@ class RepeatCollapser(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:  # under self.lock (Handler.handle)
         self._close_runs_before(record.created - self.window_s)
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, _NUMBERS.sub("#", record.getMessage()))
         run = self._runs.get(key)
         if run is not None:
             run.repeats += 1

@@ -1,5 +1,6 @@
 """The one place where callers are authenticated and domain errors become gRPC statuses,
-and where the caller's deadline is handed to whatever waits on its behalf."""
+where the caller's deadline is handed to whatever waits on its behalf, and where the
+call's request id is set for every line logged while serving it (`mint.logs`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from mint import logs
 from mint.client.retry import OWNER_METADATA  # the clients read it
 from mint.deadlines import caller_deadline
 from mint.domain import errors
@@ -96,27 +98,36 @@ class DomainInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                self._authenticate(context)
-                with caller_deadline(context.time_remaining()):
-                    return behaviour(request, context)
-            except Exception as exc:
-                _abort(context, exc)
-            finally:
-                _note_if_late(context)
+            with logs.request_scope(_request_id(context, request)):
+                try:
+                    self._authenticate(context)
+                    with caller_deadline(context.time_remaining()):
+                        return behaviour(request, context)
+                except Exception as exc:
+                    _abort(context, exc)
+                finally:
+                    _note_if_late(context)
 
         return wrapped
 
     def _streaming(self, behaviour: Callable[[Any, Any], Iterator[Any]]) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            try:
-                self._authenticate(context)
-                with caller_deadline(context.time_remaining()):
-                    yield from behaviour(request, context)
-            except Exception as exc:
-                _abort(context, exc)
+            with logs.request_scope(_request_id(context, request)):
+                try:
+                    self._authenticate(context)
+                    with caller_deadline(context.time_remaining()):
+                        yield from behaviour(request, context)
+                except Exception as exc:
+                    _abort(context, exc)
 
         return wrapped
+
+
+def _request_id(context: grpc.ServicerContext, request: Any) -> str:
+    """The caller's `x-request-id`, else the command's own request id (what its events
+    and retries carry), else a new one."""
+    sent = [v for k, v in context.invocation_metadata() or () if k == logs.REQUEST_ID_METADATA]
+    return logs.request_id_of(*sent, getattr(request, "request_id", None))
 
 
 def _note_if_late(context: grpc.ServicerContext) -> None:
