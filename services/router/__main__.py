@@ -17,7 +17,6 @@ from __future__ import annotations
 from mint import cli, logs, settings, startup
 from mint.rpc.auth import TokenTable
 
-from .app import RouterConfig, RouterProcess
 from .settings import RouterSettings
 
 
@@ -28,6 +27,8 @@ def main() -> None:
     logs.configure(config.log_config())
     startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
+    from .app import RouterConfig, RouterProcess  # transformers: seconds, after the checks
+
     kafka, topics = config.kafka(), config.residency_topics()
     topics.create(kafka)
     router = RouterProcess(
