@@ -18,6 +18,7 @@ import logging
 import re
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -211,14 +212,19 @@ class RepeatCollapser(logging.Handler):
         self._runs: OrderedDict[tuple[str, int, str], _Run] = OrderedDict()  # oldest first
 
     def emit(self, record: logging.LogRecord) -> None:  # under self.lock (Handler.handle)
-        self._close_runs_before(record.created - self.window_s)
-        key = (record.name, record.levelno, _NUMBERS.sub("#", record.getMessage()))
+        try:
+            self._close_runs_before(record.created - self.window_s)
+            key = (record.name, record.levelno, _NUMBERS.sub("#", record.getMessage()))
+        except Exception:  # arguments that do not fit the message: logging's own report
+            self.handleError(record)
+            return
         run = self._runs.get(key)
         if run is not None:
             run.repeats += 1
             run.last = record
             if run.timer is None:  # the summary comes even if nothing else is logged
-                run.timer = threading.Timer(self.window_s, self._close_run, (key, run))
+                closes_in = max(0.0, run.started + self.window_s - time.time())
+                run.timer = threading.Timer(closes_in, self._close_run, (key, run))
                 run.timer.daemon = True
                 run.timer.start()
             return

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -89,12 +90,13 @@ def record(message: str, *args: object, at: float, level: int = logging.ERROR) -
 def test_repeats_within_the_window_collapse_into_one_line_with_a_count() -> None:
     lines = Lines()
     collapser = logs.RepeatCollapser(lines, window_s=10)
+    now = time.time()  # the records' times: a window's count is due 10 s after its first
     for i in range(1000):  # a retry loop: the same line, other arguments, 100 a second
-        collapser.handle(record("connect to broker %s failed", i % 3, at=100 + i * 0.01))
-    collapser.handle(record("something else", at=105))
+        collapser.handle(record("connect to broker %s failed", i % 3, at=now + i * 0.01))
+    collapser.handle(record("something else", at=now + 5))
     for name in ("acme/tone", "acme/style"):  # lines about different things stay apart
-        collapser.handle(record("loaded %s", name, at=105))
-    collapser.handle(record("connect to broker %s failed", 1, at=100, level=logging.WARNING))
+        collapser.handle(record("loaded %s", name, at=now + 5))
+    collapser.handle(record("connect to broker %s failed", 1, at=now, level=logging.WARNING))
     assert lines.lines == [
         "connect to broker 0 failed",
         "something else",
@@ -102,7 +104,7 @@ def test_repeats_within_the_window_collapse_into_one_line_with_a_count() -> None
         "loaded acme/style",
         "connect to broker 1 failed",  # another level is another line
     ]
-    collapser.handle(record("connect to broker %s failed", 2, at=111))  # the window closed
+    collapser.handle(record("connect to broker %s failed", 2, at=now + 11))  # the window closed
     assert lines.lines[5:] == [
         "connect to broker 0 failed (repeated 999 times in 10 s)",  # the last one's text
         "connect to broker 2 failed",  # a new window starts with the line itself
