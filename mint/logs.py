@@ -5,8 +5,8 @@ one JSON object per line, and the id of the RPC being served in each line it cau
 A retry loop against a dead server logs the same line many times a second (a registry
 wrote ~230,000 lines a minute during a two-broker outage): the first line of a run is
 written at once, the rest of the run within `repeat_window_s` is counted (a repeat: the
-same logger, level and text but for numbers, such as a backoff or a broker id), and one
-line "... (repeated N times in 10 s)" follows when the window closes.
+same logger, level and text but for its decimal numbers, such as a backoff), and one line
+"... (repeated N times in 10 s)" follows when the window closes.
 
 Stdlib only: the RPC layer, the services and the back ends all import it."""
 
@@ -38,7 +38,9 @@ REPEAT_WINDOW_S = 10.0
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _REQUEST_ID_MAX = 64
 
-_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+# A backoff or a duration varies from one try to the next; whole numbers (a partition, a
+# broker, an offset) tell lines about different things apart.
+_DECIMALS = re.compile(r"\d+\.\d+")
 _request_id: ContextVar[str | None] = ContextVar("mint_request_id", default=None)
 
 
@@ -202,8 +204,8 @@ class RepeatCollapser(logging.Handler):
     """Hands records to `target`, except the repeats of a line within `window_s` of its
     first: those are counted, and one summary line ("<the last one> (repeated N times in
     W s)") goes to `target` when the window closes. A repeat has the same logger, level
-    and text but for its numbers (a retry loop's backoff, a broker's id, an attempt):
-    lines about different adapters or requests stay apart."""
+    and text but for its decimal numbers (a retry loop's backoff, a duration): lines
+    about different partitions, brokers or adapters stay apart."""
 
     def __init__(self, target: logging.Handler, window_s: float = REPEAT_WINDOW_S) -> None:
         super().__init__()
@@ -214,7 +216,7 @@ class RepeatCollapser(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:  # under self.lock (Handler.handle)
         try:
             self._close_runs_before(record.created - self.window_s)
-            key = (record.name, record.levelno, _NUMBERS.sub("#", record.getMessage()))
+            key = (record.name, record.levelno, _DECIMALS.sub("#", record.getMessage()))
         except Exception:  # arguments that do not fit the message: logging's own report
             self.handleError(record)
             return

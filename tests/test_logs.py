@@ -91,26 +91,29 @@ def test_repeats_within_the_window_collapse_into_one_line_with_a_count() -> None
     lines = Lines()
     collapser = logs.RepeatCollapser(lines, window_s=10)
     now = time.time()  # the records' times: a window's count is due 10 s after its first
-    for i in range(1000):  # a retry loop: the same line, other arguments, 100 a second
-        collapser.handle(record("connect to broker %s failed", i % 3, at=now + i * 0.01))
+    retrying = "broker %d unreachable; retrying in %.2f s"
+    for i in range(1000):  # a retry loop: the same line but its backoff, 100 a second
+        collapser.handle(record(retrying, 1, 0.1 + i / 1000, at=now + i * 0.01))
     collapser.handle(record("something else", at=now + 5))
-    for name in ("acme/tone", "acme/style"):  # lines about different things stay apart
-        collapser.handle(record("loaded %s", name, at=now + 5))
-    collapser.handle(record("connect to broker %s failed", 1, at=now, level=logging.WARNING))
+    for partition in (0, 1):  # lines about different things stay apart
+        collapser.handle(record("partition %d: state rebuilt", partition, at=now + 5))
+    collapser.handle(record(retrying, 2, 0.1, at=now + 5))
+    collapser.handle(record(retrying, 1, 0.1, at=now, level=logging.WARNING))
     assert lines.lines == [
-        "connect to broker 0 failed",
+        "broker 1 unreachable; retrying in 0.10 s",
         "something else",
-        "loaded acme/tone",
-        "loaded acme/style",
-        "connect to broker 1 failed",  # another level is another line
+        "partition 0: state rebuilt",
+        "partition 1: state rebuilt",
+        "broker 2 unreachable; retrying in 0.10 s",
+        "broker 1 unreachable; retrying in 0.10 s",  # another level is another line
     ]
-    collapser.handle(record("connect to broker %s failed", 2, at=now + 11))  # the window closed
-    assert lines.lines[5:] == [
-        "connect to broker 0 failed (repeated 999 times in 10 s)",  # the last one's text
-        "connect to broker 2 failed",  # a new window starts with the line itself
+    collapser.handle(record(retrying, 1, 0.5, at=now + 11))  # the first window closed
+    assert lines.lines[6:] == [
+        "broker 1 unreachable; retrying in 1.10 s (repeated 999 times in 10 s)",  # the last
+        "broker 1 unreachable; retrying in 0.50 s",  # a new window starts with the line
     ]
     collapser.close()
-    assert lines.lines[7:] == []  # nothing was pending
+    assert lines.lines[8:] == []  # nothing else was pending
 
 
 def test_a_count_is_written_when_the_window_closes_without_another_line() -> None:
