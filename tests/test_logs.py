@@ -4,57 +4,28 @@ lines carry the request id of the RPC that logged them."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
 
 from mint import logs
 from mint.backends.kafka import KafkaConnection, broker_ids
-from mint.registry import Principal
-from mint.rpc.auth import TokenTable, token_digest
-from mint.rpc.server import RpcServer, build_server
 from mint.v1 import registry_pb2
-
-ALICE = ("authorization", "Bearer alice-token")
-SERVICE = "test.Logged"
-said = logging.getLogger("mint.tests.logged")
+from tests.logged_rpc import ALICE, captured_logs, create, said, serve_logged
 
 
-@pytest.fixture
-def restored_logging() -> Iterator[None]:
-    """`logs.configure` changes the process's logging: put it back for the other tests."""
-    root = logging.getLogger()
-    names = [*logs.OWN_LOGGERS, "kafka"]
-    levels = {name: logging.getLogger(name).level for name in names}
-    handlers, root_level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(root_level)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
-def written(config: logs.LogConfig, action: object) -> list[str]:
-    stream = io.StringIO()
-    handler = logs.configure(config, stream)
-    assert callable(action)
-    action()
-    handler.flush()
+def written(config: logs.LogConfig, action: Callable[[], None]) -> list[str]:
+    with captured_logs(config) as stream:
+        action()
     return stream.getvalue().splitlines()
 
 
-def test_kafka_python_info_lines_are_not_written_by_default(
-    kafka: KafkaConnection, restored_logging: None
-) -> None:
+def test_kafka_python_info_lines_are_not_written_by_default(kafka: KafkaConnection) -> None:
     def talk_to_kafka() -> None:
         said.info("asking for the brokers")
         assert broker_ids(kafka)  # kafka-python logs its connections at INFO
@@ -134,57 +105,27 @@ def test_closing_writes_the_pending_count() -> None:
     assert lines.lines == ["retrying", "retrying (repeated 2 times in 60 s)"]
 
 
-def _logged_call(
-    request: registry_pb2.CreateAdapterRequest, context: grpc.ServicerContext
-) -> bytes:
-    said.info("creating %s", request.ref.name)
-    return b""
+def test_json_lines_carry_the_request_id_of_the_rpc_that_logged_them() -> None:
+    server = serve_logged()
+    with (
+        captured_logs(logs.LogConfig(format="json")) as stream,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
 
+        def call(name: str, request_id: str = "", *metadata: tuple[str, str]) -> None:
+            request = registry_pb2.CreateAdapterRequest(request_id=request_id)
+            request.ref.name = name
+            create(channel)(request, metadata=(ALICE, *metadata), timeout=10)
 
-def _serve() -> tuple[RpcServer, int]:
-    def add(server: grpc.Server) -> None:
-        handler: grpc.RpcMethodHandler[registry_pb2.CreateAdapterRequest, bytes] = (
-            grpc.unary_unary_rpc_method_handler(
-                _logged_call, request_deserializer=registry_pb2.CreateAdapterRequest.FromString
-            )
-        )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, {"Create": handler}),)
-        )
-
-    tokens = TokenTable([(token_digest("alice-token"), Principal("alice", frozenset({"acme"})))])
-    server = build_server(SERVICE, add, "127.0.0.1:0", tokens.authenticate, 2, drain_s=0)
-    return server, server.port
-
-
-def test_json_lines_carry_the_request_id_of_the_rpc_that_logged_them(
-    restored_logging: None,
-) -> None:
-    server, port = _serve()
-    stream = io.StringIO()
-    logs.configure(logs.LogConfig(format="json"), stream)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            create: grpc.UnaryUnaryMultiCallable[registry_pb2.CreateAdapterRequest, bytes] = (
-                channel.unary_unary(
-                    f"/{SERVICE}/Create",
-                    request_serializer=registry_pb2.CreateAdapterRequest.SerializeToString,
-                )
-            )
-
-            def call(name: str, request_id: str = "", *metadata: tuple[str, str]) -> None:
-                request = registry_pb2.CreateAdapterRequest(request_id=request_id)
-                request.ref.name = name
-                create(request, metadata=(ALICE, *metadata), timeout=10)
-
+        try:
             call("sent", "", ("x-request-id", "trace-7f3a"))
             call("command", "cmd-42")  # a command's own request id
             call("either", "cmd-43", ("x-request-id", "trace-0001"))  # the caller's wins
             call("bad", "", ("x-request-id", "not one; " + "x" * 80))  # not used: a new one
             call("none")
-        said.info("outside any call")
-    finally:
-        server.stop(0)
+            said.info("outside any call")
+        finally:
+            server.stop(0)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     by_message = {line["message"]: line for line in lines if line["logger"] == said.name}
     assert by_message["creating sent"]["request_id"] == "trace-7f3a"
