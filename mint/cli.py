@@ -8,8 +8,12 @@ import argparse
 import faulthandler
 import signal
 import threading
+from typing import TYPE_CHECKING
 
-from mint import logs
+from mint import logs, tracing
+
+if TYPE_CHECKING:
+    from mint.settings import ProcessOptions
 
 
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -20,6 +24,12 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+def configure(config: ProcessOptions) -> None:
+    """Logging and tracing as the process's settings say."""
+    logs.configure(config.log_config())
+    tracing.enable(config.otel)
 
 
 def command(

@@ -4,7 +4,8 @@ one JSON object per line, and the id of the RPC being served in each line it cau
 
 A retry loop against a dead server logs the same line many times a second (a registry
 wrote ~230,000 lines a minute during a two-broker outage): the first line of a run is
-written at once, the rest of the run within `repeat_window_s` is counted, and one line
+written at once, the rest of the run within `repeat_window_s` is counted (a repeat: the
+same logger, level and text but for its decimal numbers, such as a backoff), and one line
 "... (repeated N times in 10 s)" follows when the window closes.
 
 Stdlib only: the RPC layer, the services and the back ends all import it."""
@@ -14,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -35,6 +38,9 @@ REPEAT_WINDOW_S = 10.0
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _REQUEST_ID_MAX = 64
 
+# A backoff or a duration varies from one try to the next; whole numbers (a partition, a
+# broker, an offset) tell lines about different things apart.
+_DECIMALS = re.compile(r"\d+\.\d+")
 _request_id: ContextVar[str | None] = ContextVar("mint_request_id", default=None)
 
 
@@ -51,7 +57,8 @@ def request_scope(request_id: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _request_id.reset(token)
+        with contextlib.suppress(ValueError):  # a streaming call's generator closed elsewhere
+            _request_id.reset(token)
 
 
 def request_id_of(*candidates: object) -> str:
@@ -210,10 +217,11 @@ class _Run:
 
 
 class RepeatCollapser(logging.Handler):
-    """Hands records to `target`, except the repeats of a line (same logger, level and
-    message template: a retry loop's line whatever its arguments) within `window_s` of
-    its first: those are counted, and one summary line ("<the last one> (repeated N
-    times in W s)") goes to `target` when the window closes."""
+    """Hands records to `target`, except the repeats of a line within `window_s` of its
+    first: those are counted, and one summary line ("<the last one> (repeated N times in
+    W s)") goes to `target` when the window closes. A repeat has the same logger, level
+    and text but for its decimal numbers (a retry loop's backoff, a duration): lines
+    about different partitions, brokers or adapters stay apart."""
 
     def __init__(self, target: logging.Handler, window_s: float = REPEAT_WINDOW_S) -> None:
         super().__init__()
@@ -222,14 +230,19 @@ class RepeatCollapser(logging.Handler):
         self._runs: OrderedDict[tuple[str, int, str], _Run] = OrderedDict()  # oldest first
 
     def emit(self, record: logging.LogRecord) -> None:  # under self.lock (Handler.handle)
-        self._close_runs_before(record.created - self.window_s)
-        key = (record.name, record.levelno, str(record.msg))
+        try:
+            self._close_runs_before(record.created - self.window_s)
+            key = (record.name, record.levelno, _DECIMALS.sub("#", record.getMessage()))
+        except Exception:  # arguments that do not fit the message: logging's own report
+            self.handleError(record)
+            return
         run = self._runs.get(key)
         if run is not None:
             run.repeats += 1
             run.last = record
             if run.timer is None:  # the summary comes even if nothing else is logged
-                run.timer = threading.Timer(self.window_s, self._close_run, (key, run))
+                closes_in = max(0.0, run.started + self.window_s - time.time())
+                run.timer = threading.Timer(closes_in, self._close_run, (key, run))
                 run.timer.daemon = True
                 run.timer.start()
             return

@@ -35,6 +35,7 @@ from mint.domain.events import AdapterEvent, BaseModelRegistered, Provenance
 from mint.domain.names import AdapterRef, adapter_name
 from mint.domain.names import tenant as tenant_name
 from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
+from mint.tracing import current_trace_id
 from mint.validation.adapter import validate_adapter
 from mint.validation.limits import Limits
 
@@ -135,7 +136,7 @@ class Registry:
             return existing
         self.log.check_writable(base_stream(fingerprint))
         event = BaseModelRegistered(name, fingerprint, dict(parameters))
-        meta = Metadata(principal.name, request_id)
+        meta = _metadata(principal, request_id)
         with contextlib.suppress(VersionConflict):  # registered concurrently: first wins
             self.log.append(base_stream(fingerprint), 0, [event], meta)
         return self.base(fingerprint)
@@ -429,7 +430,7 @@ class Registry:
                 f"{ref} is at version {current}, not {expected_version}: re-read it and retry"
             )
         events = decide(state)
-        result = self.log.append(str(ref), current, events, Metadata(principal.name, request_id))
+        result = self.log.append(str(ref), current, events, _metadata(principal, request_id))
         if result.duplicate:  # appended by an earlier try of this request meanwhile
             folded = self._load(str(ref))
             return Outcome(_exists(folded.state if folded else None), result)
@@ -446,3 +447,8 @@ def _exists(state: agg.Adapter | None) -> agg.Adapter:
     if state is None:  # _execute and get check first; this guards the type
         raise NotFound("adapter does not exist")
     return state
+
+
+def _metadata(principal: Principal, request_id: str) -> Metadata:
+    """Who asked and in which request; the trace it ran in, when RPCs are traced."""
+    return Metadata(principal.name, request_id, correlation_id=current_trace_id() or "")

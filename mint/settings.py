@@ -83,6 +83,11 @@ class ProcessOptions(MintSettings):
         description="text lines, or json: one object per line (time, level, logger, "
         "message, request_id while serving a call)",
     )
+    otel: bool = Field(
+        False,
+        description="trace each RPC with OpenTelemetry (the otel extra; spans go where "
+        "opentelemetry-instrument and the OTEL_* variables send them)",
+    )
     startup_timeout_s: PositiveFloat = Field(
         10.0,
         description="how long the start-up checks wait for Kafka and S3; past it the process "

@@ -42,7 +42,7 @@ def _log(args: argparse.Namespace) -> EventLog:
     from mint.backends.kafka_log import KafkaEventLog
 
     config = settings.load(AuditSettings, args)
-    logs.configure(config.log_config())
+    cli.configure(config)
     startup.require_kafka(config, config.startup_timeout_s)
     return KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
 
@@ -59,7 +59,7 @@ def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Obje
     from mint.backends.s3_objects import S3Objects
 
     config = settings.load(AuditVerifySettings, args)
-    logs.configure(config.log_config())
+    cli.configure(config)
     startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
     log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())

@@ -1,8 +1,10 @@
 """The one place where callers are authenticated and domain errors become gRPC statuses,
-and where the caller's deadline is handed to whatever waits on its behalf."""
+where the caller's deadline is handed to whatever waits on its behalf, and where the
+call's request id is set for every line logged while serving it (`mint.logs`)."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -10,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from mint import logs, tracing
 from mint.client.retry import OWNER_METADATA  # the clients read it
 from mint.deadlines import caller_deadline
 from mint.domain import errors
@@ -65,26 +68,27 @@ class DomainInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None or details.method.startswith(OPEN_SERVICES):
             return handler
+        method = details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary),
+                self._unary(handler.unary_unary, method),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary),
+                self._unary(handler.stream_unary, method),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream),
+                self._streaming(handler.unary_stream, method),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(  # the only kind left: none goes unchecked
-            self._streaming(handler.stream_stream),
+            self._streaming(handler.stream_stream, method),
             handler.request_deserializer,
             handler.response_serializer,
         )
@@ -94,29 +98,48 @@ class DomainInterceptor(grpc.ServerInterceptor):
             metadata = context.invocation_metadata()
             _principal.set(self.authenticate(metadata, peer_names(context)))
 
-    def _unary(self, behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def _unary(
+        self, behaviour: Callable[[Any, Any], Any], method: str
+    ) -> Callable[[Any, Any], Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                self._authenticate(context)
-                with caller_deadline(context.time_remaining()):
-                    return behaviour(request, context)
-            except Exception as exc:
-                _abort(context, exc)
-            finally:
-                _note_if_late(context)
+            with _call_scope(method, context, request):
+                try:
+                    self._authenticate(context)
+                    with caller_deadline(context.time_remaining()):
+                        return behaviour(request, context)
+                except Exception as exc:
+                    _abort(context, exc)
+                finally:
+                    _note_if_late(context)
 
         return wrapped
 
-    def _streaming(self, behaviour: Callable[[Any, Any], Iterator[Any]]) -> Callable[..., Any]:
+    def _streaming(
+        self, behaviour: Callable[[Any, Any], Iterator[Any]], method: str
+    ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            try:
-                self._authenticate(context)
-                with caller_deadline(context.time_remaining()):
-                    yield from behaviour(request, context)
-            except Exception as exc:
-                _abort(context, exc)
+            with _call_scope(method, context, request):
+                try:
+                    self._authenticate(context)
+                    with caller_deadline(context.time_remaining()):
+                        yield from behaviour(request, context)
+                except Exception as exc:
+                    _abort(context, exc)
 
         return wrapped
+
+
+@contextlib.contextmanager
+def _call_scope(method: str, context: grpc.ServicerContext, request: Any) -> Iterator[None]:
+    """The call's span (with --otel) and its request id, for all it does and logs: the
+    caller's `x-request-id`, else the trace id, else the command's own request id (what
+    its events and retries carry), else a new one."""
+    metadata = context.invocation_metadata() or ()
+    with tracing.rpc_span(method, metadata):
+        sent = [v for k, v in metadata if k == logs.REQUEST_ID_METADATA]
+        candidates = (*sent, tracing.current_trace_id(), getattr(request, "request_id", None))
+        with logs.request_scope(logs.request_id_of(*candidates)):
+            yield
 
 
 def _note_if_late(context: grpc.ServicerContext) -> None:

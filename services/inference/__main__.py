@@ -14,7 +14,7 @@ adapters serve. `--help` lists every setting (Kafka and S3: flags or MINT_* vari
 
 from __future__ import annotations
 
-from mint import cli, logs, settings, startup
+from mint import cli, settings, startup
 from mint.rpc.auth import TokenTable
 
 from .settings import NodeSettings
@@ -26,7 +26,7 @@ def main() -> None:
     parser = cli.parser("python -m services.inference", __doc__)
     settings.add_flags(parser, NodeSettings)
     config = settings.load(NodeSettings, parser.parse_args())
-    logs.configure(config.log_config())
+    cli.configure(config)
     startup.require_base_dir(config.base_dir)  # local first: no waiting on servers for it
     startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)

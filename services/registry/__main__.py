@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import start_http_server
 
-from mint import cli, logs, settings, startup
+from mint import cli, settings, startup
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
 from mint.blobs.port import BlobStore
@@ -98,7 +98,7 @@ def _signer(config: EmbeddedRegistrySettings, event_log: EventLog) -> Checkpoint
 def serve(args: argparse.Namespace) -> None:
     model = EmbeddedRegistrySettings if args.backend == "embedded" else RegistrySettings
     config = settings.load(model, args)
-    logs.configure(config.log_config())
+    cli.configure(config)
     if isinstance(config, RegistrySettings):
         startup.require_kafka(config, config.startup_timeout_s)
         startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from cachetools import LRUCache
 
+from mint import logs
 from mint.rpc.interceptor import domain_error
 from mint.rpc.tls import TlsFiles, server_name_options
 from mint.v1 import registry_pb2_grpc
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 # Marks a read already forwarded once: the replica receiving it answers, whatever it owns.
 FORWARDED_METADATA = "mint-forwarded"
 # Of the caller's metadata, what the owner needs to authenticate and trace the read.
-_PASSED_ON = frozenset({"authorization", "x-request-id"})
+_PASSED_ON = frozenset({"authorization"})  # and the request id, `logs.outgoing_metadata`
 PEERS_KEPT = 32  # channels kept open to other replicas (a registry has a handful)
 
 
@@ -105,4 +106,4 @@ def _was_forwarded(context: grpc.ServicerContext) -> bool:
 
 def _passed_on(context: grpc.ServicerContext) -> list[tuple[str, str]]:
     kept = [(k, str(v)) for k, v in context.invocation_metadata() or () if k in _PASSED_ON]
-    return [*kept, (FORWARDED_METADATA, "1")]
+    return [*kept, *logs.outgoing_metadata(), (FORWARDED_METADATA, "1")]

@@ -14,10 +14,9 @@ every setting.
 
 from __future__ import annotations
 
-from mint import cli, logs, settings, startup
+from mint import cli, settings, startup
 from mint.rpc.auth import TokenTable
 
-from .app import RouterConfig, RouterProcess
 from .settings import RouterSettings
 
 
@@ -25,9 +24,11 @@ def main() -> None:
     parser = cli.parser("python -m services.router", __doc__)
     settings.add_flags(parser, RouterSettings)
     config = settings.load(RouterSettings, parser.parse_args())
-    logs.configure(config.log_config())
+    cli.configure(config)
     startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
+    from .app import RouterConfig, RouterProcess  # transformers: seconds, after the checks
+
     kafka, topics = config.kafka(), config.residency_topics()
     topics.create(kafka)
     router = RouterProcess(

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 from transformers import PreTrainedTokenizerFast
 
+from mint import logs
 from mint.domain.errors import (
     DeadlineExceeded,
     DomainError,
@@ -220,7 +221,10 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
             stub = inference_pb2_grpc.InferenceStub(channel)
             options = {
                 "timeout": max(0.1, deadline - time.monotonic()),
-                "metadata": on_behalf_of(self.service_token, current_principal()),
+                "metadata": [
+                    *on_behalf_of(self.service_token, current_principal()),
+                    *logs.outgoing_metadata(),  # the node's lines carry the caller's id
+                ],
             }
             return call(stub, request, options)
         finally:

@@ -13,7 +13,7 @@ setting (Kafka and S3: flags or MINT_* variables, as `python -m deploy.local env
 
 from __future__ import annotations
 
-from mint import cli, logs, settings, startup
+from mint import cli, settings, startup
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3 import client
 
@@ -24,7 +24,7 @@ from .sink import S3Sink
 
 def _started(config: ProjectorSettings) -> None:
     """Logging as the settings say, and Kafka and S3 there."""
-    logs.configure(config.log_config())
+    cli.configure(config)
     startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
 
