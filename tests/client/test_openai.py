@@ -6,6 +6,9 @@ errors with their HTTP status."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import openai
 import pytest
 from openai import OpenAI
@@ -16,6 +19,8 @@ from mint.client import Sampling, Selector
 from .conftest import ALICE, EVE, ClientWorld, Served
 
 PROMPT = "héllo wörld, €"  # characters of two and three UTF-8 bytes: several tokens each
+MEMORY = "acme/oai-memory"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def api(world: ClientWorld, token: str = ALICE) -> OpenAI:
@@ -74,16 +79,23 @@ def test_a_chat_is_the_generation_of_its_documented_prompt(
     assert chat.choices[0].message.role == chunks[0].choices[0].delta.role == "assistant"
 
 
+@pytest.fixture(scope="module")
+def memory(world: ClientWorld) -> str:
+    """A second adapter, to stack on `served` with weight 0.5."""
+    with world.client() as client:
+        client.create_adapter(MEMORY, world.fingerprint)
+        client.publish_revision(MEMORY, world.lora("oai-memory", seed=7))
+    world.project()
+    return MEMORY
+
+
 def test_a_stack_named_in_the_mint_field_is_the_grpc_stack(
-    world: ClientWorld, served: Served
+    world: ClientWorld, served: Served, memory: str
 ) -> None:
     with world.client() as client:
-        client.create_adapter("acme/oai-memory", world.fingerprint)
-        client.publish_revision("acme/oai-memory", world.lora("oai-memory", seed=7))
-        world.project()
         stack: list[str | Selector] = [
             f"{served.ref}@1",
-            Selector("acme/oai-memory", revision=1, weight=0.5),
+            Selector(memory, revision=1, weight=0.5),
         ]
         expected = client.generate(PROMPT, stack, Sampling(8, stop_at_eos=True), timeout_s=90)
         alone = client.generate(PROMPT, f"{served.ref}@1", Sampling(8, stop_at_eos=True))
@@ -92,7 +104,7 @@ def test_a_stack_named_in_the_mint_field_is_the_grpc_stack(
         prompt=PROMPT,
         max_tokens=8,
         temperature=0,
-        extra_body={"mint": {"adapters": [{"model": "acme/oai-memory@1", "weight": 0.5}]}},
+        extra_body={"mint": {"adapters": [{"model": f"{memory}@1", "weight": 0.5}]}},
     )
     assert completion.choices[0].text == expected.text
     assert expected.tokens != alone.tokens  # the second adapter changes the output
@@ -132,3 +144,26 @@ def test_refusals_are_openai_errors_with_their_http_status(
     assert "stop is not supported" in unsupported.value.message
     assert "tenant/name" in unnamed.value.message
     assert unknown.value.code == "not_found" and unknown.value.type == "not_found_error"
+
+
+def test_the_readme_example_runs_as_written(
+    world: ClientWorld, served: Served, memory: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README's "OpenAI-compatible API" example: only the address, the token and the
+    adapters' names replaced (the stack it names is the one the test above warmed)."""
+    section = README.read_text().split("## OpenAI-compatible API", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    replaced = {
+        "http://127.0.0.1:8080/v1": world.openai_url,
+        '"<token>"': repr(ALICE),
+        "acme/tone@stable": f"{served.ref}@stable",
+        "acme/tone@3": f"{served.ref}@1",
+        "acme/memory": memory,
+    }
+    for old, new in replaced.items():
+        assert old in snippet, f"the README's example no longer says {old}"
+        snippet = snippet.replace(old, new)
+    with world.client() as client:
+        greedy = client.generate("Hello", f"{served.ref}@1", Sampling(32, stop_at_eos=True))
+    exec(compile(snippet, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith(greedy.text)  # the streamed completion
