@@ -104,7 +104,7 @@ class RouterProcess:
         self.adapters = ProjectionCatalog(objects)  # what /v1/models lists
         self.http: HttpServer | None = None
         if config.http_address is not None:
-            api = OpenAIApi(self.router, config.tokens, self.adapters, tokenizer)
+            api = OpenAIApi(self.router, config.tokens, self.adapters, tokenizer, self.metrics)
             self.http = HttpServer(api.app(), config.http_address, config.tls)
         self.metrics.registry.register(TokenMetrics(config.tokens))
         self._health_lock = threading.Lock()

@@ -26,6 +26,7 @@ from mint.registry import Principal
 from mint.rpc.auth import TokenTable, token_digest
 from mint.tokenizer import byte_tokenizer
 from mint.v1 import inference_pb2 as pb
+from services.router.metrics import RouterMetrics
 from services.router.openai_api.app import OpenAIApi
 from services.router.openai_api.server import HttpServer
 from services.router.servicer import Caller
@@ -33,6 +34,7 @@ from tests.tls_ca import authority
 
 TOKEN = "alice-token"
 TOKENS = TokenTable([(token_digest(TOKEN), Principal("alice", frozenset({"acme"})))])
+METRICS = RouterMetrics()
 
 
 class Catalog(AdapterCatalog):
@@ -58,7 +60,7 @@ class StandIn:
 
 
 def serve(router: StandIn, tls: Any = None) -> HttpServer:
-    api = OpenAIApi(cast(Any, router), TOKENS, Catalog(), byte_tokenizer())
+    api = OpenAIApi(cast(Any, router), TOKENS, Catalog(), byte_tokenizer(), METRICS)
     return HttpServer(api.app(), "127.0.0.1:0", tls)
 
 
@@ -120,3 +122,17 @@ def test_unknown_paths_answer_in_openais_error_shape(plain: tuple[HttpServer, St
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/embeddings", timeout=10)
     assert missing.value.code == 404
     assert "/v1/embeddings" in json.load(missing.value)["error"]["message"]
+
+
+def test_requests_are_counted_by_path_and_status(plain: tuple[HttpServer, StandIn]) -> None:
+    server, _ = plain
+
+    def counted() -> float:
+        labels = {"path": "/v1/models", "status": "401"}
+        return METRICS.registry.get_sample_value("mint_router_http_requests_total", labels) or 0
+
+    before = counted()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models", timeout=10)
+    assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"] == "Bearer"
+    assert counted() == before + 1

@@ -12,7 +12,7 @@ HTTP status; one after it ends the stream with an error event, as OpenAI's API d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -30,6 +30,7 @@ from mint.registry import Principal
 from mint.rpc.auth import TokenTable
 from mint.v1 import inference_pb2 as pb
 
+from ..metrics import RouterMetrics
 from ..servicer import Caller, Router
 from .chat import chat_prompt
 from .errors import error_body, error_response
@@ -50,19 +51,33 @@ class OpenAIApi:
         tokens: TokenTable,
         catalog: AdapterCatalog,
         tokenizer: PreTrainedTokenizerFast,
+        metrics: RouterMetrics,
     ) -> None:
         self.router, self.tokens, self.catalog, self.tokenizer = router, tokens, catalog, tokenizer
+        self.metrics = metrics
         self._limiter: anyio.CapacityLimiter | None = None
 
     def app(self) -> Starlette:
         return Starlette(
             routes=[
-                Route("/v1/completions", self.completions, methods=["POST"]),
-                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/completions", self._counted(self.completions), methods=["POST"]),
+                Route(
+                    "/v1/chat/completions", self._counted(self.chat_completions), methods=["POST"]
+                ),
+                Route("/v1/models", self._counted(self.models), methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_error},
         )
+
+    def _counted(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def counted(request: Request) -> Response:
+            response = await endpoint(request)
+            self.metrics.http_requests.labels(request.url.path, response.status_code).inc()
+            return response
+
+        return counted
 
     async def completions(self, request: Request) -> Response:
         try:
