@@ -1,7 +1,7 @@
 """The router's application (`Router`) and its `Inference` servicer: check and resolve a
 request, find (or wait for) a node holding all its adapters, and forward it there with
 exact revisions, as the caller (the router's service token or client certificate, naming
-the caller it acts for). The servicer and the OpenAI-compatible HTTP layer (`openai_http`)
+the caller it acts for). The servicer and the OpenAI-compatible HTTP layer (`openai_api`)
 both call `Router` with the caller they authenticated.
 
 A request whose adapters are resident nowhere is a miss: the router reports it to the

@@ -18,8 +18,10 @@ class HttpServer:
 
     def __init__(self, app: ASGIApp, address: str, tls: TlsFiles | None = None) -> None:
         host, _, port = address.rpartition(":")
+        host = host.strip("[]")  # an IPv6 address is written [::1]:8080, as gRPC takes it
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            self._socket = socket.create_server((host, int(port)), reuse_port=False)
+            self._socket = socket.create_server((host, int(port)), family=family)
         except OSError as exc:
             raise RuntimeError(f"could not bind {address} for HTTP: {exc.strerror}") from exc
         self.port: int = self._socket.getsockname()[1]
