@@ -13,7 +13,6 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
-from mint.catalog.projection import ProjectionCatalog
 from mint.rpc.auth import TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import NODE_SERVER_NAME, TlsFiles, dialer
@@ -101,10 +100,9 @@ class RouterProcess:
             drain_s=config.drain_s,
         )
         self.port, self.health = self.rpc.port, self.rpc.health
-        self.adapters = ProjectionCatalog(objects)  # what /v1/models lists
         self.http: HttpServer | None = None
         if config.http_address is not None:
-            api = OpenAIApi(self.router, config.tokens, self.adapters, tokenizer, self.metrics)
+            api = OpenAIApi(self.router, config.tokens, objects, tokenizer, self.metrics)
             self.http = HttpServer(api.app(), config.http_address, config.tls)
         self.metrics.registry.register(TokenMetrics(config.tokens))
         self._health_lock = threading.Lock()
@@ -127,6 +125,5 @@ class RouterProcess:
         self.rpc.stop(grace_s)
         if self.http is not None:
             self.http.stop(grace_s)
-        self.adapters.close()
         self.demand.close()
         self.watch.close()

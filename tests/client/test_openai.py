@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from mint.client import Sampling, Selector
 
-from .conftest import ALICE, EVE, ClientWorld, Served
+from .conftest import ADMIN, ALICE, EVE, ClientWorld, Served
 
 PROMPT = "héllo wörld, €"  # characters of two and three UTF-8 bytes: several tokens each
 MEMORY = "acme/oai-memory"
@@ -113,7 +113,8 @@ def test_a_stack_named_in_the_mint_field_is_the_grpc_stack(
 def test_models_are_the_adapters_of_the_callers_tenants(world: ClientWorld, served: Served) -> None:
     mine = {m.id: m.owned_by for m in api(world).models.list()}
     theirs = {m.id for m in api(world, EVE).models.list()}
-    assert mine[served.ref] == "acme"
+    everyone = {m.id for m in api(world, ADMIN).models.list()}  # a principal of every tenant
+    assert mine[served.ref] == "acme" and served.ref in everyone
     assert not any(name.startswith("acme/") for name in theirs)
 
 

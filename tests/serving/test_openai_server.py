@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +20,6 @@ import openai
 import pytest
 from openai import OpenAI
 
-from mint.catalog.port import AdapterCatalog, AdapterSummary, Page
 from mint.domain.errors import Unavailable
 from mint.registry import Principal
 from mint.rpc.auth import TokenTable, token_digest
@@ -33,13 +32,25 @@ from services.router.servicer import Caller
 from tests.tls_ca import authority
 
 TOKEN = "alice-token"
-TOKENS = TokenTable([(token_digest(TOKEN), Principal("alice", frozenset({"acme"})))])
+TOKENS = TokenTable(
+    [
+        (token_digest(TOKEN), Principal("alice", frozenset({"acme"}))),
+        (token_digest("ops-token"), Principal("ops", frozenset({"*"}), admin=True)),
+    ]
+)
 METRICS = RouterMetrics()
 
 
-class Catalog(AdapterCatalog):
-    def page(self, tenant: str, after: str | None, labels: Mapping[str, str], limit: int) -> Page:
-        return Page([AdapterSummary("id-1", tenant, "tone", "base")], None)
+class Projection:
+    """The projection's catalog keys, as S3Objects lists them."""
+
+    keys = ("catalog/acme/tone.json", "catalog/other/theirs.json")
+
+    def get(self, key: str) -> bytes | None:
+        return None
+
+    def keys_after(self, prefix: str, start_after: str, limit: int) -> list[str]:
+        return [k for k in self.keys if k.startswith(prefix) and k > start_after][:limit]
 
 
 class StandIn:
@@ -60,7 +71,7 @@ class StandIn:
 
 
 def serve(router: StandIn, tls: Any = None) -> HttpServer:
-    api = OpenAIApi(cast(Any, router), TOKENS, Catalog(), byte_tokenizer(), METRICS)
+    api = OpenAIApi(cast(Any, router), TOKENS, Projection(), byte_tokenizer(), METRICS)
     return HttpServer(api.app(), "127.0.0.1:0", tls)
 
 
@@ -87,6 +98,21 @@ def test_https_with_the_routers_certificate(tmp_path: Path) -> None:
         server.stop(1)
     assert listed["data"] == [
         {"id": "acme/tone", "object": "model", "created": 0, "owned_by": "acme"}
+    ]
+
+
+def test_models_are_every_adapter_for_a_principal_of_every_tenant(
+    plain: tuple[HttpServer, StandIn],
+) -> None:
+    server, _ = plain
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/v1/models", headers={"Authorization": "Bearer ops-token"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        listed = json.load(answer)["data"]
+    assert [(m["id"], m["owned_by"]) for m in listed] == [
+        ("acme/tone", "acme"),
+        ("other/theirs", "other"),
     ]
 
 

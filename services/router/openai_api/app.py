@@ -24,9 +24,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from transformers import PreTrainedTokenizerFast
 
-from mint.catalog.port import AdapterCatalog, walk
+from mint.catalog.projection import ListedObjects
 from mint.domain.errors import InvalidArgument
-from mint.registry import Principal
 from mint.rpc.auth import TokenTable
 from mint.v1 import inference_pb2 as pb
 
@@ -34,14 +33,13 @@ from ..metrics import RouterMetrics
 from ..servicer import Caller, Router
 from .chat import chat_prompt
 from .errors import error_body, error_response
+from .models import listed_models
 from .replies import DONE, Reply, event, finish_reason
 from .schema import ChatRequest, CompletionRequest, parse
 
 T = TypeVar("T")
 WORKERS = 64  # threads for the router's blocking calls: requests wait on cold starts
 MAX_BODY_BYTES = 4 * 1024 * 1024
-MAX_MODELS = 1000  # /v1/models lists at most this many adapters
-PAGE = 100
 
 
 class OpenAIApi:
@@ -49,11 +47,12 @@ class OpenAIApi:
         self,
         router: Router,
         tokens: TokenTable,
-        catalog: AdapterCatalog,
+        projection: ListedObjects,
         tokenizer: PreTrainedTokenizerFast,
         metrics: RouterMetrics,
     ) -> None:
-        self.router, self.tokens, self.catalog, self.tokenizer = router, tokens, catalog, tokenizer
+        self.router, self.tokens, self.tokenizer = router, tokens, tokenizer
+        self.projection = projection  # what /v1/models lists
         self.metrics = metrics
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -100,11 +99,10 @@ class OpenAIApi:
             return error_response(exc)
 
     async def models(self, request: Request) -> Response:
-        """The adapters of the caller's tenants (a principal of every tenant, "*", sees
-        those of the tenants its token names, if any)."""
+        """The adapters of the caller's tenants."""
         try:
             principal = self._caller(request).principal
-            listed = await self._blocking(self._models, principal)
+            listed = await self._blocking(listed_models, self.projection, principal)
             return JSONResponse({"object": "list", "data": listed})
         except Exception as exc:
             return error_response(exc)
@@ -152,23 +150,10 @@ class OpenAIApi:
             with anyio.CancelScope(shield=True):
                 await self._blocking(_close, chunks)
 
-    def _models(self, principal: Principal) -> list[dict[str, Any]]:
-        listed: list[dict[str, Any]] = []
-        for tenant in sorted(principal.tenants - {"*"}):
-            for page in walk(self.catalog, tenant, {}, PAGE):
-                listed += [_model(s.tenant, s.name) for s in page.adapters]
-                if len(listed) >= MAX_MODELS:
-                    return listed[:MAX_MODELS]
-        return listed
-
     async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
         if self._limiter is None:  # made in the server's event loop
             self._limiter = anyio.CapacityLimiter(WORKERS)
         return await anyio.to_thread.run_sync(call, *args, limiter=self._limiter)
-
-
-def _model(tenant: str, name: str) -> dict[str, Any]:
-    return {"id": f"{tenant}/{name}", "object": "model", "created": 0, "owned_by": tenant}
 
 
 def _close(chunks: Iterator[pb.GenerateChunk]) -> None:
