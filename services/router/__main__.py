@@ -8,8 +8,9 @@ its adapters are resident, with the caller it is for and the router's credential
 certificate over mutual TLS (tls_cert_file: nodes trust the name `mint-router`), or else
 the service token (MINT_SERVICE_TOKEN, best as a file in the secrets directory; the
 nodes' tokens file lists its digest with `"service": true`). On a miss the router asks
-the controller for placement and waits within the request's deadline. `--help` lists
-every setting.
+the controller for placement and waits within the request's deadline. The same
+requests, with the same tokens, are served as OpenAI's HTTP API on --http-port (8080:
+/v1/completions, /v1/chat/completions, /v1/models). `--help` lists every setting.
 """
 
 from __future__ import annotations
@@ -49,9 +50,12 @@ def main() -> None:
             node_server_name=config.node_server_name,
             health_port=config.health_port,
             drain_s=config.drain_s,
+            http_address=f"{config.host}:{config.http_port}" if config.http_port else None,
         )
     )
     print(f"router serving on {config.host}:{router.port}", flush=True)
+    if router.http is not None:
+        print(f"OpenAI-compatible HTTP API on {config.host}:{router.http.port}/v1", flush=True)
     stop = cli.stop_on_signals()
     stop.wait()
     router.stop(config.grace_s)

@@ -1,4 +1,5 @@
-"""Assembling the router: catalog, fleet watch, demand reports, authenticated server."""
+"""Assembling the router: catalog, fleet watch, demand reports, authenticated gRPC server,
+and the OpenAI-compatible HTTP API (`openai_api`) when given an address for it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from mint.v1 import inference_pb2, inference_pb2_grpc
 
 from .fleet_watch import DemandReporter, FleetWatch
 from .metrics import RouterMetrics
-from .servicer import RouterServicer
+from .openai_api.app import OpenAIApi
+from .openai_api.server import HttpServer
+from .servicer import Router, RouterServicer
 
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 
@@ -50,6 +53,9 @@ class RouterConfig:
     node_server_name: str | None = NODE_SERVER_NAME
     health_port: int = 0  # plaintext, health only (probes); 0: a free port
     drain_s: float = DRAIN_S
+    # The OpenAI-compatible HTTP API (host:port, port 0: a free one; None: not served),
+    # over TLS with the files in `tls` when they include a certificate.
+    http_address: str | None = None
 
     def __post_init__(self) -> None:
         if not self.service_token and not (self.tls and self.tls.has_identity):
@@ -69,19 +75,23 @@ class RouterProcess:
         self.demand = DemandReporter(
             config.kafka, config.topics, config.name, config.demand_interval_s
         )
-        servicer = RouterServicer(
-            Catalog(S3Objects(client(config.s3), config.bucket, config.prefix)),
+        objects = S3Objects(client(config.s3), config.bucket, config.prefix)
+        tokenizer = byte_tokenizer()
+        self.router = Router(
+            Catalog(objects),
             self.watch,
             self.demand,
             self.metrics,
-            byte_tokenizer(),
+            tokenizer,
             config.service_token or None,
             config.cold_start_s,
             dialer(config.tls, config.node_server_name),
         )
         self.rpc = build_server(
             SERVICE_NAME,
-            lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(servicer, s),
+            lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(
+                RouterServicer(self.router), s
+            ),
             config.address,
             config.tokens.authenticate,
             workers=64,  # requests wait on cold starts: threads, not cores
@@ -90,6 +100,10 @@ class RouterProcess:
             drain_s=config.drain_s,
         )
         self.port, self.health = self.rpc.port, self.rpc.health
+        self.http: HttpServer | None = None
+        if config.http_address is not None:
+            api = OpenAIApi(self.router, config.tokens, objects, tokenizer, self.metrics)
+            self.http = HttpServer(api.app(), config.http_address, config.tls)
         self.metrics.registry.register(TokenMetrics(config.tokens))
         self._health_lock = threading.Lock()
         self.watch.on_health = self._watch_health
@@ -109,5 +123,7 @@ class RouterProcess:
     def stop(self, grace_s: float = 5.0) -> None:
         """NOT_SERVING at once, then the server drains (see `RpcServer.stop`)."""
         self.rpc.stop(grace_s)
+        if self.http is not None:
+            self.http.stop(grace_s)
         self.demand.close()
         self.watch.close()

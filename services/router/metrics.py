@@ -37,3 +37,10 @@ class RouterMetrics:
             registry=r,
         )
         self.live_nodes = Gauge("mint_router_live_nodes", "Nodes reporting", registry=r)
+        self.http_requests = Counter(
+            "mint_router_http_requests_total",
+            "Requests to the OpenAI-compatible HTTP API by path and HTTP status (a stream "
+            "counts when it starts; its generation is in mint_router_requests_total)",
+            ["path", "status"],
+            registry=r,
+        )

@@ -1,6 +1,8 @@
-"""The router's `Inference` servicer: check and resolve a request, find (or wait for) a
-node holding all its adapters, and forward it there with exact revisions, as the caller
-(the router's service token or client certificate, naming the caller it acts for).
+"""The router's application (`Router`) and its `Inference` servicer: check and resolve a
+request, find (or wait for) a node holding all its adapters, and forward it there with
+exact revisions, as the caller (the router's service token or client certificate, naming
+the caller it acts for). The servicer and the OpenAI-compatible HTTP layer (`openai_api`)
+both call `Router` with the caller they authenticated.
 
 A request whose adapters are resident nowhere is a miss: the router reports it to the
 controller at once and waits for a node to report them loaded, within the request's
@@ -16,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -29,6 +32,7 @@ from mint.domain.errors import (
     InvalidArgument,
     Unavailable,
 )
+from mint.registry import Principal
 from mint.rpc.auth import on_behalf_of
 from mint.rpc.interceptor import current_principal, domain_error
 from mint.rpc.observe import observed
@@ -52,7 +56,16 @@ Request = pb.GenerateRequest | pb.ScoreRequest
 Call = Callable[[Any, Request, dict[str, Any]], T]  # (stub, request, call options)
 
 
-class RouterServicer(inference_pb2_grpc.InferenceServicer):
+@dataclass(frozen=True)
+class Caller:
+    """Who a request is for, and the seconds it allows (None: it set no deadline, and
+    gets `cold_start_s`)."""
+
+    principal: Principal
+    remaining_s: float | None = None
+
+
+class Router:
     def __init__(
         self,
         catalog: Catalog,
@@ -75,47 +88,51 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> Any:
+    def generate(self, request: pb.GenerateRequest, caller: Caller) -> pb.GenerateResponse:
         wire.sampling(request.sampling)  # checked here: nothing is placed for a bad request
         with self._observed("Generate"):
-            return self._forward(request, context, lambda stub, req, kw: stub.Generate(req, **kw))
+            response: pb.GenerateResponse = self._forward(
+                request, caller, lambda stub, req, kw: stub.Generate(req, **kw)
+            )
+            return response
 
-    def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> Any:
+    def score(self, request: pb.ScoreRequest, caller: Caller) -> pb.ScoreResponse:
         if not request.continuation:
             raise InvalidArgument("the continuation is empty")
         with self._observed("Score"):
-            return self._forward(request, context, lambda stub, req, kw: stub.Score(req, **kw))
+            response: pb.ScoreResponse = self._forward(
+                request, caller, lambda stub, req, kw: stub.Score(req, **kw)
+            )
+            return response
 
-    def GenerateStream(
-        self, request: pb.GenerateRequest, context: grpc.ServicerContext
+    def generate_stream(
+        self, request: pb.GenerateRequest, caller: Caller
     ) -> Iterator[pb.GenerateChunk]:
-        """Retried on another node only until the first token has been sent."""
+        """Retried on another node only until the first token has been sent. A reader
+        that stops early (closes the iterator) cancels the node's generation."""
         wire.sampling(request.sampling)
         with self._observed("GenerateStream"):
             first: list[pb.GenerateChunk] = []
 
-            def start(stub: Any, req: Request, options: dict[str, Any]) -> Iterator[Any]:
-                stream = stub.GenerateStream(req, **options)
+            def start(stub: Any, req: Request, options: dict[str, Any]) -> Any:
+                stream = stub.GenerateStream(req, **options)  # an iterator and a grpc.Call
                 first.append(next(stream))  # errors before the first token are retryable
-                return stream  # type: ignore[no-any-return]
+                return stream
 
-            stream = self._forward(request, context, start)
-            yield first[0]
+            stream = self._forward(request, caller, start)
             try:
+                yield first[0]
                 yield from stream
             except grpc.RpcError as exc:
                 raise _from_node(exc) from exc
+            finally:
+                stream.cancel()  # a call that ended is left as it is
 
     # ---------------------------------------------------------------------------------
 
-    def _forward(
-        self,
-        request: Request,
-        context: grpc.ServicerContext,
-        call: Call[T],
-    ) -> T:
-        deadline = self._deadline(context)
-        refs, exact = self._resolve(request, deadline)
+    def _forward(self, request: Request, caller: Caller, call: Call[T]) -> T:
+        deadline = self._deadline(caller)
+        refs, exact = self._resolve(request, caller.principal, deadline)
         self.demand.note(refs)
         missed, first = False, True
         while True:
@@ -132,7 +149,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
             first = False
             node = min(nodes, key=lambda n: self._in_flight[n.name])
             try:
-                return self._call(node, exact, deadline, call)
+                return self._call(node, exact, caller.principal, deadline, call)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or time.monotonic() >= deadline:
                     raise _from_node(exc) from exc
@@ -140,11 +157,12 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
                 with self._lock:
                     self._suspects[node.name] = time.monotonic() + SUSPECT_S
 
-    def _resolve(self, request: Request, deadline: float) -> tuple[list[RevisionRef], Request]:
+    def _resolve(
+        self, request: Request, principal: Principal, deadline: float
+    ) -> tuple[list[RevisionRef], Request]:
         """Checks in the order that costs nothing first; nothing is placed for a request
         that fails any of them."""
         selectors = wire.selectors(request.adapters)
-        principal = current_principal()
         for s in selectors:
             principal.require_tenant(s.adapter.tenant)
         if not request.prompt:
@@ -208,6 +226,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         self,
         node: NodeState,
         request: Request,
+        principal: Principal,
         deadline: float,
         call: Call[T],
     ) -> T:
@@ -222,7 +241,7 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
             options = {
                 "timeout": max(0.1, deadline - time.monotonic()),
                 "metadata": [
-                    *on_behalf_of(self.service_token, current_principal()),
+                    *on_behalf_of(self.service_token, principal),
                     *logs.outgoing_metadata(),  # the node's lines carry the caller's id
                 ],
             }
@@ -245,13 +264,37 @@ class RouterServicer(inference_pb2_grpc.InferenceServicer):
         for name in [n for n, until in self._suspects.items() if until < now]:
             del self._suspects[name]
 
-    def _deadline(self, context: grpc.ServicerContext) -> float:
-        remaining = context.time_remaining()
+    def _deadline(self, caller: Caller) -> float:
+        remaining = caller.remaining_s
         budget = self.cold_start_s if remaining is None else min(remaining, 600.0)
         return time.monotonic() + budget
 
     def _observed(self, method: str) -> AbstractContextManager[None]:
         return observed(self.metrics.latency, self.metrics.requests, method)
+
+
+class RouterServicer(inference_pb2_grpc.InferenceServicer):
+    """`mint.v1.Inference` over gRPC: the interceptor authenticated the caller."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def Generate(
+        self, request: pb.GenerateRequest, context: grpc.ServicerContext
+    ) -> pb.GenerateResponse:
+        return self.router.generate(request, _caller(context))
+
+    def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreResponse:
+        return self.router.score(request, _caller(context))
+
+    def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.GenerateChunk]:
+        return self.router.generate_stream(request, _caller(context))
+
+
+def _caller(context: grpc.ServicerContext) -> Caller:
+    return Caller(current_principal(), context.time_remaining())
 
 
 def _able_to_serve(refs: list[RevisionRef], live: list[NodeState]) -> list[NodeState]:

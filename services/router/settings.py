@@ -32,6 +32,13 @@ class RouterSettings(
     name: str = Field(default_factory=socket.gethostname, description="router name in reports")
     port: int = grpc_port(50060)
     metrics_port: int = metrics_port(9465)
+    http_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="port of the OpenAI-compatible HTTP API (/v1/completions, "
+        "/v1/chat/completions, /v1/models; HTTPS with tls_cert_file); 0: off",
+    )
     service_token: SecretStr | None = Field(
         None,
         description='the token the router calls nodes with: a "service" entry of their '

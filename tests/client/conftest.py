@@ -55,6 +55,7 @@ class ClientWorld:
     registry: str  # the registry's address
     router: str  # the router's
     root: Path
+    openai_url: str = ""  # the router's OpenAI-compatible API, for OpenAI's client
 
     @property
     def fingerprint(self) -> str:
@@ -111,6 +112,7 @@ def world(
             SERVICE_TOKEN,
             bucket=w.bucket,
             topics=w.topics,
+            http_address="127.0.0.1:0",
         )
     )
     try:
@@ -118,8 +120,13 @@ def world(
         while not router.watch.live():
             assert time.monotonic() < deadline, "the router never saw the node"
             time.sleep(0.1)
+        assert router.http is not None
         yield ClientWorld(
-            w, f"127.0.0.1:{port}", f"127.0.0.1:{router.port}", tmp_path_factory.mktemp("client")
+            w,
+            f"127.0.0.1:{port}",
+            f"127.0.0.1:{router.port}",
+            tmp_path_factory.mktemp("client"),
+            f"http://127.0.0.1:{router.http.port}/v1",
         )
     finally:
         router.stop(grace_s=1)

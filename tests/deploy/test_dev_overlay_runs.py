@@ -12,7 +12,10 @@ A wrong bucket, a missing variable, a wrong port or an unmounted file fails here
 from __future__ import annotations
 
 import base64
+import json
 import os
+import socket
+import ssl
 import sys
 import time
 import tomllib
@@ -160,6 +163,35 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
     # The registry lists from the projection the router just read it from.
     assert "deployed" in [a.ref.name for a in registry.list_adapters("acme")]
     registry.close()
+    # The same through the OpenAI-compatible API, over the HTTPS the manifests configure.
+    completion = _https_post(
+        dev_cluster.service_address("mint-router", 8080),
+        "/v1/completions",
+        {"model": "acme/deployed@stable", "prompt": "hello", "max_tokens": 4, "temperature": 0},
+        test_ca.ca_file,
+    )
+    assert completion["object"] == "text_completion" and completion["model"].startswith("acme/")
+
+
+def _https_post(address: str, path: str, body: dict[str, Any], ca_file: Path) -> Any:
+    """POST JSON over HTTPS to `address`, checking that the certificate names the
+    Service (mint-router), which the local address is not; the answer's JSON body."""
+    host, _, port = address.rpartition(":")
+    data = json.dumps(body).encode()
+    request = (
+        f"POST {path} HTTP/1.0\r\nHost: mint-router\r\nAuthorization: Bearer {DEV_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection((host, int(port)), timeout=60) as raw,
+        context.wrap_socket(raw, server_hostname="mint-router") as tls,
+    ):
+        tls.sendall(request)
+        answer = b"".join(iter(lambda: tls.recv(65536), b""))
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:500]
+    return json.loads(payload)
 
 
 def _generate_until_projected(stub: Any, request: pb.GenerateRequest) -> Any:

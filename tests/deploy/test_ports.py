@@ -13,7 +13,12 @@ from services.registry.server import SERVICE_NAME as REGISTRY
 
 from .manifests import OVERLAYS, Container, Manifests, load, matches
 
-PORT_SETTINGS = {"MINT_PORT": "grpc", "MINT_METRICS_PORT": "metrics", "MINT_HEALTH_PORT": "health"}
+PORT_SETTINGS = {
+    "MINT_PORT": "grpc",
+    "MINT_METRICS_PORT": "metrics",
+    "MINT_HEALTH_PORT": "health",
+    "MINT_HTTP_PORT": "http",  # the router's OpenAI-compatible API
+}
 GRPC_SERVICE = {"registry": REGISTRY, "router": INFERENCE, "node": INFERENCE}
 
 

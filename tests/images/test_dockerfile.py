@@ -20,6 +20,7 @@ DOCKERFILE = parse()
 
 # The services' default ports (DESIGN.md §6, Packaging and images).
 GRPC = {"registry": 50051, "router": 50060, "node": 50061}
+HTTP = {"router": 8080}  # the router's OpenAI-compatible API
 METRICS = {
     "projector": 9464,
     "router": 9465,
@@ -36,7 +37,9 @@ COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|cc|make|build-essential|cmake|rustc|
 
 
 def _ports(services: set[str]) -> set[int]:
-    return {p for s in services for p in (GRPC.get(s), METRICS.get(s)) if p is not None}
+    return {
+        p for s in services for p in (GRPC.get(s), HTTP.get(s), METRICS.get(s)) if p is not None
+    }
 
 
 def test_the_base_image_is_pinned_to_a_python_patch_release() -> None:

@@ -6,7 +6,6 @@ watch (its Kafka side is in test_fleet_watch.py)."""
 
 from __future__ import annotations
 
-import contextvars
 import gc
 import time
 from concurrent import futures
@@ -16,11 +15,10 @@ import grpc
 
 from mint.registry import Principal
 from mint.rpc.auth import TokenTable, token_digest
-from mint.rpc.interceptor import _principal
 from mint.serving.fleet import NodeState
 from mint.tokenizer import byte_tokenizer
 from services.router.metrics import RouterMetrics
-from services.router.servicer import RouterServicer
+from services.router.servicer import Router
 from tests.services.rpc_echo import BLOCK, Echo, serve, who
 
 ALICE = (("authorization", "Bearer alice-token"),)
@@ -51,7 +49,7 @@ def test_channels_to_gone_nodes_are_dropped_and_a_call_on_one_still_ends() -> No
         return dialled[address]
 
     fleet = Fleet()
-    servicer = RouterServicer(
+    router = Router(
         cast(Any, None),
         cast(Any, fleet),
         cast(Any, None),
@@ -71,24 +69,18 @@ def test_channels_to_gone_nodes_are_dropped_and_a_call_on_one_still_ends() -> No
         def quick(stub: Any, request: Any, options: dict[str, Any]) -> bytes:
             return who(dialled[new.address])(b"", metadata=ALICE, timeout=5)
 
-        principal = Principal("alice", frozenset({"acme"}))
-
-        def as_alice(*args: Any) -> Any:
-            context = contextvars.copy_context()
-            context.run(_principal.set, principal)
-            return context.run(servicer._call, *args)
-
+        alice = Principal("alice", frozenset({"acme"}))
         deadline = time.monotonic() + 30
-        in_flight = calls.submit(as_alice, old, None, deadline, blocking)
+        in_flight = calls.submit(router._call, old, cast(Any, None), alice, deadline, blocking)
         assert first_echo.started.acquire(timeout=5)
         fleet.nodes = [new]
-        assert as_alice(new, None, deadline, quick) == b"alice"
-        assert set(servicer._channels) == {new.address}, "the gone node's channel is dropped"
+        assert router._call(new, cast(Any, None), alice, deadline, quick) == b"alice"
+        assert set(router._channels) == {new.address}, "the gone node's channel is dropped"
         del dialled[old.address]
         gc.collect()
         first_echo.release.set()
         assert in_flight.result(timeout=10) == b"alice", "the call on it still ended"
-        assert servicer._in_flight == {}, "no count is kept for nodes with no call"
+        assert router._in_flight == {}, "no count is kept for nodes with no call"
     finally:
         first_echo.release.set()
         calls.shutdown()
