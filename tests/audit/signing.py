@@ -25,3 +25,8 @@ def new_key(folder: Path, name: str = "signing") -> tuple[SigningKey, Path]:
         private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
     return SigningKey.from_pem(pem.decode()), public
+
+
+def private_pem(key: SigningKey) -> str:
+    """The key as the operator's secret holds it."""
+    return key.private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()

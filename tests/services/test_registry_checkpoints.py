@@ -1,0 +1,68 @@
+"""The registry signs checkpoints when given a key (here its embedded back end: SQLite),
+from the secret setting as Kubernetes gives it; a key that is not Ed25519 PEM stops it
+with a message. tests/audit/test_signed_history.py covers the Kafka store and what the
+audit concludes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from mint import settings
+from mint.audit.checkpoints import SignedHistory
+from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
+from mint.backends.sqlite_log import SqliteEventLog
+from mint.domain import events as ev
+from mint.eventlog import checkpoints as cp
+from mint.eventlog.port import Metadata
+from services.registry.__main__ import _signer
+from services.registry.settings import EmbeddedRegistrySettings as Settings
+from tests.audit.signing import new_key, private_pem
+
+
+def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None) -> Settings:
+    """The settings a registry pod gets: the key from the Secret, in its variable."""
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": []}))
+    monkeypatch.delenv("MINT_CHECKPOINT_SIGNING_KEY", raising=False)
+    if key is not None:
+        monkeypatch.setenv("MINT_CHECKPOINT_SIGNING_KEY", key)
+    parser = argparse.ArgumentParser()
+    settings.add_flags(parser, Settings)
+    flags = ["--tokens-file", str(tokens), "--data-dir", str(tmp_path)]
+    return settings.load(Settings, parser.parse_args(flags))
+
+
+def test_an_embedded_registry_signs_what_it_appended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, public = new_key(tmp_path)
+    log = SqliteEventLog(tmp_path / "events.db")
+    signer = _signer(_settings(tmp_path, monkeypatch, private_pem(key)), log)
+    assert signer is not None
+    moves = [ev.ChannelMoved("latest", i, 0) for i in (1, 2)]
+    log.append("acme/tone", 0, moves, Metadata("alice", "r1"))
+    signer.close()  # a stopping registry signs what changed since its last round
+    signer.store.close()
+    history = SignedHistory(cp.public_keys([public.read_bytes()]))
+    history.add(SqliteCheckpointStore(tmp_path / "events.db").read_all())
+    for _ in history.watch(log.read_all()):
+        pass
+    assert history.finish() == []
+    assert (history.checkpoints, history.heads["acme/tone"].version) == (1, 2)
+
+
+def test_without_a_key_nothing_is_signed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _settings(tmp_path, monkeypatch, None)
+    assert _signer(config, SqliteEventLog(tmp_path / "events.db")) is None
+
+
+def test_a_key_that_is_not_ed25519_pem_stops_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _settings(tmp_path, monkeypatch, "not a key")
+    with pytest.raises(SystemExit, match=r"bad checkpoint_signing_key: .*openssl genpkey"):
+        _signer(config, SqliteEventLog(tmp_path / "events.db"))
