@@ -74,6 +74,16 @@ class SigningKey:
         self.key_id = key_id(private.public_key())
 
     @classmethod
+    def generate(cls) -> SigningKey:
+        """A new key (demos; an operator makes one with openssl and keeps it secret)."""
+        return cls(Ed25519PrivateKey.generate())
+
+    def public_pem(self) -> bytes:
+        """The public key as `verify --public-key` reads it."""
+        public = self.private.public_key()
+        return public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+    @classmethod
     def from_pem(cls, pem: str | bytes) -> SigningKey:
         data = pem.encode() if isinstance(pem, str) else pem
         try:
