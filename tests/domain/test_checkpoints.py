@@ -11,7 +11,7 @@ import pytest
 
 from mint.audit.checkpoints import SignedHistory
 from mint.domain import events as ev
-from mint.domain.errors import InvalidArgument
+from mint.domain.errors import InvalidArgument, Unavailable
 from mint.eventlog import checkpoints as cp
 from mint.eventlog.chain import seal
 from mint.eventlog.port import Metadata, Position, Recorded, build_envelopes
@@ -213,4 +213,23 @@ def test_replicas_handing_a_partition_over_leave_no_hole(tmp_path: Path) -> None
     opened = [cp.open_signed(s, keys) for _, s in store.rows]
     assert [(c.signer, c.sequence) for c in opened] == [("a", 1), ("b", 2), ("a", 2), ("b", 3)]
     assert {c.key_id for c in opened} == {key_a.key_id, key_b.key_id}
+    assert _history(keys, store, log.records) == []
+
+
+def test_a_round_that_cannot_store_is_told_and_signed_again(keyed: tuple) -> None:
+    key, keys = keyed
+    store, log, rounds = MemoryStore(), MemoryLog(), []
+    log.append("acme/tone", 2)
+    working = store.append
+
+    def broken(partition: int, signed: bytes) -> None:
+        raise Unavailable("the store is down")
+
+    store.append = broken  # type: ignore[method-assign]
+    signer = CheckpointSigner(key, store, log.read, lambda: [0], "a", lambda *r: rounds.append(r))
+    assert signer.sign_once() == 0
+    store.append = working  # type: ignore[method-assign]
+    assert signer.sign_once() == 1
+    assert rounds == [(0, 1), (1, 0)]  # (written, failed partitions) per round
+    assert [cp.open_signed(s, keys).sequence for _, s in store.rows] == [1]
     assert _history(keys, store, log.records) == []

@@ -23,6 +23,7 @@ from mint.domain import events as ev
 from mint.eventlog import checkpoints as cp
 from mint.eventlog.port import Metadata
 from services.registry.__main__ import _signer
+from services.registry.metrics import RegistryMetrics
 from services.registry.settings import EmbeddedRegistrySettings as Settings
 from services.registry.settings import RegistrySettings
 from tests.audit.signing import new_key, private_pem
@@ -52,7 +53,8 @@ def test_an_embedded_registry_signs_what_it_appended(
 ) -> None:
     key, public = new_key(tmp_path)
     log = SqliteEventLog(tmp_path / "events.db")
-    signer = _signer(_settings(tmp_path, monkeypatch, private_pem(key)), log)
+    metrics = RegistryMetrics()
+    signer = _signer(_settings(tmp_path, monkeypatch, private_pem(key)), log, metrics)
     assert signer is not None
     moves = [ev.ChannelMoved("latest", i, 0) for i in (1, 2)]
     log.append("acme/tone", 0, moves, Metadata("alice", "r1"))
@@ -64,6 +66,10 @@ def test_an_embedded_registry_signs_what_it_appended(
         pass
     assert history.finish() == []
     assert (history.checkpoints, history.heads["acme/tone"].version) == (1, 2)
+    sample = metrics.registry.get_sample_value
+    assert sample("mint_registry_checkpoints_signed_total") == 1
+    assert sample("mint_registry_checkpoint_failures_total") == 0
+    assert (sample("mint_registry_checkpoint_round_timestamp_seconds") or 0) > 0
 
 
 def test_without_a_key_nothing_is_signed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
