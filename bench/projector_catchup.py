@@ -36,6 +36,7 @@ from mint.domain.events import (
     Provenance,
     RevisionPublished,
 )
+from mint.eventlog.chain import stored_bytes
 from mint.eventlog.port import Metadata, build_envelopes
 from streams.projector.runner import Projector
 from streams.projector.sink import DEFAULT_CONCURRENCY, S3Sink
@@ -60,7 +61,7 @@ def fill(kafka: KafkaConnection, topic: str, blobs: S3BlobStore, adapters: int) 
         partition = partition_for(stream, PARTITIONS)
         for envelope in build_envelopes(stream, 0, b"", events, meta):
             producer.send(
-                topic, key=stream.encode(), value=envelope.SerializeToString(), partition=partition
+                topic, key=stream.encode(), value=stored_bytes(envelope), partition=partition
             )
     producer.flush()
     producer.close()

@@ -20,6 +20,7 @@ from mint.audit.replay import replay
 from mint.backends.kafka import KafkaConnection, create_log_topic, durable_producer
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.domain.events import AdapterCreated, ChannelGateSet, Event
+from mint.eventlog.chain import stored_bytes
 from mint.eventlog.port import Metadata, build_envelopes
 
 PARTITIONS = 6
@@ -43,7 +44,7 @@ def fill(kafka: KafkaConnection, topic: str, events: int, streams: int) -> None:
         partition = partition_for(stream, PARTITIONS)
         for envelope in build_envelopes(stream, 0, b"", batch, meta):
             producer.send(
-                topic, key=stream.encode(), value=envelope.SerializeToString(), partition=partition
+                topic, key=stream.encode(), value=stored_bytes(envelope), partition=partition
             )
     producer.flush()
     producer.close()

@@ -25,10 +25,13 @@ import torch
 from peft import PeftModel
 
 from mint.backends.local_blobs import LocalBlobStore
+from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
 from mint.backends.sqlite_log import SqliteEventLog
 from mint.domain.adapter import Adapter
 from mint.domain.names import AdapterRef
 from mint.eventlog.chain import verify_stream
+from mint.eventlog.checkpoints import SigningKey
+from mint.eventlog.signer import CheckpointSigner
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
@@ -128,6 +131,7 @@ def run(out: Path) -> dict[str, object]:
     if problems:
         raise SystemExit(f"hash chain broken: {problems}")
     _step(f"history: {len(history)} events, hash chain intact")
+    public_key = _sign(registry, out)
 
     revision_dir = out / "adapters" / REF.tenant / REF.name / "revisions" / str(stable.number)
     revision_dir.mkdir(parents=True)
@@ -155,8 +159,8 @@ def run(out: Path) -> dict[str, object]:
         f"{served['batch']}; stable's tokens equal PEFT's: {served['stable_equals_peft']}"
     )
     _step(
-        f"audit it: python -m mint.audit --backend embedded --data-dir {out} "
-        "verify | replay | provenance demo/greeter --svg lineage.svg"
+        f"audit it: python -m mint.audit verify --backend embedded --data-dir {out} "
+        f"--public-key {public_key} (also: replay, provenance {REF} --svg lineage.svg)"
     )
     return {
         "revision_dir": str(revision_dir),
@@ -165,6 +169,19 @@ def run(out: Path) -> dict[str, object]:
         "events": len(history),
         "served": served,
     }
+
+
+def _sign(registry: Registry, out: Path) -> Path:
+    """Sign the log's history as a registry with a signing key does; the public key file."""
+    key = SigningKey.generate()
+    public_key = out / "signing.pub"
+    public_key.write_bytes(key.public_pem())
+    store = SqliteCheckpointStore(out / "events.db")
+    signer = CheckpointSigner(key, store, registry.log.read_partition, lambda: (0,), "demo")
+    signed = signer.sign_once()
+    store.close()
+    _step(f"signed {signed} checkpoint of the log's heads with Ed25519 key {key.key_id}")
+    return public_key
 
 
 def _serve(

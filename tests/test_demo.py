@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mint.audit.__main__ import main as audit
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 
 
@@ -21,6 +22,9 @@ def test_demo_publishes_promotes_and_reloads(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{\n") :])
     assert "hash chain intact" in result.stdout
+    assert "signed 1 checkpoint of the log's heads" in result.stdout
+    signed = ["--backend", "embedded", "--data-dir", str(out), "--public-key"]
+    assert audit(["verify", *signed, str(out / "signing.pub")]) == 0  # as the demo says
     assert summary["events"] == 8  # created, 2 x (published, latest), gate, eval, stable
     revision = Path(summary["revision_dir"])
     assert revision.name == "1"

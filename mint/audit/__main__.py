@@ -79,6 +79,13 @@ def _offsets(text: str) -> dict[int, int]:
         ) from None
 
 
+def _key_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no file {text}: give the signing key's public PEM")
+    return path
+
+
 def _time(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -113,6 +120,8 @@ def _signed_history(args: argparse.Namespace) -> checkpoints.SignedHistory | Non
 
 
 def _verify(args: argparse.Namespace) -> int:
+    # The checkpoints before the log: every event they name was committed before the log
+    # is read, so an event appended meanwhile never reads as cut off.
     history = _signed_history(args)
     log, blobs, projection = _checked(args)
     try:
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     vf.add_argument(
         "--public-key",
-        type=Path,
+        type=_key_file,
         action="append",
         metavar="KEYFILE",
         help="also check the signed checkpoints against this Ed25519 public key (PEM; "

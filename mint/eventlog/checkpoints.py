@@ -74,14 +74,24 @@ class SigningKey:
         self.key_id = key_id(private.public_key())
 
     @classmethod
+    def generate(cls) -> SigningKey:
+        """A new key (demos; an operator makes one with openssl and keeps it secret)."""
+        return cls(Ed25519PrivateKey.generate())
+
+    def public_pem(self) -> bytes:
+        """The public key as `verify --public-key` reads it."""
+        public = self.private.public_key()
+        return public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+    @classmethod
     def from_pem(cls, pem: str | bytes) -> SigningKey:
         data = pem.encode() if isinstance(pem, str) else pem
         try:
             private = load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError):
             raise InvalidArgument(
-                f"the checkpoint signing key is not an unencrypted PEM private key ({exc}); "
-                "make one with `openssl genpkey -algorithm ed25519`"
+                "the checkpoint signing key is not an unencrypted PEM private key: make one "
+                "with `openssl genpkey -algorithm ed25519`"
             ) from None
         if not isinstance(private, Ed25519PrivateKey):
             raise InvalidArgument(
@@ -104,9 +114,9 @@ def public_keys(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
     for pem in pems:
         try:
             public = load_pem_public_key(pem)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError):
             raise InvalidArgument(
-                f"a public key is not PEM ({exc}): make it with "
+                "a public key is not PEM: make it with "
                 "`openssl pkey -in signing.pem -pubout -out signing.pub`"
             ) from None
         if not isinstance(public, Ed25519PublicKey):

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # partition, next offset -> that partition's committed events from there, in log order
 PartitionReader = Callable[[int, int], Iterable[Recorded]]
+# after each round: checkpoints written, partitions that failed
+RoundObserver = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,10 @@ class CheckpointSigner:
         read_partition: PartitionReader,
         owned: Callable[[], Iterable[int]],
         signer: str = "",
+        observe: RoundObserver | None = None,
     ) -> None:
         self.key, self.store, self.read_partition = key, store, read_partition
-        self.owned, self.signer = owned, signer
+        self.owned, self.signer, self.observe = owned, signer, observe
         self._cursors: dict[int, Cursor] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,12 +54,15 @@ class CheckpointSigner:
         A partition that fails (the store or the log unavailable) is tried next round."""
         owned = set(self.owned())
         self._cursors = {p: c for p, c in self._cursors.items() if p in owned}
-        written = 0
+        written = failed = 0
         for partition in sorted(owned):
             try:
                 written += self._sign(partition)
             except Exception as exc:  # the next round tries again; the others go on
+                failed += 1
                 log.warning("could not sign partition %d's checkpoint: %s", partition, exc)
+        if self.observe is not None:
+            self.observe(written, failed)
         return written
 
     def _sign(self, partition: int) -> int:

@@ -66,7 +66,9 @@ def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, Ad
     return log, S3BlobStore(s3, config.blobs_bucket), ProjectionCatalog(projection)
 
 
-def _signer(config: EmbeddedRegistrySettings, event_log: EventLog) -> CheckpointSigner | None:
+def _signer(
+    config: EmbeddedRegistrySettings, event_log: EventLog, metrics: RegistryMetrics | None = None
+) -> CheckpointSigner | None:
     """Signs checkpoints of the partitions this replica owns, given a signing key."""
     if config.checkpoint_signing_key is None:
         return None
@@ -88,7 +90,8 @@ def _signer(config: EmbeddedRegistrySettings, event_log: EventLog) -> Checkpoint
 
         store = SqliteCheckpointStore(config.data_dir / "events.db")
         owned, name = (lambda: (0,)), "embedded"
-    signer = CheckpointSigner(key, store, event_log.read_partition, owned, name)
+    observe = metrics.count_checkpoints if metrics is not None else None
+    signer = CheckpointSigner(key, store, event_log.read_partition, owned, name, observe)
     signer.start(config.checkpoint_every_s)
     every_s = config.checkpoint_every_s
     logging.info("signing checkpoints with key %s every %s s", key.key_id, every_s)
@@ -117,8 +120,8 @@ def serve(args: argparse.Namespace) -> None:
                 "until they are",
                 sorted(missing),
             )
-    signer = _signer(config, event_log)
     metrics = RegistryMetrics()
+    signer = _signer(config, event_log, metrics)
     if isinstance(event_log, KafkaEventLog):
         metrics.count_owned(event_log.owned)
     if config.metrics_port:

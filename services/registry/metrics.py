@@ -23,5 +23,29 @@ class RegistryMetrics:
             registry=r,
         )
 
+        self.checkpoints_signed = Counter(
+            "mint_registry_checkpoints_signed_total",
+            "Signed checkpoints of the log this replica wrote",
+            registry=r,
+        )
+        self.checkpoint_failures = Counter(
+            "mint_registry_checkpoint_failures_total",
+            "Partitions whose checkpoint could not be signed in a round (tried next round; "
+            "events past the last checkpoint are not vouched for meanwhile)",
+            registry=r,
+        )
+        self.checkpoint_round = Gauge(
+            "mint_registry_checkpoint_round_timestamp_seconds",
+            "When the last checkpoint round in which every owned partition was signed ended",
+            registry=r,
+        )
+
+    def count_checkpoints(self, signed: int, failed: int) -> None:
+        """One signing round: checkpoints written, partitions that failed."""
+        self.checkpoints_signed.inc(signed)
+        self.checkpoint_failures.inc(failed)
+        if not failed:
+            self.checkpoint_round.set_to_current_time()
+
     def count_owned(self, owned: Callable[[], set[int]]) -> None:
         self.partitions_owned.set_function(lambda: len(owned()))

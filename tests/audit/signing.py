@@ -1,27 +1,22 @@
-"""Throwaway Ed25519 keys and a signer over a log, for the checkpoint tests."""
+"""Throwaway Ed25519 keys, for the checkpoint tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from mint.eventlog.checkpoints import SigningKey
 
 
 def new_key(folder: Path, name: str = "signing") -> tuple[SigningKey, Path]:
-    """A signing key (as the registry loads it from its PEM secret) and its public key
-    file (what `verify --public-key` reads)."""
-    private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    """A signing key and its public key file (what `verify --public-key` reads)."""
+    key = SigningKey.generate()
     public = folder / f"{name}.pub"
-    public.write_bytes(
-        private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    )
-    return SigningKey.from_pem(pem.decode()), public
+    public.write_bytes(key.public_pem())
+    return key, public
+
+
+def private_pem(key: SigningKey) -> str:
+    """The key as the operator's secret holds it."""
+    return key.private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()

@@ -38,6 +38,7 @@ _S3_NEEDED = env("s3_endpoint", "s3_access_key", "s3_secret_key")
 REQUIRED = {
     "registry": env("kafka_bootstrap", "blobs_bucket", "tokens_file", "host", "port")
     | env("projection_bucket", "health_port", "tls_cert_file", "tls_key_file")
+    | env("checkpoint_signing_key")
     | _S3_NEEDED,
     "projector": env("kafka_bootstrap", "blobs_bucket", "projection_bucket", "host")
     | env("metrics_port")
@@ -80,5 +81,9 @@ IMAGES = {
 # create each), with the keys the pods read.
 EXTERNAL_SECRETS: dict[str, dict[str, set[str]]] = {
     "dev": {},
-    "production": {"mint-s3": {"access-key", "secret-key"}, "mint-tokens": {"tokens.json"}},
+    "production": {
+        "mint-s3": {"access-key", "secret-key"},
+        "mint-tokens": {"tokens.json"},
+        "mint-checkpoint-key": {"signing.pem"},
+    },
 }

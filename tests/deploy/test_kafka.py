@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mint.backends.kafka_checkpoints import checkpoint_topic
 from mint.backends.kafka_snapshots import SNAPSHOT_TOPIC_MAX_BYTES, snapshot_topic
 
 from .manifests import Manifests, load
@@ -42,7 +43,8 @@ def test_topics_are_the_ones_the_services_use(manifests: Manifests) -> None:
     env = config(manifests)
     prefix = env["MINT_RESIDENCY_TOPICS_PREFIX"]
     residency = {f"{prefix}.{kind}" for kind in ("desired", "status", "demand")}
-    log = {env["MINT_EVENTS_TOPIC"], snapshot_topic(env["MINT_EVENTS_TOPIC"])}
+    events_topic = env["MINT_EVENTS_TOPIC"]
+    log = {events_topic, snapshot_topic(events_topic), checkpoint_topic(events_topic)}
     assert set(topics(manifests)) == log | residency
     events = topics(manifests)[env["MINT_EVENTS_TOPIC"]]
     assert events["partitions"] == int(env["MINT_EVENTS_PARTITIONS"])
@@ -51,6 +53,10 @@ def test_topics_are_the_ones_the_services_use(manifests: Manifests) -> None:
     assert snapshots["partitions"] == events["partitions"]  # partition p beside partition p
     assert snapshots["config"]["cleanup.policy"] == "compact"
     assert snapshots["config"]["max.message.bytes"] == SNAPSHOT_TOPIC_MAX_BYTES
+    checkpoints = topics(manifests)[checkpoint_topic(events_topic)]
+    assert checkpoints["partitions"] == events["partitions"]
+    assert checkpoints["config"]["retention.ms"] == -1  # a deleted checkpoint is a hole
+    assert "cleanup.policy" not in checkpoints["config"]  # every one kept, not compacted
 
 
 def test_topics_survive_a_broker(manifests: Manifests) -> None:
@@ -93,6 +99,7 @@ def test_each_service_is_its_own_kafka_principal(manifests: Manifests) -> None:
     [
         ("events", "mint-registry"),
         ("snapshots", "mint-registry"),
+        ("checkpoints", "mint-registry"),
         ("desired", "mint-controller"),
         ("status", "mint-node"),
         ("demand", "mint-router"),
@@ -103,6 +110,7 @@ def test_each_topic_has_one_writer(manifests: Manifests, topic: str, writer: str
     name = {
         "events": env["MINT_EVENTS_TOPIC"],
         "snapshots": snapshot_topic(env["MINT_EVENTS_TOPIC"]),
+        "checkpoints": checkpoint_topic(env["MINT_EVENTS_TOPIC"]),
     }.get(topic, f"{env['MINT_RESIDENCY_TOPICS_PREFIX']}.{topic}")
     writers = {
         user

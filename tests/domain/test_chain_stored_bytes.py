@@ -4,6 +4,7 @@ written before that (hash_format 0, over a re-serialization) still verify (no se
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from mint.domain import events as ev
 from mint.eventlog.chain import (
@@ -74,3 +75,13 @@ def test_events_of_format_0_still_verify() -> None:
     assert StreamChain().check(parsed, "offset 0", stored) == []
     parsed.actor = "mallory"
     assert not hash_matches(parsed, stored)
+
+
+def test_an_event_stored_before_format_1_verifies_from_its_bytes() -> None:
+    """The fixture was written by the code of schema 1, before hash_format existed."""
+    stored = (
+        Path(__file__).resolve().parents[1] / "fixtures" / "revision_published_v1.envelope"
+    ).read_bytes()
+    envelope = EventEnvelope.FromString(stored)
+    assert envelope.hash_format == 0 and envelope.hash
+    assert hash_matches(envelope, stored)

@@ -11,7 +11,7 @@ import pytest
 
 from mint.audit.checkpoints import SignedHistory
 from mint.domain import events as ev
-from mint.domain.errors import InvalidArgument
+from mint.domain.errors import InvalidArgument, Unavailable
 from mint.eventlog import checkpoints as cp
 from mint.eventlog.chain import seal
 from mint.eventlog.port import Metadata, Position, Recorded, build_envelopes
@@ -190,3 +190,46 @@ def test_deleted_and_forged_checkpoints_are_named(keyed: tuple) -> None:
     store.rows = [(0, outer.SerializeToString())]
     problems = _history(keys, store, log.records)
     assert "checkpoint at row 0: its signature does not verify" in problems[0]
+
+
+def test_replicas_handing_a_partition_over_leave_no_hole(tmp_path: Path) -> None:
+    """Replica a signs, b takes the partition over, a (not told yet) signs once more: two
+    checkpoints share a number, both true, with different keys; nothing is missing."""
+    (key_a, public_a), (key_b, public_b) = new_key(tmp_path, "a"), new_key(tmp_path, "b")
+    keys = cp.public_keys([public_a.read_bytes(), public_b.read_bytes()])
+    store, log = MemoryStore(), MemoryLog()
+    owned_by_a = {0}
+    a = CheckpointSigner(key_a, store, log.read, lambda: owned_by_a, "a")
+    b = CheckpointSigner(key_b, store, log.read, lambda: [0], "b")
+    log.append("acme/tone", 2)
+    a.sign_once()
+    log.append("acme/tone", 1)
+    b.sign_once()  # b owns the partition now: it numbers on from a's checkpoint
+    log.append("acme/other", 1)
+    a.sign_once()  # a still thinks it owns it
+    b.sign_once()
+    owned_by_a.clear()
+    assert a.sign_once() == 0  # given up: forgotten
+    opened = [cp.open_signed(s, keys) for _, s in store.rows]
+    assert [(c.signer, c.sequence) for c in opened] == [("a", 1), ("b", 2), ("a", 2), ("b", 3)]
+    assert {c.key_id for c in opened} == {key_a.key_id, key_b.key_id}
+    assert _history(keys, store, log.records) == []
+
+
+def test_a_round_that_cannot_store_is_told_and_signed_again(keyed: tuple) -> None:
+    key, keys = keyed
+    store, log, rounds = MemoryStore(), MemoryLog(), []
+    log.append("acme/tone", 2)
+    working = store.append
+
+    def broken(partition: int, signed: bytes) -> None:
+        raise Unavailable("the store is down")
+
+    store.append = broken  # type: ignore[method-assign]
+    signer = CheckpointSigner(key, store, log.read, lambda: [0], "a", lambda *r: rounds.append(r))
+    assert signer.sign_once() == 0
+    store.append = working  # type: ignore[method-assign]
+    assert signer.sign_once() == 1
+    assert rounds == [(0, 1), (1, 0)]  # (written, failed partitions) per round
+    assert [cp.open_signed(s, keys).sequence for _, s in store.rows] == [1]
+    assert _history(keys, store, log.records) == []
