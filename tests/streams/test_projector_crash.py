@@ -147,7 +147,9 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
     rng, kills = random.Random(7), 0
     (tmp_path / "projector.log").touch()
     while kills < KILLS or not done.is_set():
-        rebuilt = (tmp_path / "projector.log").read_text(errors="replace").count("state rebuilt")
+        got_to_work = (
+            (tmp_path / "projector.log").read_text(errors="replace").count("state rebuilt")
+        )
         with (tmp_path / "projector.log").open("ab") as out:
             proc = subprocess.Popen(
                 cmd,
@@ -159,7 +161,7 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
         if kills % 2:  # every other restart dies wherever it is, start-up included
             time.sleep(rng.uniform(0.5, 3.0))
         else:  # the rest once they have rebuilt their state and got to work
-            _wait_for_line(tmp_path / "projector.log", "state rebuilt", rebuilt + 1)
+            _wait_for_line(tmp_path / "projector.log", "state rebuilt", got_to_work + 1)
             time.sleep(rng.uniform(0.0, 1.5))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
