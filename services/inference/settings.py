@@ -13,13 +13,21 @@ from mint.settings import (
     KafkaOptions,
     ProjectionOptions,
     ResidencyOptions,
+    ResponsesOptions,
     S3Options,
     grpc_port,
     metrics_port,
 )
 
 
-class NodeSettings(GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions, ResidencyOptions):
+class NodeSettings(
+    GrpcServerOptions,
+    KafkaOptions,
+    S3Options,
+    ProjectionOptions,
+    ResidencyOptions,
+    ResponsesOptions,
+):
     name: str = Field(description="node name, unique in the fleet (the pod name)")
     port: int = grpc_port(50061)
     advertise_host: str = Field("127.0.0.1", description="host the router dials (the pod IP)")

@@ -230,9 +230,10 @@ def test_stream_yields_the_unary_tokens_one_by_one(stub: Any) -> None:
     request = pb.GenerateRequest(
         adapters=[select("a", revision=2)], prompt=PROMPT, sampling=pb.Sampling(max_new_tokens=6)
     )
-    chunks = list(stub.GenerateStream(request))
+    *chunks, last = list(stub.GenerateStream(request))
     assert len(chunks) == 6 and chunks[0].adapters[0].revision == 2
     assert [t for c in chunks for t in c.tokens] == list(stub.Generate(request).tokens)
+    assert not last.tokens and last.provenance.adapters[0].revision == 2  # once complete
 
 
 def _steps(node: NodeProcess) -> float:
