@@ -3,7 +3,8 @@ an inference node recording to a responses topic and a router, in-process. Repli
 through the router and from the node name their provenance; after the adapters moved on
 to newer revisions (published, promoted, and the old ones evicted from the node), the
 audit replays greedy, seeded and unseeded sampled, stacked, streamed and scored
-responses on their old revisions and gets the same outputs."""
+responses (which shared forward passes) alone on their old revisions and gets the same
+outputs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,7 @@ def fleet(
             bucket=w.bucket,
             topics=w.topics,
             report_s=0.3,
+            batch_window_ms=200,  # concurrent requests start together
             responses=responses,
         )
     )
@@ -174,7 +177,10 @@ def test_replies_name_their_provenance_and_the_audit_reproduces_them_on_old_revi
     w = fleet.world
     router, node = stub(f"127.0.0.1:{fleet.router.port}"), stub(fleet.node.address)
     router.Generate(REQUESTS["stacked greedy"], timeout=90)  # cold starts: placed, loaded
-    replies = {name: router.Generate(r, timeout=60) for name, r in REQUESTS.items()}
+    with ThreadPoolExecutor(len(REQUESTS)) as pool:  # sharing forward passes, replayed alone
+        calls = {name: pool.submit(router.Generate, r, timeout=60) for name, r in REQUESTS.items()}
+        replies = {name: call.result() for name, call in calls.items()}
+    assert max(r.batch_size for r in replies.values()) > 1
     streamed = list(router.GenerateStream(REQUESTS["seeded"], timeout=60))
     scored = router.Score(
         pb.ScoreRequest(adapters=[latest("tone")], prompt=PROMPT, continuation=" forever"),
