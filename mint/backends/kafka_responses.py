@@ -112,7 +112,12 @@ def find_response(
 ) -> bytes | None:
     """The record of `response_id` (made at `made_ms`), or None if the topic has none. A
     record not there yet is waited for up to `wait_s` (nodes send them after replying)."""
-    consumer = KafkaConsumer(**kafka.options(), enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(
+        **kafka.options(),
+        enable_auto_commit=False,
+        group_id=None,
+        allow_auto_create_topics=False,  # a mistyped topic is an error, not a new topic
+    )
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
