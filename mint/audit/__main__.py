@@ -9,6 +9,8 @@
   python -m mint.audit reproduce RESPONSE_ID --router HOST:PORT --token T [--json]
                                                        replay a served response on its
                                                        exact revisions; exit 1 if it differs
+                                                       or the log does not hold the
+                                                       revision events it names
 
 Back ends: --backend kafka (the default: Kafka, and S3 for `verify`, from flags or the
 MINT_* variables `python -m deploy.local env` prints; `verify --help` lists them) or
@@ -18,6 +20,7 @@ MINT_* variables `python -m deploy.local env` prints; `verify --help` lists them
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -153,8 +156,20 @@ def _reproduce(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             print(f"error: the replay failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 2
+    read_at = functools.partial(_event_at, config.kafka(), config.events_topic)
+    problems = reproduce.log_problems(record.provenance.adapters, read_at)
+    outcome = dataclasses.replace(outcome, log_problems=problems)
     print(json.dumps(outcome.to_json(), indent=2) if args.json else outcome.to_text())
-    return 0 if outcome.same else 1
+    return 0 if outcome.same and not problems else 1
+
+
+def _event_at(kafka: Any, topic: str, partition: int, offset: int) -> Any:
+    """The event at `offset` of `partition`, or None (a marker or nothing is there)."""
+    from mint.backends.kafka_reader import read_partitions
+
+    for first in read_partitions(kafka, topic, {partition: offset}, stall_s=10.0):
+        return first if first.position.offset == offset else None
+    return None
 
 
 class _Authenticated:

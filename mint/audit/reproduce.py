@@ -12,11 +12,13 @@ then explained rather than a surprise.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mint.domain.errors import FailedPrecondition
+from mint.domain.events import RevisionPublished
+from mint.eventlog.port import Recorded
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import responses_pb2 as rpb
 
@@ -34,6 +36,8 @@ class Outcome:
     replayed: list[Any]
     replay_id: str  # the replay's own response id
     differences: list[str] = field(default_factory=list)  # of provenance, not output
+    # Recorded revisions whose named log position does not hold their RevisionPublished.
+    log_problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +48,7 @@ class Outcome:
             "replayed": self.replayed,
             "replay_id": self.replay_id,
             "differences": self.differences,
+            "log_problems": self.log_problems,
         }
 
     def to_text(self) -> str:
@@ -55,6 +60,7 @@ class Outcome:
             f"  replayed {what}: {self.replayed}",
         ]
         lines += [f"  note: {d}" for d in self.differences]
+        lines += [f"  PROBLEM {p}" for p in self.log_problems]
         return "\n".join(lines)
 
 
@@ -124,3 +130,34 @@ def differences(original: pb.OutputProvenance, replay: pb.OutputProvenance) -> l
     if original.node != replay.node:  # expected on a fleet; said, not a problem
         out.append(f"node {replay.node} served the replay, {original.node} the original")
     return out
+
+
+# (partition, offset) -> the event stored there, or None if there is none.
+ReadAt = Callable[[int, int], Recorded | None]
+
+
+def log_problems(adapters: Sequence[pb.ResolvedAdapter], read_at: ReadAt) -> list[str]:
+    """Each adapter whose named log position does not hold the event that published its
+    revision with those weights (a provenance that the log does not bear out)."""
+    problems = []
+    for a in adapters:
+        label = f"{a.adapter}@{a.revision}"
+        if not a.HasField("log_offset"):
+            problems.append(f"{label}: the reply named no log position (an old projection)")
+            continue
+        where = f"partition {a.log_partition} offset {a.log_offset}"
+        found = read_at(a.log_partition, a.log_offset)
+        event = found.event if found is not None else None
+        if (
+            found is None
+            or found.envelope.stream_id != a.adapter
+            or not isinstance(event, RevisionPublished)
+            or event.revision != a.revision
+        ):
+            problems.append(f"{label}: the log holds no RevisionPublished for it at {where}")
+        elif event.weights_sha256 != a.weights_sha256:
+            problems.append(
+                f"{label}: the event at {where} published weights {event.weights_sha256[:12]}…, "
+                f"the reply named {a.weights_sha256[:12]}…"
+            )
+    return problems

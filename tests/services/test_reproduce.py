@@ -164,6 +164,10 @@ def reproduce(fleet: Fleet, response_id: str, capsys: pytest.CaptureFixture[str]
             f"127.0.0.1:{fleet.router.port}",
             "--token",
             "alice-token",
+            "--events-topic",
+            w.log.topic,
+            "--events-partitions",
+            "2",
         ]
     )
     out = capsys.readouterr()
@@ -251,6 +255,7 @@ def test_replies_name_their_provenance_and_the_audit_reproduces_them_on_old_revi
         assert outcome["original"] == outcome["replayed"], name
         assert outcome["replay_id"] != p.response_id
         assert not [d for d in outcome["differences"] if not d.startswith("node")], name
+        assert outcome["log_problems"] == [], name  # the log holds the events it names
     assert reproduce(fleet, made["greedy"].response_id, capsys)["original"] == list(
         replies["greedy"].tokens
     )

@@ -7,12 +7,16 @@ import uuid
 
 import pytest
 
-from mint.audit.reproduce import differences, replay_request
+from mint.audit.reproduce import differences, log_problems, replay_request
 from mint.domain.errors import FailedPrecondition, InvalidArgument
+from mint.domain.events import Provenance, RevisionPublished
+from mint.eventlog import codec
+from mint.eventlog.port import Position, Recorded
 from mint.serving import wire
 from mint.serving.provenance import new_response_id, response_time_ms
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import responses_pb2 as rpb
+from mint.v1.events_pb2 import EventEnvelope
 
 
 def test_a_response_id_is_a_uuid7_that_says_when_it_was_made() -> None:
@@ -74,3 +78,33 @@ def test_differences_say_what_else_changed_between_the_runs() -> None:
     found = differences(original, other)
     assert len(found) == 3 and any("engine 'e2'" in d for d in found)
     assert any(d.startswith("adapters") for d in found)
+
+
+def _published(stream: str, revision: int, sha: str) -> Recorded:
+    event = RevisionPublished(revision, sha, 10, "{}", Provenance("alice"))
+    event_type, version, payload = codec.encode(event)
+    envelope = EventEnvelope(
+        stream_id=stream, event_type=event_type, schema_version=version, payload=payload
+    )
+    return Recorded(envelope, Position(1, 40))
+
+
+def test_the_log_must_hold_the_revision_events_a_reply_names() -> None:
+    adapters = _record().provenance.adapters
+    for a, offset in zip(adapters, (40, 41), strict=True):
+        a.log_partition, a.log_offset = 1, offset
+    log = {
+        (1, 40): _published("acme/tone", 3, "1" * 64),
+        (1, 41): _published("acme/memo", 1, "2" * 64),
+    }
+    assert log_problems(adapters, lambda p, o: log.get((p, o))) == []
+    log[(1, 41)] = _published("acme/memo", 1, "9" * 64)  # other weights
+    (problem,) = log_problems(adapters, lambda p, o: log.get((p, o)))
+    assert problem.startswith("acme/memo@1: the event at partition 1 offset 41 published")
+    del log[(1, 40)]
+    adapters[1].ClearField("log_offset")
+    found = log_problems(adapters, lambda p, o: log.get((p, o)))
+    assert found == [
+        "acme/tone@3: the log holds no RevisionPublished for it at partition 1 offset 40",
+        "acme/memo@1: the reply named no log position (an old projection)",
+    ]
