@@ -1,4 +1,4 @@
-"""What every MinT command-line entry point shares: logging, a parser that shows the
+"""What every MinT command-line entry point shares: logging (`mint.logs`), a parser that shows the
 module's docstring as its help, stopping cleanly on SIGTERM or SIGINT, and SIGUSR1 to
 write every thread's stack to stderr (what a stuck service is waiting on)."""
 
@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import logging
 import signal
 import threading
 
+from mint import logs
+
 
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """Logging configured, and a parser whose --help starts with `doc`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    """Logging configured as by default (until the settings say otherwise: `logs.configure`
+    again), and a parser whose --help starts with `doc`."""
+    logs.configure()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     return argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     FilePath,
     NonNegativeFloat,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -33,6 +34,7 @@ from mint.backends.kafka_log import DEFAULT_TOPIC
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.kafka_responses import ResponsesTopic
 from mint.backends.s3 import S3Settings
+from mint.logs import LogConfig, LogLevel
 from mint.rpc.tls import TlsFiles
 
 SECRETS_DIR = "MINT_SECRETS_DIR"
@@ -63,6 +65,46 @@ def grpc_port(default: int) -> Any:
 
 def metrics_port(default: int) -> Any:
     return Field(default, ge=0, le=65535, description="port of /metrics and /healthz; 0: off")
+
+
+class ProcessOptions(MintSettings):
+    """What every MinT process takes: how it logs, and how long its start-up checks wait
+    for the servers it needs."""
+
+    log_level: LogLevel = Field("INFO", description="level of MinT's own log lines")
+    library_log_level: LogLevel = Field(
+        "WARNING", description="level of the libraries' log lines (kafka-python, urllib3, …)"
+    )
+    logger_levels: str = Field(
+        "",
+        description="levels of single loggers, overriding both, e.g. kafka=INFO,urllib3=DEBUG",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text lines, or json: one object per line (time, level, logger, "
+        "message, request_id while serving a call)",
+    )
+    startup_timeout_s: PositiveFloat = Field(
+        10.0,
+        description="how long the start-up checks wait for Kafka and S3; past it the process "
+        "exits with one line naming the server it cannot reach",
+    )
+
+    @model_validator(mode="after")
+    def _logger_levels_parse(self) -> Self:
+        try:
+            LogConfig.parse_logger_levels(self.logger_levels)
+        except ValueError as exc:
+            raise ValueError(f"bad logger_levels: {exc}; fix {option('logger_levels')}") from None
+        return self
+
+    def log_config(self) -> LogConfig:
+        return LogConfig(
+            self.log_level,
+            self.library_log_level,
+            LogConfig.parse_logger_levels(self.logger_levels),
+            self.log_format,
+        )
 
 
 class ListenOptions(MintSettings):

@@ -7,9 +7,12 @@ slim install, counts prompt tokens with it; nodes report the same fingerprint.""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
+
+from mint.domain.errors import FailedPrecondition
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 VOCAB_SIZE = 256 + len(SPECIALS)
@@ -36,6 +39,11 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 def load_tokenizer_dir(path: str) -> PreTrainedTokenizerFast:
     """The tokenizer saved beside a local base model (tokenizer.json: no code, no pickle),
     with left padding for batched generation."""
+    if not (Path(path) / "tokenizer.json").is_file():  # else transformers tries other formats
+        raise FailedPrecondition(
+            f"{path} has no tokenizer.json: save the base's tokenizer there "
+            "(tokenizer.save_pretrained)"
+        )
     tokenizer: PreTrainedTokenizerFast = PreTrainedTokenizerFast.from_pretrained(
         path, padding_side="left"
     )

@@ -3,6 +3,8 @@
   python -m mint.audit verify                          chains + blobs; exit 1 on problems
                                                        (progress on stderr as it goes)
   python -m mint.audit verify --projection-bucket P    also the projection's revision files
+  python -m mint.audit verify --public-key signing.pub also the signed checkpoints: nothing
+                                                       rewritten, truncated or deleted
   python -m mint.audit replay --as-of 2026-11-29T15:00:00Z [--json]
   python -m mint.audit replay --as-of-offsets 0:120,1:98 [--json]
   python -m mint.audit provenance acme/tone[@3] [--json | --svg lineage.svg]
@@ -28,13 +30,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.blobs.port import BlobStore
 from mint.domain.errors import DomainError, InvalidArgument, NotFound
 from mint.domain.names import AdapterRef
+from mint.eventlog.checkpoints import CheckpointStore, public_keys
 from mint.eventlog.port import EventLog
 
-from . import progress, provenance, replay, reproduce, verify
+from . import checkpoints, progress, provenance, replay, reproduce, verify
 from .settings import AuditReproduceSettings, AuditSettings, AuditVerifySettings
 
 
@@ -47,6 +50,8 @@ def _log(args: argparse.Namespace) -> EventLog:
     from mint.backends.kafka_log import KafkaEventLog
 
     config = settings.load(AuditSettings, args)
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
     return KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
 
 
@@ -62,6 +67,9 @@ def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Obje
     from mint.backends.s3_objects import S3Objects
 
     config = settings.load(AuditVerifySettings, args)
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
+    startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
     log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
     s3 = client(config.s3())
     projection = None
@@ -88,22 +96,51 @@ def _time(text: str) -> datetime:
         ) from None
 
 
+def _signed_history(args: argparse.Namespace) -> checkpoints.SignedHistory | None:
+    """Given --public-key: the stored checkpoints, their signatures checked."""
+    if not args.public_key:
+        return None
+    history = checkpoints.SignedHistory(public_keys(path.read_bytes() for path in args.public_key))
+    store: CheckpointStore
+    if args.backend == "embedded":
+        from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
+
+        store = SqliteCheckpointStore(args.data_dir / "events.db")
+    else:
+        from mint.backends.kafka_checkpoints import KafkaCheckpointStore
+
+        config = settings.load(AuditSettings, args)
+        store = KafkaCheckpointStore(
+            config.kafka(), config.events_topic, config.events_partitions, create=False
+        )
+    try:
+        history.add(store.read_all())
+    finally:
+        store.close()
+    return history
+
+
 def _verify(args: argparse.Namespace) -> int:
+    history = _signed_history(args)
     log, blobs, projection = _checked(args)
     try:
         with progress.shown() as show:  # on stderr: stdout is the report
-            report = verify.verify(log.read_all(), blobs, projection, show)
+            records = log.read_all() if history is None else history.watch(log.read_all())
+            report = verify.verify(records, blobs, projection, show)
     finally:
         log.close()
-    for problem in report.problems:
+    problems = [*report.problems, *(history.finish() if history is not None else [])]
+    for problem in problems:
         print(f"PROBLEM {problem}")
+    if history is not None:
+        print(history.summary())
     projected = f", {report.projection_files_checked} projection files" if projection else ""
     print(
         f"{report.events} events in {report.streams} streams, "
         f"{report.blobs_checked} blobs{projected} checked: "
-        f"{'clean' if report.clean else f'{len(report.problems)} problems'}"
+        f"{'clean' if not problems else f'{len(problems)} problems'}"
     )
-    return 0 if report.clean else 1
+    return 0 if not problems else 1
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -135,6 +172,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     from mint.v1 import inference_pb2_grpc, responses_pb2
 
     config = settings.load(AuditReproduceSettings, args)
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
     made_ms = response_time_ms(args.response_id)
     if not config.responses_topic:
         raise InvalidArgument("no responses topic is set: pass --responses-topic")
@@ -207,11 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    _command(
+    vf = _command(
         commands,
         "verify",
         "walk every hash chain, check every blob (and the projection's files)",
         AuditVerifySettings,
+    )
+    vf.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        metavar="KEYFILE",
+        help="also check the signed checkpoints against this Ed25519 public key (PEM; "
+        "repeat for replicas that sign with different keys)",
     )
     rp = _command(commands, "replay", "the registry's state at a moment", AuditSettings)
     moment = rp.add_mutually_exclusive_group()
@@ -228,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     rr.add_argument("response_id", help="as the reply's provenance names it")
     rr.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    logs.configure()  # until the settings say otherwise
     try:
         if args.command == "reproduce":
             return _reproduce(args)

@@ -21,40 +21,44 @@ EVERY_S = 10.0  # between two plain lines
 
 def describe(progress: Progress, elapsed_s: float) -> str:
     rate = progress.events / elapsed_s if elapsed_s > 0 else 0.0
-    files = progress.projection_files_checked
+    files, blobs = progress.projection_files_checked, progress.blobs_checked
     return (
-        f"{progress.events:,} events read ({rate:,.0f}/s), {progress.streams:,} streams, "
-        f"{progress.blobs_checked:,} blobs checked"
+        f"{progress.events:,} events read ({rate:,.0f}/s), {progress.streams:,} streams"
+        + (f", {blobs:,} blobs checked" if blobs else "")
         + (f", {files:,} projection files" if files else "")
     )
 
 
 @contextmanager
 def shown(
-    out: TextIO | None = None, terminal: bool | None = None
+    out: TextIO | None = None,
+    terminal: bool | None = None,
+    doing: str = "verifying",
+    done: str = "verified",
 ) -> Iterator[Callable[[Progress], None]]:
     """A callback for `verify(progress=...)` showing it on `out` (stderr): a live line if
-    `out` is a terminal (or `terminal`), else a plain line every `EVERY_S` and at the end."""
+    `out` is a terminal (or `terminal`), else a plain line every `EVERY_S` and at the end.
+    `doing` and `done` name the work while and once it is done."""
     out = out or sys.stderr
     if out.isatty() if terminal is None else terminal:
-        with _on_terminal(Console(file=out, force_terminal=True)) as show:
+        with _on_terminal(Console(file=out, force_terminal=True), doing) as show:
             yield show
     else:
-        with _in_lines(out) as show:
+        with _in_lines(out, doing, done) as show:
             yield show
 
 
 @contextmanager
-def _on_terminal(console: Console) -> Iterator[Callable[[Progress], None]]:
+def _on_terminal(console: Console, doing: str) -> Iterator[Callable[[Progress], None]]:
     started = time.monotonic()
-    columns = (SpinnerColumn(), TextColumn("verifying: {task.description}"), TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn(doing + ": {task.description}"), TimeElapsedColumn())
     with Bar(*columns, console=console) as bar:
         task = bar.add_task("starting", total=None)
         yield lambda p: bar.update(task, description=describe(p, time.monotonic() - started))
 
 
 @contextmanager
-def _in_lines(out: TextIO) -> Iterator[Callable[[Progress], None]]:
+def _in_lines(out: TextIO, doing: str, done: str) -> Iterator[Callable[[Progress], None]]:
     started = written = time.monotonic()
     last: list[Progress] = []
 
@@ -66,8 +70,8 @@ def _in_lines(out: TextIO) -> Iterator[Callable[[Progress], None]]:
         last[:] = [progress]
         if time.monotonic() - written >= EVERY_S:
             written = time.monotonic()
-            line(f"verifying: {describe(progress, written - started)}")
+            line(f"{doing}: {describe(progress, written - started)}")
 
     yield show
     if last:
-        line(f"verified: {describe(last[0], time.monotonic() - started)}")
+        line(f"{done}: {describe(last[0], time.monotonic() - started)}")

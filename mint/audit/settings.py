@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from pydantic import Field, FilePath, NonNegativeFloat, SecretStr
 
-from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, ResponsesOptions, S3Options
+from mint.settings import (
+    BlobsOptions,
+    EventsOptions,
+    KafkaOptions,
+    ProcessOptions,
+    ResponsesOptions,
+    S3Options,
+)
 
 
-class AuditSettings(KafkaOptions, EventsOptions):
+class AuditSettings(KafkaOptions, EventsOptions, ProcessOptions):
     """`replay` and `provenance` read the log only."""
 
 

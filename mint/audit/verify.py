@@ -94,7 +94,7 @@ class _Walk:
         self.events += 1
         stream = r.envelope.stream_id
         chain = self.chains.get(stream) or self.chains.setdefault(stream, StreamChain())
-        self.problems += chain.check(r.envelope, str(r.position))
+        self.problems += chain.check(r.envelope, str(r.position), r.stored)
         if self.blobs is None and self.projection is None:
             return
         try:

@@ -9,9 +9,10 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
-from mint.domain.errors import FailedPrecondition
+from mint import logs
+from mint.domain.errors import FailedPrecondition, Unavailable
 
 # Every event is durable before it is acknowledged: all in-sync replicas, idempotent
 # producer (no duplicates from the producer's own retries).
@@ -76,6 +77,16 @@ def broker_ids(kafka: KafkaConnection, timeout_s: float = 10.0) -> set[int]:
         return {int(b["broker_id"]) for b in cluster["brokers"] if not b.get("is_fenced")}
     finally:
         client.close()
+
+
+def check_reachable(kafka: KafkaConnection, timeout_s: float) -> None:
+    """Raise Unavailable unless the brokers answer a metadata request within `timeout_s`
+    (kafka-python's line per failed attempt is kept quiet: the error says it once)."""
+    try:
+        with logs.silenced("kafka"):
+            broker_ids(kafka, timeout_s)
+    except (KafkaError, OSError) as exc:
+        raise Unavailable(f"Kafka at {kafka.bootstrap} did not answer: {exc}") from exc
 
 
 def durable_producer(kafka: KafkaConnection, **overrides: Any) -> KafkaProducer:

@@ -174,6 +174,9 @@ class KafkaEventLog(EventLog):
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
         return _guarded(read_partitions(self.kafka, self.topic, self._start(after)))
 
+    def read_partition(self, partition: int, after: int) -> Iterator[Recorded]:
+        return _guarded(read_partitions(self.kafka, self.topic, {partition: after}))
+
     def subscribe(self, after: Checkpoint | None, idle_timeout_s: float) -> Iterator[Recorded]:
         return _guarded(read_partitions(self.kafka, self.topic, self._start(after), idle_timeout_s))
 

@@ -45,7 +45,7 @@ def high_watermarks(
 
 def to_recorded(record: Any) -> Recorded:
     envelope = EventEnvelope.FromString(record.value)
-    return Recorded(envelope, Position(record.partition, record.offset))
+    return Recorded(envelope, Position(record.partition, record.offset), record.value)
 
 
 def read_partitions(

@@ -42,6 +42,7 @@ from mint.deadlines import time_left
 from mint.domain.errors import DomainError, FailedPrecondition, Unavailable
 from mint.domain.events import Event
 from mint.eventlog import snapshots
+from mint.eventlog.chain import stored_bytes
 from mint.eventlog.port import AppendResult, Metadata
 from mint.eventlog.snapshots import SUMMARY_KEY
 from mint.v1.events_pb2 import EventEnvelope
@@ -574,7 +575,7 @@ class LogWriter:
                     producer.send(
                         self.topic,
                         key=p.stream_id.encode(),
-                        value=e.SerializeToString(),
+                        value=stored_bytes(e),  # the bytes its hash covers
                         partition=p.partition,
                         headers=[("event-type", e.event_type.encode())],
                     ),

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 from minio.helpers import ObjectWriteResult
 
+from mint import logs
 from mint.domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,27 @@ def client(
         region=settings.region,
         http_client=http,
     )
+
+
+def check_reachable(settings: S3Settings, bucket: str, timeout_s: float) -> None:
+    """Raise Unavailable unless S3 answers (anything: a refusal is an answer) a question
+    about `bucket` within `timeout_s`, asked again every half second until then."""
+    s3 = client(settings, timeout_s=timeout_s, retries=0)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with logs.silenced("urllib3", "minio"):
+                s3.bucket_exists(bucket)
+            return
+        except S3Error:
+            return  # it answered; what it allows is for the service's own calls to find
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if time.monotonic() + 0.5 > deadline:
+                reason = getattr(exc, "reason", None) or exc  # urllib3 wraps the cause
+                raise Unavailable(
+                    f"S3 at {settings.endpoint} did not answer: {str(reason).rsplit(': ', 1)[-1]}"
+                ) from exc
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mint.domain.errors import VersionConflict
 from mint.domain.events import Event
+from mint.eventlog.chain import stored_bytes
 from mint.eventlog.port import (
     AppendResult,
     Checkpoint,
@@ -100,10 +101,7 @@ class SqliteEventLog(EventLog):
         envelopes = build_envelopes(stream_id, expected_version, prev_hash, events, meta)
         db.executemany(
             "INSERT INTO events (stream_id, version, request_id, envelope) VALUES (?, ?, ?, ?)",
-            [
-                (stream_id, e.stream_version, meta.request_id, e.SerializeToString())
-                for e in envelopes
-            ],
+            [(stream_id, e.stream_version, meta.request_id, stored_bytes(e)) for e in envelopes],
         )
         return AppendResult(stream_id, expected_version + 1, expected_version + len(events))
 
@@ -156,4 +154,4 @@ class SqliteEventLog(EventLog):
 
 
 def _recorded(position: int, blob: bytes) -> Recorded:
-    return Recorded(EventEnvelope.FromString(blob), Position(0, position))
+    return Recorded(EventEnvelope.FromString(blob), Position(0, position), blob)

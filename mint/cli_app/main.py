@@ -11,7 +11,7 @@ import typer
 import mint
 from mint.client import GenerationChunk, Sampling, login
 
-from . import adapter
+from . import adapter, audit, stack
 from . import options as o
 from .output import connected, emit, emit_json, err, out, reporting_errors
 
@@ -25,6 +25,8 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.add_typer(adapter.app, name="adapter")
+app.add_typer(audit.app, name="audit")
+app.add_typer(stack.app, name="stack")
 base_app = typer.Typer(
     help="Register base models.", no_args_is_help=True, rich_markup_mode="markdown"
 )

@@ -129,8 +129,12 @@ def list_page(
     )
 
 
-def watch(tenant: str, from_offsets: Mapping[int, int] | None) -> pb.WatchEventsRequest:
-    return pb.WatchEventsRequest(tenant=tenant, from_offsets=dict(from_offsets or {}))
+def watch(
+    tenant: str, from_offsets: Mapping[int, int] | None, until_end: bool = False
+) -> pb.WatchEventsRequest:
+    return pb.WatchEventsRequest(
+        tenant=tenant, from_offsets=dict(from_offsets or {}), until_end=until_end
+    )
 
 
 def upload_bytes(source: PublishSource) -> tuple[bytes, bytes]:

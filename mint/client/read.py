@@ -7,6 +7,7 @@ from datetime import UTC
 
 from mint.domain.errors import InvalidArgument
 from mint.eventlog import codec
+from mint.eventlog.port import Position, Recorded
 from mint.v1 import inference_pb2 as ipb
 from mint.v1 import registry_pb2 as pb
 
@@ -106,6 +107,11 @@ def event(message: pb.RecordedEvent) -> t.Event:
         prev_hash=e.prev_hash.hex(),
         payload=payload,
     )
+
+
+def recorded(message: pb.RecordedEvent) -> Recorded:
+    """An event as stored (its envelope whole, so its hash can be checked), and where."""
+    return Recorded(message.envelope, Position(message.partition, message.offset))
 
 
 def resolved(adapters: Iterable[ipb.ResolvedAdapter]) -> tuple[t.ResolvedAdapter, ...]:

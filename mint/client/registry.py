@@ -269,12 +269,16 @@ class RegistryClient:
         return list(response.events)
 
     def watch_events(
-        self, tenant: str, from_offsets: Mapping[int, int] | None = None
+        self,
+        tenant: str,
+        from_offsets: Mapping[int, int] | None = None,
+        until_end: bool = False,
     ) -> Iterator[pb.RecordedEvent]:
         """`tenant`'s events from `from_offsets` (partition -> next offset; none: the
-        beginning) on, as they are appended; no deadline and no retry (the stream is the
-        caller's to resume). Any replica serves it. Cancel it to stop: it is a `grpc.Call`."""
-        request = build.watch(tenant, from_offsets)
+        beginning) on, as they are appended (`until_end`: up to the log's end as of the
+        call, then the stream ends); no deadline and no retry (the stream is the caller's
+        to resume). Any replica serves it. Cancel it to stop: it is a `grpc.Call`."""
+        request = build.watch(tenant, from_offsets, until_end)
         stub = random.choice(self.replicas.stubs)
         call: Iterator[pb.RecordedEvent] = stub.WatchEvents(request, metadata=self.metadata)
         return call

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
+from mint.eventlog.port import Recorded
 from mint.rpc.tls import TlsFiles
 from mint.v1 import inference_pb2_grpc
 
@@ -39,7 +40,7 @@ from .types import (
     Sampling,
     Score,
 )
-from .watch import Watch
+from .watch import Watch, scan
 
 
 class Client:
@@ -300,6 +301,16 @@ class Client:
         registry = self.registry
         return Watch(
             lambda offsets: registry.watch_events(tenant, offsets), from_offsets, self.retry_for_s
+        )
+
+    def scan(self, tenant: str) -> Iterator[Recorded]:
+        """`tenant`'s events as stored, oldest first per partition, up to the log's end as of
+        the call: each envelope whole, so its hash chain can be checked here (`mint audit`,
+        with `mint.audit`'s verify, replay and provenance). Closing it stops the stream."""
+        registry = self.registry
+        return scan(
+            lambda offsets: registry.watch_events(tenant, offsets, until_end=True),
+            self.retry_for_s,
         )
 
     # --- inference (through the router) ---------------------------------------------------

@@ -1,6 +1,9 @@
 """A tenant's events as the registry appends them, as an iterator (`Watch`) or an async
 iterator (`AsyncWatch`).
 
+`scan` reads a tenant's events as stored (envelopes with their hash chain) up to the
+log's end, for checks made on the client (`mint audit`).
+
 A watch remembers where it has got to (`offsets`: partition -> the next offset to read),
 so a retryable failure (a replica stopping, the log unreachable) reconnects from there
 without repeating or skipping an event, for up to `retry_for_s`; and a later watch given
@@ -12,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from mint.eventlog.port import Recorded
 from mint.v1 import registry_pb2 as pb
 
 from . import read
@@ -35,11 +39,10 @@ class _Position:
         self.retry_for_s = retry_for_s
         self.backoff: Backoff | None = None
 
-    def advance(self, message: pb.RecordedEvent) -> Event:
+    def advance(self, message: pb.RecordedEvent) -> pb.RecordedEvent:
         self.backoff = None  # a reconnect that delivers starts its own retry budget
-        event = read.event(message)
-        self.offsets[event.partition] = event.offset + 1
-        return event
+        self.offsets[message.partition] = message.offset + 1
+        return message
 
     def pause_after(self, exc: grpc.RpcError) -> float:
         """How long to wait before reconnecting, or raises: not retryable, or retried
@@ -78,7 +81,7 @@ class Watch:
         while True:
             call = self._current_call()
             try:
-                return self._position.advance(next(call))
+                return read.event(self._position.advance(next(call)))
             except StopIteration:
                 break  # the server ends a watch only when it is cancelled
             except grpc.RpcError as exc:
@@ -145,7 +148,7 @@ class AsyncWatch:
                 continue
             if message is grpc.aio.EOF:
                 break
-            return self._position.advance(message)
+            return read.event(self._position.advance(message))
         raise StopAsyncIteration
 
     def close(self) -> None:
@@ -158,3 +161,21 @@ class AsyncWatch:
 
     async def __aexit__(self, *_: object) -> None:
         self.close()
+
+
+def scan(open_stream: OpenStream, retry_for_s: float) -> Iterator[Recorded]:
+    """The events `open_stream` gives (opened with `until_end`) as stored, until the
+    server ends the stream; a retryable failure reconnects from the next offsets, as a
+    watch does. Closing the iterator cancels the call."""
+    position = _Position(None, retry_for_s)
+    while True:
+        call = open_stream(position.offsets)
+        try:
+            for message in call:
+                yield read.recorded(position.advance(message))
+            return
+        except grpc.RpcError as exc:
+            pause = position.pause_after(exc)
+        finally:
+            call.cancel()
+        time.sleep(pause)

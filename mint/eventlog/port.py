@@ -14,7 +14,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -40,10 +40,12 @@ class Position:
 
 @dataclass(frozen=True)
 class Recorded:
-    """An event as stored: its envelope and where it sits in the log."""
+    """An event as stored: its envelope, where it sits in the log, and the bytes the log
+    holds for it (what its hash covers; b"" where the reader does not keep them)."""
 
     envelope: EventEnvelope
     position: Position
+    stored: bytes = field(default=b"", repr=False)
 
     @cached_property
     def event(self) -> Event:
@@ -129,6 +131,12 @@ class EventLog(ABC):
     @abstractmethod
     def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
         """Events from `after` (default: the beginning) up to the end as of this call."""
+
+    def read_partition(self, partition: int, after: int) -> Iterator[Recorded]:
+        """One partition's events from offset `after` (the next to read) up to its end as
+        of this call (what checkpoints are signed from). This reads every partition; a
+        back end with several reads only the one."""
+        return (r for r in self.read_all({partition: after}) if r.position.partition == partition)
 
     @abstractmethod
     def subscribe(self, after: Checkpoint | None, idle_timeout_s: float) -> Iterator[Recorded]:

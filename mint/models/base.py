@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from .base_dir import check_base_dir
+
 # Config keys that describe the library that wrote a config, not the model, or that
 # save_pretrained fills in (the class name; the dtype, which each tensor's hash covers):
 # a base must keep its fingerprint through a save and a load.
@@ -66,6 +68,8 @@ def fingerprint(model: PreTrainedModel) -> str:
 def load_base_dir(path: str) -> PreTrainedModel:
     """A local `transformers` causal-LM directory as a base (safetensors weights only)."""
     from transformers import AutoModelForCausalLM
+
+    check_base_dir(path, tokenizer=False)
 
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
     model.train(False)

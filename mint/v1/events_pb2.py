@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mint/v1/events.proto\x12\x07mint.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\x12\x11\n\tstream_id\x18\x04 \x01(\t\x12\x16\n\x0estream_version\x18\x05 \x01(\x04\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\t \x01(\t\x12\x11\n\tprev_hash\x18\n \x01(\x0c\x12\x0c\n\x04hash\x18\x0b \x01(\x0c\x12\x0f\n\x07payload\x18\x0c \x01(\x0c\x12\x12\n\nrequest_id\x18\r \x01(\t\"\xdf\x01\n\x0e\x41\x64\x61pterCreated\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x18\n\x10\x62\x61se_fingerprint\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x33\n\x06labels\x18\x07 \x03(\x0b\x32#.mint.v1.AdapterCreated.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc4\x02\n\nProvenance\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x17\n\x0ftraining_run_id\x18\x02 \x01(\t\x12\x1c\n\x14\x64\x61taset_fingerprints\x18\x03 \x03(\t\x12\x41\n\x0fhyperparameters\x18\x04 \x03(\x0b\x32(.mint.v1.Provenance.HyperparametersEntry\x12<\n\rtool_versions\x18\x05 \x03(\x0b\x32%.mint.v1.Provenance.ToolVersionsEntry\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11ToolVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa8\x01\n\x11RevisionPublished\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\x12\x14\n\x0cweights_size\x18\x03 \x01(\x04\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\'\n\nprovenance\x18\x06 \x01(\x0b\x32\x13.mint.v1.Provenance\x12\x0f\n\x07parents\x18\x07 \x03(\rJ\x04\x08\x05\x10\x06\"\xe0\x01\n\x12\x45valuationRecorded\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\r\n\x05suite\x18\x02 \x01(\t\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.mint.v1.EvaluationRecorded.MetricsEntry\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x04 \x01(\t\x12\x11\n\tevaluator\x18\x05 \x01(\t\x12\x0e\n\x06passed\x18\x06 \x01(\x08\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"9\n\x0e\x43hannelGateSet\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x16\n\x0erequired_suite\x18\x02 \x01(\t\"\\\n\x0c\x43hannelMoved\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12\x19\n\x11previous_revision\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"!\n\x0f\x41\x64\x61pterArchived\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xbd\x01\n\x13\x42\x61seModelRegistered\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12@\n\nparameters\x18\x03 \x03(\x0b\x32,.mint.v1.BaseModelRegistered.ParametersEntry\x1a\x41\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.mint.v1.Shape:\x02\x38\x01\"\x15\n\x05Shape\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mint/v1/events.proto\x12\x07mint.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x02\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\x12\x11\n\tstream_id\x18\x04 \x01(\t\x12\x16\n\x0estream_version\x18\x05 \x01(\x04\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\t \x01(\t\x12\x11\n\tprev_hash\x18\n \x01(\x0c\x12\x0c\n\x04hash\x18\x0b \x01(\x0c\x12\x0f\n\x07payload\x18\x0c \x01(\x0c\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\x13\n\x0bhash_format\x18\x0e \x01(\r\"\xdf\x01\n\x0e\x41\x64\x61pterCreated\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x18\n\x10\x62\x61se_fingerprint\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x33\n\x06labels\x18\x07 \x03(\x0b\x32#.mint.v1.AdapterCreated.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc4\x02\n\nProvenance\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x17\n\x0ftraining_run_id\x18\x02 \x01(\t\x12\x1c\n\x14\x64\x61taset_fingerprints\x18\x03 \x03(\t\x12\x41\n\x0fhyperparameters\x18\x04 \x03(\x0b\x32(.mint.v1.Provenance.HyperparametersEntry\x12<\n\rtool_versions\x18\x05 \x03(\x0b\x32%.mint.v1.Provenance.ToolVersionsEntry\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11ToolVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa8\x01\n\x11RevisionPublished\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\x16\n\x0eweights_sha256\x18\x02 \x01(\t\x12\x14\n\x0cweights_size\x18\x03 \x01(\x04\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\'\n\nprovenance\x18\x06 \x01(\x0b\x32\x13.mint.v1.Provenance\x12\x0f\n\x07parents\x18\x07 \x03(\rJ\x04\x08\x05\x10\x06\"\xe0\x01\n\x12\x45valuationRecorded\x12\x10\n\x08revision\x18\x01 \x01(\r\x12\r\n\x05suite\x18\x02 \x01(\t\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.mint.v1.EvaluationRecorded.MetricsEntry\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x04 \x01(\t\x12\x11\n\tevaluator\x18\x05 \x01(\t\x12\x0e\n\x06passed\x18\x06 \x01(\x08\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"9\n\x0e\x43hannelGateSet\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x16\n\x0erequired_suite\x18\x02 \x01(\t\"\\\n\x0c\x43hannelMoved\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12\x19\n\x11previous_revision\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"!\n\x0f\x41\x64\x61pterArchived\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xbd\x01\n\x13\x42\x61seModelRegistered\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12@\n\nparameters\x18\x03 \x03(\x0b\x32,.mint.v1.BaseModelRegistered.ParametersEntry\x1a\x41\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.mint.v1.Shape:\x02\x38\x01\"\x15\n\x05Shape\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,33 +43,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BASEMODELREGISTERED_PARAMETERSENTRY']._loaded_options = None
   _globals['_BASEMODELREGISTERED_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_EVENTENVELOPE']._serialized_start=67
-  _globals['_EVENTENVELOPE']._serialized_end=367
-  _globals['_ADAPTERCREATED']._serialized_start=370
-  _globals['_ADAPTERCREATED']._serialized_end=593
-  _globals['_ADAPTERCREATED_LABELSENTRY']._serialized_start=548
-  _globals['_ADAPTERCREATED_LABELSENTRY']._serialized_end=593
-  _globals['_PROVENANCE']._serialized_start=596
-  _globals['_PROVENANCE']._serialized_end=920
-  _globals['_PROVENANCE_HYPERPARAMETERSENTRY']._serialized_start=813
-  _globals['_PROVENANCE_HYPERPARAMETERSENTRY']._serialized_end=867
-  _globals['_PROVENANCE_TOOLVERSIONSENTRY']._serialized_start=869
-  _globals['_PROVENANCE_TOOLVERSIONSENTRY']._serialized_end=920
-  _globals['_REVISIONPUBLISHED']._serialized_start=923
-  _globals['_REVISIONPUBLISHED']._serialized_end=1091
-  _globals['_EVALUATIONRECORDED']._serialized_start=1094
-  _globals['_EVALUATIONRECORDED']._serialized_end=1318
-  _globals['_EVALUATIONRECORDED_METRICSENTRY']._serialized_start=1272
-  _globals['_EVALUATIONRECORDED_METRICSENTRY']._serialized_end=1318
-  _globals['_CHANNELGATESET']._serialized_start=1320
-  _globals['_CHANNELGATESET']._serialized_end=1377
-  _globals['_CHANNELMOVED']._serialized_start=1379
-  _globals['_CHANNELMOVED']._serialized_end=1471
-  _globals['_ADAPTERARCHIVED']._serialized_start=1473
-  _globals['_ADAPTERARCHIVED']._serialized_end=1506
-  _globals['_BASEMODELREGISTERED']._serialized_start=1509
-  _globals['_BASEMODELREGISTERED']._serialized_end=1698
-  _globals['_BASEMODELREGISTERED_PARAMETERSENTRY']._serialized_start=1633
-  _globals['_BASEMODELREGISTERED_PARAMETERSENTRY']._serialized_end=1698
-  _globals['_SHAPE']._serialized_start=1700
-  _globals['_SHAPE']._serialized_end=1721
+  _globals['_EVENTENVELOPE']._serialized_end=388
+  _globals['_ADAPTERCREATED']._serialized_start=391
+  _globals['_ADAPTERCREATED']._serialized_end=614
+  _globals['_ADAPTERCREATED_LABELSENTRY']._serialized_start=569
+  _globals['_ADAPTERCREATED_LABELSENTRY']._serialized_end=614
+  _globals['_PROVENANCE']._serialized_start=617
+  _globals['_PROVENANCE']._serialized_end=941
+  _globals['_PROVENANCE_HYPERPARAMETERSENTRY']._serialized_start=834
+  _globals['_PROVENANCE_HYPERPARAMETERSENTRY']._serialized_end=888
+  _globals['_PROVENANCE_TOOLVERSIONSENTRY']._serialized_start=890
+  _globals['_PROVENANCE_TOOLVERSIONSENTRY']._serialized_end=941
+  _globals['_REVISIONPUBLISHED']._serialized_start=944
+  _globals['_REVISIONPUBLISHED']._serialized_end=1112
+  _globals['_EVALUATIONRECORDED']._serialized_start=1115
+  _globals['_EVALUATIONRECORDED']._serialized_end=1339
+  _globals['_EVALUATIONRECORDED_METRICSENTRY']._serialized_start=1293
+  _globals['_EVALUATIONRECORDED_METRICSENTRY']._serialized_end=1339
+  _globals['_CHANNELGATESET']._serialized_start=1341
+  _globals['_CHANNELGATESET']._serialized_end=1398
+  _globals['_CHANNELMOVED']._serialized_start=1400
+  _globals['_CHANNELMOVED']._serialized_end=1492
+  _globals['_ADAPTERARCHIVED']._serialized_start=1494
+  _globals['_ADAPTERARCHIVED']._serialized_end=1527
+  _globals['_BASEMODELREGISTERED']._serialized_start=1530
+  _globals['_BASEMODELREGISTERED']._serialized_end=1719
+  _globals['_BASEMODELREGISTERED_PARAMETERSENTRY']._serialized_start=1654
+  _globals['_BASEMODELREGISTERED_PARAMETERSENTRY']._serialized_end=1719
+  _globals['_SHAPE']._serialized_start=1721
+  _globals['_SHAPE']._serialized_end=1742
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,7 @@ class EventEnvelope(_message.Message):
     HASH_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    HASH_FORMAT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique per event, chosen by the writer; duplicates of one event share it."""
     event_type: _builtins.str
@@ -53,14 +54,19 @@ class EventEnvelope(_message.Message):
     correlation_id: _builtins.str
     causation_id: _builtins.str
     prev_hash: _builtins.bytes
-    """Hash chain over canonical bytes: prev_hash is the previous event's hash in the
-    same stream (empty for version 1); hash covers this envelope with hash cleared.
+    """Hash chain: prev_hash is the previous event's hash in the same stream (empty for
+    version 1); hash covers this envelope without hash (see hash_format).
     """
     hash: _builtins.bytes
     payload: _builtins.bytes
     """The serialized payload message named by event_type."""
     request_id: _builtins.str
     """The client's request id: a retried command with the same id appends nothing new."""
+    hash_format: _builtins.int
+    """How `hash` was computed. 0 (events written before 2026-12-02): over the deterministic
+    serialization of this envelope with hash cleared. 1: over the exact bytes stored in
+    the log before the trailing `hash` field, which the writer appends last.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -79,10 +85,11 @@ class EventEnvelope(_message.Message):
         hash: _builtins.bytes = ...,
         payload: _builtins.bytes = ...,
         request_id: _builtins.str = ...,
+        hash_format: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "causation_id", b"causation_id", "correlation_id", b"correlation_id", "event_id", b"event_id", "event_type", b"event_type", "hash", b"hash", "occurred_at", b"occurred_at", "payload", b"payload", "prev_hash", b"prev_hash", "request_id", b"request_id", "schema_version", b"schema_version", "stream_id", b"stream_id", "stream_version", b"stream_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "causation_id", b"causation_id", "correlation_id", b"correlation_id", "event_id", b"event_id", "event_type", b"event_type", "hash", b"hash", "hash_format", b"hash_format", "occurred_at", b"occurred_at", "payload", b"payload", "prev_hash", b"prev_hash", "request_id", b"request_id", "schema_version", b"schema_version", "stream_id", b"stream_id", "stream_version", b"stream_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -931,7 +931,12 @@ class WatchEventsRequest(_message.Message):
 
     FROM_OFFSETS_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    UNTIL_END_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
+    until_end: _builtins.bool
+    """Stop at the log's end as of the call (a scan: `mint audit`) instead of waiting for
+    new events.
+    """
     @_builtins.property
     def from_offsets(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
         """partition -> next offset; empty: the beginning"""
@@ -941,10 +946,11 @@ class WatchEventsRequest(_message.Message):
         *,
         from_offsets: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
         tenant: _builtins.str = ...,
+        until_end: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offsets", b"from_offsets", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offsets", b"from_offsets", "tenant", b"tenant", "until_end", b"until_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

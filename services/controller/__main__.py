@@ -12,7 +12,7 @@ is stuck).
 
 from __future__ import annotations
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.probes import serve_probes
 
 from .controller import Controller, ControllerConfig
@@ -23,6 +23,8 @@ def main() -> None:
     parser = cli.parser("python -m services.controller", __doc__)
     settings.add_flags(parser, ControllerSettings)
     config = settings.load(ControllerSettings, parser.parse_args())
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
     kafka, topics = config.kafka(), config.residency_topics()
     topics.create(kafka)
     controller = Controller(

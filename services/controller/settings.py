@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from mint.settings import KafkaOptions, ListenOptions, ResidencyOptions, metrics_port
+from mint.settings import (
+    KafkaOptions,
+    ListenOptions,
+    ProcessOptions,
+    ResidencyOptions,
+    metrics_port,
+)
 
 
-class ControllerSettings(ListenOptions, KafkaOptions, ResidencyOptions):
+class ControllerSettings(ListenOptions, KafkaOptions, ResidencyOptions, ProcessOptions):
     group: str = Field("mint-controller", description="consumer group the controllers share")
     silence_s: PositiveFloat = Field(4.0, description="seconds of silence that make a node dead")
     hot_rps: PositiveFloat = Field(5.0, description="requests/s per replica of an adapter")

@@ -14,11 +14,9 @@ adapters serve. `--help` lists every setting (Kafka and S3: flags or MINT_* vari
 
 from __future__ import annotations
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.rpc.auth import TokenTable
-from mint.serving.device import resolve
 
-from .app import NodeConfig, NodeProcess
 from .settings import NodeSettings
 
 MiB = 1024 * 1024
@@ -28,6 +26,15 @@ def main() -> None:
     parser = cli.parser("python -m services.inference", __doc__)
     settings.add_flags(parser, NodeSettings)
     config = settings.load(NodeSettings, parser.parse_args())
+    logs.configure(config.log_config())
+    startup.require_base_dir(config.base_dir)  # local first: no waiting on servers for it
+    startup.require_kafka(config, config.startup_timeout_s)
+    startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
+    # Only now torch and the model code (seconds of imports): every check above is quick.
+    from mint.serving.device import resolve
+
+    from .app import NodeConfig, NodeProcess
+
     try:
         home = resolve(config.device, config.dtype)
     except ValueError as exc:

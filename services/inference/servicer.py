@@ -1,5 +1,6 @@
 """The node's `Inference` servicer: protobuf in, InferenceNode call, protobuf out.
-Errors are raised as domain errors; the interceptor turns them into statuses.
+Errors are raised as domain errors; the interceptor turns them into statuses. A stream's
+chunks carry the text their tokens complete, so their texts add up to `Generate`'s text.
 
 Callers are checked as the router checks them: the interceptor authenticates the call (a
 caller's own token, or the router's service token acting for the caller it names) and
@@ -16,6 +17,7 @@ from mint.rpc.interceptor import current_principal
 from mint.rpc.observe import observed
 from mint.serving import wire
 from mint.serving.requests import Selector
+from mint.serving.text_stream import TextStream
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 
@@ -59,11 +61,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             streaming = self.node.stream(
                 _permitted(request.adapters), request.prompt, sampling, context.add_callback
             )
-            first, output = True, []
+            first, output, text = True, [], TextStream(self.node.decode)
             for chunk in streaming.tokens:
                 yield pb.GenerateChunk(
                     tokens=chunk,
-                    text=self.node.decode(chunk),
+                    text=text.add(chunk),  # held back while a character is incomplete
                     adapters=wire.resolved(streaming.parts) if first else [],
                     node=self.node.name if first else "",
                 )
@@ -77,7 +79,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 sampling,
                 output,
             )
-            yield pb.GenerateChunk(provenance=provenance)  # the output is complete
+            # The output is complete: its provenance, and the end of a character the
+            # generation stopped inside, if it did.
+            yield pb.GenerateChunk(text=text.finish(), provenance=provenance)
 
     def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreResponse:
         with self._observed("Score"):

@@ -11,6 +11,7 @@ from mint.serving.rank_classes import SlotLayout
 from mint.settings import (
     GrpcServerOptions,
     KafkaOptions,
+    ProcessOptions,
     ProjectionOptions,
     ResidencyOptions,
     ResponsesOptions,
@@ -26,6 +27,7 @@ class NodeSettings(
     S3Options,
     ProjectionOptions,
     ResidencyOptions,
+    ProcessOptions,
     ResponsesOptions,
 ):
     name: str = Field(description="node name, unique in the fleet (the pod name)")

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable, Iterable
 
 from prometheus_client import start_http_server
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
 from mint.blobs.port import BlobStore
 from mint.catalog.port import AdapterCatalog
+from mint.domain.errors import DomainError
+from mint.eventlog.checkpoints import CheckpointStore, SigningKey
 from mint.eventlog.port import EventLog
+from mint.eventlog.signer import CheckpointSigner
 from mint.registry import Registry
 from mint.rpc.auth import TokenTable, token_digest
 
@@ -30,6 +34,8 @@ from .forwarding import ReadForwarder
 from .metrics import RegistryMetrics
 from .server import build_server
 from .settings import EmbeddedRegistrySettings, RegistrySettings
+
+log = logging.getLogger(__name__)
 
 
 def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, AdapterCatalog]:
@@ -60,9 +66,42 @@ def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, Ad
     return log, S3BlobStore(s3, config.blobs_bucket), ProjectionCatalog(projection)
 
 
+def _signer(config: EmbeddedRegistrySettings, event_log: EventLog) -> CheckpointSigner | None:
+    """Signs checkpoints of the partitions this replica owns, given a signing key."""
+    if config.checkpoint_signing_key is None:
+        return None
+    try:
+        key = SigningKey.from_pem(config.checkpoint_signing_key.get_secret_value())
+    except DomainError as exc:
+        raise SystemExit(f"bad checkpoint_signing_key: {exc}") from None
+    store: CheckpointStore
+    owned: Callable[[], Iterable[int]]
+    if isinstance(event_log, KafkaEventLog) and isinstance(config, RegistrySettings):
+        from mint.backends.kafka_checkpoints import KafkaCheckpointStore
+
+        store = KafkaCheckpointStore(
+            config.kafka(), config.events_topic, config.events_partitions, config.replication
+        )
+        owned, name = event_log.owned, config.advertised()
+    else:
+        from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
+
+        store = SqliteCheckpointStore(config.data_dir / "events.db")
+        owned, name = (lambda: (0,)), "embedded"
+    signer = CheckpointSigner(key, store, event_log.read_partition, owned, name)
+    signer.start(config.checkpoint_every_s)
+    every_s = config.checkpoint_every_s
+    logging.info("signing checkpoints with key %s every %s s", key.key_id, every_s)
+    return signer
+
+
 def serve(args: argparse.Namespace) -> None:
     model = EmbeddedRegistrySettings if args.backend == "embedded" else RegistrySettings
     config = settings.load(model, args)
+    logs.configure(config.log_config())
+    if isinstance(config, RegistrySettings):
+        startup.require_kafka(config, config.startup_timeout_s)
+        startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
     tokens = TokenTable.from_file(config.tokens_file)
     event_log, blobs, catalog = _backends(config)
     ownership = None
@@ -71,13 +110,14 @@ def serve(args: argparse.Namespace) -> None:
             event_log, f"{event_log.txn_prefix}-owners", advertised=config.advertised()
         )
         owned = ownership.wait_until_owning()
-        logging.info("owning partitions %s of %s", sorted(owned), event_log.topic)
+        log.info("owning partitions %s of %s", sorted(owned), event_log.topic)
         if missing := ownership.wanted() - owned:
-            logging.warning(
+            log.warning(
                 "serving before partitions %s were taken: their commands get 'retry' "
                 "until they are",
                 sorted(missing),
             )
+    signer = _signer(config, event_log)
     metrics = RegistryMetrics()
     if isinstance(event_log, KafkaEventLog):
         metrics.count_owned(event_log.owned)
@@ -103,6 +143,9 @@ def serve(args: argparse.Namespace) -> None:
     stop = cli.stop_on_signals()
     stop.wait()
     server.stop(grace=config.grace_s).wait()
+    if signer is not None:
+        signer.close()  # while it owns its partitions: what changed last is signed too
+        signer.store.close()
     if ownership is not None:
         ownership.close()
     catalog.close()

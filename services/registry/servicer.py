@@ -252,6 +252,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> Iterator[pb.RecordedEvent]:
         prefix = f"{request.tenant}/"
         checkpoint = dict(request.from_offsets)
+        if request.until_end:  # a scan: what the log holds now, then the stream ends
+            for recorded in self.registry.log.read_all(checkpoint):
+                if recorded.envelope.stream_id.startswith(prefix):
+                    yield convert.recorded_to_pb(recorded)
+                if not context.is_active():
+                    return
+            return
         while context.is_active():
             for recorded in self.registry.log.subscribe(checkpoint, idle_timeout_s=1.0):
                 checkpoint[recorded.position.partition] = recorded.position.offset + 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
 
 from mint.rpc.tls import TlsFiles
 from mint.settings import (
@@ -14,6 +14,7 @@ from mint.settings import (
     EventsOptions,
     GrpcServerOptions,
     KafkaOptions,
+    ProcessOptions,
     ProjectionOptions,
     S3Options,
     grpc_port,
@@ -21,7 +22,7 @@ from mint.settings import (
 )
 
 
-class EmbeddedRegistrySettings(GrpcServerOptions):
+class EmbeddedRegistrySettings(GrpcServerOptions, ProcessOptions):
     port: int = grpc_port(50051)
     data_dir: Path = Field(
         Path(".mint/registry"), description="embedded back end: where the SQLite log and blobs live"
@@ -34,6 +35,16 @@ class EmbeddedRegistrySettings(GrpcServerOptions):
     )
     grace_s: PositiveFloat = Field(10.0, description="seconds to drain calls on SIGTERM")
     metrics_port: int = metrics_port(9468)
+    checkpoint_signing_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 private key, PEM (a secret; `openssl genpkey -algorithm "
+        "ed25519`): every checkpoint_every_s this replica signs the heads of the streams "
+        "that changed in the partitions it owns, so `mint-audit verify --public-key` "
+        "detects a rewritten, truncated or deleted history. None: nothing is signed",
+    )
+    checkpoint_every_s: PositiveFloat = Field(
+        10.0, description="seconds between two checkpoint rounds (with a signing key)"
+    )
 
 
 class RegistrySettings(

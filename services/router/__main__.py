@@ -14,7 +14,7 @@ every setting.
 
 from __future__ import annotations
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.rpc.auth import TokenTable
 
 from .app import RouterConfig, RouterProcess
@@ -25,6 +25,9 @@ def main() -> None:
     parser = cli.parser("python -m services.router", __doc__)
     settings.add_flags(parser, RouterSettings)
     config = settings.load(RouterSettings, parser.parse_args())
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
+    startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
     kafka, topics = config.kafka(), config.residency_topics()
     topics.create(kafka)
     router = RouterProcess(

@@ -11,6 +11,7 @@ from mint.rpc.tls import NODE_SERVER_NAME
 from mint.settings import (
     GrpcServerOptions,
     KafkaOptions,
+    ProcessOptions,
     ProjectionOptions,
     ResidencyOptions,
     S3Options,
@@ -21,7 +22,12 @@ from mint.settings import (
 
 
 class RouterSettings(
-    GrpcServerOptions, KafkaOptions, S3Options, ProjectionOptions, ResidencyOptions
+    GrpcServerOptions,
+    KafkaOptions,
+    S3Options,
+    ProjectionOptions,
+    ResidencyOptions,
+    ProcessOptions,
 ):
     name: str = Field(default_factory=socket.gethostname, description="router name in reports")
     port: int = grpc_port(50060)

@@ -13,13 +13,20 @@ setting (Kafka and S3: flags or MINT_* variables, as `python -m deploy.local env
 
 from __future__ import annotations
 
-from mint import cli, settings
+from mint import cli, logs, settings, startup
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3 import client
 
 from .runner import Projector, rebuild
 from .settings import ProjectorRunSettings, ProjectorSettings
 from .sink import S3Sink
+
+
+def _started(config: ProjectorSettings) -> None:
+    """Logging as the settings say, and Kafka and S3 there."""
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
+    startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
 
 
 def _sink(config: ProjectorSettings) -> S3Sink:
@@ -33,6 +40,7 @@ def _sink(config: ProjectorSettings) -> S3Sink:
 
 
 def run(config: ProjectorRunSettings) -> None:
+    _started(config)
     projector = Projector(
         config.kafka(), config.events_topic, _sink(config), config.group, config.instance_id
     )
@@ -44,6 +52,7 @@ def run(config: ProjectorRunSettings) -> None:
 
 
 def rebuild_all(config: ProjectorSettings) -> None:
+    _started(config)
     sink = _sink(config)
     event_log = KafkaEventLog(
         config.kafka(), config.events_topic, config.events_partitions, owned=()

@@ -11,6 +11,7 @@ from mint.settings import (
     EventsOptions,
     KafkaOptions,
     ListenOptions,
+    ProcessOptions,
     ProjectionOptions,
     S3Options,
     metrics_port,
@@ -19,7 +20,9 @@ from mint.settings import (
 from .sink import DEFAULT_CONCURRENCY
 
 
-class ProjectorSettings(KafkaOptions, S3Options, BlobsOptions, ProjectionOptions, EventsOptions):
+class ProjectorSettings(
+    KafkaOptions, S3Options, BlobsOptions, ProjectionOptions, EventsOptions, ProcessOptions
+):
     """What `rebuild` needs; `run` needs a little more."""
 
     s3_concurrency: PositiveInt = Field(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from minio import Minio
+from typer.testing import CliRunner, Result
 
 import mint
 from mint.backends.kafka import KafkaConnection
@@ -21,6 +22,8 @@ from mint.backends.s3 import S3Settings
 from mint.backends.s3_blobs import S3BlobStore
 from mint.backends.s3_objects import S3Objects
 from mint.catalog.projection import ProjectionCatalog
+from mint.cli_app import app
+from mint.client.login import login_path
 from mint.registry import Principal, Registry
 from mint.rpc.auth import TokenTable, token_digest
 from mint.validation.limits import Limits
@@ -144,3 +147,21 @@ def served(world: ClientWorld) -> Served:
         first = client.generate("hello", "acme/served@stable", timeout_s=90)
     assert first.node == NODE
     return Served("acme/served", published.adapter.adapter_id)
+
+
+def mint_command(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The `mint` command, run in this process (typer's CliRunner)."""
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+@pytest.fixture
+def logged_in(world: ClientWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Alice's login, stored in a config dir of this test's own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for name in ("MINT_REGISTRY", "MINT_ROUTER", "MINT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    result = mint_command(
+        "login", "--registry", world.registry, "--router", world.router, "--token", ALICE
+    )
+    assert result.exit_code == 0, result.output
+    return login_path()

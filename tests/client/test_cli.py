@@ -11,35 +11,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from mint.cli_app import app
 from mint.client import Sampling
-from mint.client.login import login_path
 from mint.models.base import build_base
 from tests.serving.world import base_config
 
-from .conftest import ADMIN, ALICE, EVE, ClientWorld, Served
+from .conftest import ADMIN, ALICE, EVE, ClientWorld, Served, mint_command
 
-runner = CliRunner()
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def mint_command(*args: str, env: dict[str, str] | None = None) -> Result:
-    return runner.invoke(app, list(args), env=env)
-
-
-@pytest.fixture
-def logged_in(world: ClientWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Alice's login, stored in a config dir of this test's own."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("MINT_REGISTRY", "MINT_ROUTER", "MINT_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    result = mint_command(
-        "login", "--registry", world.registry, "--router", world.router, "--token", ALICE
-    )
-    assert result.exit_code == 0, result.output
-    return login_path()
 
 
 def test_login_stores_the_token_for_the_user_alone(world: ClientWorld, logged_in: Path) -> None:
@@ -201,6 +180,8 @@ def test_a_command_without_a_login_says_how_to_log_in(
         ["base", "register"],
         ["eval", "record"],
         ["generate"],
+        *(["audit", name] for name in ("verify", "replay", "provenance")),
+        *(["stack", name] for name in ("up", "down", "status", "env")),
         *(
             ["adapter", name]
             for name in (
@@ -221,7 +202,22 @@ def test_every_command_explains_itself_with_an_example(command: list[str]) -> No
     result = mint_command(*command, "--help")
     assert result.exit_code == 0 and "Example: mint " in result.stdout
     assert ("--json" in result.stdout) and ("--request-id" in result.stdout) == (
-        command[-1] not in {"login", "generate", "show", "history", "ls", "pull"}
+        command[-1]
+        not in {
+            "login",
+            "generate",
+            "show",
+            "history",
+            "ls",
+            "pull",
+            "verify",
+            "replay",
+            "provenance",
+            "up",
+            "down",
+            "status",
+            "env",
+        }
     )
 
 

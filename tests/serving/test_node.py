@@ -226,13 +226,15 @@ def test_concurrent_requests_share_a_batch_and_each_equals_its_solo_output(
     assert len({tuple(r.tokens) for r in solo}) > 1
 
 
-def test_stream_yields_the_unary_tokens_one_by_one(stub: Any) -> None:
+def test_stream_yields_the_unary_tokens_one_by_one_and_its_text(stub: Any) -> None:
     request = pb.GenerateRequest(
         adapters=[select("a", revision=2)], prompt=PROMPT, sampling=pb.Sampling(max_new_tokens=6)
     )
     *chunks, last = list(stub.GenerateStream(request))
-    assert len(chunks) == 6 and chunks[0].adapters[0].revision == 2
-    assert [t for c in chunks for t in c.tokens] == list(stub.Generate(request).tokens)
+    unary = stub.Generate(request)
+    assert [len(c.tokens) for c in chunks] == [1] * 6 and chunks[0].adapters[0].revision == 2
+    assert [t for c in chunks for t in c.tokens] == list(unary.tokens)
+    assert "".join(c.text for c in [*chunks, last]) == unary.text  # each character whole, once
     assert not last.tokens and last.provenance.adapters[0].revision == 2  # once complete
 
 

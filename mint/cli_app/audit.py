@@ -1,0 +1,190 @@
+"""`mint audit ...`: a tenant's log checked and explained on the client.
+
+The events come through the registry's `WatchEvents` (read to the log's end), as stored:
+each envelope whole, so its hash chain is checked here with the same code the operators'
+`mint-audit` runs (`mint.audit`), and the bare install needs no Kafka or S3 to do it.
+Blobs and the projection are checked by `mint-audit verify` (it reads S3).
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mint.audit import diagrams, provenance, replay, verify
+from mint.audit.progress import shown
+from mint.audit.verify import PROGRESS_EVERY, Progress
+from mint.domain.errors import DomainError
+from mint.domain.names import AdapterRef
+from mint.eventlog.port import Recorded
+
+from . import options as o
+from .output import EXIT_NOT_FOUND, connected, emit, emit_json, fail, out
+
+app = typer.Typer(
+    help="Check a tenant's hash chains, replay its state to a moment, explain an adapter's "
+    "lineage: from the registry's event stream, checked on this machine.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+Tenant = Annotated[str, typer.Argument(help="The tenant whose adapters are read, e.g. acme.")]
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    svg = "svg"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+RENDER: dict[Format, Callable[[dict[str, Any]], str]] = {
+    Format.text: lambda doc: provenance.to_text(doc) + "\n",
+    Format.svg: provenance.to_svg,
+    Format.dot: diagrams.to_dot,
+    Format.mermaid: diagrams.to_mermaid,
+}
+
+
+def _counted(records: Iterable[Recorded], show: Callable[[Progress], None]) -> Iterator[Recorded]:
+    """`records`, telling `show` how many were read (and of how many streams) as they pass."""
+    streams: set[str] = set()
+    count = 0
+    for r in records:
+        count += 1
+        streams.add(r.envelope.stream_id)
+        if count % PROGRESS_EVERY == 0:
+            show(Progress(count, len(streams), 0, 0))
+        yield r
+    show(Progress(count, len(streams), 0, 0))
+
+
+@app.command(name="verify", epilog="Example: mint audit verify acme --json")
+def verify_command(tenant: Tenant, json: o.Json = False) -> None:
+    """Walk every hash chain of the tenant's adapters: an altered, dropped or reordered
+    event is a problem naming the adapter, version and log position (exit 1). Progress
+    goes to stderr."""
+    with connected() as client, shown() as show:  # stderr: stdout is the report
+        report = verify.verify(client.scan(tenant), progress=show)
+    emit(
+        {
+            "tenant": tenant,
+            "events": report.events,
+            "streams": report.streams,
+            "clean": report.clean,
+            "problems": report.problems,
+        },
+        json,
+        lambda: _render_report(report),
+    )
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def _render_report(report: verify.Report) -> None:
+    for problem in report.problems:
+        out.print(f"PROBLEM {problem}", markup=False)
+    verdict = "clean" if report.clean else f"{len(report.problems)} problems"
+    out.print(f"{report.events} events in {report.streams} streams checked: {verdict}")
+
+
+def _offsets(text: str | None) -> dict[int, int] | None:
+    if text is None:
+        return None
+    try:
+        return {int(p): int(n) for p, n in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: write PARTITION:OFFSET[,PARTITION:OFFSET...], e.g. 0:120,1:98"
+        ) from None
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        example = "2026-11-29T15:00:00Z"
+        raise typer.BadParameter(f"{text!r}: write an ISO time, e.g. {example}") from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"{text!r}: add a time zone, e.g. Z for UTC")
+    return moment
+
+
+@app.command(name="replay", epilog="Example: mint audit replay acme --as-of 2026-11-29T15:00:00Z")
+def replay_command(
+    tenant: Tenant,
+    as_of: Annotated[
+        str | None, typer.Option(help="An ISO time with its zone: events up to it.")
+    ] = None,
+    as_of_offsets: Annotated[
+        str | None,
+        typer.Option(help="PARTITION:OFFSET,...: events before these (history --json shows them)."),
+    ] = None,
+    json: o.Json = False,
+) -> None:
+    """The tenant's adapters as they were at a moment (default: now), folded from the
+    events alone: versions, revisions, channels, evaluations."""
+    if as_of is not None and as_of_offsets is not None:
+        raise typer.BadParameter("give --as-of or --as-of-offsets, not both")
+    until_offsets, until_time = _offsets(as_of_offsets), _moment(as_of)
+    with connected() as client, shown(doing="reading", done="read") as show:
+        state = replay.replay(_counted(client.scan(tenant), show), until_offsets, until_time)
+    emit(replay.to_json(state), json, lambda: typer.echo(replay.to_table(state)))
+
+
+@app.command(
+    name="provenance",
+    epilog="Example: mint audit provenance acme/tone@3 --format mermaid --output lineage.md",
+)
+def provenance_command(
+    ref: Annotated[
+        str, typer.Argument(help="tenant/name, or tenant/name@REVISION for it and its ancestors.")
+    ],
+    format: Annotated[
+        Format, typer.Option(help="text, json, svg, dot (Graphviz) or mermaid.")
+    ] = Format.text,
+    output: Annotated[
+        Path | None, typer.Option(help="Write it to this file instead of stdout.")
+    ] = None,
+    json: o.Json = False,
+) -> None:
+    """An adapter's lineage from its events: revisions and their parents, who published
+    them from which training run and datasets, evaluations, channel moves."""
+    name, _, at = ref.partition("@")
+    try:
+        adapter = AdapterRef.parse(name)
+        revision = int(at) if at else None
+    except (DomainError, ValueError):
+        raise typer.BadParameter(f"{ref!r}: write tenant/name or tenant/name@REVISION") from None
+    with connected() as client, shown(doing="reading", done="read") as show:
+        records = _counted(client.scan(adapter.tenant), show)
+        try:
+            doc = provenance.lineage(records, adapter, revision)
+        except DomainError as exc:
+            raise fail(
+                f"error: {exc} — `mint adapter ls {adapter.tenant}` lists the tenant's adapters",
+                EXIT_NOT_FOUND,
+            ) from None
+    if json or format is Format.json:
+        if output is None:
+            emit_json(doc)
+            return
+        output.write_text(_json_text(doc))
+    elif output is None:
+        typer.echo(RENDER[format](doc), nl=False)
+        return
+    else:
+        output.write_text(RENDER[format](doc))
+    typer.echo(f"lineage of {ref} written to {output}", err=True)
+
+
+def _json_text(doc: dict[str, Any]) -> str:
+    return jsonlib.dumps(doc, indent=2, sort_keys=True, default=str) + "\n"
