@@ -24,7 +24,7 @@ from mint.serving.catalog import Catalog
 from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
-from mint.serving.kernels import gathered_lora_kernel
+from mint.serving.kernels import gathered_lora_kernel, lora_path
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.provenance import engine_version
 from mint.serving.rank_classes import SlotLayout
@@ -149,7 +149,10 @@ class NodeProcess:
         stamp = Stamp(
             config.name,
             engine_version(
-                mint.__version__, torch.__version__, *home.describe(), config.lora_kernel
+                mint.__version__,
+                torch.__version__,
+                *home.describe(),
+                lora_path(config.lora_kernel, home.device),
             ),
             base_fingerprint,
             tokenizer_fingerprint(tokenizer),

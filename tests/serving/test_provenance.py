@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import torch
 
 from mint.audit.reproduce import differences, log_problems, replay_request
 from mint.domain.errors import FailedPrecondition, InvalidArgument
@@ -13,7 +14,8 @@ from mint.domain.events import Provenance, RevisionPublished
 from mint.eventlog import codec
 from mint.eventlog.port import Position, Recorded
 from mint.serving import wire
-from mint.serving.provenance import new_response_id, response_time_ms
+from mint.serving.kernels import lora_path
+from mint.serving.provenance import engine_version, new_response_id, response_time_ms
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import responses_pb2 as rpb
 from mint.v1.events_pb2 import EventEnvelope
@@ -108,3 +110,10 @@ def test_the_log_must_hold_the_revision_events_a_reply_names() -> None:
         "acme/tone@3: the log holds no RevisionPublished for it at partition 1 offset 40",
         "acme/memo@1: the reply named no log position (an old projection)",
     ]
+
+
+def test_the_engine_version_names_the_lora_path_a_node_computes_by() -> None:
+    assert lora_path("auto", torch.device("cpu")) == lora_path("torch", torch.device("cpu"))
+    assert lora_path("torch", torch.device("cuda")) == "torch"
+    named = engine_version("0.1.0", "2.9", "cpu", "float32", "torch")
+    assert named == "mint 0.1.0; torch 2.9; cpu float32; lora torch"
