@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDic
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import DEFAULT_TOPIC
 from mint.backends.kafka_residency import ResidencyTopics
+from mint.backends.kafka_responses import ResponsesTopic
 from mint.backends.s3 import S3Settings
 from mint.logs import LogConfig, LogLevel
 from mint.rpc.tls import TlsFiles
@@ -221,6 +222,22 @@ class ResidencyOptions(MintSettings):
 
     def residency_topics(self) -> ResidencyTopics:
         return ResidencyTopics(self.residency_topics_prefix)
+
+
+class ResponsesOptions(MintSettings):
+    responses_topic: str = Field(
+        "mint.responses",
+        description="Kafka topic where nodes record each reply's request for replay "
+        "(prompts and outputs: callers' data); '' records nothing",
+    )
+    responses_retention_hours: PositiveInt = Field(
+        168, description="how long the responses topic keeps records (when it creates it)"
+    )
+
+    def responses(self) -> ResponsesTopic | None:
+        if not self.responses_topic:
+            return None
+        return ResponsesTopic(self.responses_topic, self.responses_retention_hours * 3_600_000)
 
 
 class TokensOptions(MintSettings):

@@ -8,6 +8,11 @@
   python -m mint.audit replay --as-of 2026-11-29T15:00:00Z [--json]
   python -m mint.audit replay --as-of-offsets 0:120,1:98 [--json]
   python -m mint.audit provenance acme/tone[@3] [--json | --svg lineage.svg]
+  python -m mint.audit reproduce RESPONSE_ID --router HOST:PORT --token T [--json]
+                                                       replay a served response on its
+                                                       exact revisions; exit 1 if it differs
+                                                       or the log does not hold the
+                                                       revision events it names
 
 Back ends: --backend kafka (the default: Kafka, and S3 for `verify`, from flags or the
 MINT_* variables `python -m deploy.local env` prints; `verify --help` lists them) or
@@ -17,20 +22,23 @@ MINT_* variables `python -m deploy.local env` prints; `verify --help` lists them
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from mint import cli, logs, settings, startup
 from mint.blobs.port import BlobStore
-from mint.domain.errors import DomainError
+from mint.domain.errors import DomainError, InvalidArgument, NotFound
 from mint.domain.names import AdapterRef
 from mint.eventlog.checkpoints import CheckpointStore, public_keys
 from mint.eventlog.port import EventLog
 
-from . import checkpoints, progress, provenance, replay, verify
-from .settings import AuditSettings, AuditVerifySettings
+from . import checkpoints, progress, provenance, replay, reproduce, verify
+from .settings import AuditReproduceSettings, AuditSettings, AuditVerifySettings
 
 
 def _log(args: argparse.Namespace) -> EventLog:
@@ -164,6 +172,64 @@ def _explain(args: argparse.Namespace) -> int:
         log.close()
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    import grpc
+
+    from mint.backends.kafka_responses import find_response
+    from mint.rpc.tls import TlsFiles, dialer
+    from mint.serving.provenance import response_time_ms
+    from mint.v1 import inference_pb2_grpc, responses_pb2
+
+    config = settings.load(AuditReproduceSettings, args)
+    logs.configure(config.log_config())
+    startup.require_kafka(config, config.startup_timeout_s)
+    made_ms = response_time_ms(args.response_id)
+    if not config.responses_topic:
+        raise InvalidArgument("no responses topic is set: pass --responses-topic")
+    found = find_response(
+        config.kafka(), config.responses_topic, args.response_id, made_ms, config.wait_s
+    )
+    if found is None:
+        raise NotFound(
+            f"no record of {args.response_id} in {config.responses_topic}: it was served by "
+            "a node that records nothing, has passed the topic's retention, or was dropped"
+        )
+    record = responses_pb2.ResponseRecord.FromString(found)
+    tls = TlsFiles(ca_file=config.router_ca_file) if config.router_ca_file else None
+    metadata = (("authorization", f"Bearer {config.token.get_secret_value()}"),)
+    with dialer(tls)(config.router) as channel:
+        stub = _Authenticated(inference_pb2_grpc.InferenceStub(channel), metadata)
+        try:
+            outcome = reproduce.reproduce(record, stub)
+        except grpc.RpcError as exc:
+            print(f"error: the replay failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    read_at = functools.partial(_event_at, config.kafka(), config.events_topic)
+    problems = reproduce.log_problems(record.provenance.adapters, read_at)
+    outcome = dataclasses.replace(outcome, log_problems=problems)
+    print(json.dumps(outcome.to_json(), indent=2) if args.json else outcome.to_text())
+    return 0 if outcome.same and not problems else 1
+
+
+def _event_at(kafka: Any, topic: str, partition: int, offset: int) -> Any:
+    """The event at `offset` of `partition`, or None (a marker or nothing is there)."""
+    from mint.backends.kafka_reader import read_partitions
+
+    for first in read_partitions(kafka, topic, {partition: offset}, stall_s=10.0):
+        return first if first.position.offset == offset else None
+    return None
+
+
+class _Authenticated:
+    """A stub whose calls carry the caller's token."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub, self._metadata = stub, metadata
+
+    def __getattr__(self, method: str) -> Any:
+        return functools.partial(getattr(self._stub, method), metadata=self._metadata)
+
+
 def _command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -212,9 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("adapter", help="tenant/name or tenant/name@revision")
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--svg", type=Path, help="also write the lineage graph here")
+    rr = _command(
+        commands, "reproduce", "replay a served response on its revisions", AuditReproduceSettings
+    )
+    rr.add_argument("response_id", help="as the reply's provenance names it")
+    rr.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logs.configure()  # until the settings say otherwise
     try:
+        if args.command == "reproduce":
+            return _reproduce(args)
         return _verify(args) if args.command == "verify" else _explain(args)
     except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)

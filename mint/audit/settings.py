@@ -1,11 +1,19 @@
 """The audit command's settings (Kafka back end): the events topic for every command,
-and S3 for `verify`, which checks the blobs and, given its bucket, the projection."""
+and S3 for `verify`, which checks the blobs and, given its bucket, the projection;
+`reproduce` reads the responses topic and replays through a router (or a node)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, FilePath, NonNegativeFloat, SecretStr
 
-from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, ProcessOptions, S3Options
+from mint.settings import (
+    BlobsOptions,
+    EventsOptions,
+    KafkaOptions,
+    ProcessOptions,
+    ResponsesOptions,
+    S3Options,
+)
 
 
 class AuditSettings(KafkaOptions, EventsOptions, ProcessOptions):
@@ -17,3 +25,16 @@ class AuditVerifySettings(AuditSettings, S3Options, BlobsOptions):
         None, description="also check the projection's revision files in this bucket"
     )
     projection_prefix: str = Field("", description="key prefix of the projection")
+
+
+class AuditReproduceSettings(AuditSettings, ResponsesOptions):
+    router: str = Field("127.0.0.1:50060", description="HOST:PORT of a router (or a node)")
+    token: SecretStr = Field(
+        description="a token of the caller the response was served for (or an admin's)"
+    )
+    router_ca_file: FilePath | None = Field(
+        None, description="CA that signs the router's certificate (none: plaintext)"
+    )
+    wait_s: NonNegativeFloat = Field(
+        10.0, description="how long to wait for a record not written yet (nodes send late)"
+    )

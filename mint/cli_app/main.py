@@ -141,7 +141,10 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(help="At most this many tokens.")] = 32,
     temperature: Annotated[float, typer.Option(help="0: greedy.")] = 0.0,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling, (0, 1].")] = None,
-    seed: Annotated[int, typer.Option(help="The same seed gives the same sample.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="The same seed gives the same sample (none: drawn, and shown)."),
+    ] = None,
     json: o.Json = False,
 ) -> None:
     """Generate through the router, printing the tokens as they come (with --json: one
@@ -161,10 +164,14 @@ def generate(
                 "tokens": [t for c in chunks for t in c.tokens],
                 "adapters": chunks[0].adapters if chunks else [],
                 "node": chunks[0].node if chunks else "",
+                "provenance": next((c.provenance for c in chunks if c.provenance), None),
             }
         )
     else:
         typer.echo()
+        made = next((c.provenance for c in chunks if c.provenance), None)
+        if made is not None:  # on stderr: stdout is the text
+            typer.echo(f"response {made.response_id} (seed {made.seed})", err=True)
 
 
 def main() -> None:

@@ -218,11 +218,12 @@ def generate_request(
     wire = ipb.Sampling(
         max_new_tokens=s.max_new_tokens,
         temperature=s.temperature,
-        seed=s.seed,
         stop_at_eos=s.stop_at_eos,
     )
     if s.top_p is not None:
         wire.top_p = s.top_p
+    if s.seed is not None:  # else the node draws one and names it in the provenance
+        wire.seed = s.seed
     return ipb.GenerateRequest(adapters=selectors(adapters), prompt=prompt, sampling=wire)
 
 

@@ -115,7 +115,29 @@ def recorded(message: pb.RecordedEvent) -> Recorded:
 
 
 def resolved(adapters: Iterable[ipb.ResolvedAdapter]) -> tuple[t.ResolvedAdapter, ...]:
-    return tuple(t.ResolvedAdapter(a.adapter, a.adapter_id, a.revision, a.weight) for a in adapters)
+    return tuple(
+        t.ResolvedAdapter(
+            a.adapter,
+            a.adapter_id,
+            a.revision,
+            a.weight,
+            a.weights_sha256,
+            a.log_partition,
+            a.log_offset if a.HasField("log_offset") else None,
+        )
+        for a in adapters
+    )
+
+
+def provenance(
+    message: ipb.GenerateResponse | ipb.GenerateChunk | ipb.ScoreResponse,
+) -> t.OutputProvenance | None:
+    if not message.HasField("provenance"):
+        return None
+    p = message.provenance
+    return t.OutputProvenance(
+        p.response_id, p.node, p.engine_version, p.base_fingerprint, resolved(p.adapters), p.seed
+    )
 
 
 def generation(message: ipb.GenerateResponse) -> t.Generation:
@@ -125,12 +147,17 @@ def generation(message: ipb.GenerateResponse) -> t.Generation:
         resolved(message.adapters),
         message.node,
         message.batch_size,
+        provenance(message),
     )
 
 
 def chunk(message: ipb.GenerateChunk) -> t.GenerationChunk:
     return t.GenerationChunk(
-        message.text, tuple(message.tokens), resolved(message.adapters), message.node
+        message.text,
+        tuple(message.tokens),
+        resolved(message.adapters),
+        message.node,
+        provenance(message),
     )
 
 
@@ -140,4 +167,5 @@ def score(message: ipb.ScoreResponse) -> t.Score:
         message.total_logprob,
         resolved(message.adapters),
         message.node,
+        provenance(message),
     )

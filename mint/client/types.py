@@ -27,6 +27,7 @@ __all__ = [
     "EventPayload",
     "Generation",
     "GenerationChunk",
+    "OutputProvenance",
     "Page",
     "Provenance",
     "ResolvedAdapter",
@@ -167,7 +168,9 @@ class Sampling:
     max_new_tokens: int = 32  # 1..512
     temperature: float = 0.0  # 0: greedy
     top_p: float | None = None  # (0, 1]; None: 1
-    seed: int = 0  # the same seed gives the same sample, whatever it is batched with
+    # The same seed gives the same sample, whatever it is batched with. None: the node
+    # draws one, and the reply's provenance names it.
+    seed: int | None = None
     stop_at_eos: bool = False
 
 
@@ -179,6 +182,22 @@ class ResolvedAdapter:
     adapter_id: str
     revision: int
     weight: float
+    weights_sha256: str = ""
+    # Where its RevisionPublished event sits in the adapter log (None: not recorded).
+    log_partition: int = 0
+    log_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputProvenance:
+    """Where an output came from; `mint-audit reproduce <response_id>` replays it."""
+
+    response_id: str
+    node: str
+    engine_version: str
+    base_fingerprint: str
+    adapters: tuple[ResolvedAdapter, ...]
+    seed: int  # the seed its sampler used
 
 
 @dataclass(frozen=True)
@@ -188,16 +207,19 @@ class Generation:
     adapters: tuple[ResolvedAdapter, ...]
     node: str
     batch_size: int  # how many requests shared its forward passes
+    provenance: OutputProvenance | None = None
 
 
 @dataclass(frozen=True)
 class GenerationChunk:
-    """Part of a streamed generation; the first chunk also says what served it."""
+    """Part of a streamed generation; the first chunk also says what served it, and the
+    last (without tokens) names the output's provenance."""
 
     text: str
     tokens: tuple[int, ...]
     adapters: tuple[ResolvedAdapter, ...]
     node: str
+    provenance: OutputProvenance | None = None
 
 
 @dataclass(frozen=True)
@@ -206,3 +228,4 @@ class Score:
     total_logprob: float
     adapters: tuple[ResolvedAdapter, ...]
     node: str
+    provenance: OutputProvenance | None = None

@@ -21,7 +21,7 @@ from cachetools import LRUCache, TTLCache
 from mint.domain.errors import NotFound
 from mint.layout import ADAPTER_WEIGHTS, MANIFEST
 
-from .requests import RevisionRef, Selector
+from .requests import LogPosition, RevisionRef, Selector
 
 MANIFESTS_CACHED = 10_000  # revisions (about 1 KB each, with the adapter's config)
 POINTERS_CACHED = 10_000  # channel pointers
@@ -77,6 +77,7 @@ class Catalog:
             weights_size=int(weights["size"]),
             base_fingerprint=manifest["base_fingerprint"],
             config_json=manifest["config_json"],
+            log_position=_log_position(manifest.get("log_position")),
         )
         with self._lock:
             self._manifests[(adapter, revision)] = ref
@@ -105,3 +106,7 @@ class Catalog:
     def _json(self, key: str) -> Any:
         data = self.objects.get(key)
         return None if data is None else json.loads(data)
+
+
+def _log_position(doc: dict[str, int] | None) -> LogPosition | None:
+    return None if doc is None else LogPosition(int(doc["partition"]), int(doc["offset"]))

@@ -72,6 +72,14 @@ class Sampling:
         return self
 
 
+@dataclass(frozen=True)
+class LogPosition:
+    """Where a revision's RevisionPublished event sits in the adapter log."""
+
+    partition: int
+    offset: int
+
+
 @dataclass(frozen=True, order=True)
 class RevisionRef:
     """An exact adapter revision, as the projection describes it."""
@@ -84,6 +92,8 @@ class RevisionRef:
     # Facts about the revision, not its identity: excluded from equality and hashing.
     base_fingerprint: str = field(default="", compare=False)
     config_json: str = field(default="", compare=False, repr=False)
+    # None: the projection predates manifests naming it.
+    log_position: LogPosition | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:

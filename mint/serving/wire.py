@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 from mint.domain.errors import InvalidArgument
@@ -29,13 +30,26 @@ def selectors(messages: Sequence[pb.AdapterSelector]) -> list[Selector]:
 
 
 def sampling(message: pb.Sampling) -> Sampling:
+    """The request's sampling; without a seed, one drawn at random (and reported in the
+    reply's provenance, so the output can be replayed)."""
     return Sampling(
         max_new_tokens=message.max_new_tokens or 32,
         temperature=message.temperature,
         top_p=message.top_p if message.HasField("top_p") else 1.0,
-        seed=message.seed,
+        seed=message.seed if message.HasField("seed") else secrets.randbits(63),
         stop_at_eos=message.stop_at_eos,
     ).check()
+
+
+def sampling_message(s: Sampling) -> pb.Sampling:
+    """As a request names it, seed included."""
+    return pb.Sampling(
+        max_new_tokens=s.max_new_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        stop_at_eos=s.stop_at_eos,
+    )
 
 
 def exact(parts: Sequence[tuple[RevisionRef, float]]) -> list[pb.AdapterSelector]:
@@ -44,9 +58,18 @@ def exact(parts: Sequence[tuple[RevisionRef, float]]) -> list[pb.AdapterSelector
 
 
 def resolved(parts: Sequence[tuple[RevisionRef, float]]) -> list[pb.ResolvedAdapter]:
-    return [
-        pb.ResolvedAdapter(
-            adapter=r.adapter, adapter_id=r.adapter_id, revision=r.revision, weight=w
-        )
-        for r, w in parts
-    ]
+    return [_resolved(r, w) for r, w in parts]
+
+
+def _resolved(ref: RevisionRef, weight: float) -> pb.ResolvedAdapter:
+    out = pb.ResolvedAdapter(
+        adapter=ref.adapter,
+        adapter_id=ref.adapter_id,
+        revision=ref.revision,
+        weight=weight,
+        weights_sha256=ref.weights_sha256,
+    )
+    if ref.log_position is not None:
+        out.log_partition = ref.log_position.partition
+        out.log_offset = ref.log_position.offset
+    return out

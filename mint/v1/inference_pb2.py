@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mint/v1/inference.proto\x12\x07mint.v1\"o\n\x0f\x41\x64\x61pterSelector\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x11\n\x07\x63hannel\x18\x02 \x01(\tH\x00\x12\x12\n\x08revision\x18\x03 \x01(\rH\x00\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x04\n\x02\x61tB\t\n\x07_weight\"x\n\x08Sampling\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x13\n\x0bstop_at_eos\x18\x05 \x01(\x08\x42\x08\n\x06_top_p\"r\n\x0fGenerateRequest\x12*\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x18.mint.v1.AdapterSelector\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12#\n\x08sampling\x18\x03 \x01(\x0b\x32\x11.mint.v1.Sampling\"X\n\x0fResolvedAdapter\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\x02\"~\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\r\x12*\n\x08\x61\x64\x61pters\x18\x03 \x03(\x0b\x32\x18.mint.v1.ResolvedAdapter\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\r\"g\n\rGenerateChunk\x12\x0e\n\x06tokens\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12*\n\x08\x61\x64\x61pters\x18\x03 \x03(\x0b\x32\x18.mint.v1.ResolvedAdapter\x12\x0c\n\x04node\x18\x04 \x01(\t\"`\n\x0cScoreRequest\x12*\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x18.mint.v1.AdapterSelector\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontinuation\x18\x03 \x01(\t\"x\n\rScoreResponse\x12\x16\n\x0etoken_logprobs\x18\x01 \x03(\x02\x12\x15\n\rtotal_logprob\x18\x02 \x01(\x01\x12*\n\x08\x61\x64\x61pters\x18\x03 \x03(\x0b\x32\x18.mint.v1.ResolvedAdapter\x12\x0c\n\x04node\x18\x04 \x01(\t2\xca\x01\n\tInference\x12?\n\x08Generate\x12\x18.mint.v1.GenerateRequest\x1a\x19.mint.v1.GenerateResponse\x12\x44\n\x0eGenerateStream\x12\x18.mint.v1.GenerateRequest\x1a\x16.mint.v1.GenerateChunk0\x01\x12\x36\n\x05Score\x12\x15.mint.v1.ScoreRequest\x1a\x16.mint.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mint/v1/inference.proto\x12\x07mint.v1\"o\n\x0f\x41\x64\x61pterSelector\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x11\n\x07\x63hannel\x18\x02 \x01(\tH\x00\x12\x12\n\x08revision\x18\x03 \x01(\rH\x00\x12\x13\n\x06weight\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x04\n\x02\x61tB\t\n\x07_weight\"\x86\x01\n\x08Sampling\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x01\x88\x01\x01\x12\x13\n\x0bstop_at_eos\x18\x05 \x01(\x08\x42\x08\n\x06_top_pB\x07\n\x05_seed\"r\n\x0fGenerateRequest\x12*\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x18.mint.v1.AdapterSelector\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12#\n\x08sampling\x18\x03 \x01(\x0b\x32\x11.mint.v1.Sampling\"\xaf\x01\n\x0fResolvedAdapter\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x12\n\nadapter_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\x02\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x15\n\rlog_partition\x18\x06 \x01(\r\x12\x17\n\nlog_offset\x18\x07 \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_log_offset\"\xad\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\r\x12*\n\x08\x61\x64\x61pters\x18\x03 \x03(\x0b\x32\x18.mint.v1.ResolvedAdapter\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12-\n\nprovenance\x18\x06 \x01(\x0b\x32\x19.mint.v1.OutputProvenance\"\x96\x01\n\rGenerateChunk\x12\x0e\n\x06tokens\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12*\n\x08\x61\x64\x61pters\x18\x03 \x03(\x0b\x32\x18.mint.v1.ResolvedAdapter\x12\x0c\n\x04node\x18\x04 \x01(\t\x12-\n\nprovenance\x18\x05 \x01(\x0b\x32\x19.mint.v1.OutputProvenance\"`\n\x0cScoreRequest\x12*\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x18.mint.v1.AdapterSelector\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontinuation\x18\x03 \x01(\t\"\xa7\x01\n\rScoreResponse\x12\x16\n\x0etoken_logprobs\x18\x01 \x03(\x02\x12\x15\n\rtotal_logprob\x18\x02 \x01(\x01\x12*\n\x08\x61\x64\x61pters\x18\x03 \x03(\x0b\x32\x18.mint.v1.ResolvedAdapter\x12\x0c\n\x04node\x18\x04 \x01(\t\x12-\n\nprovenance\x18\x05 \x01(\x0b\x32\x19.mint.v1.OutputProvenance\"\xa1\x01\n\x10OutputProvenance\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x03 \x01(\t\x12\x18\n\x10\x62\x61se_fingerprint\x18\x04 \x01(\t\x12*\n\x08\x61\x64\x61pters\x18\x05 \x03(\x0b\x32\x18.mint.v1.ResolvedAdapter\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x32\xca\x01\n\tInference\x12?\n\x08Generate\x12\x18.mint.v1.GenerateRequest\x1a\x19.mint.v1.GenerateResponse\x12\x44\n\x0eGenerateStream\x12\x18.mint.v1.GenerateRequest\x1a\x16.mint.v1.GenerateChunk0\x01\x12\x36\n\x05Score\x12\x15.mint.v1.ScoreRequest\x1a\x16.mint.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +33,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ADAPTERSELECTOR']._serialized_start=36
   _globals['_ADAPTERSELECTOR']._serialized_end=147
-  _globals['_SAMPLING']._serialized_start=149
-  _globals['_SAMPLING']._serialized_end=269
-  _globals['_GENERATEREQUEST']._serialized_start=271
-  _globals['_GENERATEREQUEST']._serialized_end=385
-  _globals['_RESOLVEDADAPTER']._serialized_start=387
-  _globals['_RESOLVEDADAPTER']._serialized_end=475
-  _globals['_GENERATERESPONSE']._serialized_start=477
-  _globals['_GENERATERESPONSE']._serialized_end=603
-  _globals['_GENERATECHUNK']._serialized_start=605
-  _globals['_GENERATECHUNK']._serialized_end=708
-  _globals['_SCOREREQUEST']._serialized_start=710
-  _globals['_SCOREREQUEST']._serialized_end=806
-  _globals['_SCORERESPONSE']._serialized_start=808
-  _globals['_SCORERESPONSE']._serialized_end=928
-  _globals['_INFERENCE']._serialized_start=931
-  _globals['_INFERENCE']._serialized_end=1133
+  _globals['_SAMPLING']._serialized_start=150
+  _globals['_SAMPLING']._serialized_end=284
+  _globals['_GENERATEREQUEST']._serialized_start=286
+  _globals['_GENERATEREQUEST']._serialized_end=400
+  _globals['_RESOLVEDADAPTER']._serialized_start=403
+  _globals['_RESOLVEDADAPTER']._serialized_end=578
+  _globals['_GENERATERESPONSE']._serialized_start=581
+  _globals['_GENERATERESPONSE']._serialized_end=754
+  _globals['_GENERATECHUNK']._serialized_start=757
+  _globals['_GENERATECHUNK']._serialized_end=907
+  _globals['_SCOREREQUEST']._serialized_start=909
+  _globals['_SCOREREQUEST']._serialized_end=1005
+  _globals['_SCORERESPONSE']._serialized_start=1008
+  _globals['_SCORERESPONSE']._serialized_end=1175
+  _globals['_OUTPUTPROVENANCE']._serialized_start=1178
+  _globals['_OUTPUTPROVENANCE']._serialized_end=1339
+  _globals['_INFERENCE']._serialized_start=1342
+  _globals['_INFERENCE']._serialized_end=1544
 # @@protoc_insertion_point(module_scope)

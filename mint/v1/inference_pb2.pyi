@@ -80,6 +80,9 @@ class Sampling(_message.Message):
     top_p: _builtins.float
     """(0, 1], default 1"""
     seed: _builtins.int
+    """The sampler's seed. Absent: the node draws one at random and reports it in the
+    reply's provenance, so the output can still be replayed.
+    """
     stop_at_eos: _builtins.bool
     def __init__(
         self,
@@ -87,15 +90,20 @@ class Sampling(_message.Message):
         max_new_tokens: _builtins.int = ...,
         temperature: _builtins.float = ...,
         top_p: _builtins.float | None = ...,
-        seed: _builtins.int = ...,
+        seed: _builtins.int | None = ...,
         stop_at_eos: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_top_p", b"_top_p", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_top_p", b"_top_p", "seed", b"seed", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_top_p", b"_top_p", "max_new_tokens", b"max_new_tokens", "seed", b"seed", "stop_at_eos", b"stop_at_eos", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_top_p", b"_top_p", "max_new_tokens", b"max_new_tokens", "seed", b"seed", "stop_at_eos", b"stop_at_eos", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
     _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
 
 Global___Sampling: _TypeAlias = Sampling  # noqa: Y015
@@ -139,10 +147,19 @@ class ResolvedAdapter(_message.Message):
     ADAPTER_ID_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
+    WEIGHTS_SHA256_FIELD_NUMBER: _builtins.int
+    LOG_PARTITION_FIELD_NUMBER: _builtins.int
+    LOG_OFFSET_FIELD_NUMBER: _builtins.int
     adapter: _builtins.str
     adapter_id: _builtins.str
     revision: _builtins.int
     weight: _builtins.float
+    weights_sha256: _builtins.str
+    log_partition: _builtins.int
+    """Where the revision's RevisionPublished event sits in the adapter log (absent: the
+    projection predates recording it; a rebuild adds it).
+    """
+    log_offset: _builtins.int
     def __init__(
         self,
         *,
@@ -150,12 +167,17 @@ class ResolvedAdapter(_message.Message):
         adapter_id: _builtins.str = ...,
         revision: _builtins.int = ...,
         weight: _builtins.float = ...,
+        weights_sha256: _builtins.str = ...,
+        log_partition: _builtins.int = ...,
+        log_offset: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset", "log_offset", b"log_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter", b"adapter", "adapter_id", b"adapter_id", "revision", b"revision", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset", "adapter", b"adapter", "adapter_id", b"adapter_id", "log_offset", b"log_offset", "log_partition", b"log_partition", "revision", b"revision", "weight", b"weight", "weights_sha256", b"weights_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__log_offset: _TypeAlias = _typing.Literal["log_offset"]  # noqa: Y015
+    _WhichOneofArgType__log_offset: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_offset) -> _WhichOneofReturnType__log_offset | None: ...
 
 Global___ResolvedAdapter: _TypeAlias = ResolvedAdapter  # noqa: Y015
 
@@ -168,6 +190,7 @@ class GenerateResponse(_message.Message):
     ADAPTERS_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     node: _builtins.str
     batch_size: _builtins.int
@@ -176,6 +199,8 @@ class GenerateResponse(_message.Message):
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedAdapter]: ...
+    @_builtins.property
+    def provenance(self) -> Global___OutputProvenance: ...
     def __init__(
         self,
         *,
@@ -184,10 +209,11 @@ class GenerateResponse(_message.Message):
         adapters: _abc.Iterable[Global___ResolvedAdapter] | None = ...,
         node: _builtins.str = ...,
         batch_size: _builtins.int = ...,
+        provenance: Global___OutputProvenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "batch_size", b"batch_size", "node", b"node", "text", b"text", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "batch_size", b"batch_size", "node", b"node", "provenance", b"provenance", "text", b"text", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -201,6 +227,7 @@ class GenerateChunk(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     ADAPTERS_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     node: _builtins.str
     @_builtins.property
@@ -209,6 +236,10 @@ class GenerateChunk(_message.Message):
     def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedAdapter]:
         """Set on the first chunk only."""
 
+    @_builtins.property
+    def provenance(self) -> Global___OutputProvenance:
+        """Set on the final chunk only (which carries no tokens), once the output is complete."""
+
     def __init__(
         self,
         *,
@@ -216,10 +247,11 @@ class GenerateChunk(_message.Message):
         text: _builtins.str = ...,
         adapters: _abc.Iterable[Global___ResolvedAdapter] | None = ...,
         node: _builtins.str = ...,
+        provenance: Global___OutputProvenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "node", b"node", "text", b"text", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "node", b"node", "provenance", b"provenance", "text", b"text", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -259,6 +291,7 @@ class ScoreResponse(_message.Message):
     TOTAL_LOGPROB_FIELD_NUMBER: _builtins.int
     ADAPTERS_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     total_logprob: _builtins.float
     node: _builtins.str
     @_builtins.property
@@ -267,6 +300,8 @@ class ScoreResponse(_message.Message):
 
     @_builtins.property
     def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedAdapter]: ...
+    @_builtins.property
+    def provenance(self) -> Global___OutputProvenance: ...
     def __init__(
         self,
         *,
@@ -274,11 +309,55 @@ class ScoreResponse(_message.Message):
         total_logprob: _builtins.float = ...,
         adapters: _abc.Iterable[Global___ResolvedAdapter] | None = ...,
         node: _builtins.str = ...,
+        provenance: Global___OutputProvenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provenance", b"provenance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "node", b"node", "token_logprobs", b"token_logprobs", "total_logprob", b"total_logprob"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "node", b"node", "provenance", b"provenance", "token_logprobs", b"token_logprobs", "total_logprob", b"total_logprob"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreResponse: _TypeAlias = ScoreResponse  # noqa: Y015
+
+@_typing.final
+class OutputProvenance(_message.Message):
+    """Where an output came from. The request is recorded under `response_id` (the responses
+    topic), so `mint-audit reproduce RESPONSE_ID` can replay it on the same revisions.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    ENGINE_VERSION_FIELD_NUMBER: _builtins.int
+    BASE_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    ADAPTERS_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    node: _builtins.str
+    engine_version: _builtins.str
+    """What computed it: MinT's and torch's versions, the device, dtype and LoRA kernel."""
+    base_fingerprint: _builtins.str
+    seed: _builtins.int
+    """the seed the sampler used"""
+    @_builtins.property
+    def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedAdapter]:
+        """exact revisions, with their log positions"""
+
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        node: _builtins.str = ...,
+        engine_version: _builtins.str = ...,
+        base_fingerprint: _builtins.str = ...,
+        adapters: _abc.Iterable[Global___ResolvedAdapter] | None = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapters", b"adapters", "base_fingerprint", b"base_fingerprint", "engine_version", b"engine_version", "node", b"node", "response_id", b"response_id", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputProvenance: _TypeAlias = OutputProvenance  # noqa: Y015

@@ -41,6 +41,9 @@ def main() -> None:
         raise SystemExit(str(exc)) from None
     kafka, topics = config.kafka(), config.residency_topics()
     topics.create(kafka)  # idempotent
+    responses = config.responses()
+    if responses is not None:
+        responses.create(kafka)
     node = NodeProcess(
         NodeConfig(
             name=config.name,
@@ -75,6 +78,7 @@ def main() -> None:
             trusted_peers=frozenset(p for p in config.trusted_peers.split(",") if p),
             health_port=config.health_port,
             drain_s=config.drain_s,
+            responses=responses,
         )
     )
     print(f"node {config.name} serving on {node.address}", flush=True)

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from prometheus_client import start_http_server
 
+import mint
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import ResidencyTopics
+from mint.backends.kafka_responses import ResponseRecorder, ResponsesTopic
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import build_base, fingerprint, load_base_dir, place, tiny_llama_config
@@ -21,8 +24,9 @@ from mint.serving.catalog import Catalog
 from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
-from mint.serving.kernels import gathered_lora_kernel
+from mint.serving.kernels import gathered_lora_kernel, lora_path
 from mint.serving.packed_model import PackedLoraModel
+from mint.serving.provenance import engine_version
 from mint.serving.rank_classes import SlotLayout
 from mint.serving.residency import SlotTable
 from mint.serving.scheduler import Scheduler
@@ -37,6 +41,7 @@ from mint.v1 import inference_pb2, inference_pb2_grpc
 
 from .metrics import NodeMetrics
 from .node import InferenceNode
+from .provenance import Provenances, Stamp
 from .reconciler import Reconciler
 from .servicer import InferenceServicer
 
@@ -82,6 +87,9 @@ class NodeConfig:
     trusted_peers: frozenset[str] = frozenset({ROUTER_PEER_NAME})
     health_port: int = 0  # plaintext, health only (probes); 0: a free port
     drain_s: float = DRAIN_S
+    # Where each reply's request is recorded for replay (None: nowhere; replies still
+    # name their provenance).
+    responses: ResponsesTopic | None = None
 
 
 class NodeProcess:
@@ -133,11 +141,26 @@ class NodeProcess:
             self.scheduler,
             on_miss=self.metrics.misses.inc,
         )
+        self.recorder = (
+            ResponseRecorder(config.kafka, config.responses.name, self.metrics.records_dropped.inc)
+            if config.responses
+            else None
+        )
+        stamp = Stamp(
+            config.name,
+            engine_version(
+                mint.__version__,
+                torch.__version__,
+                *home.describe(),
+                lora_path(config.lora_kernel, home.device),
+            ),
+            base_fingerprint,
+            tokenizer_fingerprint(tokenizer),
+        )
+        servicer = InferenceServicer(node, self.metrics, Provenances(stamp, self.recorder))
         self.rpc = build_server(
             SERVICE_NAME,
-            lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(
-                InferenceServicer(node, self.metrics), s
-            ),
+            lambda s: inference_pb2_grpc.add_InferenceServicer_to_server(servicer, s),
             f"{config.host}:{config.port}",
             OnBehalf(config.tokens, config.trusted_peers),
             tls=config.tls,
@@ -171,3 +194,5 @@ class NodeProcess:
         self.reconciler.stop()
         self.rpc.stop(grace_s)
         self.scheduler.close()
+        if self.recorder is not None:
+            self.recorder.close()  # after the calls drained: their records are queued

@@ -67,3 +67,9 @@ class NodeMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.records_dropped = Counter(
+            "mint_node_response_records_dropped_total",
+            "Response records not written to the responses topic (queue full or Kafka "
+            "failing): those outputs cannot be reproduced by id",
+            registry=r,
+        )

@@ -33,6 +33,24 @@ class Completion:
     text: str
     parts: Parts
     batch_size: int
+    prompt_tokens: list[int]
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """A generation under way: its resolved adapters and prompt at once, then its tokens."""
+
+    parts: Parts
+    prompt_tokens: list[int]
+    tokens: Iterator[list[int]]
+
+
+@dataclass(frozen=True)
+class Scored:
+    parts: Parts
+    prompt_tokens: list[int]
+    continuation_tokens: list[int]
+    logprobs: list[float]
 
 
 class InferenceNode:
@@ -71,9 +89,10 @@ class InferenceNode:
         on_call_end: OnCallEnd | None = None,
     ) -> Completion:
         parts = self.resolve(selectors)
-        generation = self._submit(parts, self.encode(prompt), sampling, on_call_end)
+        prompt_ids = self.encode(prompt)
+        generation = self._submit(parts, prompt_ids, sampling, on_call_end)
         out = generation.result()
-        return Completion(out.tokens, self.decode(out.tokens), parts, out.batch_size)
+        return Completion(out.tokens, self.decode(out.tokens), parts, out.batch_size, prompt_ids)
 
     def stream(
         self,
@@ -81,12 +100,13 @@ class InferenceNode:
         prompt: str,
         sampling: Sampling,
         on_call_end: OnCallEnd | None = None,
-    ) -> tuple[Parts, Iterator[list[int]]]:
+    ) -> Streaming:
         """The resolved adapters now (errors raise here), then tokens as they decode. A
         reader that stops early cancels the generation."""
         parts = self.resolve(selectors)
+        prompt_ids = self.encode(prompt)
         chunks: SimpleQueue[int | None] = SimpleQueue()
-        generation = self._submit(parts, self.encode(prompt), sampling, on_call_end, chunks.put)
+        generation = self._submit(parts, prompt_ids, sampling, on_call_end, chunks.put)
         generation.done.add_done_callback(lambda _: chunks.put(None))
 
         def tokens() -> Iterator[list[int]]:
@@ -97,19 +117,18 @@ class InferenceNode:
             finally:
                 generation.cancel()
 
-        return parts, tokens()
+        return Streaming(parts, prompt_ids, tokens())
 
-    def score(
-        self, selectors: list[Selector], prompt: str, continuation: str
-    ) -> tuple[Parts, list[float]]:
+    def score(self, selectors: list[Selector], prompt: str, continuation: str) -> Scored:
         parts = self.resolve(selectors)
         prompt_ids = self.encode(prompt)
         continuation_ids: list[int] = self.tokenizer(continuation)["input_ids"]
         lease = self._counting_misses(lambda: self.engine.acquire(parts))
         try:
-            return parts, self.engine.score(prompt_ids, continuation_ids, lease.slot)
+            logprobs = self.engine.score(prompt_ids, continuation_ids, lease.slot)
         finally:
             self.engine.release(lease)
+        return Scored(parts, prompt_ids, continuation_ids, logprobs)
 
     def _submit(
         self,

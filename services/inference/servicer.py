@@ -23,21 +23,26 @@ from mint.v1 import inference_pb2_grpc
 
 from .metrics import NodeMetrics
 from .node import InferenceNode
+from .provenance import Provenances
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    def __init__(self, node: InferenceNode, metrics: NodeMetrics) -> None:
-        self.node, self.metrics = node, metrics
+    def __init__(self, node: InferenceNode, metrics: NodeMetrics, provenances: Provenances) -> None:
+        self.node, self.metrics, self.provenances = node, metrics, provenances
 
     def Generate(
         self, request: pb.GenerateRequest, context: grpc.ServicerContext
     ) -> pb.GenerateResponse:
         with self._observed("Generate"):
+            sampling = wire.sampling(request.sampling)
             done = self.node.generate(
                 _permitted(request.adapters),
                 request.prompt,
-                wire.sampling(request.sampling),
+                sampling,
                 context.add_callback,  # a cancelled call leaves the batch at the next step
+            )
+            provenance = self.provenances.generated(
+                "Generate", done.parts, request.prompt, done.prompt_tokens, sampling, done.tokens
             )
             return pb.GenerateResponse(
                 text=done.text,
@@ -45,40 +50,58 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 adapters=wire.resolved(done.parts),
                 node=self.node.name,
                 batch_size=done.batch_size,
+                provenance=provenance,
             )
 
     def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.GenerateChunk]:
         with self._observed("GenerateStream"):
-            parts, tokens = self.node.stream(
-                _permitted(request.adapters),
-                request.prompt,
-                wire.sampling(request.sampling),
-                context.add_callback,
+            sampling = wire.sampling(request.sampling)
+            streaming = self.node.stream(
+                _permitted(request.adapters), request.prompt, sampling, context.add_callback
             )
-            first, text = True, TextStream(self.node.decode)
-            for chunk in tokens:
+            first, output, text = True, [], TextStream(self.node.decode)
+            for chunk in streaming.tokens:
                 yield pb.GenerateChunk(
                     tokens=chunk,
                     text=text.add(chunk),  # held back while a character is incomplete
-                    adapters=wire.resolved(parts) if first else [],
+                    adapters=wire.resolved(streaming.parts) if first else [],
                     node=self.node.name if first else "",
                 )
                 first = False
-            if rest := text.finish():  # the generation ended inside a character
-                yield pb.GenerateChunk(text=rest)
+                output += chunk
+            provenance = self.provenances.generated(
+                "GenerateStream",
+                streaming.parts,
+                request.prompt,
+                streaming.prompt_tokens,
+                sampling,
+                output,
+            )
+            # The output is complete: its provenance, and the end of a character the
+            # generation stopped inside, if it did.
+            yield pb.GenerateChunk(text=text.finish(), provenance=provenance)
 
     def Score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreResponse:
         with self._observed("Score"):
-            parts, logprobs = self.node.score(
+            scored = self.node.score(
                 _permitted(request.adapters), request.prompt, request.continuation
             )
+            provenance = self.provenances.scored(
+                scored.parts,
+                request.prompt,
+                scored.prompt_tokens,
+                request.continuation,
+                scored.continuation_tokens,
+                scored.logprobs,
+            )
             return pb.ScoreResponse(
-                token_logprobs=logprobs,
-                total_logprob=sum(logprobs),
-                adapters=wire.resolved(parts),
+                token_logprobs=scored.logprobs,
+                total_logprob=sum(scored.logprobs),
+                adapters=wire.resolved(scored.parts),
                 node=self.node.name,
+                provenance=provenance,
             )
 
     def _observed(self, method: str) -> AbstractContextManager[None]:

@@ -14,6 +14,7 @@ from mint.settings import (
     ProcessOptions,
     ProjectionOptions,
     ResidencyOptions,
+    ResponsesOptions,
     S3Options,
     grpc_port,
     metrics_port,
@@ -27,6 +28,7 @@ class NodeSettings(
     ProjectionOptions,
     ResidencyOptions,
     ProcessOptions,
+    ResponsesOptions,
 ):
     name: str = Field(description="node name, unique in the fleet (the pod name)")
     port: int = grpc_port(50061)

@@ -12,8 +12,10 @@ Layout (Hugging Face PEFT layout per revision, so a revision loads with
   catalog/<tenant>/<name>.json               (one entry per adapter, listable by page)
   bases/<fingerprint>.json
 
-Every object is a function of the events, never of wall-clock time or log offsets, so a
-rebuild from offset 0 writes the same bytes. Each operation names its stage: the sink
+Every object is a function of the events, never of wall-clock time, so a rebuild from
+offset 0 writes the same bytes. (A manifest names where its revision's event sits in the
+log, which a rebuild of the same topic finds at the same place: served outputs name it as
+their provenance.) Each operation names its stage: the sink
 writes every object of a stage before any of the next (files, then manifests, then the
 mutable objects), so a pointer never lands before the revision it points to.
 """
@@ -168,6 +170,10 @@ class Planner:
             "provenance": asdict(event.provenance),
             "published_at": recorded.envelope.occurred_at.ToJsonString(),
             "event_id": recorded.envelope.event_id,
+            "log_position": {
+                "partition": recorded.position.partition,
+                "offset": recorded.position.offset,
+            },
         }
         return [
             CopyBlob(prefix + ADAPTER_WEIGHTS, event.weights_sha256, event.weights_size),

@@ -135,6 +135,9 @@ def test_generate_streams_what_the_client_generates(
     answer = json.loads(mint_command(*args, "--json").stdout)
     assert answer["tokens"] == list(expected.tokens)
     assert answer["adapters"][0]["revision"] == 1 and answer["node"] == expected.node
+    made = answer["provenance"]  # a greedy request without a seed still names the drawn one
+    assert made["response_id"] and made["adapters"] == answer["adapters"]
+    assert streamed.stderr.startswith("response ") and "(seed " in streamed.stderr
 
 
 def test_refusals_are_one_line_with_the_next_step_and_an_exit_code(

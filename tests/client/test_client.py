@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -231,8 +232,13 @@ def test_generation_streams_the_tokens_a_whole_generation_gives(
             client.generate("hello", served.ref, Sampling(max_new_tokens=100_000))
     assert [t for c in chunks for t in c.tokens] == list(whole.tokens)
     assert "".join(c.text for c in chunks) == whole.text
-    resolved = (ResolvedAdapter(served.ref, served.adapter_id, 1, 1.0),)
+    (one,) = whole.adapters
+    assert one.weights_sha256 and one.log_offset is not None  # its revision event's place
+    resolved = (ResolvedAdapter(served.ref, served.adapter_id, 1, 1.0, *astuple(one)[4:]),)
     assert whole.adapters == chunks[0].adapters == scored.adapters == resolved
+    made = [whole.provenance, chunks[-1].provenance, scored.provenance]
+    assert all(p is not None and p.adapters == resolved for p in made)
+    assert len({p.response_id for p in made if p}) == 3
     assert whole.node == chunks[0].node == NODE and len(whole.tokens) == 8
     assert bare.adapters == () and bare.tokens != whole.tokens  # the adapter changes output
     assert len(scored.token_logprobs) == len(b" world")  # a token per byte

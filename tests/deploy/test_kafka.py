@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mint.backends.kafka_checkpoints import checkpoint_topic
+from mint.backends.kafka_responses import ResponsesTopic
 from mint.backends.kafka_snapshots import SNAPSHOT_TOPIC_MAX_BYTES, snapshot_topic
 
 from .manifests import Manifests, load
@@ -45,7 +46,9 @@ def test_topics_are_the_ones_the_services_use(manifests: Manifests) -> None:
     residency = {f"{prefix}.{kind}" for kind in ("desired", "status", "demand")}
     events_topic = env["MINT_EVENTS_TOPIC"]
     log = {events_topic, snapshot_topic(events_topic), checkpoint_topic(events_topic)}
-    assert set(topics(manifests)) == log | residency
+    responses = ResponsesTopic()  # the nodes' default
+    assert set(topics(manifests)) == log | residency | {responses.name}
+    assert topics(manifests)[responses.name]["config"]["retention.ms"] == responses.retention_ms
     events = topics(manifests)[env["MINT_EVENTS_TOPIC"]]
     assert events["partitions"] == int(env["MINT_EVENTS_PARTITIONS"])
     assert events["config"]["retention.ms"] == -1  # the log is the source of truth
@@ -103,6 +106,7 @@ def test_each_service_is_its_own_kafka_principal(manifests: Manifests) -> None:
         ("desired", "mint-controller"),
         ("status", "mint-node"),
         ("demand", "mint-router"),
+        ("responses", "mint-node"),
     ],
 )
 def test_each_topic_has_one_writer(manifests: Manifests, topic: str, writer: str) -> None:
@@ -111,6 +115,7 @@ def test_each_topic_has_one_writer(manifests: Manifests, topic: str, writer: str
         "events": env["MINT_EVENTS_TOPIC"],
         "snapshots": snapshot_topic(env["MINT_EVENTS_TOPIC"]),
         "checkpoints": checkpoint_topic(env["MINT_EVENTS_TOPIC"]),
+        "responses": ResponsesTopic().name,
     }.get(topic, f"{env['MINT_RESIDENCY_TOPICS_PREFIX']}.{topic}")
     writers = {
         user

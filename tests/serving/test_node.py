@@ -230,11 +230,12 @@ def test_stream_yields_the_unary_tokens_one_by_one_and_its_text(stub: Any) -> No
     request = pb.GenerateRequest(
         adapters=[select("a", revision=2)], prompt=PROMPT, sampling=pb.Sampling(max_new_tokens=6)
     )
-    chunks = list(stub.GenerateStream(request))
+    *chunks, last = list(stub.GenerateStream(request))
     unary = stub.Generate(request)
-    assert [len(c.tokens) for c in chunks[:6]] == [1] * 6 and chunks[0].adapters[0].revision == 2
+    assert [len(c.tokens) for c in chunks] == [1] * 6 and chunks[0].adapters[0].revision == 2
     assert [t for c in chunks for t in c.tokens] == list(unary.tokens)
-    assert "".join(c.text for c in chunks) == unary.text  # each character whole, once
+    assert "".join(c.text for c in [*chunks, last]) == unary.text  # each character whole, once
+    assert not last.tokens and last.provenance.adapters[0].revision == 2  # once complete
 
 
 def _steps(node: NodeProcess) -> float:

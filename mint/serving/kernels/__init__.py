@@ -2,6 +2,11 @@
 Punica, S-LoRA and vLLM). `lora_delta` picks them for CUDA tensors and otherwise runs the
 torch path in `mint.serving.slots`; Triton is imported on first use only."""
 
-from mint.serving.kernels.dispatch import gathered_lora_kernel, kernel_applies, lora_delta
+from mint.serving.kernels.dispatch import (
+    gathered_lora_kernel,
+    kernel_applies,
+    lora_delta,
+    lora_path,
+)
 
-__all__ = ["gathered_lora_kernel", "kernel_applies", "lora_delta"]
+__all__ = ["gathered_lora_kernel", "kernel_applies", "lora_delta", "lora_path"]

@@ -70,6 +70,12 @@ def kernel_applies(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> bool:
     return x.is_cuda and not wants_grad and not B.requires_grad and triton_imports()
 
 
+def lora_path(setting: str, device: torch.device) -> str:
+    """Which path a node's `--lora-kernel` setting computes its deltas by on `device`:
+    "triton" or "torch" (they round differently, so outputs name it)."""
+    return "triton" if setting == "auto" and device.type == "cuda" and triton_imports() else "torch"
+
+
 @functools.cache
 def triton_imports() -> bool:
     """Triton is imported only here, on first use: `mint` imports without it."""
