@@ -42,6 +42,7 @@ GROUPS = {
         "mint.serving",
         "mint.models",
         "mint.training",
+        "streams.trainer",
         "mint.demo",
     ],
 }
