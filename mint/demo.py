@@ -114,8 +114,8 @@ def run(out: Path, console: Console) -> dict[str, Any]:
         f"{report.blobs_checked} blobs re-hashed: {verdict}"
     )
     console.print(
-        f"more: python -m mint.audit --backend embedded --data-dir {out} "
-        "verify | replay | provenance alice/voice --svg lineage.svg"
+        f"more: python -m mint.audit provenance alice/voice --backend embedded --data-dir {out}"
+        " (or verify, replay)"
     )
     return {
         "updates": [r.__dict__ for r in results],
