@@ -1,12 +1,15 @@
-"""End-to-end demo on the embedded back end (a SQLite log and a local blob folder).
+"""End-to-end demo of the update loop on the embedded back end (a SQLite log and a local
+blob folder; no servers).
 
-A base model is built in code and registered; an adapter is created, two LoRA revisions
-are published through the registry with provenance, one is evaluated and promoted past a
-gate to `stable`; the log's hash chain is verified; and the stable revision is read back
-from the blob store in the PEFT layout and loaded with `PeftModel.from_pretrained`,
-reproducing the published adapter's outputs exactly. Finally both revisions are loaded
-into packed serving slots and one mixed batch serves stable, latest, a weighted stack of
-both and the bare base, with stable's tokens checked against PEFT's own generate.
+A base model is built in code and registered. Two users each create an adapter whose
+`stable` channel is gated on the update suite, and send two updates with their own
+examples. The trainer (the same code as `mint-trainer`, run in process over the log)
+trains each revision from the last, publishes it with provenance, scores the user's
+examples on the serving path, and the gate promotes it. Both users' stable revisions are
+then served in one mixed batch beside the bare base (one of them checked token for token
+against PEFT reading the revision back from its PEFT layout), one user rolls back, and
+the log's heads are signed (Ed25519) and the whole log is audited: every stream's hash
+chain, every blob's sha256 and the signed checkpoint.
 
   python -m mint.demo [--out DIR]
 """
@@ -16,61 +19,56 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-from peft import PeftModel
+from rich.console import Console
+from rich.table import Table
 
+from mint.audit.verify import verify
 from mint.backends.local_blobs import LocalBlobStore
 from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
 from mint.backends.sqlite_log import SqliteEventLog
+from mint.demo_serving import serve_mixed, write_peft_layout
 from mint.domain.adapter import Adapter
 from mint.domain.names import AdapterRef
-from mint.eventlog.chain import verify_stream
 from mint.eventlog.checkpoints import SigningKey
 from mint.eventlog.signer import CheckpointSigner
-from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, fingerprint, tiny_llama_config
-from mint.models.lora import attach_lora
-from mint.registry import Principal, Registry, Upload
-from mint.serving.engine import ServingEngine
-from mint.serving.loading import weights_from_bytes
-from mint.serving.packed_model import PackedLoraModel
-from mint.serving.requests import RevisionRef, Sampling
-from mint.serving.residency import SlotTable
-from mint.serving.scheduler import Scheduler
+from mint.registry import Principal, Registry
+from mint.training.loop import SUITE, UpdateResult, build_loop, drain
+from mint.training.port import LocalRegistry
+from mint.training.tuning import Hyperparameters
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
-ALICE = Principal("alice", frozenset({"demo"}))
-REF = AdapterRef("demo", "greeter")
-PROMPT = torch.arange(16).reshape(2, 8)
+TRAINER = Principal("trainer", frozenset({"*"}), service=True)
+HP = Hyperparameters(steps=12, learning_rate=2e-2, rank=8)
+PROMPT = "Greet me: "
 
 
-def _step(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+@dataclass(frozen=True)
+class User:
+    principal: Principal
+    ref: AdapterRef
+    replies: tuple[str, ...]  # what this user teaches their adapter to say
+
+    def examples(self, round_: int) -> list[dict[str, str]]:
+        return [{"prompt": PROMPT, "completion": reply} for reply in self.replies] + [
+            {"prompt": f"Say hi #{round_}{i}: ", "completion": reply}
+            for i, reply in enumerate(self.replies)
+        ]
 
 
-def _train(seed: int, staging: Path) -> tuple[PeftModel, Upload]:
-    """Stand-in for a training run: a LoRA with random weights, saved by peft."""
-    model = attach_lora(build_base(tiny_llama_config(), seed=0), rank=8, seed=seed)
-    folder = staging / f"run-{seed}"
-    model.save_pretrained(str(folder))
-    return model, Upload(
-        (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
-    )
+USERS = (
+    User(Principal("alice", frozenset({"alice"})), AdapterRef("alice", "voice"), ("Ahoy!",)),
+    User(Principal("bob", frozenset({"bob"})), AdapterRef("bob", "voice"), ("Good day.",)),
+)
 
 
-def _mean_logprob(model: torch.nn.Module) -> float:
-    with torch.no_grad():
-        logits = model(PROMPT).logits[:, :-1]
-        logprobs = torch.log_softmax(logits, -1).gather(-1, PROMPT[:, 1:, None])
-    return float(logprobs.mean())
-
-
-def run(out: Path) -> dict[str, object]:
+def run(out: Path, console: Console) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     registry = Registry(SqliteEventLog(out / "events.db"), LocalBlobStore(out))
@@ -78,101 +76,68 @@ def run(out: Path) -> dict[str, object]:
     base_fp = fingerprint(base)
     shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
     registry.register_base(OPS, "tiny-llama", base_fp, shapes, uuid.uuid4().hex)
-    _step(
-        f"registered base tiny-llama ({sum(p.numel() for p in base.parameters()):,} "
-        f"parameters), fingerprint {base_fp[:16]}…"
+    count = sum(p.numel() for p in base.parameters())
+    console.rule("[bold]1. a base and two users' adapters")
+    console.print(f"registered base tiny-llama ({count:,} parameters), {base_fp[:16]}…")
+    for user in USERS:
+        registry.create_adapter(user.principal, user.ref, base_fp, uuid.uuid4().hex)
+        registry.set_gate(user.principal, user.ref, "stable", SUITE, uuid.uuid4().hex)
+        console.print(f"{user.principal.name} created {user.ref}; stable needs a passing {SUITE}")
+
+    console.rule("[bold]2. updates from each user's own examples")
+    results = _update(registry, console)
+
+    console.rule("[bold]3. served together in one mixed batch")
+    adapters = {u.principal.name: registry.get(u.principal, u.ref) for u in USERS}
+    alice = adapters["alice"]
+    revision_dir = write_peft_layout(registry, alice, "stable", base_fp, out)
+    served = serve_mixed(registry, adapters, base_fp, revision_dir, PROMPT)
+    for who, text in served["texts"].items():
+        console.print(f"  {who:>14} → {text!r}")
+    console.print(
+        f"one forward pass per step for all {served['batch']}; alice's tokens equal PEFT's "
+        f"reading {revision_dir.relative_to(out)}: {served['alice_equals_peft']}"
     )
 
-    created = registry.create_adapter(
-        ALICE, REF, base_fp, uuid.uuid4().hex, labels={"kind": "style"}
-    )
-    _step(f"created {REF} (adapter id {created.adapter.adapter_id})")
-    first_model, first = _train(1, out / "staging")
-    registry.publish_revision(
-        ALICE,
-        REF,
-        first,
-        uuid.uuid4().hex,
-        training_run_id="run-1",
-        hyperparameters={"rank": "8", "seed": "1"},
-    )
-    _, second = _train(2, out / "staging")
-    published = registry.publish_revision(
-        ALICE, REF, second, uuid.uuid4().hex, parents=(1,), training_run_id="run-2"
-    )
-    _step(
-        f"published revisions 1 and 2 (2's parent: 1); latest -> "
-        f"{published.adapter.channels['latest']}"
-    )
+    console.rule("[bold]4. bob rolls back")
+    bob = USERS[1]
+    before = adapters["bob"].channels["stable"]
+    rolled = registry.move_channel(
+        bob.principal, bob.ref, "stable", before - 1, uuid.uuid4().hex, reason="rollback"
+    ).adapter
+    console.print(f"{bob.ref} stable: revision {before} → {rolled.channels['stable']}")
 
-    score = _mean_logprob(first_model)
-    registry.set_gate(ALICE, REF, "stable", "smoke", uuid.uuid4().hex)
-    registry.record_evaluation(
-        ALICE,
-        REF,
-        1,
-        "smoke",
-        {"mean_logprob": score},
-        passed=score > -10,
-        request_id=uuid.uuid4().hex,
-    )
-    promoted = registry.move_channel(
-        ALICE, REF, "stable", 1, uuid.uuid4().hex, reason="passed smoke"
-    )
-    stable = promoted.adapter.resolve("stable")
-    _step(f"evaluated revision 1 (mean log-prob {score:.3f}) and promoted it to stable")
+    # An erasure step (EraseAdapter) belongs here: after serving, before the audit.
 
-    history = registry.history(ALICE, REF)
-    problems = verify_stream((r.envelope, str(r.position)) for r in history)
-    for r in history:
-        print(
-            f"    v{r.envelope.stream_version:<2} {r.envelope.event_type:28} by {r.envelope.actor}"
-        )
-    if problems:
-        raise SystemExit(f"hash chain broken: {problems}")
-    _step(f"history: {len(history)} events, hash chain intact")
-    public_key = _sign(registry, out)
-
-    revision_dir = out / "adapters" / REF.tenant / REF.name / "revisions" / str(stable.number)
-    revision_dir.mkdir(parents=True)
-    (revision_dir / ADAPTER_CONFIG).write_text(stable.config_json)
-    (revision_dir / ADAPTER_WEIGHTS).write_bytes(registry.blobs.get(stable.weights_sha256))
-    manifest = {
-        "adapter": str(REF),
-        "revision": stable.number,
-        "base": base_fp,
-        "weights_sha256": stable.weights_sha256,
-    }
-    (revision_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    reloaded = PeftModel.from_pretrained(build_base(tiny_llama_config(), seed=0), revision_dir)
-    with torch.no_grad():
-        same = torch.equal(reloaded(PROMPT).logits, first_model(PROMPT).logits)
-    if not same:
-        raise SystemExit("the stable revision does not reproduce the published adapter")
-    _step(
-        f"stable = revision {stable.number}, read back from the blob store into "
-        f"{revision_dir}: PeftModel.from_pretrained reproduces it exactly"
+    console.rule("[bold]5. the log signed and audited")
+    public_key = _sign(registry, out, console)
+    report = verify(registry.log.read_all(), registry.blobs)
+    _show_histories(registry, console)
+    verdict = "clean" if report.clean else f"{len(report.problems)} problems"
+    console.print(
+        f"audit: {report.events} events in {report.streams} streams, "
+        f"{report.blobs_checked} blobs re-hashed: {verdict}"
     )
-    served = _serve(registry, promoted.adapter, base_fp, first_model)
-    _step(
-        f"served stable, latest, a 50/50 stack of both and the bare base in one batch of "
-        f"{served['batch']}; stable's tokens equal PEFT's: {served['stable_equals_peft']}"
-    )
-    _step(
-        f"audit it: python -m mint.audit verify --backend embedded --data-dir {out} "
-        f"--public-key {public_key} (also: replay, provenance {REF} --svg lineage.svg)"
+    console.print(
+        f"more: python -m mint.audit verify --backend embedded --data-dir {out} "
+        f"--public-key {public_key} (also: replay, provenance alice/voice)"
     )
     return {
-        "revision_dir": str(revision_dir),
-        "sha256": stable.weights_sha256,
-        "base": base_fp,
-        "events": len(history),
+        "updates": [r.__dict__ for r in results],
+        "adapters": {name: _summary(registry.get(OPS, a.ref)) for name, a in adapters.items()},
         "served": served,
+        "revision_dir": str(revision_dir),
+        "audit": {
+            "events": report.events,
+            "streams": report.streams,
+            "blobs": report.blobs_checked,
+            "clean": report.clean,
+        },
     }
 
 
-def _sign(registry: Registry, out: Path) -> Path:
-    """Sign the log's history as a registry with a signing key does; the public key file."""
+def _sign(registry: Registry, out: Path, console: Console) -> Path:
+    """Sign the log's heads as a registry with a signing key does; the public key file."""
     key = SigningKey.generate()
     public_key = out / "signing.pub"
     public_key.write_bytes(key.public_pem())
@@ -180,49 +145,67 @@ def _sign(registry: Registry, out: Path) -> Path:
     signer = CheckpointSigner(key, store, registry.log.read_partition, lambda: (0,), "demo")
     signed = signer.sign_once()
     store.close()
-    _step(f"signed {signed} checkpoint of the log's heads with Ed25519 key {key.key_id}")
+    console.print(f"signed {signed} checkpoint of the log's heads with Ed25519 key {key.key_id}")
     return public_key
 
 
-def _serve(
-    registry: Registry, adapter: Adapter, base_fp: str, reference: PeftModel
-) -> dict[str, object]:
-    """What an inference node does, in process: both revisions into packed slots, then
-    one mixed batch (stable, latest, a weighted stack, none) in one forward per step."""
-    model = PackedLoraModel(build_base(tiny_llama_config(), seed=0), ["q_proj", "v_proj"], 8, 16)
-    engine = ServingEngine(model, SlotTable(8, 2**26), base_fp, 64, pad_token_id=0, eos_token_id=1)
-    refs = {}
-    for channel in ("stable", "latest"):
-        rev = adapter.resolve(channel)
-        blob = registry.blobs.get(rev.weights_sha256)
-        ref = RevisionRef(
-            adapter.adapter_id, str(REF), rev.number, rev.weights_sha256, len(blob), base_fp
-        )
-        engine.load(ref, weights_from_bytes(blob, rev.weights_sha256, rev.config_json))
-        refs[channel] = ref
-    asks = [[(refs["stable"], 1.0)], [(refs["latest"], 1.0)], [(r, 0.5) for r in refs.values()], []]
-    prompt = PROMPT[0].tolist()
-    scheduler = Scheduler(engine)
-    running = [scheduler.submit(parts, prompt, Sampling(8)) for parts in asks]
-    while scheduler.step():  # every step: one forward pass for the four together
-        pass
-    outputs = [g.result().tokens for g in running]
-    batch = max(g.result().batch_size for g in running)
-    with torch.no_grad():
-        expected = reference.generate(  # type: ignore[no-untyped-call]
-            input_ids=PROMPT[:1],
-            attention_mask=torch.ones_like(
-                PROMPT[:1]
-            ),  # token 0 is a prompt token here, not padding
-            max_new_tokens=8,
-            do_sample=False,
-            eos_token_id=None,
-            pad_token_id=0,
-        )[0, len(prompt) :].tolist()
+def _update(registry: Registry, console: Console) -> list[UpdateResult]:
+    """Two rounds of requests; after each, the trainer applies what the log holds."""
+    loop = build_loop(
+        LocalRegistry(registry, TRAINER),
+        registry.blobs,
+        lambda: build_base(tiny_llama_config(), seed=0),
+        HP,
+        on_stage=lambda job, stage: None,
+    )
+    table = Table("user", "update", "revision", "loss: parent → new", "outcome")
+    results, checkpoint = [], None
+    for round_ in (1, 2):
+        for user in USERS:
+            registry.request_update(
+                user.principal,
+                user.ref,
+                json.dumps({"examples": user.examples(round_)}).encode(),
+                f"{user.principal.name}-update-{round_}",
+            )
+        applied, checkpoint = drain(registry.log, loop, checkpoint)
+        for result in applied:
+            m = result.metrics
+            table.add_row(
+                result.update_id.split("-")[0],
+                result.update_id,
+                str(result.revision),
+                f"{m['parent_loss']:.3f} → {m['loss']:.3f}",
+                result.outcome,
+            )
+        results += applied
+    console.print(table)
+    return results
+
+
+def _show_histories(registry: Registry, console: Console) -> None:
+    for user in USERS:
+        table = Table("v", "event", "by", title=str(user.ref), title_justify="left")
+        for r in registry.history(OPS, user.ref):
+            e = r.envelope
+            table.add_row(str(e.stream_version), e.event_type.rsplit(".", 1)[1], e.actor)
+        console.print(table)
+
+
+def _summary(adapter: Adapter) -> dict[str, Any]:
     return {
-        "batch": batch,
-        "tokens": dict(zip(["stable", "latest", "stack", "base"], outputs, strict=True)),
-        "stable_equals_peft": outputs[0] == expected,
+        "revisions": [
+            {
+                "number": r.number,
+                "parents": list(r.parents),
+                "training_run_id": r.provenance.training_run_id,
+                "dataset_fingerprints": list(r.provenance.dataset_fingerprints),
+                "evaluations": [e.metrics for e in r.evaluations],
+            }
+            for r in adapter.revisions
+        ],
+        "channels": dict(adapter.channels),
+        "finished": {k: v.outcome for k, v in adapter.finished.items()},
     }
 
 
@@ -240,8 +223,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     # transformers deprecation notices raised from inside peft: not actionable here.
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    print(json.dumps(run(args.out), indent=2))
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    summary = run(args.out, Console(highlight=False))
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

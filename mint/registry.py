@@ -37,6 +37,7 @@ from mint.domain.names import tenant as tenant_name
 from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
 from mint.tracing import current_trace_id
 from mint.validation.adapter import validate_adapter
+from mint.validation.examples import parse_examples
 from mint.validation.limits import Limits
 
 BASE_STREAM_PREFIX = "base:"
@@ -285,6 +286,52 @@ class Registry:
     ) -> Outcome:
         return self._execute(
             principal, ref, expected_version, request_id, lambda s: agg.archive(_exists(s), reason)
+        )
+
+    def request_update(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        examples: bytes,
+        request_id: str,
+        kind: str = "examples",
+        channel: str = "stable",
+    ) -> Outcome:
+        """Store the examples (content-addressed, after every check) and append the
+        request; `request_id` is the update's id, which the trainer's stages name."""
+
+        def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
+            parsed = parse_examples(examples, kind)
+            events = agg.request_update(
+                _exists(state), request_id, kind, parsed.sha256, len(examples), channel
+            )
+            self.blobs.put(examples, parsed.sha256)  # every check passed: the blob first
+            return events
+
+        return self._execute(principal, ref, None, request_id, decide)
+
+    def finish_update(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        update_id: str,
+        revision: int,
+        outcome: str,
+        request_id: str,
+        reason: str = "",
+    ) -> Outcome:
+        """The trainer's last stage of an update (a service's or an admin's call)."""
+        if not (principal.service or principal.admin):
+            raise PermissionDenied(
+                f"principal {principal.name!r} may not finish updates: the trainer does, "
+                "with a service token"
+            )
+        return self._execute(
+            principal,
+            ref,
+            None,
+            request_id,
+            lambda s: agg.finish_update(_exists(s), update_id, revision, outcome, reason),
         )
 
     # ---- queries -------------------------------------------------------------------

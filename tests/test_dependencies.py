@@ -37,7 +37,14 @@ GROUPS = {
         "mint.backends",
         "mint.catalog",
     ],
-    "serving": ["services.inference", "mint.serving", "mint.models", "mint.demo"],
+    "serving": [
+        "services.inference",
+        "mint.serving",
+        "mint.models",
+        "mint.training",
+        "streams.trainer",
+        "mint.demo",
+    ],
 }
 INSTALLS = {"client": [], "server": ["server"], "serving": ["server", "serving"]}
 

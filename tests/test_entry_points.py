@@ -25,6 +25,7 @@ from services.inference.settings import NodeSettings
 from services.registry.settings import RegistrySettings
 from services.router.settings import RouterSettings
 from streams.projector.settings import ProjectorRunSettings, ProjectorSettings
+from streams.trainer.settings import TrainerSettings
 
 COMMANDS: list[tuple[list[str], type[MintSettings]]] = [
     (["services.registry", "serve"], RegistrySettings),
@@ -33,6 +34,7 @@ COMMANDS: list[tuple[list[str], type[MintSettings]]] = [
     (["services.controller"], ControllerSettings),
     (["services.router"], RouterSettings),
     (["services.inference"], NodeSettings),
+    (["streams.trainer"], TrainerSettings),
     (["mint.audit", "verify"], AuditVerifySettings),
     (["mint.audit", "replay"], AuditSettings),
 ]

@@ -21,7 +21,7 @@ from mint.rpc.tls import TlsFiles
 from mint.v1 import inference_pb2_grpc, registry_pb2_grpc
 
 from . import build, read
-from .build import Adapters, Progress, PublishSource
+from .build import Adapters, Progress, PublishSource, UpdateExamples
 from .channels import open_aio_channel, replica_options, router_options
 from .errors import raising_mint_errors
 from .retry import Attempts, ReplicaChoice, bearer, new_request_id, replica_addresses
@@ -233,6 +233,26 @@ class AsyncClient:
         request = build.move_channel(ref, channel, revision, reason, rid, expected_version)
         with raising_mint_errors(rid):
             answer = await self._command(lambda s: s.MoveChannel, request, ref)
+        return read.command_result(answer, rid)
+
+    async def request_update(
+        self,
+        ref: str,
+        examples: UpdateExamples,
+        *,
+        kind: str = "examples",
+        channel: str = "stable",
+        request_id: str | None = None,
+    ) -> CommandResult:
+        """Ask for `ref` to be updated from `examples` (JSON bytes, or objects with a
+        "prompt" and a "completion"; feedback's carry a "rating" of 1 or -1). The
+        trainer trains revision n+1 from them, evaluates it and promotes it to `channel`
+        if it passes the gate; `request_id` is the update's id, which its revision's
+        provenance names."""
+        rid = request_id or new_request_id()
+        request = build.request_update(ref, examples, kind, channel, rid)
+        with raising_mint_errors(rid):
+            answer = await self._command(lambda s: s.RequestUpdate, request, ref)
         return read.command_result(answer, rid)
 
     async def rollback(

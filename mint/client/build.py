@@ -4,6 +4,7 @@ and the protobuf-level client)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +22,8 @@ CHUNK_BYTES = 1024 * 1024
 Progress = Callable[[int, int], None]
 Adapters = str | t.Selector | Sequence[str | t.Selector]
 PublishSource = Path | str | tuple[bytes, bytes]
+# An update's examples: the JSON bytes, or the example objects ({"prompt", "completion"}).
+UpdateExamples = bytes | Sequence[Mapping[str, object]]
 
 
 def parse_ref(text: str) -> pb.AdapterRef:
@@ -104,6 +107,38 @@ def archive(
 ) -> pb.ArchiveAdapterRequest:
     request = pb.ArchiveAdapterRequest(ref=parse_ref(ref), reason=reason, request_id=request_id)
     return _expecting(request, expected_version)
+
+
+def request_update(
+    ref: str, examples: UpdateExamples, kind: str, channel: str, request_id: str
+) -> pb.RequestUpdateRequest:
+    return pb.RequestUpdateRequest(
+        ref=parse_ref(ref),
+        request_id=request_id,
+        kind=kind,
+        examples=examples_bytes(examples),
+        channel=channel,
+    )
+
+
+def examples_bytes(examples: UpdateExamples) -> bytes:
+    """The RequestUpdate body: JSON bytes as given, or a list of example objects."""
+    if isinstance(examples, bytes):
+        return examples
+    return json.dumps({"examples": list(examples)}, ensure_ascii=False).encode()
+
+
+def finish_update(
+    ref: str, update_id: str, revision: int, outcome: str, reason: str, request_id: str
+) -> pb.FinishUpdateRequest:
+    return pb.FinishUpdateRequest(
+        ref=parse_ref(ref),
+        request_id=request_id,
+        update_id=update_id,
+        revision=revision,
+        outcome=outcome,
+        reason=reason,
+    )
 
 
 _Command = TypeVar(

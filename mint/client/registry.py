@@ -223,6 +223,31 @@ class RegistryClient:
         request = build.archive(ref, reason, request_id or new_request_id(), expected_version)
         return self._call(lambda s: s.ArchiveAdapter, request, key=ref)
 
+    def request_update(
+        self,
+        ref: str,
+        examples: build.UpdateExamples,
+        kind: str = "examples",
+        channel: str = "stable",
+        request_id: str | None = None,
+    ) -> pb.CommandResult:
+        request = build.request_update(ref, examples, kind, channel, request_id or new_request_id())
+        return self._call(lambda s: s.RequestUpdate, request, key=ref)
+
+    def finish_update(
+        self,
+        ref: str,
+        update_id: str,
+        revision: int,
+        outcome: str,
+        reason: str = "",
+        request_id: str | None = None,
+    ) -> pb.CommandResult:
+        request = build.finish_update(
+            ref, update_id, revision, outcome, reason, request_id or new_request_id()
+        )
+        return self._call(lambda s: s.FinishUpdate, request, key=ref)
+
     def get_adapter(self, ref: str) -> pb.Adapter:
         return self._call(lambda s: s.GetAdapter, build.get_adapter(ref), ref)
 

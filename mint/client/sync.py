@@ -21,7 +21,7 @@ from mint.rpc.tls import TlsFiles
 from mint.v1 import inference_pb2_grpc
 
 from . import build, read
-from .build import Adapters, Progress, PublishSource
+from .build import Adapters, Progress, PublishSource, UpdateExamples
 from .channels import open_channel, router_options
 from .errors import raising_mint_errors
 from .registry import RegistryClient
@@ -214,6 +214,25 @@ class Client:
             answer = self.registry.move_channel(
                 ref, channel, revision, reason, expected_version, rid
             )
+        return read.command_result(answer, rid)
+
+    def request_update(
+        self,
+        ref: str,
+        examples: UpdateExamples,
+        *,
+        kind: str = "examples",
+        channel: str = "stable",
+        request_id: str | None = None,
+    ) -> CommandResult:
+        """Ask for `ref` to be updated from `examples` (JSON bytes, or objects with a
+        "prompt" and a "completion"; feedback's carry a "rating" of 1 or -1). The
+        trainer trains revision n+1 from them, evaluates it and promotes it to `channel`
+        if it passes the gate; `request_id` is the update's id, which its revision's
+        provenance names."""
+        rid = request_id or new_request_id()
+        with raising_mint_errors(rid):
+            answer = self.registry.request_update(ref, examples, kind, channel, rid)
         return read.command_result(answer, rid)
 
     def rollback(

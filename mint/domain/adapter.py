@@ -20,10 +20,14 @@ from .events import (
     EvaluationRecorded,
     Provenance,
     RevisionPublished,
+    UpdateFinished,
+    UpdateRequested,
 )
 
 LATEST = "latest"
 METHODS = frozenset({"lora"})
+UPDATE_KINDS = frozenset({"examples", "feedback"})
+UPDATE_OUTCOMES = frozenset({"promoted", "held"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class Adapter:
     channels: Mapping[str, int] = field(default_factory=dict)
     gates: Mapping[str, str] = field(default_factory=dict)
     archived: bool = False
+    # Update requests in the order asked, and how each that finished ended.
+    updates: tuple[UpdateRequested, ...] = ()
+    finished: Mapping[str, UpdateFinished] = field(default_factory=dict)
 
     @property
     def adapter_id(self) -> str:
@@ -63,6 +70,12 @@ class Adapter:
         if not 1 <= number <= len(self.revisions):
             raise NotFound(f"{self.ref} has no revision {number} (it has {len(self.revisions)})")
         return self.revisions[number - 1]
+
+    def update(self, update_id: str) -> UpdateRequested:
+        for requested in self.updates:
+            if requested.update_id == update_id:
+                return requested
+        raise NotFound(f"{self.ref} has no update request {update_id!r}")
 
     def resolve(self, channel: str) -> Revision:
         if channel not in self.channels:
@@ -80,7 +93,7 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
     if state is None:
         raise ValueError(f"{type(event).__name__} before AdapterCreated")
     revisions, channels, gates = state.revisions, state.channels, state.gates
-    archived = state.archived
+    archived, updates, finished = state.archived, state.updates, state.finished
     match event:
         case RevisionPublished():
             rev = Revision(
@@ -105,9 +118,22 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
             channels = {**channels, event.channel: event.revision}
         case AdapterArchived():
             archived = True
+        case UpdateRequested():
+            updates = (*updates, event)
+        case UpdateFinished():
+            finished = {**finished, event.update_id: event}
         case _:
             raise TypeError(f"not an adapter event: {event!r}")
-    return Adapter(state.created, state.version + 1, revisions, channels, gates, archived)
+    return Adapter(
+        state.created,
+        state.version + 1,
+        revisions,
+        channels,
+        gates,
+        archived,
+        updates,
+        finished,
+    )
 
 
 def fold(events: Iterable[AdapterEvent]) -> Adapter | None:
@@ -131,6 +157,8 @@ def compact(state: Adapter) -> list[AdapterEvent]:
         events.extend(r.evaluations)
     events.extend(ChannelGateSet(channel, suite) for channel, suite in state.gates.items())
     events.extend(ChannelMoved(channel, rev, 0) for channel, rev in state.channels.items())
+    events.extend(state.updates)
+    events.extend(state.finished.values())
     if state.archived:
         events.append(AdapterArchived(""))
     return events
@@ -234,6 +262,45 @@ def archive(state: Adapter, reason: str) -> list[AdapterEvent]:
     _writable(state)
     bounds.text("reason", reason)
     return [AdapterArchived(reason)]
+
+
+def request_update(
+    state: Adapter,
+    update_id: str,
+    kind: str,
+    examples_sha256: str,
+    examples_size: int,
+    channel: str,
+) -> list[AdapterEvent]:
+    """An update from examples already stored as a blob; the trainer takes it from here."""
+    _writable(state)
+    bounds.text("update id", update_id, names.MAX_UPDATE_ID)
+    if kind not in UPDATE_KINDS:
+        raise InvalidArgument(f"unknown update kind {kind!r}; supported: {sorted(UPDATE_KINDS)}")
+    names.channel(channel)
+    if channel == LATEST:
+        raise InvalidArgument(f"{LATEST!r} follows every revision; promote to another channel")
+    if any(u.update_id == update_id for u in state.updates):
+        raise AlreadyExists(f"{state.ref} already has an update {update_id!r}")
+    return [UpdateRequested(update_id, kind, examples_sha256, examples_size, channel)]
+
+
+def finish_update(
+    state: Adapter, update_id: str, revision: int, outcome: str, reason: str = ""
+) -> list[AdapterEvent]:
+    """The last stage of an update: its revision promoted, or held (with why)."""
+    state.update(update_id)
+    bounds.text("reason", reason)
+    if outcome not in UPDATE_OUTCOMES:
+        raise InvalidArgument(f"unknown outcome {outcome!r}; one of {sorted(UPDATE_OUTCOMES)}")
+    if revision:
+        state.revision(revision)
+    if update_id in state.finished:
+        raise FailedPrecondition(
+            f"update {update_id!r} of {state.ref} already finished "
+            f"({state.finished[update_id].outcome})"
+        )
+    return [UpdateFinished(update_id, revision, outcome, reason)]
 
 
 def _writable(state: Adapter) -> None:

@@ -65,6 +65,25 @@ class AdapterArchived:
 
 
 @dataclass(frozen=True)
+class UpdateRequested:
+    """Examples (a blob: no personal data here) to update the adapter from."""
+
+    update_id: str  # the RequestUpdate call's request id; every later stage names it
+    kind: str  # "examples" or "feedback"
+    examples_sha256: str
+    examples_size: int
+    channel: str  # promoted there when the update's evaluation passes its gate
+
+
+@dataclass(frozen=True)
+class UpdateFinished:
+    update_id: str
+    revision: int  # 0: none was made
+    outcome: str  # "promoted" or "held"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class BaseModelRegistered:
     name: str
     fingerprint: str
@@ -78,5 +97,7 @@ AdapterEvent = (
     | ChannelGateSet
     | ChannelMoved
     | AdapterArchived
+    | UpdateRequested
+    | UpdateFinished
 )
 Event = AdapterEvent | BaseModelRegistered

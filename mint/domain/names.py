@@ -11,6 +11,7 @@ _TENANT = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?")
 _CHANNEL = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _SUITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+MAX_UPDATE_ID = 128  # an update's id, with a stage's suffix, must stay a short request id
 
 
 def _check(kind: str, value: str, pattern: re.Pattern[str], rule: str) -> str:

@@ -29,6 +29,8 @@ SCHEMAS: dict[type, tuple[type[Message], int]] = {
     ev.ChannelMoved: (pb.ChannelMoved, 1),
     ev.AdapterArchived: (pb.AdapterArchived, 1),
     ev.BaseModelRegistered: (pb.BaseModelRegistered, 1),
+    ev.UpdateRequested: (pb.UpdateRequested, 1),
+    ev.UpdateFinished: (pb.UpdateFinished, 1),
 }
 BY_TYPE_NAME = {msg.DESCRIPTOR.full_name: (cls, msg) for cls, (msg, _) in SCHEMAS.items()}
 

@@ -468,3 +468,73 @@ class Shape(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Shape: _TypeAlias = Shape  # noqa: Y015
+
+@_typing.final
+class UpdateRequested(_message.Message):
+    """A user asked for their adapter to be updated from new examples (or feedback). The
+    examples are a content-addressed blob (no personal data in the log); `update_id` is the
+    request id of the RequestUpdate call, and every later stage names it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EXAMPLES_SHA256_FIELD_NUMBER: _builtins.int
+    EXAMPLES_SIZE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    update_id: _builtins.str
+    kind: _builtins.str
+    """"examples" or "feedback" """
+    examples_sha256: _builtins.str
+    examples_size: _builtins.int
+    channel: _builtins.str
+    """promoted when the update's evaluation passes its gate"""
+    def __init__(
+        self,
+        *,
+        update_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        examples_sha256: _builtins.str = ...,
+        examples_size: _builtins.int = ...,
+        channel: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "examples_sha256", b"examples_sha256", "examples_size", b"examples_size", "kind", b"kind", "update_id", b"update_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRequested: _TypeAlias = UpdateRequested  # noqa: Y015
+
+@_typing.final
+class UpdateFinished(_message.Message):
+    """The last stage of an update: its revision promoted to the channel, or held."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATE_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    update_id: _builtins.str
+    revision: _builtins.int
+    """0: no revision was made"""
+    outcome: _builtins.str
+    """"promoted" or "held" """
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        update_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason", "revision", b"revision", "update_id", b"update_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateFinished: _TypeAlias = UpdateFinished  # noqa: Y015

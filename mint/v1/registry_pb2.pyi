@@ -955,3 +955,77 @@ class WatchEventsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class RequestUpdateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """also the update's id, which every later stage names"""
+    kind: _builtins.str
+    """"examples" (default) or "feedback" """
+    examples: _builtins.bytes
+    """UTF-8 JSON: {"examples": [{"prompt": "...", "completion": "..."}, ...]}; feedback
+    examples may carry "rating": 1 (good, learnt) or -1 (bad, left out).
+    """
+    channel: _builtins.str
+    """where a passing update is promoted (default "stable")"""
+    @_builtins.property
+    def ref(self) -> Global___AdapterRef: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___AdapterRef | None = ...,
+        request_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        examples: _builtins.bytes = ...,
+        channel: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "examples", b"examples", "kind", b"kind", "ref", b"ref", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestUpdateRequest: _TypeAlias = RequestUpdateRequest  # noqa: Y015
+
+@_typing.final
+class FinishUpdateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    UPDATE_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    update_id: _builtins.str
+    revision: _builtins.int
+    outcome: _builtins.str
+    """"promoted" or "held" """
+    reason: _builtins.str
+    @_builtins.property
+    def ref(self) -> Global___AdapterRef: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___AdapterRef | None = ...,
+        request_id: _builtins.str = ...,
+        update_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason", "ref", b"ref", "request_id", b"request_id", "revision", b"revision", "update_id", b"update_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishUpdateRequest: _TypeAlias = FinishUpdateRequest  # noqa: Y015

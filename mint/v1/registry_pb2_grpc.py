@@ -99,6 +99,16 @@ class RegistryStub:
                 request_serializer=mint_dot_v1_dot_registry__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=mint_dot_v1_dot_registry__pb2.RecordedEvent.FromString,
                 _registered_method=True)
+        self.RequestUpdate = channel.unary_unary(
+                '/mint.v1.Registry/RequestUpdate',
+                request_serializer=mint_dot_v1_dot_registry__pb2.RequestUpdateRequest.SerializeToString,
+                response_deserializer=mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
+                _registered_method=True)
+        self.FinishUpdate = channel.unary_unary(
+                '/mint.v1.Registry/FinishUpdate',
+                request_serializer=mint_dot_v1_dot_registry__pb2.FinishUpdateRequest.SerializeToString,
+                response_deserializer=mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -188,6 +198,21 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestUpdate(self, request, context):
+        """Ask for an update of an adapter from new examples: they are stored as a blob and an
+        UpdateRequested event is appended; the trainer (a stream processor) does the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishUpdate(self, request, context):
+        """The trainer's last stage of an update: promoted or held (UpdateFinished).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +280,16 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=mint_dot_v1_dot_registry__pb2.WatchEventsRequest.FromString,
                     response_serializer=mint_dot_v1_dot_registry__pb2.RecordedEvent.SerializeToString,
+            ),
+            'RequestUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestUpdate,
+                    request_deserializer=mint_dot_v1_dot_registry__pb2.RequestUpdateRequest.FromString,
+                    response_serializer=mint_dot_v1_dot_registry__pb2.CommandResult.SerializeToString,
+            ),
+            'FinishUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishUpdate,
+                    request_deserializer=mint_dot_v1_dot_registry__pb2.FinishUpdateRequest.FromString,
+                    response_serializer=mint_dot_v1_dot_registry__pb2.CommandResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -608,6 +643,60 @@ class Registry:
             '/mint.v1.Registry/WatchEvents',
             mint_dot_v1_dot_registry__pb2.WatchEventsRequest.SerializeToString,
             mint_dot_v1_dot_registry__pb2.RecordedEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mint.v1.Registry/RequestUpdate',
+            mint_dot_v1_dot_registry__pb2.RequestUpdateRequest.SerializeToString,
+            mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mint.v1.Registry/FinishUpdate',
+            mint_dot_v1_dot_registry__pb2.FinishUpdateRequest.SerializeToString,
+            mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,12 @@ class RegistryStub:
     """Every event of one adapter, in order."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchEventsRequest, _registry_pb2.RecordedEvent]
     """Events from a checkpoint on, as they are appended (for the caller's tenants)."""
+    RequestUpdate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RequestUpdateRequest, _registry_pb2.CommandResult]
+    """Ask for an update of an adapter from new examples: they are stored as a blob and an
+    UpdateRequested event is appended; the trainer (a stream processor) does the rest.
+    """
+    FinishUpdate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.FinishUpdateRequest, _registry_pb2.CommandResult]
+    """The trainer's last stage of an update: promoted or held (UpdateFinished)."""
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -77,6 +83,12 @@ class RegistryAsyncStub(RegistryStub):
     """Every event of one adapter, in order."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchEventsRequest, _registry_pb2.RecordedEvent]  # type: ignore[assignment]
     """Events from a checkpoint on, as they are appended (for the caller's tenants)."""
+    RequestUpdate: _aio.UnaryUnaryMultiCallable[_registry_pb2.RequestUpdateRequest, _registry_pb2.CommandResult]  # type: ignore[assignment]
+    """Ask for an update of an adapter from new examples: they are stored as a blob and an
+    UpdateRequested event is appended; the trainer (a stream processor) does the rest.
+    """
+    FinishUpdate: _aio.UnaryUnaryMultiCallable[_registry_pb2.FinishUpdateRequest, _registry_pb2.CommandResult]  # type: ignore[assignment]
+    """The trainer's last stage of an update: promoted or held (UpdateFinished)."""
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -176,5 +188,23 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.RecordedEvent], _abc.AsyncIterator[_registry_pb2.RecordedEvent]]:
         """Events from a checkpoint on, as they are appended (for the caller's tenants)."""
+
+    @_abc_1.abstractmethod
+    def RequestUpdate(
+        self,
+        request: _registry_pb2.RequestUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.CommandResult, _abc.Awaitable[_registry_pb2.CommandResult]]:
+        """Ask for an update of an adapter from new examples: they are stored as a blob and an
+        UpdateRequested event is appended; the trainer (a stream processor) does the rest.
+        """
+
+    @_abc_1.abstractmethod
+    def FinishUpdate(
+        self,
+        request: _registry_pb2.FinishUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.CommandResult, _abc.Awaitable[_registry_pb2.CommandResult]]:
+        """The trainer's last stage of an update: promoted or held (UpdateFinished)."""
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

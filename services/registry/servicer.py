@@ -173,6 +173,35 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             )
         )
 
+    def RequestUpdate(
+        self, request: pb.RequestUpdateRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.request_update(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.examples,
+                request.request_id,
+                request.kind or "examples",
+                request.channel or "stable",
+            )
+        )
+
+    def FinishUpdate(
+        self, request: pb.FinishUpdateRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.finish_update(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.update_id,
+                request.revision,
+                request.outcome,
+                request.request_id,
+                request.reason,
+            )
+        )
+
     def _at_owner(self, method: str, request: Any, context: grpc.ServicerContext) -> Any | None:
         """The owning replica's answer to a read of another replica's adapter (None:
         answer here)."""

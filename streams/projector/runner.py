@@ -25,6 +25,7 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_reader import read_partitions, to_recorded
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
+from streams.backoff import Backoff
 
 from .metrics import ProjectorMetrics
 from .planner import Operation, Planner
@@ -69,22 +70,6 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.fresh |= {tp.partition for tp in assigned}
-
-
-@dataclass
-class Backoff:
-    """Waits that double after each failure up to a cap, and start over after a success."""
-
-    first_s: float = 0.5
-    cap_s: float = 30.0
-    next_s: float = 0.0
-
-    def failed(self) -> float:
-        self.next_s = min(self.cap_s, self.next_s * 2 or self.first_s)
-        return self.next_s
-
-    def succeeded(self) -> None:
-        self.next_s = 0.0
 
 
 @dataclass

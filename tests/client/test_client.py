@@ -4,6 +4,7 @@ refusal as its typed exception, and generation through the router."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 from dataclasses import astuple
@@ -13,13 +14,14 @@ import pytest
 
 import mint
 from deploy.local.stack import free_ports
-from mint.client import Evaluation, ResolvedAdapter, Sampling, Selector
+from mint.client import Evaluation, ResolvedAdapter, Sampling, Selector, build
 from mint.domain.events import (
     AdapterArchived,
     AdapterCreated,
     ChannelGateSet,
     ChannelMoved,
     RevisionPublished,
+    UpdateRequested,
 )
 from mint.layout import ADAPTER_WEIGHTS
 from mint.models.base import build_base
@@ -244,3 +246,35 @@ def test_generation_streams_the_tokens_a_whole_generation_gives(
     assert len(scored.token_logprobs) == len(b" world")  # a token per byte
     assert scored.total_logprob == pytest.approx(sum(scored.token_logprobs), rel=1e-5)
     assert late.value.retryable
+
+
+def test_an_update_request_goes_in_as_an_event_naming_its_examples(world: ClientWorld) -> None:
+    ref = "acme/updated"
+    examples = [{"prompt": "Greet me: ", "completion": "Ahoy!"}]
+    with world.client() as client:
+        client.create_adapter(ref, world.fingerprint)
+        asked = client.request_update(ref, examples, request_id="u-sync")
+        again = client.request_update(ref, examples, request_id="u-sync")
+        with pytest.raises(mint.InvalidArgument, match="non-empty list") as refused:
+            client.request_update(ref, [], request_id="u-empty")
+        ((request_id, requested),) = [
+            (e.request_id, e.payload)
+            for e in client.history(ref)
+            if isinstance(e.payload, UpdateRequested)
+        ]
+
+    async def asynchronously() -> str:
+        async with mint.AsyncClient(world.registry, token="alice-token") as aio:
+            sent = await aio.request_update(
+                ref, b'{"examples": [{"prompt": "a", "completion": "b"}]}'
+            )
+            return sent.request_id
+
+    async_id = asyncio.run(asynchronously())
+    assert again.duplicate and not asked.duplicate and refused.value.request_id == "u-empty"
+    assert request_id == "u-sync" and requested.update_id == "u-sync"
+    digest = hashlib.sha256(build.examples_bytes(examples)).hexdigest()
+    assert requested.examples_sha256 == digest
+    with world.client() as client:
+        last = client.history(ref)[-1].payload
+    assert isinstance(last, UpdateRequested) and last.update_id == async_id

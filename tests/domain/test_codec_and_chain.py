@@ -24,6 +24,8 @@ ALL_EVENTS: list[ev.Event] = [
     ev.ChannelGateSet("stable", "safety"),
     ev.ChannelMoved("stable", 3, 2, "promote"),
     ev.AdapterArchived("erasure request"),
+    ev.UpdateRequested("u-1", "feedback", "c" * 64, 321, "stable"),
+    ev.UpdateFinished("u-1", 4, "held", "evaluation did not improve"),
     ev.BaseModelRegistered("tiny", "b" * 64, {"layer.weight": (64, 64), "bias": (64,)}),
 ]
 

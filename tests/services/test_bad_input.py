@@ -216,6 +216,47 @@ CASES: dict[str, Case] = {
         grpc.StatusCode.PERMISSION_DENIED,
         "may not register base models",
     ),
+    "examples that are not JSON": Case(
+        lambda stub, env: stub.RequestUpdate(
+            pb.RequestUpdateRequest(
+                ref=pb.AdapterRef(tenant="acme", name=TONE),
+                request_id=uuid.uuid4().hex,
+                examples=b"prompt: hi",
+            ),
+            metadata=ALICE,
+            timeout=30,
+        ),
+        INVALID,
+        "not UTF-8 JSON",
+    ),
+    "an update to latest": Case(
+        lambda stub, env: stub.RequestUpdate(
+            pb.RequestUpdateRequest(
+                ref=pb.AdapterRef(tenant="acme", name=TONE),
+                request_id=uuid.uuid4().hex,
+                examples=b'{"examples": [{"prompt": "a", "completion": "b"}]}',
+                channel="latest",
+            ),
+            metadata=ALICE,
+            timeout=30,
+        ),
+        INVALID,
+        "follows every revision",
+    ),
+    "a user finishes an update": Case(
+        lambda stub, env: stub.FinishUpdate(
+            pb.FinishUpdateRequest(
+                ref=pb.AdapterRef(tenant="acme", name=TONE),
+                request_id=uuid.uuid4().hex,
+                update_id="u",
+                outcome="held",
+            ),
+            metadata=ALICE,
+            timeout=30,
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "service token",
+    ),
     "bad page token": Case(
         lambda stub, env: stub.ListAdapters(
             pb.ListAdaptersRequest(tenant="acme", page_token="!!"), metadata=ALICE, timeout=30
