@@ -45,6 +45,7 @@ def revision(message: pb.Revision) -> t.Revision:
                 e.dataset_fingerprint,
                 e.evaluator,
                 e.passed,
+                e.platform,
             )
             for e in message.evaluations
         ),
