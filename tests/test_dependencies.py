@@ -37,7 +37,13 @@ GROUPS = {
         "mint.backends",
         "mint.catalog",
     ],
-    "serving": ["services.inference", "mint.serving", "mint.models", "mint.demo"],
+    "serving": [
+        "services.inference",
+        "mint.serving",
+        "mint.models",
+        "mint.demo",
+        "streams.evaluator",
+    ],
 }
 INSTALLS = {"client": [], "server": ["server"], "serving": ["server", "serving"]}
 

@@ -24,6 +24,7 @@ from services.controller.settings import ControllerSettings
 from services.inference.settings import NodeSettings
 from services.registry.settings import RegistrySettings
 from services.router.settings import RouterSettings
+from streams.evaluator.settings import EvaluatorSettings
 from streams.projector.settings import ProjectorRunSettings, ProjectorSettings
 
 COMMANDS: list[tuple[list[str], type[MintSettings]]] = [
@@ -33,6 +34,7 @@ COMMANDS: list[tuple[list[str], type[MintSettings]]] = [
     (["services.controller"], ControllerSettings),
     (["services.router"], RouterSettings),
     (["services.inference"], NodeSettings),
+    (["streams.evaluator"], EvaluatorSettings),
     (["mint.audit", "verify"], AuditVerifySettings),
     (["mint.audit", "replay"], AuditSettings),
 ]

@@ -29,6 +29,8 @@ ANY, FOUR_EYES, PLATFORM = "any", "four_eyes", "platform"
 REQUIREMENTS = (ANY, FOUR_EYES, PLATFORM)
 # What a platform evaluation measures and records.
 MEAN_LOGPROB = "mean_token_logprob"
+THRESHOLD = "threshold"
+EXAMPLES = "examples"
 MAX_EXAMPLES = 1000
 MAX_EXAMPLES_BYTES = 1024 * 1024
 
@@ -46,8 +48,12 @@ class Gate:
             return False
         if self.requirement == FOUR_EYES:
             return evaluation.evaluator != mover
-        if self.requirement == PLATFORM:
-            return evaluation.platform and evaluation.dataset_fingerprint == self.examples_sha256
+        if self.requirement == PLATFORM:  # judged on these examples, against this threshold
+            return (
+                evaluation.platform
+                and evaluation.dataset_fingerprint == self.examples_sha256
+                and evaluation.metrics.get(THRESHOLD) == self.threshold
+            )
         return True
 
     def describe(self) -> str:
@@ -133,14 +139,16 @@ def parse_examples(data: bytes) -> list[Example]:
 
 
 def _example(number: int, line: str) -> Example:
-    rule = 'each line must be {"prompt": "<text>", "continuation": "<non-empty text>"}'
+    rule = 'each line must be {"prompt": "<non-empty text>", "continuation": "<non-empty text>"}'
     try:
         item = json.loads(line)
     except ValueError:
         raise InvalidArgument(f"examples line {number} is not JSON; {rule}") from None
     prompt = item.get("prompt") if isinstance(item, dict) else None
     continuation = item.get("continuation") if isinstance(item, dict) else None
-    if not isinstance(prompt, str) or not isinstance(continuation, str) or not continuation:
+    if not isinstance(prompt, str) or not isinstance(continuation, str):
+        raise InvalidArgument(f"examples line {number}: {rule}")
+    if not prompt or not continuation:
         raise InvalidArgument(f"examples line {number}: {rule}")
     return Example(prompt, continuation)
 

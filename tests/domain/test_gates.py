@@ -23,7 +23,7 @@ def gated(requirement: str) -> adapter.Adapter:
 def evaluated(
     state: adapter.Adapter, by: str, passed: bool = True, platform: bool = False, data: str = ""
 ) -> adapter.Adapter:
-    metrics = {gates.MEAN_LOGPROB: -1.0 if passed else -9.0}
+    metrics = {gates.MEAN_LOGPROB: -1.0 if passed else -9.0, gates.THRESHOLD: -2.5}
     events = adapter.record_evaluation(state, 1, "safety", metrics, data, by, passed, platform)
     return run(state, events)
 
@@ -78,12 +78,14 @@ def test_gate_settings_are_checked() -> None:
 
 def test_examples_are_json_lines_of_prompt_and_continuation() -> None:
     examples = gates.parse_examples(
-        b'{"prompt": "a", "continuation": "b"}\n\n{"prompt": "", "continuation": "c"}\n'
+        b'{"prompt": "a", "continuation": "b"}\n\n{"prompt": "d", "continuation": "c"}\n'
     )
-    assert examples == [gates.Example("a", "b"), gates.Example("", "c")]
+    assert examples == [gates.Example("a", "b"), gates.Example("d", "c")]
     with pytest.raises(InvalidArgument, match="line 2 is not JSON"):
         gates.parse_examples(b'{"prompt": "a", "continuation": "b"}\nnope')
     with pytest.raises(InvalidArgument, match="line 1"):
         gates.parse_examples(b'{"prompt": "a", "continuation": ""}')
+    with pytest.raises(InvalidArgument, match="line 1"):
+        gates.parse_examples(b'{"prompt": "", "continuation": "b"}')
     with pytest.raises(InvalidArgument, match="needs its suite"):
         gates.parse_examples(b"  ")

@@ -68,7 +68,12 @@ def test_a_self_recorded_evaluation_cannot_pass_a_platform_gate(
     assert "recorded by the platform's evaluator" in details and "recorded by alice" in details
     evaluator = running.client("evaluator-token")
     recorded = evaluator.record_evaluation(
-        ref, 1, "safety", {"mean_token_logprob": -1.0}, True, dataset_fingerprint=digest
+        ref,
+        1,
+        "safety",
+        {"mean_token_logprob": -1.0, "threshold": -3.0},
+        True,
+        dataset_fingerprint=digest,
     )
     assert recorded.adapter.revisions[0].evaluations[-1].platform
     assert alice.move_channel(ref, "stable", 1).adapter.channels["stable"] == 1
