@@ -314,8 +314,18 @@ class Registry:
         )
 
     def _store_blob(self, data: bytes, expected_sha256: str | None) -> BlobRef:
-        """Store a blob an event of this command is about to reference."""
-        return self.blobs.put(data, expected_sha256)
+        """Store a blob an event of this command is about to reference, unless the blob
+        collector is deleting it (mint/blobs/collector.py: from this check the command
+        must append within the collector's lease, which its deadline ensures)."""
+        blob = self.blobs.put(data, expected_sha256)
+        if self.blobs.marked(blob.sha256):
+            raise Unavailable(
+                f"blob {blob.sha256} is being collected as unreferenced; retry with the same "
+                "request id in a few minutes (it is stored again then)"
+            )
+        if not self.blobs.exists(blob.sha256):  # collected between the put and the check
+            self.blobs.put(data, blob.sha256)
+        return blob
 
     # ---- queries -------------------------------------------------------------------
 

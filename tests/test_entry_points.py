@@ -18,7 +18,7 @@ import pytest
 from deploy.local.registry import write_tokens
 from deploy.local.services import ServiceProcess
 from deploy.local.stack import free_ports
-from mint.audit.settings import AuditSettings, AuditVerifySettings
+from mint.audit.settings import AuditGcSettings, AuditSettings, AuditVerifySettings
 from mint.settings import MintSettings
 from services.controller.settings import ControllerSettings
 from services.inference.settings import NodeSettings
@@ -37,6 +37,7 @@ COMMANDS: list[tuple[list[str], type[MintSettings]]] = [
     (["streams.evaluator"], EvaluatorSettings),
     (["mint.audit", "verify"], AuditVerifySettings),
     (["mint.audit", "replay"], AuditSettings),
+    (["mint.audit", "gc"], AuditGcSettings),
 ]
 
 

@@ -3,9 +3,12 @@ and S3 for `verify`, which checks the blobs and, given its bucket, the projectio
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
 
-from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, S3Options
+from pydantic import Field, NonNegativeFloat
+
+from mint.blobs.collector import DEFAULT_GRACE_S, DEFAULT_LEASE_S
+from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, MintSettings, S3Options
 
 
 class AuditSettings(KafkaOptions, EventsOptions):
@@ -17,3 +20,23 @@ class AuditVerifySettings(AuditSettings, S3Options, BlobsOptions):
         None, description="also check the projection's revision files in this bucket"
     )
     projection_prefix: str = Field("", description="key prefix of the projection")
+
+
+class GcOptions(MintSettings):
+    """What `gc` needs beyond the log and the blobs (all a --backend embedded run reads)."""
+
+    grace_s: NonNegativeFloat = Field(
+        DEFAULT_GRACE_S, description="leave blobs written less than this many seconds ago"
+    )
+    lease_s: NonNegativeFloat = Field(
+        DEFAULT_LEASE_S,
+        description="seconds between marking and deleting: longer than any command takes "
+        "from storing its blob to appending its event",
+    )
+    metrics_file: Path | None = Field(
+        None, description="write the run's figures here, in Prometheus' text format"
+    )
+
+
+class AuditGcSettings(AuditSettings, S3Options, BlobsOptions, GcOptions):
+    """`gc`: the log, the blobs, and how to collect."""
