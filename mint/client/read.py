@@ -65,6 +65,10 @@ def adapter(message: pb.Adapter) -> t.Adapter:
         channels=dict(message.channels),
         gates=dict(message.gates),
         archived=message.archived,
+        gate_rules={
+            channel: t.Gate(r.suite, r.requirement, r.threshold, r.examples_sha256)
+            for channel, r in message.gate_rules.items()
+        },
     )
 
 
