@@ -22,7 +22,8 @@ class EvaluatorMetrics:
         self.skipped = Counter(
             "mint_evaluator_skipped",
             "Revisions that could not be evaluated, by reason (base: another base than the "
-            "evaluator's; examples: the suite's blob is unreadable)",
+            "evaluator's; examples: the suite's blob is unreadable; unscorable: the scorer "
+            "refused the revision or examples; refused: the registry refused the verdict)",
             ["reason"],
             registry=self.registry,
         )

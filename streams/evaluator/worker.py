@@ -42,6 +42,14 @@ from .scorer import SuiteScorer
 log = logging.getLogger(__name__)
 
 TRANSIENT = (KafkaError, Unavailable, grpc.RpcError)
+# The registry's answers that trying again will not change: the job is skipped (counted).
+REFUSALS = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    }
+)
 KAFKA_CALL_TIMEOUT_MS = 10_000
 POLL_RECORDS = 100  # scoring, not reading, takes the time
 BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.5, 30.0  # after failed rounds, doubling
@@ -127,19 +135,24 @@ class Evaluator:
         if adapter.archived or not 1 <= number <= len(adapter.revisions):
             return
         for job in owed(adapter, [number]):
-            self._judge(job, adapter.base_fingerprint, adapter.revisions[number - 1])
+            try:
+                self._judge(job, adapter.base_fingerprint, adapter.revisions[number - 1])
+            except grpc.RpcError as exc:
+                if exc.code() not in REFUSALS:
+                    raise  # the registry away, or this evaluator's token refused: retried
+                self._skip(job, "refused", exc.details())  # archived meanwhile, say
+
+    def _skip(self, job: Job, reason: str, why: object) -> None:
+        log.error("cannot evaluate %s@%d on %s: %s", job.ref, job.revision, job.suite, why)
+        self.metrics.skipped.labels(reason).inc()
 
     def _judge(self, job: Job, base: str, revision: pb.Revision) -> None:
         try:
             examples = parse_examples(self.blobs.get(job.examples_sha256))
         except (NotFound, DataLoss, InvalidArgument) as exc:
-            log.error("cannot evaluate %s@%d on %s: %s", job.ref, job.revision, job.suite, exc)
-            self.metrics.skipped.labels("examples").inc()
-            return
+            return self._skip(job, "examples", exc)
         if base != self.scorer.base_fingerprint:
-            log.warning("%s is on another base than this evaluator's; skipped", job.ref)
-            self.metrics.skipped.labels("base").inc()
-            return
+            return self._skip(job, "base", "its base is not the one this evaluator holds")
         ref = RevisionRef(
             job.adapter_id,
             job.ref,
@@ -151,7 +164,10 @@ class Evaluator:
         )
         weights = self.registry.download_weights(job.ref, job.revision)
         started = time.perf_counter()
-        scored = self.scorer.score(ref, weights, examples)
+        try:
+            scored = self.scorer.score(ref, weights, examples)
+        except (InvalidArgument, DataLoss) as exc:  # too long, too high a rank, altered
+            return self._skip(job, "unscorable", exc)
         self.metrics.seconds.observe(time.perf_counter() - started)
         passed = scored.mean_token_logprob >= job.threshold
         metrics = {

@@ -17,6 +17,7 @@ import pytest
 import torch
 from minio import Minio
 from peft import PeftModel
+from prometheus_client import generate_latest
 
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
@@ -137,6 +138,9 @@ def test_platform_verdicts_pass_or_fail_on_the_stored_suite_once_per_revision(
         rounds_until(evaluator, lambda: len(platform_verdicts(alice, ref)) == 4)
     finally:
         evaluator.close()
+    shown = generate_latest(evaluator.metrics.registry).decode()
+    assert 'mint_evaluator_verdicts_total{verdict="passed"} 2.0' in shown
+    assert 'mint_evaluator_verdicts_total{verdict="failed"} 2.0' in shown
 
     verdicts = platform_verdicts(alice, ref)
     expected = peft_mean_logprob(stack.lora_dir)
@@ -169,3 +173,29 @@ def job_for(adapter: pb.Adapter, channel: str, revision: int) -> Job:
     rule = adapter.gate_rules[channel]
     ref = f"{adapter.ref.tenant}/{adapter.ref.name}"
     return Job(ref, adapter.adapter_id, revision, rule.suite, rule.examples_sha256, rule.threshold)
+
+
+def test_a_revision_on_another_base_is_skipped_and_counted(
+    stack: Stack, scorer: SuiteScorer, model_files: dict
+) -> None:
+    admin, alice = stack.client("admin-token"), stack.client("alice-token")
+    admin.register_base("tiny", model_files["fingerprint"], model_files["shapes"])
+    ref = f"acme/elsewhere-{uuid.uuid4().hex[:6]}"
+    alice.create_adapter(ref, model_files["fingerprint"])  # not the evaluator's base
+    alice.set_gate(
+        ref, "stable", "quality", requirement="platform", threshold=-50.0, examples=SUITE
+    )
+    upload = model_files["upload"]
+    alice.publish_revision(ref, (upload.config, upload.weights))
+    evaluator = stack.evaluator(scorer, f"g-{uuid.uuid4().hex[:8]}")
+    metrics = evaluator.metrics.registry
+    try:
+        rounds_until(
+            evaluator,
+            lambda: bool(
+                metrics.get_sample_value("mint_evaluator_skipped_total", {"reason": "base"})
+            ),
+        )
+    finally:
+        evaluator.close()
+    assert platform_verdicts(alice, ref) == {} and evaluator.metrics.problem() is None
