@@ -51,7 +51,10 @@ SLIM_SCRIPTS = {
     "mint-router": "services.router.__main__",
     "mint-audit": "mint.audit.__main__",
 }
-SERVING_SCRIPTS = {"mint-node": "services.inference.__main__"}
+SERVING_SCRIPTS = {
+    "mint-node": "services.inference.__main__",
+    "mint-evaluator": "streams.evaluator.__main__",
+}
 CLIENT_SCRIPTS = {"mint": "mint.cli_app"}
 # What no client install may bring: torch, and the services' Kafka, S3 and settings.
 NOT_IN_A_CLIENT = ("torch", "kafka", "minio", "pydantic_settings", "transformers")
@@ -237,8 +240,8 @@ def test_serving_install_runs_the_node_with_torch(wheel: Path, tmp_path: Path) -
     site = _fresh_venv(venv, own, wheel, "mint[serving]")
     where = _python(venv, "import importlib.util as u; print(u.find_spec('services').origin)")
     assert where.split() == [str(site / "services" / "__init__.py")]
-    (node,) = _start(venv, SERVING_SCRIPTS, cwd=tmp_path).values()
-    assert {SERVING_SCRIPTS["mint-node"], "torch", "peft"} <= node
+    for script, modules in _start(venv, SERVING_SCRIPTS, cwd=tmp_path).items():
+        assert {SERVING_SCRIPTS[script], "torch", "peft"} <= modules, script
 
 
 def test_make_venv_installs_every_extra_the_serving_layer_needs() -> None:
