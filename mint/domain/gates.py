@@ -101,7 +101,10 @@ def _found(
     if not of_suite:
         return "none"
     by = sorted(
-        {e.evaluator + (" (platform, other examples)" if e.platform else "") for e in of_suite}
+        {
+            e.evaluator + (" (platform, other examples or threshold)" if e.platform else "")
+            for e in of_suite
+        }
     )
     return f"only evaluations that do not count, recorded by {', '.join(by)}"
 
