@@ -5,6 +5,7 @@ and gate however often the log is read."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from minio import Minio
 from peft import PeftModel
 from prometheus_client import generate_latest
 
+from deploy.local.stack import free_ports
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
@@ -199,3 +201,36 @@ def test_a_revision_on_another_base_is_skipped_and_counted(
     finally:
         evaluator.close()
     assert platform_verdicts(alice, ref) == {} and evaluator.metrics.problem() is None
+
+
+def test_an_unreachable_registry_degrades_it_and_commits_nothing(
+    stack: Stack, scorer: SuiteScorer, model_files: dict
+) -> None:
+    """With the registry gone, each round fails on a published revision, the evaluator
+    says degraded (its /healthz answers 503) and reads again from the last commit, so no
+    event is passed over."""
+    admin, alice = stack.client("admin-token"), stack.client("alice-token")
+    admin.register_base("tiny", model_files["fingerprint"], model_files["shapes"])
+    ref = f"acme/unjudged-{uuid.uuid4().hex[:6]}"
+    alice.create_adapter(ref, model_files["fingerprint"])
+    alice.publish_revision(ref, (model_files["upload"].config, model_files["upload"].weights))
+    nowhere = RegistryClient(f"127.0.0.1:{free_ports(1)[0]}", "evaluator-token", 1, 0.5)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    evaluator = Evaluator(stack.kafka, stack.topic, nowhere, stack.blobs, scorer, group)
+    stop = threading.Event()
+    running = threading.Thread(target=evaluator.run, args=(stop,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 60
+        while evaluator.metrics.problem() is None and time.monotonic() < deadline:
+            stop.wait(0.05)
+        problem = evaluator.metrics.problem()
+    finally:
+        stop.set()
+        running.join(timeout=60)
+    try:
+        assert problem is not None and problem.startswith("degraded: _InactiveRpcError"), problem
+        partitions = evaluator.consumer.assignment()
+        assert partitions and all(evaluator.consumer.committed(tp) is None for tp in partitions)
+    finally:
+        evaluator.close()
