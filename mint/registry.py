@@ -18,11 +18,12 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mint.blobs.port import BlobStore
+from mint.blobs.port import BlobRef, BlobStore, checked_ref
 from mint.catalog.log_scan import LogScanCatalog
 from mint.catalog.port import AdapterCatalog, Page
 from mint.deadlines import time_left
 from mint.domain import adapter as agg
+from mint.domain import gates
 from mint.domain.errors import (
     DataLoss,
     InvalidArgument,
@@ -53,12 +54,15 @@ FOLDED_CACHE_SIZE = 10_000  # adapters whose folded state a replica keeps decode
 @dataclass(frozen=True)
 class Principal:
     """An authenticated caller and the tenants it may act in ("*": all). A `service` (the
-    router) may act for the callers it names when it calls another MinT server."""
+    router) may act for the callers it names when it calls another MinT server; the
+    `platform` principal (the evaluator worker) records the evaluations that gates
+    requiring a platform evaluation accept."""
 
     name: str
     tenants: frozenset[str]
     admin: bool = False
     service: bool = False
+    platform: bool = False
 
     def require_tenant(self, tenant: str) -> None:
         if "*" not in self.tenants and tenant not in self.tenants:
@@ -212,7 +216,7 @@ class Registry:
                 raise NotFound(f"adapter {ref} does not exist")
             base = self.base(state.created.base_fingerprint)
             checked = validate_adapter(upload.config, upload.weights, base.parameters, self.limits)
-            blob = self.blobs.put(upload.weights, upload.declared_sha256)  # blob first
+            blob = self._store_blob(upload.weights, upload.declared_sha256)  # blob first
             return agg.publish(
                 state, blob.sha256, blob.size, checked.config_json, provenance, tuple(parents)
             )
@@ -237,7 +241,14 @@ class Registry:
             expected_version,
             request_id,
             lambda s: agg.record_evaluation(
-                _exists(s), revision, suite, metrics, dataset_fingerprint, principal.name, passed
+                _exists(s),
+                revision,
+                suite,
+                metrics,
+                dataset_fingerprint,
+                principal.name,
+                passed,
+                principal.platform,
             ),
         )
 
@@ -249,14 +260,30 @@ class Registry:
         required_suite: str,
         request_id: str,
         expected_version: int | None = None,
+        requirement: str = gates.ANY,
+        threshold: float = 0.0,
+        examples: bytes = b"",
     ) -> Outcome:
-        return self._execute(
-            principal,
-            ref,
-            expected_version,
-            request_id,
-            lambda s: agg.set_gate(_exists(s), channel, required_suite),
-        )
+        """A platform gate's `examples` (JSON lines) are checked, then stored as a blob
+        the event names by sha256."""
+        if examples:
+            gates.parse_examples(examples)
+        stored = checked_ref(examples, None) if examples else None
+
+        def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
+            events = agg.set_gate(
+                _exists(state),
+                channel,
+                required_suite,
+                requirement,
+                threshold,
+                stored.sha256 if stored else "",
+            )
+            if stored is not None:
+                self._store_blob(examples, stored.sha256)  # blob first
+            return events
+
+        return self._execute(principal, ref, expected_version, request_id, decide)
 
     def move_channel(
         self,
@@ -273,7 +300,7 @@ class Registry:
             ref,
             expected_version,
             request_id,
-            lambda s: agg.move_channel(_exists(s), channel, revision, reason),
+            lambda s: agg.move_channel(_exists(s), channel, revision, reason, principal.name),
         )
 
     def archive(
@@ -305,7 +332,7 @@ class Registry:
             events = agg.request_update(
                 _exists(state), request_id, kind, parsed.sha256, len(examples), channel
             )
-            self.blobs.put(examples, parsed.sha256)  # every check passed: the blob first
+            self._store_blob(examples, parsed.sha256)  # every check passed: the blob first
             return events
 
         return self._execute(principal, ref, None, request_id, decide)
@@ -333,6 +360,20 @@ class Registry:
             request_id,
             lambda s: agg.finish_update(_exists(s), update_id, revision, outcome, reason),
         )
+
+    def _store_blob(self, data: bytes, expected_sha256: str | None) -> BlobRef:
+        """Store a blob an event of this command is about to reference, unless the blob
+        collector is deleting it (mint/blobs/collector.py: from this check the command
+        must append within the collector's lease, which its deadline ensures)."""
+        blob = self.blobs.put(data, expected_sha256)
+        if self.blobs.marked(blob.sha256):
+            raise Unavailable(
+                f"blob {blob.sha256} is being collected as unreferenced; retry with the same "
+                "request id in a few minutes (it is stored again then)"
+            )
+        if not self.blobs.exists(blob.sha256):  # collected between the put and the check
+            self.blobs.put(data, blob.sha256)
+        return blob
 
     # ---- queries -------------------------------------------------------------------
 

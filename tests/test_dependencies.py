@@ -44,6 +44,7 @@ GROUPS = {
         "mint.training",
         "streams.trainer",
         "mint.demo",
+        "streams.evaluator",
     ],
 }
 INSTALLS = {"client": [], "server": ["server"], "serving": ["server", "serving"]}

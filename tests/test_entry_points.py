@@ -18,12 +18,13 @@ import pytest
 from deploy.local.registry import write_tokens
 from deploy.local.services import ServiceProcess
 from deploy.local.stack import free_ports
-from mint.audit.settings import AuditSettings, AuditVerifySettings
+from mint.audit.settings import AuditGcSettings, AuditSettings, AuditVerifySettings
 from mint.settings import MintSettings
 from services.controller.settings import ControllerSettings
 from services.inference.settings import NodeSettings
 from services.registry.settings import RegistrySettings
 from services.router.settings import RouterSettings
+from streams.evaluator.settings import EvaluatorSettings
 from streams.projector.settings import ProjectorRunSettings, ProjectorSettings
 from streams.trainer.settings import TrainerSettings
 
@@ -35,8 +36,10 @@ COMMANDS: list[tuple[list[str], type[MintSettings]]] = [
     (["services.router"], RouterSettings),
     (["services.inference"], NodeSettings),
     (["streams.trainer"], TrainerSettings),
+    (["streams.evaluator"], EvaluatorSettings),
     (["mint.audit", "verify"], AuditVerifySettings),
     (["mint.audit", "replay"], AuditSettings),
+    (["mint.audit", "gc"], AuditGcSettings),
 ]
 
 

@@ -13,6 +13,8 @@
                                                        exact revisions; exit 1 if it differs
                                                        or the log does not hold the
                                                        revision events it names
+  python -m mint.audit gc [--dry-run] [--grace-s 86400] [--lease-s 300]
+                                                       delete blobs no event references
 
 Back ends: --backend kafka (the default: Kafka, and S3 for `verify`, from flags or the
 MINT_* variables `python -m deploy.local env` prints; `verify --help` lists them) or
@@ -37,8 +39,14 @@ from mint.domain.names import AdapterRef
 from mint.eventlog.checkpoints import CheckpointStore, public_keys
 from mint.eventlog.port import EventLog
 
-from . import checkpoints, progress, provenance, replay, reproduce, verify
-from .settings import AuditReproduceSettings, AuditSettings, AuditVerifySettings
+from . import checkpoints, gc, progress, provenance, replay, reproduce, verify
+from .settings import (
+    AuditGcSettings,
+    AuditReproduceSettings,
+    AuditSettings,
+    AuditVerifySettings,
+    GcOptions,
+)
 
 
 def _log(args: argparse.Namespace) -> EventLog:
@@ -76,6 +84,34 @@ def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Obje
     if config.projection_bucket:
         projection = S3Objects(s3, config.projection_bucket, config.projection_prefix)
     return log, S3BlobStore(s3, config.blobs_bucket), projection
+
+
+def _gc(args: argparse.Namespace) -> int:
+    if args.backend == "embedded":
+        from mint.backends.local_blobs import LocalBlobStore
+
+        options = settings.load(GcOptions, args)
+        log: EventLog = _log(args)
+        blobs: BlobStore = LocalBlobStore(args.data_dir)
+    else:
+        from mint.backends.kafka_log import KafkaEventLog
+        from mint.backends.s3 import client
+        from mint.backends.s3_blobs import S3BlobStore
+
+        config = settings.load(AuditGcSettings, args)
+        log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
+        blobs = S3BlobStore(client(config.s3()), config.blobs_bucket)
+        options = config
+    try:
+        run = gc.run_gc(
+            log, blobs, options.grace_s, options.lease_s, args.dry_run, options.metrics_file
+        )
+    finally:
+        log.close()
+    for sha256 in run.orphans if args.dry_run else run.deleted:
+        print(f"{'unreferenced' if args.dry_run else 'deleted'} {sha256}")
+    print(run.summary())
+    return 0
 
 
 def _offsets(text: str) -> dict[int, int]:
@@ -283,11 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     rr.add_argument("response_id", help="as the reply's provenance names it")
     rr.add_argument("--json", action="store_true")
+    collect = _command(commands, "gc", "delete blobs that no event references", AuditGcSettings)
+    collect.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
     args = parser.parse_args(argv)
     logs.configure()  # until the settings say otherwise
     try:
         if args.command == "reproduce":
             return _reproduce(args)
+        if args.command == "gc":
+            return _gc(args)
         return _verify(args) if args.command == "verify" else _explain(args)
     except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)

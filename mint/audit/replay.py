@@ -65,7 +65,7 @@ def _adapter_json(a: agg.Adapter) -> dict[str, Any]:
         "version": a.version,
         "archived": a.archived,
         "channels": dict(a.channels),
-        "gates": dict(a.gates),
+        "gates": {channel: asdict(g) for channel, g in a.gates.items()},
         "labels": c.labels,
         "revisions": [
             {

@@ -4,12 +4,16 @@ and S3 for `verify`, which checks the blobs and, given its bucket, the projectio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, FilePath, NonNegativeFloat, SecretStr
 
+from mint.blobs.collector import DEFAULT_GRACE_S, DEFAULT_LEASE_S
 from mint.settings import (
     BlobsOptions,
     EventsOptions,
     KafkaOptions,
+    MintSettings,
     ProcessOptions,
     ResponsesOptions,
     S3Options,
@@ -38,3 +42,23 @@ class AuditReproduceSettings(AuditSettings, ResponsesOptions):
     wait_s: NonNegativeFloat = Field(
         10.0, description="how long to wait for a record not written yet (nodes send late)"
     )
+
+
+class GcOptions(MintSettings):
+    """What `gc` needs beyond the log and the blobs (all a --backend embedded run reads)."""
+
+    grace_s: NonNegativeFloat = Field(
+        DEFAULT_GRACE_S, description="leave blobs written less than this many seconds ago"
+    )
+    lease_s: NonNegativeFloat = Field(
+        DEFAULT_LEASE_S,
+        description="seconds between marking and deleting: longer than any command takes "
+        "from storing its blob to appending its event",
+    )
+    metrics_file: Path | None = Field(
+        None, description="write the run's figures here, in Prometheus' text format"
+    )
+
+
+class AuditGcSettings(AuditSettings, S3Options, BlobsOptions, GcOptions):
+    """`gc`: the log, the blobs, and how to collect."""

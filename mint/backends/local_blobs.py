@@ -5,9 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
-from mint.blobs.port import BlobRef, BlobStore, blob_key, checked_ref, verified
+from mint.blobs.port import (
+    BLOBS_PREFIX,
+    MARKS_PREFIX,
+    BlobRef,
+    BlobStore,
+    StoredBlob,
+    blob_key,
+    checked_ref,
+    digest_of,
+    mark_key,
+    verified,
+)
 from mint.domain.errors import NotFound
 
 
@@ -47,3 +60,30 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, sha256: str) -> bool:
         return self._path(sha256).exists()
+
+    def stored(self) -> Iterator[StoredBlob]:
+        for path in (self.root / BLOBS_PREFIX).glob("*/*"):
+            digest = digest_of(path.name)
+            if digest is not None:
+                st = path.stat()
+                yield StoredBlob(digest, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def delete(self, sha256: str) -> None:
+        self._path(sha256).unlink(missing_ok=True)
+
+    def mark(self, sha256: str) -> None:
+        path = self.root / mark_key(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def marked(self, sha256: str) -> bool:
+        return (self.root / mark_key(sha256)).exists()
+
+    def unmark(self, sha256: str) -> None:
+        (self.root / mark_key(sha256)).unlink(missing_ok=True)
+
+    def marks(self) -> Iterator[str]:
+        for path in (self.root / MARKS_PREFIX).glob("*"):
+            digest = digest_of(path.name)
+            if digest is not None:
+                yield digest

@@ -212,9 +212,15 @@ class AsyncClient:
         *,
         expected_version: int | None = None,
         request_id: str | None = None,
+        requirement: str = "",
+        threshold: float = 0.0,
+        examples: bytes = b"",
     ) -> CommandResult:
+        """As `Client.set_gate`."""
         rid = request_id or new_request_id()
-        request = build.set_gate(ref, channel, required_suite, rid, expected_version)
+        request = build.set_gate(
+            ref, channel, required_suite, rid, expected_version, requirement, threshold, examples
+        )
         with raising_mint_errors(rid):
             answer = await self._command(lambda s: s.SetChannelGate, request, ref)
         return read.command_result(answer, rid)

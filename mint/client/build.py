@@ -76,10 +76,23 @@ def record_evaluation(
 
 
 def set_gate(
-    ref: str, channel: str, required_suite: str, request_id: str, expected_version: int | None
+    ref: str,
+    channel: str,
+    required_suite: str,
+    request_id: str,
+    expected_version: int | None,
+    requirement: str = "",
+    threshold: float = 0.0,
+    examples: bytes = b"",
 ) -> pb.SetChannelGateRequest:
     request = pb.SetChannelGateRequest(
-        ref=parse_ref(ref), channel=channel, required_suite=required_suite, request_id=request_id
+        ref=parse_ref(ref),
+        channel=channel,
+        required_suite=required_suite,
+        request_id=request_id,
+        requirement=requirement,
+        threshold=threshold,
+        examples=examples,
     )
     return _expecting(request, expected_version)
 

@@ -46,6 +46,7 @@ def revision(message: pb.Revision) -> t.Revision:
                 e.dataset_fingerprint,
                 e.evaluator,
                 e.passed,
+                e.platform,
             )
             for e in message.evaluations
         ),
@@ -65,6 +66,10 @@ def adapter(message: pb.Adapter) -> t.Adapter:
         channels=dict(message.channels),
         gates=dict(message.gates),
         archived=message.archived,
+        gate_rules={
+            channel: t.Gate(r.suite, r.requirement, r.threshold, r.examples_sha256)
+            for channel, r in message.gate_rules.items()
+        },
     )
 
 

@@ -193,9 +193,21 @@ class RegistryClient:
         required_suite: str,
         expected_version: int | None = None,
         request_id: str | None = None,
+        requirement: str = "",
+        threshold: float = 0.0,
+        examples: bytes = b"",
     ) -> pb.CommandResult:
+        """`requirement`: "any", "four_eyes" or "platform" (then `examples`, JSON lines of
+        {"prompt", "continuation"}, and `threshold`, the least mean token log-prob)."""
         request = build.set_gate(
-            ref, channel, required_suite, request_id or new_request_id(), expected_version
+            ref,
+            channel,
+            required_suite,
+            request_id or new_request_id(),
+            expected_version,
+            requirement,
+            threshold,
+            examples,
         )
         return self._call(lambda s: s.SetChannelGate, request, key=ref)
 

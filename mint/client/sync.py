@@ -191,11 +191,27 @@ class Client:
         *,
         expected_version: int | None = None,
         request_id: str | None = None,
+        requirement: str = "",
+        threshold: float = 0.0,
+        examples: bytes = b"",
     ) -> CommandResult:
-        """Only revisions that passed `required_suite` may go to `channel` ("": no gate)."""
+        """Only revisions that passed `required_suite` may go to `channel` ("": no gate),
+        by an evaluation `requirement` accepts: "any" (default), "four_eyes" (recorded by
+        someone other than who promotes) or "platform" (the platform's evaluator scores
+        `examples`, JSON lines of {"prompt", "continuation"}, against `threshold`, the
+        least mean log-prob per continuation token)."""
         rid = request_id or new_request_id()
         with raising_mint_errors(rid):
-            answer = self.registry.set_gate(ref, channel, required_suite, expected_version, rid)
+            answer = self.registry.set_gate(
+                ref,
+                channel,
+                required_suite,
+                expected_version,
+                rid,
+                requirement,
+                threshold,
+                examples,
+            )
         return read.command_result(answer, rid)
 
     def promote(

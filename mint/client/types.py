@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from mint.domain.events import EvaluationRecorded as Evaluation
 from mint.domain.events import Event as EventPayload
 from mint.domain.events import Provenance
+from mint.domain.gates import Gate
 
 __all__ = [
     "Adapter",
@@ -25,6 +26,7 @@ __all__ = [
     "Evaluation",
     "Event",
     "EventPayload",
+    "Gate",
     "Generation",
     "GenerationChunk",
     "OutputProvenance",
@@ -74,6 +76,9 @@ class Adapter:
     channels: Mapping[str, int]  # channel -> revision number
     gates: Mapping[str, str]  # channel -> the evaluation suite a revision must pass
     archived: bool
+    # channel -> its whole gate: the suite, whose verdict counts (any, four_eyes,
+    # platform) and, for platform gates, the threshold and the examples' sha256
+    gate_rules: Mapping[str, Gate] = field(default_factory=dict)
 
     def revision(self, number: int) -> Revision:
         for revision in self.revisions:

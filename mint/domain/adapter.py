@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from . import bounds, names
+from . import bounds, gates, names
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .events import (
     AdapterArchived,
@@ -40,11 +40,6 @@ class Revision:
     provenance: Provenance
     evaluations: tuple[EvaluationRecorded, ...] = ()
 
-    def passed(self, suite: str) -> bool:
-        """True if the latest evaluation of `suite` on this revision passed."""
-        verdicts = [e.passed for e in self.evaluations if e.suite == suite]
-        return bool(verdicts) and verdicts[-1]
-
 
 @dataclass(frozen=True)
 class Adapter:
@@ -52,7 +47,7 @@ class Adapter:
     version: int = 1
     revisions: tuple[Revision, ...] = ()
     channels: Mapping[str, int] = field(default_factory=dict)
-    gates: Mapping[str, str] = field(default_factory=dict)
+    gates: Mapping[str, gates.Gate] = field(default_factory=dict)  # channel -> its gate
     archived: bool = False
     # Update requests in the order asked, and how each that finished ended.
     updates: tuple[UpdateRequested, ...] = ()
@@ -92,7 +87,7 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
         return Adapter(created=event)
     if state is None:
         raise ValueError(f"{type(event).__name__} before AdapterCreated")
-    revisions, channels, gates = state.revisions, state.channels, state.gates
+    revisions, channels, gated = state.revisions, state.channels, state.gates
     archived, updates, finished = state.archived, state.updates, state.finished
     match event:
         case RevisionPublished():
@@ -111,9 +106,14 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
             revs[event.revision - 1] = replace(old, evaluations=(*old.evaluations, event))
             revisions = tuple(revs)
         case ChannelGateSet():
-            gates = {k: v for k, v in gates.items() if k != event.channel}
+            gated = {k: v for k, v in gated.items() if k != event.channel}
             if event.required_suite:
-                gates[event.channel] = event.required_suite
+                gated[event.channel] = gates.Gate(
+                    event.required_suite,
+                    event.requirement or gates.ANY,
+                    event.threshold,
+                    event.examples_sha256,
+                )
         case ChannelMoved():
             channels = {**channels, event.channel: event.revision}
         case AdapterArchived():
@@ -129,7 +129,7 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
         state.version + 1,
         revisions,
         channels,
-        gates,
+        gated,
         archived,
         updates,
         finished,
@@ -155,7 +155,16 @@ def compact(state: Adapter) -> list[AdapterEvent]:
             )
         )
         events.extend(r.evaluations)
-    events.extend(ChannelGateSet(channel, suite) for channel, suite in state.gates.items())
+    events.extend(
+        ChannelGateSet(
+            channel,
+            g.suite,
+            "" if g.requirement == gates.ANY else g.requirement,
+            g.threshold,
+            g.examples_sha256,
+        )
+        for channel, g in state.gates.items()
+    )
     events.extend(ChannelMoved(channel, rev, 0) for channel, rev in state.channels.items())
     events.extend(state.updates)
     events.extend(state.finished.values())
@@ -223,38 +232,64 @@ def record_evaluation(
     dataset_fingerprint: str,
     evaluator: str,
     passed: bool,
+    platform: bool = False,
 ) -> list[AdapterEvent]:
+    """`platform`: the evaluator is the platform's (the caller's authenticated flag)."""
     state.revision(revision)
     bounds.metrics(metrics)
     bounds.text("dataset_fingerprint", dataset_fingerprint)
     names.suite(suite)
     return [
-        EvaluationRecorded(revision, suite, dict(metrics), dataset_fingerprint, evaluator, passed)
+        EvaluationRecorded(
+            revision, suite, dict(metrics), dataset_fingerprint, evaluator, passed, platform
+        )
     ]
 
 
-def set_gate(state: Adapter, channel: str, required_suite: str) -> list[AdapterEvent]:
+def set_gate(
+    state: Adapter,
+    channel: str,
+    required_suite: str,
+    requirement: str = gates.ANY,
+    threshold: float = 0.0,
+    examples_sha256: str = "",
+) -> list[AdapterEvent]:
+    """Gate `channel` on `required_suite` ("" removes the gate). A platform gate names
+    its suite's stored examples and the threshold the evaluator judges them against."""
     _writable(state)
     names.channel(channel)
-    if required_suite:
-        names.suite(required_suite)
-    return [ChannelGateSet(channel, required_suite)]
+    if not required_suite:
+        return [ChannelGateSet(channel, "")]
+    names.suite(required_suite)
+    requirement = gates.requirement(requirement)
+    if requirement == gates.PLATFORM:
+        gates.check_threshold(threshold)
+        if not examples_sha256:
+            raise InvalidArgument("a platform gate needs its suite's examples")
+    elif threshold or examples_sha256:
+        raise InvalidArgument(
+            f"a threshold and examples belong to platform gates, not {requirement!r} ones"
+        )
+    # `any` is written as "", so such gates' events stay what they were before requirements.
+    written = "" if requirement == gates.ANY else requirement
+    return [ChannelGateSet(channel, required_suite, written, threshold, examples_sha256)]
 
 
 def move_channel(
-    state: Adapter, channel: str, revision: int, reason: str = ""
+    state: Adapter, channel: str, revision: int, reason: str = "", mover: str = ""
 ) -> list[AdapterEvent]:
-    """Promote or roll back: point `channel` at `revision`, if its gate (if any) passed."""
+    """Promote or roll back: point `channel` at `revision`, if its gate (if any) passed
+    by an evaluation the gate accepts (`mover`: the principal moving it)."""
     _writable(state)
     bounds.text("reason", reason)
     names.channel(channel)
     target = state.revision(revision)
-    suite = state.gates.get(channel)
-    if suite and not target.passed(suite):
-        raise FailedPrecondition(
-            f"channel {channel!r} of {state.ref} requires a passing {suite!r} evaluation; "
-            f"revision {revision} has none: record one first"
+    gate = state.gates.get(channel)
+    if gate is not None:
+        where = (
+            f"channel {channel!r} of {state.ref} (gate {gate.requirement}) at revision {revision}"
         )
+        gates.check(gate, target.evaluations, mover, where)
     return [ChannelMoved(channel, revision, state.channels.get(channel, 0), reason)]
 
 

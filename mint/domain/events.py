@@ -43,12 +43,16 @@ class EvaluationRecorded:
     dataset_fingerprint: str
     evaluator: str
     passed: bool
+    platform: bool = False  # recorded by the platform's evaluator, never client-claimed
 
 
 @dataclass(frozen=True)
 class ChannelGateSet:
     channel: str
     required_suite: str  # "" removes the gate
+    requirement: str = ""  # "any" ("" before requirements), "four_eyes" or "platform"
+    threshold: float = 0.0  # platform: the least mean log-prob per continuation token
+    examples_sha256: str = ""  # platform: the suite's examples (a blob)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,12 @@
 Tokens file (JSON), given by --tokens-file or MINT_TOKENS_FILE:
   {"tokens": [{"sha256": "<hex of sha256(token)>", "principal": "alice",
                "tenants": ["acme"], "admin": false},
-              {"sha256": "<...>", "principal": "router", "service": true}]}
+              {"sha256": "<...>", "principal": "router", "service": true},
+              {"sha256": "<...>", "principal": "evaluator", "tenants": ["*"],
+               "platform": true}]}
 `python -m services.registry hash-token TOKEN` prints the digest for a token.
+Only a `"platform": true` principal (the evaluator worker, streams/evaluator) records
+platform evaluations: the flag comes from this table, never from a request.
 
 The file is read again when it changes (checked at most every `reload_s` on the next
 call), so a token removed from it is refused from then on without a restart. A file that
@@ -237,4 +241,5 @@ def _principal(entry: dict[str, object]) -> Principal:
         frozenset(tenants),
         entry.get("admin") is True,
         entry.get("service") is True,
+        entry.get("platform") is True,
     )

@@ -302,11 +302,16 @@ class EvaluationRecorded(_message.Message):
     DATASET_FINGERPRINT_FIELD_NUMBER: _builtins.int
     EVALUATOR_FIELD_NUMBER: _builtins.int
     PASSED_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     suite: _builtins.str
     dataset_fingerprint: _builtins.str
     evaluator: _builtins.str
     passed: _builtins.bool
+    platform: _builtins.bool
+    """Recorded by the platform's evaluator (a principal the tokens file marks "platform"),
+    never claimed by a client: what a gate requiring a platform evaluation accepts.
+    """
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
@@ -318,10 +323,11 @@ class EvaluationRecorded(_message.Message):
         dataset_fingerprint: _builtins.str = ...,
         evaluator: _builtins.str = ...,
         passed: _builtins.bool = ...,
+        platform: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_fingerprint", b"dataset_fingerprint", "evaluator", b"evaluator", "metrics", b"metrics", "passed", b"passed", "revision", b"revision", "suite", b"suite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_fingerprint", b"dataset_fingerprint", "evaluator", b"evaluator", "metrics", b"metrics", "passed", b"passed", "platform", b"platform", "revision", b"revision", "suite", b"suite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -333,18 +339,33 @@ class ChannelGateSet(_message.Message):
 
     CHANNEL_FIELD_NUMBER: _builtins.int
     REQUIRED_SUITE_FIELD_NUMBER: _builtins.int
+    REQUIREMENT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    EXAMPLES_SHA256_FIELD_NUMBER: _builtins.int
     channel: _builtins.str
     required_suite: _builtins.str
     """empty: no gate"""
+    requirement: _builtins.str
+    """Whose evaluation passes the gate: "any" (also "", events before requirements),
+    "four_eyes" (a principal other than the one moving the channel), "platform" (the
+    platform's evaluator, scoring the suite's examples against `threshold`).
+    """
+    threshold: _builtins.float
+    """platform: the least mean log-prob per continuation token"""
+    examples_sha256: _builtins.str
+    """platform: the suite's examples, a content-addressed blob"""
     def __init__(
         self,
         *,
         channel: _builtins.str = ...,
         required_suite: _builtins.str = ...,
+        requirement: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        examples_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "required_suite", b"required_suite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "examples_sha256", b"examples_sha256", "required_suite", b"required_suite", "requirement", b"requirement", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

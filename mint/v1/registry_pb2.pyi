@@ -368,11 +368,22 @@ class SetChannelGateRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     REQUIRED_SUITE_FIELD_NUMBER: _builtins.int
+    REQUIREMENT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
     expected_version: _builtins.int
     request_id: _builtins.str
     channel: _builtins.str
     required_suite: _builtins.str
     """empty: remove the gate"""
+    requirement: _builtins.str
+    """"any" (default), "four_eyes" or "platform" """
+    threshold: _builtins.float
+    """platform: the least mean log-prob per continuation token"""
+    examples: _builtins.bytes
+    """platform: the suite's examples, JSON lines {"prompt": ..., "continuation": ...},
+    stored as a content-addressed blob (the event carries only its sha256).
+    """
     @_builtins.property
     def ref(self) -> Global___AdapterRef: ...
     def __init__(
@@ -383,10 +394,13 @@ class SetChannelGateRequest(_message.Message):
         request_id: _builtins.str = ...,
         channel: _builtins.str = ...,
         required_suite: _builtins.str = ...,
+        requirement: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        examples: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "channel", b"channel", "expected_version", b"expected_version", "ref", b"ref", "request_id", b"request_id", "required_suite", b"required_suite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "channel", b"channel", "examples", b"examples", "expected_version", b"expected_version", "ref", b"ref", "request_id", b"request_id", "required_suite", b"required_suite", "requirement", b"requirement", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
@@ -597,6 +611,27 @@ class Adapter(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class GateRulesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___GateRule: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___GateRule | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ADAPTER_ID_FIELD_NUMBER: _builtins.int
     REF_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
@@ -608,6 +643,7 @@ class Adapter(_message.Message):
     CHANNELS_FIELD_NUMBER: _builtins.int
     GATES_FIELD_NUMBER: _builtins.int
     ARCHIVED_FIELD_NUMBER: _builtins.int
+    GATE_RULES_FIELD_NUMBER: _builtins.int
     adapter_id: _builtins.str
     owner: _builtins.str
     base_fingerprint: _builtins.str
@@ -623,7 +659,13 @@ class Adapter(_message.Message):
     @_builtins.property
     def channels(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
-    def gates(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def gates(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """channel -> suite"""
+
+    @_builtins.property
+    def gate_rules(self) -> _containers.MessageMap[_builtins.str, Global___GateRule]:
+        """channel -> the whole gate"""
+
     def __init__(
         self,
         *,
@@ -638,10 +680,11 @@ class Adapter(_message.Message):
         channels: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         gates: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         archived: _builtins.bool = ...,
+        gate_rules: _abc.Mapping[_builtins.str, Global___GateRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "archived", b"archived", "base_fingerprint", b"base_fingerprint", "channels", b"channels", "gates", b"gates", "labels", b"labels", "method", b"method", "owner", b"owner", "ref", b"ref", "revisions", b"revisions", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "archived", b"archived", "base_fingerprint", b"base_fingerprint", "channels", b"channels", "gate_rules", b"gate_rules", "gates", b"gates", "labels", b"labels", "method", b"method", "owner", b"owner", "ref", b"ref", "revisions", b"revisions", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1029,3 +1072,34 @@ class FinishUpdateRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FinishUpdateRequest: _TypeAlias = FinishUpdateRequest  # noqa: Y015
+
+@_typing.final
+class GateRule(_message.Message):
+    """A channel's gate: the suite a revision must pass and whose evaluation counts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUITE_FIELD_NUMBER: _builtins.int
+    REQUIREMENT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    EXAMPLES_SHA256_FIELD_NUMBER: _builtins.int
+    suite: _builtins.str
+    requirement: _builtins.str
+    """"any", "four_eyes" or "platform" """
+    threshold: _builtins.float
+    examples_sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        suite: _builtins.str = ...,
+        requirement: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        examples_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples_sha256", b"examples_sha256", "requirement", b"requirement", "suite", b"suite", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GateRule: _TypeAlias = GateRule  # noqa: Y015

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mint.catalog.port import AdapterSummary
 from mint.domain import adapter as agg
 from mint.domain.events import BaseModelRegistered, EvaluationRecorded, Provenance
+from mint.domain.gates import Gate
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import Recorded
 from mint.v1 import events_pb2 as ev_pb
@@ -45,6 +46,7 @@ def evaluation_to_pb(e: EvaluationRecorded) -> ev_pb.EvaluationRecorded:
         dataset_fingerprint=e.dataset_fingerprint,
         evaluator=e.evaluator,
         passed=e.passed,
+        platform=e.platform,
     )
 
 
@@ -72,8 +74,18 @@ def adapter_to_pb(a: agg.Adapter) -> pb.Adapter:
         version=a.version,
         revisions=[revision_to_pb(r) for r in a.revisions],
         channels=dict(a.channels),
-        gates=dict(a.gates),
+        gates={channel: g.suite for channel, g in a.gates.items()},
         archived=a.archived,
+        gate_rules={channel: gate_to_pb(g) for channel, g in a.gates.items()},
+    )
+
+
+def gate_to_pb(g: Gate) -> pb.GateRule:
+    return pb.GateRule(
+        suite=g.suite,
+        requirement=g.requirement,
+        threshold=g.threshold,
+        examples_sha256=g.examples_sha256,
     )
 
 

@@ -142,6 +142,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 request.required_suite,
                 request.request_id,
                 _version(request),
+                request.requirement,
+                request.threshold,
+                request.examples,
             )
         )
 

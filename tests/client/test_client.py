@@ -14,7 +14,7 @@ import pytest
 
 import mint
 from deploy.local.stack import free_ports
-from mint.client import Evaluation, ResolvedAdapter, Sampling, Selector, build
+from mint.client import Evaluation, Gate, ResolvedAdapter, Sampling, Selector, build
 from mint.domain.events import (
     AdapterArchived,
     AdapterCreated,
@@ -134,6 +134,7 @@ def test_a_retried_evaluation_returns_the_first_result_and_gates_promotion(
     assert evaluations == (Evaluation(1, "tone-suite", {"accuracy": 0.9}, "", "alice", True),)
     assert promoted.adapter.channels == {"stable": 1, "latest": 2}
     assert promoted.adapter.gates == {"stable": "tone-suite"}
+    assert promoted.adapter.gate_rules == {"stable": Gate("tone-suite", "any")}
 
 
 def test_a_list_walks_every_page_once(world: ClientWorld) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,27 @@ class BlobStoreContract(ABC):
         self.overwrite(blob_key(SHA), DATA[:-1] + b"\x00")
         with pytest.raises(DataLoss, match=SHA):
             self.store().get(SHA)
+
+    def test_stored_lists_blobs_and_delete_removes_one(self) -> None:
+        before = datetime.now(UTC) - timedelta(minutes=5)  # clocks of S3 and here differ
+        self.store().put(DATA)
+        (listed,) = list(self.store().stored())
+        assert (listed.sha256, listed.size) == (SHA, len(DATA))
+        assert before < listed.modified < datetime.now(UTC) + timedelta(minutes=5)
+        self.store().delete(SHA)
+        self.store().delete(SHA)  # absent: nothing to do
+        assert not self.store().exists(SHA) and list(self.store().stored()) == []
+
+    def test_marks_are_set_listed_and_removed_apart_from_blobs(self) -> None:
+        store = self.store()
+        assert not store.marked(SHA)
+        store.mark(SHA)
+        store.mark(SHA)  # twice: still one mark
+        assert store.marked(SHA) and list(store.marks()) == [SHA]
+        assert list(store.stored()) == []  # a mark is not a blob
+        store.unmark(SHA)
+        store.unmark(SHA)
+        assert not store.marked(SHA) and list(store.marks()) == []
 
 
 class TestLocalBlobStore(BlobStoreContract):

@@ -153,9 +153,13 @@ def test_the_fold_of_a_compacted_state_is_that_state(seed: int) -> None:
                 "bob",
                 rng.random() < 0.7,
             )
-        elif step < 0.6:
+        elif step < 0.55:
             events = adapter.set_gate(
                 state, rng.choice(["stable", "canary"]), rng.choice(["", "golden"])
+            )
+        elif step < 0.6:
+            events = adapter.set_gate(
+                state, rng.choice(["stable", "canary"]), "golden", "platform", -2.5, "e" * 64
             )
         else:
             channel = rng.choice(["stable", "canary", "latest"])

@@ -27,11 +27,12 @@ METRICS = {
     "node": 9466,
     "controller": 9467,
     "registry": 9468,
+    "evaluator": 9469,
 }
 # Each image and what it runs: its extra of the wheel and the ports it must declare.
 IMAGES = {
     "mint": ("[server]", {"registry", "projector", "controller", "router"}),
-    "mint-serving": ("[serving]", {"node"}),
+    "mint-serving": ("[serving]", {"node", "evaluator"}),
 }
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|cc|make|build-essential|cmake|rustc|cargo)\b")
 

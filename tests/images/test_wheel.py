@@ -54,6 +54,7 @@ SLIM_SCRIPTS = {
 SERVING_SCRIPTS = {
     "mint-node": "services.inference.__main__",
     "mint-trainer": "streams.trainer.__main__",
+    "mint-evaluator": "streams.evaluator.__main__",
 }
 CLIENT_SCRIPTS = {"mint": "mint.cli_app"}
 # What no client install may bring: torch, and the services' Kafka, S3 and settings.

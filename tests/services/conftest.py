@@ -1,4 +1,5 @@
-"""A registry gRPC server over the real Kafka and S3, with three callers."""
+"""A registry gRPC server over the real Kafka and S3, with its callers (an admin, three
+users, the platform's evaluator)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ TOKENS = {
     "admin-token": Principal("ops", frozenset({"*"}), admin=True),
     "alice-token": Principal("alice", frozenset({"acme"})),
     "bob-token": Principal("bob", frozenset({"other"})),
+    "carol-token": Principal("carol", frozenset({"acme"})),
+    "evaluator-token": Principal("evaluator", frozenset({"*"}), platform=True),
 }
 UPLOAD_LIMIT = 64 * 1024  # small, so the oversize case stays cheap
 

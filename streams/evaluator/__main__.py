@@ -1,0 +1,47 @@
+"""Run the platform's evaluator.
+
+  python -m streams.evaluator --evaluator-token T [--registry host:50051] [--base-dir D]
+
+It follows the events topic as a consumer group and, for each new revision of an adapter
+whose gates require a platform evaluation, scores the revision on the suite's stored
+examples (mean log-prob per continuation token, with the serving engine on the base it
+holds) and records the verdict against the gate's threshold, as the platform's principal,
+once per revision and gate. `--help` lists every setting (Kafka and S3: flags or MINT_*
+variables, as `python -m deploy.local env` prints them).
+"""
+
+from __future__ import annotations
+
+from mint import cli, settings
+from mint.backends.s3 import client
+from mint.backends.s3_blobs import S3BlobStore
+from mint.client import RegistryClient
+
+from .scorer import SuiteScorer
+from .settings import EvaluatorSettings
+from .worker import Evaluator
+
+
+def main() -> None:
+    parser = cli.parser("python -m streams.evaluator", __doc__)
+    settings.add_flags(parser, EvaluatorSettings)
+    config = settings.load(EvaluatorSettings, parser.parse_args())
+    evaluator = Evaluator(
+        config.kafka(),
+        config.events_topic,
+        RegistryClient(config.registry, config.evaluator_token.get_secret_value()),
+        S3BlobStore(client(config.s3()), config.blobs_bucket),
+        SuiteScorer(config.base_dir, config.base_seed, config.targets.split(","), config.max_rank),
+        config.group,
+        config.instance_id,
+    )
+    stop = cli.stop_on_signals()
+    if config.metrics_port:
+        evaluator.metrics.serve(config.metrics_port, config.host, draining=stop)
+    print(f"evaluating for {config.registry} (base {evaluator.scorer.base_fingerprint[:12]}…)")
+    evaluator.run(stop)
+    evaluator.close()
+
+
+if __name__ == "__main__":
+    main()
