@@ -35,21 +35,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from mint.domain.events import ChannelGateSet, Event, RevisionPublished
+from mint.domain.events import ChannelGateSet, Event, RevisionPublished, UpdateRequested
 from mint.eventlog.port import EventLog, Recorded
 
 from .port import BlobStore
 
 DEFAULT_GRACE_S = 24 * 3600.0
 DEFAULT_LEASE_S = 300.0
-REFERENCING = frozenset({"mint.v1.RevisionPublished", "mint.v1.ChannelGateSet"})
+REFERENCING = frozenset(
+    {"mint.v1.RevisionPublished", "mint.v1.ChannelGateSet", "mint.v1.UpdateRequested"}
+)
 
 
 def references(event: Event) -> Iterable[str]:
     """The blobs an event points to."""
     if isinstance(event, RevisionPublished):
         yield event.weights_sha256
-    elif isinstance(event, ChannelGateSet) and event.examples_sha256:
+    elif (isinstance(event, ChannelGateSet) and event.examples_sha256) or isinstance(
+        event, UpdateRequested
+    ):
         yield event.examples_sha256
 
 
