@@ -8,6 +8,7 @@ import dataclasses
 import typing
 
 from mint.blobs.collector import REFERENCING, references
+from mint.domain.events import Event
 from mint.eventlog.codec import SCHEMAS, type_name
 
 
@@ -43,6 +44,6 @@ def test_each_blob_an_event_names_is_a_reference_the_collector_keeps() -> None:
         blob_fields = [f.name for f in dataclasses.fields(cls) if f.name.endswith("sha256")]
         if cls.__name__ == "BaseModelRegistered" or not blob_fields:
             continue  # a base's fingerprint names no blob
-        event = _sample(cls)
+        event = typing.cast(Event, _sample(cls))
         assert set(references(event)) == {getattr(event, n) for n in blob_fields}, cls
         assert type_name(event) in REFERENCING, f"the collector does not read {cls.__name__}"
