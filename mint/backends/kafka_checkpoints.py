@@ -43,6 +43,12 @@ class KafkaCheckpointStore:
         self.kafka, self.topic, self.partitions = kafka, checkpoint_topic(events_topic), partitions
         if create:
             create_log_topic(kafka, self.topic, partitions, replication)
+            actual = topic_partitions(kafka, self.topic)
+            if actual != partitions:  # partition p's checkpoints go to partition p
+                raise ValueError(
+                    f"topic {self.topic} has {actual} partitions, not {partitions}: give it "
+                    "as many as the events topic"
+                )
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
 

@@ -175,7 +175,8 @@ class KafkaEventLog(EventLog):
         return _guarded(read_partitions(self.kafka, self.topic, self._start(after)))
 
     def read_partition(self, partition: int, after: int) -> Iterator[Recorded]:
-        return _guarded(read_partitions(self.kafka, self.topic, {partition: after}))
+        start = {partition: after}
+        return _guarded(read_partitions(self.kafka, self.topic, start, stall_s=READ_STALL_S))
 
     def subscribe(self, after: Checkpoint | None, idle_timeout_s: float) -> Iterator[Recorded]:
         return _guarded(read_partitions(self.kafka, self.topic, self._start(after), idle_timeout_s))

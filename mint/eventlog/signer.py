@@ -91,9 +91,13 @@ class CheckpointSigner:
         self._thread = threading.Thread(target=loop, name="checkpoints", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
-        """Stop signing; what changed since the last round is signed once more first."""
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop signing, and sign what changed since the last round, unless the round in
+        progress outlasts `timeout_s` (the log unreachable: a stopping registry does not
+        wait on it; the next owner signs those events)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
-            self.sign_once()
+            self._thread.join(timeout=timeout_s)
+            if self._thread.is_alive():
+                return
+        self.sign_once()
