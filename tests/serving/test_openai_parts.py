@@ -38,6 +38,9 @@ def test_a_body_becomes_the_generate_request_of_its_adapters_and_sampling() -> N
     ("fields", "said"),
     [
         ({"logprobs": 2}, "logprobs is not supported"),
+        ({"logprobs": 0}, "logprobs is not supported"),  # 0: the sampled token's
+        ({"frequency_penalty": 0.5}, "frequency_penalty is not supported"),
+        ({"tools": []}, "tools is not supported"),
         ({"n": 2}, "n: Input should be 1"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"model": "acme"}, "model: 'acme' names no adapter"),
@@ -47,6 +50,12 @@ def test_a_body_becomes_the_generate_request_of_its_adapters_and_sampling() -> N
 def test_a_bad_body_is_invalid_argument_naming_the_field(fields: dict, said: str) -> None:
     with pytest.raises(errors.InvalidArgument, match=said):
         completion(**fields).generate_request()
+
+
+def test_unimplemented_fields_with_values_that_change_nothing_are_taken() -> None:
+    neutral: dict[str, object] = {"stop": None, "presence_penalty": 0.0, "logit_bias": {}}
+    taken = completion(**neutral, frequency_penalty=0, echo=False, best_of=1)
+    assert taken.generate_request().prompt == "hi"
 
 
 def test_chat_uses_the_tokenizers_template_or_else_the_simple_one() -> None:

@@ -5,7 +5,8 @@
 body field `mint`: `{"adapters": [{"model": "acme/memory@3", "weight": 0.5}]}` (after
 `model`, which has weight 1; at most four in all). Fields that would change the output in
 ways MinT does not implement (`stop`, `logprobs`, `n` > 1, penalties, tools ...) are
-refused rather than ignored.
+refused rather than ignored; sent with the value that changes nothing (as some clients
+send every field), they are taken.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mint.client.types import Selector
 from mint.domain.errors import InvalidArgument
@@ -24,6 +25,18 @@ COMPLETION_MAX_TOKENS = 16  # OpenAI's default for completions
 CHAT_MAX_TOKENS = MAX_NEW_TOKENS  # chat has no default limit: the most a node generates
 MaxTokens = Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS)]
 M = TypeVar("M", bound=BaseModel)
+# OpenAI's fields MinT does not implement, and the values of each that change nothing.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "stop": (None, [], ""),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "echo": (None, False),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+}
 
 
 class _Strict(BaseModel):
@@ -48,9 +61,22 @@ class _Generation(_Strict):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None  # accepted; no usage is reported
     n: Literal[1] | None = 1
-    stop: None = None
     user: str | None = None  # accepted and unused
     mint: MintOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_neutral_values(cls, body: Any) -> Any:
+        """Unimplemented fields pass only with a value that changes nothing, and are then
+        dropped (an InvalidArgument is not a ValueError: pydantic lets it through)."""
+        if not isinstance(body, dict):
+            return body
+        for field, neutral in NEUTRAL.items():
+            if field in body and not _is_neutral(body[field], neutral):
+                raise InvalidArgument(
+                    f"invalid request body: {field} is not supported here; leave it out"
+                )
+        return {k: v for k, v in body.items() if k not in NEUTRAL}
 
     def selectors(self) -> list[pb.AdapterSelector]:
         stacked = self.mint.adapters if self.mint else []
@@ -121,9 +147,14 @@ def parse(model: type[M], body: bytes | str) -> M:
         raise InvalidArgument(f"invalid request body: {problems}") from None
 
 
+def _is_neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
+    """0.0 counts as 0, but 0 not as False (`logprobs: 0` asks for log-probabilities)."""
+    return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in neutral)
+
+
 def _problem(error: Any) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "body"
-    if error["type"] in ("extra_forbidden", "none_required"):
+    if error["type"] == "extra_forbidden":
         return f"{where} is not supported here; leave it out"
     return f"{where}: {error['msg']}"
 
