@@ -85,7 +85,10 @@ def verify_command(tenant: Tenant, json: o.Json = False) -> None:
         lambda: _render_report(report),
     )
     if not report.clean:
-        raise typer.Exit(1)
+        raise fail(
+            "error: the log does not hold what was written — keep this report and tell your "
+            "operator (`mint-audit verify` also checks the blobs and the projection)"
+        )
 
 
 def _render_report(report: verify.Report) -> None:

@@ -71,6 +71,7 @@ def test_verify_names_a_tampered_event_and_exits_1(
     assert problem.startswith(f"PROBLEM {REF} v4 at partition ")
     assert problem.endswith("hash does not match the event's contents (altered)")
     assert result.stdout.strip().endswith("checked: 1 problems")
+    assert result.stderr.splitlines()[-1].startswith("error: the log does not hold what was")
 
 
 def test_replay_folds_the_tenant_to_a_moment(audited: list[mint.Event], logged_in: Path) -> None:
