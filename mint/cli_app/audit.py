@@ -23,6 +23,7 @@ from mint.audit.progress import shown
 from mint.audit.verify import PROGRESS_EVERY, Progress
 from mint.domain.errors import DomainError, InvalidArgument, NotFound
 from mint.domain.names import AdapterRef
+from mint.domain.names import tenant as tenant_name
 from mint.eventlog.port import Recorded
 
 from . import options as o
@@ -34,7 +35,19 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
-Tenant = Annotated[str, typer.Argument(help="The tenant whose adapters are read, e.g. acme.")]
+
+
+def _checked_tenant(value: str) -> str:
+    try:
+        return tenant_name(value)
+    except DomainError as exc:  # "*" (an admin's every tenant) included: one tenant a scan
+        raise typer.BadParameter(str(exc)) from None
+
+
+Tenant = Annotated[
+    str,
+    typer.Argument(help="The tenant whose adapters are read, e.g. acme.", callback=_checked_tenant),
+]
 
 
 class Format(StrEnum):

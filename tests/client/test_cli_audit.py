@@ -126,6 +126,8 @@ def test_audit_refusals_are_one_line_with_an_exit_code(
     other = mint_command("audit", "verify", "acme", env={"MINT_TOKEN": EVE})
     assert other.exit_code == 4 and "use a token of this tenant" in other.stderr
     assert len(other.stderr.splitlines()) == 1
+    every = mint_command("audit", "verify", "*")
+    assert every.exit_code == 2 and "invalid tenant" in every.output.lower()
     bad_ref = mint_command("audit", "provenance", "acme/cli-audit@two")
     assert bad_ref.exit_code == 2 and "tenant/name@REVISION" in bad_ref.output
 
