@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -20,8 +21,9 @@ import typer
 from mint.audit import diagrams, provenance, replay, verify
 from mint.audit.progress import shown
 from mint.audit.verify import PROGRESS_EVERY, Progress
-from mint.domain.errors import DomainError
+from mint.domain.errors import DomainError, InvalidArgument, NotFound
 from mint.domain.names import AdapterRef
+from mint.domain.names import tenant as tenant_name
 from mint.eventlog.port import Recorded
 
 from . import options as o
@@ -33,7 +35,19 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
-Tenant = Annotated[str, typer.Argument(help="The tenant whose adapters are read, e.g. acme.")]
+
+
+def _checked_tenant(value: str) -> str:
+    try:
+        return tenant_name(value)
+    except DomainError as exc:  # "*" (an admin's every tenant) included: one tenant a scan
+        raise typer.BadParameter(str(exc)) from None
+
+
+Tenant = Annotated[
+    str,
+    typer.Argument(help="The tenant whose adapters are read, e.g. acme.", callback=_checked_tenant),
+]
 
 
 class Format(StrEnum):
@@ -84,7 +98,10 @@ def verify_command(tenant: Tenant, json: o.Json = False) -> None:
         lambda: _render_report(report),
     )
     if not report.clean:
-        raise typer.Exit(1)
+        raise fail(
+            "error: the log does not hold what was written — keep this report and tell your "
+            "operator (`mint-audit verify` also checks the blobs and the projection)"
+        )
 
 
 def _render_report(report: verify.Report) -> None:
@@ -138,7 +155,7 @@ def replay_command(
     if as_of is not None and as_of_offsets is not None:
         raise typer.BadParameter("give --as-of or --as-of-offsets, not both")
     until_offsets, until_time = _offsets(as_of_offsets), _moment(as_of)
-    with connected() as client, shown(doing="reading", done="read") as show:
+    with connected() as client, shown(doing="reading", done="read") as show, _folding(tenant):
         state = replay.replay(_counted(client.scan(tenant), show), until_offsets, until_time)
     emit(replay.to_json(state), json, lambda: typer.echo(replay.to_table(state)))
 
@@ -167,15 +184,10 @@ def provenance_command(
         revision = int(at) if at else None
     except (DomainError, ValueError):
         raise typer.BadParameter(f"{ref!r}: write tenant/name or tenant/name@REVISION") from None
-    with connected() as client, shown(doing="reading", done="read") as show:
+    reading = shown(doing="reading", done="read")
+    with connected() as client, reading as show, _folding(adapter.tenant):
         records = _counted(client.scan(adapter.tenant), show)
-        try:
-            doc = provenance.lineage(records, adapter, revision)
-        except DomainError as exc:
-            raise fail(
-                f"error: {exc} — `mint adapter ls {adapter.tenant}` lists the tenant's adapters",
-                EXIT_NOT_FOUND,
-            ) from None
+        doc = provenance.lineage(records, adapter, revision)
     if json or format is Format.json:
         if output is None:
             emit_json(doc)
@@ -187,6 +199,20 @@ def provenance_command(
     else:
         output.write_text(RENDER[format](doc))
     typer.echo(f"lineage of {ref} written to {output}", err=True)
+
+
+@contextmanager
+def _folding(tenant: str) -> Iterator[None]:
+    """What folding the events can refuse, as one line: an adapter or revision not in the
+    log, or an event this install cannot read (a newer server wrote it)."""
+    try:
+        yield
+    except NotFound as exc:
+        hint = f"`mint adapter ls {tenant}` lists the tenant's adapters"
+        raise fail(f"error: {exc} — {hint}", EXIT_NOT_FOUND) from None
+    except InvalidArgument as exc:  # the codec's: an event type or schema it does not know
+        upgrade = "this log is newer than this mint: pip install -U mint"
+        raise fail(f"error: {exc} — {upgrade}") from None
 
 
 def _json_text(doc: dict[str, Any]) -> str:

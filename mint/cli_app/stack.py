@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from . import options as o
-from .output import EXIT_NOT_FOUND, emit, fail, out
+from .output import EXIT_NOT_FOUND, emit, err, fail, out
 
 app = typer.Typer(
     help="Start, stop and inspect a local Kafka + S3 for development (from a MinT checkout).",
@@ -95,7 +96,9 @@ def up(
         raise typer.BadParameter("1 or 3 brokers", param_hint="--brokers")
     stack = _stack(state_dir, brokers, started=False)
     try:
-        took = stack.up()
+        # Its own lines ("fetching Kafka jars ...") are progress: stderr, beside a spinner.
+        with redirect_stdout(sys.stderr), err.status("starting Kafka and S3 ...", spinner="dots"):
+            took = stack.up()
     except RuntimeError as exc:  # a server that did not start: its log is named
         stack.down()
         raise fail(f"error: {exc}") from None

@@ -71,6 +71,7 @@ def test_verify_names_a_tampered_event_and_exits_1(
     assert problem.startswith(f"PROBLEM {REF} v4 at partition ")
     assert problem.endswith("hash does not match the event's contents (altered)")
     assert result.stdout.strip().endswith("checked: 1 problems")
+    assert result.stderr.splitlines()[-1].startswith("error: the log does not hold what was")
 
 
 def test_replay_folds_the_tenant_to_a_moment(audited: list[mint.Event], logged_in: Path) -> None:
@@ -120,8 +121,37 @@ def test_audit_refusals_are_one_line_with_an_exit_code(
         "error: adapter acme/cli-audit-missing is not in the log — "
         "`mint adapter ls acme` lists the tenant's adapters"
     )
+    no_revision = mint_command("audit", "provenance", f"{REF}@9")
+    assert no_revision.exit_code == 3 and "no revision 9 — " in no_revision.stderr
     other = mint_command("audit", "verify", "acme", env={"MINT_TOKEN": EVE})
     assert other.exit_code == 4 and "use a token of this tenant" in other.stderr
     assert len(other.stderr.splitlines()) == 1
+    every = mint_command("audit", "verify", "*")
+    assert every.exit_code == 2 and "invalid tenant" in every.output.lower()
     bad_ref = mint_command("audit", "provenance", "acme/cli-audit@two")
     assert bad_ref.exit_code == 2 and "tenant/name@REVISION" in bad_ref.output
+
+
+def test_an_event_this_install_cannot_read_asks_for_an_upgrade(
+    audited: list[mint.Event], logged_in: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newer server's event type (appended to the real events on their way): replay and
+    provenance cannot fold it, and say how to get a mint that can."""
+    real_scan = mint.Client.scan
+
+    def newer(client: mint.Client, tenant: str) -> Iterator[Recorded]:
+        last = None
+        for last in real_scan(client, tenant):
+            yield last
+        assert last is not None
+        envelope = EventEnvelope(stream_id=REF, event_type="mint.v1.SomethingNewer")
+        yield replace(last, envelope=envelope)
+
+    monkeypatch.setattr(mint.Client, "scan", newer)
+    for command in (("replay", "acme"), ("provenance", REF)):
+        result = mint_command("audit", *command)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines()[-1] == (
+            "error: unknown event type 'mint.v1.SomethingNewer' — this log is newer than this "
+            "mint: pip install -U mint"
+        )
