@@ -33,7 +33,7 @@ class TrainerSettings(KafkaOptions, S3Options, BlobsOptions, EventsOptions, List
         description="static group membership: a restart under the same id resumes at once "
         "(default: $HOSTNAME, the pod name on Kubernetes)",
     )
-    metrics_port: int = metrics_port(9469)
+    metrics_port: int = metrics_port(9470)
     base_dir: str | None = Field(
         None, description="a local transformers causal-LM directory (none: a tiny built-in base)"
     )
