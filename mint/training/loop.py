@@ -11,6 +11,7 @@ the stage, so a stage cut short by a crash and done again appends nothing twice.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -108,13 +109,9 @@ class UpdateLoop:
         passed, metrics = made.evaluations.get(SUITE) or self._evaluate(
             job, view, made, pairs, examples.sha256
         )
-        outcome, reason = (
-            "held",
-            (
-                f"loss {metrics['loss']:.4f} on the examples is no better than the parent's "
-                f"{metrics['parent_loss']:.4f}"
-            ),
-        )
+        loss, parent_loss = metrics.get("loss", math.nan), metrics.get("parent_loss", math.nan)
+        outcome = "held"
+        reason = f"loss {loss:.4f} on the examples is no better than the parent's {parent_loss:.4f}"
         if passed:
             self.on_stage(job, "promote")
             try:
@@ -125,10 +122,7 @@ class UpdateLoop:
                     f"update {job.request.update_id}",
                     job.stage_request_id("promote"),
                 )
-                outcome, reason = (
-                    "promoted",
-                    f"loss {metrics['parent_loss']:.4f} → {metrics['loss']:.4f}",
-                )
+                outcome, reason = "promoted", f"loss {parent_loss:.4f} → {loss:.4f}"
             except FailedPrecondition as exc:  # the channel's gate holds it
                 reason = str(exc)
         self.on_stage(job, "finish")

@@ -14,6 +14,7 @@ from typing import Protocol
 from mint.domain import adapter as agg
 from mint.domain.events import Provenance, UpdateRequested
 from mint.domain.names import AdapterRef
+from mint.eventlog import codec
 from mint.eventlog.port import Recorded
 from mint.registry import Principal, Registry, Upload
 
@@ -35,9 +36,15 @@ class UpdateJob:
         return f"update-{self.request.update_id}-{stage}"
 
 
+UPDATE_REQUESTED = codec.SCHEMAS[UpdateRequested][0].DESCRIPTOR.full_name
+
+
 def job_of(recorded: Recorded) -> UpdateJob | None:
-    """The update request `recorded` holds, if it is one."""
-    if not isinstance(recorded.event, UpdateRequested):
+    """The update request `recorded` holds, if it is one. Other events are not decoded:
+    one of a type newer than this trainer is not its business."""
+    if recorded.envelope.event_type != UPDATE_REQUESTED:
+        return None
+    if not isinstance(recorded.event, UpdateRequested):  # for the type checker
         return None
     position = f"{recorded.position.partition}:{recorded.position.offset}"
     return UpdateJob(AdapterRef.parse(recorded.envelope.stream_id), recorded.event, position)

@@ -32,7 +32,7 @@ _TRANSIENT = (
 
 
 @contextmanager
-def _as_domain_errors() -> Iterator[None]:
+def as_domain_errors() -> Iterator[None]:
     try:
         yield
     except _TRANSIENT as exc:
@@ -66,7 +66,7 @@ class ClientRegistry:
         self.client = client
 
     def view(self, ref: AdapterRef) -> AdapterView:
-        with _as_domain_errors():
+        with as_domain_errors():
             return _view(self.client.get_adapter(str(ref)))
 
     def publish(
@@ -77,7 +77,7 @@ class ClientRegistry:
         provenance: Provenance,
         request_id: str,
     ) -> int:
-        with _as_domain_errors():
+        with as_domain_errors():
             result = self.client.publish_revision(
                 str(ref),
                 (upload.config, upload.weights),
@@ -101,7 +101,7 @@ class ClientRegistry:
         dataset_fingerprint: str,
         request_id: str,
     ) -> None:
-        with _as_domain_errors():
+        with as_domain_errors():
             self.client.record_evaluation(
                 str(ref),
                 revision,
@@ -115,7 +115,7 @@ class ClientRegistry:
     def promote(
         self, ref: AdapterRef, channel: str, revision: int, reason: str, request_id: str
     ) -> None:
-        with _as_domain_errors():
+        with as_domain_errors():
             self.client.promote(str(ref), channel, revision, reason=reason, request_id=request_id)
 
     def finish(
@@ -127,7 +127,7 @@ class ClientRegistry:
         reason: str,
         request_id: str,
     ) -> None:
-        with _as_domain_errors(), raising_mint_errors(request_id):
+        with as_domain_errors(), raising_mint_errors(request_id):
             self.client.registry.finish_update(
                 str(ref), update_id, revision, outcome, reason, request_id
             )

@@ -1,6 +1,7 @@
 """The trainer (`python -m streams.trainer`, a subprocess) against real Kafka, S3 and a
 registry server: two users each send 5 updates with their own examples, and the trainer
-is SIGKILLed 10 times at random stages meanwhile. Each adapter ends with 5 revisions whose
+is SIGKILLed 10 times meanwhile, a random moment into each stage twice, in a random
+order. Each adapter ends with 5 revisions whose
 parents chain, each naming its exact request, every request applied exactly once (one
 revision, one evaluation, one finish each), and the last revision's loss on the user's
 examples (scored on the serving path) below the bare base's (revision 0)."""
@@ -61,7 +62,7 @@ class TrainerProcess:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
-        self.stages = 0
+        self.stages: list[str] = []  # the stages begun, in order, across restarts
         self.seen = threading.Condition()
         self.forks = subprocess.Popen(
             [sys.executable, "-m", "tests.streams.trainer_forks", *args],
@@ -80,9 +81,10 @@ class TrainerProcess:
         with self.log.open("a") as out:
             for line in self.forks.stderr:
                 out.write(line)
-                if any(line.rstrip().endswith(f": {stage}") for stage in STAGES):
+                stage = line.rstrip().rpartition(": ")[2]
+                if stage in STAGES:
                     with self.seen:
-                        self.stages += 1
+                        self.stages.append(stage)
                         self.seen.notify_all()
 
     def start(self) -> None:
@@ -91,9 +93,11 @@ class TrainerProcess:
         self.forks.stdin.flush()
         self.pid = int(self.forks.stdout.readline())
 
-    def wait_stages(self, count: int, timeout_s: float) -> bool:
+    def wait_stage(self, stage: str, timeout_s: float) -> bool:
+        """True once the trainer begins `stage` (after now)."""
         with self.seen:
-            return self.seen.wait_for(lambda: self.stages >= count, timeout_s)
+            seen = len(self.stages)
+            return self.seen.wait_for(lambda: stage in self.stages[seen:], timeout_s)
 
     def kill(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
@@ -169,12 +173,14 @@ def test_updates_apply_exactly_once_through_ten_kills(
     }
     trainer = TrainerProcess(args, env, tmp_path / "trainer.log")
     rng = random.Random()
+    targets = [*STAGES, *STAGES]  # every stage twice, in a random order
+    rng.shuffle(targets)
     kills = 0
     try:
         trainer.start()
-        while kills < KILLS:
-            # Killed at the 1st to 4th stage after its start, a moment into it.
-            if not trainer.wait_stages(trainer.stages + rng.randint(1, 4), timeout_s=90):
+        for target in targets[:KILLS]:
+            # Killed a moment into the stage (at its start, or during it).
+            if not trainer.wait_stage(target, timeout_s=90):
                 break
             time.sleep(rng.uniform(0, 0.15))
             trainer.kill()
