@@ -266,21 +266,15 @@ class Registry:
     ) -> Outcome:
         """A platform gate's `examples` (JSON lines) are checked, then stored as a blob
         the event names by sha256."""
-        if examples:
-            gates.parse_examples(examples)
-        stored = checked_ref(examples, None) if examples else None
 
         def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
+            digest = checked_ref(examples, None).sha256 if examples else ""
             events = agg.set_gate(
-                _exists(state),
-                channel,
-                required_suite,
-                requirement,
-                threshold,
-                stored.sha256 if stored else "",
+                _exists(state), channel, required_suite, requirement, threshold, digest
             )
-            if stored is not None:
-                self._store_blob(examples, stored.sha256)  # blob first
+            if examples:
+                gates.parse_examples(examples)
+                self._store_blob(examples, digest)  # blob first
             return events
 
         return self._execute(principal, ref, expected_version, request_id, decide)

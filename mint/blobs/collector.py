@@ -26,6 +26,10 @@ reference and keeps the blob. A collection whose mark came before t had already 
 the mark, so had already deleted the blob, before t: the command's blob check after t
 finds it gone and stores it again. Only the bytes of a refused command are lost, and its
 retry (same request id) stores them again once the mark is gone.
+
+One collection at a time (a CronJob with `concurrencyPolicy: Forbid`): a second run
+could delete, after its own re-check, a blob that a command stored again once the first
+run had removed its mark.
 """
 
 from __future__ import annotations

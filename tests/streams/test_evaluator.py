@@ -30,6 +30,7 @@ from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
 from mint.registry import Registry
 from mint.rpc.auth import TokenTable, token_digest
+from mint.serving.device import resolve
 from mint.tokenizer import VOCAB_SIZE, byte_tokenizer
 from mint.v1 import registry_pb2 as pb
 from services.registry.server import build_server
@@ -79,7 +80,8 @@ def stack(
 
 @pytest.fixture(scope="module")
 def scorer() -> SuiteScorer:
-    return SuiteScorer(home=None)
+    """On the CPU in float32 wherever the tests run: compared with PEFT's float32 below."""
+    return SuiteScorer(home=resolve("cpu", "float32"))
 
 
 def byte_llama() -> Any:
