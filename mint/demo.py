@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
-from mint.backends.local_blobs import LocalBlobStore
+from mint.backends.local_blobs import LocalBlobStore, local_kek
 from mint.backends.sqlite_log import SqliteEventLog
 from mint.domain.adapter import Adapter
 from mint.domain.names import AdapterRef
@@ -70,7 +70,8 @@ def _mean_logprob(model: torch.nn.Module) -> float:
 def run(out: Path) -> dict[str, object]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    registry = Registry(SqliteEventLog(out / "events.db"), LocalBlobStore(out))
+    blobs = LocalBlobStore(out, local_kek(out / "kek"))
+    registry = Registry(SqliteEventLog(out / "events.db"), blobs)
     base = build_base(tiny_llama_config(), seed=0)
     base_fp = fingerprint(base)
     shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
@@ -132,7 +133,7 @@ def run(out: Path) -> dict[str, object]:
     revision_dir = out / "adapters" / REF.tenant / REF.name / "revisions" / str(stable.number)
     revision_dir.mkdir(parents=True)
     (revision_dir / ADAPTER_CONFIG).write_text(stable.config_json)
-    (revision_dir / ADAPTER_WEIGHTS).write_bytes(registry.blobs.get(stable.weights_sha256))
+    (revision_dir / ADAPTER_WEIGHTS).write_bytes(registry.weights(OPS, REF, stable.number))
     manifest = {
         "adapter": str(REF),
         "revision": stable.number,
@@ -177,7 +178,7 @@ def _serve(
     refs = {}
     for channel in ("stable", "latest"):
         rev = adapter.resolve(channel)
-        blob = registry.blobs.get(rev.weights_sha256)
+        blob = registry.weights(OPS, REF, rev.number)
         ref = RevisionRef(
             adapter.adapter_id, str(REF), rev.number, rev.weights_sha256, len(blob), base_fp
         )

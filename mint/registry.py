@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mint.blobs.port import BlobStore
 from mint.catalog.log_scan import LogScanCatalog
@@ -38,6 +40,8 @@ from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
 from mint.validation.adapter import validate_adapter
 from mint.validation.limits import Limits
 
+log = logging.getLogger(__name__)
+
 BASE_STREAM_PREFIX = "base:"
 # Commands without an expected version lose races only to each other; retry those here.
 # A command without an expected version that meets a concurrent one is decided again,
@@ -46,6 +50,9 @@ BASE_STREAM_PREFIX = "base:"
 CONFLICT_PAUSE_S = (0.02, 0.5)  # first, longest
 CONFLICTS_FOR_S = 10.0
 FOLDED_CACHE_SIZE = 10_000  # adapters whose folded state a replica keeps decoded
+# An erasure begun this long ago whose tombstone is still not in the log never will be
+# (an append waits at most the caller's deadline): the sweep forgets it.
+ABANDON_ERASURE_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,7 @@ class Registry:
                 raise NotFound(f"adapter {ref} does not exist")
             base = self.base(state.created.base_fingerprint)
             checked = validate_adapter(upload.config, upload.weights, base.parameters, self.limits)
-            blob = self.blobs.put(upload.weights, upload.declared_sha256)  # blob first
+            blob = self.blobs.put(state.adapter_id, upload.weights, upload.declared_sha256)
             return agg.publish(
                 state, blob.sha256, blob.size, checked.config_json, provenance, tuple(parents)
             )
@@ -286,6 +293,58 @@ class Registry:
             principal, ref, expected_version, request_id, lambda s: agg.archive(_exists(s), reason)
         )
 
+    def erase(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        request_id: str,
+        expected_version: int | None = None,
+    ) -> Outcome:
+        """Erase for good: the tombstone is appended, then the adapter's data key is
+        destroyed and its blobs deleted (the projector deletes its projection, nodes drop
+        it). The erasure is noted in the blob store before the event, so one interrupted
+        after the event is finished by `finish_erasures`; erasing again finishes it too."""
+        self.check_command(principal, ref, request_id)
+        folded = self._load(str(ref))
+        if folded is None:
+            raise NotFound(f"adapter {ref} does not exist")
+        if not folded.state.erased:
+            self.blobs.begin_erasure(folded.state.adapter_id, str(ref))
+        erased_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        outcome = self._execute(
+            principal,
+            ref,
+            expected_version,
+            request_id,
+            lambda s: agg.erase(_exists(s), erased_at),
+        )
+        if outcome.adapter.erased:
+            self.blobs.erase(outcome.adapter.adapter_id)
+        return outcome
+
+    def finish_erasures(self) -> int:
+        """Finish the erasures begun on adapters this replica writes whose tombstone is
+        in the log (a crash came between the event and destroying the key); forget those
+        whose tombstone never landed. Reads only the pending ones' states (snapshots on
+        the owner), never the log at large. How many it finished."""
+        finished = 0
+        for pending in self.blobs.pending_erasures():
+            try:
+                self.log.check_writable(pending.stream)
+                folded = self._load(pending.stream)
+            except (Unavailable, InvalidArgument):
+                continue  # another replica's (it sweeps), or a note only `erase` can finish
+            state = folded.state if folded else None
+            if state is not None and state.adapter_id != pending.adapter_id:
+                state = None  # cannot be: adapter ids are issued once per stream
+            if state is not None and state.erased:
+                self.blobs.erase(pending.adapter_id)
+                finished += 1
+                log.info("finished the erasure of %s (%s)", pending.stream, pending.adapter_id)
+            elif time.time() - pending.began_at > ABANDON_ERASURE_AFTER_S:
+                self.blobs.abandon_erasure(pending.adapter_id)
+        return finished
+
     # ---- queries -------------------------------------------------------------------
 
     def read_elsewhere(self, principal: Principal, ref: AdapterRef) -> str:
@@ -305,8 +364,9 @@ class Registry:
         """The weights of revision `at` (a number, or a channel's revision), checked
         against their recorded sha256."""
         adapter = self.get(principal, ref)
+        adapter.check_not_erased()
         revision = adapter.resolve(at) if isinstance(at, str) else adapter.revision(at)
-        return self.blobs.get(revision.weights_sha256)
+        return self.blobs.get(adapter.adapter_id, revision.weights_sha256)
 
     def history(self, principal: Principal, ref: AdapterRef) -> list[Recorded]:
         principal.require_tenant(ref.tenant)
@@ -429,6 +489,8 @@ class Registry:
                 f"{ref} is at version {current}, not {expected_version}: re-read it and retry"
             )
         events = decide(state)
+        if not events and state is not None:  # nothing to do (erasing an erased adapter)
+            return Outcome(state, AppendResult(str(ref), state.version, state.version, True))
         result = self.log.append(str(ref), current, events, Metadata(principal.name, request_id))
         if result.duplicate:  # appended by an earlier try of this request meanwhile
             folded = self._load(str(ref))

@@ -45,9 +45,9 @@ def _log(args: argparse.Namespace) -> EventLog:
 def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Objects | None]:
     """What `verify` checks: the log, the blobs and (given its bucket) the projection."""
     if args.backend == "embedded":
-        from mint.backends.local_blobs import LocalBlobStore
+        from mint.backends.local_blobs import LocalBlobStore, local_kek
 
-        return _log(args), LocalBlobStore(args.data_dir), None
+        return _log(args), LocalBlobStore(args.data_dir, local_kek(args.data_dir / "kek")), None
     from mint.backends.kafka_log import KafkaEventLog
     from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
@@ -59,7 +59,7 @@ def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Obje
     projection = None
     if config.projection_bucket:
         projection = S3Objects(s3, config.projection_bucket, config.projection_prefix)
-    return log, S3BlobStore(s3, config.blobs_bucket), projection
+    return log, S3BlobStore(s3, config.blobs_bucket, config.kek()), projection
 
 
 def _offsets(text: str) -> dict[int, int]:
@@ -89,10 +89,12 @@ def _verify(args: argparse.Namespace) -> int:
         log.close()
     for problem in report.problems:
         print(f"PROBLEM {problem}")
+    for erasure in report.erasures:
+        print(f"ERASED {erasure}")
     projected = f", {report.projection_files_checked} projection files" if projection else ""
     print(
         f"{report.events} events in {report.streams} streams, "
-        f"{report.blobs_checked} blobs{projected} checked: "
+        f"{report.blobs_checked} blobs{projected} checked, {len(report.erasures)} erasures: "
         f"{'clean' if report.clean else f'{len(report.problems)} problems'}"
     )
     return 0 if report.clean else 1

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, S3Options
+from mint.settings import BlobsOptions, EventsOptions, KafkaOptions, KekOptions, S3Options
 
 
 class AuditSettings(KafkaOptions, EventsOptions):
     """`replay` and `provenance` read the log only."""
 
 
-class AuditVerifySettings(AuditSettings, S3Options, BlobsOptions):
+class AuditVerifySettings(AuditSettings, S3Options, BlobsOptions, KekOptions):
     projection_bucket: str | None = Field(
         None, description="also check the projection's revision files in this bucket"
     )

@@ -10,10 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from . import bounds, names
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .errors import AlreadyExists, Erased, FailedPrecondition, InvalidArgument, NotFound
 from .events import (
     AdapterArchived,
     AdapterCreated,
+    AdapterErased,
     AdapterEvent,
     ChannelGateSet,
     ChannelMoved,
@@ -50,10 +51,23 @@ class Adapter:
     channels: Mapping[str, int] = field(default_factory=dict)
     gates: Mapping[str, str] = field(default_factory=dict)
     archived: bool = False
+    erased_at: str = ""  # set once erased (ISO 8601, UTC)
 
     @property
     def adapter_id(self) -> str:
         return self.created.adapter_id
+
+    @property
+    def erased(self) -> bool:
+        return bool(self.erased_at)
+
+    def check_not_erased(self) -> None:
+        """Erased adapters keep their history but have no weights: say so, not less."""
+        if self.erased:
+            raise Erased(
+                f"adapter {self.ref} was erased at {self.erased_at}: its weights are gone "
+                "for good; publish to a new adapter"
+            )
 
     @property
     def ref(self) -> names.AdapterRef:
@@ -80,7 +94,7 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
     if state is None:
         raise ValueError(f"{type(event).__name__} before AdapterCreated")
     revisions, channels, gates = state.revisions, state.channels, state.gates
-    archived = state.archived
+    archived, erased_at = state.archived, state.erased_at
     match event:
         case RevisionPublished():
             rev = Revision(
@@ -105,9 +119,13 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
             channels = {**channels, event.channel: event.revision}
         case AdapterArchived():
             archived = True
+        case AdapterErased():
+            erased_at = event.erased_at
         case _:
             raise TypeError(f"not an adapter event: {event!r}")
-    return Adapter(state.created, state.version + 1, revisions, channels, gates, archived)
+    return Adapter(
+        state.created, state.version + 1, revisions, channels, gates, archived, erased_at
+    )
 
 
 def fold(events: Iterable[AdapterEvent]) -> Adapter | None:
@@ -133,6 +151,8 @@ def compact(state: Adapter) -> list[AdapterEvent]:
     events.extend(ChannelMoved(channel, rev, 0) for channel, rev in state.channels.items())
     if state.archived:
         events.append(AdapterArchived(""))
+    if state.erased:
+        events.append(AdapterErased(state.adapter_id, state.erased_at))
     return events
 
 
@@ -196,6 +216,7 @@ def record_evaluation(
     evaluator: str,
     passed: bool,
 ) -> list[AdapterEvent]:
+    state.check_not_erased()
     state.revision(revision)
     bounds.metrics(metrics)
     bounds.text("dataset_fingerprint", dataset_fingerprint)
@@ -236,6 +257,15 @@ def archive(state: Adapter, reason: str) -> list[AdapterEvent]:
     return [AdapterArchived(reason)]
 
 
+def erase(state: Adapter, erased_at: str) -> list[AdapterEvent]:
+    """The tombstone; an archived adapter can be erased too. Erasing an erased adapter
+    appends nothing (the caller finishes what a crash may have left undone)."""
+    if state.erased:
+        return []
+    return [AdapterErased(state.adapter_id, erased_at)]
+
+
 def _writable(state: Adapter) -> None:
+    state.check_not_erased()
     if state.archived:
         raise FailedPrecondition(f"{state.ref} is archived; it accepts no further changes")

@@ -65,6 +65,14 @@ class AdapterArchived:
 
 
 @dataclass(frozen=True)
+class AdapterErased:
+    """The tombstone: who and when are the envelope's; no reason is kept."""
+
+    adapter_id: str
+    erased_at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
 class BaseModelRegistered:
     name: str
     fingerprint: str
@@ -78,5 +86,6 @@ AdapterEvent = (
     | ChannelGateSet
     | ChannelMoved
     | AdapterArchived
+    | AdapterErased
 )
 Event = AdapterEvent | BaseModelRegistered

@@ -53,6 +53,11 @@ class RegistryStub:
     """Every event of one adapter, in order."""
     WatchEvents: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchEventsRequest, _registry_pb2.RecordedEvent]
     """Events from a checkpoint on, as they are appended (for the caller's tenants)."""
+    EraseAdapter: _grpc.UnaryUnaryMultiCallable[_registry_pb2.EraseAdapterRequest, _registry_pb2.CommandResult]
+    """Erase an adapter for good (same permission as archiving): its tombstone is
+    appended, then its data key destroyed and its blobs and projection deleted; every
+    node drops it. Idempotent: erasing an erased adapter changes nothing.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -77,6 +82,11 @@ class RegistryAsyncStub(RegistryStub):
     """Every event of one adapter, in order."""
     WatchEvents: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchEventsRequest, _registry_pb2.RecordedEvent]  # type: ignore[assignment]
     """Events from a checkpoint on, as they are appended (for the caller's tenants)."""
+    EraseAdapter: _aio.UnaryUnaryMultiCallable[_registry_pb2.EraseAdapterRequest, _registry_pb2.CommandResult]  # type: ignore[assignment]
+    """Erase an adapter for good (same permission as archiving): its tombstone is
+    appended, then its data key destroyed and its blobs and projection deleted; every
+    node drops it. Idempotent: erasing an erased adapter changes nothing.
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -176,5 +186,16 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.RecordedEvent], _abc.AsyncIterator[_registry_pb2.RecordedEvent]]:
         """Events from a checkpoint on, as they are appended (for the caller's tenants)."""
+
+    @_abc_1.abstractmethod
+    def EraseAdapter(
+        self,
+        request: _registry_pb2.EraseAdapterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.CommandResult, _abc.Awaitable[_registry_pb2.CommandResult]]:
+        """Erase an adapter for good (same permission as archiving): its tombstone is
+        appended, then its data key destroyed and its blobs and projection deleted; every
+        node drops it. Idempotent: erasing an erased adapter changes nothing.
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

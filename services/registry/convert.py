@@ -74,6 +74,8 @@ def adapter_to_pb(a: agg.Adapter) -> pb.Adapter:
         channels=dict(a.channels),
         gates=dict(a.gates),
         archived=a.archived,
+        erased=a.erased,
+        erased_at=a.erased_at,
     )
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, FilePath, PositiveFloat, PositiveInt
 
 from mint.rpc.tls import TlsFiles
 from mint.settings import (
+    KEK_FILE_HELP,
     BlobsOptions,
     EventsOptions,
     GrpcServerOptions,
@@ -34,6 +35,11 @@ class EmbeddedRegistrySettings(GrpcServerOptions):
     )
     grace_s: PositiveFloat = Field(10.0, description="seconds to drain calls on SIGTERM")
     metrics_port: int = metrics_port(9468)
+    kek_file: FilePath | None = Field(
+        None,
+        description=KEK_FILE_HELP
+        + "; embedded back end: by default <data-dir>/kek, made on first start",
+    )
 
 
 class RegistrySettings(
@@ -44,6 +50,7 @@ class RegistrySettings(
     ProjectionOptions,
     EventsOptions,
 ):
+    kek_file: FilePath = Field(description=KEK_FILE_HELP)
     replication: PositiveInt = Field(
         1, description="replicas of the events topic (3 in production)"
     )

@@ -29,6 +29,7 @@ def _sink(config: ProjectorSettings) -> S3Sink:
         config.blobs_bucket,
         config.projection_prefix,
         config.s3_concurrency,
+        kek=config.kek(),
     )
 
 

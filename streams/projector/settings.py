@@ -10,6 +10,7 @@ from mint.settings import (
     BlobsOptions,
     EventsOptions,
     KafkaOptions,
+    KekOptions,
     ListenOptions,
     ProjectionOptions,
     S3Options,
@@ -19,7 +20,9 @@ from mint.settings import (
 from .sink import DEFAULT_CONCURRENCY
 
 
-class ProjectorSettings(KafkaOptions, S3Options, BlobsOptions, ProjectionOptions, EventsOptions):
+class ProjectorSettings(
+    KafkaOptions, S3Options, BlobsOptions, KekOptions, ProjectionOptions, EventsOptions
+):
     """What `rebuild` needs; `run` needs a little more."""
 
     s3_concurrency: PositiveInt = Field(

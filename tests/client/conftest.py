@@ -28,6 +28,7 @@ from services.controller.controller import Controller, ControllerConfig
 from services.inference.app import NodeConfig, NodeProcess
 from services.registry.server import build_server
 from services.router.app import RouterConfig, RouterProcess
+from tests.keys import TEST_KEK
 from tests.serving.world import SERVICE_TOKEN, World, new_world, train
 
 ADMIN, ALICE, EVE = "admin-token", "alice-token", "eve-token"
@@ -90,7 +91,7 @@ def world(
 ) -> Iterator[ClientWorld]:
     w = new_world(kafka, s3)
     catalog = ProjectionCatalog(S3Objects(s3, w.bucket))
-    blobs = S3BlobStore(s3, w.bucket)
+    blobs = S3BlobStore(s3, w.bucket, TEST_KEK)
     registry = Registry(w.log, blobs, Limits(max_weights_bytes=UPLOAD_LIMIT), catalog)
     server, port = build_server(registry, TOKENS)
     controller = _Running(Controller(ControllerConfig(kafka, w.topics, f"{w.bucket}-ctl")).run)

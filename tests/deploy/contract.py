@@ -80,5 +80,9 @@ IMAGES = {
 # create each), with the keys the pods read.
 EXTERNAL_SECRETS: dict[str, dict[str, set[str]]] = {
     "dev": {},
-    "production": {"mint-s3": {"access-key", "secret-key"}, "mint-tokens": {"tokens.json"}},
+    "production": {
+        "mint-s3": {"access-key", "secret-key"},
+        "mint-tokens": {"tokens.json"},
+        "mint-kek": {"kek"},
+    },
 }
