@@ -215,6 +215,7 @@ class Registry:
         def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
             if state is None:
                 raise NotFound(f"adapter {ref} does not exist")
+            state.check_not_erased()  # before the upload is checked and stored
             base = self.base(state.created.base_fingerprint)
             checked = validate_adapter(upload.config, upload.weights, base.parameters, self.limits)
             blob = self.blobs.put(state.adapter_id, upload.weights, upload.declared_sha256)
