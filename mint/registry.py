@@ -37,6 +37,7 @@ from mint.domain.events import AdapterEvent, BaseModelRegistered, Provenance
 from mint.domain.names import AdapterRef, adapter_name
 from mint.domain.names import tenant as tenant_name
 from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
+from mint.serving.erasures import ErasureNotice, ErasureNotices
 from mint.validation.adapter import validate_adapter
 from mint.validation.limits import Limits
 
@@ -107,10 +108,13 @@ class Registry:
         blobs: BlobStore,
         limits: Limits | None = None,
         catalog: AdapterCatalog | None = None,
+        notices: ErasureNotices | None = None,
     ) -> None:
         """`catalog` serves lists (the projection's, with the Kafka back end); without
-        one, each page scans the whole log."""
+        one, each page scans the whole log. `notices` tells the serving side of erasures
+        (nodes drop the adapter); the embedded back end serves from no node."""
         self.log, self.blobs, self.limits = log, blobs, limits or Limits()
+        self.notices = notices
         self.catalog = catalog or LogScanCatalog(log)
         # stream -> its folded state: commands read and fold only what is new since the
         # last command on that stream, not the whole history each time.
@@ -320,8 +324,21 @@ class Registry:
             lambda s: agg.erase(_exists(s), erased_at),
         )
         if outcome.adapter.erased:
-            self.blobs.erase(outcome.adapter.adapter_id)
+            self._finish_erasure(outcome.adapter)
         return outcome
+
+    def _finish_erasure(self, state: agg.Adapter) -> None:
+        """What follows the tombstone; each step idempotent, the pending note last."""
+        if self.notices is not None:
+            self.notices.announce(
+                ErasureNotice(
+                    state.adapter_id,
+                    str(state.ref),
+                    state.erased_at,
+                    tuple(sorted({r.weights_sha256 for r in state.revisions})),
+                )
+            )
+        self.blobs.erase(state.adapter_id)
 
     def finish_erasures(self) -> int:
         """Finish the erasures begun on adapters this replica writes whose tombstone is
@@ -339,7 +356,7 @@ class Registry:
             if state is not None and state.adapter_id != pending.adapter_id:
                 state = None  # cannot be: adapter ids are issued once per stream
             if state is not None and state.erased:
-                self.blobs.erase(pending.adapter_id)
+                self._finish_erasure(state)
                 finished += 1
                 log.info("finished the erasure of %s (%s)", pending.stream, pending.adapter_id)
             elif time.time() - pending.began_at > ABANDON_ERASURE_AFTER_S:

@@ -106,12 +106,19 @@ def archive(
     return _expecting(request, expected_version)
 
 
+def erase(ref: str, request_id: str, expected_version: int | None) -> pb.EraseAdapterRequest:
+    return _expecting(
+        pb.EraseAdapterRequest(ref=parse_ref(ref), request_id=request_id), expected_version
+    )
+
+
 _Command = TypeVar(
     "_Command",
     pb.RecordEvaluationRequest,
     pb.SetChannelGateRequest,
     pb.MoveChannelRequest,
     pb.ArchiveAdapterRequest,
+    pb.EraseAdapterRequest,
 )
 
 

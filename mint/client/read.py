@@ -64,6 +64,7 @@ def adapter(message: pb.Adapter) -> t.Adapter:
         channels=dict(message.channels),
         gates=dict(message.gates),
         archived=message.archived,
+        erased_at=message.erased_at,
     )
 
 

@@ -73,6 +73,11 @@ class Adapter:
     channels: Mapping[str, int]  # channel -> revision number
     gates: Mapping[str, str]  # channel -> the evaluation suite a revision must pass
     archived: bool
+    erased_at: str = ""  # ISO 8601 (UTC) once erased: the revisions say what was, no more
+
+    @property
+    def erased(self) -> bool:
+        return bool(self.erased_at)
 
     def revision(self, number: int) -> Revision:
         for revision in self.revisions:

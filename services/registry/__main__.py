@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 from mint import cli, settings
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
+from mint.backends.kafka_residency import KafkaErasureNotices
 from mint.blobs.port import BlobStore
 from mint.blobs.sealing import Kek
 from mint.catalog.port import AdapterCatalog
@@ -67,6 +68,15 @@ def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, Ad
     return log, blobs, ProjectionCatalog(projection)
 
 
+def _notices(config: EmbeddedRegistrySettings) -> KafkaErasureNotices | None:
+    """Where erasures are announced to the nodes and routers (none without Kafka)."""
+    if not isinstance(config, RegistrySettings):
+        return None
+    topics = config.residency_topics()
+    topics.create(config.kafka(), config.replication)
+    return KafkaErasureNotices(config.kafka(), topics)
+
+
 def serve(args: argparse.Namespace) -> None:
     model = EmbeddedRegistrySettings if args.backend == "embedded" else RegistrySettings
     config = settings.load(model, args)
@@ -90,7 +100,7 @@ def serve(args: argparse.Namespace) -> None:
         metrics.count_owned(event_log.owned)
     if config.metrics_port:
         start_http_server(config.metrics_port, config.host, registry=metrics.registry)
-    registry = Registry(event_log, blobs, catalog=catalog)
+    registry = Registry(event_log, blobs, catalog=catalog, notices=_notices(config))
     server, port = build_server(
         registry,
         tokens,

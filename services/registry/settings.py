@@ -16,6 +16,7 @@ from mint.settings import (
     GrpcServerOptions,
     KafkaOptions,
     ProjectionOptions,
+    ResidencyOptions,
     S3Options,
     grpc_port,
     metrics_port,
@@ -49,6 +50,7 @@ class RegistrySettings(
     BlobsOptions,
     ProjectionOptions,
     EventsOptions,
+    ResidencyOptions,
 ):
     kek_file: FilePath = Field(description=KEK_FILE_HELP)
     replication: PositiveInt = Field(

@@ -9,7 +9,7 @@ from grpc_health.v1.health_pb2 import HealthCheckResponse
 from prometheus_client import start_http_server
 
 from mint.backends.kafka import KafkaConnection
-from mint.backends.kafka_residency import ResidencyTopics
+from mint.backends.kafka_residency import ErasureWatch, ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.rpc.auth import TokenMetrics, TokenTable
@@ -69,8 +69,12 @@ class RouterProcess:
         self.demand = DemandReporter(
             config.kafka, config.topics, config.name, config.demand_interval_s
         )
+        catalog = Catalog(S3Objects(client(config.s3), config.bucket, config.prefix))
+        # Requests for an erased adapter are refused at once, whatever the projection
+        # (or this router's cache of it) still holds.
+        self.erasures = ErasureWatch(config.kafka, config.topics, catalog.erase)
         servicer = RouterServicer(
-            Catalog(S3Objects(client(config.s3), config.bucket, config.prefix)),
+            catalog,
             self.watch,
             self.demand,
             self.metrics,
@@ -111,3 +115,4 @@ class RouterProcess:
         self.rpc.stop(grace_s)
         self.demand.close()
         self.watch.close()
+        self.erasures.close()

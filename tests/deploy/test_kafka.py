@@ -41,7 +41,7 @@ def acls(manifests: Manifests) -> list[tuple[str, dict[str, Any]]]:
 def test_topics_are_the_ones_the_services_use(manifests: Manifests) -> None:
     env = config(manifests)
     prefix = env["MINT_RESIDENCY_TOPICS_PREFIX"]
-    residency = {f"{prefix}.{kind}" for kind in ("desired", "status", "demand")}
+    residency = {f"{prefix}.{kind}" for kind in ("desired", "status", "demand", "erased")}
     log = {env["MINT_EVENTS_TOPIC"], snapshot_topic(env["MINT_EVENTS_TOPIC"])}
     assert set(topics(manifests)) == log | residency
     events = topics(manifests)[env["MINT_EVENTS_TOPIC"]]

@@ -16,6 +16,7 @@ from minio import Minio
 from mint.audit import verify
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
+from mint.backends.kafka_residency import KafkaErasureNotices, ResidencyTopics, read_table
 from mint.backends.s3_blobs import S3BlobStore
 from mint.backends.s3_objects import S3Objects
 from mint.blobs.port import blob_key, data_key_key
@@ -27,6 +28,7 @@ from mint.domain.names import AdapterRef
 from mint.eventlog.port import Metadata
 from mint.layout import ADAPTER_WEIGHTS, revision_prefix
 from mint.registry import Principal, Registry
+from mint.serving.erasures import ErasureNotice
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink
 from tests.keys import TEST_KEK
@@ -46,7 +48,10 @@ def world(kafka: KafkaConnection, s3: Minio, model_files: dict) -> Iterator[dict
     topic = f"erase-{uuid.uuid4().hex[:8]}"
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
     blobs = S3BlobStore(s3, topic, TEST_KEK)
-    registry = Registry(log, blobs)
+    topics = ResidencyTopics(topic)
+    topics.create(kafka)
+    notices = KafkaErasureNotices(kafka, topics)
+    registry = Registry(log, blobs, notices=notices)
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     ids = {}
     for ref in (GONE, KEPT):
@@ -55,7 +60,17 @@ def world(kafka: KafkaConnection, s3: Minio, model_files: dict) -> Iterator[dict
         ids[ref] = out.adapter.adapter_id
     sink = S3Sink(s3, f"{topic}-p", blobs_bucket=topic, kek=TEST_KEK)
     rebuild(log, sink)
-    yield {"topic": topic, "log": log, "registry": registry, "ids": ids, "s3": s3, "sink": sink}
+    yield {
+        "topic": topic,
+        "log": log,
+        "registry": registry,
+        "ids": ids,
+        "s3": s3,
+        "sink": sink,
+        "kafka": kafka,
+        "topics": topics,
+    }
+    notices.close()
     log.close()
 
 
@@ -77,6 +92,10 @@ def test_erasure_leaves_no_copy_that_opens_and_spares_the_twin(world: dict) -> N
 
     out = registry.erase(ALICE, GONE, rid())
     assert out.adapter.erased and out.result.last_version == out.adapter.version
+    notices = read_table(world["kafka"], world["topics"].erased)  # what nodes and routers read
+    assert ErasureNotice.decode(ids[GONE], notices[ids[GONE]]) == ErasureNotice(
+        ids[GONE], str(GONE), out.adapter.erased_at, (sha,)
+    )
     rebuild(world["log"], world["sink"])  # the live projector would do the same
 
     # Blob store: the blob is gone, the data key replaced by a tombstone.
@@ -166,5 +185,6 @@ def test_an_erasure_cut_short_after_its_tombstone_is_finished_by_the_sweep(
     assert registry.finish_erasures() == 1
     with pytest.raises(Erased):
         registry.blobs.get(ids[GONE], sha)
+    assert ids[GONE] in read_table(world["kafka"], world["topics"].erased)
     assert [p.adapter_id for p in registry.blobs.pending_erasures()] == [ids[KEPT]]
     assert registry.weights(ALICE, KEPT, 1)  # a note alone erases nothing
