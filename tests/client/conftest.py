@@ -17,6 +17,7 @@ from minio import Minio
 
 import mint
 from mint.backends.kafka import KafkaConnection
+from mint.backends.kafka_residency import KafkaErasureNotices
 from mint.backends.s3 import S3Settings
 from mint.backends.s3_blobs import S3BlobStore
 from mint.backends.s3_objects import S3Objects
@@ -92,7 +93,8 @@ def world(
     w = new_world(kafka, s3)
     catalog = ProjectionCatalog(S3Objects(s3, w.bucket))
     blobs = S3BlobStore(s3, w.bucket, TEST_KEK)
-    registry = Registry(w.log, blobs, Limits(max_weights_bytes=UPLOAD_LIMIT), catalog)
+    notices = KafkaErasureNotices(kafka, w.topics)
+    registry = Registry(w.log, blobs, Limits(max_weights_bytes=UPLOAD_LIMIT), catalog, notices)
     server, port = build_server(registry, TOKENS)
     controller = _Running(Controller(ControllerConfig(kafka, w.topics, f"{w.bucket}-ctl")).run)
     node = NodeProcess(
@@ -123,6 +125,7 @@ def world(
         controller.halt()
         server.stop(grace=1).wait()
         catalog.close()
+        notices.close()
         w.log.close()
 
 
