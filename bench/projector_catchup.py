@@ -40,6 +40,7 @@ from mint.eventlog.chain import stored_bytes
 from mint.eventlog.port import Metadata, build_envelopes
 from streams.projector.runner import Projector
 from streams.projector.sink import DEFAULT_CONCURRENCY, S3Sink
+from tests.keys import TEST_KEK
 
 PARTITIONS = 6
 EVENTS_PER_ADAPTER = 3
@@ -47,14 +48,15 @@ CONFIG = json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj", "
 
 
 def fill(kafka: KafkaConnection, topic: str, blobs: S3BlobStore, adapters: int) -> None:
-    refs = [blobs.put(os.urandom(4096)) for _ in range(2)]
+    contents = [os.urandom(4096) for _ in range(2)]
     create_log_topic(kafka, topic, PARTITIONS, 1)
     producer = durable_producer(kafka, linger_ms=20, batch_size=256 * 1024)
     meta = Metadata("bench", "fill")
     for i in range(adapters):
-        stream, blob = f"bench/a{i}", refs[i % 2]
+        stream, adapter_id = f"bench/a{i}", uuid.uuid4().hex
+        blob = blobs.put(adapter_id, contents[i % 2])  # blobs are sealed per adapter
         events: list[Event] = [
-            AdapterCreated(uuid.uuid4().hex, "bench", f"a{i}", "bench", "ab" * 32, "lora"),
+            AdapterCreated(adapter_id, "bench", f"a{i}", "bench", "ab" * 32, "lora"),
             RevisionPublished(1, blob.sha256, blob.size, CONFIG, Provenance("bench")),
             ChannelMoved("latest", 1, 0),
         ]
@@ -71,7 +73,7 @@ def catch_up(
     kafka: KafkaConnection, s3: Minio, topic: str, bucket: str, concurrency: int, total: int
 ) -> float:
     """Events per second projected from offset 0 into a fresh bucket."""
-    sink = S3Sink(s3, bucket, blobs_bucket=topic, concurrency=concurrency)
+    sink = S3Sink(s3, bucket, blobs_bucket=topic, concurrency=concurrency, kek=TEST_KEK)
     projector = Projector(kafka, topic, sink, group_id=bucket)
     stop = threading.Event()
     runner = threading.Thread(target=projector.run, args=(stop,))
@@ -119,7 +121,7 @@ def main() -> None:
         )
         s3 = client(s3_settings, connections=args.concurrency)
         topic = f"catchup-{uuid.uuid4().hex[:8]}"
-        blobs = S3BlobStore(s3, topic)
+        blobs = S3BlobStore(s3, topic, TEST_KEK)
         started = time.perf_counter()
         fill(kafka, topic, blobs, args.adapters)
         print(f"wrote {total:,} events in {time.perf_counter() - started:.1f} s", flush=True)

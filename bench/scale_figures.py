@@ -35,6 +35,7 @@ from mint.domain.events import AdapterCreated, ChannelGateSet
 from mint.eventlog.port import Metadata, Position, Recorded, build_envelopes
 from streams.projector.planner import Operation, Planner
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 Figure = dict[str, Any]
 
@@ -101,7 +102,9 @@ class Run:
 
 def fill_topic(run: Run) -> Figure:
     """The fill: N adapters x 3 events, and the one blob every revision points to."""
-    S3BlobStore(run.s3, run.topic).put(run.upload.weights)
+    # Blobs are sealed per adapter: only the first adapter's is stored (one per adapter at
+    # 10^6 would dominate the fill), so checks reading the others' blobs see them missing.
+    S3BlobStore(run.s3, run.topic, TEST_KEK).put(run.layout.adapter_id(0), run.upload.weights)
     filled = run.filled = fill(
         run.kafka, run.topic, run.layout, run.upload, run.options.fill_workers
     )
@@ -206,7 +209,7 @@ def _write_catalog(run: Run, created: list[AdapterCreated]) -> None:
         stream = f"{event.tenant}/{event.name}"
         envelope = build_envelopes(stream, 0, b"", [event], meta)[0]
         operations += planner.plan(Recorded(envelope, Position(0, 0)))
-    sink = S3Sink(run.s3, run.topic, blobs_bucket=run.topic, prefix=PROJECTION_PREFIX)
+    sink = S3Sink(run.s3, run.topic, blobs_bucket=run.topic, prefix=PROJECTION_PREFIX, kek=TEST_KEK)
     try:
         sink.apply(operations)
     finally:

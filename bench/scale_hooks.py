@@ -15,6 +15,7 @@ from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from streams.projector.runner import Projector
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 MILLION_ADAPTER_EVENTS = 3_000_000  # the 10^6-adapter log: what the time targets are for
 PLAN_NODES = 50
@@ -25,7 +26,7 @@ PLAN_WANTED_AT_LEAST = 20  # some wanted groups stay while others idle out
 def projector_catch_up(run: Run) -> Figure:
     """The live projector (a new consumer group) from offset 0 of the whole log until it
     has caught up, into a prefix of its own."""
-    sink = S3Sink(run.s3, run.topic, blobs_bucket=run.topic, prefix="projected/")
+    sink = S3Sink(run.s3, run.topic, blobs_bucket=run.topic, prefix="projected/", kek=TEST_KEK)
     projector = Projector(run.kafka, run.topic, sink, group_id=f"{run.topic}-projector")
     quiet_s = 1.0  # how long it must find nothing new to stop: not projecting
     began = time.perf_counter()
@@ -48,7 +49,7 @@ def audit_verify(run: Run) -> Figure:
     log = KafkaEventLog(run.kafka, run.topic, run.layout.partitions, owned=())
     began = time.perf_counter()
     try:
-        report = verify(log.read_all(), S3BlobStore(run.s3, run.topic))
+        report = verify(log.read_all(), S3BlobStore(run.s3, run.topic, TEST_KEK))
     finally:
         log.close()
     seconds = time.perf_counter() - began

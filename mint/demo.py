@@ -7,9 +7,11 @@ examples. The trainer (the same code as `mint-trainer`, run in process over the 
 trains each revision from the last, publishes it with provenance, scores the user's
 examples on the serving path, and the gate promotes it. Both users' stable revisions are
 then served in one mixed batch beside the bare base (one of them checked token for token
-against PEFT reading the revision back from its PEFT layout), one user rolls back, and
-the log's heads are signed (Ed25519) and the whole log is audited: every stream's hash
-chain, every blob's sha256 and the signed checkpoint.
+against PEFT reading the revision back from its PEFT layout) and one user rolls back.
+That user then erases their adapter: its data key is destroyed and its blobs deleted, so
+none of them opens again, while the other user's adapter serves on. Last the log's heads
+are signed (Ed25519) and the whole log is audited: every stream's hash chain, every
+remaining blob's sha256, the signed checkpoint, and who erased what, when.
 
   python -m mint.demo [--out DIR]
 """
@@ -29,11 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mint.audit.verify import verify
-from mint.backends.local_blobs import LocalBlobStore
+from mint.backends.local_blobs import LocalBlobStore, local_kek
 from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
 from mint.backends.sqlite_log import SqliteEventLog
+from mint.blobs.port import adapter_blobs_prefix
 from mint.demo_serving import serve_mixed, write_peft_layout
 from mint.domain.adapter import Adapter
+from mint.domain.errors import Erased
 from mint.domain.names import AdapterRef
 from mint.eventlog.checkpoints import SigningKey
 from mint.eventlog.signer import CheckpointSigner
@@ -71,7 +75,8 @@ USERS = (
 def run(out: Path, console: Console) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    registry = Registry(SqliteEventLog(out / "events.db"), LocalBlobStore(out))
+    blobs = LocalBlobStore(out, local_kek(out / "kek"))
+    registry = Registry(SqliteEventLog(out / "events.db"), blobs)
     base = build_base(tiny_llama_config(), seed=0)
     base_fp = fingerprint(base)
     shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
@@ -107,16 +112,24 @@ def run(out: Path, console: Console) -> dict[str, Any]:
     ).adapter
     console.print(f"{bob.ref} stable: revision {before} → {rolled.channels['stable']}")
 
-    # An erasure step (EraseAdapter) belongs here: after serving, before the audit.
+    console.rule("[bold]5. bob erases his adapter")
+    erasure = _erase(registry, blobs, bob, console)
+    again = serve_mixed(registry, {"alice": alice}, base_fp, revision_dir, PROMPT)
+    erasure["other_serves"] = again["tokens"]["alice@stable"] == served["tokens"]["alice@stable"]
+    console.print(
+        f"alice@stable still serves, token for token as before: {erasure['other_serves']}"
+    )
 
-    console.rule("[bold]5. the log signed and audited")
+    console.rule("[bold]6. the log signed and audited")
     public_key = _sign(registry, out, console)
     report = verify(registry.log.read_all(), registry.blobs)
     _show_histories(registry, console)
+    for erased in report.erasures:
+        console.print(f"erased: {erased}")
     verdict = "clean" if report.clean else f"{len(report.problems)} problems"
     console.print(
         f"audit: {report.events} events in {report.streams} streams, "
-        f"{report.blobs_checked} blobs re-hashed: {verdict}"
+        f"{report.blobs_checked} blobs checked, {len(report.erasures)} erasure: {verdict}"
     )
     console.print(
         f"more: python -m mint.audit verify --backend embedded --data-dir {out} "
@@ -127,10 +140,12 @@ def run(out: Path, console: Console) -> dict[str, Any]:
         "adapters": {name: _summary(registry.get(OPS, a.ref)) for name, a in adapters.items()},
         "served": served,
         "revision_dir": str(revision_dir),
+        "erasure": erasure,
         "audit": {
             "events": report.events,
             "streams": report.streams,
             "blobs": report.blobs_checked,
+            "erasures": [e.stream_id for e in report.erasures],
             "clean": report.clean,
         },
     }
@@ -147,6 +162,37 @@ def _sign(registry: Registry, out: Path, console: Console) -> Path:
     store.close()
     console.print(f"signed {signed} checkpoint of the log's heads with Ed25519 key {key.key_id}")
     return public_key
+
+
+def _erase(
+    registry: Registry, blobs: LocalBlobStore, user: User, console: Console
+) -> dict[str, Any]:
+    """Erase the user's adapter: its tombstone appended, its data key destroyed, its blobs
+    (weights and examples) deleted; then try to open each of them again."""
+    adapter = registry.get(user.principal, user.ref)
+    digests = {r.weights_sha256 for r in adapter.revisions}
+    digests |= {u.examples_sha256 for u in adapter.updates}
+    erased = registry.erase(user.principal, user.ref, uuid.uuid4().hex).adapter
+    opened, refusal = 0, ""
+    for sha256 in sorted(digests):
+        try:
+            blobs.get(adapter.adapter_id, sha256)
+            opened += 1
+        except Erased as exc:
+            refusal = str(exc)
+    folder = blobs.root / adapter_blobs_prefix(adapter.adapter_id)
+    left = sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+    console.print(
+        f"{user.ref} erased at {erased.erased_at}: {opened} of its {len(digests)} blobs "
+        f"open, {left} left on disk; reading one says: {refusal}"
+    )
+    return {
+        "adapter": str(user.ref),
+        "erased_at": erased.erased_at,
+        "blobs": len(digests),
+        "opened": opened,
+        "left": left,
+    }
 
 
 def _update(registry: Registry, console: Console) -> list[UpdateResult]:
@@ -206,6 +252,7 @@ def _summary(adapter: Adapter) -> dict[str, Any]:
         ],
         "channels": dict(adapter.channels),
         "finished": {k: v.outcome for k, v in adapter.finished.items()},
+        "erased_at": adapter.erased_at,
     }
 
 

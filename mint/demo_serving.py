@@ -35,7 +35,8 @@ def write_peft_layout(
     folder = out / revision_prefix(adapter.ref.tenant, adapter.ref.name, revision.number)
     folder.mkdir(parents=True)
     (folder / ADAPTER_CONFIG).write_text(revision.config_json)
-    (folder / ADAPTER_WEIGHTS).write_bytes(registry.blobs.get(revision.weights_sha256))
+    weights = registry.blobs.get(adapter.adapter_id, revision.weights_sha256)
+    (folder / ADAPTER_WEIGHTS).write_bytes(weights)
     manifest = {
         "adapter": str(adapter.ref),
         "revision": revision.number,
@@ -60,7 +61,7 @@ def serve_mixed(
     asks: dict[str, list[tuple[RevisionRef, float]]] = {}
     for name, adapter in adapters.items():
         rev = adapter.resolve("stable")
-        blob = registry.blobs.get(rev.weights_sha256)
+        blob = registry.blobs.get(adapter.adapter_id, rev.weights_sha256)
         ref = RevisionRef(
             adapter.adapter_id, str(adapter.ref), rev.number, rev.weights_sha256, len(blob), base_fp
         )

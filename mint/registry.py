@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mint.blobs.port import BlobRef, BlobStore, checked_ref
 from mint.catalog.log_scan import LogScanCatalog
@@ -36,10 +38,13 @@ from mint.domain.events import AdapterEvent, BaseModelRegistered, Provenance
 from mint.domain.names import AdapterRef, adapter_name
 from mint.domain.names import tenant as tenant_name
 from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
+from mint.serving.erasures import ErasureNotice, ErasureNotices
 from mint.tracing import current_trace_id
 from mint.validation.adapter import validate_adapter
 from mint.validation.examples import parse_examples
 from mint.validation.limits import Limits
+
+log = logging.getLogger(__name__)
 
 BASE_STREAM_PREFIX = "base:"
 # Commands without an expected version lose races only to each other; retry those here.
@@ -49,6 +54,9 @@ BASE_STREAM_PREFIX = "base:"
 CONFLICT_PAUSE_S = (0.02, 0.5)  # first, longest
 CONFLICTS_FOR_S = 10.0
 FOLDED_CACHE_SIZE = 10_000  # adapters whose folded state a replica keeps decoded
+# An erasure begun this long ago whose tombstone is still not in the log never will be
+# (an append waits at most the caller's deadline): the sweep forgets it.
+ABANDON_ERASURE_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -106,10 +114,13 @@ class Registry:
         blobs: BlobStore,
         limits: Limits | None = None,
         catalog: AdapterCatalog | None = None,
+        notices: ErasureNotices | None = None,
     ) -> None:
         """`catalog` serves lists (the projection's, with the Kafka back end); without
-        one, each page scans the whole log."""
+        one, each page scans the whole log. `notices` tells the serving side of erasures
+        (nodes drop the adapter); the embedded back end serves from no node."""
         self.log, self.blobs, self.limits = log, blobs, limits or Limits()
+        self.notices = notices
         self.catalog = catalog or LogScanCatalog(log)
         # stream -> its folded state: commands read and fold only what is new since the
         # last command on that stream, not the whole history each time.
@@ -214,9 +225,10 @@ class Registry:
         def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
             if state is None:
                 raise NotFound(f"adapter {ref} does not exist")
+            state.check_not_erased()  # before the upload is checked and stored
             base = self.base(state.created.base_fingerprint)
             checked = validate_adapter(upload.config, upload.weights, base.parameters, self.limits)
-            blob = self._store_blob(upload.weights, upload.declared_sha256)  # blob first
+            blob = self._store_blob(state, upload.weights, upload.declared_sha256)  # blob first
             return agg.publish(
                 state, blob.sha256, blob.size, checked.config_json, provenance, tuple(parents)
             )
@@ -274,7 +286,7 @@ class Registry:
             )
             if examples:
                 gates.parse_examples(examples)
-                self._store_blob(examples, digest)  # blob first
+                self._store_blob(_exists(state), examples, digest)  # blob first
             return events
 
         return self._execute(principal, ref, expected_version, request_id, decide)
@@ -326,7 +338,7 @@ class Registry:
             events = agg.request_update(
                 _exists(state), request_id, kind, parsed.sha256, len(examples), channel
             )
-            self._store_blob(examples, parsed.sha256)  # every check passed: the blob first
+            self._store_blob(_exists(state), examples, parsed.sha256)  # checks passed: blob first
             return events
 
         return self._execute(principal, ref, None, request_id, decide)
@@ -355,19 +367,87 @@ class Registry:
             lambda s: agg.finish_update(_exists(s), update_id, revision, outcome, reason),
         )
 
-    def _store_blob(self, data: bytes, expected_sha256: str | None) -> BlobRef:
-        """Store a blob an event of this command is about to reference, unless the blob
-        collector is deleting it (mint/blobs/collector.py: from this check the command
-        must append within the collector's lease, which its deadline ensures)."""
-        blob = self.blobs.put(data, expected_sha256)
-        if self.blobs.marked(blob.sha256):
+    def _store_blob(self, state: agg.Adapter, data: bytes, expected_sha256: str | None) -> BlobRef:
+        """Store one of the adapter's blobs that an event of this command is about to
+        reference, unless the blob collector is deleting it (mint/blobs/collector.py: from
+        this check the command must append within the collector's lease, which its
+        deadline ensures). An erased adapter stores nothing."""
+        state.check_not_erased()
+        adapter_id = state.adapter_id
+        blob = self.blobs.put(adapter_id, data, expected_sha256)
+        if self.blobs.marked(adapter_id, blob.sha256):
             raise Unavailable(
                 f"blob {blob.sha256} is being collected as unreferenced; retry with the same "
                 "request id in a few minutes (it is stored again then)"
             )
-        if not self.blobs.exists(blob.sha256):  # collected between the put and the check
-            self.blobs.put(data, blob.sha256)
+        if not self.blobs.exists(adapter_id, blob.sha256):  # collected since the put
+            self.blobs.put(adapter_id, data, blob.sha256)
         return blob
+
+    def erase(
+        self,
+        principal: Principal,
+        ref: AdapterRef,
+        request_id: str,
+        expected_version: int | None = None,
+    ) -> Outcome:
+        """Erase for good: the tombstone is appended, then the adapter's data key is
+        destroyed and its blobs deleted (the projector deletes its projection, nodes drop
+        it). The erasure is noted in the blob store before the event, so one interrupted
+        after the event is finished by `finish_erasures`; erasing again finishes it too."""
+        self.check_command(principal, ref, request_id)
+        folded = self._load(str(ref))
+        if folded is None:
+            raise NotFound(f"adapter {ref} does not exist")
+        if not folded.state.erased:
+            self.blobs.begin_erasure(folded.state.adapter_id, str(ref))
+        erased_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        outcome = self._execute(
+            principal,
+            ref,
+            expected_version,
+            request_id,
+            lambda s: agg.erase(_exists(s), erased_at),
+        )
+        if outcome.adapter.erased:
+            self._finish_erasure(outcome.adapter)
+        return outcome
+
+    def _finish_erasure(self, state: agg.Adapter) -> None:
+        """What follows the tombstone; each step idempotent, the pending note last."""
+        if self.notices is not None:
+            self.notices.announce(
+                ErasureNotice(
+                    state.adapter_id,
+                    str(state.ref),
+                    state.erased_at,
+                    tuple(sorted({r.weights_sha256 for r in state.revisions})),
+                )
+            )
+        self.blobs.erase(state.adapter_id)
+
+    def finish_erasures(self) -> int:
+        """Finish the erasures begun on adapters this replica writes whose tombstone is
+        in the log (a crash came between the event and destroying the key); forget those
+        whose tombstone never landed. Reads only the pending ones' states (snapshots on
+        the owner), never the log at large. How many it finished."""
+        finished = 0
+        for pending in self.blobs.pending_erasures():
+            try:
+                self.log.check_writable(pending.stream)
+                folded = self._load(pending.stream)
+            except (Unavailable, InvalidArgument):
+                continue  # another replica's (it sweeps), or a note only `erase` can finish
+            state = folded.state if folded else None
+            if state is not None and state.adapter_id != pending.adapter_id:
+                state = None  # cannot be: adapter ids are issued once per stream
+            if state is not None and state.erased:
+                self._finish_erasure(state)
+                finished += 1
+                log.info("finished the erasure of %s (%s)", pending.stream, pending.adapter_id)
+            elif time.time() - pending.began_at > ABANDON_ERASURE_AFTER_S:
+                self.blobs.abandon_erasure(pending.adapter_id)
+        return finished
 
     # ---- queries -------------------------------------------------------------------
 
@@ -388,8 +468,9 @@ class Registry:
         """The weights of revision `at` (a number, or a channel's revision), checked
         against their recorded sha256."""
         adapter = self.get(principal, ref)
+        adapter.check_not_erased()
         revision = adapter.resolve(at) if isinstance(at, str) else adapter.revision(at)
-        return self.blobs.get(revision.weights_sha256)
+        return self.blobs.get(adapter.adapter_id, revision.weights_sha256)
 
     def history(self, principal: Principal, ref: AdapterRef) -> list[Recorded]:
         principal.require_tenant(ref.tenant)
@@ -512,6 +593,8 @@ class Registry:
                 f"{ref} is at version {current}, not {expected_version}: re-read it and retry"
             )
         events = decide(state)
+        if not events and state is not None:  # nothing to do (erasing an erased adapter)
+            return Outcome(state, AppendResult(str(ref), state.version, state.version, True))
         result = self.log.append(str(ref), current, events, _metadata(principal, request_id))
         if result.duplicate:  # appended by an earlier try of this request meanwhile
             folded = self._load(str(ref))

@@ -34,6 +34,7 @@ from mint.backends.kafka_log import DEFAULT_TOPIC
 from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.kafka_responses import ResponsesTopic
 from mint.backends.s3 import S3Settings
+from mint.blobs.sealing import Kek
 from mint.logs import LogConfig, LogLevel
 from mint.rpc.tls import TlsFiles
 
@@ -201,6 +202,20 @@ class S3Options(MintSettings):
 
 class BlobsOptions(MintSettings):
     blobs_bucket: str = Field("mint", description="bucket of the registry's uploaded blobs")
+
+
+KEK_FILE_HELP = (
+    "file of the key-encryption key that wraps every adapter's data key (a Secret: 64 hex "
+    "digits, base64 of 32 bytes, or 32 raw bytes; `openssl rand -hex 32`). Without it no "
+    "adapter's weights can be read"
+)
+
+
+class KekOptions(MintSettings):
+    kek_file: FilePath = Field(description=KEK_FILE_HELP)
+
+    def kek(self) -> Kek:
+        return Kek.from_file(self.kek_file)
 
 
 class ProjectionOptions(MintSettings):

@@ -24,14 +24,14 @@ KAFKA = {"kafka_bootstrap"}
 S3 = {"s3_endpoint", "s3_access_key", "s3_secret_key"}
 REQUIRED: dict[type[MintSettings], set[str]] = {
     ControllerSettings: KAFKA,
-    RegistrySettings: KAFKA | S3 | {"tokens_file"},
+    RegistrySettings: KAFKA | S3 | {"tokens_file", "kek_file"},
     EmbeddedRegistrySettings: {"tokens_file"},
-    ProjectorSettings: KAFKA | S3,
-    ProjectorRunSettings: KAFKA | S3,
+    ProjectorSettings: KAFKA | S3 | {"kek_file"},
+    ProjectorRunSettings: KAFKA | S3 | {"kek_file"},
     RouterSettings: KAFKA | S3 | {"tokens_file"},
     NodeSettings: KAFKA | S3 | {"tokens_file", "name"},
     AuditSettings: KAFKA,
-    AuditVerifySettings: KAFKA | S3,
+    AuditVerifySettings: KAFKA | S3 | {"kek_file"},
 }
 
 
@@ -192,6 +192,7 @@ def test_s3_https_and_its_ca_settings(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("pem")
     s3 = ["--s3-endpoint", "s3:443", "--s3-access-key", "a", "--s3-secret-key", "s"]
+    s3 += ["--kek-file", str(ca)]  # any file will do here
     config = load(AuditVerifySettings, "--kafka-bootstrap", "k", *s3, "--s3-secure")
     assert config.s3().secure and config.s3().ca_file is None
     config = load(

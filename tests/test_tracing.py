@@ -25,6 +25,7 @@ from mint.rpc.auth import TokenTable, token_digest
 from mint.v1 import events_pb2, registry_pb2_grpc
 from mint.v1 import registry_pb2 as pb
 from services.registry.server import build_server
+from tests.keys import TEST_KEK
 from tests.logged_rpc import ALICE, captured_logs, create, said, serve_logged
 
 ROOT = ("authorization", "Bearer root-token")
@@ -48,7 +49,9 @@ def registry(tmp_path: Path) -> Iterator[tuple[SqliteEventLog, pb.BaseModel, int
     log = SqliteEventLog(tmp_path / "events.db")
     tokens = TokenTable([(token_digest("root-token"), Principal("root", frozenset("*"), True))])
     server, port = build_server(
-        Registry(log, LocalBlobStore(tmp_path), catalog=LogScanCatalog(log)), tokens, drain_s=0
+        Registry(log, LocalBlobStore(tmp_path, TEST_KEK), catalog=LogScanCatalog(log)),
+        tokens,
+        drain_s=0,
     )
     base = pb.BaseModel(name="b", fingerprint="a" * 64)
     base.parameters["w"].CopyFrom(events_pb2.Shape(dims=[2, 2]))

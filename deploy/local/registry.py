@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mint.backends.local_blobs import local_kek
 from mint.rpc.auth import token_digest
 
 from .services import ServiceProcess
@@ -31,6 +32,9 @@ class RegistryProcess:
     replication: int = 1  # 3 on a 3-broker stack (fault tests)
     extra_args: list[str] = field(default_factory=list)  # more `serve` flags
     metrics_port: int = 0  # 0: no /metrics (many replicas on one machine)
+    # The KEK; by default one made beside the tokens file (shared by replicas started
+    # from the same folder, as they must share it).
+    kek_file: Path | None = None
     process: ServiceProcess | None = None
 
     @property
@@ -41,13 +45,20 @@ class RegistryProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def kek_path(self) -> Path:
+        path = self.kek_file or self.tokens_file.parent / "kek"
+        local_kek(path)  # made on first use
+        return path
+
     def start(self, timeout_s: float = 120.0) -> RegistryProcess:
         """Start and wait until it serves (it first takes its partitions)."""
         args = ["serve", "--port", str(self.port), "--events-topic", self.topic]
         args += ["--events-partitions", str(self.partitions)]
         args += ["--replication", str(self.replication), "--txn-prefix", self.topic]
         args += ["--blobs-bucket", self.topic, "--tokens-file", str(self.tokens_file)]
-        args += ["--metrics-port", str(self.metrics_port), *self.extra_args]
+        args += ["--metrics-port", str(self.metrics_port), "--kek-file", str(self.kek_path)]
+        args += self.extra_args
         self.process = ServiceProcess("services.registry", args, self.log_file, self.endpoints)
         self.process.start().wait_ready(timeout_s)
         return self

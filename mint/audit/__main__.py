@@ -66,9 +66,9 @@ def _log(args: argparse.Namespace) -> EventLog:
 def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Objects | None]:
     """What `verify` checks: the log, the blobs and (given its bucket) the projection."""
     if args.backend == "embedded":
-        from mint.backends.local_blobs import LocalBlobStore
+        from mint.backends.local_blobs import LocalBlobStore, local_kek
 
-        return _log(args), LocalBlobStore(args.data_dir), None
+        return _log(args), LocalBlobStore(args.data_dir, local_kek(args.data_dir / "kek")), None
     from mint.backends.kafka_log import KafkaEventLog
     from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
@@ -83,16 +83,16 @@ def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Obje
     projection = None
     if config.projection_bucket:
         projection = S3Objects(s3, config.projection_bucket, config.projection_prefix)
-    return log, S3BlobStore(s3, config.blobs_bucket), projection
+    return log, S3BlobStore(s3, config.blobs_bucket, config.kek()), projection
 
 
 def _gc(args: argparse.Namespace) -> int:
     if args.backend == "embedded":
-        from mint.backends.local_blobs import LocalBlobStore
+        from mint.backends.local_blobs import LocalBlobStore, local_kek
 
         options = settings.load(GcOptions, args)
         log: EventLog = _log(args)
-        blobs: BlobStore = LocalBlobStore(args.data_dir)
+        blobs: BlobStore = LocalBlobStore(args.data_dir, local_kek(args.data_dir / "kek"))
     else:
         from mint.backends.kafka_log import KafkaEventLog
         from mint.backends.s3 import client
@@ -100,7 +100,7 @@ def _gc(args: argparse.Namespace) -> int:
 
         config = settings.load(AuditGcSettings, args)
         log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
-        blobs = S3BlobStore(client(config.s3()), config.blobs_bucket)
+        blobs = S3BlobStore(client(config.s3()), config.blobs_bucket, config.kek())
         options = config
     try:
         run = gc.run_gc(
@@ -108,8 +108,8 @@ def _gc(args: argparse.Namespace) -> int:
         )
     finally:
         log.close()
-    for sha256 in run.orphans if args.dry_run else run.deleted:
-        print(f"{'unreferenced' if args.dry_run else 'deleted'} {sha256}")
+    for blob in run.orphans if args.dry_run else run.deleted:
+        print(f"{'unreferenced' if args.dry_run else 'deleted'} {blob.adapter_id} {blob.sha256}")
     print(run.summary())
     return 0
 
@@ -177,12 +177,14 @@ def _verify(args: argparse.Namespace) -> int:
     problems = [*report.problems, *(history.finish() if history is not None else [])]
     for problem in problems:
         print(f"PROBLEM {problem}")
+    for erasure in report.erasures:
+        print(f"ERASED {erasure}")
     if history is not None:
         print(history.summary())
     projected = f", {report.projection_files_checked} projection files" if projection else ""
     print(
         f"{report.events} events in {report.streams} streams, "
-        f"{report.blobs_checked} blobs{projected} checked: "
+        f"{report.blobs_checked} blobs{projected} checked, {len(report.erasures)} erasures: "
         f"{'clean' if not problems else f'{len(problems)} problems'}"
     )
     return 0 if not problems else 1

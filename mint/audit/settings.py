@@ -13,6 +13,7 @@ from mint.settings import (
     BlobsOptions,
     EventsOptions,
     KafkaOptions,
+    KekOptions,
     MintSettings,
     ProcessOptions,
     ResponsesOptions,
@@ -24,7 +25,7 @@ class AuditSettings(KafkaOptions, EventsOptions, ProcessOptions):
     """`replay` and `provenance` read the log only."""
 
 
-class AuditVerifySettings(AuditSettings, S3Options, BlobsOptions):
+class AuditVerifySettings(AuditSettings, S3Options, BlobsOptions, KekOptions):
     projection_bucket: str | None = Field(
         None, description="also check the projection's revision files in this bucket"
     )
@@ -60,5 +61,5 @@ class GcOptions(MintSettings):
     )
 
 
-class AuditGcSettings(AuditSettings, S3Options, BlobsOptions, GcOptions):
+class AuditGcSettings(AuditSettings, S3Options, BlobsOptions, KekOptions, GcOptions):
     """`gc`: the log, the blobs, and how to collect."""

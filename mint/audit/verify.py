@@ -2,10 +2,11 @@
 revision files of the projection (what readers download) against the log's hashes.
 
 One pass over the log, holding no event once it is checked: per stream only its chain's
-head (and, given the projection, its adapter's name). Each distinct blob is read and
-hashed once per run, however many revisions share it: its verdict (its size, or what is
-wrong with it) is kept by sha256, for up to `blob_memo` blobs (the least recently used
-go first; a blob whose verdict went is read again).
+head and its adapter's creation. Each distinct blob is read and
+hashed once per run, however many revisions of its adapter share it: its verdict (its
+size, or what is wrong with it) is kept by adapter and sha256, for up to `blob_memo` blobs
+(the least recently used go first; a blob whose verdict went is read again). Erasures are
+reported, and the blobs and projection files they removed are not problems (erasures.py).
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ from typing import Protocol
 from cachetools import LRUCache
 
 from mint.blobs.port import BlobStore
-from mint.domain.errors import DataLoss, NotFound
-from mint.domain.events import AdapterCreated, Event, RevisionPublished
+from mint.domain.errors import DataLoss, Erased, NotFound
+from mint.domain.events import AdapterCreated, AdapterErased, Event, RevisionPublished
 from mint.eventlog.chain import ChainProblem, StreamChain
 from mint.eventlog.port import Recorded
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, revision_prefix
+
+from .erasures import Erasure, ErasureLedger
 
 # About 300 bytes a verdict: a million distinct blobs (the scale MinT is built for) in
 # some 300 MB.
 BLOB_MEMO = 1_000_000
 PROGRESS_EVERY = 1000  # events between two progress reports
+ERASED = "its adapter's data key was destroyed"
+MISSING = "projection has no"
 
 
 class Objects(Protocol):
@@ -54,6 +59,7 @@ class Report:
     blobs_checked: int
     problems: list[ChainProblem]
     projection_files_checked: int = 0
+    erasures: tuple[Erasure, ...] = ()  # who erased which adapter, when, where
 
     @property
     def clean(self) -> bool:
@@ -85,7 +91,8 @@ class _Walk:
     def __init__(self, blobs: BlobStore | None, projection: Objects | None, memo: int) -> None:
         self.blobs, self.projection = blobs, projection
         self.chains: dict[str, StreamChain] = {}
-        self.names: dict[str, AdapterCreated] = {}  # per adapter stream, given a projection
+        self.names: dict[str, AdapterCreated] = {}  # per adapter stream
+        self.ledger = ErasureLedger()
         self.verdicts: LRUCache[str, int | str] = LRUCache(maxsize=memo)
         self.problems: list[ChainProblem] = []
         self.events = self.blobs_read = self.files = 0
@@ -103,20 +110,27 @@ class _Walk:
             if self.blobs is not None:
                 self._problem(r, f"payload does not decode: {exc}")
             return
-        if isinstance(event, AdapterCreated) and self.projection is not None:
+        if isinstance(event, AdapterCreated):
             self.names[stream] = event
-        if isinstance(event, RevisionPublished):
+        if isinstance(event, AdapterErased):
+            self.ledger.note(r, event)
+        created = self.names.get(stream)
+        if isinstance(event, RevisionPublished) and created is not None:
             if self.blobs is not None:
-                self._check_blob(r, event, self.blobs)
-            created = self.names.get(stream)
-            if self.projection is not None and created is not None:
+                self._check_blob(r, event, created.adapter_id, self.blobs)
+            if self.projection is not None:
                 self._check_files(r, event, created, self.projection)
 
-    def _check_blob(self, r: Recorded, event: RevisionPublished, blobs: BlobStore) -> None:
-        verdict = self.verdicts.get(event.weights_sha256)
+    def _check_blob(
+        self, r: Recorded, event: RevisionPublished, adapter_id: str, blobs: BlobStore
+    ) -> None:
+        memo = f"{adapter_id}/{event.weights_sha256}"
+        verdict = self.verdicts.get(memo)
         if verdict is None:
-            verdict = self.verdicts[event.weights_sha256] = self._read(blobs, event.weights_sha256)
-        if isinstance(verdict, str):
+            verdict = self.verdicts[memo] = self._read(blobs, adapter_id, event.weights_sha256)
+        if isinstance(verdict, str) and verdict.endswith(ERASED):
+            self.ledger.hold(self._problem_of(r, verdict))
+        elif isinstance(verdict, str):
             self._problem(r, verdict)
         elif verdict != event.weights_size:
             self._problem(
@@ -125,11 +139,13 @@ class _Walk:
                 f"the event says {event.weights_size}",
             )
 
-    def _read(self, blobs: BlobStore, sha256: str) -> int | str:
+    def _read(self, blobs: BlobStore, adapter_id: str, sha256: str) -> int | str:
         """The blob's size, or what is wrong with it."""
         self.blobs_read += 1
         try:
-            return len(blobs.get(sha256))
+            return len(blobs.get(adapter_id, sha256))
+        except Erased:
+            return f"blob {sha256} opens no more: {ERASED}"
         except NotFound:
             return f"blob {sha256} is missing"
         except DataLoss:
@@ -145,26 +161,40 @@ class _Walk:
             (prefix + ADAPTER_CONFIG, config_sha256),
         ):
             self.files += 1
-            if problem := _check_file(projection, key, sha256):
+            if self.ledger.erased(r.envelope.stream_id):
+                continue  # cannot be: no revision follows an erasure
+            problem = _check_file(projection, key, sha256)
+            if problem and problem.startswith(MISSING):  # unless erased later in the log
+                self.ledger.hold(self._problem_of(r, problem))
+            elif problem:
                 self._problem(r, problem)
 
     def _problem(self, r: Recorded, text: str) -> None:
-        self.problems.append(
-            ChainProblem(r.envelope.stream_id, r.envelope.stream_version, str(r.position), text)
-        )
+        self.problems.append(self._problem_of(r, text))
+
+    def _problem_of(self, r: Recorded, text: str) -> ChainProblem:
+        return ChainProblem(r.envelope.stream_id, r.envelope.stream_version, str(r.position), text)
 
     def progress(self) -> Progress:
         return Progress(self.events, len(self.chains), self.blobs_read, self.files)
 
     def report(self) -> Report:
-        problems = sorted(self.problems, key=lambda p: p.stream_id)  # each in log order
-        return Report(self.events, len(self.chains), self.blobs_read, problems, self.files)
+        problems = self.problems + self.ledger.unexplained()
+        problems.sort(key=lambda p: p.stream_id)  # each in log order
+        return Report(
+            self.events,
+            len(self.chains),
+            self.blobs_read,
+            problems,
+            self.files,
+            tuple(self.ledger.erasures),
+        )
 
 
 def _check_file(projection: Objects, key: str, sha256: str) -> str | None:
     data = projection.get(key)
     if data is None:
-        return f"projection has no {key}"
+        return f"{MISSING} {key}"
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         return (

@@ -9,14 +9,19 @@ controller fences the previous one; readers use read_committed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from mint.domain.errors import Unavailable
+from mint.serving.erasures import ErasureNotice
 from mint.serving.requests import RevisionRef
 from mint.v1 import residency_pb2
 
@@ -25,8 +30,12 @@ from .kafka import (
     DURABLE_PRODUCER,
     KafkaConnection,
     create_missing_topics,
+    durable_producer,
     wait_for_partitions,
 )
+
+log = logging.getLogger(__name__)
+ANNOUNCE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -45,14 +54,20 @@ class ResidencyTopics:
     def demand(self) -> str:
         return f"{self.prefix}.demand"
 
+    @property
+    def erased(self) -> str:
+        """Erasure notices (mint/serving/erasures.py), keyed by adapter id."""
+        return f"{self.prefix}.erased"
+
     def create(self, kafka: KafkaConnection, replication: int = 1, partitions: int = 4) -> None:
-        """Create the three topics if missing (idempotent). `demand` has one partition:
-        the controller group's one assignee is the active controller."""
+        """Create the topics if missing (idempotent). `demand` has one partition: the
+        controller group's one assignee is the active controller."""
         extra = {"min.insync.replicas": "2"} if replication >= 3 else {}
         wanted = [
             NewTopic(self.desired, partitions, replication, topic_configs={**COMPACTED, **extra}),
             NewTopic(self.status, partitions, replication, topic_configs={**COMPACTED, **extra}),
             NewTopic(self.demand, 1, replication, topic_configs={"retention.ms": "3600000"}),
+            NewTopic(self.erased, 1, replication, topic_configs={**COMPACTED, **extra}),
         ]
         create_missing_topics(kafka, wanted)
         for topic in wanted:  # created topics take a moment to have leaders
@@ -136,6 +151,63 @@ def read_table(kafka: KafkaConnection, topic: str) -> dict[str, bytes]:
     finally:
         follower.close()
     return table
+
+
+class KafkaErasureNotices:
+    """The registry's announcements of erasures (see mint/serving/erasures.py)."""
+
+    def __init__(self, kafka: KafkaConnection, topics: ResidencyTopics) -> None:
+        self.topic = topics.erased
+        self.producer = durable_producer(kafka)
+
+    def announce(self, notice: ErasureNotice) -> None:
+        future = self.producer.send(
+            self.topic, key=notice.adapter_id.encode(), value=notice.encode()
+        )
+        try:
+            future.get(timeout=ANNOUNCE_TIMEOUT_S)
+        except KafkaError as exc:
+            raise Unavailable(
+                f"could not announce the erasure of {notice.adapter} ({exc}); erase it again "
+                "(the same request id) to finish"
+            ) from exc
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
+
+
+class ErasureWatch:
+    """Follows the erasure notices on a thread of its own, from the beginning, handing
+    each to `on_notice` (the router's catalog)."""
+
+    def __init__(
+        self,
+        kafka: KafkaConnection,
+        topics: ResidencyTopics,
+        on_notice: Callable[[ErasureNotice], None],
+    ) -> None:
+        self._follower = TableFollower(kafka, topics.erased)
+        self._on_notice, self._stop = on_notice, threading.Event()
+        self.caught_up = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="erasures", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for adapter_id, value in self._follower.poll(timeout_s=0.2):
+                    if value is not None:
+                        self._on_notice(ErasureNotice.decode(adapter_id, value))
+                if self._follower.caught_up:
+                    self.caught_up.set()
+            except Exception:  # Kafka trouble: the next poll tries again
+                log.exception("reading erasure notices failed; retrying")
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._follower.close()
 
 
 class DesiredWriter:

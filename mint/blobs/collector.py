@@ -1,15 +1,23 @@
 """Collecting blobs that no event references: a command that lost a race after its blob
 was stored (blobs go first, events last) leaves one behind.
 
+Blobs are the adapters' own (sealed per adapter, mint/blobs/port.py), so a reference is
+an (adapter id, sha256) pair: an event of an adapter's stream names a blob of that
+adapter (RevisionPublished its weights, ChannelGateSet and UpdateRequested their
+examples), and the stream's AdapterCreated says which adapter id that is. An erased
+adapter's blobs are not the collector's business: erasure deletes them, and its sweep
+finishes what a crash left; the collector neither marks nor deletes them.
+
 The hazard is a command about to reference a blob the collector is deleting: content
-addressing means a new upload of the same bytes finds the orphan already there and
-writes nothing, so the orphan's age says nothing about whether a command is about to
-point at it. Collection is therefore mark, wait, re-check, delete:
+addressing means a new upload of the same bytes to the same adapter finds the orphan
+already there and writes nothing, so the orphan's age says nothing about whether a
+command is about to point at it. Collection is therefore mark, wait, re-check, delete:
 
 1. Candidates: blobs last written more than `grace_s` ago (a young blob is most likely
    one whose command has not appended yet: left alone), plus blobs a collector that
    stopped halfway left marked.
-2. The log is read to its end; candidates it references are kept.
+2. The log is read to its end; candidates it references are kept, and so are those of
+   erased adapters (left to erasure).
 3. Each remaining orphan is marked (`BlobStore.mark`). From then on the registry
    refuses to reference it: after storing a blob and before appending the event that
    names it, a command checks for a mark (`Registry._store_blob`: UNAVAILABLE, "retry"),
@@ -18,7 +26,8 @@ point at it. Collection is therefore mark, wait, re-check, delete:
    caller's deadline, 30 s by default; the writer's transaction timeout). A command that
    checked before the mark has appended by then.
 5. The log is read to its end again. A marked blob it now references (a command that
-   checked just before the mark) is kept; the rest are deleted, and only then unmarked.
+   checked just before the mark) is kept, as is one whose adapter was erased meanwhile;
+   the rest are deleted, and only then unmarked.
 
 Why it is safe: a command that found no mark at time t references its blob by t + lease.
 A collection whose mark came after t reads the log after t + lease, so it sees the
@@ -39,20 +48,29 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from mint.domain.events import ChannelGateSet, Event, RevisionPublished, UpdateRequested
+from mint.domain.events import (
+    AdapterCreated,
+    AdapterErased,
+    ChannelGateSet,
+    Event,
+    RevisionPublished,
+    UpdateRequested,
+)
 from mint.eventlog.port import EventLog, Recorded
 
-from .port import BlobStore
+from .port import BlobId, BlobStore
 
 DEFAULT_GRACE_S = 24 * 3600.0
 DEFAULT_LEASE_S = 300.0
 REFERENCING = frozenset(
     {"mint.v1.RevisionPublished", "mint.v1.ChannelGateSet", "mint.v1.UpdateRequested"}
 )
+# Which adapter a stream is, and whether it was erased: decoded too.
+IDENTIFYING = frozenset({"mint.v1.AdapterCreated", "mint.v1.AdapterErased"})
 
 
 def references(event: Event) -> Iterable[str]:
-    """The blobs an event points to."""
+    """The sha256s of the blobs an event points to (blobs of its stream's adapter)."""
     if isinstance(event, RevisionPublished):
         yield event.weights_sha256
     elif (isinstance(event, ChannelGateSet) and event.examples_sha256) or isinstance(
@@ -71,9 +89,10 @@ class Collection:
     blobs_seen: int = 0
     young: int = 0  # within the grace period
     referenced: int = 0  # candidates the log points to
-    orphans: list[str] = field(default_factory=list)  # marked (or, dry run, would be)
-    saved: list[str] = field(default_factory=list)  # referenced by the time of the re-check
-    deleted: list[str] = field(default_factory=list)
+    erased: int = 0  # candidates of erased adapters: erasure's business, left alone
+    orphans: list[BlobId] = field(default_factory=list)  # marked (or, dry run, would be)
+    saved: list[BlobId] = field(default_factory=list)  # referenced by the re-check's time
+    deleted: list[BlobId] = field(default_factory=list)
     bytes_freed: int = 0
 
     def summary(self) -> str:
@@ -82,6 +101,7 @@ class Collection:
         return (
             f"{self.blobs_seen:,} blobs, {self.events_read:,} events read: "
             f"{self.young:,} within the grace period, {self.referenced:,} referenced, "
+            f"{self.erased:,} of erased adapters, "
             f"{len(self.saved):,} referenced while marked (kept); {done} {count:,} "
             f"unreferenced ({self.bytes_freed:,} bytes)"
         )
@@ -102,57 +122,88 @@ def collect(
     """One collection (see the module's docstring); `progress` is called as it goes."""
     run = Collection(dry_run)
     young_since = datetime.now(UTC) - timedelta(seconds=grace_s)
-    sizes: dict[str, int] = {}
-    for blob in blobs.stored():
+    sizes: dict[BlobId, int] = {}
+    for stored in blobs.stored():
         run.blobs_seen += 1
-        if blob.modified > young_since:
+        if stored.modified > young_since:
             run.young += 1
         else:
-            sizes[blob.sha256] = blob.size
+            sizes[stored.blob] = stored.size
         _every(run, run.blobs_seen, progress)
     leftover = set(blobs.marks())  # a run that stopped halfway: finish its work
     candidates = set(sizes) | leftover
     run.phase = "reading the log"
     referenced = _referenced(log, candidates, run, progress)
-    run.referenced = len(referenced - leftover)
-    run.orphans = sorted(candidates - referenced)
+    run.referenced = len(referenced.kept - leftover)
+    run.erased = len(referenced.erased_among(candidates))
+    run.orphans = sorted(candidates - referenced.kept - referenced.erased_among(candidates))
     if dry_run:
-        run.bytes_freed = sum(sizes.get(s, 0) for s in run.orphans)
+        run.bytes_freed = sum(sizes.get(b, 0) for b in run.orphans)
         run.phase = "done"
         progress(run)
         return run
-    for sha256 in run.orphans:
-        blobs.mark(sha256)
-    for sha256 in leftover & referenced:  # referenced after all: let it be used again
-        blobs.unmark(sha256)
+    for blob in run.orphans:
+        blobs.mark(*blob)
+    for blob in leftover - set(run.orphans):  # referenced or erased after all
+        blobs.unmark(*blob)
     run.phase = f"waiting {lease_s:g} s for commands that checked before the marks"
     progress(run)
     wait(lease_s)
     run.phase = "reading the log again"
     again = _referenced(log, set(run.orphans), run, progress)
-    for sha256 in run.orphans:
-        if sha256 in again:
-            run.saved.append(sha256)
+    kept = again.kept | again.erased_among(set(run.orphans))
+    for blob in run.orphans:
+        if blob in kept:
+            run.saved.append(blob)
         else:
-            blobs.delete(sha256)  # deleted before unmarked: see the module's docstring
-            run.deleted.append(sha256)
-            run.bytes_freed += sizes.get(sha256, 0)
-        blobs.unmark(sha256)
+            blobs.delete(*blob)  # deleted before unmarked: see the module's docstring
+            run.deleted.append(blob)
+            run.bytes_freed += sizes.get(blob, 0)
+        blobs.unmark(*blob)
         _every(run, len(run.saved) + len(run.deleted), progress)
     run.phase = "done"
     progress(run)
     return run
 
 
-def _referenced(log: EventLog, wanted: set[str], run: Collection, progress: Progress) -> set[str]:
-    """Which of `wanted` the log references, read to its end as of now."""
-    found: set[str] = set()
+@dataclass
+class _Read:
+    """What one read of the log found about the blobs wanted."""
+
+    kept: set[BlobId] = field(default_factory=set)  # referenced
+    erased: set[str] = field(default_factory=set)  # adapter ids
+
+    def erased_among(self, blobs: set[BlobId]) -> set[BlobId]:
+        return {b for b in blobs if b.adapter_id in self.erased}
+
+
+def _referenced(log: EventLog, wanted: set[BlobId], run: Collection, progress: Progress) -> _Read:
+    """Which of `wanted` the log references, and which adapters it erased, read to its
+    end as of now."""
+    found = _Read()
+    adapter_ids: dict[str, str] = {}  # stream -> adapter id
+    wanted_digests = {b.sha256 for b in wanted}
     recorded: Recorded
     for recorded in log.read_all():
         run.events_read += 1
-        if recorded.envelope.event_type in REFERENCING:  # decode only those
-            found.update(s for s in references(recorded.event) if s in wanted)
+        kind, stream = recorded.envelope.event_type, recorded.envelope.stream_id
+        if kind in IDENTIFYING:
+            event = recorded.event
+            if isinstance(event, AdapterCreated):
+                adapter_ids[stream] = event.adapter_id
+            elif isinstance(event, AdapterErased):
+                found.erased.add(event.adapter_id)
+        elif kind in REFERENCING:  # decode only those
+            for sha256 in references(recorded.event):
+                if sha256 not in wanted_digests:
+                    continue
+                adapter_id = adapter_ids.get(stream)
+                if adapter_id is None:  # its creation unread (cannot be): keep every copy
+                    found.kept.update(b for b in wanted if b.sha256 == sha256)
+                else:
+                    found.kept.add(BlobId(adapter_id, sha256))
         _every(run, run.events_read, progress)
+    found.kept &= wanted
     return found
 
 

@@ -171,6 +171,25 @@ def archive(
     _changed(result, f"archived {ref}", json)
 
 
+@app.command(epilog="Example: mint adapter erase acme/tone --yes")
+def erase(
+    ref: Ref,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="erase without asking (it cannot be undone)")
+    ] = False,
+    expected_version: o.ExpectedVersion = None,
+    json: o.Json = False,
+    request_id: o.RequestId = None,
+) -> None:
+    """Erase an adapter for good: its weights can never be read again anywhere; the log
+    keeps who erased it and when."""
+    if not yes and not typer.confirm(f"erase {ref} for good? This cannot be undone"):
+        raise typer.Exit(1)
+    with connected() as client:
+        result = client.erase(ref, expected_version=expected_version, request_id=request_id)
+    _changed(result, f"erased {ref} at {result.adapter.erased_at}", json)
+
+
 @app.command(epilog="Example: mint adapter show acme/tone --json")
 def show(ref: Ref, json: o.Json = False) -> None:
     """An adapter: its base, channels, gates and revisions."""
@@ -180,7 +199,8 @@ def show(ref: Ref, json: o.Json = False) -> None:
 
 
 def _render_adapter(adapter: Adapter) -> None:
-    out.print(f"{adapter.ref}{'  (archived)' if adapter.archived else ''}")
+    state = f"  (erased at {adapter.erased_at})" if adapter.erased else ""
+    out.print(f"{adapter.ref}{state or ('  (archived)' if adapter.archived else '')}")
     out.print(f"  id       {adapter.adapter_id}")
     out.print(f"  base     {adapter.base_fingerprint}")
     out.print(f"  version  {adapter.version}")

@@ -296,6 +296,16 @@ class AsyncClient:
             answer = await self._command(lambda s: s.ArchiveAdapter, request, ref)
         return read.command_result(answer, rid)
 
+    async def erase(
+        self, ref: str, *, expected_version: int | None = None, request_id: str | None = None
+    ) -> CommandResult:
+        """Erase for good (see Client.erase)."""
+        rid = request_id or new_request_id()
+        request = build.erase(ref, rid, expected_version)
+        with raising_mint_errors(rid):
+            answer = await self._command(lambda s: s.EraseAdapter, request, ref)
+        return read.command_result(answer, rid)
+
     # --- reads ---------------------------------------------------------------------------
 
     async def get_adapter(self, ref: str) -> Adapter:

@@ -154,12 +154,19 @@ def finish_update(
     )
 
 
+def erase(ref: str, request_id: str, expected_version: int | None) -> pb.EraseAdapterRequest:
+    return _expecting(
+        pb.EraseAdapterRequest(ref=parse_ref(ref), request_id=request_id), expected_version
+    )
+
+
 _Command = TypeVar(
     "_Command",
     pb.RecordEvaluationRequest,
     pb.SetChannelGateRequest,
     pb.MoveChannelRequest,
     pb.ArchiveAdapterRequest,
+    pb.EraseAdapterRequest,
 )
 
 

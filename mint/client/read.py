@@ -70,6 +70,7 @@ def adapter(message: pb.Adapter) -> t.Adapter:
             channel: t.Gate(r.suite, r.requirement, r.threshold, r.examples_sha256)
             for channel, r in message.gate_rules.items()
         },
+        erased_at=message.erased_at,
     )
 
 

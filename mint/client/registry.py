@@ -260,6 +260,12 @@ class RegistryClient:
         )
         return self._call(lambda s: s.FinishUpdate, request, key=ref)
 
+    def erase_adapter(
+        self, ref: str, expected_version: int | None = None, request_id: str | None = None
+    ) -> pb.CommandResult:
+        request = build.erase(ref, request_id or new_request_id(), expected_version)
+        return self._call(lambda s: s.EraseAdapter, request, key=ref)
+
     def get_adapter(self, ref: str) -> pb.Adapter:
         return self._call(lambda s: s.GetAdapter, build.get_adapter(ref), ref)
 

@@ -289,6 +289,18 @@ class Client:
             answer = self.registry.archive_adapter(ref, reason, expected_version, rid)
         return read.command_result(answer, rid)
 
+    def erase(
+        self, ref: str, *, expected_version: int | None = None, request_id: str | None = None
+    ) -> CommandResult:
+        """Erase for good: the log keeps who erased it and when, not its weights (their data
+        key is destroyed, every copy and the projection deleted, every node drops it).
+        Erasing an erased adapter changes nothing; later calls for it get FailedPrecondition
+        ("... was erased at ...")."""
+        rid = request_id or new_request_id()
+        with raising_mint_errors(rid):
+            answer = self.registry.erase_adapter(ref, expected_version, rid)
+        return read.command_result(answer, rid)
+
     # --- reads ---------------------------------------------------------------------------
 
     def get_adapter(self, ref: str) -> Adapter:

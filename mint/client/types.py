@@ -79,6 +79,11 @@ class Adapter:
     # channel -> its whole gate: the suite, whose verdict counts (any, four_eyes,
     # platform) and, for platform gates, the threshold and the examples' sha256
     gate_rules: Mapping[str, Gate] = field(default_factory=dict)
+    erased_at: str = ""  # ISO 8601 (UTC) once erased: the revisions say what was, no more
+
+    @property
+    def erased(self) -> bool:
+        return bool(self.erased_at)
 
     def revision(self, number: int) -> Revision:
         for revision in self.revisions:

@@ -10,10 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from . import bounds, gates, names
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .errors import AlreadyExists, Erased, FailedPrecondition, InvalidArgument, NotFound
 from .events import (
     AdapterArchived,
     AdapterCreated,
+    AdapterErased,
     AdapterEvent,
     ChannelGateSet,
     ChannelMoved,
@@ -52,10 +53,23 @@ class Adapter:
     # Update requests in the order asked, and how each that finished ended.
     updates: tuple[UpdateRequested, ...] = ()
     finished: Mapping[str, UpdateFinished] = field(default_factory=dict)
+    erased_at: str = ""  # set once erased (ISO 8601, UTC)
 
     @property
     def adapter_id(self) -> str:
         return self.created.adapter_id
+
+    @property
+    def erased(self) -> bool:
+        return bool(self.erased_at)
+
+    def check_not_erased(self) -> None:
+        """Erased adapters keep their history but have no weights: say so, not less."""
+        if self.erased:
+            raise Erased(
+                f"adapter {self.ref} was erased at {self.erased_at}: its weights are gone "
+                "for good; publish to a new adapter"
+            )
 
     @property
     def ref(self) -> names.AdapterRef:
@@ -89,6 +103,7 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
         raise ValueError(f"{type(event).__name__} before AdapterCreated")
     revisions, channels, gated = state.revisions, state.channels, state.gates
     archived, updates, finished = state.archived, state.updates, state.finished
+    erased_at = state.erased_at
     match event:
         case RevisionPublished():
             rev = Revision(
@@ -122,6 +137,8 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
             updates = (*updates, event)
         case UpdateFinished():
             finished = {**finished, event.update_id: event}
+        case AdapterErased():
+            erased_at = event.erased_at
         case _:
             raise TypeError(f"not an adapter event: {event!r}")
     return Adapter(
@@ -133,6 +150,7 @@ def apply(state: Adapter | None, event: AdapterEvent) -> Adapter:
         archived,
         updates,
         finished,
+        erased_at,
     )
 
 
@@ -170,6 +188,8 @@ def compact(state: Adapter) -> list[AdapterEvent]:
     events.extend(state.finished.values())
     if state.archived:
         events.append(AdapterArchived(""))
+    if state.erased:
+        events.append(AdapterErased(state.adapter_id, state.erased_at))
     return events
 
 
@@ -235,6 +255,7 @@ def record_evaluation(
     platform: bool = False,
 ) -> list[AdapterEvent]:
     """`platform`: the evaluator is the platform's (the caller's authenticated flag)."""
+    state.check_not_erased()
     state.revision(revision)
     bounds.metrics(metrics)
     bounds.text("dataset_fingerprint", dataset_fingerprint)
@@ -323,7 +344,9 @@ def request_update(
 def finish_update(
     state: Adapter, update_id: str, revision: int, outcome: str, reason: str = ""
 ) -> list[AdapterEvent]:
-    """The last stage of an update: its revision promoted, or held (with why)."""
+    """The last stage of an update: its revision promoted, or held (with why). Nothing
+    follows an erasure's tombstone: the trainer drops an erased adapter's updates."""
+    state.check_not_erased()
     state.update(update_id)
     bounds.text("reason", reason)
     if outcome not in UPDATE_OUTCOMES:
@@ -338,6 +361,15 @@ def finish_update(
     return [UpdateFinished(update_id, revision, outcome, reason)]
 
 
+def erase(state: Adapter, erased_at: str) -> list[AdapterEvent]:
+    """The tombstone; an archived adapter can be erased too. Erasing an erased adapter
+    appends nothing (the caller finishes what a crash may have left undone)."""
+    if state.erased:
+        return []
+    return [AdapterErased(state.adapter_id, erased_at)]
+
+
 def _writable(state: Adapter) -> None:
+    state.check_not_erased()
     if state.archived:
         raise FailedPrecondition(f"{state.ref} is archived; it accepts no further changes")

@@ -33,6 +33,10 @@ class FailedPrecondition(DomainError):
     """The state does not allow it (an archived adapter, an evaluation gate not passed)."""
 
 
+class Erased(FailedPrecondition):
+    """The adapter was erased: its weights are gone for good (its data key destroyed)."""
+
+
 class VersionConflict(DomainError):
     """`expected_version` is stale: re-read the adapter and retry the command."""
 

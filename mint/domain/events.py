@@ -88,6 +88,14 @@ class UpdateFinished:
 
 
 @dataclass(frozen=True)
+class AdapterErased:
+    """The tombstone: who and when are the envelope's; no reason is kept."""
+
+    adapter_id: str
+    erased_at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
 class BaseModelRegistered:
     name: str
     fingerprint: str
@@ -103,5 +111,6 @@ AdapterEvent = (
     | AdapterArchived
     | UpdateRequested
     | UpdateFinished
+    | AdapterErased
 )
 Event = AdapterEvent | BaseModelRegistered

@@ -28,6 +28,7 @@ SCHEMAS: dict[type, tuple[type[Message], int]] = {
     ev.ChannelGateSet: (pb.ChannelGateSet, 1),
     ev.ChannelMoved: (pb.ChannelMoved, 1),
     ev.AdapterArchived: (pb.AdapterArchived, 1),
+    ev.AdapterErased: (pb.AdapterErased, 1),
     ev.BaseModelRegistered: (pb.BaseModelRegistered, 1),
     ev.UpdateRequested: (pb.UpdateRequested, 1),
     ev.UpdateFinished: (pb.UpdateFinished, 1),

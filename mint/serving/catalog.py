@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 from cachetools import LRUCache, TTLCache
 
-from mint.domain.errors import NotFound
+from mint.domain.errors import Erased, NotFound
 from mint.layout import ADAPTER_WEIGHTS, MANIFEST
 
+from .erasures import ErasureNotice
 from .requests import LogPosition, RevisionRef, Selector
 
 MANIFESTS_CACHED = 10_000  # revisions (about 1 KB each, with the adapter's config)
@@ -53,9 +54,22 @@ class Catalog:
         self._manifests: LRUCache[tuple[str, int], RevisionRef] = LRUCache(manifests_cached)
         self._pointers: TTLCache[str, int] = TTLCache(pointers_cached, pointer_ttl_s, clock)
         self._lock = threading.Lock()  # the caches reorder themselves on every read
+        # Erased adapters by name: kept for good, one small entry per erasure.
+        self._erased: dict[str, ErasureNotice] = {}
+
+    def erase(self, notice: ErasureNotice) -> None:
+        """Forget an erased adapter: its requests are refused from now on."""
+        with self._lock:
+            self._erased[notice.adapter] = notice
+            for key in [k for k in self._manifests if k[0] == notice.adapter]:
+                del self._manifests[key]
 
     def resolve(self, selector: Selector) -> RevisionRef:
         adapter = str(selector.adapter)
+        with self._lock:
+            notice = self._erased.get(adapter)
+        if notice is not None:
+            raise Erased(notice.message())
         revision = selector.revision or self._pointed_revision(adapter, selector.channel)
         return self.revision(adapter, revision)
 
@@ -100,8 +114,14 @@ class Catalog:
         return revision
 
     def _require_adapter(self, adapter: str) -> None:
-        if self.objects.get(f"catalog/{adapter}.json") is None:
+        entry = self._json(f"catalog/{adapter}.json")
+        if entry is None:
             raise NotFound(f"adapter {adapter} not found (is it created and projected?)")
+        if entry.get("erased_at"):  # its files are gone with it
+            raise Erased(
+                f"adapter {adapter} was erased at {entry['erased_at']}: its weights are gone "
+                "for good; use another adapter"
+            )
 
     def _json(self, key: str) -> Any:
         data = self.objects.get(key)

@@ -68,6 +68,10 @@ class DiskCache:
         for sha256 in victims:
             self._path(sha256).unlink(missing_ok=True)
 
+    def drop(self, sha256: str) -> None:
+        """Delete the file of `sha256` if there is one (its adapter was erased)."""
+        self._drop(sha256)
+
     def _drop(self, sha256: str) -> None:
         with self._lock:
             self._sizes.pop(sha256, None)

@@ -19,7 +19,13 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from mint.blobs.port import BlobStore
-from mint.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from mint.domain.errors import (
+    Erased,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from mint.domain.events import Provenance
 from mint.eventlog.port import Checkpoint, EventLog, next_checkpoint
 from mint.models.base import fingerprint
@@ -46,6 +52,7 @@ STAGES = ("train", "publish", "evaluate", "promote", "finish")
 # Errors no retry can mend: the update is finished as held, with the message as reason.
 PERMANENT = (InvalidArgument, NotFound, FailedPrecondition, PermissionDenied)
 OnStage = Callable[[UpdateJob, str], None]
+SKIPPED = "skipped"  # the adapter was erased: nothing may follow its tombstone
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class UpdateLoop:
         try:
             return self._stages(job)
         except PERMANENT as exc:
+            if isinstance(exc, Erased) or self._erased(job):  # erased while it ran
+                return self._skipped(job)
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("update %s of %s held: %s", job.request.update_id, job.ref, reason)
             self.on_stage(job, "finish")
@@ -94,14 +103,31 @@ class UpdateLoop:
             )
             return UpdateResult(job.request.update_id, 0, "held", reason, {})
 
+    def _erased(self, job: UpdateJob) -> bool:
+        """Whether the adapter is erased now (over gRPC an erasure is FAILED_PRECONDITION,
+        like any other refusal: the state tells them apart)."""
+        try:
+            return self.registry.view(job.ref).erased
+        except PERMANENT:
+            return False
+
+    def _skipped(self, job: UpdateJob) -> UpdateResult:
+        """An erased adapter's update: dropped, its examples and weights gone with it."""
+        log.info("update %s of %s skipped: the adapter is erased", job.request.update_id, job.ref)
+        return UpdateResult(job.request.update_id, 0, SKIPPED, "the adapter is erased", {})
+
     def _stages(self, job: UpdateJob) -> UpdateResult:
         view = self.registry.view(job.ref)
+        if view.erased:
+            return self._skipped(job)
         if view.base_fingerprint != self.base_fingerprint:
             raise FailedPrecondition(
                 f"{job.ref} is bound to base {view.base_fingerprint[:12]}…; this trainer "
                 f"serves {self.base_fingerprint[:12]}…"
             )
-        examples = parse_examples(self.blobs.get(job.request.examples_sha256), job.request.kind)
+        examples = parse_examples(
+            self.blobs.get(view.adapter_id, job.request.examples_sha256), job.request.kind
+        )
         pairs = tokenized(examples.learnt(), self.tokenize, self.hp.max_tokens)
         made = view.made_by(job.run_id)
         if made is None:
@@ -141,7 +167,11 @@ class UpdateLoop:
     ) -> tuple[AdapterView, RevisionView]:
         parent = view.latest()
         self.on_stage(job, "train")
-        warm = Parent(parent.config_json, self.blobs.get(parent.weights_sha256)) if parent else None
+        warm = (
+            Parent(parent.config_json, self.blobs.get(view.adapter_id, parent.weights_sha256))
+            if parent
+            else None
+        )
         upload = train_revision(self.train_base, warm, pairs, self.hp)
         self.on_stage(job, "publish")
         provenance = Provenance(
@@ -190,7 +220,7 @@ class UpdateLoop:
     ) -> float:
         if revision is None:
             return self.scorer.loss(None, b"", pairs)
-        weights = self.blobs.get(revision.weights_sha256)
+        weights = self.blobs.get(view.adapter_id, revision.weights_sha256)
         ref = RevisionRef(
             view.adapter_id,
             str(job.ref),

@@ -69,6 +69,7 @@ class AdapterView:
     revisions: tuple[RevisionView, ...]
     channels: Mapping[str, int] = field(default_factory=dict)
     archived: bool = False
+    erased: bool = False
 
     def made_by(self, run_id: str) -> RevisionView | None:
         """The revision a training run published, if it did."""
@@ -141,6 +142,7 @@ def view_of(state: agg.Adapter) -> AdapterView:
         ),
         dict(state.channels),
         state.archived,
+        state.erased,
     )
 
 

@@ -559,3 +559,32 @@ class UpdateFinished(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateFinished: _TypeAlias = UpdateFinished  # noqa: Y015
+
+@_typing.final
+class AdapterErased(_message.Message):
+    """Stream: one adapter. The tombstone of an erased adapter: who erased it and when are
+    the envelope's actor and occurred_at; no reason is kept (it could be personal data).
+    The adapter's data key is destroyed after this event, so no copy of its weights
+    opens again (see mint/blobs/port.py).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADAPTER_ID_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
+    adapter_id: _builtins.str
+    erased_at: _builtins.str
+    """When the registry decided it (ISO 8601, UTC), so the state can say it."""
+    def __init__(
+        self,
+        *,
+        adapter_id: _builtins.str = ...,
+        erased_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "erased_at", b"erased_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdapterErased: _TypeAlias = AdapterErased  # noqa: Y015

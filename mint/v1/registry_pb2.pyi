@@ -644,12 +644,18 @@ class Adapter(_message.Message):
     GATES_FIELD_NUMBER: _builtins.int
     ARCHIVED_FIELD_NUMBER: _builtins.int
     GATE_RULES_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
+    ERASED_AT_FIELD_NUMBER: _builtins.int
     adapter_id: _builtins.str
     owner: _builtins.str
     base_fingerprint: _builtins.str
     method: _builtins.str
     version: _builtins.int
     archived: _builtins.bool
+    erased: _builtins.bool
+    """Erased (see EraseAdapter): its revisions list what was, their weights are gone."""
+    erased_at: _builtins.str
+    """ISO 8601, UTC; empty unless erased"""
     @_builtins.property
     def ref(self) -> Global___AdapterRef: ...
     @_builtins.property
@@ -681,10 +687,12 @@ class Adapter(_message.Message):
         gates: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         archived: _builtins.bool = ...,
         gate_rules: _abc.Mapping[_builtins.str, Global___GateRule] | None = ...,
+        erased: _builtins.bool = ...,
+        erased_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "archived", b"archived", "base_fingerprint", b"base_fingerprint", "channels", b"channels", "gate_rules", b"gate_rules", "gates", b"gates", "labels", b"labels", "method", b"method", "owner", b"owner", "ref", b"ref", "revisions", b"revisions", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adapter_id", b"adapter_id", "archived", b"archived", "base_fingerprint", b"base_fingerprint", "channels", b"channels", "erased", b"erased", "erased_at", b"erased_at", "gate_rules", b"gate_rules", "gates", b"gates", "labels", b"labels", "method", b"method", "owner", b"owner", "ref", b"ref", "revisions", b"revisions", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1103,3 +1111,31 @@ class GateRule(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GateRule: _TypeAlias = GateRule  # noqa: Y015
+
+@_typing.final
+class EraseAdapterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    expected_version: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def ref(self) -> Global___AdapterRef: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___AdapterRef | None = ...,
+        expected_version: _builtins.int | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "ref", b"ref", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
+    _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
+
+Global___EraseAdapterRequest: _TypeAlias = EraseAdapterRequest  # noqa: Y015

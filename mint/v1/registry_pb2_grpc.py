@@ -109,6 +109,11 @@ class RegistryStub:
                 request_serializer=mint_dot_v1_dot_registry__pb2.FinishUpdateRequest.SerializeToString,
                 response_deserializer=mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
                 _registered_method=True)
+        self.EraseAdapter = channel.unary_unary(
+                '/mint.v1.Registry/EraseAdapter',
+                request_serializer=mint_dot_v1_dot_registry__pb2.EraseAdapterRequest.SerializeToString,
+                response_deserializer=mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -213,6 +218,15 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseAdapter(self, request, context):
+        """Erase an adapter for good (same permission as archiving): its tombstone is
+        appended, then its data key destroyed and its blobs and projection deleted; every
+        node drops it. Idempotent: erasing an erased adapter changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +303,11 @@ def add_RegistryServicer_to_server(servicer, server):
             'FinishUpdate': grpc.unary_unary_rpc_method_handler(
                     servicer.FinishUpdate,
                     request_deserializer=mint_dot_v1_dot_registry__pb2.FinishUpdateRequest.FromString,
+                    response_serializer=mint_dot_v1_dot_registry__pb2.CommandResult.SerializeToString,
+            ),
+            'EraseAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseAdapter,
+                    request_deserializer=mint_dot_v1_dot_registry__pb2.EraseAdapterRequest.FromString,
                     response_serializer=mint_dot_v1_dot_registry__pb2.CommandResult.SerializeToString,
             ),
     }
@@ -696,6 +715,33 @@ class Registry:
             target,
             '/mint.v1.Registry/FinishUpdate',
             mint_dot_v1_dot_registry__pb2.FinishUpdateRequest.SerializeToString,
+            mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mint.v1.Registry/EraseAdapter',
+            mint_dot_v1_dot_registry__pb2.EraseAdapterRequest.SerializeToString,
             mint_dot_v1_dot_registry__pb2.CommandResult.FromString,
             options,
             channel_credentials,

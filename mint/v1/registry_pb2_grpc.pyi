@@ -59,6 +59,11 @@ class RegistryStub:
     """
     FinishUpdate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.FinishUpdateRequest, _registry_pb2.CommandResult]
     """The trainer's last stage of an update: promoted or held (UpdateFinished)."""
+    EraseAdapter: _grpc.UnaryUnaryMultiCallable[_registry_pb2.EraseAdapterRequest, _registry_pb2.CommandResult]
+    """Erase an adapter for good (same permission as archiving): its tombstone is
+    appended, then its data key destroyed and its blobs and projection deleted; every
+    node drops it. Idempotent: erasing an erased adapter changes nothing.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -89,6 +94,11 @@ class RegistryAsyncStub(RegistryStub):
     """
     FinishUpdate: _aio.UnaryUnaryMultiCallable[_registry_pb2.FinishUpdateRequest, _registry_pb2.CommandResult]  # type: ignore[assignment]
     """The trainer's last stage of an update: promoted or held (UpdateFinished)."""
+    EraseAdapter: _aio.UnaryUnaryMultiCallable[_registry_pb2.EraseAdapterRequest, _registry_pb2.CommandResult]  # type: ignore[assignment]
+    """Erase an adapter for good (same permission as archiving): its tombstone is
+    appended, then its data key destroyed and its blobs and projection deleted; every
+    node drops it. Idempotent: erasing an erased adapter changes nothing.
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -206,5 +216,16 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.CommandResult, _abc.Awaitable[_registry_pb2.CommandResult]]:
         """The trainer's last stage of an update: promoted or held (UpdateFinished)."""
+
+    @_abc_1.abstractmethod
+    def EraseAdapter(
+        self,
+        request: _registry_pb2.EraseAdapterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.CommandResult, _abc.Awaitable[_registry_pb2.CommandResult]]:
+        """Erase an adapter for good (same permission as archiving): its tombstone is
+        appended, then its data key destroyed and its blobs and projection deleted; every
+        node drops it. Idempotent: erasing an erased adapter changes nothing.
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -85,6 +85,7 @@ class Controller:
             heartbeat_interval_ms=c.session_timeout_ms // 3,
         )
         status = TableFollower(c.kafka, c.topics.status)
+        erasures = TableFollower(c.kafka, c.topics.erased)
         last_plan = 0.0
         try:
             while not stop.is_set():
@@ -92,6 +93,10 @@ class Controller:
                 for _, value in status.poll(timeout_s=0):
                     if value is not None:
                         self.fleet.apply(pb.NodeReport.FromString(value))
+                for adapter_id, value in erasures.poll(timeout_s=0):
+                    if value is not None:  # never placed again; its intents go next turn
+                        self.wants.erase(adapter_id)
+                        self._urgent = True
                 self._set_active(bool(demand.assignment()))
                 self._observe()
                 if not self.active:
@@ -99,7 +104,11 @@ class Controller:
                 for records in batches.values():
                     for record in records:
                         self._note(pb.DemandReport.FromString(record.value))
-                settled = status.caught_up and time.monotonic() - self._started > c.silence_s
+                settled = (
+                    status.caught_up
+                    and erasures.caught_up
+                    and time.monotonic() - self._started > c.silence_s
+                )
                 due = self._urgent or time.monotonic() - last_plan >= c.tick_s
                 if settled and due:
                     self._replan()
@@ -107,6 +116,7 @@ class Controller:
         finally:
             demand.close()
             status.close()
+            erasures.close()
             if self._writer is not None:
                 self._writer.close()
 

@@ -78,6 +78,7 @@ class Wants:
         self.rates: dict[str, Rate] = {}  # group key -> rate, for reported groups
         self._idle = Lapses(idle_s, clock)
         self._hot: set[str] = set()  # groups with more than one replica
+        self.erased: set[str] = set()  # adapter ids never to be placed again
 
     def __len__(self) -> int:
         return len(self.placement.wants)
@@ -92,8 +93,21 @@ class Wants:
     def values(self) -> Iterable[Want]:
         return self.placement.wants.values()
 
+    def erase(self, adapter_id: str) -> None:
+        """An erased adapter: every group with it is dropped now (its revisions leave the
+        plan at the next turn) and never wanted again."""
+        self.erased.add(adapter_id)
+        for want in list(self.placement.wants.values()):
+            if self._has_erased(want.group):
+                self._drop(want.group.key)
+
+    def _has_erased(self, group: Group) -> bool:
+        return any(ref.adapter_id in self.erased for ref in group.refs)
+
     def note(self, group: Group, requests: int) -> None:
         """A router reported `requests` per second for `group` (or asked for it)."""
+        if self._has_erased(group):
+            return
         now, key = self.clock(), group.key
         rate = self.rates.setdefault(key, Rate(at=now))
         rate.value, rate.at = 0.5 * rate.at_time(now) + 0.5 * requests, now
@@ -108,7 +122,7 @@ class Wants:
     def keep(self, group: Group, pinned: bool) -> None:
         """Want `group`, found in the desired table, as the least recently demanded (its
         routers' next reports say more); it idles out like any other unless pinned."""
-        if group.key not in self.placement.wants:
+        if group.key not in self.placement.wants and not self._has_erased(group):
             self.placement.want(Want(group, 0.0, pinned=pinned))
             self._idle[group.key] = pinned
 
@@ -118,12 +132,16 @@ class Wants:
         now = self.clock()
         expired = self._idle.take()
         for key in expired:
-            self.placement.forget(key)
-            self.rates.pop(key, None)
-            self._hot.discard(key)
+            self._drop(key)
         for key in list(self._hot):
             self._set_replicas(self.placement.wants[key], self.rates[key].at_time(now))
         return len(expired)
+
+    def _drop(self, key: str) -> None:
+        self.placement.forget(key)
+        self.rates.pop(key, None)
+        self._hot.discard(key)
+        self._idle.pop(key, None)
 
     def _set_replicas(self, want: Want, rate: float) -> None:
         """One replica, and one more for each `hot_rps` requests per second."""

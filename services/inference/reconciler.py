@@ -2,6 +2,11 @@
 hold (disk tier or S3 GET, sha256, parse, into host memory and a slot), evicts what it
 should not, and reports what each tier holds.
 
+Erasure notices (mint/serving/erasures.py) are followed beside the intents: an erased
+adapter's revisions leave the node at once (slots, host memory, disk cache), its
+intents are ignored from then on, and a node starting reads every notice before it loads
+anything.
+
 Reports go to the status topic (key: the node) every `report_s` and after each change:
 the whole resident set plus the outcomes since the last report. A report is also the
 heartbeat: the controller re-places a node's adapters when its reports stop. So reports
@@ -27,6 +32,7 @@ from mint.serving.catalog import Catalog
 from mint.serving.device import dtype_name
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine, key_of
+from mint.serving.erasures import ErasureNotice
 from mint.serving.loading import fetch_revision
 from mint.serving.requests import RevisionRef
 from mint.serving.residency import ResidentKey
@@ -63,6 +69,7 @@ class Reconciler:
         )
         self.disk = disk
         self.desired: dict[ResidentKey, tuple[RevisionRef, pb.ResidencyIntent]] = {}
+        self.erased: dict[str, ErasureNotice] = {}  # adapter id -> its notice
         self._lock = threading.Lock()  # the three below: the loads' threads share them
         self._failed: dict[ResidentKey, float] = {}
         self._loading: set[ResidentKey] = set()
@@ -94,11 +101,13 @@ class Reconciler:
 
     def _run(self) -> None:
         follower = TableFollower(self.kafka, self.topics.desired)
+        erasures = TableFollower(self.kafka, self.topics.erased)
         try:
             while not self._stop.is_set():
                 try:
+                    self._read_erasures(erasures)
                     self._read(follower)
-                    if follower.caught_up:
+                    if follower.caught_up and erasures.caught_up:
                         self.ready.set()
                         self._reconcile()
                 except Exception:  # Kafka or S3 trouble: keep going, it is usually passing
@@ -106,6 +115,23 @@ class Reconciler:
                     self._stop.wait(1.0)
         finally:
             follower.close()
+            erasures.close()
+
+    def _read_erasures(self, follower: TableFollower) -> None:
+        for adapter_id, value in follower.poll(timeout_s=0 if follower.caught_up else 0.1):
+            if value is None or adapter_id in self.erased:
+                continue
+            notice = ErasureNotice.decode(adapter_id, value)
+            self.erased[adapter_id] = notice
+            for key in [k for k in self.desired if k.adapter_id == adapter_id]:
+                del self.desired[key]  # the reconcile evicts it, as any undesired revision
+            self._forget_files(notice)
+            log.info("%s was erased: dropping it", notice.adapter)
+
+    def _forget_files(self, notice: ErasureNotice) -> None:
+        if self.disk is not None:
+            for sha256 in notice.weights_sha256:
+                self.disk.drop(sha256)
 
     def _beat(self) -> None:
         """A report every `report_s`, and at once after a change, whatever loads run."""
@@ -123,6 +149,8 @@ class Reconciler:
             if node != self.node:
                 continue
             adapter_id, _, revision = rest.partition("|")
+            if adapter_id in self.erased:
+                continue  # an intent written before the controller heard: never loaded
             if value is None:
                 self.desired.pop(ResidentKey(adapter_id, int(revision)), None)
             else:
@@ -167,6 +195,10 @@ class Reconciler:
             fetched = fetch_revision(self.catalog, ref, self.disk)
             copy_started = time.perf_counter()
             self.engine.load(fetched.ref, fetched.weights, pinned)
+            if ref.adapter_id in self.erased:  # erased while it loaded: out again
+                self.engine.evict(fetched.ref)
+                self._forget_files(self.erased[ref.adapter_id])
+                return
         except Exception as exc:  # whatever it was, this revision failed, the rest go on
             log.warning("loading %s failed: %s", ref.label, exc)
             with self._lock:

@@ -7,13 +7,14 @@
 The Kafka back end (the default) needs --kafka-bootstrap and the S3 settings (or their
 MINT_* variables, as `python -m deploy.local env` prints them), and serves ListAdapters
 from the projector's catalog (--projection-bucket, --projection-prefix); `serve --help`
-lists every setting. Tokens: see mint/rpc/auth.py.
+lists every setting (the KEK: --kek-file). Tokens: see mint/rpc/auth.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from collections.abc import Callable, Iterable
 
 from prometheus_client import start_http_server
@@ -21,7 +22,9 @@ from prometheus_client import start_http_server
 from mint import cli, settings, startup
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
+from mint.backends.kafka_residency import KafkaErasureNotices
 from mint.blobs.port import BlobStore
+from mint.blobs.sealing import Kek
 from mint.catalog.port import AdapterCatalog
 from mint.domain.errors import DomainError
 from mint.eventlog.checkpoints import CheckpointStore, SigningKey
@@ -36,17 +39,19 @@ from .server import build_server
 from .settings import EmbeddedRegistrySettings, RegistrySettings
 
 log = logging.getLogger(__name__)
+ERASURE_SWEEP_S = 30.0  # between two looks for erasures a crash left unfinished
 
 
 def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, AdapterCatalog]:
     if not isinstance(config, RegistrySettings):
-        from mint.backends.local_blobs import LocalBlobStore
+        from mint.backends.local_blobs import LocalBlobStore, local_kek
         from mint.backends.sqlite_log import SqliteEventLog
         from mint.catalog.log_scan import LogScanCatalog
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
         embedded = SqliteEventLog(config.data_dir / "events.db")
-        return embedded, LocalBlobStore(config.data_dir), LogScanCatalog(embedded)  # no projection
+        kek = local_kek(config.kek_file or config.data_dir / "kek")
+        return embedded, LocalBlobStore(config.data_dir, kek), LogScanCatalog(embedded)
     from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
     from mint.backends.s3_objects import S3Objects
@@ -63,7 +68,17 @@ def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, Ad
     )
     s3 = client(config.s3())
     projection = S3Objects(s3, config.projection_bucket, config.projection_prefix)
-    return log, S3BlobStore(s3, config.blobs_bucket), ProjectionCatalog(projection)
+    blobs = S3BlobStore(s3, config.blobs_bucket, Kek.from_file(config.kek_file))
+    return log, blobs, ProjectionCatalog(projection)
+
+
+def _notices(config: EmbeddedRegistrySettings) -> KafkaErasureNotices | None:
+    """Where erasures are announced to the nodes and routers (none without Kafka)."""
+    if not isinstance(config, RegistrySettings):
+        return None
+    topics = config.residency_topics()
+    topics.create(config.kafka(), config.replication)
+    return KafkaErasureNotices(config.kafka(), topics)
 
 
 def _signer(
@@ -126,8 +141,9 @@ def serve(args: argparse.Namespace) -> None:
         metrics.count_owned(event_log.owned)
     if config.metrics_port:
         start_http_server(config.metrics_port, config.host, registry=metrics.registry)
+    registry = Registry(event_log, blobs, catalog=catalog, notices=_notices(config))
     server, port = build_server(
-        Registry(event_log, blobs, catalog=catalog),
+        registry,
         tokens,
         f"{config.host}:{config.port}",
         max_upload_bytes_in_flight=config.max_upload_bytes_in_flight,
@@ -144,6 +160,9 @@ def serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     stop = cli.stop_on_signals()
+    threading.Thread(
+        target=_sweep_erasures, args=(registry, stop), name="erasure-sweep", daemon=True
+    ).start()
     stop.wait()
     server.stop(grace=config.grace_s).wait()
     if signer is not None:
@@ -153,6 +172,16 @@ def serve(args: argparse.Namespace) -> None:
         ownership.close()
     catalog.close()
     event_log.close()
+
+
+def _sweep_erasures(registry: Registry, stop: threading.Event) -> None:
+    """Finish, now and then, erasures a crash interrupted between the tombstone and the
+    key's destruction (see Registry.finish_erasures)."""
+    while not stop.wait(ERASURE_SWEEP_S):
+        try:
+            registry.finish_erasures()
+        except DomainError as exc:  # S3 or Kafka away for now: the next round retries
+            log.warning("erasure sweep failed: %s", exc)
 
 
 def main() -> None:

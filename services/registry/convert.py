@@ -77,6 +77,8 @@ def adapter_to_pb(a: agg.Adapter) -> pb.Adapter:
         gates={channel: g.suite for channel, g in a.gates.items()},
         archived=a.archived,
         gate_rules={channel: gate_to_pb(g) for channel, g in a.gates.items()},
+        erased=a.erased,
+        erased_at=a.erased_at,
     )
 
 

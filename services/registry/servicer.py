@@ -205,6 +205,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             )
         )
 
+    def EraseAdapter(
+        self, request: pb.EraseAdapterRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        return _result(
+            self.registry.erase(
+                current_principal(),
+                convert.ref_from_pb(request.ref),
+                request.request_id,
+                _version(request),
+            )
+        )
+
     def _at_owner(self, method: str, request: Any, context: grpc.ServicerContext) -> Any | None:
         """The owning replica's answer to a read of another replica's adapter (None:
         answer here)."""

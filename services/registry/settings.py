@@ -6,16 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, FilePath, PositiveFloat, PositiveInt, SecretStr
 
 from mint.rpc.tls import TlsFiles
 from mint.settings import (
+    KEK_FILE_HELP,
     BlobsOptions,
     EventsOptions,
     GrpcServerOptions,
     KafkaOptions,
     ProcessOptions,
     ProjectionOptions,
+    ResidencyOptions,
     S3Options,
     grpc_port,
     metrics_port,
@@ -35,6 +37,11 @@ class EmbeddedRegistrySettings(GrpcServerOptions, ProcessOptions):
     )
     grace_s: PositiveFloat = Field(10.0, description="seconds to drain calls on SIGTERM")
     metrics_port: int = metrics_port(9468)
+    kek_file: FilePath | None = Field(
+        None,
+        description=KEK_FILE_HELP
+        + "; embedded back end: by default <data-dir>/kek, made on first start",
+    )
     checkpoint_signing_key: SecretStr | None = Field(
         None,
         description="Ed25519 private key, PEM (a secret; `openssl genpkey -algorithm "
@@ -54,7 +61,9 @@ class RegistrySettings(
     BlobsOptions,
     ProjectionOptions,
     EventsOptions,
+    ResidencyOptions,
 ):
+    kek_file: FilePath = Field(description=KEK_FILE_HELP)
     replication: PositiveInt = Field(
         1, description="replicas of the events topic (3 in production)"
     )

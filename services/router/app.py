@@ -10,7 +10,7 @@ from grpc_health.v1.health_pb2 import HealthCheckResponse
 from prometheus_client import start_http_server
 
 from mint.backends.kafka import KafkaConnection
-from mint.backends.kafka_residency import ResidencyTopics
+from mint.backends.kafka_residency import ErasureWatch, ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.rpc.auth import TokenMetrics, TokenTable
@@ -76,9 +76,13 @@ class RouterProcess:
             config.kafka, config.topics, config.name, config.demand_interval_s
         )
         objects = S3Objects(client(config.s3), config.bucket, config.prefix)
+        catalog = Catalog(objects)
+        # Requests for an erased adapter are refused at once, whatever the projection
+        # (or this router's cache of it) still holds.
+        self.erasures = ErasureWatch(config.kafka, config.topics, catalog.erase)
         tokenizer = byte_tokenizer()
         self.router = Router(
-            Catalog(objects),
+            catalog,
             self.watch,
             self.demand,
             self.metrics,
@@ -127,3 +131,4 @@ class RouterProcess:
             self.http.stop(grace_s)
         self.demand.close()
         self.watch.close()
+        self.erasures.close()

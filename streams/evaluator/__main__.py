@@ -30,7 +30,7 @@ def main() -> None:
         config.kafka(),
         config.events_topic,
         RegistryClient(config.registry, config.evaluator_token.get_secret_value()),
-        S3BlobStore(client(config.s3()), config.blobs_bucket),
+        S3BlobStore(client(config.s3()), config.blobs_bucket, config.kek()),
         SuiteScorer(config.base_dir, config.base_seed, config.targets.split(","), config.max_rank),
         config.group,
         config.instance_id,

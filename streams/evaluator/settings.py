@@ -11,13 +11,16 @@ from mint.settings import (
     BlobsOptions,
     EventsOptions,
     KafkaOptions,
+    KekOptions,
     ListenOptions,
     S3Options,
     metrics_port,
 )
 
 
-class EvaluatorSettings(KafkaOptions, S3Options, BlobsOptions, EventsOptions, ListenOptions):
+class EvaluatorSettings(
+    KafkaOptions, S3Options, BlobsOptions, KekOptions, EventsOptions, ListenOptions
+):
     registry: str = Field(
         "127.0.0.1:50051", description="registry replicas, host:port[,host:port...]"
     )

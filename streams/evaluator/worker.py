@@ -28,7 +28,7 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_reader import to_recorded
 from mint.blobs.port import BlobStore
 from mint.client import RegistryClient
-from mint.domain.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from mint.domain.errors import DataLoss, Erased, InvalidArgument, NotFound, Unavailable
 from mint.domain.events import ChannelGateSet, RevisionPublished
 from mint.domain.gates import EXAMPLES, MEAN_LOGPROB, PLATFORM, THRESHOLD, parse_examples
 from mint.eventlog.port import Recorded
@@ -132,7 +132,7 @@ class Evaluator:
                 return
             raise
         number = len(adapter.revisions) if revision == NEWEST else revision
-        if adapter.archived or not 1 <= number <= len(adapter.revisions):
+        if adapter.archived or adapter.erased or not 1 <= number <= len(adapter.revisions):
             return
         for job in owed(adapter, [number]):
             try:
@@ -148,7 +148,9 @@ class Evaluator:
 
     def _judge(self, job: Job, base: str, revision: pb.Revision) -> None:
         try:
-            examples = parse_examples(self.blobs.get(job.examples_sha256))
+            examples = parse_examples(self.blobs.get(job.adapter_id, job.examples_sha256))
+        except Erased as exc:  # erased since the registry answered: nothing to judge
+            return self._skip(job, "erased", exc)
         except (NotFound, DataLoss, InvalidArgument) as exc:
             return self._skip(job, "examples", exc)
         if base != self.scorer.base_fingerprint:

@@ -36,6 +36,7 @@ def _sink(config: ProjectorSettings) -> S3Sink:
         config.blobs_bucket,
         config.projection_prefix,
         config.s3_concurrency,
+        kek=config.kek(),
     )
 
 

@@ -10,6 +10,9 @@ Layout (Hugging Face PEFT layout per revision, so a revision loads with
   adapters/<tenant>/<name>/channels/<channel>.json                    (pointers)
   adapters/<tenant>/<name>/current.json      (the default channel: stable, else latest)
   catalog/<tenant>/<name>.json               (one entry per adapter, listable by page)
+
+An erased adapter keeps only its catalog entry (marked erased); everything under
+adapters/<tenant>/<name>/ is deleted, after whatever its batch wrote there.
   bases/<fingerprint>.json
 
 Every object is a function of the events, never of wall-clock time, so a rebuild from
@@ -32,6 +35,7 @@ from mint.domain import adapter as agg
 from mint.domain.events import (
     AdapterArchived,
     AdapterCreated,
+    AdapterErased,
     BaseModelRegistered,
     ChannelMoved,
     EvaluationRecorded,
@@ -49,6 +53,7 @@ class Stage(IntEnum):
     FILES = 0  # revision files and base descriptions: immutable
     MANIFESTS = 1  # a revision's manifest, once its files are there
     MUTABLE = 2  # pointers, current, catalog entries, evaluations: what readers follow
+    ERASE = 3  # an erased adapter's objects go, after anything the batch wrote for it
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,22 @@ class PutJson:
 
 @dataclass(frozen=True)
 class CopyBlob:
+    """The adapter's blob, opened with its data key, as a PEFT file (skipped once the
+    adapter is erased: its key is gone and its erasure deletes the folder)."""
+
     key: str
+    adapter_id: str
     sha256: str
     size: int
     stage: Stage = Stage.FILES
+
+
+@dataclass(frozen=True)
+class DeletePrefix:
+    """Delete every object under `key` (an erased adapter's folder)."""
+
+    key: str
+    stage: Stage = Stage.ERASE
 
 
 def mutable(key: str, body: bytes, version: int, new: bool = False) -> PutJson:
@@ -78,7 +95,7 @@ def mutable(key: str, body: bytes, version: int, new: bool = False) -> PutJson:
     return PutJson(key, body, version, Stage.MUTABLE, new)
 
 
-Operation = PutJson | CopyBlob
+Operation = PutJson | CopyBlob | DeletePrefix
 
 
 def canonical_json(doc: Any) -> bytes:
@@ -117,6 +134,12 @@ class Planner:
         match event:
             case AdapterCreated() | AdapterArchived():
                 return [self._catalog(state, new=before is None)]
+            case AdapterErased():
+                c = state.created
+                return [
+                    self._catalog(state, new=False),
+                    DeletePrefix(adapter_prefix(c.tenant, c.name)),
+                ]
             case RevisionPublished():
                 return self._revision(state, event, recorded)
             case EvaluationRecorded():
@@ -145,6 +168,7 @@ class Planner:
             "method": c.method,
             "labels": c.labels,
             "archived": state.archived,
+            "erased_at": state.erased_at,
             "stream_version": state.version,
         }
         return mutable(f"catalog/{c.tenant}/{c.name}.json", canonical_json(doc), state.version, new)
@@ -176,7 +200,9 @@ class Planner:
             },
         }
         return [
-            CopyBlob(prefix + ADAPTER_WEIGHTS, event.weights_sha256, event.weights_size),
+            CopyBlob(
+                prefix + ADAPTER_WEIGHTS, c.adapter_id, event.weights_sha256, event.weights_size
+            ),
             PutJson(prefix + ADAPTER_CONFIG, event.config_json.encode()),
             PutJson(prefix + MANIFEST, canonical_json(manifest), stage=Stage.MANIFESTS),
         ]

@@ -10,6 +10,7 @@ from mint.settings import (
     BlobsOptions,
     EventsOptions,
     KafkaOptions,
+    KekOptions,
     ListenOptions,
     ProcessOptions,
     ProjectionOptions,
@@ -21,7 +22,13 @@ from .sink import DEFAULT_CONCURRENCY
 
 
 class ProjectorSettings(
-    KafkaOptions, S3Options, BlobsOptions, ProjectionOptions, EventsOptions, ProcessOptions
+    KafkaOptions,
+    S3Options,
+    BlobsOptions,
+    KekOptions,
+    ProjectionOptions,
+    EventsOptions,
+    ProcessOptions,
 ):
     """What `rebuild` needs; `run` needs a little more."""
 

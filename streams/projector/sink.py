@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from minio import Minio
-from minio.commonconfig import CopySource
 from minio.error import S3Error
 
 from mint.backends.s3 import (
@@ -39,10 +38,12 @@ from mint.backends.s3 import (
     put_if_match,
     unavailable_on_failure,
 )
-from mint.blobs.port import blob_key
-from mint.domain.errors import Unavailable
+from mint.backends.s3_blobs import S3RawObjects
+from mint.blobs.sealed import SealedBlobStore
+from mint.blobs.sealing import Kek
+from mint.domain.errors import Erased, Unavailable
 
-from .planner import CopyBlob, Operation, PutJson, Stage
+from .planner import CopyBlob, DeletePrefix, Operation, PutJson, Stage
 
 JSON = "application/json"
 # Each lost race means another writer stored a newer object meanwhile; a handful of
@@ -59,12 +60,16 @@ class S3Sink:
         blobs_bucket: str,
         prefix: str = "",
         concurrency: int = DEFAULT_CONCURRENCY,
+        *,
+        kek: Kek,
     ) -> None:
+        """`kek` opens the adapters' data keys: revision files are the blobs, opened."""
         if concurrency < 1:
             raise ValueError(
                 f"concurrency must be at least 1 (1: one write at a time), not {concurrency}"
             )
         self.s3, self.bucket, self.blobs_bucket, self.prefix = s3, bucket, blobs_bucket, prefix
+        self.blobs = SealedBlobStore(S3RawObjects(s3, blobs_bucket), kek)
         ensure_bucket(s3, bucket)
         self.written = 0  # objects actually written (not skipped), for metrics and tests
         self._count_lock = threading.Lock()
@@ -105,6 +110,8 @@ class S3Sink:
         with unavailable_on_failure(f"projecting s3://{self.bucket}/{self.prefix}{op.key}"):
             if isinstance(op, CopyBlob):
                 self._copy(op)
+            elif isinstance(op, DeletePrefix):
+                self._delete_under(op)
             elif op.version is None:
                 self._put(op)
             else:
@@ -182,14 +189,29 @@ class S3Sink:
             response.release_conn()
 
     def _copy(self, op: CopyBlob) -> None:
-        """Revision files are server-side copies of the registry's blob; a copy keeps the
-        blob's ETag, so a copy whose ETag differs was damaged or replaced: copy again."""
-        key, source = self.prefix + op.key, blob_key(op.sha256)
-        existing = self._etag(self.bucket, key)
-        if existing is not None and existing == self._etag(self.blobs_bucket, source):
+        """Revision files are the registry's blobs, opened (the projection is what nodes
+        and PEFT read); one already there with the same bytes (its ETag, the MD5 of a
+        single PUT) is left alone, one that differs was damaged or replaced: write it."""
+        key = self.prefix + op.key
+        try:
+            data = self.blobs.get(op.adapter_id, op.sha256)
+        except Erased:
+            return  # erased later in the log: its erasure deletes the folder
+        if self._etag(self.bucket, key) == hashlib.md5(data).hexdigest():
             return
-        self.s3.copy_object(self.bucket, key, CopySource(self.blobs_bucket, source))
+        self.s3.put_object(
+            self.bucket, key, io.BytesIO(data), len(data), "application/octet-stream"
+        )
         self._landed(op.key)
+
+    def _delete_under(self, op: DeletePrefix) -> None:
+        """An erased adapter's objects; deleting what is already gone changes nothing."""
+        listed = self.s3.list_objects(self.bucket, prefix=self.prefix + op.key, recursive=True)
+        names = [str(o.object_name) for o in listed]
+        for name in names:
+            self.s3.remove_object(self.bucket, name)
+        if names:
+            self._landed(op.key)
 
 
 def _version(body: bytes) -> int:

@@ -58,7 +58,7 @@ def main() -> None:
         rank=config.rank,
         targets=tuple(config.targets.split(",")),
     )
-    blobs = S3BlobStore(s3_client(config.s3()), config.blobs_bucket)
+    blobs = S3BlobStore(s3_client(config.s3()), config.blobs_bucket, config.kek())
     loop = build_loop(ClientRegistry(registry), blobs, load_base, hp)
     trainer = Trainer(config.kafka(), config.events_topic, loop, config.group, config.instance_id)
     stop = cli.stop_on_signals()

@@ -58,6 +58,7 @@ def _view(adapter: Adapter) -> AdapterView:
         ),
         dict(adapter.channels),
         adapter.archived,
+        adapter.erased,
     )
 
 

@@ -10,13 +10,16 @@ from mint.settings import (
     BlobsOptions,
     EventsOptions,
     KafkaOptions,
+    KekOptions,
     ListenOptions,
     S3Options,
     metrics_port,
 )
 
 
-class TrainerSettings(KafkaOptions, S3Options, BlobsOptions, EventsOptions, ListenOptions):
+class TrainerSettings(
+    KafkaOptions, S3Options, BlobsOptions, KekOptions, EventsOptions, ListenOptions
+):
     registry: str = Field(
         description="the registry's address, or its replicas' (host:port[,host:port...])"
     )

@@ -28,6 +28,7 @@ from mint.domain.events import Event
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import AppendResult, Metadata
 from mint.registry import Principal, Registry, Upload
+from tests.keys import TEST_KEK
 
 ADMIN = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -35,7 +36,9 @@ REF = AdapterRef("acme", "tone")
 
 
 def _embedded(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
-    return Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "blobs"))
+    return Registry(
+        SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "blobs", TEST_KEK)
+    )
 
 
 def _kafka_s3(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
@@ -43,7 +46,7 @@ def _kafka_s3(tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
     s3 = request.getfixturevalue("s3")
     topic = f"events-{uuid.uuid4().hex[:10]}"
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
-    return Registry(log, S3BlobStore(s3, f"b{uuid.uuid4().hex[:12]}"))
+    return Registry(log, S3BlobStore(s3, f"b{uuid.uuid4().hex[:12]}", TEST_KEK))
 
 
 @pytest.fixture(params=[_embedded, _kafka_s3], ids=["embedded", "kafka-s3"])
@@ -87,7 +90,7 @@ def test_publish_evaluate_gate_promote(registry: Registry, model_files: dict) ->
     rev = out.adapter.revision(1)
     assert rev.weights_sha256 == hashlib.sha256(upload.weights).hexdigest()
     assert rev.provenance.principal == "alice"  # the authenticated caller, always
-    assert registry.blobs.get(rev.weights_sha256) == upload.weights
+    assert registry.blobs.get(out.adapter.adapter_id, rev.weights_sha256) == upload.weights
     registry.set_gate(ALICE, REF, "stable", "safety", rid())
     with pytest.raises(FailedPrecondition, match="safety"):
         registry.move_channel(ALICE, REF, "stable", 1, rid())
@@ -182,8 +185,8 @@ def test_list_adapters_by_tenant(registry: Registry, model_files: dict) -> None:
 
 def test_state_cache_sees_what_another_writer_appended(tmp_path: Path, model_files: dict) -> None:
     """Two registries over one log: each folds only new events, and never misses any."""
-    first = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "b"))
-    second = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "b"))
+    first = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "b", TEST_KEK))
+    second = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "b", TEST_KEK))
     first.register_base(ADMIN, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     first.create_adapter(ALICE, REF, model_files["fingerprint"], rid())
     first.publish_revision(ALICE, REF, model_files["upload"], rid())
@@ -211,7 +214,7 @@ class ContendedLog(SqliteEventLog):
 
 def _contended(tmp_path: Path, model_files: dict) -> tuple[Registry, ContendedLog]:
     log = ContendedLog(tmp_path / "log.db")
-    reg = Registry(log, LocalBlobStore(tmp_path / "blobs"))
+    reg = Registry(log, LocalBlobStore(tmp_path / "blobs", TEST_KEK))
     reg.register_base(ADMIN, "tiny", model_files["fingerprint"], model_files["shapes"], "b1")
     reg.create_adapter(ALICE, REF, model_files["fingerprint"], "c1")
     return reg, log

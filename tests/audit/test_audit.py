@@ -29,6 +29,7 @@ from mint.registry import Principal, Registry
 from mint.v1.events_pb2 import EventEnvelope
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK, kek_file
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -43,7 +44,7 @@ def rid() -> str:
 def audited(kafka: KafkaConnection, s3: Minio, model_files: dict) -> Iterator[dict]:
     topic = f"audit-{uuid.uuid4().hex[:8]}"
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
-    registry = Registry(log, S3BlobStore(s3, topic))
+    registry = Registry(log, S3BlobStore(s3, topic, TEST_KEK))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     moments = []  # (checkpoint after a command, the adapter the registry reported)
     steps = [
@@ -102,7 +103,9 @@ def _copy(kafka: KafkaConnection, source: str, tamper: str, target: str = "") ->
 
 
 def test_untampered_log_verifies_clean(audited: dict) -> None:
-    report = verify.verify(audited["log"].read_all(), S3BlobStore(audited["s3"], audited["topic"]))
+    report = verify.verify(
+        audited["log"].read_all(), S3BlobStore(audited["s3"], audited["topic"], TEST_KEK)
+    )
     assert report.clean, report.problems
     assert (report.streams, report.blobs_checked) == (3, 1)  # base, tone, other; 1 blob
 
@@ -130,14 +133,16 @@ def test_tampering_is_named_to_the_event(audited: dict, tamper: str, expected: s
 
 def test_corrupted_blob_is_named(audited: dict, model_files: dict) -> None:
     s3, bucket = audited["s3"], audited["topic"]
-    sha = audited["moments"][1][1].revision(1).weights_sha256
-    original = s3.get_object(bucket, blob_key(sha)).read()
+    adapter = audited["moments"][1][1]
+    sha = adapter.revision(1).weights_sha256
+    key = blob_key(adapter.adapter_id, sha)
+    original = s3.get_object(bucket, key).read()
     broken = original[:-1] + bytes([original[-1] ^ 1])
-    s3.put_object(bucket, blob_key(sha), io.BytesIO(broken), len(broken))
+    s3.put_object(bucket, key, io.BytesIO(broken), len(broken))
     try:
-        report = verify.verify(audited["log"].read_all(), S3BlobStore(s3, bucket))
+        report = verify.verify(audited["log"].read_all(), S3BlobStore(s3, bucket, TEST_KEK))
     finally:
-        s3.put_object(bucket, blob_key(sha), io.BytesIO(original), len(original))
+        s3.put_object(bucket, key, io.BytesIO(original), len(original))
     texts = [f"{p.stream_id} v{p.stream_version}: {p.problem}" for p in report.problems]
     assert (
         f"acme/tone v2: blob {sha} is corrupt: its bytes do not match the recorded sha256" in texts
@@ -146,14 +151,14 @@ def test_corrupted_blob_is_named(audited: dict, model_files: dict) -> None:
 
 
 def test_corrupted_projection_copy_is_named(
-    audited: dict, endpoints: dict[str, str], unique: str
+    audited: dict, endpoints: dict[str, str], unique: str, tmp_path: Path
 ) -> None:
     """Only the projection's copy is damaged (the registry's blob is intact): verify
     given the projection names the file, from the API and the command line."""
     s3, topic = audited["s3"], audited["topic"]
-    rebuild(audited["log"], S3Sink(s3, unique, blobs_bucket=topic, prefix="p/"))
+    rebuild(audited["log"], S3Sink(s3, unique, blobs_bucket=topic, prefix="p/", kek=TEST_KEK))
     projection = S3Objects(s3, unique, "p/")
-    blobs = S3BlobStore(s3, topic)
+    blobs = S3BlobStore(s3, topic, TEST_KEK)
     clean = verify.verify(audited["log"].read_all(), blobs, projection)
     assert clean.clean, clean.problems
     assert clean.projection_files_checked == 4  # weights and config of revisions 1 and 2
@@ -171,6 +176,7 @@ def test_corrupted_projection_copy_is_named(
     ), texts
 
     options = ["--events-topic", topic, "--events-partitions", "2", "--blobs-bucket", topic]
+    options += ["--kek-file", str(kek_file(tmp_path))]
     projection_options = ["--projection-bucket", unique, "--projection-prefix", "p/"]
     result = subprocess.run(
         [sys.executable, "-m", "mint.audit", "verify", *options, *projection_options],
@@ -204,10 +210,12 @@ def test_provenance_lineage_text_json_and_svg(audited: dict, tmp_path: Path) -> 
 
 
 def test_cli_exit_status(audited: dict, endpoints: dict[str, str], tmp_path: Path) -> None:
+    kek = kek_file(tmp_path)
+
     def cli(command: str, *args: str, topic: str) -> subprocess.CompletedProcess[str]:
         options = ["--events-topic", topic, "--events-partitions", "2"]
         if command == "verify":
-            options += ["--blobs-bucket", audited["topic"]]
+            options += ["--blobs-bucket", audited["topic"], "--kek-file", str(kek)]
         return subprocess.run(
             [sys.executable, "-m", "mint.audit", command, *args, *options],
             capture_output=True,

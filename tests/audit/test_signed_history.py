@@ -26,6 +26,7 @@ from mint.eventlog.port import EventLog, Metadata
 from mint.eventlog.signer import CheckpointSigner
 from mint.v1.events_pb2 import EventEnvelope
 from tests.audit.signing import new_key
+from tests.keys import kek_file
 
 TONE = "acme/tone"
 Record = tuple[int, bytes | None, bytes]  # partition, key, value
@@ -62,6 +63,12 @@ def signed(kafka: KafkaConnection, tmp_path_factory: pytest.TempPathFactory) -> 
     store.close()
     log.close()
     yield {"topic": topic, "public": public, "kafka": kafka}
+
+
+@pytest.fixture(autouse=True)
+def _kek(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify opens the blobs it checks: with the KEK they were sealed with."""
+    monkeypatch.setenv("MINT_KEK_FILE", str(kek_file(tmp_path)))
 
 
 def _verify(

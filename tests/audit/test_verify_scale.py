@@ -24,10 +24,11 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, tiny_llama_config
 from mint.models.lora import attach_lora
 from mint.registry import Principal, Registry, Upload
+from tests.keys import TEST_KEK, kek_file
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
-ADAPTERS, REVISIONS = 4, 5  # 20 revisions over 2 distinct blobs
+ADAPTERS, REVISIONS = 4, 5  # 20 revisions over 2 distinct blobs per adapter
 
 
 def rid() -> str:
@@ -49,7 +50,7 @@ def shared_blobs(
     ]
     topic = f"verify-{uuid.uuid4().hex[:8]}"
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
-    registry = Registry(log, S3BlobStore(s3, topic))
+    registry = Registry(log, S3BlobStore(s3, topic, TEST_KEK))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     for a in range(ADAPTERS):
         ref = AdapterRef("acme", f"a{a}")
@@ -62,30 +63,31 @@ def shared_blobs(
 
 class _CountingBlobs(S3BlobStore):
     def __init__(self, s3: Minio, bucket: str) -> None:
-        super().__init__(s3, bucket)
-        self.reads: list[str] = []
+        super().__init__(s3, bucket, TEST_KEK)
+        self.reads: list[tuple[str, str]] = []
 
-    def get(self, sha256: str) -> bytes:
-        self.reads.append(sha256)
-        return super().get(sha256)
+    def get(self, adapter_id: str, sha256: str) -> bytes:
+        self.reads.append((adapter_id, sha256))
+        return super().get(adapter_id, sha256)
 
 
 def test_each_distinct_blob_is_read_once(shared_blobs: dict, s3: Minio) -> None:
     blobs = _CountingBlobs(s3, shared_blobs["topic"])
     report = verify.verify(shared_blobs["log"].read_all(), blobs)
     assert report.clean, report.problems
-    assert len(blobs.reads) == len(set(blobs.reads)) == 2
-    assert report.blobs_checked == 2
+    assert len(blobs.reads) == len(set(blobs.reads)) == 2 * ADAPTERS
+    assert report.blobs_checked == 2 * ADAPTERS
 
 
 def test_a_memo_too_small_for_every_blob_reads_again_and_stays_right(
     shared_blobs: dict, s3: Minio
 ) -> None:
-    """The memo is bounded: with room for one verdict, the two blobs evict each other."""
+    """The memo is bounded: with room for one verdict, an adapter's two blobs evict each
+    other."""
     blobs = _CountingBlobs(s3, shared_blobs["topic"])
     report = verify.verify(shared_blobs["log"].read_all(), blobs, blob_memo=1)
     assert report.clean, report.problems
-    assert len(set(blobs.reads)) == 2 < len(blobs.reads) <= ADAPTERS * REVISIONS
+    assert len(set(blobs.reads)) == 2 * ADAPTERS < len(blobs.reads) <= ADAPTERS * REVISIONS
 
 
 def test_progress_is_reported_as_it_goes(
@@ -94,7 +96,9 @@ def test_progress_is_reported_as_it_goes(
     monkeypatch.setattr(verify, "PROGRESS_EVERY", 5)
     seen: list[verify.Progress] = []
     report = verify.verify(
-        shared_blobs["log"].read_all(), S3BlobStore(s3, shared_blobs["topic"]), progress=seen.append
+        shared_blobs["log"].read_all(),
+        S3BlobStore(s3, shared_blobs["topic"], TEST_KEK),
+        progress=seen.append,
     )
     assert len(seen) > report.events // 5 > 1
     assert [p.events for p in seen] == sorted(p.events for p in seen)
@@ -126,6 +130,7 @@ def test_the_command_line_reports_progress_on_stderr(
 ) -> None:
     topic = shared_blobs["topic"]
     options = ["--events-topic", topic, "--events-partitions", "2", "--blobs-bucket", topic]
+    options += ["--kek-file", str(kek_file(tmp_path))]
     result = subprocess.run(
         [sys.executable, "-m", "mint.audit", "verify", *options],
         capture_output=True,
@@ -136,5 +141,5 @@ def test_the_command_line_reports_progress_on_stderr(
     assert result.returncode == 0, result.stdout + result.stderr
     events = 1 + ADAPTERS * (1 + 2 * REVISIONS)  # base; created, published + latest moved
     assert f"verified: {events} events read" in result.stderr
-    assert f"{ADAPTERS + 1} streams, 2 blobs checked" in result.stderr
-    assert "2 blobs checked: clean" in result.stdout
+    assert f"{ADAPTERS + 1} streams, {2 * ADAPTERS} blobs checked" in result.stderr
+    assert f"{2 * ADAPTERS} blobs checked, 0 erasures: clean" in result.stdout

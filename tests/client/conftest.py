@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 
 import mint
 from mint.backends.kafka import KafkaConnection
+from mint.backends.kafka_residency import KafkaErasureNotices
 from mint.backends.s3 import S3Settings
 from mint.backends.s3_blobs import S3BlobStore
 from mint.backends.s3_objects import S3Objects
@@ -31,6 +32,7 @@ from services.controller.controller import Controller, ControllerConfig
 from services.inference.app import NodeConfig, NodeProcess
 from services.registry.server import build_server
 from services.router.app import RouterConfig, RouterProcess
+from tests.keys import TEST_KEK
 from tests.serving.world import SERVICE_TOKEN, World, new_world, train
 
 from .installed import InstalledClient, install_client
@@ -96,8 +98,9 @@ def world(
 ) -> Iterator[ClientWorld]:
     w = new_world(kafka, s3)
     catalog = ProjectionCatalog(S3Objects(s3, w.bucket))
-    blobs = S3BlobStore(s3, w.bucket)
-    registry = Registry(w.log, blobs, Limits(max_weights_bytes=UPLOAD_LIMIT), catalog)
+    blobs = S3BlobStore(s3, w.bucket, TEST_KEK)
+    notices = KafkaErasureNotices(kafka, w.topics)
+    registry = Registry(w.log, blobs, Limits(max_weights_bytes=UPLOAD_LIMIT), catalog, notices)
     server, port = build_server(registry, TOKENS)
     controller = _Running(Controller(ControllerConfig(kafka, w.topics, f"{w.bucket}-ctl")).run)
     node = NodeProcess(
@@ -134,6 +137,7 @@ def world(
         controller.halt()
         server.stop(grace=1).wait()
         catalog.close()
+        notices.close()
         w.log.close()
 
 

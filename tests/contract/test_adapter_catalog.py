@@ -25,6 +25,7 @@ from mint.eventlog.port import next_checkpoint
 from mint.registry import Principal, Registry
 from streams.projector.planner import Planner
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 BASE = "b" * 64
@@ -57,7 +58,7 @@ class AdapterCatalogContract(ABC):
     @pytest.fixture(autouse=True)
     def _registry(self, tmp_path: Path, backend: None) -> Iterator[None]:
         self.log = SqliteEventLog(tmp_path / "events.db")
-        self.registry = Registry(self.log, LocalBlobStore(tmp_path / "blobs"))
+        self.registry = Registry(self.log, LocalBlobStore(tmp_path / "blobs", TEST_KEK))
         self.registry.register_base(OPS, "tiny", BASE, {"w": (1, 1)}, rid())
         self.catalog = self.make_catalog()
         yield
@@ -178,7 +179,7 @@ class TestProjectionCatalog(AdapterCatalogContract):
     @pytest.fixture
     def backend(self, s3: Minio, unique: str) -> None:
         self.s3, self.bucket = s3, unique
-        self.sink = S3Sink(s3, unique, blobs_bucket=unique, prefix="p/")
+        self.sink = S3Sink(s3, unique, blobs_bucket=unique, prefix="p/", kek=TEST_KEK)
         self.planner, self.checkpoint = Planner(), dict[int, int]()
         self.sync_lock = threading.Lock()
 

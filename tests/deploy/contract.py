@@ -85,5 +85,6 @@ EXTERNAL_SECRETS: dict[str, dict[str, set[str]]] = {
         "mint-s3": {"access-key", "secret-key"},
         "mint-tokens": {"tokens.json"},
         "mint-checkpoint-key": {"signing.pem"},
+        "mint-kek": {"kek"},
     },
 }

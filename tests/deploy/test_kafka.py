@@ -43,7 +43,7 @@ def acls(manifests: Manifests) -> list[tuple[str, dict[str, Any]]]:
 def test_topics_are_the_ones_the_services_use(manifests: Manifests) -> None:
     env = config(manifests)
     prefix = env["MINT_RESIDENCY_TOPICS_PREFIX"]
-    residency = {f"{prefix}.{kind}" for kind in ("desired", "status", "demand")}
+    residency = {f"{prefix}.{kind}" for kind in ("desired", "status", "demand", "erased")}
     events_topic = env["MINT_EVENTS_TOPIC"]
     log = {events_topic, snapshot_topic(events_topic), checkpoint_topic(events_topic)}
     responses = ResponsesTopic()  # the nodes' default

@@ -17,6 +17,7 @@ from mint.domain.events import UpdateFinished, UpdateRequested
 from mint.domain.names import AdapterRef
 from mint.registry import Principal, Registry
 from mint.validation.examples import parse_examples
+from tests.keys import TEST_KEK
 
 ADMIN = Principal("ops", frozenset({"*"}), admin=True)
 TRAINER = Principal("trainer", frozenset({"*"}), service=True)
@@ -27,7 +28,9 @@ GOOD = json.dumps({"examples": [{"prompt": "hi ", "completion": "there"}]}).enco
 
 @pytest.fixture
 def registry(tmp_path: Path, model_files: dict) -> Registry:
-    reg = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "blobs"))
+    reg = Registry(
+        SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "blobs", TEST_KEK)
+    )
     reg.register_base(ADMIN, "tiny", model_files["fingerprint"], model_files["shapes"], "b1")
     reg.create_adapter(ALICE, REF, model_files["fingerprint"], "c1")
     return reg
@@ -44,7 +47,7 @@ def test_a_request_stores_its_examples_as_a_blob_and_names_them(registry: Regist
     assert requested == UpdateRequested(
         "u-1", "examples", parse_examples(GOOD).sha256, len(GOOD), "stable"
     )
-    assert registry.blobs.get(requested.examples_sha256) == GOOD
+    assert registry.blobs.get(outcome.adapter.adapter_id, requested.examples_sha256) == GOOD
     event_bytes = registry.history(ALICE, REF)[-1].envelope.payload
     assert b"there" not in event_bytes, "the examples stay out of the log"
     again = registry.request_update(ALICE, REF, GOOD, "u-1")

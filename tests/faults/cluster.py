@@ -23,6 +23,7 @@ from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_blobs import S3BlobStore
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 PARTITIONS = 4
 INTERNAL_TOPICS = ("__transaction_state", "__consumer_offsets")
@@ -117,7 +118,7 @@ class Cluster:
         fresh = f"rebuilt-{uuid.uuid4().hex[:8]}"
         log = KafkaEventLog(self.kafka, self.topic, PARTITIONS, owned=())
         try:
-            rebuild(log, S3Sink(s3, fresh, blobs_bucket=self.topic))
+            rebuild(log, S3Sink(s3, fresh, blobs_bucket=self.topic, kek=TEST_KEK))
         finally:
             log.close()
         expected = _objects(s3, fresh)
@@ -158,6 +159,7 @@ def start_cluster(state: Path, model_files: dict, tokens: dict[str, dict[str, ob
         [
             *("run", "--events-topic", topic, "--events-partitions", str(PARTITIONS)),
             *("--projection-bucket", projection, "--blobs-bucket", topic),
+            *("--kek-file", str(registries[0].kek_path)),
             *("--group", projection, "--instance-id", "projector-0"),
             *("--metrics-port", "0"),
         ],
@@ -170,7 +172,9 @@ def start_cluster(state: Path, model_files: dict, tokens: dict[str, dict[str, ob
 
 def _create_bucket(stack: Stack, bucket: str) -> None:
     e = stack.endpoints
-    S3BlobStore(client(S3Settings(e.s3_endpoint, e.s3_access_key, e.s3_secret_key)), bucket)
+    S3BlobStore(
+        client(S3Settings(e.s3_endpoint, e.s3_access_key, e.s3_secret_key)), bucket, TEST_KEK
+    )
 
 
 def stop_cluster(cluster: Cluster) -> None:

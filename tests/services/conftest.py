@@ -19,6 +19,7 @@ from mint.registry import Principal, Registry
 from mint.rpc.auth import TokenTable, token_digest
 from mint.validation.limits import Limits
 from services.registry.server import build_server
+from tests.keys import TEST_KEK
 
 TOKENS = {
     "admin-token": Principal("ops", frozenset({"*"}), admin=True),
@@ -52,7 +53,9 @@ def running(kafka: KafkaConnection, s3: Minio) -> Iterator[Running]:
     topic = f"registry-{uuid.uuid4().hex[:10]}"
     bucket = f"reg-{uuid.uuid4().hex[:10]}"
     log = KafkaEventLog(kafka, topic, partitions=3, txn_prefix=topic)
-    registry = Registry(log, S3BlobStore(s3, bucket), Limits(max_weights_bytes=UPLOAD_LIMIT))
+    registry = Registry(
+        log, S3BlobStore(s3, bucket, TEST_KEK), Limits(max_weights_bytes=UPLOAD_LIMIT)
+    )
     tokens = TokenTable((token_digest(t), p) for t, p in TOKENS.items())
     server, port = build_server(registry, tokens)
     yield Running(f"127.0.0.1:{port}", registry, s3, bucket)

@@ -58,7 +58,8 @@ def test_a_self_recorded_evaluation_cannot_pass_a_platform_gate(
     rule = gated.adapter.gate_rules["stable"]
     digest = hashlib.sha256(EXAMPLES).hexdigest()
     assert (rule.requirement, rule.threshold, rule.examples_sha256) == ("platform", -3.0, digest)
-    assert running.s3.stat_object(running.bucket, blob_key(digest)).size == len(EXAMPLES)
+    stored = running.s3.stat_object(running.bucket, blob_key(gated.adapter.adapter_id, digest))
+    assert stored.size is not None and stored.size > len(EXAMPLES)  # sealed
     # What the issue saw: the promoter records its own passing verdict, score 0.0.
     alice.record_evaluation(ref, 1, "safety", {"score": 0.0}, True, dataset_fingerprint=digest)
     error = refused(lambda: alice.move_channel(ref, "stable", 1))

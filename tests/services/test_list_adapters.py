@@ -25,6 +25,7 @@ from mint.rpc.auth import TokenTable, token_digest
 from services.registry.server import build_server
 from streams.projector.runner import Projector
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 from tests.services.conftest import TOKENS
 
 BASE = "c" * 64
@@ -61,10 +62,10 @@ def listing(kafka: KafkaConnection, s3: Minio) -> Iterator[Listing]:
     topic = f"list-{uuid.uuid4().hex[:10]}"
     log = KafkaEventLog(kafka, topic, partitions=3, txn_prefix=topic)
     catalog = RecordingCatalog(S3Objects(s3, topic, "projection/"))
-    registry = Registry(log, S3BlobStore(s3, topic), catalog=catalog)
+    registry = Registry(log, S3BlobStore(s3, topic, TEST_KEK), catalog=catalog)
     tokens = TokenTable((token_digest(t), p) for t, p in TOKENS.items())
     server, port = build_server(registry, tokens)
-    sink = S3Sink(s3, topic, blobs_bucket=topic, prefix="projection/")
+    sink = S3Sink(s3, topic, blobs_bucket=topic, prefix="projection/", kek=TEST_KEK)
     projector = Projector(kafka, topic, sink, group_id=topic)
     admin = RegistryClient(f"127.0.0.1:{port}", "admin-token", retry_for_s=10)
     admin.register_base("tiny", BASE, {"w": (1, 1)})

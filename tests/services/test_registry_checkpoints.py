@@ -27,6 +27,7 @@ from services.registry.metrics import RegistryMetrics
 from services.registry.settings import EmbeddedRegistrySettings as Settings
 from services.registry.settings import RegistrySettings
 from tests.audit.signing import new_key, private_pem
+from tests.keys import kek_file
 
 
 def _settings(
@@ -45,6 +46,7 @@ def _settings(
     parser = argparse.ArgumentParser()
     settings.add_flags(parser, model)
     flags = ["--tokens-file", str(tokens), "--data-dir", str(tmp_path), *more]
+    flags += ["--kek-file", str(kek_file(tmp_path))]
     return settings.load(model, parser.parse_args(flags))
 
 

@@ -18,6 +18,7 @@ from mint.registry import Principal, Registry, Upload
 from mint.rpc.auth import TokenTable, token_digest
 from services.registry.server import build_server
 from tests.infra.own_s3 import own_client, own_s3, restart
+from tests.keys import TEST_KEK
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ def test_publish_with_s3_down_is_unavailable_and_says_to_retry(
     topic = f"outage-{uuid.uuid4().hex[:10]}"
     with own_s3(tmp_path / "s3") as server:
         log = KafkaEventLog(kafka, topic, partitions=1, txn_prefix=topic)
-        registry = Registry(log, S3BlobStore(own_client(server), topic))
+        registry = Registry(log, S3BlobStore(own_client(server), topic, TEST_KEK))
         tokens = TokenTable((token_digest(t), p) for t, p in TOKENS.items())
         grpc_server, port = build_server(registry, tokens)
         admin = RegistryClient(f"127.0.0.1:{port}", "admin-token", retry_for_s=0)

@@ -170,9 +170,14 @@ def test_concurrent_uploads_stay_within_the_budget(
         assert attempt.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, attempt.error
         assert "retry later" in (attempt.error.details() or ""), attempt.error.details()
     bucket = registry.topic
+    stored_blobs = [
+        str(o.object_name) for o in s3.list_objects(bucket, prefix="blobs/", recursive=True)
+    ]
     for attempt in attempts:
-        key = blob_key(hashlib.sha256(attempt.weights).hexdigest())
-        blobs = [o.object_name for o in s3.list_objects(bucket, prefix=key)]
+        sha256 = hashlib.sha256(attempt.weights).hexdigest()
+        blobs = [name for name in stored_blobs if name.endswith(sha256)]
+        if attempt.result is not None:
+            key = blob_key(attempt.result.adapter.adapter_id, sha256)
         events = alice.history(attempt.ref)
         if attempt.result is not None:  # created, then published
             assert len(events) == attempt.result.last_version > 1, attempt.ref

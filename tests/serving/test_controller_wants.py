@@ -68,6 +68,24 @@ def test_an_idle_want_expires_and_its_intents_are_removed_at_the_next_turn() -> 
     assert c.metrics.expired._value.get() == 1
 
 
+def test_an_erased_adapter_leaves_the_plan_at_the_next_turn_and_is_never_placed_again() -> None:
+    """Pinned, stacked with another, demanded again or read back: once erased, no group
+    holding it is placed (the node has dropped it already; its intents go too)."""
+    c = controller(Clock())
+    c._note(demand(ref(1)))
+    c._note(demand(ref(1), ref(2)))  # a stack with it
+    c.wants.keep(Group.of([ref(3)]), pinned=True)
+    c.wants.keep(Group.of([ref(1)]), pinned=True)
+    c.plan_turn()
+    assert placed(c) == {ref(1), ref(2), ref(3)}
+    c.wants.erase(ref(1).adapter_id)
+    c._note(demand(ref(1), requests=100))
+    c.wants.keep(Group.of([ref(1)]), pinned=True)
+    _, remove = c.plan_turn()
+    assert {r for _, r in remove} == {ref(1), ref(2)}
+    assert placed(c) == {ref(3)} and set(c.wants.rates) == set()
+
+
 def test_a_pinned_want_does_not_expire() -> None:
     clock = Clock()
     c = controller(clock)

@@ -30,6 +30,7 @@ from mint.tokenizer import VOCAB_SIZE
 from mint.v1 import residency_pb2
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -113,7 +114,7 @@ class World:
         self.registry.move_channel(ALICE, ref, "latest", 1, rid())
 
     def project(self) -> None:
-        rebuild(self.log, S3Sink(self.s3, self.bucket, blobs_bucket=self.bucket))
+        rebuild(self.log, S3Sink(self.s3, self.bucket, blobs_bucket=self.bucket, kek=TEST_KEK))
 
     def wait_for_reports(
         self, done: Callable[[FleetView], bool], timeout_s: float = 60.0
@@ -136,7 +137,7 @@ class World:
 def new_world(kafka: KafkaConnection, s3: Minio) -> World:
     name = f"srv-{uuid.uuid4().hex[:8]}"
     log = KafkaEventLog(kafka, name, partitions=2, txn_prefix=name)
-    registry = Registry(log, S3BlobStore(s3, name))
+    registry = Registry(log, S3BlobStore(s3, name, TEST_KEK))
     base = build_base(base_config(), seed=0)
     shapes = {k: tuple(v.shape) for k, v in base.state_dict().items()}
     world = World(kafka, s3, name, log, registry, ResidencyTopics(name))

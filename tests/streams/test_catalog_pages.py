@@ -24,6 +24,7 @@ from mint.domain.names import AdapterRef
 from mint.registry import Principal, Registry
 from streams.projector.planner import Planner
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 BASE = "b" * 64
@@ -62,7 +63,7 @@ def bucket(s3: Minio, tmp_path_factory: pytest.TempPathFactory) -> str:
     name = f"cat-{uuid.uuid4().hex[:10]}"
     folder: Path = tmp_path_factory.mktemp("catalog")
     log = SqliteEventLog(folder / "events.db")
-    registry = Registry(log, LocalBlobStore(folder / "blobs"))
+    registry = Registry(log, LocalBlobStore(folder / "blobs", TEST_KEK))
     registry.register_base(OPS, "tiny", BASE, {"w": (1, 1)}, uuid.uuid4().hex)
     for i in range(SMALL):
         registry.create_adapter(OPS, AdapterRef("small", f"s{i:03d}"), BASE, uuid.uuid4().hex)
@@ -70,7 +71,7 @@ def bucket(s3: Minio, tmp_path_factory: pytest.TempPathFactory) -> str:
         labels = {"rare": "yes"} if i % RARE_EVERY == RARE_EVERY - 1 else {}
         ref = AdapterRef("big", f"b{i:03d}")
         registry.create_adapter(OPS, ref, BASE, uuid.uuid4().hex, labels=labels)
-    planner, sink = Planner(), S3Sink(s3, name, blobs_bucket=name, prefix="p/")
+    planner, sink = Planner(), S3Sink(s3, name, blobs_bucket=name, prefix="p/", kek=TEST_KEK)
     writes = [planner.plan(r) for r in log.read_all()]
     with ThreadPoolExecutor(8) as pool:  # one catalog entry per adapter: any order
         list(pool.map(sink.apply, writes))

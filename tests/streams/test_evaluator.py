@@ -37,6 +37,7 @@ from services.registry.server import build_server
 from streams.evaluator.jobs import Job, owed
 from streams.evaluator.scorer import SuiteScorer
 from streams.evaluator.worker import Evaluator
+from tests.keys import TEST_KEK
 from tests.services.conftest import TOKENS
 
 EXAMPLES = [("The cat", " sat on the mat."), ("Hello", ", world!")]
@@ -67,7 +68,7 @@ def stack(
 ) -> Iterator[Stack]:
     topic, bucket = f"eval-{uuid.uuid4().hex[:10]}", f"eval-{uuid.uuid4().hex[:10]}"
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
-    blobs = S3BlobStore(s3, bucket)
+    blobs = S3BlobStore(s3, bucket, TEST_KEK)
     server, port = build_server(
         Registry(log, blobs), TokenTable((token_digest(t), p) for t, p in TOKENS.items())
     )
@@ -236,3 +237,35 @@ def test_an_unreachable_registry_degrades_it_and_commits_nothing(
         assert partitions and all(evaluator.consumer.committed(tp) is None for tp in partitions)
     finally:
         evaluator.close()
+
+
+def test_an_erased_adapter_is_not_judged(
+    stack: Stack, scorer: SuiteScorer, model_files: dict
+) -> None:
+    """Erased after its revision and platform gate were logged: the evaluator, reading
+    those events, finds the adapter erased and records nothing (nothing may follow the
+    tombstone; its weights and the gate's examples open no more)."""
+    admin, alice = stack.client("admin-token"), stack.client("alice-token")
+    admin.register_base("tiny", model_files["fingerprint"], model_files["shapes"])
+    ref = f"acme/erased-{uuid.uuid4().hex[:6]}"
+    alice.create_adapter(ref, model_files["fingerprint"])
+    upload = model_files["upload"]
+    alice.publish_revision(ref, (upload.config, upload.weights))
+    alice.set_gate(
+        ref, "stable", "quality", requirement="platform", threshold=-50.0, examples=SUITE
+    )
+    adapter = alice.get_adapter(ref)
+    alice.erase_adapter(ref)
+    events = len(alice.history(ref))
+    evaluator = stack.evaluator(scorer, f"g-{uuid.uuid4().hex[:8]}")
+    try:
+        evaluator.evaluate(ref, 1)  # what the revision's and the gate's events ask
+        # A job taken just before the erasure: its examples open no more, skipped.
+        evaluator._judge(
+            job_for(adapter, "stable", 1), adapter.base_fingerprint, adapter.revisions[0]
+        )
+    finally:
+        evaluator.close()
+    assert len(alice.history(ref)) == events and platform_verdicts(alice, ref) == {}
+    metrics = evaluator.metrics.registry
+    assert metrics.get_sample_value("mint_evaluator_skipped_total", {"reason": "erased"}) == 1

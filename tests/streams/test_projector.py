@@ -24,6 +24,7 @@ from mint.models.lora import attach_lora
 from mint.registry import Principal, Registry, Upload
 from streams.projector.runner import Projector, rebuild
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -39,7 +40,7 @@ def world(kafka: KafkaConnection, s3: Minio, model_files: dict, tmp_path: Path) 
     """A registry with two revisions of acme/tone, stable -> 1, latest -> 2."""
     topic = f"proj-{uuid.uuid4().hex[:8]}"
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
-    registry = Registry(log, S3BlobStore(s3, topic))
+    registry = Registry(log, S3BlobStore(s3, topic, TEST_KEK))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     registry.create_adapter(ALICE, REF, model_files["fingerprint"], rid(), labels={"k": "v"})
     first: Upload = model_files["upload"]
@@ -65,7 +66,7 @@ def _objects(s3: Minio, bucket: str, prefix: str = "") -> dict[str, bytes]:
 
 
 def _project(world: dict, bucket: str) -> S3Sink:
-    sink = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"])
+    sink = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"], kek=TEST_KEK)
     projector = Projector(world["kafka"], world["topic"], sink, group_id=bucket)
     projector.run(stop_when_caught_up_s=1)
     assert projector.lag() == {0: 0, 1: 0}
@@ -116,12 +117,15 @@ def test_revision_downloaded_from_the_projection_loads_with_peft(
 def test_redelivery_writes_nothing_and_rebuild_equals_live(world: dict) -> None:
     bucket = f"idem-{uuid.uuid4().hex[:8]}"
     _project(world, bucket)
-    again = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"])
+    again = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"], kek=TEST_KEK)
     assert rebuild(world["log"], again) > 0
     assert again.written == 0, "replaying every event must leave the projection as it is"
 
     fresh = f"rebuilt-{uuid.uuid4().hex[:8]}"
-    rebuild(world["log"], S3Sink(world["s3"], fresh, blobs_bucket=world["topic"], prefix="p/"))
+    rebuild(
+        world["log"],
+        S3Sink(world["s3"], fresh, blobs_bucket=world["topic"], prefix="p/", kek=TEST_KEK),
+    )
     assert _objects(world["s3"], fresh, prefix="p/") == _objects(world["s3"], bucket)
 
 
@@ -142,7 +146,7 @@ def test_rebuild_into_the_projection_repairs_every_object_that_differs(world: di
     for key, data in damage.items():
         s3.put_object(bucket, key, io.BytesIO(data), len(data))
 
-    sink = S3Sink(s3, bucket, blobs_bucket=world["topic"])
+    sink = S3Sink(s3, bucket, blobs_bucket=world["topic"], kek=TEST_KEK)
     rebuild(world["log"], sink)
     assert sink.written == len(damage)
     assert _objects(s3, bucket) == intact
@@ -151,7 +155,7 @@ def test_rebuild_into_the_projection_repairs_every_object_that_differs(world: di
 def test_restarted_projector_resumes_from_its_committed_offsets(world: dict) -> None:
     bucket = f"resume-{uuid.uuid4().hex[:8]}"
     _project(world, bucket)
-    registry = Registry(world["log"], S3BlobStore(world["s3"], world["topic"]))
+    registry = Registry(world["log"], S3BlobStore(world["s3"], world["topic"], TEST_KEK))
     registry.move_channel(ALICE, REF, "stable", 2, rid())  # one more event after the stop
     sink = _project(world, bucket)  # same group: resumes, knowing the state before
     assert sink.written == 2  # stable.json and current.json, nothing else

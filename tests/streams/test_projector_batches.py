@@ -23,6 +23,7 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.registry import Principal, Registry
 from streams.projector.runner import Projector, rebuild
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -36,7 +37,7 @@ def _registry(
     kafka: KafkaConnection, s3: Minio, model_files: dict, topic: str, partitions: int = 2
 ) -> Registry:
     log = KafkaEventLog(kafka, topic, partitions=partitions, txn_prefix=topic)
-    registry = Registry(log, S3BlobStore(s3, topic))
+    registry = Registry(log, S3BlobStore(s3, topic, TEST_KEK))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     return registry
 
@@ -56,7 +57,7 @@ def _objects(s3: Minio, bucket: str) -> dict[str, bytes]:
 
 def _rebuilt(registry: Registry, s3: Minio, blobs: str) -> dict[str, bytes]:
     fresh = f"fresh-{uuid.uuid4().hex[:8]}"
-    rebuild(registry.log, S3Sink(s3, fresh, blobs_bucket=blobs))
+    rebuild(registry.log, S3Sink(s3, fresh, blobs_bucket=blobs, kek=TEST_KEK))
     return _objects(s3, fresh)
 
 
@@ -103,7 +104,7 @@ def test_concurrent_writes_land_files_then_manifests_then_pointers(
         registry.move_channel(ALICE, ref, "stable", 2, rid())
     timeline = _Timeline(s3)
     bucket = f"{unique}-proj"
-    sink = S3Sink(timeline, bucket, unique, concurrency=8)  # type: ignore[arg-type]
+    sink = S3Sink(timeline, bucket, unique, concurrency=8, kek=TEST_KEK)  # type: ignore[arg-type]
     projector = Projector(kafka, unique, sink, group_id=bucket)
     projector.run(stop_when_caught_up_s=1)
     projector.close()
@@ -194,7 +195,8 @@ def test_members_of_one_group_share_the_partitions(
         _adapter(registry, model_files, ref, revisions=1)
     bucket = f"{unique}-proj"
     members = [
-        Projector(kafka, unique, S3Sink(s3, bucket, unique), group_id=bucket) for _ in range(2)
+        Projector(kafka, unique, S3Sink(s3, bucket, unique, kek=TEST_KEK), group_id=bucket)
+        for _ in range(2)
     ]
     stop = threading.Event()
     threads = [threading.Thread(target=m.run, args=(stop,)) for m in members]

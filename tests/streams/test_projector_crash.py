@@ -29,6 +29,7 @@ from mint.domain.names import AdapterRef
 from mint.registry import Principal, Registry, Upload
 from streams.projector.runner import Projector, rebuild
 from streams.projector.sink import S3Sink
+from tests.keys import TEST_KEK
 
 pytestmark = pytest.mark.slow
 
@@ -94,11 +95,13 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
     topic = f"crash-{uuid.uuid4().hex[:8]}"
     projection = f"proj-{uuid.uuid4().hex[:8]}"
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
-    registry = Registry(log, S3BlobStore(s3, topic))
+    registry = Registry(log, S3BlobStore(s3, topic, TEST_KEK))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], "b")
     for ref in REFS:
         registry.create_adapter(ALICE, ref, model_files["fingerprint"], uuid.uuid4().hex)
-    S3Sink(s3, projection, blobs_bucket=topic)  # creates the bucket before readers look
+    S3Sink(
+        s3, projection, blobs_bucket=topic, kek=TEST_KEK
+    )  # creates the bucket before readers look
 
     done = threading.Event()
     problems: list[str] = []
@@ -173,7 +176,7 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
     final = Projector(
         kafka,
         topic,
-        S3Sink(s3, projection, blobs_bucket=topic),
+        S3Sink(s3, projection, blobs_bucket=topic, kek=TEST_KEK),
         group_id=projection,
         instance_id="projector-0",
     )
@@ -185,7 +188,7 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
     assert problems == [], problems[:5]
     assert _check_pointers(s3, projection) == []
     fresh = f"fresh-{uuid.uuid4().hex[:8]}"
-    rebuild(log, S3Sink(s3, fresh, blobs_bucket=topic))
+    rebuild(log, S3Sink(s3, fresh, blobs_bucket=topic, kek=TEST_KEK))
     live = {
         str(o.object_name): s3.get_object(projection, str(o.object_name)).read()
         for o in s3.list_objects(projection, recursive=True)

@@ -28,6 +28,7 @@ from streams.projector.planner import canonical_json, mutable
 from streams.projector.runner import Projector, rebuild
 from streams.projector.sink import S3Sink
 from tests.infra.own_s3 import own_client, own_s3, restart
+from tests.keys import TEST_KEK
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -41,7 +42,7 @@ def rid() -> str:
 def _registry(kafka: KafkaConnection, s3: Minio, model_files: dict, topic: str) -> Registry:
     """Two adapters with two revisions each, on a two-partition topic."""
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)
-    registry = Registry(log, S3BlobStore(s3, topic))
+    registry = Registry(log, S3BlobStore(s3, topic, TEST_KEK))
     registry.register_base(OPS, "tiny", model_files["fingerprint"], model_files["shapes"], rid())
     for ref in REFS:
         registry.create_adapter(ALICE, ref, model_files["fingerprint"], rid())
@@ -69,7 +70,7 @@ def _versions(s3: Minio, bucket: str) -> dict[str, int]:
 
 def _equals_rebuild(registry: Registry, s3: Minio, bucket: str, blobs: str) -> None:
     fresh = f"fresh-{uuid.uuid4().hex[:8]}"
-    rebuild(registry.log, S3Sink(s3, fresh, blobs_bucket=blobs))
+    rebuild(registry.log, S3Sink(s3, fresh, blobs_bucket=blobs, kek=TEST_KEK))
     assert _objects(s3, bucket) == _objects(s3, fresh)
 
 
@@ -99,7 +100,7 @@ def test_a_pointer_write_that_loses_a_race_does_not_go_back(
     s3: Minio, unique: str, stored: int | None
 ) -> None:
     key = "adapters/acme/one/channels/stable.json"
-    newer = S3Sink(s3, unique, blobs_bucket=unique)
+    newer = S3Sink(s3, unique, blobs_bucket=unique, kek=TEST_KEK)
     if stored is not None:
         newer.apply([mutable(key, _pointer(stored), stored)])
 
@@ -111,7 +112,7 @@ def test_a_pointer_write_that_loses_a_race_does_not_go_back(
             newer.apply([mutable(key, _pointer(6), 6)])
 
     racing = _AfterRead(s3, newer_writes_version_6)
-    older = S3Sink(racing, unique, blobs_bucket=unique)  # type: ignore[arg-type]
+    older = S3Sink(racing, unique, blobs_bucket=unique, kek=TEST_KEK)  # type: ignore[arg-type]
     older.apply([mutable(key, _pointer(5), 5)])  # read v<=4, then v6 lands, then its write
     assert json.loads(s3.get_object(unique, key).read())["stream_version"] == 6
     assert older.written == 0
@@ -134,7 +135,9 @@ def test_two_projectors_on_the_same_partitions_never_move_a_pointer_back(
 
     clients: list[Any] = [s3, _AfterRead(s3, pause)]
     projectors = [
-        Projector(kafka, unique, S3Sink(client, bucket, unique), group_id=f"{bucket}-{i}")
+        Projector(
+            kafka, unique, S3Sink(client, bucket, unique, kek=TEST_KEK), group_id=f"{bucket}-{i}"
+        )
         for i, client in enumerate(clients)
     ]
     stop, done = threading.Event(), threading.Event()
@@ -220,7 +223,7 @@ def test_projector_rides_out_an_s3_outage(
     with own_s3(tmp_path / "s3") as server:
         s3 = own_client(server)
         registry = _registry(kafka, s3, model_files, topic)
-        projector = Projector(kafka, topic, S3Sink(s3, "proj", topic), group_id=topic)
+        projector = Projector(kafka, topic, S3Sink(s3, "proj", topic, kek=TEST_KEK), group_id=topic)
         projector.backoff = Backoff(first_s=0.2, cap_s=1.0)
         url = probes(projector)
         stop = threading.Event()
@@ -267,7 +270,7 @@ def test_projector_retries_commits_that_kafka_refuses(
     the projector backs off, reports it, rewinds to its last commit and carries on."""
     registry = _registry(kafka, s3, model_files, unique)
     bucket = f"{unique}-proj"
-    projector = Projector(kafka, unique, S3Sink(s3, bucket, unique), group_id=bucket)
+    projector = Projector(kafka, unique, S3Sink(s3, bucket, unique, kek=TEST_KEK), group_id=bucket)
     projector.backoff = Backoff(first_s=0.2, cap_s=1.0)
     url = probes(projector)
     real_commit = projector.consumer.commit

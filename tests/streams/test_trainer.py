@@ -38,6 +38,7 @@ from mint.training.scoring import Scorer
 from mint.training.tuning import tokenized
 from mint.validation.examples import parse_examples
 from services.registry.server import build_server
+from tests.keys import TEST_KEK, kek_file
 
 KILLS = 10
 UPDATES = 5
@@ -126,7 +127,7 @@ class TrainerProcess:
 @pytest.fixture
 def registry_server(kafka: KafkaConnection, s3: Minio, unique: str) -> Iterator[dict[str, str]]:
     log = KafkaEventLog(kafka, unique, partitions=2, txn_prefix=unique)
-    registry = Registry(log, S3BlobStore(s3, unique))
+    registry = Registry(log, S3BlobStore(s3, unique, TEST_KEK))
     server, port = build_server(
         registry, TokenTable((token_digest(t), p) for t, p in TOKENS.items())
     )
@@ -164,6 +165,7 @@ def test_updates_apply_exactly_once_through_ten_kills(
         *("--blobs-bucket", registry_server["bucket"], "--group", registry_server["topic"]),
         *("--instance-id", "trainer-0", "--metrics-port", "0", "--device", "cpu"),
         *("--steps", "4", "--learning-rate", "0.02", "--rank", "4"),
+        *("--kek-file", str(kek_file(tmp_path))),  # it reads the sealed blobs
     ]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MINT_")},
@@ -195,7 +197,7 @@ def test_updates_apply_exactly_once_through_ten_kills(
     assert kills == KILLS, (tmp_path / "trainer.log").read_text()[-4000:]
 
     scorer = Scorer(build_base(tiny_llama_config(), seed=0), base_fp, ("q_proj", "v_proj"))
-    blobs = S3BlobStore(s3, registry_server["bucket"])
+    blobs = S3BlobStore(s3, registry_server["bucket"], TEST_KEK)
     tokenizer = byte_tokenizer()
     for user, (ref, word) in USERS.items():
         client = clients[user]
@@ -216,7 +218,7 @@ def test_updates_apply_exactly_once_through_ten_kills(
             128,
         )
         last = adapter.revisions[-1]
-        weights = blobs.get(last.weights_sha256)
+        weights = blobs.get(adapter.adapter_id, last.weights_sha256)
         last_ref = RevisionRef(
             adapter.adapter_id,
             ref,

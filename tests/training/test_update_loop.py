@@ -19,9 +19,10 @@ from mint.domain.events import UpdateFinished
 from mint.domain.names import AdapterRef
 from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.registry import Principal, Registry
-from mint.training.loop import STAGES, SUITE, UpdateLoop, build_loop, drain
+from mint.training.loop import SKIPPED, STAGES, SUITE, UpdateLoop, build_loop, drain
 from mint.training.port import LocalRegistry, UpdateJob, job_of
 from mint.training.tuning import Hyperparameters
+from tests.keys import TEST_KEK
 
 ADMIN = Principal("ops", frozenset({"*"}), admin=True)
 TRAINER = Principal("trainer", frozenset({"*"}), service=True)
@@ -47,7 +48,9 @@ def base_model() -> PreTrainedModel:
 
 @pytest.fixture
 def world(tmp_path: Path, base_model: PreTrainedModel) -> tuple[Registry, UpdateLoop, list[str]]:
-    registry = Registry(SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "blobs"))
+    registry = Registry(
+        SqliteEventLog(tmp_path / "log.db"), LocalBlobStore(tmp_path / "blobs", TEST_KEK)
+    )
     shapes = {k: tuple(v.shape) for k, v in base_model.state_dict().items()}
     registry.register_base(ADMIN, "tiny", fingerprint(base_model), shapes, "b1")
     registry.create_adapter(ALICE, REF, fingerprint(base_model), "c1")
@@ -143,3 +146,26 @@ def test_an_adapter_on_another_base_is_held_without_training(world, tmp_path: Pa
     (result,) = drain(registry.log, loop)[0]
     assert result.outcome == "held" and "base" in result.reason and "train" not in stages
     assert registry.get(ALICE, ref).revisions == ()
+
+
+@pytest.mark.parametrize("erased_at", ["before", "train", "promote"])
+def test_an_erased_adapters_update_is_skipped_and_appends_nothing(world, erased_at: str) -> None:
+    """Nothing follows an erasure's tombstone: an update delivered after it, or whose
+    adapter is erased while it runs (its examples and weights gone), is dropped."""
+    registry, loop, _ = world
+    registry.request_update(ALICE, REF, examples("yes"), "u-erased")
+    (job,) = _jobs(registry)
+
+    def erase(job: UpdateJob, stage: str) -> None:
+        if stage == erased_at:
+            registry.erase(ALICE, REF, "erase-1")
+
+    if erased_at == "before":
+        registry.erase(ALICE, REF, "erase-1")
+    loop.on_stage = erase
+    result = loop.apply(job)
+    assert (result.outcome, result.revision) == (SKIPPED, 0), result
+    adapter = registry.get(ALICE, REF)
+    assert adapter.erased and adapter.finished == {}
+    assert registry.history(ALICE, REF)[-1].envelope.event_type == "mint.v1.AdapterErased"
+    assert drain(registry.log, loop)[0][0].outcome == SKIPPED  # delivered again: the same
