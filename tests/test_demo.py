@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -29,8 +30,12 @@ def test_demo_publishes_promotes_and_reloads(tmp_path: Path) -> None:
     )
     manifest = json.loads((revision / MANIFEST).read_text())
     assert manifest["weights_sha256"] == summary["sha256"]
-    blob = out / "blobs" / "sha256" / summary["sha256"][:2] / summary["sha256"]
-    assert blob.read_bytes() == (revision / ADAPTER_WEIGHTS).read_bytes()
+    # The stored blob is sealed with the adapter's data key: not the bytes it holds.
+    [blob] = (out / "blobs").glob(f"*/sha256/{summary['sha256'][:2]}/{summary['sha256']}")
+    weights = (revision / ADAPTER_WEIGHTS).read_bytes()
+    assert hashlib.sha256(weights).hexdigest() == summary["sha256"]
+    assert weights[:4096] not in blob.read_bytes()
+    assert (out / "keys" / blob.parts[-4]).exists() and (out / "kek").stat().st_mode & 0o077 == 0
     served = summary["served"]
     assert served["batch"] == 4 and served["stable_equals_peft"] is True
     assert len({tuple(t) for t in served["tokens"].values()}) == 4, "each ask differs"
