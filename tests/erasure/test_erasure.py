@@ -23,7 +23,7 @@ from mint.blobs.port import blob_key, data_key_key
 from mint.blobs.sealed import DESTROYED
 from mint.blobs.sealing import open_sealed
 from mint.domain import adapter as agg
-from mint.domain.errors import DataLoss, Erased, FailedPrecondition
+from mint.domain.errors import DataLoss, Erased, FailedPrecondition, Unavailable
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import Metadata
 from mint.layout import ADAPTER_WEIGHTS, revision_prefix
@@ -188,3 +188,13 @@ def test_an_erasure_cut_short_after_its_tombstone_is_finished_by_the_sweep(
     assert ids[GONE] in read_table(world["kafka"], world["topics"].erased)
     assert [p.adapter_id for p in registry.blobs.pending_erasures()] == [ids[KEPT]]
     assert registry.weights(ALICE, KEPT, 1)  # a note alone erases nothing
+
+
+def test_a_blob_missing_without_an_erasure_stops_the_projection_retryably(world: dict) -> None:
+    """Only an erased adapter's files are skipped: a blob lost otherwise is a failure
+    the projector retries (and reports degraded), as a failed copy was."""
+    s3, topic, ids = world["s3"], world["topic"], world["ids"]
+    sha = world["registry"].get(ALICE, KEPT).revision(1).weights_sha256
+    s3.remove_object(topic, blob_key(ids[KEPT], sha))
+    with pytest.raises(Unavailable, match=r"cannot project .*acme/kept"):
+        rebuild(world["log"], S3Sink(s3, f"{topic}-lost", blobs_bucket=topic, kek=TEST_KEK))
