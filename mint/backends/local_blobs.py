@@ -16,7 +16,7 @@ class LocalRawObjects:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def create(self, key: str, data: bytes) -> bool:
+    def create(self, key: str, data: bytes | bytearray) -> bool:
         final = self.root / key
         if final.exists():
             return False
@@ -49,7 +49,7 @@ class LocalRawObjects:
         keys = (p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
         return sorted(k for k in keys if k.startswith(prefix) and "/.upload-" not in f"/{k}")
 
-    def _staged(self, final: Path, data: bytes) -> str:
+    def _staged(self, final: Path, data: bytes | bytearray) -> str:
         """`data` written beside `final` and fsynced: readers see all of it or nothing."""
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, staging = tempfile.mkstemp(dir=final.parent, prefix=".upload-")

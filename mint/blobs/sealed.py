@@ -31,7 +31,7 @@ DESTROYED = b"mint-destroyed-key-v1\n"
 class RawObjects(Protocol):
     """Named byte objects (an S3 bucket, a local folder); each write is atomic."""
 
-    def create(self, key: str, data: bytes) -> bool:
+    def create(self, key: str, data: bytes | bytearray) -> bool:
         """Write `key` only if there is no such object; False if there was one."""
 
     def replace(self, key: str, data: bytes) -> None:

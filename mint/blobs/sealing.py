@@ -24,6 +24,7 @@ from mint.domain.errors import DataLoss, InvalidArgument
 
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's standard nonce; random per seal (a key seals few blobs)
+TAG_BYTES = 16
 SEALED_BLOB = b"mint-sealed-blob-v1\n"  # leads every sealed blob: its format
 WRAPPED_KEY = b"mint-wrapped-key-v1\n"  # leads every wrapped data key
 
@@ -82,10 +83,16 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=8 * KEY_BYTES)
 
 
-def seal(data_key: bytes, adapter_id: str, sha256: str, plaintext: bytes) -> bytes:
+def seal(data_key: bytes, adapter_id: str, sha256: str, plaintext: bytes) -> bytearray:
+    """The sealed blob, encrypted straight into its one buffer: an upload is held once
+    more while it is stored, not twice."""
     nonce = os.urandom(NONCE_BYTES)
+    head = len(SEALED_BLOB) + NONCE_BYTES
+    sealed = bytearray(head + len(plaintext) + TAG_BYTES)
+    sealed[:head] = SEALED_BLOB + nonce
     context = _blob_context(adapter_id, sha256)
-    return SEALED_BLOB + nonce + AESGCM(data_key).encrypt(nonce, plaintext, context)
+    AESGCM(data_key).encrypt_into(nonce, plaintext, context, memoryview(sealed)[head:])
+    return sealed
 
 
 def open_sealed(data_key: bytes, adapter_id: str, sha256: str, sealed: bytes) -> bytes:
@@ -102,7 +109,7 @@ def open_sealed(data_key: bytes, adapter_id: str, sha256: str, sealed: bytes) ->
 
 
 def _body(stored: bytes, header: bytes, what: str) -> bytes:
-    if not stored.startswith(header) or len(stored) < len(header) + NONCE_BYTES + 16:
+    if not stored.startswith(header) or len(stored) < len(header) + NONCE_BYTES + TAG_BYTES:
         raise DataLoss(f"{what} is corrupt: not a sealed object of this format")
     return stored[len(header) :]
 
