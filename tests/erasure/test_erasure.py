@@ -7,8 +7,12 @@ the sweep; later calls say the adapter was erased."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from minio import Minio
@@ -31,7 +35,7 @@ from mint.registry import Principal, Registry
 from mint.serving.erasures import ErasureNotice
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink
-from tests.keys import TEST_KEK
+from tests.keys import TEST_KEK, kek_file
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -136,6 +140,27 @@ def test_the_audit_verifies_and_names_who_erased_it_when_and_where(world: dict) 
     )
     assert erasure.position == str(tombstone.position)
     assert erasure.erased_at[:16] == out.adapter.erased_at[:16]
+
+
+def test_the_audit_command_lists_the_erasure_and_exits_clean(
+    world: dict, endpoints: dict[str, str], tmp_path: Path
+) -> None:
+    world["registry"].erase(ALICE, GONE, rid())
+    topic = world["topic"]
+    options = ["--events-topic", topic, "--events-partitions", "2", "--blobs-bucket", topic]
+    options += ["--kek-file", str(kek_file(tmp_path))]
+    result = subprocess.run(
+        [sys.executable, "-m", "mint.audit", "verify", *options],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **endpoints},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tombstone = world["log"].read_stream(str(GONE))[-1]
+    assert f"ERASED acme/gone ({world['ids'][GONE]}) erased by alice at " in result.stdout
+    assert f", {tombstone.position}\n" in result.stdout
+    assert "1 erasures: clean" in result.stdout
 
 
 def test_a_blob_gone_without_an_erasure_is_still_a_problem(world: dict) -> None:
