@@ -617,7 +617,9 @@ class Adapter(_message.Message):
     version: _builtins.int
     archived: _builtins.bool
     erased: _builtins.bool
-    """Erased (see EraseAdapter): its revisions list what was, their weights are gone."""
+    """12: gate_rules on main (another change, merged before this one).
+    Erased (see EraseAdapter): its revisions list what was, their weights are gone.
+    """
     erased_at: _builtins.str
     """ISO 8601, UTC; empty unless erased"""
     @_builtins.property
