@@ -18,7 +18,7 @@ class LocalRawObjects:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def create(self, key: str, data: bytes) -> bool:
+    def create(self, key: str, data: bytes | bytearray) -> bool:
         final = self.root / key
         if final.exists():
             return False
@@ -68,7 +68,7 @@ class LocalRawObjects:
             if key.startswith(prefix) and "/.upload-" not in f"/{key}" and path.is_file():
                 yield path
 
-    def _staged(self, final: Path, data: bytes) -> str:
+    def _staged(self, final: Path, data: bytes | bytearray) -> str:
         """`data` written beside `final` and fsynced: readers see all of it or nothing."""
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, staging = tempfile.mkstemp(dir=final.parent, prefix=".upload-")

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import urllib3
 from minio import Minio
@@ -99,7 +100,12 @@ class PreconditionFailed(Exception):
 
 
 def put_if_absent(
-    s3: Minio, bucket: str, key: str, data: bytes, content_type: str, verify_md5: bool = False
+    s3: Minio,
+    bucket: str,
+    key: str,
+    data: bytes | bytearray,
+    content_type: str,
+    verify_md5: bool = False,
 ) -> str:
     """Write `key` only if no object has that key; return its ETag.
 
@@ -121,12 +127,20 @@ def put_if_match(
 
 
 def _conditional_put(
-    s3: Minio, bucket: str, key: str, data: bytes, content_type: str, condition: dict[str, str]
+    s3: Minio,
+    bucket: str,
+    key: str,
+    data: bytes | bytearray,
+    content_type: str,
+    condition: dict[str, str],
 ) -> str:
     with unavailable_on_failure(f"writing s3://{bucket}/{key}"):
         try:
             result: ObjectWriteResult = s3._put_object(
-                bucket, key, data, headers={"Content-Type": content_type, **condition}
+                bucket,
+                key,
+                cast(bytes, data),  # a bytearray goes as it is (no copy): urllib3 takes both
+                headers={"Content-Type": content_type, **condition},
             )
         except S3Error as exc:
             if exc.code == "PreconditionFailed":

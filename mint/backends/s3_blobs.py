@@ -25,7 +25,7 @@ class S3RawObjects:
     def __init__(self, s3: Minio, bucket: str) -> None:
         self.s3, self.bucket = s3, bucket
 
-    def create(self, key: str, data: bytes) -> bool:
+    def create(self, key: str, data: bytes | bytearray) -> bool:
         # One PUT is atomic in S3: readers see the whole object or none. Content-MD5 makes
         # the server reject bytes damaged on the way.
         try:

@@ -47,7 +47,7 @@ class Listed:
 class RawObjects(Protocol):
     """Named byte objects (an S3 bucket, a local folder); each write is atomic."""
 
-    def create(self, key: str, data: bytes) -> bool:
+    def create(self, key: str, data: bytes | bytearray) -> bool:
         """Write `key` only if there is no such object; False if there was one."""
 
     def replace(self, key: str, data: bytes) -> None:

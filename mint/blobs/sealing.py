@@ -16,7 +16,6 @@ import base64
 import binascii
 import os
 from pathlib import Path
-from typing import cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,7 +24,7 @@ from mint.domain.errors import DataLoss, InvalidArgument
 
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's standard nonce; random per seal (a key seals few blobs)
-TAG_BYTES = 16  # GCM's authentication tag, after the ciphertext
+TAG_BYTES = 16
 SEALED_BLOB = b"mint-sealed-blob-v1\n"  # leads every sealed blob: its format
 WRAPPED_KEY = b"mint-wrapped-key-v1\n"  # leads every wrapped data key
 
@@ -84,17 +83,16 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=8 * KEY_BYTES)
 
 
-def seal(data_key: bytes, adapter_id: str, sha256: str, plaintext: bytes) -> bytes:
-    """The sealed blob, encrypted in place into its one buffer: a blob is as large as an
-    upload, and an upload's memory is budgeted (no second copy to join the parts)."""
+def seal(data_key: bytes, adapter_id: str, sha256: str, plaintext: bytes) -> bytearray:
+    """The sealed blob, encrypted straight into its one buffer: an upload is held once
+    more while it is stored, not twice."""
     nonce = os.urandom(NONCE_BYTES)
+    head = len(SEALED_BLOB) + NONCE_BYTES
+    sealed = bytearray(head + len(plaintext) + TAG_BYTES)
+    sealed[:head] = SEALED_BLOB + nonce
     context = _blob_context(adapter_id, sha256)
-    start = len(SEALED_BLOB) + NONCE_BYTES
-    sealed = bytearray(start + len(plaintext) + TAG_BYTES)
-    sealed[:start] = SEALED_BLOB + nonce
-    AESGCM(data_key).encrypt_into(nonce, plaintext, context, memoryview(sealed)[start:])
-    # Read as bytes by every writer (hashlib, the S3 client, files); never changed after.
-    return cast(bytes, sealed)
+    AESGCM(data_key).encrypt_into(nonce, plaintext, context, memoryview(sealed)[head:])
+    return sealed
 
 
 def open_sealed(data_key: bytes, adapter_id: str, sha256: str, sealed: bytes) -> bytes:

@@ -19,7 +19,7 @@ from mint.v1 import registry_pb2_grpc
 
 from . import convert, page_token
 from .forwarding import ReadForwarder
-from .uploads import UploadBudget, receive_weights
+from .uploads import UploadBudget, held_while_stored, receive_weights
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # as registry.proto says
 MAX_WATCHES = 4  # of the server's 16 threads
@@ -80,7 +80,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             current_principal(), convert.ref_from_pb(header.ref), header.request_id
         )
         # Admitted before its body is read; the weights live only inside the reservation.
-        with self.uploads.reserve(header.weights_size):
+        with self.uploads.reserve(held_while_stored(header.weights_size)):
             return self._publish(header, receive_weights(request_iterator, header.weights_size))
 
     def _upload_header(

@@ -4,8 +4,9 @@ An upload declares its size in its header. Before any body byte is read it reser
 many bytes of the server's `UploadBudget`; when the uploads in flight already hold too
 much of it, the call is refused with RESOURCE_EXHAUSTED, which says to retry later.
 While the body arrives it is spooled to a temporary file (past SPOOL_BYTES), then read
-back once for validation and storage, so an admitted upload is held in memory once and
-the uploads' share of the registry's memory stays about the budget.
+back once for validation and storage; while it is stored it is held a second time,
+sealed (mint/blobs/sealing.py), so an upload reserves twice its size and the uploads'
+share of the registry's memory stays about the budget.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ MiB = 1024 * 1024
 SPOOL_BYTES = 4 * MiB  # an upload beyond this waits on disk, not in memory, while it arrives
 MACHINE_SHARE = 4  # by default uploads may hold a quarter of the memory the process may use
 CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")  # a container's limit (cgroup v2)
+HELD_PER_BYTE = 2  # an upload as received, and its sealed copy while it is stored
+
+
+def held_while_stored(size: int) -> int:
+    """The memory an upload of `size` weight bytes holds at its peak."""
+    return HELD_PER_BYTE * size
 
 
 class UploadBudget:
@@ -54,9 +61,9 @@ class UploadBudget:
     def _take(self, size: int) -> None:
         if size > self.max_bytes:
             raise ResourceExhausted(
-                f"the upload declares {size:,} bytes, more than this registry takes in at "
-                f"once (--max-upload-bytes-in-flight {self.max_bytes:,}): it cannot be "
-                "accepted here"
+                f"the upload needs {size:,} bytes (its weights, and their sealed copy while "
+                "they are stored), more than this registry takes in at once "
+                f"(--max-upload-bytes-in-flight {self.max_bytes:,}): it cannot be accepted here"
             )
         with self._lock:
             if self._held + size > self.max_bytes:
@@ -70,7 +77,7 @@ class UploadBudget:
 
 def machine_sized_budget(largest_upload: int) -> int:
     """A share of the memory this process may use, and never less than one largest upload."""
-    return max(largest_upload, usable_memory_bytes() // MACHINE_SHARE)
+    return max(held_while_stored(largest_upload), usable_memory_bytes() // MACHINE_SHARE)
 
 
 def usable_memory_bytes() -> int:

@@ -3,7 +3,7 @@
 Layout (Hugging Face PEFT layout per revision, so a revision loads with
 `PeftModel.from_pretrained`):
 
-  adapters/<tenant>/<name>/revisions/<n>/adapter_model.safetensors   (copy of the blob)
+  adapters/<tenant>/<name>/revisions/<n>/adapter_model.safetensors   (the blob, opened)
   adapters/<tenant>/<name>/revisions/<n>/adapter_config.json
   adapters/<tenant>/<name>/revisions/<n>/manifest.json               (written last)
   adapters/<tenant>/<name>/revisions/<n>/evaluations.json

@@ -41,7 +41,7 @@ from mint.backends.s3 import (
 from mint.backends.s3_blobs import S3RawObjects
 from mint.blobs.sealed import SealedBlobStore
 from mint.blobs.sealing import Kek
-from mint.domain.errors import Erased, Unavailable
+from mint.domain.errors import DataLoss, Erased, NotFound, Unavailable
 
 from .planner import CopyBlob, DeletePrefix, Operation, PutJson, Stage
 
@@ -197,6 +197,8 @@ class S3Sink:
             data = self.blobs.get(op.adapter_id, op.sha256)
         except Erased:
             return  # erased later in the log: its erasure deletes the folder
+        except (NotFound, DataLoss) as exc:  # as a failed copy was: retried, `degraded`
+            raise Unavailable(f"cannot project {op.key}: {exc}") from exc
         if self._etag(self.bucket, key) == hashlib.md5(data).hexdigest():
             return
         self.s3.put_object(

@@ -7,8 +7,12 @@ the sweep; later calls say the adapter was erased."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from minio import Minio
@@ -23,7 +27,7 @@ from mint.blobs.port import blob_key, data_key_key
 from mint.blobs.sealed import DESTROYED
 from mint.blobs.sealing import open_sealed
 from mint.domain import adapter as agg
-from mint.domain.errors import DataLoss, Erased, FailedPrecondition
+from mint.domain.errors import DataLoss, Erased, FailedPrecondition, Unavailable
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import Metadata
 from mint.layout import ADAPTER_WEIGHTS, revision_prefix
@@ -31,7 +35,7 @@ from mint.registry import Principal, Registry
 from mint.serving.erasures import ErasureNotice
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink
-from tests.keys import TEST_KEK
+from tests.keys import TEST_KEK, kek_file
 
 OPS = Principal("ops", frozenset({"*"}), admin=True)
 ALICE = Principal("alice", frozenset({"acme"}))
@@ -138,6 +142,27 @@ def test_the_audit_verifies_and_names_who_erased_it_when_and_where(world: dict) 
     assert erasure.erased_at[:16] == out.adapter.erased_at[:16]
 
 
+def test_the_audit_command_lists_the_erasure_and_exits_clean(
+    world: dict, endpoints: dict[str, str], tmp_path: Path
+) -> None:
+    world["registry"].erase(ALICE, GONE, rid())
+    topic = world["topic"]
+    options = ["--events-topic", topic, "--events-partitions", "2", "--blobs-bucket", topic]
+    options += ["--kek-file", str(kek_file(tmp_path))]
+    result = subprocess.run(
+        [sys.executable, "-m", "mint.audit", "verify", *options],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **endpoints},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tombstone = world["log"].read_stream(str(GONE))[-1]
+    assert f"ERASED acme/gone ({world['ids'][GONE]}) erased by alice at " in result.stdout
+    assert f", {tombstone.position}\n" in result.stdout
+    assert "1 erasures: clean" in result.stdout
+
+
 def test_a_blob_gone_without_an_erasure_is_still_a_problem(world: dict) -> None:
     registry = world["registry"]
     registry.blobs.erase(world["ids"][KEPT])  # its key destroyed, no tombstone in the log
@@ -188,3 +213,13 @@ def test_an_erasure_cut_short_after_its_tombstone_is_finished_by_the_sweep(
     assert ids[GONE] in read_table(world["kafka"], world["topics"].erased)
     assert [p.adapter_id for p in registry.blobs.pending_erasures()] == [ids[KEPT]]
     assert registry.weights(ALICE, KEPT, 1)  # a note alone erases nothing
+
+
+def test_a_blob_missing_without_an_erasure_stops_the_projection_retryably(world: dict) -> None:
+    """Only an erased adapter's files are skipped: a blob lost otherwise is a failure
+    the projector retries (and reports degraded), as a failed copy was."""
+    s3, topic, ids = world["s3"], world["topic"], world["ids"]
+    sha = world["registry"].get(ALICE, KEPT).revision(1).weights_sha256
+    s3.remove_object(topic, blob_key(ids[KEPT], sha))
+    with pytest.raises(Unavailable, match=r"cannot project .*acme/kept"):
+        rebuild(world["log"], S3Sink(s3, f"{topic}-lost", blobs_bucket=topic, kek=TEST_KEK))

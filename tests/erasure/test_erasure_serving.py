@@ -93,11 +93,20 @@ def test_a_node_drops_an_erased_adapter_everywhere_within_one_heartbeat(
         assert engine.wait_resident(gone, 30) and engine.wait_resident(kept, 30)
         assert (tmp_path / "disk" / f"{gone.weights_sha256}.safetensors").exists()
 
-        announced = time.monotonic()
+        _report_with(status, lambda r: _resident(r) == {gone.adapter_id, kept.adapter_id})
+        while list(status.poll(timeout_s=0)):
+            pass  # every report so far read: what follows comes after the notice
         notices.announce(_notice(gone))
-        report = _report_with(status, lambda r: _resident(r) == {kept.adapter_id})
-        took = time.monotonic() - announced
-        assert took < HEARTBEAT_S, f"took {took:.2f} s"
+        seen: list[pb.NodeReport] = []
+
+        def evicted(report: pb.NodeReport) -> bool:
+            seen.append(report)
+            return _resident(report) == {kept.adapter_id}
+
+        report = _report_with(status, evicted)
+        # Within one heartbeat: the node reports the eviction at once, so at most one
+        # report (a heartbeat already under way) comes before the one without it.
+        assert len(seen) <= 2, [sorted(_resident(r)) for r in seen]
         assert [key_of(r) for r in engine.resident()] == [key_of(kept)]  # host and slots
         assert not (tmp_path / "disk" / f"{gone.weights_sha256}.safetensors").exists()
         assert (tmp_path / "disk" / f"{kept.weights_sha256}.safetensors").exists()

@@ -37,9 +37,10 @@ BUDGET = 64 * MiB  # --max-upload-bytes-in-flight
 UPLOADS = 8  # at once, 24 MiB each: 192 MiB asked for, three times the budget
 RANK, WIDTH, MODULES = 512, 2048, 3  # each module's lora_A + lora_B: 8 MiB of F32
 CHUNK = 1 * MiB
-# An admitted upload is held in memory once (it is spooled to disk while it arrives), so
-# the peak grows by about the budget; twice that leaves room for gRPC buffers and the
-# allocator. Without a budget the eight uploads, each held twice, need over 300 MiB.
+# An admitted upload is held in memory once while it arrives (spooled to disk), twice while
+# it is stored (sealed), and reserves that: the peak grows by about the budget; twice
+# that leaves room for gRPC buffers and the allocator. Without a budget the eight
+# uploads, each held three times, need over 400 MiB.
 RSS_GROWTH_BOUND = 2 * BUDGET
 AUTH = (("authorization", "Bearer alice"),)
 

@@ -161,7 +161,7 @@ def test_a_catch_up_writes_only_the_newest_of_many_pointer_moves(
     stable, current = "adapters/acme/busy/channels/stable.json", "adapters/acme/busy/current.json"
 
     bucket = f"{unique}-live"
-    sink = _CountingSink(s3, bucket, unique)
+    sink = _CountingSink(s3, bucket, unique, kek=TEST_KEK)
     projector = Projector(kafka, unique, sink, group_id=bucket)
     projector.run(stop_when_caught_up_s=1)
     projector.close()
@@ -170,7 +170,7 @@ def test_a_catch_up_writes_only_the_newest_of_many_pointer_moves(
         assert (pointer["revision"], pointer["stream_version"]) == (2, newest)
         assert 1 <= sink.writes[key] < moves, f"{key} written {sink.writes[key]} times"
 
-    rebuilt = _CountingSink(s3, f"{unique}-rebuilt", unique)
+    rebuilt = _CountingSink(s3, f"{unique}-rebuilt", unique, kek=TEST_KEK)
     rebuild(registry.log, rebuilt)  # one batch: each pointer written once
     assert (rebuilt.writes[stable], rebuilt.writes[current]) == (1, 1)
     assert _objects(s3, bucket) == _objects(s3, f"{unique}-rebuilt")

@@ -29,7 +29,7 @@ from mint.domain.names import AdapterRef
 from mint.registry import Principal, Registry, Upload
 from streams.projector.runner import Projector, rebuild
 from streams.projector.sink import S3Sink
-from tests.keys import TEST_KEK
+from tests.keys import TEST_KEK, kek_file
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +146,8 @@ def test_projector_killed_twenty_times_never_exposes_a_partial_revision(
         "projector-0",  # static membership: each restart resumes at once
         "--metrics-port",
         "0",
+        "--kek-file",
+        str(kek_file(tmp_path)),
     ]
     rng, kills = random.Random(7), 0
     (tmp_path / "projector.log").touch()
