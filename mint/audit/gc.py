@@ -59,6 +59,7 @@ def write_metrics(run: Collection, seconds: float, path: Path) -> None:
     figures = {
         "blobs_seen": ("Blobs stored when the run listed them", run.blobs_seen),
         "blobs_young": ("Blobs within the grace period (not considered)", run.young),
+        "blobs_erased": ("Blobs of erased adapters (left to the erasure)", run.erased),
         "blobs_unreferenced": ("Blobs no event referenced (marked)", len(run.orphans)),
         "blobs_saved": ("Marked blobs referenced by the re-check (kept)", len(run.saved)),
         "blobs_deleted": ("Blobs deleted", len(run.deleted)),

@@ -182,7 +182,11 @@ def test_the_gc_command_dry_runs_then_deletes(
 
 
 def test_an_erased_adapters_blobs_are_left_to_erasure(
-    world: World, uploads: list[Upload], model_files: dict, monkeypatch: pytest.MonkeyPatch
+    world: World,
+    uploads: list[Upload],
+    model_files: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """Its orphan is neither marked nor deleted by the collector: the erasure (or its
     sweep, after a crash) deletes every blob of the adapter and destroys its key."""
@@ -193,8 +197,10 @@ def test_an_erased_adapters_blobs_are_left_to_erasure(
     with monkeypatch.context() as patch:  # a crash between the tombstone and the key
         patch.setattr(world.blobs, "erase", lambda adapter_id: None)
         world.registry.erase(ALICE, ref, uuid.uuid4().hex)
-    run = collect(world.log, world.blobs, grace_s=0, lease_s=0)
+    metrics = tmp_path / "gc.prom"
+    run = run_gc(world.log, world.blobs, grace_s=0, lease_s=0, dry_run=False, metrics_file=metrics)
     assert (run.erased, run.orphans, run.deleted) == (2, [], [])
+    assert "mint_gc_blobs_erased 2.0" in metrics.read_text()
     assert world.blobs.exists(*orphan) and list(world.blobs.marks()) == []
     assert world.registry.finish_erasures() == 1  # the sweep: erasure's business
     assert not world.blobs.exists(*orphan)
