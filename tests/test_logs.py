@@ -151,3 +151,13 @@ def test_a_bad_logger_level_is_refused_with_how_to_write_it() -> None:
     }
     with pytest.raises(ValueError, match="is not logger=LEVEL"):
         logs.LogConfig.parse_logger_levels("kafka:INFO")
+
+
+def test_text_lines_name_the_logger_and_the_request_id_while_serving_one() -> None:
+    with captured_logs(logs.LogConfig()) as stream:
+        said.warning("outside")
+        with logs.request_scope("req-9"):
+            said.warning("inside")
+    outside, inside = stream.getvalue().splitlines()
+    assert outside.endswith(" WARNING mint.tests.logged outside")
+    assert inside.endswith(" WARNING mint.tests.logged [req-9] inside")
