@@ -155,6 +155,7 @@ def serve(args: argparse.Namespace) -> None:
     event_log.close()
 
 
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m services.registry", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)
