@@ -94,7 +94,7 @@ def _signer(
     signer = CheckpointSigner(key, store, event_log.read_partition, owned, name, observe)
     signer.start(config.checkpoint_every_s)
     every_s = config.checkpoint_every_s
-    logging.info("signing checkpoints with key %s every %s s", key.key_id, every_s)
+    log.info("signing checkpoints with key %s every %s s", key.key_id, every_s)
     return signer
 
 
