@@ -39,6 +39,7 @@ from mint.domain.events import (
     Provenance,
     RevisionPublished,
 )
+from mint.eventlog.chain import stored_bytes
 from mint.eventlog.port import Metadata, build_envelopes
 from mint.registry import base_stream
 from mint.validation.adapter import validate_adapter
@@ -162,7 +163,7 @@ def _fill_share(
         )
         for envelope in envelopes:
             producer.send(
-                topic, key=stream.encode(), value=envelope.SerializeToString(), partition=partition
+                topic, key=stream.encode(), value=stored_bytes(envelope), partition=partition
             )
         return envelopes[-1].hash
 

@@ -5,12 +5,16 @@ write every thread's stack to stderr (what a stuck service is waiting on)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import faulthandler
+import functools
 import signal
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from mint import logs, tracing
+from mint.domain.errors import DomainError
 
 if TYPE_CHECKING:
     from mint.settings import ProcessOptions
@@ -24,6 +28,32 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def entry_point(main: Callable[P, R]) -> Callable[P, R]:
+    """A service's `main`: a failure it reports as a domain error while starting (a port
+    in use, a topic it may not create) or a port that is taken ends the process with one
+    line and exit status 1, as a bad setting does, not a traceback."""
+
+    @functools.wraps(main)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return main(*args, **kwargs)
+        except DomainError as exc:
+            raise SystemExit(str(exc)) from None
+        except OSError as exc:  # an HTTP server's port (/metrics, probes)
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise SystemExit(
+                f"a port this service listens on is in use ({exc.strerror}): pick free ones "
+                "(--metrics-port, --port, --health-port) or stop what holds them"
+            ) from None
+
+    return run
 
 
 def configure(config: ProcessOptions) -> None:

@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from kafka import KafkaConsumer
 
+from deploy.local.stack import free_ports
 from mint import logs
 from mint.backends.kafka import KafkaConnection, broker_ids
 from mint.v1 import registry_pb2
@@ -87,6 +89,34 @@ def test_repeats_within_the_window_collapse_into_one_line_with_a_count() -> None
     assert lines.lines[8:] == []  # nothing else was pending
 
 
+def test_a_kafka_client_retrying_a_dead_broker_writes_a_few_lines_not_hundreds(
+    nobody: str,
+) -> None:
+    def retry_for_a_second() -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=nobody,
+            api_version=(3, 0),  # no version probe: straight to the retry loop
+            reconnect_backoff_ms=5,
+            reconnect_backoff_max_ms=10,
+        )
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            consumer.poll(timeout_ms=100)
+        consumer.close()
+
+    every = written(logs.LogConfig(repeat_window_s=0), retry_for_a_second)
+    collapsed = written(logs.LogConfig(), retry_for_a_second)
+    assert len(every) > 40, every[:10]  # kafka-python's lines per attempt, at ERROR
+    assert len(collapsed) <= 20 and 4 * len(collapsed) < len(every), collapsed
+    assert any("(repeated" in line for line in collapsed), collapsed
+
+
+@pytest.fixture
+def nobody() -> str:
+    """A 127.0.0.1 address where nothing listens."""
+    return f"127.0.0.1:{free_ports(1)[0]}"
+
+
 def test_a_count_is_written_when_the_window_closes_without_another_line() -> None:
     lines = Lines()
     collapser = logs.RepeatCollapser(lines, window_s=0.2)
@@ -151,3 +181,13 @@ def test_a_bad_logger_level_is_refused_with_how_to_write_it() -> None:
     }
     with pytest.raises(ValueError, match="is not logger=LEVEL"):
         logs.LogConfig.parse_logger_levels("kafka:INFO")
+
+
+def test_text_lines_name_the_logger_and_the_request_id_while_serving_one() -> None:
+    with captured_logs(logs.LogConfig()) as stream:
+        said.warning("outside")
+        with logs.request_scope("req-9"):
+            said.warning("inside")
+    outside, inside = stream.getvalue().splitlines()
+    assert outside.endswith(" WARNING mint.tests.logged outside")
+    assert inside.endswith(" WARNING mint.tests.logged [req-9] inside")

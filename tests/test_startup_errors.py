@@ -1,4 +1,4 @@
-"""A service that cannot start says why in one line on stderr, naming the server or file
+"""A service that cannot start says why in one line on stderr, naming the server, file or port
 and what to do, and exits non-zero: no traceback, no minutes of a library's retries. The
 real entry points run as subprocesses (each group at once: most of their time is Python
 starting), against a 127.0.0.1 port nobody listens on or a bad base directory."""
@@ -6,6 +6,7 @@ starting), against a 127.0.0.1 port nobody listens on or a bad base directory.""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from mint.domain.errors import FailedPrecondition
 from mint.models.base import build_base, tiny_llama_config
 from mint.models.base_dir import check_base_dir
 from mint.tokenizer import VOCAB_SIZE, byte_tokenizer
+from tests.keys import kek_file
 
 QUICK = ["--startup-timeout-s", "0.5"]
 K = TypeVar("K")
@@ -32,9 +34,10 @@ def services(tokens: Path, kafka: str, s3: list[str]) -> dict[str, list[str]]:
     """Each service's command line with these servers."""
     common = ["--kafka-bootstrap", kafka, *QUICK]
     tokens_flag = ["--tokens-file", str(tokens)]
+    kek_flag = ["--kek-file", str(kek_file(tokens.parent))]  # they open sealed blobs
     return {
-        "registry": ["services.registry", "serve", *common, *s3, *tokens_flag],
-        "projector": ["streams.projector", "run", *common, *s3],
+        "registry": ["services.registry", "serve", *common, *s3, *tokens_flag, *kek_flag],
+        "projector": ["streams.projector", "run", *common, *s3, *kek_flag],
         "router": ["services.router", *common, *s3, *tokens_flag, "--service-token", "t"],
         "node": ["services.inference", "--name", "n1", *common, *s3, *tokens_flag],
         "controller": ["services.controller", *common],
@@ -93,13 +96,20 @@ def outcomes(
     unreachable_s3 = services(tokens, endpoints["MINT_KAFKA_BOOTSTRAP"], s3_flags(nobody))
     base = tmp / "base"  # a base saved without its tokenizer
     build_base(tiny_llama_config(vocab=VOCAB_SIZE)).save_pretrained(base)
+    taken = socket.create_server(("127.0.0.1", 0))  # listening until all have ended
+    embedded = ["--backend", "embedded", "--data-dir", str(tmp / "registry")]
     commands = {
         **{("no kafka", name): command for name, command in unreachable_kafka.items()},
         # the same check (startup.require_s3) in every service with S3: one of them
         ("no s3", "registry"): unreachable_s3["registry"],
         ("no tokenizer", "node"): [*unreachable_kafka["node"], "--base-dir", str(base)],
+        ("port taken", "registry"): [
+            *["services.registry", "serve", *embedded, "--tokens-file", str(tokens)],
+            *["--port", str(taken.getsockname()[1]), "--metrics-port", "0"],
+        ],
     }
-    return failures(commands)
+    with taken:
+        return failures(commands)
 
 
 def test_unreachable_kafka_is_one_line_naming_it(outcomes: Outcomes, nobody: str) -> None:
@@ -122,6 +132,13 @@ def test_a_bad_base_dir_is_one_line_naming_what_it_lacks(outcomes: Outcomes) -> 
         "base has no tokenizer.json: the tokenizer (tokenizer.save_pretrained writes it); "
         "fix --base-dir or MINT_BASE_DIR"
     ), no_tokenizer
+
+
+def test_a_port_in_use_is_a_last_line_naming_it(outcomes: Outcomes) -> None:
+    outcome = outcomes["port taken", "registry"]
+    assert outcome.returncode == 1 and "Traceback" not in outcome.stderr, outcome
+    last = outcome.stderr.strip().splitlines()[-1]  # after its INFO lines, if any
+    assert last.startswith("cannot listen on 127.0.0.1:") and "the port is in use" in last
 
 
 def test_the_base_dir_check_names_each_thing_missing(tmp_path: Path) -> None:

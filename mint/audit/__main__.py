@@ -99,6 +99,9 @@ def _gc(args: argparse.Namespace) -> int:
         from mint.backends.s3_blobs import S3BlobStore
 
         config = settings.load(AuditGcSettings, args)
+        cli.configure(config)
+        startup.require_kafka(config, config.startup_timeout_s)
+        startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
         log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
         blobs = S3BlobStore(client(config.s3()), config.blobs_bucket, config.kek())
         options = config
@@ -219,7 +222,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from mint.v1 import inference_pb2_grpc, responses_pb2
 
     config = settings.load(AuditReproduceSettings, args)
-    logs.configure(config.log_config())
+    cli.configure(config)
     startup.require_kafka(config, config.startup_timeout_s)
     made_ms = response_time_ms(args.response_id)
     if not config.responses_topic:

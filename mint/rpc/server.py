@@ -11,6 +11,8 @@ but health.
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from mint.domain.errors import FailedPrecondition
 
 from .interceptor import Authenticate, DomainInterceptor
 from .tls import TlsFiles
@@ -106,10 +110,38 @@ def build_server(
 
 
 def _bind(server: grpc.Server, address: str, tls: TlsFiles | None) -> int:
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, tls.server_credentials())
+    _check_free(address)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.server_credentials())
+    except RuntimeError:  # grpc's "Failed to bind", with its own line on stderr
+        port = 0
     if port == 0:
-        raise RuntimeError(f"could not bind {address}; is the port in use?")
+        raise FailedPrecondition(
+            f"cannot listen on {address}: the port is in use, or the host is not this "
+            "machine's; pick another (--port, --health-port) or stop what holds it"
+        )
     return port
+
+
+def _check_free(address: str) -> None:
+    """Refuse a port something listens on before gRPC tries it: gRPC binds with
+    SO_REUSEPORT (it would share a port with another gRPC server) and writes a line of its
+    own about a failed bind."""
+    host, _, port = address.rpartition(":")
+    if port == "0":
+        return
+    host = host.strip("[]") or "0.0.0.0"
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise FailedPrecondition(
+                    f"cannot listen on {address}: the port is in use; pick another (--port, "
+                    "--health-port) or stop what holds it"
+                ) from None
+            # anything else (a host not this machine's): gRPC's bind reports it

@@ -19,6 +19,7 @@ from .controller import Controller, ControllerConfig
 from .settings import ControllerSettings
 
 
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m services.controller", __doc__)
     settings.add_flags(parser, ControllerSettings)

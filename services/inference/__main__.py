@@ -22,6 +22,7 @@ from .settings import NodeSettings
 MiB = 1024 * 1024
 
 
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m services.inference", __doc__)
     settings.add_flags(parser, NodeSettings)

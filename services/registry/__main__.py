@@ -109,7 +109,7 @@ def _signer(
     signer = CheckpointSigner(key, store, event_log.read_partition, owned, name, observe)
     signer.start(config.checkpoint_every_s)
     every_s = config.checkpoint_every_s
-    logging.info("signing checkpoints with key %s every %s s", key.key_id, every_s)
+    log.info("signing checkpoints with key %s every %s s", key.key_id, every_s)
     return signer
 
 
@@ -184,6 +184,7 @@ def _sweep_erasures(registry: Registry, stop: threading.Event) -> None:
             log.warning("erasure sweep failed: %s", exc)
 
 
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m services.registry", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -21,6 +21,7 @@ from mint.rpc.auth import TokenTable
 from .settings import RouterSettings
 
 
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m services.router", __doc__)
     settings.add_flags(parser, RouterSettings)

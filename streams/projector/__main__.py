@@ -65,6 +65,7 @@ def rebuild_all(config: ProjectorSettings) -> None:
     )
 
 
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m streams.projector", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)

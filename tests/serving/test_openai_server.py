@@ -20,6 +20,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from mint import logs
 from mint.domain.errors import Unavailable
 from mint.registry import Principal
 from mint.rpc.auth import TokenTable, token_digest
@@ -162,3 +163,38 @@ def test_requests_are_counted_by_path_and_status(plain: tuple[HttpServer, StandI
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models", timeout=10)
     assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"] == "Bearer"
     assert counted() == before + 1
+
+
+class Recording:
+    """Answers at once, noting the request id the router's code would log and forward."""
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    def generate(self, request: pb.GenerateRequest, caller: Caller) -> pb.GenerateResponse:
+        self.seen.append(logs.current_request_id())
+        return pb.GenerateResponse(tokens=[1], text="a")
+
+
+def test_an_http_request_carries_its_x_request_id_into_the_routers_code() -> None:
+    router = Recording()
+    server = serve(cast(Any, router))
+    try:
+        body = json.dumps({"model": "acme/tone", "prompt": "hi", "max_tokens": 1}).encode()
+        for header in ({"x-request-id": "req-42"}, {}):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.port}/v1/completions",
+                data=body,
+                headers={
+                    "authorization": f"Bearer {TOKEN}",
+                    "content-type": "application/json",
+                    **header,
+                },
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 200
+    finally:
+        server.stop()
+    given, made = router.seen
+    assert given == "req-42"  # the caller's
+    assert made and made != "req-42"  # else a new one, never none

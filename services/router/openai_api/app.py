@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from transformers import PreTrainedTokenizerFast
 
+from mint import logs
 from mint.catalog.projection import ListedObjects
 from mint.domain.errors import InvalidArgument
 from mint.rpc.auth import TokenTable
@@ -72,7 +73,10 @@ class OpenAIApi:
         self, endpoint: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def counted(request: Request) -> Response:
-            response = await endpoint(request)
+            # The caller's x-request-id (else a new one) on this request's lines and the
+            # node's, as the gRPC interceptor does for RPCs; worker threads copy the context.
+            with logs.request_scope(logs.request_id_of(request.headers.get("x-request-id"))):
+                response = await endpoint(request)
             self.metrics.http_requests.labels(request.url.path, response.status_code).inc()
             return response
 

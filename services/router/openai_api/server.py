@@ -29,6 +29,7 @@ class HttpServer:
         config = uvicorn.Config(
             app,
             log_level="warning",
+            log_config=None,  # its lines go through mint.logs (format, repeats) like ours
             access_log=False,
             lifespan="off",
             ssl_certfile=str(files.cert_file) if files.cert_file else None,
