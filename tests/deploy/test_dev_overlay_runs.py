@@ -2,7 +2,9 @@
 starts from its container's command, args and environment (tests/deploy/pods.py) against
 the local Kafka and S3, passes its readiness probe, and one adapter goes through the
 rendered topology: published through the registry, projected, placed, and served by a
-Generate through the router, over the TLS the manifests configure.
+Generate through the router, over the TLS the manifests configure; an update request for
+it is trained by the trainer into its next revision, published through the registry with
+the trainer's token.
 
 The test plays cert-manager (each `Certificate` becomes the Secret it names, issued by a
 test CA) and stands in for the overlay's Kafka and S3 workloads with the local servers.
@@ -52,14 +54,19 @@ UNIQUE_KEYS = (
 
 
 def certificates_issued(docs: list[Doc], ca: Authority) -> list[Doc]:
-    """What cert-manager would create: for each leaf `Certificate`, its Secret."""
+    """What cert-manager would create: for each leaf `Certificate`, its Secret. Each also
+    names 127.0.0.1, where the local Services are: the workers dial the registry by its
+    Service's address (the static tests check that name is on the certificate)."""
     secrets = []
     for cert in docs:
         if cert.get("kind") != "Certificate" or cert["spec"].get("isCA"):
             continue
         spec = cert["spec"]
         cert_file, key_file = ca.issue(
-            spec["commonName"], tuple(spec.get("dnsNames", ())), usages=tuple(spec["usages"])
+            spec["commonName"],
+            tuple(spec.get("dnsNames", ())),
+            ips=("127.0.0.1",),
+            usages=tuple(spec["usages"]),
         )
         data = {
             "tls.crt": cert_file.read_bytes(),
@@ -162,7 +169,6 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
     assert [(a.adapter, a.revision) for a in answer.adapters] == [("acme/deployed", 1)]
     # The registry lists from the projection the router just read it from.
     assert "deployed" in [a.ref.name for a in registry.list_adapters("acme")]
-    registry.close()
     # The same through the OpenAI-compatible API, over the HTTPS the manifests configure.
     completion = _https_post(
         dev_cluster.service_address("mint-router", 8080),
@@ -171,6 +177,16 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
         test_ca.ca_file,
     )
     assert completion["object"] == "text_completion" and completion["model"].startswith("acme/")
+
+    # The trainer takes an update request from the log and publishes revision 2 through
+    # the registry (its token, the registry's Service, the CA it is given).
+    examples = [
+        {"prompt": "hello ", "completion": "world."},
+        {"prompt": "hi ", "completion": "there."},
+    ]
+    registry.request_update("acme/deployed", examples)
+    assert _revisions_when_trained(registry, "acme/deployed") == [1, 2]
+    registry.close()
 
 
 def _https_post(address: str, path: str, body: dict[str, Any], ca_file: Path) -> Any:
@@ -192,6 +208,16 @@ def _https_post(address: str, path: str, body: dict[str, Any], ca_file: Path) ->
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), answer[:500]
     return json.loads(payload)
+
+
+def _revisions_when_trained(registry: RegistryClient, ref: str) -> list[int]:
+    """The adapter's revisions once a second one appears (or as they are after 120 s)."""
+    deadline = time.monotonic() + 120
+    while True:
+        numbers = [r.number for r in registry.get_adapter(ref).revisions]
+        if len(numbers) > 1 or time.monotonic() > deadline:
+            return numbers
+        time.sleep(0.5)
 
 
 def _generate_until_projected(stub: Any, request: pb.GenerateRequest) -> Any:
