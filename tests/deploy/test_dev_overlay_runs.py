@@ -4,7 +4,8 @@ the local Kafka and S3, passes its readiness probe, and one adapter goes through
 rendered topology: published through the registry, projected, placed, and served by a
 Generate through the router, over the TLS the manifests configure; an update request for
 it is trained by the trainer into its next revision, published through the registry with
-the trainer's token.
+the trainer's token. Last, the blob collection CronJob runs once and finds the log and
+the blobs bucket.
 
 The test plays cert-manager (each `Certificate` becomes the Secret it names, issued by a
 test CA) and stands in for the overlay's Kafka and S3 workloads with the local servers.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -105,6 +107,15 @@ def console_scripts() -> dict[str, list[str]]:
     return runs
 
 
+def local_env(home: Path) -> dict[str, str]:
+    """What every local pod's environment starts from."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "PYTHONPATH": str(REPO),  # what `pip install` puts on the path in the image
+    }
+
+
 @pytest.fixture
 def dev_cluster(
     endpoints: dict[str, str], test_ca: Authority, tmp_path: Path
@@ -118,13 +129,8 @@ def dev_cluster(
         stand_ins=dict(zip(STAND_INS, (endpoints[k] for k in STAND_IN_ADDRESSES), strict=True)),
         stand_in_env={k: endpoints[k] for k in ("MINT_S3_ACCESS_KEY", "MINT_S3_SECRET_KEY")},
     )
-    base_env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO),  # what `pip install` puts on the path in the image
-    }
     try:
-        cluster.start(console_scripts(), base_env, timeout_s=240)
+        cluster.start(console_scripts(), local_env(tmp_path), timeout_s=240)
         yield cluster
     finally:
         cluster.stop()
@@ -187,6 +193,19 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
     registry.request_update("acme/deployed", examples)
     assert _revisions_when_trained(registry, "acme/deployed") == [1, 2]
     registry.close()
+
+    # Blob collection, as its CronJob runs it, but a dry run (a real one waits out its
+    # 5-minute lease): it reads the log and the blobs bucket, whose blobs are all younger
+    # than its grace period.
+    status, log = dev_cluster.run_job(
+        "mint-gc", console_scripts(), local_env(tmp_path), 120, extra_args=("--dry-run",)
+    )
+    assert status == 0, log
+    summary = re.search(
+        r"([\d,]+) blobs, ([\d,]+) events read: .* would delete 0 unreferenced", log
+    )
+    assert summary, log
+    assert all(int(n.replace(",", "")) > 0 for n in summary.groups()), summary.group()
 
 
 def _https_post(address: str, path: str, body: dict[str, Any], ca_file: Path) -> Any:
