@@ -4,8 +4,9 @@ the local Kafka and S3, passes its readiness probe, and one adapter goes through
 rendered topology: published through the registry, projected, placed, and served by a
 Generate through the router, over the TLS the manifests configure; an update request for
 it is trained by the trainer into its next revision, published through the registry with
-the trainer's token. Last, the blob collection CronJob runs once and finds the log and
-the blobs bucket.
+the trainer's token; the evaluator judges that revision on a platform gate set then, and
+records its verdict as the platform's principal. Last, the blob collection CronJob runs
+once and finds the log and the blobs bucket.
 
 The test plays cert-manager (each `Certificate` becomes the Secret it names, issued by a
 test CA) and stands in for the overlay's Kafka and S3 workloads with the local servers.
@@ -192,6 +193,13 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
     ]
     registry.request_update("acme/deployed", examples)
     assert _revisions_when_trained(registry, "acme/deployed") == [1, 2]
+    # The evaluator judges the latest revision on a platform gate's suite, and records its
+    # verdict through the registry (its platform token, the registry's CA).
+    suite = b'{"prompt": "hello ", "continuation": "world."}\n'
+    registry.set_gate(
+        "acme/deployed", "stable", "smoke", requirement="platform", threshold=-50.0, examples=suite
+    )
+    assert _platform_verdicts(registry, "acme/deployed", wanted=1) == {(2, "smoke")}
     registry.close()
 
     # Blob collection, as its CronJob runs it, but a dry run (a real one waits out its
@@ -236,6 +244,19 @@ def _revisions_when_trained(registry: RegistryClient, ref: str) -> list[int]:
         numbers = [r.number for r in registry.get_adapter(ref).revisions]
         if len(numbers) > 1 or time.monotonic() > deadline:
             return numbers
+        time.sleep(0.5)
+
+
+def _platform_verdicts(registry: RegistryClient, ref: str, wanted: int) -> set[tuple[int, str]]:
+    """(revision, suite) of the platform's verdicts once there are `wanted` (or after 120 s)."""
+    deadline = time.monotonic() + 120
+    while True:
+        adapter = registry.get_adapter(ref)
+        verdicts = {
+            (r.number, e.suite) for r in adapter.revisions for e in r.evaluations if e.platform
+        }
+        if len(verdicts) >= wanted or time.monotonic() > deadline:
+            return verdicts
         time.sleep(0.5)
 
 
