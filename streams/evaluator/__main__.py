@@ -16,6 +16,7 @@ from mint import cli, settings
 from mint.backends.s3 import client
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import RegistryClient
+from mint.rpc.tls import TlsFiles
 
 from .scorer import SuiteScorer
 from .settings import EvaluatorSettings
@@ -26,10 +27,11 @@ def main() -> None:
     parser = cli.parser("python -m streams.evaluator", __doc__)
     settings.add_flags(parser, EvaluatorSettings)
     config = settings.load(EvaluatorSettings, parser.parse_args())
+    tls = TlsFiles(ca_file=config.registry_ca_file) if config.registry_ca_file else None
     evaluator = Evaluator(
         config.kafka(),
         config.events_topic,
-        RegistryClient(config.registry, config.evaluator_token.get_secret_value()),
+        RegistryClient(config.registry, config.evaluator_token.get_secret_value(), tls=tls),
         S3BlobStore(client(config.s3()), config.blobs_bucket, config.kek()),
         SuiteScorer(config.base_dir, config.base_seed, config.targets.split(","), config.max_rank),
         config.group,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, PositiveInt, SecretStr
+from pydantic import Field, FilePath, PositiveInt, SecretStr
 
 from mint.settings import (
     BlobsOptions,
@@ -41,3 +41,6 @@ class EvaluatorSettings(
         "(default: $HOSTNAME, the pod name on Kubernetes)",
     )
     metrics_port: int = metrics_port(9469)
+    registry_ca_file: FilePath | None = Field(
+        None, description="CA that signed the registry's TLS certificate (none: plaintext)"
+    )

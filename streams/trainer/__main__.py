@@ -21,6 +21,7 @@ from mint.backends.s3_blobs import S3BlobStore
 from mint.client import Client
 from mint.models.base import build_base, load_base_dir, tiny_llama_config
 from mint.rpc.tls import TlsFiles
+from mint.tokenizer import VOCAB_SIZE
 from mint.training.loop import build_loop
 from mint.training.tuning import Hyperparameters
 
@@ -45,7 +46,8 @@ def main() -> None:
         base = (
             load_base_dir(config.base_dir)
             if config.base_dir
-            else build_base(tiny_llama_config(), seed=config.base_seed)
+            # the nodes' and the evaluator's built-in base: adapters are bound to its fingerprint
+            else build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=config.base_seed)
         )
         torch.nn.Module.to(base, device)  # in its stored dtype: the fingerprint adapters name
         return base

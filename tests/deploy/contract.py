@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings
 
+from mint.audit.settings import AuditGcSettings
 from services.controller.settings import ControllerSettings
 from services.inference.settings import NodeSettings
 from services.registry.settings import RegistrySettings
 from services.router.settings import RouterSettings
+from streams.evaluator.settings import EvaluatorSettings
 from streams.projector.settings import ProjectorRunSettings
+from streams.trainer.settings import TrainerSettings
 
 
 def env(*fields: str) -> frozenset[str]:
@@ -30,6 +33,9 @@ ALLOWED = {
     "controller": reads(ControllerSettings),
     "router": reads(RouterSettings),
     "node": reads(NodeSettings),
+    "trainer": reads(TrainerSettings),
+    "evaluator": reads(EvaluatorSettings),
+    "gc": reads(AuditGcSettings),
 }
 
 # What a pod must be given: the servers, and what has no usable default in a pod (the
@@ -51,6 +57,14 @@ REQUIRED = {
     | env("health_port", "metrics_port", "name", "advertise_host")
     | env("tls_cert_file", "tls_key_file", "tls_ca_file", "tls_require_client_cert")
     | _S3_NEEDED,
+    # The workers call the registry over TLS with their own tokens.
+    "trainer": env("kafka_bootstrap", "blobs_bucket", "host", "metrics_port")
+    | env("registry", "registry_token", "registry_ca_file")
+    | _S3_NEEDED,
+    "evaluator": env("kafka_bootstrap", "blobs_bucket", "host", "metrics_port")
+    | env("registry", "evaluator_token", "registry_ca_file")
+    | _S3_NEEDED,
+    "gc": env("kafka_bootstrap", "blobs_bucket", "events_partitions") | _S3_NEEDED,
 }
 
 # Values several services must agree on: they come from the one ConfigMap, key = name.
@@ -76,6 +90,9 @@ IMAGES = {
     "controller": "ghcr.io/mint-project/mint:0.1.0",
     "router": "ghcr.io/mint-project/mint:0.1.0",
     "node": "ghcr.io/mint-project/mint-serving:0.1.0",
+    "trainer": "ghcr.io/mint-project/mint-serving:0.1.0",
+    "evaluator": "ghcr.io/mint-project/mint-serving:0.1.0",
+    "gc": "ghcr.io/mint-project/mint:0.1.0",
 }
 # Secrets an overlay uses but leaves to the operator (deploy/k8s/README.md says how to
 # create each), with the keys the pods read.
@@ -86,5 +103,7 @@ EXTERNAL_SECRETS: dict[str, dict[str, set[str]]] = {
         "mint-tokens": {"tokens.json"},
         "mint-checkpoint-key": {"signing.pem"},
         "mint-kek": {"kek"},
+        "mint-trainer-token": {"token"},
+        "mint-evaluator-token": {"token"},
     },
 }

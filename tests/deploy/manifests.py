@@ -17,17 +17,29 @@ from deploy.k8s import kustomize
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 OVERLAYS = ("dev", "production")
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob")
 Obj = dict[str, Any]
 
-# Which MinT service a container runs, by its command (the console scripts).
+# Which MinT service a container runs, by its command line (the console scripts, and a
+# subcommand where one script runs several things).
 SERVICES = {
-    "mint-registry": "registry",
-    "mint-projector": "projector",
-    "mint-controller": "controller",
-    "mint-router": "router",
-    "mint-node": "node",
+    ("mint-registry",): "registry",
+    ("mint-projector",): "projector",
+    ("mint-controller",): "controller",
+    ("mint-router",): "router",
+    ("mint-node",): "node",
+    ("mint-trainer",): "trainer",
+    ("mint-evaluator",): "evaluator",
+    ("mint-audit", "gc"): "gc",
 }
+
+
+def pod_template(workload: Obj) -> Obj:
+    """A workload's pod template (a CronJob's is inside its job template)."""
+    spec = workload["spec"]
+    if "jobTemplate" in spec:
+        return dict(spec["jobTemplate"]["spec"]["template"])
+    return dict(spec["template"])
 
 
 @functools.cache
@@ -48,17 +60,26 @@ class Container:
 
     @property
     def pod(self) -> Obj:
-        return dict(self.workload["spec"]["template"]["spec"])
+        return dict(pod_template(self.workload)["spec"])
 
     @property
     def pod_labels(self) -> dict[str, str]:
-        return dict(self.workload["spec"]["template"]["metadata"]["labels"])
+        return dict(pod_template(self.workload)["metadata"]["labels"])
+
+    @property
+    def runs_to_completion(self) -> bool:
+        """A job's container (no probes, no disruption budget): it ends by itself."""
+        return bool(self.workload["kind"] == "CronJob")
+
+    @property
+    def command_line(self) -> list[str]:
+        return [*self.spec.get("command", []), *self.spec.get("args", [])]
 
     @property
     def service(self) -> str | None:
         """The MinT service it runs, or None (Kafka, S3 in the dev overlay)."""
-        command = self.spec.get("command") or [""]
-        return SERVICES.get(command[0])
+        line = tuple(self.command_line)
+        return SERVICES.get(line[:1]) or SERVICES.get(line[:2])
 
     @property
     def ports(self) -> dict[str, int]:
@@ -97,7 +118,7 @@ class Manifests:
 
     def containers(self) -> Iterator[Container]:
         for workload in self.workloads():
-            for spec in workload["spec"]["template"]["spec"]["containers"]:
+            for spec in pod_template(workload)["spec"]["containers"]:
                 yield Container(workload, spec)
 
     def mint(self) -> dict[str, Container]:

@@ -7,7 +7,8 @@ and ConfigMaps written out as files. Every container port is remapped to a free 
 port, and every address of a Service (`name`, `name.namespace.svc…`, with its port) to
 the local port behind it, so a wrong port or name in the manifests fails here as it
 would in a cluster. Workloads the test stands in for (Kafka, the S3 server) are not
-started; their Services point at the servers given instead.
+started; their Services point at the servers given instead. A CronJob's pod is resolved
+the same way and runs once, to completion, when the test asks for it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.local.stack import free_ports
 
+from .manifests import pod_template
+
 Doc = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+JOB_KINDS = ("CronJob",)
 VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")  # Kubernetes' $(VAR) expansion
 
 
@@ -60,7 +64,7 @@ class Pod:
 
     @property
     def container(self) -> Doc:
-        (container,) = self.workload["spec"]["template"]["spec"]["containers"]
+        (container,) = pod_template(self.workload)["spec"]["containers"]
         return dict(container)
 
     @property
@@ -164,13 +168,15 @@ class LocalCluster:
             for w in workloads
             if w["metadata"]["name"] not in stand_ins
         }
-        for pod in self.pods.values():
+        jobs = [d for d in docs if d.get("kind") in JOB_KINDS]
+        self.jobs = {j["metadata"]["name"]: self._pod(j, root) for j in jobs}
+        for pod in [*self.pods.values(), *self.jobs.values()]:
             self._resolve(pod)
 
     def _pod(self, workload: Doc, root: Path) -> Pod:
         name = workload["metadata"]["name"]
         pod_name = f"{name}-0" if workload["kind"] == "StatefulSet" else f"{name}-local"
-        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        (container,) = pod_template(workload)["spec"]["containers"]
         declared = [p["containerPort"] for p in container.get("ports", [])]
         (root / pod_name).mkdir(parents=True, exist_ok=True)
         return Pod(
@@ -244,9 +250,7 @@ class LocalCluster:
 
     def _mount_files(self, pod: Pod) -> dict[str, Path]:
         """Write each mounted Secret or ConfigMap out; mount path -> local folder."""
-        volumes = {
-            v["name"]: v for v in pod.workload["spec"]["template"]["spec"].get("volumes", [])
-        }
+        volumes = {v["name"]: v for v in pod_template(pod.workload)["spec"].get("volumes", [])}
         mounts = {}
         for mount in pod.container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
@@ -326,11 +330,33 @@ class LocalCluster:
         for pod in self.pods.values():
             pod.wait_ready(timeout_s)
 
+    def run_job(
+        self,
+        name: str,
+        executables: Mapping[str, list[str]],
+        base_env: Mapping[str, str],
+        timeout_s: float,
+        extra_args: tuple[str, ...] = (),
+    ) -> tuple[int, str]:
+        """Run a CronJob's pod once, as its Job would, with `extra_args` after its own:
+        (exit status, the end of its log)."""
+        job = self.jobs[name]
+        job.argv = [*job.argv, *extra_args]
+        job.start(executables, base_env)
+        if job.proc is None:
+            raise AssertionError(f"{name} did not start")
+        try:
+            status = job.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            job.stop()
+            raise AssertionError(f"{name} still running after {timeout_s} s: {job.tail()}") from exc
+        return status, job.tail()
+
     def stop(self) -> None:
-        for pod in self.pods.values():
+        for pod in [*self.pods.values(), *self.jobs.values()]:
             pod.stop()
 
 
 def _selects(selector: Mapping[str, str], workload: Doc) -> bool:
-    labels = workload["spec"]["template"]["metadata"].get("labels", {})
+    labels = pod_template(workload)["metadata"].get("labels", {})
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

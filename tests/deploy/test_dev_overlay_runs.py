@@ -2,7 +2,11 @@
 starts from its container's command, args and environment (tests/deploy/pods.py) against
 the local Kafka and S3, passes its readiness probe, and one adapter goes through the
 rendered topology: published through the registry, projected, placed, and served by a
-Generate through the router, over the TLS the manifests configure.
+Generate through the router, over the TLS the manifests configure; an update request for
+it is trained by the trainer into its next revision, published through the registry with
+the trainer's token; the evaluator judges that revision on a platform gate set then, and
+records its verdict as the platform's principal. Last, the blob collection CronJob runs
+once and finds the log and the blobs bucket.
 
 The test plays cert-manager (each `Certificate` becomes the Secret it names, issued by a
 test CA) and stands in for the overlay's Kafka and S3 workloads with the local servers.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -52,14 +57,19 @@ UNIQUE_KEYS = (
 
 
 def certificates_issued(docs: list[Doc], ca: Authority) -> list[Doc]:
-    """What cert-manager would create: for each leaf `Certificate`, its Secret."""
+    """What cert-manager would create: for each leaf `Certificate`, its Secret. Each also
+    names 127.0.0.1, where the local Services are: the workers dial the registry by its
+    Service's address (the static tests check that name is on the certificate)."""
     secrets = []
     for cert in docs:
         if cert.get("kind") != "Certificate" or cert["spec"].get("isCA"):
             continue
         spec = cert["spec"]
         cert_file, key_file = ca.issue(
-            spec["commonName"], tuple(spec.get("dnsNames", ())), usages=tuple(spec["usages"])
+            spec["commonName"],
+            tuple(spec.get("dnsNames", ())),
+            ips=("127.0.0.1",),
+            usages=tuple(spec["usages"]),
         )
         data = {
             "tls.crt": cert_file.read_bytes(),
@@ -98,6 +108,15 @@ def console_scripts() -> dict[str, list[str]]:
     return runs
 
 
+def local_env(home: Path) -> dict[str, str]:
+    """What every local pod's environment starts from."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "PYTHONPATH": str(REPO),  # what `pip install` puts on the path in the image
+    }
+
+
 @pytest.fixture
 def dev_cluster(
     endpoints: dict[str, str], test_ca: Authority, tmp_path: Path
@@ -111,13 +130,8 @@ def dev_cluster(
         stand_ins=dict(zip(STAND_INS, (endpoints[k] for k in STAND_IN_ADDRESSES), strict=True)),
         stand_in_env={k: endpoints[k] for k in ("MINT_S3_ACCESS_KEY", "MINT_S3_SECRET_KEY")},
     )
-    base_env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO),  # what `pip install` puts on the path in the image
-    }
     try:
-        cluster.start(console_scripts(), base_env, timeout_s=240)
+        cluster.start(console_scripts(), local_env(tmp_path), timeout_s=240)
         yield cluster
     finally:
         cluster.stop()
@@ -162,7 +176,6 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
     assert [(a.adapter, a.revision) for a in answer.adapters] == [("acme/deployed", 1)]
     # The registry lists from the projection the router just read it from.
     assert "deployed" in [a.ref.name for a in registry.list_adapters("acme")]
-    registry.close()
     # The same through the OpenAI-compatible API, over the HTTPS the manifests configure.
     completion = _https_post(
         dev_cluster.service_address("mint-router", 8080),
@@ -171,6 +184,36 @@ def test_the_dev_overlay_serves_an_adapter_end_to_end(
         test_ca.ca_file,
     )
     assert completion["object"] == "text_completion" and completion["model"].startswith("acme/")
+
+    # The trainer takes an update request from the log and publishes revision 2 through
+    # the registry (its token, the registry's Service, the CA it is given).
+    examples = [
+        {"prompt": "hello ", "completion": "world."},
+        {"prompt": "hi ", "completion": "there."},
+    ]
+    registry.request_update("acme/deployed", examples)
+    assert _revisions_when_trained(registry, "acme/deployed") == [1, 2]
+    # The evaluator judges the latest revision on a platform gate's suite, and records its
+    # verdict through the registry (its platform token, the registry's CA).
+    suite = b'{"prompt": "hello ", "continuation": "world."}\n'
+    registry.set_gate(
+        "acme/deployed", "stable", "smoke", requirement="platform", threshold=-50.0, examples=suite
+    )
+    assert _platform_verdicts(registry, "acme/deployed", wanted=1) == {(2, "smoke")}
+    registry.close()
+
+    # Blob collection, as its CronJob runs it, but a dry run (a real one waits out its
+    # 5-minute lease): it reads the log and the blobs bucket, whose blobs are all younger
+    # than its grace period.
+    status, log = dev_cluster.run_job(
+        "mint-gc", console_scripts(), local_env(tmp_path), 120, extra_args=("--dry-run",)
+    )
+    assert status == 0, log
+    summary = re.search(
+        r"([\d,]+) blobs, ([\d,]+) events read: .* would delete 0 unreferenced", log
+    )
+    assert summary, log
+    assert all(int(n.replace(",", "")) > 0 for n in summary.groups()), summary.group()
 
 
 def _https_post(address: str, path: str, body: dict[str, Any], ca_file: Path) -> Any:
@@ -192,6 +235,29 @@ def _https_post(address: str, path: str, body: dict[str, Any], ca_file: Path) ->
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), answer[:500]
     return json.loads(payload)
+
+
+def _revisions_when_trained(registry: RegistryClient, ref: str) -> list[int]:
+    """The adapter's revisions once a second one appears (or as they are after 120 s)."""
+    deadline = time.monotonic() + 120
+    while True:
+        numbers = [r.number for r in registry.get_adapter(ref).revisions]
+        if len(numbers) > 1 or time.monotonic() > deadline:
+            return numbers
+        time.sleep(0.5)
+
+
+def _platform_verdicts(registry: RegistryClient, ref: str, wanted: int) -> set[tuple[int, str]]:
+    """(revision, suite) of the platform's verdicts once there are `wanted` (or after 120 s)."""
+    deadline = time.monotonic() + 120
+    while True:
+        adapter = registry.get_adapter(ref)
+        verdicts = {
+            (r.number, e.suite) for r in adapter.revisions for e in r.evaluations if e.platform
+        }
+        if len(verdicts) >= wanted or time.monotonic() > deadline:
+            return verdicts
+        time.sleep(0.5)
 
 
 def _generate_until_projected(stub: Any, request: pb.GenerateRequest) -> Any:

@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic_settings import BaseSettings
 
 from mint.backends.kafka_checkpoints import checkpoint_topic
 from mint.backends.kafka_responses import ResponsesTopic
 from mint.backends.kafka_snapshots import SNAPSHOT_TOPIC_MAX_BYTES, snapshot_topic
+from streams.evaluator.settings import EvaluatorSettings
+from streams.trainer.settings import TrainerSettings
 
 from .manifests import Manifests, load
 
@@ -151,3 +154,33 @@ def test_no_service_may_create_topics(manifests: Manifests) -> None:
     then refuses every write to."""
     creators = [user for user, acl in acls(manifests) if {"Create", "All"} & set(acl["operations"])]
     assert creators == []
+
+
+@pytest.mark.parametrize(
+    ("worker", "settings"), [("trainer", TrainerSettings), ("evaluator", EvaluatorSettings)]
+)
+def test_workers_may_read_the_event_topic_in_their_group(
+    manifests: Manifests, worker: str, settings: type[BaseSettings]
+) -> None:
+    env = manifests.env(manifests.mint()[worker])
+    group = env.get("MINT_GROUP", settings.model_fields["group"].default)
+    granted = {
+        (acl["resource"]["type"], acl["resource"]["name"], operation)
+        for user, acl in acls(manifests)
+        if user == f"mint-{worker}"
+        for operation in acl["operations"]
+    }
+    assert ("topic", env["MINT_EVENTS_TOPIC"], "Read") in granted
+    assert {("group", group, "Read"), ("group", group, "Describe")} <= granted
+
+
+def test_gc_reads_the_log_and_sees_its_snapshot_topic(manifests: Manifests) -> None:
+    """The log's start-up check lists the snapshot topic: one gc may not see is missing."""
+    events = manifests.env(manifests.mint()["gc"])["MINT_EVENTS_TOPIC"]
+    granted = {
+        (acl["resource"]["name"], operation)
+        for user, acl in acls(manifests)
+        if user == "mint-gc"
+        for operation in acl["operations"]
+    }
+    assert {(events, "Read"), (events, "Describe"), (snapshot_topic(events), "Describe")} <= granted

@@ -42,6 +42,9 @@ def test_declared_ports_are_the_ports_the_service_listens_on(manifests: Manifest
 def test_probes_ask_the_ports_that_answer_them(manifests: Manifests) -> None:
     for container in manifests.containers():
         found = probes(container)
+        if container.runs_to_completion:  # a job: it ends, nothing waits for it to be ready
+            assert not found, container.spec["name"]
+            continue
         assert {"readinessProbe", "livenessProbe"} <= set(found), container.spec["name"]
         for kind, probe in found.items():
             action = probe.get("grpc") or probe.get("httpGet") or probe.get("tcpSocket")
@@ -60,11 +63,11 @@ def test_grpc_servers_are_probed_on_their_health_port(manifests: Manifests) -> N
         assert container.spec["readinessProbe"]["grpc"]["service"] == name
 
 
-def test_projector_and_controller_are_probed_on_healthz_and_readyz(manifests: Manifests) -> None:
+def test_stream_processors_are_probed_on_healthz_and_readyz(manifests: Manifests) -> None:
     """mint/probes.py: /healthz fails when the service is stuck (restart it), /readyz also
     while it drains."""
     paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
-    for service in ("projector", "controller"):
+    for service in ("projector", "controller", "trainer", "evaluator"):
         container = manifests.mint()[service]
         for kind, probe in probes(container).items():
             assert probe["httpGet"]["path"] == paths[kind], f"{service} {kind}"
@@ -97,7 +100,8 @@ def test_service_monitor_scrapes_every_metrics_port(manifests: Manifests) -> Non
                 assert port == container.ports["metrics"]
                 scraped.add(container.service)
     with_metrics = {s for s, c in manifests.mint().items() if "metrics" in c.ports}
-    assert scraped == with_metrics == {"projector", "controller", "router", "node", "registry"}
+    servers = {"projector", "controller", "router", "node", "registry", "trainer", "evaluator"}
+    assert scraped == with_metrics == servers
 
 
 def test_clients_dial_the_servers_they_are_given(manifests: Manifests) -> None:
@@ -110,3 +114,24 @@ def test_clients_dial_the_servers_they_are_given(manifests: Manifests) -> None:
             host, _, port = env[variable].partition(":")
             service = manifests.get("Service", host)
             assert int(port) in {p["port"] for p in service["spec"]["ports"]}, variable
+
+
+@pytest.mark.parametrize("worker", ["trainer", "evaluator"])
+def test_workers_dial_the_registry_over_tls(manifests: Manifests, worker: str) -> None:
+    """MINT_REGISTRY names the registry's Service and a port that reaches its gRPC server;
+    the host is a name on its certificate, and the worker trusts the CA that signed it."""
+    container = manifests.mint()[worker]
+    env = manifests.env(container)
+    host, _, port = env["MINT_REGISTRY"].partition(":")
+    service = manifests.get("Service", host)
+    (target,) = [p["targetPort"] for p in service["spec"]["ports"] if p["port"] == int(port)]
+    registry = manifests.mint()["registry"]
+    assert registry in manifests.selected(service["spec"]["selector"])
+    assert registry.port(target) == registry.ports["grpc"]
+    certificate = manifests.get("Certificate", "mint-registry-tls")
+    assert host in certificate["spec"]["dnsNames"]
+    found = container.volume_for(env["MINT_REGISTRY_CA_FILE"])
+    assert found is not None, worker
+    volume, _ = found
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # not its key

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from .contract import ALLOWED, CONFIG_MAP, REQUIRED, SHARED
-from .manifests import OVERLAYS, Manifests, load
+from .manifests import OVERLAYS, SERVICES, Manifests, load
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -50,12 +50,13 @@ def test_shared_values_come_from_the_one_config_map(manifests: Manifests) -> Non
         ("MINT_PROJECTION_BUCKET", ("projector", "registry", "router", "node")),
         ("MINT_PROJECTION_PREFIX", ("projector", "registry", "router", "node")),
         # what the registry uploads to is what the projector reads blobs from
-        ("MINT_BLOBS_BUCKET", ("registry", "projector")),
-        ("MINT_EVENTS_TOPIC", ("registry", "projector")),
-        ("MINT_EVENTS_PARTITIONS", ("registry", "projector")),
+        # and the workers read requests' examples and suites from, and gc collects in
+        ("MINT_BLOBS_BUCKET", ("registry", "projector", "trainer", "evaluator", "gc")),
+        ("MINT_EVENTS_TOPIC", ("registry", "projector", "trainer", "evaluator", "gc")),
+        ("MINT_EVENTS_PARTITIONS", ("registry", "projector", "gc")),
         ("MINT_RESIDENCY_TOPICS_PREFIX", ("controller", "router", "node")),
-        ("MINT_KAFKA_BOOTSTRAP", ("registry", "projector", "controller", "router", "node")),
-        ("MINT_S3_ENDPOINT", ("registry", "projector", "router", "node")),
+        ("MINT_KAFKA_BOOTSTRAP", tuple(ALLOWED)),
+        ("MINT_S3_ENDPOINT", tuple(s for s in ALLOWED if s != "controller")),
     ],
 )
 def test_services_agree_on(manifests: Manifests, variable: str, services: tuple[str, ...]) -> None:
@@ -68,6 +69,9 @@ def test_services_agree_on(manifests: Manifests, variable: str, services: tuple[
 def test_servers_listen_on_the_pod_and_name_it(manifests: Manifests) -> None:
     for service, container in manifests.mint().items():
         env = manifests.env(container)
+        if not container.ports:  # a job: it serves nothing
+            assert "MINT_HOST" not in env, service
+            continue
         assert env["MINT_HOST"] == "0.0.0.0", service
         if "MINT_NAME" in env:  # each pod is its own node or router
             assert env["MINT_NAME"] == "<field:metadata.name>", service
@@ -81,4 +85,6 @@ def test_commands_are_console_scripts_without_shells(manifests: Manifests) -> No
         command = container.spec.get("command", [])
         assert not {"sh", "bash", "/bin/sh", "/bin/bash", "-c"} & set(command), command
     for service, container in manifests.mint().items():
-        assert container.spec["command"] == [f"mint-{service}"]
+        (line,) = [line for line, s in SERVICES.items() if s == service]
+        assert container.spec["command"] == [line[0]], service  # the console script
+        assert container.command_line[: len(line)] == list(line), service

@@ -38,6 +38,8 @@ def test_pods_run_unprivileged(manifests: Manifests) -> None:
 def test_every_workload_has_a_disruption_budget(manifests: Manifests) -> None:
     budgets = manifests.of_kind("PodDisruptionBudget")
     for container in manifests.containers():
+        if container.runs_to_completion:
+            continue
         covering = [b for b in budgets if container in manifests.selected(b["spec"]["selector"])]
         assert len(covering) == 1, container.spec["name"]
 
@@ -62,3 +64,17 @@ def test_production_nodes_run_on_gpus() -> None:
     assert int(node.spec["resources"]["limits"]["nvidia.com/gpu"]) >= 1
     assert node.pod["nodeSelector"]
     assert any(t["key"] == "nvidia.com/gpu" for t in node.pod["tolerations"])
+
+
+def test_one_blob_collection_runs_at_a_time(manifests: Manifests) -> None:
+    """Two collections at once would race over the same marks (mint/blobs/collector.py)."""
+    gc = manifests.mint()["gc"]
+    assert gc.workload["kind"] == "CronJob"
+    assert gc.workload["spec"]["concurrencyPolicy"] == "Forbid"
+    assert gc.pod["restartPolicy"] == "Never"  # the Job's backoff retries, not the kubelet
+
+
+def test_production_trainer_trains_on_a_gpu() -> None:
+    trainer = load("production").mint()["trainer"]
+    assert int(trainer.spec["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    assert load("production").env(trainer)["MINT_DEVICE"] == "cuda"

@@ -32,7 +32,7 @@ from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.registry import Principal, Registry
 from mint.rpc.auth import TokenTable, token_digest
 from mint.serving.requests import RevisionRef
-from mint.tokenizer import byte_tokenizer
+from mint.tokenizer import VOCAB_SIZE, byte_tokenizer
 from mint.training.loop import STAGES
 from mint.training.scoring import Scorer
 from mint.training.tuning import tokenized
@@ -144,7 +144,7 @@ def _finished(client: Client, ref: str) -> int:
 def test_updates_apply_exactly_once_through_ten_kills(
     registry_server: dict[str, str], endpoints: dict[str, str], s3: Minio, tmp_path: Path
 ) -> None:
-    base = build_base(tiny_llama_config(), seed=0)
+    base = build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=0)
     base_fp = fingerprint(base)
     target = registry_server["target"]
     with Client(target, token="admin") as admin:
@@ -196,7 +196,9 @@ def test_updates_apply_exactly_once_through_ten_kills(
         trainer.stop()
     assert kills == KILLS, (tmp_path / "trainer.log").read_text()[-4000:]
 
-    scorer = Scorer(build_base(tiny_llama_config(), seed=0), base_fp, ("q_proj", "v_proj"))
+    scorer = Scorer(
+        build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=0), base_fp, ("q_proj", "v_proj")
+    )
     blobs = S3BlobStore(s3, registry_server["bucket"], TEST_KEK)
     tokenizer = byte_tokenizer()
     for user, (ref, word) in USERS.items():
