@@ -23,7 +23,7 @@ from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_blobs import S3BlobStore
 from streams.projector.runner import rebuild
 from streams.projector.sink import S3Sink
-from tests.keys import TEST_KEK
+from tests.keys import TEST_KEK, kek_file
 
 PARTITIONS = 4
 INTERNAL_TOPICS = ("__transaction_state", "__consumer_offsets")
@@ -146,8 +146,18 @@ def start_cluster(state: Path, model_files: dict, tokens: dict[str, dict[str, ob
     env = stack.endpoints.as_env()
     topic = f"faults-{uuid.uuid4().hex[:8]}"
     tokens_file = write_tokens(state / "tokens.json", tokens)
+    kek = kek_file(state)
     registries = [
-        RegistryProcess(port, topic, tokens_file, state / f"registry-{i}.log", env, PARTITIONS, 3)
+        RegistryProcess(
+            port,
+            topic,
+            tokens_file,
+            state / f"registry-{i}.log",
+            env,
+            PARTITIONS,
+            3,
+            kek_file=kek,  # the one the checks open blobs with (the rebuild's)
+        )
         for i, port in enumerate(free_ports(2))
     ]
     for registry in registries:
