@@ -201,6 +201,7 @@ def _update(registry: Registry, console: Console) -> list[UpdateResult]:
         LocalRegistry(registry, TRAINER),
         registry.blobs,
         lambda: build_base(tiny_llama_config(), seed=0),
+        fingerprint(build_base(tiny_llama_config(), seed=0)),
         HP,
         on_stage=lambda job, stage: None,
     )

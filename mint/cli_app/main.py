@@ -88,7 +88,7 @@ def register_base(
     request_id: o.RequestId = None,
 ) -> None:
     """Register a base model (admins only): its fingerprint and shapes are computed from
-    the folder, as a node serving it computes them. Needs `mint[serving]` (torch)."""
+    the folder, as a node serving it computes them. Needs no torch."""
     with connected() as client:
         with err.status(f"hashing {folder} ...", spinner="dots"):
             described = mint.describe_base(folder, name)

@@ -7,8 +7,8 @@
 - `pull` / `load_adapter`: a revision as a cached local PEFT folder / loaded with PEFT.
 - `RegistryClient`: the protobuf-level registry client underneath `Client`.
 
-The bare `pip install mint` is enough for all of it but `describe_base` and
-`load_adapter`, which need torch (`mint[serving]`).
+The bare `pip install mint` is enough for all of it but `load_adapter`, which needs
+torch (`mint[serving]`).
 """
 
 from .aio import AsyncClient

@@ -1,13 +1,14 @@
 """A base model's fingerprint and parameter shapes from a local model folder, for
 `register_base`: what an inference node started with `--base-dir` on that folder computes.
-
-Loading a model needs torch, transformers and safetensors (`mint[serving]`), which the
-bare client install leaves out; they are imported only when this is called.
+Read from the files (config.json and the safetensors headers and bytes): no torch needed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from mint.domain.errors import FailedPrecondition
+from mint.models.base_files import describe_base_dir
 
 from .types import BaseModel
 
@@ -19,19 +20,14 @@ class MissingExtra(ImportError):
 def describe_base(directory: str | Path, name: str | None = None) -> BaseModel:
     """The base in `directory` (a transformers causal-LM folder: config.json and
     safetensors weights), named `name` (default: the folder's name)."""
-    try:
-        from mint.models.base import fingerprint, load_base_dir
-    except ImportError as exc:
-        raise MissingExtra(
-            f"describing a base model loads it with torch and transformers ({exc}): "
-            "pip install 'mint[serving]'"
-        ) from exc
     folder = Path(directory)
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         raise FileNotFoundError(
             f"{folder} holds no model: pass a folder with config.json and *.safetensors "
             "weights (what save_pretrained writes)"
         )
-    model = load_base_dir(str(folder))
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    return BaseModel(name or folder.resolve().name, fingerprint(model), shapes)
+    try:
+        stored = describe_base_dir(folder)
+    except FailedPrecondition as exc:
+        raise ValueError(str(exc)) from None
+    return BaseModel(name or folder.resolve().name, stored.fingerprint, stored.shapes)

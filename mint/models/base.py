@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any
+import tempfile
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from mint.tokenizer import VOCAB_SIZE
 
 from .base_dir import check_base_dir
-
-# Config keys that describe the library that wrote a config, not the model, or that
-# save_pretrained fills in (the class name; the dtype, which each tensor's hash covers):
-# a base must keep its fingerprint through a save and a load.
-_VOLATILE_CONFIG_KEYS = {
-    "transformers_version",
-    "_name_or_path",
-    "_commit_hash",
-    "architectures",
-    "dtype",
-    "torch_dtype",
-}
+from .base_files import describe_base_dir
 
 
 def tiny_llama_config(
@@ -48,21 +38,33 @@ def build_base(config: LlamaConfig, seed: int = 0) -> LlamaForCausalLM:
 
 
 def fingerprint(model: PreTrainedModel) -> str:
-    """sha256 over the architecture config and every parameter's name, dtype, shape, bytes.
+    """The fingerprint of `model` as `save_pretrained` stores it (see base_files): two
+    bases with the same shapes but different weights get different fingerprints, and the
+    folder a base is saved to has the base's."""
+    bars = hf_logging.is_progress_bar_enabled()  # a scratch save: no bar on stderr
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        with tempfile.TemporaryDirectory(prefix="mint-fingerprint-") as folder:
+            model.save_pretrained(folder, safe_serialization=True)
+            return describe_base_dir(folder).fingerprint
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
-    Two bases with the same shapes but different weights get different fingerprints.
-    """
-    digest = hashlib.sha256()
-    config: dict[str, Any] = {
-        k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS
-    }
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        header = f"\n{name}|{tensor.dtype}|{tuple(tensor.shape)}\n"
-        digest.update(header.encode())
-        flat = tensor.detach().contiguous().reshape(-1).cpu()
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+
+def served_base(base_dir: str | None, seed: int = 0) -> PreTrainedModel:
+    """The base a node, evaluator or trainer serves: the folder's, else the built-in tiny
+    base of `seed` over the byte tokenizer's vocabulary."""
+    if base_dir:
+        return load_base_dir(base_dir)
+    return build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=seed)
+
+
+def served_fingerprint(base_dir: str | None, base: PreTrainedModel) -> str:
+    """The fingerprint adapters for `served_base(base_dir, ...)` name: of the folder's
+    files if there is one (as `mint base register` computes it, whatever transformers
+    makes of the config), else of `base` as stored."""
+    return describe_base_dir(base_dir).fingerprint if base_dir else fingerprint(base)
 
 
 def load_base_dir(path: str) -> PreTrainedModel:

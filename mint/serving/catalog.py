@@ -64,6 +64,10 @@ class Catalog:
             for key in [k for k in self._manifests if k[0] == notice.adapter]:
                 del self._manifests[key]
 
+    def is_erased(self, adapter: str) -> bool:
+        with self._lock:
+            return adapter in self._erased
+
     def resolve(self, selector: Selector) -> RevisionRef:
         adapter = str(selector.adapter)
         with self._lock:

@@ -28,7 +28,6 @@ from mint.domain.errors import (
 )
 from mint.domain.events import Provenance
 from mint.eventlog.port import Checkpoint, EventLog, next_checkpoint
-from mint.models.base import fingerprint
 from mint.serving.requests import RevisionRef
 from mint.tokenizer import byte_tokenizer
 from mint.validation.examples import parse_examples
@@ -237,15 +236,15 @@ def build_loop(
     registry: UpdateRegistry,
     blobs: BlobStore,
     load_base: Callable[[], PreTrainedModel],
+    base_fingerprint: str,
     hyperparameters: Hyperparameters | None = None,
     on_stage: OnStage = log_stage,
 ) -> UpdateLoop:
     """A loop over two copies of the base `load_base` makes (placed where they should
-    run): one to train in, one in the scorer's packed slots; text as the byte tokenizer
-    reads it, as the nodes do."""
+    run), whose fingerprint is `base_fingerprint`: one to train in, one in the scorer's
+    packed slots; text as the byte tokenizer reads it, as the nodes do."""
     hp = hyperparameters or Hyperparameters()
-    scoring_base = load_base()
-    scorer = Scorer(scoring_base, fingerprint(scoring_base), hp.targets)
+    scorer = Scorer(load_base(), base_fingerprint, hp.targets)
     tokenizer = byte_tokenizer()
 
     def tokenize(text: str) -> list[int]:

@@ -16,7 +16,7 @@ from mint.backends.kafka_residency import ResidencyTopics
 from mint.backends.kafka_responses import ResponseRecorder, ResponsesTopic
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
-from mint.models.base import build_base, fingerprint, load_base_dir, place, tiny_llama_config
+from mint.models.base import place, served_base, served_fingerprint
 from mint.rpc.auth import OnBehalf, TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
@@ -31,12 +31,7 @@ from mint.serving.rank_classes import SlotLayout
 from mint.serving.residency import SlotTable
 from mint.serving.scheduler import Scheduler
 from mint.serving.slots import gathered_lora
-from mint.tokenizer import (
-    VOCAB_SIZE,
-    byte_tokenizer,
-    load_tokenizer_dir,
-    tokenizer_fingerprint,
-)
+from mint.tokenizer import byte_tokenizer, load_tokenizer_dir, tokenizer_fingerprint
 from mint.v1 import inference_pb2, inference_pb2_grpc
 
 from .metrics import NodeMetrics
@@ -97,15 +92,11 @@ class NodeProcess:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        base: Any = (
-            load_base_dir(config.base_dir)
-            if config.base_dir
-            else build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=config.base_seed)
-        )
+        base: Any = served_base(config.base_dir, config.base_seed)
         tokenizer = load_tokenizer_dir(config.base_dir) if config.base_dir else byte_tokenizer()
         # Of the weights as stored, before the slots wrap its layers: the dtype a node
         # serves in changes no fingerprint.
-        base_fingerprint = fingerprint(base)
+        base_fingerprint = served_fingerprint(config.base_dir, base)
         home = config.home or resolve()
         place(base, home.device, home.dtype)  # the slot banks follow its layers
         layout = SlotLayout.parse(config.rank_classes, config.slots, config.max_rank)

@@ -15,7 +15,7 @@ from typing import Any
 
 from mint.domain.errors import InvalidArgument
 from mint.domain.gates import Example
-from mint.models.base import build_base, fingerprint, load_base_dir, place, tiny_llama_config
+from mint.models.base import place, served_base, served_fingerprint
 from mint.serving.device import TensorHome, resolve
 from mint.serving.engine import ServingEngine
 from mint.serving.loading import weights_from_bytes
@@ -23,7 +23,7 @@ from mint.serving.packed_model import PackedLoraModel
 from mint.serving.rank_classes import SlotLayout
 from mint.serving.requests import RevisionRef
 from mint.serving.residency import SlotTable
-from mint.tokenizer import VOCAB_SIZE, byte_tokenizer, load_tokenizer_dir
+from mint.tokenizer import byte_tokenizer, load_tokenizer_dir
 
 SLOT_BUDGET_BYTES = 1 << 30  # one revision at a time
 
@@ -46,13 +46,9 @@ class SuiteScorer:
         max_tokens: int = 2048,
         home: TensorHome | None = None,
     ) -> None:
-        base: Any = (
-            load_base_dir(base_dir)
-            if base_dir
-            else build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=base_seed)
-        )
+        base: Any = served_base(base_dir, base_seed)
         self.tokenizer = load_tokenizer_dir(base_dir) if base_dir else byte_tokenizer()
-        self.base_fingerprint = fingerprint(base)  # as stored, as nodes compute it
+        self.base_fingerprint = served_fingerprint(base_dir, base)  # as nodes compute it
         home = home or resolve()
         place(base, home.device, home.dtype)
         layout = SlotLayout.uniform(2, max_rank)

@@ -19,9 +19,9 @@ from mint import cli, settings
 from mint.backends.s3 import client as s3_client
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import Client
-from mint.models.base import build_base, load_base_dir, tiny_llama_config
+from mint.models.base import fingerprint, served_base
+from mint.models.base_files import describe_base_dir
 from mint.rpc.tls import TlsFiles
-from mint.tokenizer import VOCAB_SIZE
 from mint.training.loop import build_loop
 from mint.training.tuning import Hyperparameters
 
@@ -43,12 +43,7 @@ def main() -> None:
     device = _device(config.device)
 
     def load_base() -> PreTrainedModel:
-        base = (
-            load_base_dir(config.base_dir)
-            if config.base_dir
-            # the nodes' and the evaluator's built-in base: adapters are bound to its fingerprint
-            else build_base(tiny_llama_config(vocab=VOCAB_SIZE), seed=config.base_seed)
-        )
+        base = served_base(config.base_dir, config.base_seed)  # the nodes' and the evaluator's
         torch.nn.Module.to(base, device)  # in its stored dtype: the fingerprint adapters name
         return base
 
@@ -61,7 +56,12 @@ def main() -> None:
         targets=tuple(config.targets.split(",")),
     )
     blobs = S3BlobStore(s3_client(config.s3()), config.blobs_bucket, config.kek())
-    loop = build_loop(ClientRegistry(registry), blobs, load_base, hp)
+    base_fingerprint = (  # a folder's from its files, without loading it a third time
+        describe_base_dir(config.base_dir).fingerprint
+        if config.base_dir
+        else fingerprint(load_base())
+    )
+    loop = build_loop(ClientRegistry(registry), blobs, load_base, base_fingerprint, hp)
     trainer = Trainer(config.kafka(), config.events_topic, loop, config.group, config.instance_id)
     stop = cli.stop_on_signals()
     if config.metrics_port:

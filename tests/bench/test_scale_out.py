@@ -19,6 +19,7 @@ TINY = Options(
     append_commands=40,
     settle_s=2.0,
     plan_turns=10,
+    start_timeout_s=60.0,  # a replica that does not serve fails here, well before pytest's limit
 )
 
 

@@ -1,7 +1,8 @@
 """Erasing an adapter through the client and the `mint` command, against the real
 servers (registry, controller, node, router): a resident adapter is erased, the node
 drops it, generation and downloads are refused with the time of the erasure (never
-UNAVAILABLE), the adapter reads back erased, erasing again changes nothing."""
+UNAVAILABLE), `/v1/models` no longer lists it, the adapter reads back erased, erasing
+again changes nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import time
 
 import pytest
+from openai import OpenAI
 from typer.testing import CliRunner
 
 import mint
@@ -49,6 +51,8 @@ def test_a_resident_adapter_erased_is_dropped_and_refused_everywhere(
                 assert f"{ref} was erased at {erased_at}" in refused.message
                 break
             assert time.monotonic() < deadline, "the router kept serving an erased adapter"
+        listed = OpenAI(base_url=world.openai_url, api_key="alice-token", max_retries=0).models
+        assert ref not in {model.id for model in listed.list()}
         world.project()
         with pytest.raises(mint.FailedPrecondition, match="was erased at"):
             client.generate("hello", f"{ref}@stable", timeout_s=10)

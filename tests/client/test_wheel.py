@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 
 from mint.layout import ADAPTER_WEIGHTS
-from mint.models.base import build_base
+from mint.models.base import build_base, fingerprint
 from tests.serving.world import base_config
 
-from .conftest import ALICE, ClientWorld
+from .conftest import ADMIN, ALICE, ClientWorld
 from .installed import InstalledClient, output
 
 NOT_INSTALLED = ("torch", "kafka", "minio", "pydantic_settings", "transformers", "peft")
@@ -48,12 +48,21 @@ def test_an_adapter_from_login_to_audit_with_the_installed_command(
     login = mint("login", "--registry", world.registry, "--router", world.router, "--token", ALICE)
     assert login.returncode == 0 and login.stdout.startswith("logged in to"), output(login)
 
+    # A base is hashed from its files, without torch: to what the node serving it computed.
     base = tmp_path / "tiny-base"
     build_base(base_config(), seed=0).save_pretrained(base)
-    # Hashing a base loads it with torch: the bare install says what to install instead.
-    register = mint("base", "register", str(base))
-    _one_line(register, 1, "error: describing a base model loads it with torch")
-    assert register.stderr.endswith("pip install 'mint[serving]'\n")
+    denied = mint("base", "register", str(base))
+    _one_line(denied, 4, "error: ")  # Alice is no admin
+    other = tmp_path / "other-base"
+    build_base(base_config(), seed=5).save_pretrained(other)
+    for folder, name, hashed in (
+        (base, "tiny", world.fingerprint),  # the fixture registered it first, as "tiny"
+        (other, "other-base", fingerprint(build_base(base_config(), seed=5))),
+    ):
+        register = mint("base", "register", str(folder), "--json", env={"MINT_TOKEN": ADMIN})
+        assert register.returncode == 0, output(register)
+        registered = json.loads(register.stdout)
+        assert (registered["name"], registered["fingerprint"]) == (name, hashed)
 
     created = mint("adapter", "create", ref, "--base", world.fingerprint, "--json")
     assert created.returncode == 0, output(created)

@@ -218,7 +218,8 @@ def test_client_install_has_the_clients_and_nothing_of_the_services(
     helper = _python(
         venv,
         "import mint.client as c\n"
-        "try:\n    c.describe_base('.')\nexcept c.MissingExtra as exc:\n    print(exc)",
+        "try:\n    c.load_adapter(None, 'acme/tone')\n"
+        "except c.MissingExtra as exc:\n    print(exc)",
     )
     assert "pip install 'mint[serving]'" in helper
     (cli,) = _start(venv, CLIENT_SCRIPTS, cwd=tmp_path).values()  # the `mint` command

@@ -60,6 +60,7 @@ def world(tmp_path: Path, base_model: PreTrainedModel) -> tuple[Registry, Update
         LocalRegistry(registry, TRAINER),
         registry.blobs,
         lambda: build_base(tiny_llama_config(), seed=0),
+        fingerprint(build_base(tiny_llama_config(), seed=0)),
         HP,
         on_stage=lambda job, stage: stages.append(stage),
     )

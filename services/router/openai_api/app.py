@@ -106,7 +106,9 @@ class OpenAIApi:
         """The adapters of the caller's tenants."""
         try:
             principal = self._caller(request).principal
-            listed = await self._blocking(listed_models, self.projection, principal)
+            listed = await self._blocking(
+                listed_models, self.projection, principal, self.router.catalog.is_erased
+            )
             return JSONResponse({"object": "list", "data": listed})
         except Exception as exc:
             return error_response(exc)

@@ -4,6 +4,7 @@ every tenant for a principal of all of them ("*"), and no entry read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mint.catalog.port import ENTRY_SUFFIX
@@ -16,17 +17,21 @@ CATALOG = catalog_prefix("")[:-1]  # "catalog/": every tenant's entries
 
 
 def listed_models(
-    objects: ListedObjects, principal: Principal, limit: int = MAX_MODELS
+    objects: ListedObjects,
+    principal: Principal,
+    is_erased: Callable[[str], bool],
+    limit: int = MAX_MODELS,
 ) -> list[dict[str, Any]]:
     """OpenAI's model objects for the adapters of `principal`'s tenants, by tenant and
-    name, at most `limit` of them."""
+    name, at most `limit` of them, leaving out those `is_erased` (their entries stay in
+    the catalog to say so)."""
     every = "*" in principal.tenants
     prefixes = [CATALOG] if every else [catalog_prefix(t) for t in sorted(principal.tenants)]
     listed: list[dict[str, Any]] = []
     for prefix in prefixes:
         for key in objects.keys_after(prefix, "", limit - len(listed)):
             tenant, _, name = key[len(CATALOG) :].removesuffix(ENTRY_SUFFIX).partition("/")
-            if name and key.endswith(ENTRY_SUFFIX):
+            if name and key.endswith(ENTRY_SUFFIX) and not is_erased(f"{tenant}/{name}"):
                 listed.append(_model(tenant, name))
         if len(listed) >= limit:
             break
