@@ -16,8 +16,10 @@ read back to the host, so no kernel still reads a slot when it is cleared or rew
 
 Locks: `_table` guards both tiers (admit, evict, leases); `_run` serialises forward
 passes (torch already uses every core for one). Loads parse and convert their weights
-before taking `_table`, and never take `_run`: a slot is written while a batch runs, and
-the table never hands out a slot that a running batch holds.
+before taking `_table`, copy them into a slot under it and only then wait for their hash
+(computed meanwhile on another core), so the copy hides the hash; they never take
+`_run`: a slot is written while a batch runs, and the table never hands out a slot that a
+running batch holds.
 """
 
 from __future__ import annotations
@@ -118,10 +120,19 @@ class ServingEngine:
 
     # residency ---------------------------------------------------------------------
 
-    def load(self, ref: RevisionRef, weights: LoraWeights, pinned: bool = False) -> None:
+    def load(
+        self,
+        ref: RevisionRef,
+        weights: LoraWeights,
+        pinned: bool = False,
+        verify: Callable[[], None] | None = None,
+    ) -> None:
         """Make `ref` resident: held in host memory, evicting the least recently used
         revisions from the node for room (`take_evicted` tells which), and copied into a
-        device slot unless every slot is busy. If it cannot fit, nothing changed."""
+        device slot unless every slot is busy. If it cannot fit, nothing changed.
+        `verify` (the weights' hash check, computed meanwhile) is called once they are
+        copied and before any request can see them; if it raises, they are taken out
+        again (the revisions evicted for room stay evicted)."""
         self.check_base(ref)
         if weights.rank > self.max_rank:
             raise InvalidArgument(
@@ -152,6 +163,14 @@ class ServingEngine:
             except BaseException:
                 self.host.remove(key)
                 raise
+            if verify is not None:
+                try:
+                    verify()  # under the lock: nobody saw the weights before it returns
+                except BaseException:
+                    if key in self.table:
+                        self.table.evict(key)
+                    self.host.remove(key)
+                    raise
             self.servable_at[key] = time.perf_counter()
             self._loaded.notify_all()
 

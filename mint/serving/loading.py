@@ -1,11 +1,12 @@
-"""From stored bytes to servable weights: sha256 checked first, safetensors parsed in
-memory (no temp files, never pickle), the config read with the upload validator's model."""
+"""From stored bytes to servable weights: safetensors parsed in memory (no temp files,
+never pickle) while the sha256 is computed beside, the config read with the upload
+validator's model; nothing is served before the hash matched."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mint.domain.errors import DataLoss, NotFound
@@ -38,12 +39,27 @@ def parse_weights(data: bytes, config: LoraAdapterConfig) -> LoraWeights:
 
 @dataclass(frozen=True)
 class Fetched:
+    """Weights parsed from bytes that may not be the recorded ones until `verify`
+    returns: their hash is computed on another core meanwhile."""
+
     ref: RevisionRef  # as the projection's manifest describes it (with its base)
     weights: LoraWeights
-    nbytes: int
+    data: bytes
     fetch_s: float  # object store reads
     parse_s: float  # config and safetensors parsing
-    from_disk: bool = False  # found in the node's disk tier
+    from_disk: bool = False  # found in the node's disk tier (hashed again there)
+    digest: Future[str] | None = None  # the sha256 of `data`, being computed
+
+    def verify(self) -> None:
+        """DataLoss unless the bytes hash to the recorded sha256."""
+        if self.digest is not None:
+            check_sha256(self.digest.result(), self.ref.weights_sha256)
+
+    def keep(self, disk: DiskCache | None) -> None:
+        """Put verified bytes on the disk tier for next time."""
+        if disk is not None and not self.from_disk:
+            self.verify()
+            disk.put(self.ref.weights_sha256, self.data)
 
 
 _READERS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="fetch")
@@ -54,8 +70,9 @@ def _sha256(data: bytes) -> str:
 
 
 def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = None) -> Fetched:
-    """The revision's weights, verified against the recorded sha256: from the local disk
-    tier if it has them, else from the projection, kept on disk for next time. An intent
+    """The revision's weights, from the local disk tier if it has them, else from the
+    projection; `verify()` before serving them (`ServingEngine.load` takes it, so that the
+    hash runs while the weights are copied into a slot), `keep()` once served. An intent
     carries the base and the config, so that is one read; without them, the manifest is
     read alongside and must agree with `ref`."""
     started = time.perf_counter()
@@ -68,8 +85,8 @@ def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = 
         data = catalog.objects.get(weights_key(ref))
         if data is None:
             raise NotFound(f"{ref.label}: its weights are not in the projection (yet)")
-        # Hashed on another core while this one parses (hashlib lets go of the GIL); the
-        # parsed weights are used only once the hash matched.
+        # Hashed on another core while this one parses and copies (hashlib lets go of
+        # the GIL); the weights are served only once the hash matched.
         digest = _READERS.submit(_sha256, data)
     if described is not None:
         manifest = described.result()
@@ -80,10 +97,9 @@ def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = 
     config, _ = parse_config(ref.config_json.encode(), Limits())
     try:
         weights = parse_weights(data, config)
-    finally:  # altered bytes are reported as such, also when they do not even parse
+    except Exception:  # altered bytes are reported as such, also when they do not parse
         if digest is not None:
             check_sha256(digest.result(), ref.weights_sha256)
+        raise
     parsed = time.perf_counter()
-    if disk is not None and not from_disk:
-        disk.put(ref.weights_sha256, data)
-    return Fetched(ref, weights, len(data), fetched - started, parsed - fetched, from_disk)
+    return Fetched(ref, weights, data, fetched - started, parsed - fetched, from_disk, digest)

@@ -58,10 +58,15 @@ class SlotTable:
         firsts = [1 + sum(sizes[:i]) for i in range(len(sizes))]
         # Per class, popped from the end: the lowest slot first.
         self._free = [list(range(f + n - 1, f - 1, -1)) for f, n in zip(firsts, sizes, strict=True)]
+        # Kept as entries come and go, so that an admission costs the same with ten
+        # thousand adapters resident as with ten.
+        self._used_bytes = 0
+        self._held = [0] * len(sizes)  # entries per class
+        self._taken: set[int] = set()  # the slots entries hold
 
     @property
     def used_bytes(self) -> int:
-        return sum(e.nbytes for e in self._entries.values())
+        return self._used_bytes
 
     def __contains__(self, key: ResidentKey) -> bool:
         return key in self._entries
@@ -93,8 +98,11 @@ class SlotTable:
         for victim in victims:
             self.evict(victim)
         slot = self._free[rank_class].pop()
+        self._check_admission(slot, nbytes, rank_class)
         self._entries[key] = _Entry(slot, nbytes, rank_class, pinned)
-        self._check()
+        self._taken.add(slot)
+        self._used_bytes += nbytes
+        self._held[rank_class] += 1
         return slot, victims
 
     def _victims_for(self, nbytes: int, rank_class: int) -> list[ResidentKey]:
@@ -104,6 +112,8 @@ class SlotTable:
         of them would not do."""
         free_slots, free_bytes = len(self._free[rank_class]), self.budget_bytes - self.used_bytes
         victims: list[ResidentKey] = []
+        if free_slots > 0 and free_bytes >= nbytes:
+            return victims
         evictable = [(k, e) for k, e in self._entries.items() if not e.pinned and e.in_use == 0]
         for k, e in evictable:
             if free_slots > 0:
@@ -128,6 +138,9 @@ class SlotTable:
         if entry.in_use:
             raise ResourceExhausted(f"{key} is in use by {entry.in_use} running batch(es)")
         del self._entries[key]
+        self._taken.discard(entry.slot)
+        self._used_bytes -= entry.nbytes
+        self._held[entry.rank_class] -= 1
         self._free[entry.rank_class].append(entry.slot)
         if self.on_evict is not None:
             self.on_evict(key, entry.slot)
@@ -163,15 +176,15 @@ class SlotTable:
         """Whether any running batch holds a slot (one will be given back)."""
         return any(e.in_use for e in self._entries.values())
 
-    def _check(self) -> None:
-        slots = [e.slot for e in self._entries.values()]
-        if len(slots) != len(set(slots)):
+    def _check_admission(self, slot: int, nbytes: int, rank_class: int) -> None:
+        """What admitting an entry of `nbytes` to `slot` (just taken off the free list of
+        `rank_class`) must keep true: each slot held once, slot 0 never, the budget, and
+        every slot of the class either held or free."""
+        if slot in self._taken:
             raise SlotInvariantBroken("two adapters share a slot")
-        if 0 in slots:
+        if slot == 0:
             raise SlotInvariantBroken("slot 0 is reserved for no adapter")
-        if self.used_bytes > self.budget_bytes:
+        if self._used_bytes + nbytes > self.budget_bytes:
             raise SlotInvariantBroken("over the memory budget")
-        for index, size in enumerate(self.sizes):
-            held = sum(e.rank_class == index for e in self._entries.values())
-            if held + len(self._free[index]) != size:
-                raise SlotInvariantBroken(f"a slot of rank class {index} was lost")
+        if self._held[rank_class] + 1 + len(self._free[rank_class]) != self.sizes[rank_class]:
+            raise SlotInvariantBroken(f"a slot of rank class {rank_class} was lost")

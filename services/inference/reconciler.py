@@ -43,6 +43,9 @@ from .metrics import NodeMetrics
 log = logging.getLogger(__name__)
 RETRY_FAILED_S = 30.0
 MAX_LOADS = 4  # S3 GETs overlap well; parsing and copying share the cores beyond that
+# Reports after changes come at most this often: a report lists every resident revision
+# under the engine's lock, so one per load would make a burst of loads quadratic.
+REPORT_GAP_S = 0.05
 Outcome = pb.LoadOutcome
 
 
@@ -142,6 +145,7 @@ class Reconciler:
             except Exception:  # Kafka trouble: the next beat tries again
                 log.exception("sending the node's report failed")
             self._report_now.wait(self.report_s)
+            self._stop.wait(REPORT_GAP_S)
 
     def _read(self, follower: TableFollower) -> None:
         for key, value in follower.poll(timeout_s=0.1):
@@ -194,11 +198,12 @@ class Reconciler:
         try:
             fetched = fetch_revision(self.catalog, ref, self.disk)
             copy_started = time.perf_counter()
-            self.engine.load(fetched.ref, fetched.weights, pinned)
+            self.engine.load(fetched.ref, fetched.weights, pinned, verify=fetched.verify)
             if ref.adapter_id in self.erased:  # erased while it loaded: out again
                 self.engine.evict(fetched.ref)
                 self._forget_files(self.erased[ref.adapter_id])
                 return
+            fetched.keep(self.disk)
         except Exception as exc:  # whatever it was, this revision failed, the rest go on
             log.warning("loading %s failed: %s", ref.label, exc)
             with self._lock:
@@ -214,7 +219,7 @@ class Reconciler:
         self._outcome(
             Outcome.LOADED,
             ref,
-            fetched.nbytes,
+            len(fetched.data),
             fetch_ms=fetched.fetch_s * 1000,
             load_ms=(fetched.parse_s + done - copy_started) * 1000,
         )

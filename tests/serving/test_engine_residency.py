@@ -5,10 +5,13 @@ has rank classes 1, 2, 4 and 8, so an adapter of rank 2 takes exactly its own by
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
-from mint.domain.errors import ResourceExhausted
+from mint.domain.errors import DataLoss, ResourceExhausted
 from mint.models.base import build_base, tiny_llama_config
 from mint.serving.engine import ServingEngine, weights_bytes
 from mint.serving.packed_model import LoraWeights, PackedLoraModel
@@ -124,3 +127,35 @@ def test_each_revision_takes_the_smallest_class_that_fits_and_is_charged_its_slo
             a, _, _ = weights(1, 3).modules["model.layers.0.self_attn.q_proj"]
             assert torch.equal(slot_a[:1], a) and not slot_a[1:].any()  # zero-padded
     assert node.tiers()[0].used_bytes == 5 * rank_one + node.slot_bytes[1]
+
+
+def test_weights_that_fail_their_check_after_the_copy_are_never_seen() -> None:
+    """The hash check runs once the weights are in a slot, under the table's lock: until
+    it returns no other thread sees the revision, and if it fails the slot is cleared."""
+    w = weights(2, 1)
+    node = engine(budget_bytes=weights_bytes(w) * 4)
+    node.load(ref("a"), w)
+    seen: list[bool] = []
+
+    def altered() -> None:
+        looking = threading.Thread(target=lambda: seen.append(node.is_resident(ref("b"))))
+        looking.start()
+        looking.join(timeout=0.2)
+        assert looking.is_alive(), "another thread read the table while the check ran"
+        raise DataLoss("adapter weights hash to x, not the recorded y")
+
+    with pytest.raises(DataLoss, match="not the recorded"):
+        node.load(ref("b"), weights(2, 2), verify=altered)
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [False]  # asked during the check, answered after it: never resident
+    assert node.resident() == [ref("a")] and node.in_device() == [ref("a")]
+    assert node.take_evicted() == []  # never loaded, so never reported gone
+    checked: list[bool] = []
+    node.load(ref("b"), weights(2, 2), verify=lambda: checked.append(True))
+    assert checked == [True] and node.in_device() == [ref("a"), ref("b")]
+    with node.lease([(ref("b"), 1.0)]) as lease:
+        name = "model.layers.0.self_attn.q_proj"
+        a, _, _ = weights(2, 2).modules[name]
+        assert torch.equal(node.model.slot_weights(name, lease.slot)[0], a)

@@ -45,7 +45,7 @@ METRICS = RouterMetrics()
 class Projection:
     """The projection's catalog keys, as S3Objects lists them."""
 
-    keys = ("catalog/acme/tone.json", "catalog/other/theirs.json")
+    keys = ("catalog/acme/gone.json", "catalog/acme/tone.json", "catalog/other/theirs.json")
 
     def get(self, key: str) -> bytes | None:
         return None
@@ -54,8 +54,17 @@ class Projection:
         return [k for k in self.keys if k.startswith(prefix) and k > start_after][:limit]
 
 
+class Erasures:
+    """The router's catalog, as far as /v1/models asks it: acme/gone was erased."""
+
+    def is_erased(self, adapter: str) -> bool:
+        return adapter == "acme/gone"
+
+
 class StandIn:
     """Streams `chunks` then fails, or streams until closed (`endless`)."""
+
+    catalog = Erasures()
 
     def __init__(self, endless: bool = False) -> None:
         self.endless, self.closed = endless, threading.Event()
@@ -102,7 +111,7 @@ def test_https_with_the_routers_certificate(tmp_path: Path) -> None:
     ]
 
 
-def test_models_are_every_adapter_for_a_principal_of_every_tenant(
+def test_models_are_every_adapter_not_erased_for_a_principal_of_every_tenant(
     plain: tuple[HttpServer, StandIn],
 ) -> None:
     server, _ = plain

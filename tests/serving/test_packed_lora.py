@@ -142,7 +142,7 @@ def test_a_fetched_revision_is_checked_against_its_hash_even_when_it_does_not_pa
     adapters: dict[str, Path],
 ) -> None:
     """The hash is computed beside the parse: altered bytes are reported as altered
-    (DataLoss), whether they parse or not, and intact ones load."""
+    (DataLoss), when they do not parse at once, else by `verify`; intact ones load."""
     import hashlib
 
     from mint.domain.errors import DataLoss
@@ -160,6 +160,8 @@ def test_a_fetched_revision_is_checked_against_its_hash_even_when_it_does_not_pa
         catalog = Catalog(objects)  # a dict answers get(key)
         if altered:
             with pytest.raises(DataLoss, match="not the recorded"):
-                fetch_revision(catalog, ref)
+                fetch_revision(catalog, ref).verify()
         else:
-            assert fetch_revision(catalog, ref).weights.modules
+            fetched = fetch_revision(catalog, ref)
+            fetched.verify()
+            assert fetched.weights.modules

@@ -88,7 +88,7 @@ def test_invariants_hold_under_any_sequence(ops: list[tuple[str, int, int]]) -> 
                 table.slot_of(k)
         except ResourceExhausted:
             pass
-        assert table.used_bytes <= 150
+        assert table.used_bytes == sum(e.nbytes for e in table._entries.values()) <= 150
         assert len(table) <= 5
         assert all(k in table for k, count in in_use.items() if count), "in-use key vanished"
 
