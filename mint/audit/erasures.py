@@ -40,8 +40,10 @@ class ErasureLedger:
         return stream_id in self._erased
 
     def hold(self, problem: ChainProblem) -> None:
-        """A problem an erasure later in the log would explain."""
-        self._held.setdefault(problem.stream_id, []).append(problem)
+        """A problem an erasure later in the log would explain (or has: reads are judged
+        a little after their events, and no revision follows an erasure)."""
+        if problem.stream_id not in self._erased:
+            self._held.setdefault(problem.stream_id, []).append(problem)
 
     def note(self, r: Recorded, event: AdapterErased) -> None:
         stream = r.envelope.stream_id

@@ -7,14 +7,20 @@ hashed once per run, however many revisions of its adapter share it: its verdict
 size, or what is wrong with it) is kept by adapter and sha256, for up to `blob_memo` blobs
 (the least recently used go first; a blob whose verdict went is read again). Erasures are
 reported, and the blobs and projection files they removed are not problems (erasures.py).
+
+Blobs and projection files are read `reads` at a time (each read is a round trip or two
+to S3, and at a million revisions one at a time takes most of an hour); their verdicts
+are judged in log order, with at most `IN_FLIGHT_PER_READER` reads per reader waiting.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from cachetools import LRUCache
 
@@ -27,9 +33,12 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, revision_prefix
 
 from .erasures import Erasure, ErasureLedger
 
+T = TypeVar("T")
 # About 300 bytes a verdict: a million distinct blobs (the scale MinT is built for) in
 # some 300 MB.
 BLOB_MEMO = 1_000_000
+READS = 8  # blob and file reads at a time (within the S3 client's 16 connections)
+IN_FLIGHT_PER_READER = 4
 PROGRESS_EVERY = 1000  # events between two progress reports
 ERASED = "its adapter's data key was destroyed"
 MISSING = "projection has no"
@@ -72,28 +81,56 @@ def verify(
     projection: Objects | None = None,
     progress: Callable[[Progress], None] | None = None,
     blob_memo: int = BLOB_MEMO,
+    reads: int = READS,
 ) -> Report:
     """Check chains per stream (in log order); given a blob store, every blob a revision
     references; given the projection, every revision's weights and config there. Problems
     name the stream, version and position. `progress` hears how far it has come every
     `PROGRESS_EVERY` events and at the end."""
-    walk = _Walk(blobs, projection, blob_memo)
-    for recorded in records:
-        walk.check(recorded)
-        if progress is not None and walk.events % PROGRESS_EVERY == 0:
-            progress(walk.progress())
+    with ThreadPoolExecutor(reads, thread_name_prefix="verify") as pool:
+        walk = _Walk(blobs, projection, blob_memo, _Reads(pool, reads * IN_FLIGHT_PER_READER))
+        for recorded in records:
+            walk.check(recorded)
+            if progress is not None and walk.events % PROGRESS_EVERY == 0:
+                progress(walk.progress())
+        walk.reads.finish()
     if progress is not None:
         progress(walk.progress())
     return walk.report()
 
 
+class _Reads:
+    """Reads run on a pool; their verdicts are judged in the order they were asked for,
+    the oldest as soon as it is in (or once too many wait)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, most: int) -> None:
+        self.pool, self.most = pool, most
+        self.waiting: deque[tuple[Future[Any], Callable[[Any], None]]] = deque()
+
+    def ask(self, read: Future[Any], judge: Callable[[Any], None]) -> None:
+        self.waiting.append((read, judge))
+        while self.waiting and (len(self.waiting) > self.most or self.waiting[0][0].done()):
+            self._judge_oldest()
+
+    def finish(self) -> None:
+        while self.waiting:
+            self._judge_oldest()
+
+    def _judge_oldest(self) -> None:
+        read, judge = self.waiting.popleft()
+        judge(read.result())  # a read that failed (S3 down) raises here, as it would inline
+
+
 class _Walk:
-    def __init__(self, blobs: BlobStore | None, projection: Objects | None, memo: int) -> None:
-        self.blobs, self.projection = blobs, projection
+    def __init__(
+        self, blobs: BlobStore | None, projection: Objects | None, memo: int, reads: _Reads
+    ) -> None:
+        self.blobs, self.projection, self.reads = blobs, projection, reads
         self.chains: dict[str, StreamChain] = {}
         self.names: dict[str, AdapterCreated] = {}  # per adapter stream
         self.ledger = ErasureLedger()
         self.verdicts: LRUCache[str, int | str] = LRUCache(maxsize=memo)
+        self.reading: dict[str, Future[int | str]] = {}  # verdicts asked for, not yet in
         self.problems: list[ChainProblem] = []
         self.events = self.blobs_read = self.files = 0
 
@@ -101,14 +138,14 @@ class _Walk:
         self.events += 1
         stream = r.envelope.stream_id
         chain = self.chains.get(stream) or self.chains.setdefault(stream, StreamChain())
-        self.problems += chain.check(r.envelope, str(r.position), r.stored)
+        self._found(chain.check(r.envelope, str(r.position), r.stored))
         if self.blobs is None and self.projection is None:
             return
         try:
             event: Event = r.event
         except Exception as exc:  # an altered payload may not even decode
             if self.blobs is not None:
-                self._problem(r, f"payload does not decode: {exc}")
+                self._found([self._problem_of(r, f"payload does not decode: {exc}")])
             return
         if isinstance(event, AdapterCreated):
             self.names[stream] = event
@@ -125,9 +162,25 @@ class _Walk:
         self, r: Recorded, event: RevisionPublished, adapter_id: str, blobs: BlobStore
     ) -> None:
         memo = f"{adapter_id}/{event.weights_sha256}"
-        verdict = self.verdicts.get(memo)
-        if verdict is None:
-            verdict = self.verdicts[memo] = self._read(blobs, adapter_id, event.weights_sha256)
+        read = self.reading.get(memo)
+        if read is None:
+            verdict = self.verdicts.get(memo)
+            if verdict is None:
+                self.blobs_read += 1
+                read = self.reading[memo] = self.reads.pool.submit(
+                    _read, blobs, adapter_id, event.weights_sha256
+                )
+            else:
+                read = _done(verdict)
+
+        def judge(verdict: int | str) -> None:
+            self.verdicts[memo] = verdict
+            self.reading.pop(memo, None)
+            self._judge_blob(r, event, verdict)
+
+        self.reads.ask(read, judge)
+
+    def _judge_blob(self, r: Recorded, event: RevisionPublished, verdict: int | str) -> None:
         if isinstance(verdict, str) and verdict.endswith(ERASED):
             self.ledger.hold(self._problem_of(r, verdict))
         elif isinstance(verdict, str):
@@ -138,18 +191,6 @@ class _Walk:
                 f"blob {event.weights_sha256} has {verdict} bytes, "
                 f"the event says {event.weights_size}",
             )
-
-    def _read(self, blobs: BlobStore, adapter_id: str, sha256: str) -> int | str:
-        """The blob's size, or what is wrong with it."""
-        self.blobs_read += 1
-        try:
-            return len(blobs.get(adapter_id, sha256))
-        except Erased:
-            return f"blob {sha256} opens no more: {ERASED}"
-        except NotFound:
-            return f"blob {sha256} is missing"
-        except DataLoss:
-            return f"blob {sha256} is corrupt: its bytes do not match the recorded sha256"
 
     def _check_files(
         self, r: Recorded, event: RevisionPublished, created: AdapterCreated, projection: Objects
@@ -163,11 +204,22 @@ class _Walk:
             self.files += 1
             if self.ledger.erased(r.envelope.stream_id):
                 continue  # cannot be: no revision follows an erasure
-            problem = _check_file(projection, key, sha256)
+            read = self.reads.pool.submit(_check_file, projection, key, sha256)
+            self.reads.ask(read, self._file_judge(r))
+
+    def _file_judge(self, r: Recorded) -> Callable[[str | None], None]:
+        def judge(problem: str | None) -> None:
             if problem and problem.startswith(MISSING):  # unless erased later in the log
                 self.ledger.hold(self._problem_of(r, problem))
             elif problem:
                 self._problem(r, problem)
+
+        return judge
+
+    def _found(self, problems: list[ChainProblem]) -> None:
+        """Problems found now, listed after those of the reads asked for before them."""
+        if problems:
+            self.reads.ask(_done(problems), self.problems.extend)
 
     def _problem(self, r: Recorded, text: str) -> None:
         self.problems.append(self._problem_of(r, text))
@@ -189,6 +241,24 @@ class _Walk:
             self.files,
             tuple(self.ledger.erasures),
         )
+
+
+def _done(value: T) -> Future[T]:
+    future: Future[T] = Future()
+    future.set_result(value)
+    return future
+
+
+def _read(blobs: BlobStore, adapter_id: str, sha256: str) -> int | str:
+    """The blob's size, or what is wrong with it."""
+    try:
+        return len(blobs.get(adapter_id, sha256))
+    except Erased:
+        return f"blob {sha256} opens no more: {ERASED}"
+    except NotFound:
+        return f"blob {sha256} is missing"
+    except DataLoss:
+        return f"blob {sha256} is corrupt: its bytes do not match the recorded sha256"
 
 
 def _check_file(projection: Objects, key: str, sha256: str) -> str | None:

@@ -199,11 +199,11 @@ class Reconciler:
             fetched = fetch_revision(self.catalog, ref, self.disk)
             copy_started = time.perf_counter()
             self.engine.load(fetched.ref, fetched.weights, pinned, verify=fetched.verify)
+            fetched.keep(self.disk)  # before the check below, which drops it if erased
             if ref.adapter_id in self.erased:  # erased while it loaded: out again
                 self.engine.evict(fetched.ref)
                 self._forget_files(self.erased[ref.adapter_id])
                 return
-            fetched.keep(self.disk)
         except Exception as exc:  # whatever it was, this revision failed, the rest go on
             log.warning("loading %s failed: %s", ref.label, exc)
             with self._lock:

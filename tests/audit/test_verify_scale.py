@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,8 @@ from mint.audit import progress, verify
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
+from mint.domain.errors import NotFound
+from mint.domain.events import AdapterCreated
 from mint.domain.names import AdapterRef
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, tiny_llama_config
@@ -79,11 +83,40 @@ def test_each_distinct_blob_is_read_once(shared_blobs: dict, s3: Minio) -> None:
     assert report.blobs_checked == 2 * ADAPTERS
 
 
+class _SlowAndMissingBlobs(S3BlobStore):
+    """Reads finish in a random order, and every second adapter's blobs are missing."""
+
+    def __init__(self, s3: Minio, bucket: str) -> None:
+        super().__init__(s3, bucket, TEST_KEK)
+        self.missing: set[str] = set()
+        self.rng = random.Random(7)
+
+    def get(self, adapter_id: str, sha256: str) -> bytes:
+        time.sleep(self.rng.uniform(0, 0.02))
+        if adapter_id in self.missing:
+            raise NotFound(f"no blob {sha256} of adapter {adapter_id}")
+        return super().get(adapter_id, sha256)
+
+
+def test_reads_at_a_time_find_what_reads_one_by_one_find(shared_blobs: dict, s3: Minio) -> None:
+    blobs = _SlowAndMissingBlobs(s3, shared_blobs["topic"])
+    created = [r.event for r in shared_blobs["log"].read_all()]
+    ids = sorted({e.adapter_id for e in created if isinstance(e, AdapterCreated)})
+    blobs.missing = set(ids[::2])
+    one = verify.verify(shared_blobs["log"].read_all(), blobs, reads=1)
+    many = verify.verify(shared_blobs["log"].read_all(), blobs, reads=8)
+    assert len(one.problems) == len(blobs.missing) * REVISIONS  # each revision's, named
+    assert many.problems == one.problems
+    assert many.blobs_checked == one.blobs_checked == 2 * ADAPTERS
+
+
 def test_a_memo_too_small_for_every_blob_reads_again_and_stays_right(
-    shared_blobs: dict, s3: Minio
+    shared_blobs: dict, s3: Minio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The memo is bounded: with room for one verdict, an adapter's two blobs evict each
-    other."""
+    other (read one at a time, each judged before the next is asked for: a read still in
+    flight is shared, which would hide the evictions)."""
+    monkeypatch.setattr(verify, "IN_FLIGHT_PER_READER", 0)
     blobs = _CountingBlobs(s3, shared_blobs["topic"])
     report = verify.verify(shared_blobs["log"].read_all(), blobs, blob_memo=1)
     assert report.clean, report.problems

@@ -91,9 +91,12 @@ def test_a_node_drops_an_erased_adapter_everywhere_within_one_heartbeat(
         writer.activate()
         writer.write([("n1", gone, False), ("n1", kept, False)], [], term=1)
         assert engine.wait_resident(gone, 30) and engine.wait_resident(kept, 30)
-        assert (tmp_path / "disk" / f"{gone.weights_sha256}.safetensors").exists()
-
         _report_with(status, lambda r: _resident(r) == {gone.adapter_id, kept.adapter_id})
+        kept_on_disk = tmp_path / "disk" / f"{gone.weights_sha256}.safetensors"
+        deadline = time.monotonic() + 10  # written once the hash matched, just after the load
+        while not kept_on_disk.exists():
+            assert time.monotonic() < deadline, "the verified bytes never reached the disk"
+            time.sleep(0.01)
         while list(status.poll(timeout_s=0)):
             pass  # every report so far read: what follows comes after the notice
         notices.announce(_notice(gone))
