@@ -133,6 +133,9 @@ class LogWriter:
         # Taken partitions whose snapshots are to be written whole (with tombstones for
         # these leftover keys) in the next transaction: none were valid, or they lagged.
         self._rewrite: dict[int, Rewrite] = {}
+        # Partitions read from the log by a take that then failed (their state kept in
+        # `_earlier`), with the leftover keys: the take that succeeds owes their rewrite.
+        self._owed: dict[int, set[bytes]] = {}
         self._claims: dict[int, str] = {}  # partition -> this writer's claim of it
         # Partitions given up, with their last state and claim: the next transaction
         # writes a summary saying so (released_by), then they are forgotten.
@@ -169,6 +172,7 @@ class LogWriter:
             state = self.partitions.pop(partition, None)
             self._earlier.pop(partition, None)
             self._rewrite.pop(partition, None)
+            self._owed.pop(partition, None)
             claim = self._claims.pop(partition, None)
             if state is None or claim is None:
                 return
@@ -183,60 +187,71 @@ class LogWriter:
     def _take(self, partition: int) -> None:
         # setdefault is one atomic step: two threads never get two locks for a partition.
         with self._taking.setdefault(partition, threading.Lock()):
-            with self.lock:
-                if partition in self.partitions:
-                    return
-                if self.fenced:
-                    raise Unavailable(f"partition {partition} moved to another writer; retry")
-                if self._closing:
-                    raise Unavailable("this registry replica is shutting down")
-                while partition in self._in_flight:  # given up mid-commit: let it land
-                    if not self._landed.wait(timeout=APPEND_TIMEOUT_S):
-                        raise Unavailable(f"a commit to partition {partition} is stuck")
-                producer = self._producer_locked()
-                state = self._earlier.pop(partition, None)
-            rewrite: set[bytes] | None = None  # the snapshot keys to replace, if any
-            restored = state is None
-            try:
-                if state is None:  # new to this replica: from the snapshots, if they hold
-                    table = SnapshotTable(self.kafka, self.topic, partition)
-                    self._fence_earlier_writers(partition, table)
-                    state, rewrite = self._restore(partition, table)
-                else:
-                    self._fence_earlier_writers(partition, None)
-                tail = list(
-                    read_partitions(
-                        self.kafka,
-                        self.topic,
-                        {partition: state.next_offset},
-                        stall_s=TAKE_STALL_S,
-                        past_open_transactions=True,
-                    )
+            due = self._take_held(partition)
+        if due:  # its rewrite waits for no take to run: told once this one is done
+            with self._queued:
+                self._queued.notify()
+
+    def _take_held(self, partition: int) -> bool:
+        """`_take` under the partition's take lock: whether a rewrite of it is due."""
+        with self.lock:
+            if partition in self.partitions:
+                return False
+            if self.fenced:
+                raise Unavailable(f"partition {partition} moved to another writer; retry")
+            if self._closing:
+                raise Unavailable("this registry replica is shutting down")
+            while partition in self._in_flight:  # given up mid-commit: let it land
+                if not self._landed.wait(timeout=APPEND_TIMEOUT_S):
+                    raise Unavailable(f"a commit to partition {partition} is stuck")
+            producer = self._producer_locked()
+            state = self._earlier.pop(partition, None)
+        rewrite: set[bytes] | None = None  # the snapshot keys to replace, if any
+        restored = state is None
+        try:
+            if state is None:  # new to this replica: from the snapshots, if they hold
+                table = SnapshotTable(self.kafka, self.topic, partition)
+                self._fence_earlier_writers(partition, table)
+                state, rewrite = self._restore(partition, table)
+            else:
+                self._fence_earlier_writers(partition, None)
+            tail = list(
+                read_partitions(
+                    self.kafka,
+                    self.topic,
+                    {partition: state.next_offset},
+                    stall_s=TAKE_STALL_S,
+                    past_open_transactions=True,
                 )
-                caught_up = state.observe(tail)
-            except BaseException:
-                with self.lock:
-                    if state is not None:
-                        self._keep_earlier_locked(partition, state)
-                raise
+            )
+            caught_up = state.observe(tail)
+        except BaseException:
             with self.lock:
-                if self.producer is producer and partition in self.assigned:
-                    self.partitions[partition] = state
-                    # No valid snapshots (and something to write), or events past them
-                    # (written by a writer that kept none): write them all.
-                    if (rewrite is not None and (state.streams or rewrite)) or (
-                        restored and caught_up
-                    ):
-                        self._rewrite[partition] = Rewrite.of(state, rewrite or set())
-                    due = partition in self._rewrite
-                else:
+                if state is not None:
                     self._keep_earlier_locked(partition, state)
-                    due = None
-            if due is None:
-                raise Unavailable(f"partition {partition} changed hands while being taken; retry")
-            if due:
-                with self._queued:
-                    self._queued.notify()
+                    if restored:  # read from its start: its snapshots may not hold
+                        self._owe_locked(partition, rewrite or set())
+            raise
+        with self.lock:
+            owed = self._owed.pop(partition, None)
+            # No valid snapshots (and something to write), events past them (written
+            # by a writer that kept none), or an earlier take that read the partition
+            # from the log failed before writing them: write them all.
+            if (rewrite is not None and (state.streams or rewrite)) or (restored and caught_up):
+                owed = (owed or set()) | (rewrite or set())
+            if self.producer is producer and partition in self.assigned:
+                self.partitions[partition] = state
+                if owed is not None:
+                    self._rewrite[partition] = Rewrite.of(state, owed)
+                due = partition in self._rewrite
+            else:
+                self._keep_earlier_locked(partition, state)
+                if owed is not None:
+                    self._owe_locked(partition, owed)
+                due = None
+        if due is None:
+            raise Unavailable(f"partition {partition} changed hands while being taken; retry")
+        return due
 
     def _restore(
         self, partition: int, table: SnapshotTable
@@ -264,7 +279,12 @@ class LogWriter:
 
     def _rewrite_chunks(self) -> dict[int, Rewrite]:
         """The next snapshots to write again, at most REWRITE_CHUNK of them in all: one
-        transaction of a whole large partition would outlast the transaction timeout."""
+        transaction of a whole large partition would outlast the transaction timeout.
+        None while a partition is being taken: a take reading a large partition holds
+        the interpreter so much that the producer's records expire before they are sent
+        (seen at 10^6 adapters, six partitions taken side by side)."""
+        if self._taking_now():
+            return {}
         chunks, left = {}, REWRITE_CHUNK
         for partition, pending in self._rewrite.items():
             if partition in self.partitions and left > 0:
@@ -273,13 +293,22 @@ class LogWriter:
         return chunks
 
     def _rewrite_due(self) -> bool:
-        """A taken partition's snapshots are to be written whole."""
-        return any(p in self.partitions for p in list(self._rewrite))
+        """A taken partition's snapshots are to be written whole (once no take runs)."""
+        return not self._taking_now() and any(p in self.partitions for p in list(self._rewrite))
+
+    def _taking_now(self) -> bool:
+        return any(lock.locked() for lock in list(self._taking.values()))
 
     def _keep_earlier_locked(self, partition: int, state: PartitionState) -> None:
         """Keep a prefix of an assigned partition to catch up from on the next take."""
         if partition in self.assigned:
             self._earlier[partition] = state
+
+    def _owe_locked(self, partition: int, leftover: set[bytes]) -> None:
+        """The next take of `partition` (from the state kept in `_earlier`) writes its
+        snapshots whole: a failed take must not lose that they are due."""
+        if partition in self.assigned:
+            self._owed[partition] = self._owed.get(partition, set()) | leftover
 
     def _fence_earlier_writers(self, partition: int, table: SnapshotTable | None) -> None:
         """Group ownership: fence whoever claimed `partition` before, unless it gave the

@@ -197,6 +197,42 @@ def test_a_large_rewrite_spans_transactions_and_holds_once_whole(
     _same_state(after, expected)
 
 
+def test_a_take_that_fails_after_reading_the_log_still_writes_the_snapshots(
+    owners: Owners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 10^6 adapters a replica's first take read a partition from its start, then
+    failed (another partition's transaction had failed meanwhile); the take that then
+    succeeded, from the state the failed one kept, no longer knew the snapshots were due,
+    and no replica after it could start from them."""
+    expected = _fill(owners.next())
+    owners.write(SUMMARY_KEY, None)  # no valid snapshots: a new owner reads the log
+    owners.current.close()  # type: ignore[union-attr]
+    owners.current = log = KafkaEventLog(
+        owners.kafka, owners.topic, partitions=1, txn_prefix=owners.prefix, owned=()
+    )
+    reading = vars(kafka_writer)["read_partitions"]  # the recording one (Owners)
+    failures = iter([RuntimeError("the broker went away")])
+
+    def failing_once(*args: Any, **kw: Any) -> Any:
+        records = list(reading(*args, **kw))
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return records
+
+    monkeypatch.setattr(kafka_writer, "read_partitions", failing_once)
+    with pytest.raises(RuntimeError, match="went away"):
+        log.take(0)
+    log.take(0)  # (or the writer's own retake got there first)
+    deadline = time.monotonic() + 30
+    while (log.writer._rewrite or log.writer._owed) and time.monotonic() < deadline:
+        time.sleep(0.1)  # written in the background
+    assert not log.writer._rewrite and not log.writer._owed
+    after = owners.next()
+    assert owners.read_from and owners.read_from != [0]  # from the snapshots the retake wrote
+    _same_state(after, expected)
+
+
 def test_a_stream_outgrowing_a_snapshot_is_refused_alone(
     owners: Owners, monkeypatch: pytest.MonkeyPatch
 ) -> None:
