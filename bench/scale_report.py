@@ -38,9 +38,10 @@ class Target:
         numbers = [v for v in values.values() if _number(v)]
         ratio = _ratio(values)
         if self.rule == "true":
-            if any(v is None for v in values.values()):
+            judged = [values[sizes[-1]]] if self.at_scale else list(values.values())
+            if any(v is None for v in judged):
                 return ratio, "n/a"  # not measured at some size: its figure failed
-            met = all(v is True for v in values.values())
+            met = all(v is True for v in judged)
         elif self.rule == "ratio":
             if ratio is None or self.limit is None:
                 return ratio, "n/a"

@@ -24,7 +24,7 @@ from bench.scale_fill import Layout, Upload
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
 from mint.backends.kafka import KafkaConnection
-from mint.backends.kafka_snapshots import snapshot_topic
+from mint.backends.kafka_snapshots import SnapshotTable, snapshot_topic
 from mint.client import parse_ref
 from mint.eventlog.snapshots import SUMMARY_KEY
 from mint.v1 import registry_pb2 as pb
@@ -259,11 +259,16 @@ def snapshot_summaries(kafka: KafkaConnection, topic: str, partitions: int) -> d
 def wait_for_snapshots(
     kafka: KafkaConnection, topic: str, streams: dict[int, int], timeout_s: float
 ) -> None:
-    """Until every partition's snapshot summary counts all its streams."""
+    """Until every partition's snapshot summary counts all its streams and its table
+    holds what the summary says (a large partition's snapshots are written a chunk per
+    transaction, each with the whole summary: the count alone is reached at the first)."""
     deadline = time.monotonic() + timeout_s
+    whole: set[int] = set()
     while True:
         summaries = snapshot_summaries(kafka, topic, len(streams))
-        if all(summaries.get(p, 0) >= n for p, n in streams.items()):
+        counted = {p for p, n in streams.items() if summaries.get(p, 0) >= n}
+        whole |= {p for p in counted - whole if _table_holds(kafka, topic, p)}
+        if whole == set(streams):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(
@@ -271,6 +276,12 @@ def wait_for_snapshots(
                 f"streams {streams}"
             )
         time.sleep(0.5)
+
+
+def _table_holds(kafka: KafkaConnection, topic: str, partition: int) -> bool:
+    table = SnapshotTable(kafka, topic, partition)
+    table.read(30.0)
+    return table.restored().state is not None
 
 
 def object_count(s3: Minio, bucket: str) -> int:
