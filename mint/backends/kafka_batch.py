@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from mint.domain.errors import DomainError, InvalidArgument, VersionConflict
 from mint.domain.events import Event
@@ -22,6 +23,7 @@ from mint.v1.snapshots_pb2 import StreamSnapshot
 # Well under Kafka's default 1 MiB record limit: one oversized event must fail alone, not
 # poison the transaction it would share with other commands.
 MAX_EVENT_BYTES = 256 * 1024
+OBSERVE_CHUNK = 10_000  # events folded in at a time by a take
 
 
 @dataclass
@@ -76,14 +78,17 @@ class PartitionState:
         self.digest = staged.digest
         self.next_offset = max(self.next_offset, staged.next_offset, staged.read_to)
 
-    def observe(self, recorded: Sequence[Recorded]) -> bool:
-        """Fold in events read from the log (a take catching up); True if any was new."""
-        if not recorded:
-            return False
-        staged = self.stage((r.envelope, r.position.offset) for r in recorded)
-        staged.read_to = recorded[-1].position.offset + 1
-        self.keep(staged)
-        return bool(staged.values)
+    def observe(self, recorded: Iterable[Recorded], chunk: int = OBSERVE_CHUNK) -> bool:
+        """Fold in events read from the log (a take catching up), `chunk` at a time, so
+        that a take holds one chunk's events rather than the partition's (a replica
+        replaying 10^6 adapters' 3M events peaked at 6 GiB); True if any was new."""
+        records, new = iter(recorded), False
+        while batch := list(islice(records, chunk)):
+            staged = self.stage((r.envelope, r.position.offset) for r in batch)
+            staged.read_to = batch[-1].position.offset + 1
+            self.keep(staged)
+            new = new or bool(staged.values)
+        return new
 
 
 @dataclass

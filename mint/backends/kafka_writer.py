@@ -217,16 +217,14 @@ class LogWriter:
                 state, rewrite = self._restore(partition, table)
             else:
                 self._fence_earlier_writers(partition, None)
-            tail = list(
-                read_partitions(
-                    self.kafka,
-                    self.topic,
-                    {partition: state.next_offset},
-                    stall_s=TAKE_STALL_S,
-                    past_open_transactions=True,
-                )
+            tail = read_partitions(
+                self.kafka,
+                self.topic,
+                {partition: state.next_offset},
+                stall_s=TAKE_STALL_S,
+                past_open_transactions=True,
             )
-            caught_up = state.observe(tail)
+            caught_up = state.observe(tail)  # as it is read: a chunk of it held at a time
         except BaseException:
             with self.lock:
                 if state is not None:

@@ -45,3 +45,36 @@ def test_an_oversized_event_fails_alone() -> None:
     accepted, _ = check_batch([huge, fine], {0: PartitionState()})
     assert accepted == [fine]
     assert isinstance(huge.error, InvalidArgument) and "limit" in str(huge.error)
+
+
+def _folded(state: PartitionState) -> dict[str, tuple[object, ...]]:
+    """Each stream's snapshot less where its runs are located (a chunk boundary adds one)."""
+    folded: dict[str, tuple[object, ...]] = {}
+    for stream in state.streams:
+        snap = state.snapshot(stream)
+        assert snap is not None
+        requests = [(r.request_id, r.first_version, r.last_version) for r in snap.requests]
+        state_bytes = [e.SerializeToString() for e in snap.state]
+        folded[stream] = (snap.version, snap.last_hash, snap.last_event_id, requests, state_bytes)
+    return folded
+
+
+def test_a_catch_up_folded_a_chunk_at_a_time_is_the_catch_up_in_one_go() -> None:
+    """A take folds what it reads in chunks (bounded memory): each stream's snapshot is
+    the same, its events split across chunks, and every run is located at or before the
+    offset of its first event."""
+    pending = [_pending(f"t/{s}", v) for v in range(3) for s in "abcd"]  # 4 streams, v1-v3
+    accepted, _ = check_batch(pending, {0: PartitionState()})
+    envelopes = [e for p in accepted for e in p.envelopes]
+    records = [Recorded(e, Position(0, offset)) for offset, e in enumerate(envelopes)]
+    whole, chunked = PartitionState(), PartitionState()
+    assert whole.observe(records) and chunked.observe(iter(records), chunk=5)
+    assert _folded(chunked) == _folded(whole)
+    assert chunked.next_offset == whole.next_offset == len(records) == 12
+    offset_of = {(e.stream_id, e.stream_version): n for n, e in enumerate(envelopes)}
+    for stream in chunked.streams:
+        snap = chunked.snapshot(stream)
+        assert snap is not None and len(snap.located) >= 2  # v1-v3 over chunks of 5
+        for run in snap.located:
+            assert run.from_offset <= offset_of[(stream, run.first_version)]
+    assert not chunked.observe(records, chunk=5)  # folded in already: nothing new
