@@ -44,7 +44,7 @@ from typing import Any, Protocol, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from mint.domain.errors import Unavailable
 
@@ -59,6 +59,7 @@ POLL_MS = 50  # also how long a claim may wait for the polling thread
 CLAIM_TIMEOUT_S = 30.0
 CLAIM_TIMEOUT_MS = 10_000  # one round trip of a claim; the caller waits CLAIM_TIMEOUT_S
 OWNERS_EVERY_S = 2.0  # how often a replica reads who owns the partitions it does not
+UNTOLD_S = 5.0  # how long a join may stay between its JoinGroup and its assignment
 T = TypeVar("T")
 
 
@@ -86,6 +87,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         tps = list(assigned)
         self.owner.consumer.pause(*tps)  # membership only: never fetch records
+        self.owner.told_in = self.owner.consumer.group_metadata().generation_id
         self.owner.want(self.owner.wanted() | {tp.partition for tp in tps})
 
 
@@ -127,7 +129,10 @@ class GroupOwnership:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
         )
-        self.consumer.subscribe([event_log.topic], listener=_Listener(self))
+        self.told_in = -1  # the generation whose assignment the listener was last told
+        self._untold_since: float | None = None
+        self._listener = _Listener(self)
+        self.consumer.subscribe([event_log.topic], listener=self._listener)
         event_log.use_claims(self)
         event_log.owner_of = self.owner_of
         self._stop = threading.Event()
@@ -252,6 +257,7 @@ class GroupOwnership:
             self._run_one_task()
             try:
                 self.consumer.poll(timeout_ms=POLL_MS)  # drives the group; paused: no data
+                self._rejoin_if_assignment_lost()
             except Exception:  # keep the membership alive; the next poll retries
                 log.exception("polling the registry group failed")
                 self._stop.wait(1.0)
@@ -259,6 +265,31 @@ class GroupOwnership:
             done = self._tasks.get()[1]
             if done.set_running_or_notify_cancel():
                 done.set_exception(Unavailable("this replica is shutting down"))
+
+    def _rejoin_if_assignment_lost(self) -> None:
+        """kafka-python (3.0.12) can lose a join: when the leader's rejoin was asked for
+        by new metadata and a poll's timeout ends while the JoinGroup is in flight, the
+        join completes in the background, after which nothing asks for a rejoin, so its
+        assignment is never applied. The member stays rebalancing in the new generation,
+        the listener is never told, and the partitions the group gave it have no writer.
+        A join's SyncGroup follows its JoinGroup at once; seen for UNTOLD_S, join again."""
+        member = self.consumer.group_metadata()
+        stuck = member.state == MemberState.REBALANCING and member.generation_id != self.told_in
+        if not stuck:
+            self._untold_since = None
+            return
+        now = time.monotonic()
+        if self._untold_since is None:
+            self._untold_since = now
+        elif now - self._untold_since > UNTOLD_S:
+            log.warning(
+                "the group's assignment of generation %d never reached this replica; joining again",
+                member.generation_id,
+            )
+            self._untold_since = None
+            self.want(set())  # an eager rebalance revoked them all; say so again
+            self.consumer.unsubscribe()
+            self.consumer.subscribe([self.event_log.topic], listener=self._listener)
 
     def _run_one_task(self) -> None:
         try:

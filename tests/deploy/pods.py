@@ -355,6 +355,8 @@ class LocalCluster:
     def stop(self) -> None:
         for pod in [*self.pods.values(), *self.jobs.values()]:
             pod.stop()
+            # Captured, so pytest shows it only when the test failed: what each pod said.
+            print(f"---- {pod.name} ----\n{pod.tail()}")
 
 
 def _selects(selector: Mapping[str, str], workload: Doc) -> bool:
