@@ -161,9 +161,12 @@ class SlotBank:
             raise ValueError(f"slot {slot} is out of range 1..{self.A.shape[1] - 1}")
         if rank > self.max_rank:
             raise ValueError(f"rank {rank} does not fit slots of rank {self.max_rank}")
-        for layer, (a, b, _) in enumerate(parts):  # from pinned memory: asynchronous
-            self.A[layer, slot, :rank].copy_(a, non_blocking=True)
-            self.B[layer, slot, :, :rank].copy_(b, non_blocking=True)
+        # Every layer's destination from one indexing each (64 Python-level indexings
+        # took half of a 2 MB adapter's copy); from pinned memory: asynchronous.
+        a_rows, b_columns = self.A[:, slot, :rank].unbind(0), self.B[:, slot, :, :rank].unbind(0)
+        for (a, b, _), a_row, b_column in zip(parts, a_rows, b_columns, strict=True):
+            a_row.copy_(a, non_blocking=True)
+            b_column.copy_(b, non_blocking=True)
         if rank < self.max_rank:
             self.A[:, slot, rank:].zero_()
             self.B[:, slot, :, rank:].zero_()
