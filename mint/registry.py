@@ -5,29 +5,26 @@ back-end-free (any EventLog and BlobStore). For every command the order is:
   1. a retry of an already-applied request id returns the first result, nothing new;
   2. authorization and every input check, before anything is written;
   3. the blob is stored (content-addressed) and only then the event that points to it.
+Steps 1 and the append, with retries under concurrent commands, are mint/commands.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import random
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mint.blobs.port import BlobRef, BlobStore, checked_ref
 from mint.catalog.log_scan import LogScanCatalog
 from mint.catalog.port import AdapterCatalog, Page
-from mint.deadlines import time_left
+from mint.commands import CommandPath, Outcome, Principal, existing, metadata
 from mint.domain import adapter as agg
 from mint.domain import gates
 from mint.domain.errors import (
-    DataLoss,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -37,47 +34,20 @@ from mint.domain.errors import (
 from mint.domain.events import AdapterEvent, BaseModelRegistered, Provenance
 from mint.domain.names import AdapterRef, adapter_name
 from mint.domain.names import tenant as tenant_name
-from mint.eventlog.port import AppendResult, EventLog, Metadata, Recorded
+from mint.eventlog.port import EventLog, Recorded
 from mint.serving.erasures import ErasureNotice, ErasureNotices
-from mint.tracing import current_trace_id
 from mint.validation.adapter import validate_adapter
 from mint.validation.examples import parse_examples
 from mint.validation.limits import Limits
 
+__all__ = ["Outcome", "Principal", "Registry", "Upload"]  # Outcome, Principal: commands.py
+
 log = logging.getLogger(__name__)
 
 BASE_STREAM_PREFIX = "base:"
-# Commands without an expected version lose races only to each other; retry those here.
-# A command without an expected version that meets a concurrent one is decided again,
-# after a jittered pause, for as long as the caller's deadline leaves time (at most
-# CONFLICTS_FOR_S).
-CONFLICT_PAUSE_S = (0.02, 0.5)  # first, longest
-CONFLICTS_FOR_S = 10.0
-FOLDED_CACHE_SIZE = 10_000  # adapters whose folded state a replica keeps decoded
 # An erasure begun this long ago whose tombstone is still not in the log never will be
 # (an append waits at most the caller's deadline): the sweep forgets it.
 ABANDON_ERASURE_AFTER_S = 600.0
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated caller and the tenants it may act in ("*": all). A `service` (the
-    router) may act for the callers it names when it calls another MinT server; the
-    `platform` principal (the evaluator worker) records the evaluations that gates
-    requiring a platform evaluation accept."""
-
-    name: str
-    tenants: frozenset[str]
-    admin: bool = False
-    service: bool = False
-    platform: bool = False
-
-    def require_tenant(self, tenant: str) -> None:
-        if "*" not in self.tenants and tenant not in self.tenants:
-            raise PermissionDenied(
-                f"principal {self.name!r} may not act in tenant {tenant!r}; "
-                "use a token of that tenant"
-            )
 
 
 @dataclass(frozen=True)
@@ -85,22 +55,6 @@ class Upload:
     config: bytes  # adapter_config.json
     weights: bytes  # adapter_model.safetensors
     declared_sha256: str | None = None  # the client's digest of `weights`, checked
-
-
-@dataclass(frozen=True)
-class Outcome:
-    adapter: agg.Adapter
-    result: AppendResult
-
-
-@dataclass(frozen=True)
-class _Folded:
-    """A stream folded up to `version`: its state and which versions each request made."""
-
-    version: int
-    last_event_id: str
-    state: agg.Adapter
-    requests: Mapping[str, tuple[int, int]]  # request id -> (first, last) version
 
 
 def base_stream(fingerprint: str) -> str:
@@ -122,10 +76,7 @@ class Registry:
         self.log, self.blobs, self.limits = log, blobs, limits or Limits()
         self.notices = notices
         self.catalog = catalog or LogScanCatalog(log)
-        # stream -> its folded state: commands read and fold only what is new since the
-        # last command on that stream, not the whole history each time.
-        self._folded: dict[str, _Folded] = {}
-        self._folded_lock = threading.Lock()
+        self.commands = CommandPath(log)
         # Bases are registered once and never change: a command on any partition needs
         # its base, which should not cost a read of the partition the base lives on.
         self._bases: dict[str, BaseModelRegistered] = {}
@@ -152,7 +103,7 @@ class Registry:
             return existing
         self.log.check_writable(base_stream(fingerprint))
         event = BaseModelRegistered(name, fingerprint, dict(parameters))
-        meta = _metadata(principal, request_id)
+        meta = metadata(principal, request_id)
         with contextlib.suppress(VersionConflict):  # registered concurrently: first wins
             self.log.append(base_stream(fingerprint), 0, [event], meta)
         return self.base(fingerprint)
@@ -190,7 +141,7 @@ class Registry:
         # No expected version: a taken name is the domain's AlreadyExists, not a version
         # conflict; two creates racing conflict in the append, and the loser then sees
         # the name taken.
-        return self._execute(
+        return self.commands.execute(
             principal,
             ref,
             None,
@@ -233,7 +184,7 @@ class Registry:
                 state, blob.sha256, blob.size, checked.config_json, provenance, tuple(parents)
             )
 
-        return self._execute(principal, ref, expected_version, request_id, decide)
+        return self.commands.execute(principal, ref, expected_version, request_id, decide)
 
     def record_evaluation(
         self,
@@ -247,13 +198,13 @@ class Registry:
         dataset_fingerprint: str = "",
         expected_version: int | None = None,
     ) -> Outcome:
-        return self._execute(
+        return self.commands.execute(
             principal,
             ref,
             expected_version,
             request_id,
             lambda s: agg.record_evaluation(
-                _exists(s),
+                existing(s),
                 revision,
                 suite,
                 metrics,
@@ -282,14 +233,14 @@ class Registry:
         def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
             digest = checked_ref(examples, None).sha256 if examples else ""
             events = agg.set_gate(
-                _exists(state), channel, required_suite, requirement, threshold, digest
+                existing(state), channel, required_suite, requirement, threshold, digest
             )
             if examples:
                 gates.parse_examples(examples)
-                self._store_blob(_exists(state), examples, digest)  # blob first
+                self._store_blob(existing(state), examples, digest)  # blob first
             return events
 
-        return self._execute(principal, ref, expected_version, request_id, decide)
+        return self.commands.execute(principal, ref, expected_version, request_id, decide)
 
     def move_channel(
         self,
@@ -301,12 +252,12 @@ class Registry:
         reason: str = "",
         expected_version: int | None = None,
     ) -> Outcome:
-        return self._execute(
+        return self.commands.execute(
             principal,
             ref,
             expected_version,
             request_id,
-            lambda s: agg.move_channel(_exists(s), channel, revision, reason, principal.name),
+            lambda s: agg.move_channel(existing(s), channel, revision, reason, principal.name),
         )
 
     def archive(
@@ -317,8 +268,8 @@ class Registry:
         request_id: str,
         expected_version: int | None = None,
     ) -> Outcome:
-        return self._execute(
-            principal, ref, expected_version, request_id, lambda s: agg.archive(_exists(s), reason)
+        return self.commands.execute(
+            principal, ref, expected_version, request_id, lambda s: agg.archive(existing(s), reason)
         )
 
     def request_update(
@@ -336,12 +287,12 @@ class Registry:
         def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
             parsed = parse_examples(examples, kind)
             events = agg.request_update(
-                _exists(state), request_id, kind, parsed.sha256, len(examples), channel
+                existing(state), request_id, kind, parsed.sha256, len(examples), channel
             )
-            self._store_blob(_exists(state), examples, parsed.sha256)  # checks passed: blob first
+            self._store_blob(existing(state), examples, parsed.sha256)  # checks passed: blob first
             return events
 
-        return self._execute(principal, ref, None, request_id, decide)
+        return self.commands.execute(principal, ref, None, request_id, decide)
 
     def finish_update(
         self,
@@ -359,12 +310,12 @@ class Registry:
                 f"principal {principal.name!r} may not finish updates: the trainer does, "
                 "with a service token"
             )
-        return self._execute(
+        return self.commands.execute(
             principal,
             ref,
             None,
             request_id,
-            lambda s: agg.finish_update(_exists(s), update_id, revision, outcome, reason),
+            lambda s: agg.finish_update(existing(s), update_id, revision, outcome, reason),
         )
 
     def _store_blob(self, state: agg.Adapter, data: bytes, expected_sha256: str | None) -> BlobRef:
@@ -396,18 +347,18 @@ class Registry:
         it). The erasure is noted in the blob store before the event, so one interrupted
         after the event is finished by `finish_erasures`; erasing again finishes it too."""
         self.check_command(principal, ref, request_id)
-        folded = self._load(str(ref))
+        folded = self.commands.load(str(ref))
         if folded is None:
             raise NotFound(f"adapter {ref} does not exist")
         if not folded.state.erased:
             self.blobs.begin_erasure(folded.state.adapter_id, str(ref))
         erased_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        outcome = self._execute(
+        outcome = self.commands.execute(
             principal,
             ref,
             expected_version,
             request_id,
-            lambda s: agg.erase(_exists(s), erased_at),
+            lambda s: agg.erase(existing(s), erased_at),
         )
         if outcome.adapter.erased:
             self._finish_erasure(outcome.adapter)
@@ -435,7 +386,7 @@ class Registry:
         for pending in self.blobs.pending_erasures():
             try:
                 self.log.check_writable(pending.stream)
-                folded = self._load(pending.stream)
+                folded = self.commands.load(pending.stream)
             except (Unavailable, InvalidArgument):
                 continue  # another replica's (it sweeps), or a note only `erase` can finish
             state = folded.state if folded else None
@@ -458,7 +409,7 @@ class Registry:
 
     def get(self, principal: Principal, ref: AdapterRef) -> agg.Adapter:
         principal.require_tenant(ref.tenant)
-        folded = self._load(str(ref))
+        folded = self.commands.load(str(ref))
         state = folded.state if folded else None
         if state is None:
             raise NotFound(f"adapter {ref} does not exist")
@@ -497,123 +448,7 @@ class Registry:
             raise InvalidArgument(f"a page holds at least one adapter, not {limit}")
         return self.catalog.page(tenant, after, dict(labels or {}), limit)
 
-    # ---- the one command path --------------------------------------------------------
-
-    def _load(self, stream_id: str) -> _Folded | None:
-        """The stream's folded state, from the log's (a snapshot's events, or the history),
-        folded once per version and kept in a bounded cache."""
-        current = self.log.read_state(stream_id)
-        if current is None:
-            return None
-        cached = self._folded.get(stream_id)
-        if (
-            cached is not None
-            and cached.version == current.version
-            and cached.last_event_id == current.last_event_id
-        ):
-            return cached
-        events = [e for e in current.events if not isinstance(e, BaseModelRegistered)]
-        state = agg.fold(events)
-        if state is None:
-            return None
-        state = dataclasses.replace(state, version=current.version)
-        folded = _Folded(current.version, current.last_event_id, state, current.requests)
-        with self._folded_lock:  # most recently used last; the oldest goes first
-            self._folded.pop(stream_id, None)
-            self._folded[stream_id] = folded
-            if len(self._folded) > FOLDED_CACHE_SIZE:
-                del self._folded[next(iter(self._folded))]
-        return folded
-
-    def _as_of(self, ref: AdapterRef, version: int) -> agg.Adapter | None:
-        """The adapter's state at `version`, from its history."""
-        recorded = self.log.read_stream(str(ref))[:version]
-        return agg.fold(r.event for r in recorded)  # type: ignore[misc]
-
     def check_command(self, principal: Principal, ref: AdapterRef, request_id: str) -> None:
         """What refuses a command before any of its work (an upload received, a stream
         read): the caller's tenant, a request id, and that this replica writes `ref`."""
-        principal.require_tenant(ref.tenant)
-        if not request_id:
-            raise InvalidArgument("request_id is required, so that retries are safe")
-        self.log.check_writable(str(ref))  # another replica's: say so before any work
-
-    def _execute(
-        self,
-        principal: Principal,
-        ref: AdapterRef,
-        expected_version: int | None,
-        request_id: str,
-        decide: Callable[[agg.Adapter | None], list[AdapterEvent]],
-        allow_new: bool = False,
-    ) -> Outcome:
-        self.check_command(principal, ref, request_id)
-        pause, longest = CONFLICT_PAUSE_S
-        give_up = time.monotonic() + time_left(CONFLICTS_FOR_S)
-        while True:
-            try:
-                return self._execute_once(
-                    principal, ref, expected_version, request_id, decide, allow_new
-                )
-            except VersionConflict:
-                if expected_version is not None:
-                    raise  # the caller asked for this exact version: theirs to resolve
-            # Another command got in first, or this replica is still reading what the
-            # last owner of the partition wrote: either passes, so the caller may retry.
-            sleep = pause * random.uniform(0.5, 1.5)
-            if time.monotonic() + sleep > give_up:
-                raise Unavailable(
-                    f"{ref} kept changing under concurrent commands; retry with the same request id"
-                )
-            time.sleep(sleep)
-            pause = min(pause * 2, longest)
-
-    def _execute_once(
-        self,
-        principal: Principal,
-        ref: AdapterRef,
-        expected_version: int | None,
-        request_id: str,
-        decide: Callable[[agg.Adapter | None], list[AdapterEvent]],
-        allow_new: bool,
-    ) -> Outcome:
-        folded = self._load(str(ref))
-        state = folded.state if folded else None
-        earlier = folded.requests.get(request_id) if folded else None
-        if earlier:  # a retry: the first result, nothing new
-            first = state if state and earlier[1] == state.version else self._as_of(ref, earlier[1])
-            if first is None:
-                raise DataLoss(f"{ref}'s log no longer holds the events of request {request_id}")
-            return Outcome(first, AppendResult(str(ref), earlier[0], earlier[1], True))
-        if state is None and not allow_new:
-            raise NotFound(f"adapter {ref} does not exist")
-        current = state.version if state else 0
-        if expected_version is not None and expected_version != current:
-            raise VersionConflict(
-                f"{ref} is at version {current}, not {expected_version}: re-read it and retry"
-            )
-        events = decide(state)
-        if not events and state is not None:  # nothing to do (erasing an erased adapter)
-            return Outcome(state, AppendResult(str(ref), state.version, state.version, True))
-        result = self.log.append(str(ref), current, events, _metadata(principal, request_id))
-        if result.duplicate:  # appended by an earlier try of this request meanwhile
-            folded = self._load(str(ref))
-            return Outcome(_exists(folded.state if folded else None), result)
-        return Outcome(_exists(_fold_onto(state, events)), result)
-
-
-def _fold_onto(state: agg.Adapter | None, events: list[AdapterEvent]) -> agg.Adapter | None:
-    for event in events:
-        state = agg.apply(state, event)
-    return state
-
-
-def _exists(state: agg.Adapter | None) -> agg.Adapter:
-    if state is None:  # _execute and get check first; this guards the type
-        raise NotFound("adapter does not exist")
-    return state
-
-
-def _metadata(principal: Principal, request_id: str) -> Metadata:
-    """Who asked and in which request; the trace it ran in, when RPCs are traced."""
-    return Metadata(principal.name, request_id, correlation_id=current_trace_id() or "")
+        self.commands.check(principal, ref, request_id)

@@ -13,6 +13,7 @@ CHECKED = [
     *sorted((REPO / "mint" / "serving").glob("*.py")),
     *sorted((REPO / "services" / "inference").glob("*.py")),
     REPO / "mint" / "registry.py",
+    REPO / "mint" / "commands.py",
 ]
 
 
