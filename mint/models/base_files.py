@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def describe_base_dir(path: str | Path) -> StoredBase:
 def config_text(file: Path) -> str:
     """The config's canonical JSON: keys sorted, the library's own keys left out."""
     try:
-        config = json.loads(file.read_text())
+        config = json.loads(file.read_text(), object_pairs_hook=_unique_keys(file))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FailedPrecondition(f"{file} is not a readable JSON config: {exc}") from None
     if not isinstance(config, dict):
@@ -114,9 +115,26 @@ def _file_tensors(file: Path) -> list[StoredTensor]:
     return tensors
 
 
+def _unique_keys(file: Path) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A key twice in one object is refused: readers disagree on which one wins, so the
+    fingerprint would not say which weights or config it is of."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise FailedPrecondition(
+                    f"{file} has the key {key!r} twice in one object: save it again"
+                )
+            result[key] = value
+        return result
+
+    return unique
+
+
 def _json_object(file: Path, raw: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, object_pairs_hook=_unique_keys(file))
     except (UnicodeDecodeError, json.JSONDecodeError):
         header = None
     if not isinstance(header, dict):

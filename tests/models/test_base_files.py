@@ -134,3 +134,27 @@ def test_bad_entries_and_a_tensor_in_two_files_are_refused(
     (folder / "config.json").write_text("[]")
     with pytest.raises(FailedPrecondition, match="holds no JSON object"):
         describe_base_dir(folder)
+
+
+def test_a_key_twice_in_the_config_or_a_header_is_refused(
+    base: PreTrainedModel, tmp_path: Path
+) -> None:
+    """Readers disagree on which of two equal keys wins: the fingerprint would not say
+    which weights or config it is of."""
+    folder = _saved(base, tmp_path)
+    config = folder / "config.json"
+    text = config.read_text()
+    config.write_text(text.replace("{", '{"hidden_size": 1, ', 1))
+    with pytest.raises(
+        FailedPrecondition, match=re.escape("config.json has the key 'hidden_size' twice")
+    ):
+        describe_base_dir(folder)
+    config.write_text(text)
+    extra = folder / "extra.safetensors"
+    entry = '{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}'
+    header = ('{"w": ' + entry + ', "w": ' + entry + "}").encode()
+    extra.write_bytes(struct.pack("<Q", len(header)) + header + b"0000")
+    with pytest.raises(
+        FailedPrecondition, match=re.escape("extra.safetensors has the key 'w' twice")
+    ):
+        describe_base_dir(folder)
