@@ -89,11 +89,15 @@ def verify(
     `PROGRESS_EVERY` events and at the end."""
     with ThreadPoolExecutor(reads, thread_name_prefix="verify") as pool:
         walk = _Walk(blobs, projection, blob_memo, _Reads(pool, reads * IN_FLIGHT_PER_READER))
-        for recorded in records:
-            walk.check(recorded)
-            if progress is not None and walk.events % PROGRESS_EVERY == 0:
-                progress(walk.progress())
-        walk.reads.finish()
+        try:
+            for recorded in records:
+                walk.check(recorded)
+                if progress is not None and walk.events % PROGRESS_EVERY == 0:
+                    progress(walk.progress())
+            walk.reads.finish()
+        except BaseException:  # a read failed (S3 down), the log did, or ^C: stop reading
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if progress is not None:
         progress(walk.progress())
     return walk.report()
