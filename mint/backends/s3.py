@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import urllib3
 from minio import Minio
@@ -20,6 +20,7 @@ from minio.error import MinioException, S3Error
 from minio.helpers import ObjectWriteResult
 
 from mint import logs
+from mint.deadlines import time_left
 from mint.domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def client(
 ) -> Minio:
     """A client safe to share between threads; `connections`: how many of them it keeps
     open at once (more threads than that would each open and drop connections)."""
-    http = urllib3.PoolManager(
+    http = _CallerBound(
+        timeout_s,
         timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
         retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
         maxsize=connections,
@@ -58,6 +60,27 @@ def client(
         region=settings.region,
         http_client=http,
     )
+
+
+class _CallerBound(urllib3.PoolManager):
+    """Requests made for a caller with a deadline (mint/deadlines.py) that comes before
+    the client's own timeouts would: one try, over by then (a hung server would otherwise
+    hold the caller for a timeout per try), so it hears a retryable UNAVAILABLE in time."""
+
+    def __init__(self, timeout_s: float, **pool: Any) -> None:
+        super().__init__(**pool)
+        self.timeout_s = timeout_s
+
+    def urlopen(  # type: ignore[override]  # as urllib3's own PoolManager.urlopen
+        self, method: str, url: str, redirect: bool = True, **kw: Any
+    ) -> urllib3.BaseHTTPResponse:
+        left = time_left(self.timeout_s)
+        if left < self.timeout_s:
+            if left <= 0:
+                raise urllib3.exceptions.TimeoutError("no time left before the caller's deadline")
+            kw["timeout"] = urllib3.Timeout(total=left)
+            kw["retries"] = urllib3.Retry(total=0)
+        return super().urlopen(method, url, redirect=redirect, **kw)
 
 
 def check_reachable(settings: S3Settings, bucket: str, timeout_s: float) -> None:
