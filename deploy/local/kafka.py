@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +234,11 @@ class KafkaCluster:
         )
 
     def stop(self) -> list[str]:
-        return [n.process.name for n in self.nodes if n.process.stop()]
+        """Stop every node at once: one after another, the last waits out its grace for a
+        controller quorum that left before it (20 s of a 3-broker stop's 21; at once, 6)."""
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            stopped = list(pool.map(lambda n: n.process.stop(), self.nodes))
+        return [n.process.name for n, was in zip(self.nodes, stopped, strict=True) if was]
 
 
 def new_cluster_id() -> str:

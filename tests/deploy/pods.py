@@ -19,6 +19,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,9 +354,12 @@ class LocalCluster:
         return status, job.tail()
 
     def stop(self) -> None:
-        for pod in [*self.pods.values(), *self.jobs.values()]:
-            pod.stop()
-            # Captured, so pytest shows it only when the test failed: what each pod said.
+        """Every pod at once, as a namespace is deleted (one by one, each waited out its
+        own shutdown)."""
+        pods = [*self.pods.values(), *self.jobs.values()]
+        with ThreadPoolExecutor(max(len(pods), 1)) as pool:
+            list(pool.map(lambda pod: pod.stop(), pods))
+        for pod in pods:  # captured, so pytest shows it only when the test failed
             print(f"---- {pod.name} ----\n{pod.tail()}")
 
 
