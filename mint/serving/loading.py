@@ -61,10 +61,12 @@ def tensor_views(data: bytes) -> dict[str, torch.Tensor]:
         if 8 + header_len > len(data):
             raise ValueError("the header runs past the end")
         header = json.loads(data[8 : 8 + header_len])
+        if not isinstance(header, dict):
+            raise TypeError("the header is no JSON object")
         header.pop("__metadata__", None)
         start = 8 + header_len
         return {name: _view(data, start, spec) for name, spec in header.items()}
-    except (ValueError, TypeError, KeyError, RuntimeError, struct.error) as exc:
+    except (ValueError, TypeError, KeyError, RuntimeError, OverflowError, struct.error) as exc:
         raise DataLoss(f"adapter weights do not read as safetensors: {exc}") from exc
 
 
