@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from mint.backends.kafka import broker_ids, wait_for_partitions
+
 from .cluster import PARTITIONS, Cluster, start_cluster, stop_cluster
 from .load import CommandLoad, Outcomes, check_log
 
@@ -78,6 +80,13 @@ def _check_after(cluster: Cluster, outcomes: Outcomes, fault_at: float) -> None:
     )
     assert check_log(cluster.kafka, cluster.topic, PARTITIONS, outcomes.acks) == []
     assert cluster.projection_differences() == []
+
+
+def test_the_stack_runs_three_brokers_and_replicates_three_ways(cluster: Cluster) -> None:
+    """`Stack(brokers=3)`, as `make faults` starts it (the losses are the tests below)."""
+    assert broker_ids(cluster.kafka) == {1, 2, 3}
+    for partition in wait_for_partitions(cluster.kafka, cluster.topic):
+        assert sorted(partition["replica_nodes"]) == [1, 2, 3]
 
 
 def test_losing_a_registrys_transaction_coordinator(cluster: Cluster, model_files: dict) -> None:

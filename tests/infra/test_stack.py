@@ -1,4 +1,5 @@
-"""The local stack scripts themselves: start, fail loudly, stop cleanly, 3-broker mode.
+"""The local stack scripts themselves: start, fail loudly, stop cleanly (3-broker mode:
+tests/faults, whose cluster is one).
 
 These start servers of their own in a temporary state directory, beside the shared ones.
 """
@@ -14,18 +15,10 @@ from pathlib import Path
 
 import pytest
 from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
 from urllib3.exceptions import HTTPError
 
 from deploy.local.kafka import KafkaCluster, KafkaNode, fetch_jars
 from deploy.local.stack import Stack, default_cache, free_ports
-from mint.backends.kafka import (
-    KafkaConnection,
-    broker_ids,
-    create_log_topic,
-    durable_producer,
-    wait_for_partitions,
-)
 from mint.backends.s3 import S3Settings
 from tests.infra.smoke import kafka_round_trip, s3_round_trip
 
@@ -88,40 +81,6 @@ def test_failed_start_names_the_server_and_its_log(tmp_path: Path) -> None:
     assert "Kafka" in result.stderr
     assert str(stack.kafka.nodes[0].process.log_file) in result.stderr
     assert not any(stack.running().values()), "a failed up must stop what it started"
-
-
-def test_three_broker_mode_replicates_and_survives_one_loss(tmp_path: Path) -> None:
-    stack = Stack(tmp_path / "stack3", brokers=3)
-    try:
-        stack.up()
-        kafka = stack.endpoints.kafka()
-        assert broker_ids(kafka) == {1, 2, 3}
-        create_log_topic(kafka, "events", partitions=1, replication=3)
-        described = wait_for_partitions(kafka, "events")[0]
-        assert sorted(described["replica_nodes"]) == [1, 2, 3]
-
-        producer = durable_producer(kafka, request_timeout_ms=10_000)
-        for i in range(5):
-            producer.send("events", value=b"%d" % i).get(timeout=30)
-        stack.kafka.nodes[2].process.kill()  # SIGKILL one broker; 2 in-sync replicas remain
-        for i in range(5, 10):
-            producer.send("events", value=b"%d" % i).get(timeout=60)
-        producer.close()
-        assert _end_offset(kafka) == 10
-    finally:
-        stack.down()
-    assert not any(stack.running().values())
-
-
-def _end_offset(kafka: KafkaConnection) -> int:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(**kafka.options())
-    tp = TopicPartition("events", 0)
-    try:
-        return int(consumer.end_offsets([tp])[tp])
-    finally:
-        consumer.close()
 
 
 def test_storage_formats_with_a_cluster_id_that_begins_with_a_dash(tmp_path: Path) -> None:
