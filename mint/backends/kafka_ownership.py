@@ -274,7 +274,9 @@ class GroupOwnership:
         the listener is never told, and the partitions the group gave it have no writer.
         A join's SyncGroup follows its JoinGroup at once; seen for UNTOLD_S, join again."""
         member = self.consumer.group_metadata()
-        stuck = member.state == MemberState.REBALANCING and member.generation_id != self.told_in
+        # A join waiting for its JoinGroup (which may take as long as the slowest member)
+        # is in the generation it was told of, or in none (-1); only a newer one is stuck.
+        stuck = member.state == MemberState.REBALANCING and member.generation_id > self.told_in
         if not stuck:
             self._untold_since = None
             return
