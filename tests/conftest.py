@@ -22,7 +22,17 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base, fingerprint, tiny_llama_config
 from mint.models.lora import attach_lora
 from mint.registry import Upload
+from tests import linters
 from tests.tls_ca import Authority, authority
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.name == "test_mypy_clean" for item in session.items):
+        linters.start(*linters.MYPY)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    linters.stop_all()
 
 
 def _endpoints() -> dict[str, str]:

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    # mypy's cache of the big third-party stubs (torch) lives with the other downloads,
-    # so a fresh clone does not re-analyse them.
-    cache = Path(os.environ.get("MINT_CACHE", REPO / ".mint")) / "mypy-cache"
-    env = {**os.environ, "MYPY_CACHE_DIR": str(cache)}
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, env=env
-    )
+from . import linters
 
 
 def test_ruff_clean() -> None:
-    lint = _run("ruff", "check", ".")
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = _run("ruff", "format", "--check", ".")
-    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    status, output = linters.outcome("ruff", "check", ".")
+    assert status == 0, output
+    status, output = linters.outcome("ruff", "format", "--check", ".")
+    assert status == 0, output
 
 
 def test_mypy_clean() -> None:
-    result = _run("mypy")
-    assert result.returncode == 0, result.stdout + result.stderr
+    status, output = linters.outcome(*linters.MYPY)  # started early by conftest
+    assert status == 0, output

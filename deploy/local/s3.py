@@ -72,6 +72,9 @@ class S3Server:
                 "-ip.bind=127.0.0.1",
                 f"-master.port={m}",
                 f"-master.port.grpc={mg}",
+                # One master: no Raft quorum to wait for, so a restart on the same data
+                # serves at once instead of after an election timeout (10 s).
+                "-master.peers=none",
                 # Every bucket is a collection that grows 7 volumes. `-volume.max=0` would
                 # cap volumes at free disk / volume size, a few hundred here and a handful
                 # on a fuller disk; volume files grow only as written, so allow many small.

@@ -4,6 +4,7 @@ errors, a watch and generation streamed through the router, all awaited on one l
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,10 @@ import mint
 from mint.audit.verify import verify
 from mint.client import Sampling
 from mint.domain.events import AdapterCreated
+from mint.models.base import build_base
+from tests.serving.world import base_config
 
-from .conftest import EVE, ClientWorld, Served
+from .conftest import ADMIN, EVE, ClientWorld, Served
 
 
 def test_the_async_client_walks_an_adapters_life(world: ClientWorld) -> None:
@@ -80,5 +83,45 @@ def test_the_async_client_streams_a_generation_through_the_router(
         assert [t for c in chunks for t in c.tokens] == list(whole.tokens)
         assert chunks[0].adapters == whole.adapters == scored.adapters
         assert whole.adapters[0].revision == 1 and len(whole.tokens) == 8
+
+    asyncio.run(scenario())
+
+
+def test_the_async_client_registers_lists_and_erases(world: ClientWorld, tmp_path: Path) -> None:
+    folder = tmp_path / "tiny-base"
+    build_base(base_config(), seed=0).save_pretrained(folder)  # the world's base
+    parameters = mint.describe_base(folder).parameters
+    erased_ref = "acme/async-erased"
+    names = [f"acme/async-listed-{i}" for i in range(3)]
+
+    async def scenario() -> None:
+        async with (
+            mint.AsyncClient(world.registry, token=ADMIN) as admin,
+            mint.AsyncClient(world.registry, token="alice-token") as client,
+        ):
+            registered = await admin.register_base("again", world.fingerprint, parameters)
+            with pytest.raises(mint.PermissionDenied):
+                await client.register_base("mine", world.fingerprint, parameters)
+            for name in names:
+                await client.create_adapter(name, world.fingerprint, labels={"batch": "aio"})
+            await client.create_adapter(erased_ref, world.fingerprint)
+            erased = await client.erase(erased_ref, request_id="a-erase")
+            again = await client.erase(erased_ref, request_id="a-erase-again")
+            adapter = await client.get_adapter(erased_ref)
+            await asyncio.to_thread(world.project)
+            pages, token = [], ""
+            while True:
+                page = await client.list_page(
+                    "acme", labels={"batch": "aio"}, page_size=2, page_token=token
+                )
+                pages.append([summary.ref for summary in page.adapters])
+                if not (token := page.next_page_token):
+                    break
+
+        assert registered.name == "tiny" and registered.fingerprint == world.fingerprint
+        assert erased.request_id == "a-erase" and not erased.duplicate
+        assert again.duplicate and adapter.erased and adapter.erased_at
+        assert all(len(page) <= 2 for page in pages) and len(pages) >= 2
+        assert [ref for page in pages for ref in page] == names
 
     asyncio.run(scenario())

@@ -14,7 +14,7 @@ from kafka.errors import KafkaError
 from minio import Minio
 
 from deploy.local.registry import RegistryProcess, write_tokens
-from deploy.local.services import ServiceProcess
+from deploy.local.services import ServiceProcess, stop_all
 from deploy.local.stack import Stack, free_ports
 from mint.backends.kafka import KafkaConnection, admin
 from mint.backends.kafka_log import KafkaEventLog
@@ -188,7 +188,5 @@ def _create_bucket(stack: Stack, bucket: str) -> None:
 
 
 def stop_cluster(cluster: Cluster) -> None:
-    cluster.projector.stop()
-    for registry in cluster.registries:
-        registry.stop()
+    stop_all([cluster.projector, *cluster.registries])
     cluster.stack.down()

@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 from deploy.local.registry import RegistryProcess, write_tokens
+from deploy.local.services import stop_all
 from deploy.local.stack import free_ports
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
@@ -70,8 +71,7 @@ def replicas(tmp_path: Path, endpoints: dict[str, str]) -> Iterator[Replicas]:
         target = "ipv4:" + ",".join(r.address for r in processes)
         yield Replicas(processes, target, topic)
     finally:
-        for replica in processes:
-            replica.stop()
+        stop_all(processes)
 
 
 def test_two_replicas_racing_with_one_killed(

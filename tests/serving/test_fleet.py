@@ -16,7 +16,7 @@ import pytest
 from minio import Minio
 
 from deploy.local.registry import write_tokens
-from deploy.local.services import ServiceProcess
+from deploy.local.services import ServiceProcess, stop_all
 from mint.backends.kafka import KafkaConnection
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
@@ -123,8 +123,7 @@ def fleet(
             p.wait_ready()
         yield procs
     finally:
-        for p in procs.values():
-            p.stop()
+        stop_all(procs.values())
 
 
 def generate(stub: inference_pb2_grpc.InferenceStub, i: int, timeout: float = 30.0) -> Call:
