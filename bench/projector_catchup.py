@@ -3,8 +3,9 @@
 the same log.
 
 Fills a fresh topic with N adapters x 3 events (AdapterCreated, RevisionPublished, the
-`latest` channel moved to it), built with the registry's own envelope builder; every
-revision references one of two small blobs stored in the blobs bucket. Each projector
+`latest` channel moved to it), built with the registry's own envelope builder; each
+revision holds one of two small contents, stored sealed under its adapter's own data key
+(as the registry stores them), so N blobs. Each projector
 run is a fresh consumer group writing a fresh bucket; its clock starts once it holds
 every partition and stops when every event is projected.
 
@@ -97,13 +98,54 @@ def objects(s3: Minio, bucket: str) -> int:
     return sum(1 for _ in s3.list_objects(bucket, recursive=True))
 
 
-def verify_time(log: KafkaEventLog, blobs: S3BlobStore, projection: S3Objects | None) -> float:
+def verify_time(
+    log: KafkaEventLog, blobs: S3BlobStore, projection: S3Objects | None, adapters: int
+) -> float:
     started = time.perf_counter()
     report = verify.verify(log.read_all(), blobs, projection)
     elapsed = time.perf_counter() - started
     assert report.clean, report.problems[:5]
-    assert report.blobs_checked == 2, f"{report.blobs_checked} blob reads for 2 blobs"
+    # Each adapter's blob once: sealed per adapter, two adapters' equal contents are two.
+    assert report.blobs_checked == adapters, f"{report.blobs_checked} reads of {adapters} blobs"
     return elapsed
+
+
+def measure(env: dict[str, str], adapters: int, concurrency: int) -> dict[str, float | int]:
+    """Fill a fresh topic with `adapters`, project it with 1 and `concurrency` S3 writes in
+    flight, then time `audit verify` of it; the figures, as recorded."""
+    total = adapters * EVENTS_PER_ADAPTER
+    kafka = KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"])
+    s3_settings = S3Settings(
+        env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"]
+    )
+    s3 = client(s3_settings, connections=concurrency)
+    topic = f"catchup-{uuid.uuid4().hex[:8]}"
+    blobs = S3BlobStore(s3, topic, TEST_KEK)
+    started = time.perf_counter()
+    fill(kafka, topic, blobs, adapters)
+    print(f"wrote {total:,} events in {time.perf_counter() - started:.1f} s", flush=True)
+    rates: dict[int, float] = {}
+    for in_flight in (1, concurrency):
+        rates[in_flight] = catch_up(kafka, s3, topic, f"{topic}-c{in_flight}", in_flight, total)
+        print(f"  concurrency {in_flight:3d}  {rates[in_flight]:8,.0f} events/s", flush=True)
+    counts = {c: objects(s3, f"{topic}-c{c}") for c in rates}
+    assert len(set(counts.values())) == 1, f"the projections differ: {counts}"
+    log = KafkaEventLog(kafka, topic, PARTITIONS, owned=())
+    verify_s = verify_time(log, blobs, None, adapters)
+    projection = S3Objects(s3, f"{topic}-c{concurrency}")
+    verify_projection_s = verify_time(log, blobs, projection, adapters)
+    log.close()
+    return {
+        "adapters": adapters,
+        "events": total,
+        "partitions": PARTITIONS,
+        "objects_projected": counts[1],
+        "events_per_s_concurrency_1": round(rates[1]),
+        f"events_per_s_concurrency_{concurrency}": round(rates[concurrency]),
+        "ratio": round(rates[concurrency] / rates[1], 2),
+        "audit_verify_s": round(verify_s, 2),
+        "audit_verify_with_projection_s": round(verify_projection_s, 2),
+    }
 
 
 def main() -> None:
@@ -113,52 +155,19 @@ def main() -> None:
     parser.add_argument("--adapters", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     args = parser.parse_args()
-    total = args.adapters * EVENTS_PER_ADAPTER
     with servers() as env:
-        kafka = KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"])
-        s3_settings = S3Settings(
-            env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"]
-        )
-        s3 = client(s3_settings, connections=args.concurrency)
-        topic = f"catchup-{uuid.uuid4().hex[:8]}"
-        blobs = S3BlobStore(s3, topic, TEST_KEK)
-        started = time.perf_counter()
-        fill(kafka, topic, blobs, args.adapters)
-        print(f"wrote {total:,} events in {time.perf_counter() - started:.1f} s", flush=True)
-        rates: dict[int, float] = {}
-        for concurrency in (1, args.concurrency):
-            bucket = f"{topic}-c{concurrency}"
-            rates[concurrency] = catch_up(kafka, s3, topic, bucket, concurrency, total)
-            rate = rates[concurrency]
-            print(f"  concurrency {concurrency:3d}  {rate:8,.0f} events/s", flush=True)
-        counts = {c: objects(s3, f"{topic}-c{c}") for c in rates}
-        assert len(set(counts.values())) == 1, f"the projections differ: {counts}"
-        log = KafkaEventLog(kafka, topic, PARTITIONS, owned=())
-        verify_s = verify_time(log, blobs, None)
-        projection = S3Objects(s3, f"{topic}-c{args.concurrency}")
-        verify_projection_s = verify_time(log, blobs, projection)
-        log.close()
-    ratio = rates[args.concurrency] / rates[1]
-    print(f"ratio concurrency {args.concurrency} / 1 = {ratio:.2f}x")
-    print(f"audit verify: {verify_s:.1f} s; with the projection: {verify_projection_s:.1f} s")
-    path = record(
-        "projector_catchup",
-        {
-            "adapters": args.adapters,
-            "events": total,
-            "partitions": PARTITIONS,
-            "objects_projected": counts[1],
-            "events_per_s_concurrency_1": round(rates[1]),
-            f"events_per_s_concurrency_{args.concurrency}": round(rates[args.concurrency]),
-            "ratio": round(ratio, 2),
-            "audit_verify_s": round(verify_s, 2),
-            "audit_verify_with_projection_s": round(verify_projection_s, 2),
-        },
+        figures = measure(env, args.adapters, args.concurrency)
+    one, many = (figures[f"events_per_s_concurrency_{c}"] for c in (1, args.concurrency))
+    print(f"ratio concurrency {args.concurrency} / 1 = {figures['ratio']:.2f}x")
+    print(
+        f"audit verify: {figures['audit_verify_s']:.1f} s; "
+        f"with the projection: {figures['audit_verify_with_projection_s']:.1f} s"
     )
+    path = record("projector_catchup", figures)
     chart = bar_chart_svg(
         "projector_catchup",
-        f"Projector catch-up of {total:,} events from offset 0",
-        [(f"{c} S3 write(s) in flight", rates[c]) for c in rates],
+        f"Projector catch-up of {figures['events']:,} events from offset 0",
+        [("1 S3 write in flight", one), (f"{args.concurrency} S3 writes in flight", many)],
         "events/s",
     )
     print(f"recorded in {path} and {chart}")

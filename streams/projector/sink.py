@@ -130,25 +130,29 @@ class S3Sink:
                 return None
             raise
 
-    def _created(self, key: str, body: bytes) -> bool:
+    def _created(self, key: str, body: bytes, content_type: str = JSON) -> bool:
         """Create `key` holding `body` if there is no such object (one round trip)."""
         try:
-            put_if_absent(self.s3, self.bucket, key, body, JSON)
+            put_if_absent(self.s3, self.bucket, key, body, content_type)
         except PreconditionFailed:
             return False
         return True
 
     def _put(self, op: PutJson) -> None:
-        """Immutable JSON (manifests, configs, bases), new but in a replay: created, else
-        compared by ETag (an S3 ETag of a single PUT is the MD5 of its bytes, so equal
-        ETags mean equal content) and replaced if it differs."""
-        key = self.prefix + op.key
-        if not self._created(key, op.body):
-            if self._etag(self.bucket, key) == hashlib.md5(op.body).hexdigest():
+        """Immutable JSON (manifests, configs, bases)."""
+        self._put_immutable(op.key, op.body, JSON)
+
+    def _put_immutable(self, key: str, body: bytes, content_type: str) -> None:
+        """New but in a replay: created (one round trip), else compared by ETag (an S3
+        ETag of a single PUT is the MD5 of its bytes, so equal ETags mean equal content)
+        and replaced if it differs (damaged, or written by older code)."""
+        full = self.prefix + key
+        if not self._created(full, body, content_type):
+            if self._etag(self.bucket, full) == hashlib.md5(body).hexdigest():
                 return
-            data = io.BytesIO(op.body)
-            self.s3.put_object(self.bucket, key, data, len(op.body), content_type=JSON)
-        self._landed(op.key)
+            data = io.BytesIO(body)
+            self.s3.put_object(self.bucket, full, data, len(body), content_type=content_type)
+        self._landed(key)
 
     def _swap(self, op: PutJson, version: int) -> None:
         """Mutable JSON: write unless the stored object reflects a later version, or this
@@ -190,21 +194,14 @@ class S3Sink:
 
     def _copy(self, op: CopyBlob) -> None:
         """Revision files are the registry's blobs, opened (the projection is what nodes
-        and PEFT read); one already there with the same bytes (its ETag, the MD5 of a
-        single PUT) is left alone, one that differs was damaged or replaced: write it."""
-        key = self.prefix + op.key
+        and PEFT read), written as immutable objects are."""
         try:
             data = self.blobs.get(op.adapter_id, op.sha256)
         except Erased:
             return  # erased later in the log: its erasure deletes the folder
         except (NotFound, DataLoss) as exc:  # as a failed copy was: retried, `degraded`
             raise Unavailable(f"cannot project {op.key}: {exc}") from exc
-        if self._etag(self.bucket, key) == hashlib.md5(data).hexdigest():
-            return
-        self.s3.put_object(
-            self.bucket, key, io.BytesIO(data), len(data), "application/octet-stream"
-        )
-        self._landed(op.key)
+        self._put_immutable(op.key, data, "application/octet-stream")
 
     def _delete_under(self, op: DeletePrefix) -> None:
         """An erased adapter's objects; deleting what is already gone changes nothing."""
