@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mint.domain import adapter as agg
-from mint.domain.events import Provenance, UpdateRequested
+from mint.domain.events import EvaluationRecorded, Provenance, UpdateRequested
 from mint.domain.names import AdapterRef
 from mint.eventlog import codec
 from mint.eventlog.port import Recorded
@@ -50,6 +50,23 @@ def job_of(recorded: Recorded) -> UpdateJob | None:
     return UpdateJob(AdapterRef.parse(recorded.envelope.stream_id), recorded.event, position)
 
 
+class Published(Protocol):
+    """A revision as the domain's aggregate and the client's `Revision` both hold it."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def weights_sha256(self) -> str: ...
+    @property
+    def config_json(self) -> str: ...
+    @property
+    def parents(self) -> tuple[int, ...]: ...
+    @property
+    def provenance(self) -> Provenance: ...
+    @property
+    def evaluations(self) -> tuple[EvaluationRecorded, ...]: ...
+
+
 @dataclass(frozen=True)
 class RevisionView:
     number: int
@@ -58,6 +75,17 @@ class RevisionView:
     parents: tuple[int, ...]
     training_run_id: str
     evaluations: Mapping[str, tuple[bool, Mapping[str, float]]]  # suite -> the last verdict
+
+    @classmethod
+    def of(cls, revision: Published) -> RevisionView:
+        return cls(
+            revision.number,
+            revision.weights_sha256,
+            revision.config_json,
+            revision.parents,
+            revision.provenance.training_run_id,
+            {e.suite: (e.passed, e.metrics) for e in revision.evaluations},
+        )
 
 
 @dataclass(frozen=True)
@@ -129,17 +157,7 @@ def view_of(state: agg.Adapter) -> AdapterView:
     return AdapterView(
         state.adapter_id,
         state.created.base_fingerprint,
-        tuple(
-            RevisionView(
-                r.number,
-                r.weights_sha256,
-                r.config_json,
-                r.parents,
-                r.provenance.training_run_id,
-                {e.suite: (e.passed, e.metrics) for e in r.evaluations},
-            )
-            for r in state.revisions
-        ),
+        tuple(RevisionView.of(r) for r in state.revisions),
         dict(state.channels),
         state.archived,
         state.erased,

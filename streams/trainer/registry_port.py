@@ -45,17 +45,7 @@ def _view(adapter: Adapter) -> AdapterView:
     return AdapterView(
         adapter.adapter_id,
         adapter.base_fingerprint,
-        tuple(
-            RevisionView(
-                r.number,
-                r.weights_sha256,
-                r.config_json,
-                r.parents,
-                r.provenance.training_run_id,
-                {e.suite: (e.passed, e.metrics) for e in r.evaluations},
-            )
-            for r in adapter.revisions
-        ),
+        tuple(RevisionView.of(r) for r in adapter.revisions),
         dict(adapter.channels),
         adapter.archived,
         adapter.erased,
