@@ -153,6 +153,7 @@ def serve(args: argparse.Namespace) -> None:
         forwarder=ReadForwarder(config.peer_tls(), config.peer_server_name, metrics)
         if isinstance(config, RegistrySettings)
         else None,
+        metrics=metrics,
     )
     print(
         f"registry serving on {config.host}:{port} ({args.backend} back end; "

@@ -23,6 +23,24 @@ class RegistryMetrics:
             registry=r,
         )
 
+        self.uploads_refused = Counter(
+            "mint_registry_uploads_refused_total",
+            "PublishRevision uploads turned away at their header because the upload bytes "
+            "in flight would pass --max-upload-bytes-in-flight (RESOURCE_EXHAUSTED)",
+            registry=r,
+        )
+        self.upload_bytes_held = Gauge(
+            "mint_registry_upload_bytes_held",
+            "Bytes reserved by the uploads in flight (each reserves twice its weights: as "
+            "received, and sealed while stored)",
+            registry=r,
+        )
+        self.upload_bytes_budget = Gauge(
+            "mint_registry_upload_bytes_budget",
+            "Bytes the uploads in flight may reserve at once (--max-upload-bytes-in-flight)",
+            registry=r,
+        )
+
         self.checkpoints_signed = Counter(
             "mint_registry_checkpoints_signed_total",
             "Signed checkpoints of the log this replica wrote",
@@ -39,6 +57,10 @@ class RegistryMetrics:
             "When the last checkpoint round in which every owned partition was signed ended",
             registry=r,
         )
+
+    def watch_uploads(self, held: Callable[[], int], budget_bytes: int) -> None:
+        self.upload_bytes_held.set_function(held)
+        self.upload_bytes_budget.set(budget_bytes)
 
     def count_checkpoints(self, signed: int, failed: int) -> None:
         """One signing round: checkpoints written, partitions that failed."""

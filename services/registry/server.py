@@ -13,6 +13,7 @@ from mint.rpc.tls import TlsFiles
 from mint.v1 import registry_pb2, registry_pb2_grpc
 
 from .forwarding import ReadForwarder
+from .metrics import RegistryMetrics
 from .servicer import RegistryServicer
 from .uploads import MiB, UploadBudget, machine_sized_budget
 
@@ -33,15 +34,18 @@ def build_server(
     health_port: int = 0,
     drain_s: float = DRAIN_S,
     forwarder: ReadForwarder | None = None,
+    metrics: RegistryMetrics | None = None,
 ) -> tuple[RpcServer, int]:
     """A started server and its bound port (TLS with `tls`; health also on
     `health_port`; `stop()` drains for `drain_s` first; reads of other replicas' adapters
-    go to them through `forwarder`). Uploads in flight hold at most
+    go to them through `forwarder`; upload figures into `metrics`). Uploads in flight hold at most
     `max_upload_bytes_in_flight` bytes (by default a share of the machine's memory)."""
     if max_upload_bytes_in_flight is None:
         max_upload_bytes_in_flight = machine_sized_budget(registry.limits.max_weights_bytes)
     log.info("uploads in flight may hold %.0f MiB", max_upload_bytes_in_flight / MiB)
-    budget = UploadBudget(max_upload_bytes_in_flight)
+    metrics = metrics or RegistryMetrics()
+    budget = UploadBudget(max_upload_bytes_in_flight, metrics.uploads_refused.inc)
+    metrics.watch_uploads(lambda: budget.held, max_upload_bytes_in_flight)
     servicer = RegistryServicer(registry, budget, forwarder)
     server = build_rpc_server(
         SERVICE_NAME,

@@ -15,7 +15,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -37,10 +37,11 @@ def held_while_stored(size: int) -> int:
 class UploadBudget:
     """The bytes of uploads a server holds at once; each reserves its declared size."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, on_refused: Callable[[], None] = lambda: None) -> None:
+        """`on_refused` is called for each upload turned away (metrics)."""
         if max_bytes <= 0:
             raise ValueError(f"an upload budget must be positive, got {max_bytes}")
-        self.max_bytes = max_bytes
+        self.max_bytes, self.on_refused = max_bytes, on_refused
         self._held = 0
         self._lock = threading.Lock()
 
@@ -59,6 +60,13 @@ class UploadBudget:
                 self._held -= size
 
     def _take(self, size: int) -> None:
+        try:
+            self._take_or_refuse(size)
+        except ResourceExhausted:
+            self.on_refused()
+            raise
+
+    def _take_or_refuse(self, size: int) -> None:
         if size > self.max_bytes:
             raise ResourceExhausted(
                 f"the upload needs {size:,} bytes (its weights, and their sealed copy while "

@@ -35,6 +35,18 @@ def test_an_upload_larger_than_the_budget_is_told_it_can_never_fit() -> None:
     assert budget.held == 0
 
 
+def test_each_refusal_is_counted_and_nothing_else() -> None:
+    refusals: list[None] = []
+    budget = UploadBudget(100, on_refused=lambda: refusals.append(None))
+    with budget.reserve(60):
+        for size in (41, 101):  # not now; never
+            with pytest.raises(ResourceExhausted), budget.reserve(size):
+                pass
+        with budget.reserve(40):
+            pass
+    assert len(refusals) == 2
+
+
 def chunks(*sizes: int) -> list[pb.PublishRevisionRequest]:
     return [pb.PublishRevisionRequest(weights_chunk=bytes([i]) * n) for i, n in enumerate(sizes)]
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from minio import Minio
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
@@ -56,8 +58,16 @@ def registry(tmp_path: Path, endpoints: dict[str, str]) -> Iterator[RegistryProc
     )
     topic = f"uploads-{uuid.uuid4().hex[:8]}"
     flags = ["--max-upload-bytes-in-flight", str(BUDGET)]
+    port, metrics_port = free_ports(2)
     process = RegistryProcess(
-        free_ports(1)[0], topic, tokens, tmp_path / "registry.log", endpoints, 2, extra_args=flags
+        port,
+        topic,
+        tokens,
+        tmp_path / "registry.log",
+        endpoints,
+        2,
+        extra_args=flags,
+        metrics_port=metrics_port,
     )
     try:
         yield process.start()
@@ -131,6 +141,30 @@ def publish(
         attempt.error = exc
 
 
+def _uploads(registry: RegistryProcess) -> tuple[float, float]:
+    """The registry's upload figures: bytes held now, uploads refused so far."""
+    text = urllib.request.urlopen(registry.metrics_url, timeout=5).read().decode()
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return samples["mint_registry_upload_bytes_held"], samples[
+        "mint_registry_uploads_refused_total"
+    ]
+
+
+def _wait_until_every_header_is_seen(registry: RegistryProcess, attempts: list[Attempt]) -> None:
+    """Until each upload is admitted (holding its reservation) or refused: all of them are
+    open at once before any body flows, however loaded the machine."""
+    each = 2 * len(attempts[0].weights)  # as received, and sealed while stored
+    deadline = time.monotonic() + 30
+    while True:
+        held, refused = _uploads(registry)
+        if held / each + refused >= len(attempts):
+            return
+        assert time.monotonic() < deadline, (
+            f"headers seen: {held / each:.0f} held, {refused:.0f} refused"
+        )
+        time.sleep(0.05)
+
+
 def test_concurrent_uploads_stay_within_the_budget(
     registry: RegistryProcess, s3: Minio, unique: str
 ) -> None:
@@ -150,7 +184,7 @@ def test_concurrent_uploads_stay_within_the_budget(
         stub = registry_pb2_grpc.RegistryStub(channel)
         with ThreadPoolExecutor(UPLOADS) as pool:
             calls = [pool.submit(publish, stub, a, bodies_may_flow) for a in attempts]
-            time.sleep(0.5)  # every header reaches the registry first
+            _wait_until_every_header_is_seen(registry, attempts)
             bodies_may_flow.set()
             for call in calls:
                 call.result()
@@ -166,6 +200,7 @@ def test_concurrent_uploads_stay_within_the_budget(
     print(f"\n{len(stored)} stored, {len(refused)} refused; peak grew {growth / MiB:.0f} MiB")
     assert stored, "no upload got in: the budget must admit uploads that fit"
     assert refused, "every upload got in: more than the budget was held at once"
+    assert _uploads(registry) == (0, len(refused))  # what the metrics tell operators
     for attempt in refused:
         assert attempt.error is not None
         assert attempt.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, attempt.error
