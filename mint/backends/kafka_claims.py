@@ -8,6 +8,7 @@ taking it, unless that very claim gave the partition up.
 
 from __future__ import annotations
 
+import uuid
 from typing import Protocol
 
 from mint.domain.errors import Unavailable
@@ -40,6 +41,20 @@ class Claims(Protocol):
 def writer_of(claim: str) -> str:
     """The transactional id that made `claim`."""
     return claim.split(CLAIM_SEPARATOR, 1)[0]
+
+
+def new_claim(transactional_id: str, advertised: str) -> str:
+    """A claim by `transactional_id` for one take (a fresh token), naming `advertised`."""
+    return CLAIM_SEPARATOR.join((transactional_id, uuid.uuid4().hex[:12], advertised))
+
+
+def earlier_writers(previous: str | None, static_id: str, partition: int) -> set[str]:
+    """The ids that may have written `partition` before: the one that claimed it last or,
+    with no claim yet, a static instance (`static_id`) or a registry from before claims
+    (one producer per partition, `<prefix>-p<n>`)."""
+    if previous:
+        return {writer_of(previous)}
+    return {static_id, f"{static_id}-p{partition}"}
 
 
 def address_of(claim: str) -> str:

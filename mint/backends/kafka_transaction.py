@@ -47,6 +47,7 @@ class Transaction:
         return {p.partition for p in self.accepted} | set(self.rewrites) | set(self.releases)
 
     def __bool__(self) -> bool:
+        """Whether it writes anything."""
         return bool(self.accepted or self.rewrites or self.releases)
 
     def send(self, producer: KafkaProducer, topic: str, snapshot_topic: str) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,7 +41,14 @@ from mint.v1.snapshots_pb2 import StreamSnapshot
 
 from .kafka import KafkaConnection, durable_producer
 from .kafka_batch import PartitionState, PendingAppend, check_batch
-from .kafka_claims import CLAIM_SEPARATOR, Claims, NotHeld, writable_error, writer_of
+from .kafka_claims import (
+    Claims,
+    NotHeld,
+    earlier_writers,
+    new_claim,
+    writable_error,
+    writer_of,
+)
 from .kafka_producers import FENCER, WRITER_PRODUCER, close_producer
 from .kafka_reader import read_partitions
 from .kafka_rewrites import Rewrite, first_chunks, snapshots_summary
@@ -270,13 +276,7 @@ class LogWriter:
         if self.claims is None:  # static: the fixed id fenced any other static instance
             return
         previous = self.claims.previous_writer(partition)
-        # No claim yet: the partition may have been written by a static instance or by a
-        # registry from before claims (one producer per partition, `<prefix>-p<n>`).
-        earlier = (
-            {writer_of(previous)}
-            if previous
-            else {self.static_id, f"{self.static_id}-p{partition}"}
-        ) - {self.transactional_id}
+        earlier = earlier_writers(previous, self.static_id, partition) - {self.transactional_id}
         released = (
             previous is not None
             and bool(earlier)
@@ -286,9 +286,7 @@ class LogWriter:
         if not released:
             for transactional_id in sorted(earlier):
                 self._fence(transactional_id)
-        claim = CLAIM_SEPARATOR.join(
-            (self.transactional_id, uuid.uuid4().hex[:12], self.claims.advertised)
-        )
+        claim = new_claim(self.transactional_id, self.claims.advertised)
         self.claims.claim(partition, claim)
         with self.lock:
             self._claims[partition] = claim
@@ -384,16 +382,7 @@ class LogWriter:
                 raise Unavailable(f"this replica does not own partition {partition}; retry")
             self._queue.append(pending)
             self._queued.notify()
-        if not pending.done.wait(timeout=wait_s):
-            # It may still land: a retry with the same request id finds out, never twice.
-            raise Unavailable(
-                f"append to partition {partition} timed out; retry with the same request id"
-            )
-        if pending.error is not None:
-            raise pending.error
-        if pending.result is None:  # its batch broke off unexpectedly
-            raise Unavailable(f"append to partition {partition} was interrupted; retry")
-        return pending.result
+        return pending.outcome(wait_s)
 
     def close(self) -> None:
         # Partitions given up on the way out (leaving the group revokes them) are said to
@@ -461,13 +450,7 @@ class LogWriter:
                 self._in_flight = set()
                 self._landed.notify_all()
         for repeat, first in repeats:  # the same request twice in one batch: one append
-            result = first.result and AppendResult(
-                first.result.stream_id,
-                first.result.first_version,
-                first.result.last_version,
-                duplicate=True,
-            )
-            repeat.finish(result, first.error)
+            repeat.finish_as_repeat_of(first)
 
     def _refuse_untaken_locked(self, batch: list[PendingAppend]) -> list[PendingAppend]:
         """The commands to partitions taken here; the others are answered now."""
