@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
-from mint.domain.errors import DomainError, InvalidArgument, VersionConflict
+from mint.domain.errors import DomainError, InvalidArgument, Unavailable, VersionConflict
 from mint.domain.events import Event
 from mint.eventlog import snapshots
 from mint.eventlog.port import AppendResult, Metadata, Recorded, build_envelopes
@@ -108,6 +108,30 @@ class PendingAppend:
     def finish(self, result: AppendResult | None = None, error: DomainError | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
+
+    def finish_as_repeat_of(self, first: PendingAppend) -> None:
+        """The same request as `first`, in the same batch: one append, answered twice."""
+        result = first.result and AppendResult(
+            first.result.stream_id,
+            first.result.first_version,
+            first.result.last_version,
+            duplicate=True,
+        )
+        self.finish(result, first.error)
+
+    def outcome(self, wait_s: float) -> AppendResult:
+        """Its result, once its batch is done: raises its error, or Unavailable if that
+        takes over `wait_s` or the batch broke off."""
+        if not self.done.wait(timeout=wait_s):
+            # It may still land: a retry with the same request id finds out, never twice.
+            raise Unavailable(
+                f"append to partition {self.partition} timed out; retry with the same request id"
+            )
+        if self.error is not None:
+            raise self.error
+        if self.result is None:  # its batch broke off unexpectedly
+            raise Unavailable(f"append to partition {self.partition} was interrupted; retry")
+        return self.result
 
 
 def check_batch(

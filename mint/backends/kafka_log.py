@@ -42,9 +42,10 @@ from mint.eventlog.port import (
 from mint.eventlog.snapshots import located_after, stream_state
 
 from .kafka import KafkaConnection, create_log_topic, topic_partitions
+from .kafka_claims import Claims, NotHeld
 from .kafka_reader import read_located, read_partitions
 from .kafka_snapshots import create_snapshot_topic
-from .kafka_writer import Claims, LogWriter, NotHeld
+from .kafka_writer import LogWriter
 
 DEFAULT_TOPIC = "mint.adapter-events"
 READ_STALL_S = 30.0  # a read of another replica's partition that makes no progress fails

@@ -49,8 +49,8 @@ from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 from mint.domain.errors import Unavailable
 
 from .kafka import admin
+from .kafka_claims import address_of
 from .kafka_log import KafkaEventLog
-from .kafka_writer import address_of
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 1.0
@@ -147,7 +147,7 @@ class GroupOwnership:
         for thread in self._threads:
             thread.start()
 
-    # ---- Claims (kafka_writer.py) -----------------------------------------------------
+    # ---- Claims (kafka_claims.py) -----------------------------------------------------
 
     def new_transactional_id(self) -> str:
         return f"{self.event_log.txn_prefix}-{self.instance}-{next(self._producers)}"

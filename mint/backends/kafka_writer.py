@@ -15,13 +15,11 @@ Who may write a partition is settled by transactional ids (KIP-98 fencing):
   partition fences the id that claimed it before, unless the snapshot table says that
   very claim gave the partition up (it writes it no more), then claims it, then rebuilds
   the state, in that order: so once the state is rebuilt no other producer can commit to
-  the partition (kafka_ownership.py).
+  the partition (kafka_claims.py, kafka_ownership.py).
 After a failed transaction the writer drops its producer, and a background thread takes
 each partition again (fence, claim, catch up from the last offset it knew; commands
-meanwhile get a retryable error), so the outcome of an ambiguous commit is read back
-from the log, never guessed. A commit that does not finish within COMMIT_TIMEOUT_S counts
-as failed: kafka-python would otherwise wait on a lost transaction coordinator for its
-whole delivery timeout, while a fresh producer finds the new coordinator in seconds.
+meanwhile get a retryable error), so the outcome of an ambiguous commit, or of one that
+took too long (kafka_transaction.py), is read back from the log, never guessed.
 """
 
 from __future__ import annotations
@@ -29,36 +27,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, ProducerFencedError
 
 from mint.deadlines import time_left
-from mint.domain.errors import DomainError, FailedPrecondition, Unavailable
+from mint.domain.errors import DomainError, Unavailable
 from mint.domain.events import Event
-from mint.eventlog import snapshots
-from mint.eventlog.chain import stored_bytes
 from mint.eventlog.port import AppendResult, Metadata
-from mint.eventlog.snapshots import SUMMARY_KEY
-from mint.v1.events_pb2 import EventEnvelope
 from mint.v1.snapshots_pb2 import StreamSnapshot
 
 from .kafka import KafkaConnection, durable_producer
-from .kafka_batch import PartitionState, PendingAppend, Staged, check_batch
-from .kafka_producers import (
-    COMMIT_TIMEOUT_S,
-    FENCER,
-    WRITER_PRODUCER,
-    close_producer,
-    commit_within,
+from .kafka_batch import PartitionState, PendingAppend, check_batch
+from .kafka_claims import (
+    Claims,
+    NotHeld,
+    earlier_writers,
+    new_claim,
+    writable_error,
+    writer_of,
 )
+from .kafka_producers import FENCER, WRITER_PRODUCER, close_producer
 from .kafka_reader import read_partitions
+from .kafka_rewrites import Rewrite, first_chunks, snapshots_summary
 from .kafka_snapshots import SnapshotTable, snapshot_topic
+from .kafka_transaction import Transaction, stage
 
 log = logging.getLogger(__name__)
 
@@ -74,35 +69,6 @@ RETAKE_EVERY_S = 1.0  # how often a partition that could not be taken again is r
 # before fencing it instead. The previous owner gives up what a rebalance moved once the
 # rebalance settles (kafka_ownership.SETTLE_S) and says so in its next transaction.
 RELEASE_WAIT_S = 1.0
-# A claim is "<transactional id>\n<token of that take>\n<the claimant's address>".
-CLAIM_SEPARATOR = "\n"
-# Snapshots written again per transaction, at most: commands wait behind one such
-# transaction (20,000 took 1.5 s at 10^6 adapters here, the commands' p99 with it).
-REWRITE_CHUNK = 2_000
-# One stream's snapshot is one record: below the writer's request size and the snapshot
-# topic's max.message.bytes (kafka_producers.WRITER_PRODUCER, kafka_snapshots.py).
-MAX_SNAPSHOT_BYTES = 8 << 20
-
-
-class Claims(Protocol):
-    """Which transactional id writes which partition (group ownership)."""
-
-    advertised: str  # this replica's registry address, named in its claims ("": unknown)
-
-    def new_transactional_id(self) -> str:
-        """An id no producer has used before."""
-        ...
-
-    def previous_writer(self, partition: int) -> str | None:
-        """The id that last claimed `partition`, if any. Raises Unavailable unless this
-        replica is assigned the partition in the group's current generation."""
-        ...
-
-    def claim(self, partition: int, claim: str) -> None:
-        """Record `claim` (a transactional id, this take's token, this replica's address)
-        as the partition's writer. Raises Unavailable if this replica is not assigned the
-        partition in the group's current generation."""
-        ...
 
 
 class LogWriter:
@@ -278,19 +244,13 @@ class LogWriter:
         }
 
     def _rewrite_chunks(self) -> dict[int, Rewrite]:
-        """The next snapshots to write again, at most REWRITE_CHUNK of them in all: one
-        transaction of a whole large partition would outlast the transaction timeout.
-        None while a partition is being taken: a take reading a large partition holds
-        the interpreter so much that the producer's records expire before they are sent
-        (seen at 10^6 adapters, six partitions taken side by side)."""
+        """The next snapshots to write again (kafka_rewrites.first_chunks). None while a
+        partition is being taken: a take reading a large partition holds the interpreter
+        so much that the producer's records expire before they are sent (seen at 10^6
+        adapters, six partitions taken side by side)."""
         if self._taking_now():
             return {}
-        chunks, left = {}, REWRITE_CHUNK
-        for partition, pending in self._rewrite.items():
-            if partition in self.partitions and left > 0:
-                chunks[partition] = pending.first(left)
-                left -= chunks[partition].size
-        return chunks
+        return first_chunks(self._rewrite, self.partitions)
 
     def _rewrite_due(self) -> bool:
         """A taken partition's snapshots are to be written whole (once no take runs)."""
@@ -316,13 +276,7 @@ class LogWriter:
         if self.claims is None:  # static: the fixed id fenced any other static instance
             return
         previous = self.claims.previous_writer(partition)
-        # No claim yet: the partition may have been written by a static instance or by a
-        # registry from before claims (one producer per partition, `<prefix>-p<n>`).
-        earlier = (
-            {writer_of(previous)}
-            if previous
-            else {self.static_id, f"{self.static_id}-p{partition}"}
-        ) - {self.transactional_id}
+        earlier = earlier_writers(previous, self.static_id, partition) - {self.transactional_id}
         released = (
             previous is not None
             and bool(earlier)
@@ -332,9 +286,7 @@ class LogWriter:
         if not released:
             for transactional_id in sorted(earlier):
                 self._fence(transactional_id)
-        claim = CLAIM_SEPARATOR.join(
-            (self.transactional_id, uuid.uuid4().hex[:12], self.claims.advertised)
-        )
+        claim = new_claim(self.transactional_id, self.claims.advertised)
         self.claims.claim(partition, claim)
         with self.lock:
             self._claims[partition] = claim
@@ -430,16 +382,7 @@ class LogWriter:
                 raise Unavailable(f"this replica does not own partition {partition}; retry")
             self._queue.append(pending)
             self._queued.notify()
-        if not pending.done.wait(timeout=wait_s):
-            # It may still land: a retry with the same request id finds out, never twice.
-            raise Unavailable(
-                f"append to partition {partition} timed out; retry with the same request id"
-            )
-        if pending.error is not None:
-            raise pending.error
-        if pending.result is None:  # its batch broke off unexpectedly
-            raise Unavailable(f"append to partition {partition} was interrupted; retry")
-        return pending.result
+        return pending.outcome(wait_s)
 
     def close(self) -> None:
         # Partitions given up on the way out (leaving the group revokes them) are said to
@@ -486,157 +429,56 @@ class LogWriter:
 
     def _commit_batch(self, batch: list[PendingAppend]) -> None:
         with self.lock:
-            for p in batch:
-                if p.partition not in self.partitions:
-                    p.finish(error=writable_error(p.partition, self.assigned, self.fenced))
-                    if p.partition in self.assigned:
-                        self._retake_due.set()
-            taken = [p for p in batch if p.partition in self.partitions]
+            taken = self._refuse_untaken_locked(batch)
             accepted, repeats = check_batch(taken, self.partitions)
-            accepted, staged = self._stage(accepted)
+            txn = self._gather_locked(accepted)
             producer = self.producer
-            rewrites = self._rewrite_chunks()
-            # The states this transaction reads, held here: a partition given up meanwhile
-            # (on the polling thread) must not turn into a failed transaction.
-            states = {p: self.partitions[p] for p in set(staged) | set(rewrites)}
-            # Given up and not taken back meanwhile; tried once (if this transaction
-            # fails, the next owner fences this writer instead).
-            releases = {
-                p: summary
-                for p, summary in self._release_summaries().items()
-                if p not in self.partitions
-            }
-            self._releasing.clear()
-            self._in_flight = {p.partition for p in accepted} | set(rewrites) | set(releases)
+            self._in_flight = txn.partitions
         try:
-            if accepted and producer is None:  # taken partitions always have one: a bug
+            if txn.accepted and producer is None:  # taken partitions always have one: a bug
                 raise RuntimeError("partitions are taken but there is no producer")
-            if producer is not None and (accepted or rewrites or releases):
+            if producer is not None and txn:
                 # Without the lock: readers see the committed state while this is in
                 # flight. Only this thread changes a taken partition's state.
-                self._send_in_one_transaction(
-                    producer, accepted, staged, states, rewrites, releases
-                )
-                self._record(accepted, staged, rewrites)
+                self._send(producer, txn)
+                self._record(txn)
         except DomainError as exc:
-            for p in accepted:
+            for p in txn.accepted:
                 p.finish(error=exc)
         finally:
             with self.lock:
                 self._in_flight = set()
                 self._landed.notify_all()
         for repeat, first in repeats:  # the same request twice in one batch: one append
-            result = first.result and AppendResult(
-                first.result.stream_id,
-                first.result.first_version,
-                first.result.last_version,
-                duplicate=True,
-            )
-            repeat.finish(result, first.error)
+            repeat.finish_as_repeat_of(first)
 
-    def _record(
-        self,
-        accepted: list[PendingAppend],
-        staged: dict[int, Staged],
-        rewritten: dict[int, Rewrite],
-    ) -> None:
-        with self.lock:
-            for partition, chunk in rewritten.items():
-                pending = self._rewrite.get(partition)
-                if pending is not None and pending.drop(chunk):
-                    del self._rewrite[partition]
-            for partition, snapshots in staged.items():
-                # Given up meanwhile: its release, in the next transaction, says this.
-                state = self.partitions.get(partition) or self._releasing.get(partition, (None,))[0]
-                if state is not None:
-                    state.keep(snapshots)
-        for p in accepted:
-            p.finish(
-                AppendResult(
-                    p.stream_id, p.expected_version + 1, p.expected_version + len(p.events)
-                )
-            )
+    def _refuse_untaken_locked(self, batch: list[PendingAppend]) -> list[PendingAppend]:
+        """The commands to partitions taken here; the others are answered now."""
+        for p in batch:
+            if p.partition not in self.partitions:
+                p.finish(error=writable_error(p.partition, self.assigned, self.fenced))
+                if p.partition in self.assigned:
+                    self._retake_due.set()
+        return [p for p in batch if p.partition in self.partitions]
 
-    def _stage(
-        self, accepted: list[PendingAppend]
-    ) -> tuple[list[PendingAppend], dict[int, Staged]]:
-        """The snapshots the batch makes, per partition (under the lock). Every event lands
-        at or after its partition's next offset: what the snapshots record, so that they
-        need not wait for the events' acknowledgements. A stream whose snapshot would
-        outgrow a record has its commands refused, alone."""
-        while True:
-            by_partition: dict[int, list[EventEnvelope]] = {}
-            for p in accepted:
-                by_partition.setdefault(p.partition, []).extend(p.envelopes)
-            staged = {}
-            for partition, envelopes in by_partition.items():
-                state = self.partitions[partition]
-                staged[partition] = state.stage((e, state.next_offset) for e in envelopes)
-            too_big = {
-                stream_id: len(value)
-                for snapshot in staged.values()
-                for stream_id, value in snapshot.values.items()
-                if len(value) > MAX_SNAPSHOT_BYTES
-            }
-            if not too_big:
-                return accepted, staged
-            for p in accepted:
-                if p.stream_id in too_big:
-                    p.finish(error=_too_big(p.stream_id, too_big[p.stream_id]))
-            accepted = [p for p in accepted if p.stream_id not in too_big]
+    def _gather_locked(self, accepted: list[PendingAppend]) -> Transaction:
+        """The next transaction: the commands, a chunk of the rewrites due, the releases."""
+        accepted, staged = stage(accepted, self.partitions)
+        rewrites = self._rewrite_chunks()
+        states = {p: self.partitions[p] for p in set(staged) | set(rewrites)}
+        # Given up and not taken back meanwhile; tried once (if this transaction fails,
+        # the next owner fences this writer instead).
+        releases = {
+            p: summary
+            for p, summary in self._release_summaries().items()
+            if p not in self.partitions
+        }
+        self._releasing.clear()
+        return Transaction(accepted, staged, states, rewrites, releases)
 
-    def _send_in_one_transaction(
-        self,
-        producer: KafkaProducer,
-        batch: list[PendingAppend],
-        staged: dict[int, Staged],
-        states: dict[int, PartitionState],
-        rewrites: dict[int, Rewrite],
-        releases: dict[int, bytes],
-    ) -> None:
-        """Send the batch's events, each touched partition's new snapshots and summary
-        (and the `rewrites`' snapshots and tombstones), and commit them as one."""
+    def _send(self, producer: KafkaProducer, txn: Transaction) -> None:
         try:
-            producer.begin_transaction()
-            futures = [
-                (
-                    p.partition,
-                    producer.send(
-                        self.topic,
-                        key=p.stream_id.encode(),
-                        value=stored_bytes(e),  # the bytes its hash covers
-                        partition=p.partition,
-                        headers=[("event-type", e.event_type.encode())],
-                    ),
-                )
-                for p in batch
-                for e in p.envelopes
-            ]
-            for partition, chunk in rewrites.items():
-                state = states[partition]
-                new = staged.setdefault(partition, state.stage(()))
-                for key in chunk.tombstones:
-                    producer.send(self.snapshots, key=key, value=None, partition=partition)
-                for stream_id in chunk.streams:
-                    if stream_id not in new.values:  # else sent with the batch's below
-                        value = state.streams[stream_id]
-                        producer.send(
-                            self.snapshots, key=stream_id.encode(), value=value, partition=partition
-                        )
-            for partition, snapshot in staged.items():
-                for stream_id, value in snapshot.values.items():
-                    producer.send(
-                        self.snapshots, key=stream_id.encode(), value=value, partition=partition
-                    )
-                producer.send(
-                    self.snapshots, key=SUMMARY_KEY, value=snapshot.summary(), partition=partition
-                )
-            for partition, summary in releases.items():
-                producer.send(self.snapshots, key=SUMMARY_KEY, value=summary, partition=partition)
-            commit_within(producer, COMMIT_TIMEOUT_S)
-            for partition, future in futures:  # the state reads on from its last event
-                offset = int(future.get(timeout=COMMIT_TIMEOUT_S).offset)
-                staged[partition].read_to = max(staged[partition].read_to, offset + 1)
+            txn.send(producer, self.topic, self.snapshots)
         except ProducerFencedError as exc:
             with self.lock:
                 self._drop_locked(fenced=True)
@@ -649,68 +491,15 @@ class LogWriter:
                 self._drop_locked(fenced=False)
             raise Unavailable(f"append failed ({exc}); retry with the same request id") from exc
 
-
-@dataclass
-class Rewrite:
-    """Snapshots of a partition still to write again, and leftover keys to tombstone."""
-
-    streams: list[str]
-    tombstones: list[bytes]
-
-    @classmethod
-    def of(cls, state: PartitionState, keys: set[bytes]) -> Rewrite:
-        streams = list(state.streams)
-        leftover = keys - {s.encode() for s in streams} - {SUMMARY_KEY}
-        return cls(streams, sorted(leftover))
-
-    @property
-    def size(self) -> int:
-        return len(self.streams) + len(self.tombstones)
-
-    def first(self, n: int) -> Rewrite:
-        tombstones = self.tombstones[:n]
-        return Rewrite(self.streams[: n - len(tombstones)], tombstones)
-
-    def drop(self, written: Rewrite) -> bool:
-        """Forget what `written` wrote (a prefix); True when nothing is left."""
-        del self.tombstones[: len(written.tombstones)]
-        del self.streams[: len(written.streams)]
-        return self.size == 0
-
-
-def writer_of(claim: str) -> str:
-    """The transactional id that made `claim`."""
-    return claim.split(CLAIM_SEPARATOR, 1)[0]
-
-
-def address_of(claim: str) -> str:
-    """The registry address of the replica that made `claim` ("" if it named none)."""
-    parts = claim.split(CLAIM_SEPARATOR)
-    return parts[2] if len(parts) > 2 else ""
-
-
-def snapshots_summary(state: PartitionState, released_by: str = "") -> bytes:
-    summary = snapshots.summary(state.next_offset, len(state.streams), state.digest)
-    summary.released_by = released_by
-    return summary.SerializeToString()
-
-
-def _too_big(stream_id: str, size: int) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"{stream_id}'s folded state would take {size:,} bytes, over the {MAX_SNAPSHOT_BYTES:,} "
-        "one snapshot may hold (its revisions' configs and request ids add up): archive it "
-        "and go on in a new adapter"
-    )
-
-
-class NotHeld(Exception):
-    """This writer holds no current state of the partition (another replica's, or being
-    taken again)."""
-
-
-def writable_error(partition: int, assigned: set[int], fenced: bool) -> Unavailable:
-    if fenced:
-        return Unavailable(f"partition {partition} moved to another writer; retry")
-    if partition in assigned:
-        return Unavailable(f"partition {partition} is being taken again here; retry")
-    return Unavailable(f"this replica does not own partition {partition}; retry elsewhere")
+    def _record(self, txn: Transaction) -> None:
+        with self.lock:
+            for partition, chunk in txn.rewrites.items():
+                pending = self._rewrite.get(partition)
+                if pending is not None and pending.drop(chunk):
+                    del self._rewrite[partition]
+            for partition, snapshots in txn.staged.items():
+                # Given up meanwhile: its release, in the next transaction, says this.
+                state = self.partitions.get(partition) or self._releasing.get(partition, (None,))[0]
+                if state is not None:
+                    state.keep(snapshots)
+        txn.answer()

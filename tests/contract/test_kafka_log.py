@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mint.backends import kafka_writer
+from mint.backends import kafka_transaction
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.backends.kafka_producers import close_producer, commit_within
@@ -121,12 +121,12 @@ def test_after_an_ambiguous_commit_a_retry_learns_what_happened(
     real_commit = commit_within
 
     def lost_answer(producer: Any, timeout_s: float) -> None:
-        monkeypatch.setattr(kafka_writer, "commit_within", real_commit)
+        monkeypatch.setattr(kafka_transaction, "commit_within", real_commit)
         if landed:
             real_commit(producer, timeout_s)
         raise KafkaTimeoutError("the answer to EndTxn was lost")
 
-    monkeypatch.setattr(kafka_writer, "commit_within", lost_answer)
+    monkeypatch.setattr(kafka_transaction, "commit_within", lost_answer)
     first = meta("r1")
     try:
         with pytest.raises(Unavailable, match="retry with the same request id"):
@@ -147,7 +147,7 @@ def test_a_commit_that_hangs_is_given_up_and_the_partition_taken_again(
     """kafka-python waits for a commit without a limit (after its transaction coordinator
     died it waited two minutes): the writer gives up after COMMIT_TIMEOUT_S, drops the
     producer and writes again through a fresh one."""
-    monkeypatch.setattr(kafka_writer, "COMMIT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(kafka_transaction, "COMMIT_TIMEOUT_S", 1.0)
     log = _log_whose_commits_hang(kafka, monkeypatch)
     stuck = log.writer.producer
     try:

@@ -10,9 +10,9 @@ import pytest
 
 from mint.backends import kafka_ownership
 from mint.backends.kafka import KafkaConnection
+from mint.backends.kafka_claims import writer_of
 from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.backends.kafka_ownership import GroupOwnership, reconcile
-from mint.backends.kafka_writer import writer_of
 from mint.domain.errors import Unavailable
 from tests.contract.event_log_contract import meta, moves
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from mint.backends import kafka_reader, kafka_writer
+from mint.backends import kafka_reader, kafka_rewrites, kafka_transaction, kafka_writer
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_reader import read_records
@@ -183,7 +183,7 @@ def _fill_rest(log: KafkaEventLog) -> dict[str, StreamState | None]:
 def test_a_large_rewrite_spans_transactions_and_holds_once_whole(
     owners: Owners, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kafka_writer, "REWRITE_CHUNK", 2)  # 5 streams: three transactions
+    monkeypatch.setattr(kafka_rewrites, "REWRITE_CHUNK", 2)  # 5 streams: three transactions
     expected = _fill(owners.next())
     owners.write(SUMMARY_KEY, None)
     log = owners.next()
@@ -238,7 +238,7 @@ def test_a_stream_outgrowing_a_snapshot_is_refused_alone(
 ) -> None:
     """A snapshot is one record: a stream whose snapshot would outgrow it has its command
     refused, and the replica goes on (no failed transaction, no partition taken again)."""
-    monkeypatch.setattr(kafka_writer, "MAX_SNAPSHOT_BYTES", 1500)
+    monkeypatch.setattr(kafka_transaction, "MAX_SNAPSHOT_BYTES", 1500)
     log = owners.next()
     writer_id = log.writer.transactional_id
     version = 0

@@ -17,8 +17,8 @@ from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.services import ServiceProcess, stop_all
 from deploy.local.stack import Stack, free_ports
 from mint.backends.kafka import KafkaConnection, admin
+from mint.backends.kafka_claims import writer_of
 from mint.backends.kafka_log import KafkaEventLog
-from mint.backends.kafka_writer import writer_of
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_blobs import S3BlobStore
 from streams.projector.runner import rebuild
