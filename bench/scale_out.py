@@ -96,6 +96,10 @@ WITH_REPLICAS: list[tuple[str, Callable[[Run], Figure]]] = [
 PARALLEL_FILL_FROM = 20_000  # adapters: below, starting worker processes costs more
 
 
+# The same first commands ran 2-3x slower on a broker just started than a minute later.
+WARM_UP_ADAPTERS = 200
+
+
 def measure_size(
     env: dict[str, str], adapters: int, options: Options, keep: bool
 ) -> dict[str, Any]:
@@ -243,6 +247,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep each size's topics, bucket and replica logs"
     )
     p.add_argument("--no-record", action="store_true", help="print only: write no results")
+    p.add_argument(
+        "--warm-up",
+        type=int,
+        default=WARM_UP_ADAPTERS,
+        help="adapters of an unrecorded first size, so that the first recorded one does not "
+        "meet a cold broker (its JIT, its page cache): 0 for none",
+    )
     return p.parse_args(argv)
 
 
@@ -269,6 +280,9 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     args = parse_args(argv)
     runs: dict[int, dict[str, Any]] = {}
     with servers() as env:
+        if args.warm_up:
+            print(f"warm-up: {args.warm_up:,} adapters, not recorded", flush=True)
+            measure_size(env, args.warm_up, options_for(args, args.warm_up), keep=False)
         for adapters in args.sizes:
             print(f"{size_label(adapters)} adapters ({3 * adapters:,} events):", flush=True)
             began = time.perf_counter()
