@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from kafka.errors import UnknownTopicOrPartitionError
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+
 from deploy.local.stack import ENDPOINT_VARIABLES, Stack
+from mint.backends.kafka import KafkaConnection, admin
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -120,3 +125,20 @@ def panels_svg(name: str, title: str, panels: list[Panel], columns: int = 2) -> 
     path = RESULTS / f"{name}.svg"
     path.write_text("\n".join(parts) + "\n")
     return path
+
+
+def remove(kafka: KafkaConnection, s3: Minio, topics: list[str], buckets: list[str]) -> None:
+    """A run's topics and buckets, with what they hold."""
+    client = admin(kafka)
+    try:
+        client.delete_topics(topics)
+    except UnknownTopicOrPartitionError:
+        pass
+    finally:
+        client.close()
+    for bucket in buckets:
+        if s3.bucket_exists(bucket):
+            listed = s3.list_objects(bucket, recursive=True)
+            for error in s3.remove_objects(bucket, (DeleteObject(o.object_name) for o in listed)):
+                print(f"  could not remove {error.name}: {error.message}")
+            s3.remove_bucket(bucket)

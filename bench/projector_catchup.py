@@ -23,7 +23,7 @@ import uuid
 
 from minio import Minio
 
-from bench.common import bar_chart_svg, record, servers
+from bench.common import bar_chart_svg, record, remove, servers
 from mint.audit import verify
 from mint.backends.kafka import KafkaConnection, create_log_topic, durable_producer
 from mint.backends.kafka_log import KafkaEventLog, partition_for
@@ -80,7 +80,10 @@ def catch_up(
     runner = threading.Thread(target=projector.run, args=(stop,))
     runner.start()
     try:
+        joined_by = time.monotonic() + 60
         while len(projector.planners) < PARTITIONS:  # joined the group, holds the topic
+            assert runner.is_alive(), "the projector stopped"
+            assert time.monotonic() < joined_by, "the projector never held every partition"
             time.sleep(0.01)
         started = time.perf_counter()
         while projector.applied < total:
@@ -121,20 +124,25 @@ def measure(env: dict[str, str], adapters: int, concurrency: int) -> dict[str, f
     s3 = client(s3_settings, connections=concurrency)
     topic = f"catchup-{uuid.uuid4().hex[:8]}"
     blobs = S3BlobStore(s3, topic, TEST_KEK)
-    started = time.perf_counter()
-    fill(kafka, topic, blobs, adapters)
-    print(f"wrote {total:,} events in {time.perf_counter() - started:.1f} s", flush=True)
     rates: dict[int, float] = {}
-    for in_flight in (1, concurrency):
-        rates[in_flight] = catch_up(kafka, s3, topic, f"{topic}-c{in_flight}", in_flight, total)
-        print(f"  concurrency {in_flight:3d}  {rates[in_flight]:8,.0f} events/s", flush=True)
-    counts = {c: objects(s3, f"{topic}-c{c}") for c in rates}
-    assert len(set(counts.values())) == 1, f"the projections differ: {counts}"
-    log = KafkaEventLog(kafka, topic, PARTITIONS, owned=())
-    verify_s = verify_time(log, blobs, None, adapters)
-    projection = S3Objects(s3, f"{topic}-c{concurrency}")
-    verify_projection_s = verify_time(log, blobs, projection, adapters)
-    log.close()
+    try:
+        started = time.perf_counter()
+        fill(kafka, topic, blobs, adapters)
+        print(f"wrote {total:,} events in {time.perf_counter() - started:.1f} s", flush=True)
+        for c in (1, concurrency):
+            rates[c] = catch_up(kafka, s3, topic, f"{topic}-c{c}", c, total)
+            print(f"  concurrency {c:3d}  {rates[c]:8,.0f} events/s", flush=True)
+        counts = {c: objects(s3, f"{topic}-c{c}") for c in rates}
+        assert len(set(counts.values())) == 1, f"the projections differ: {counts}"
+        log = KafkaEventLog(kafka, topic, PARTITIONS, owned=())
+        try:
+            verify_s = verify_time(log, blobs, None, adapters)
+            projection = S3Objects(s3, f"{topic}-c{concurrency}")
+            verify_projection_s = verify_time(log, blobs, projection, adapters)
+        finally:
+            log.close()
+    finally:
+        remove(kafka, s3, [topic], [topic, f"{topic}-c1", f"{topic}-c{concurrency}"])
     return {
         "adapters": adapters,
         "events": total,

@@ -57,11 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kafka.errors import UnknownTopicOrPartitionError
-from minio import Minio
-from minio.deleteobjects import DeleteObject
-
-from bench.common import record, servers
+from bench.common import record, remove, servers
 from bench.scale_figures import (
     Figure,
     Options,
@@ -77,7 +73,7 @@ from bench.scale_fill import Layout
 from bench.scale_hooks import audit_verify, controller_planning, projector_catch_up
 from bench.scale_report import chart, checks, print_table, size_label
 from bench.scale_two import append_two_replicas, non_owner, second_replica
-from mint.backends.kafka import KafkaConnection, admin
+from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_snapshots import snapshot_topic
 from mint.backends.s3 import S3Settings, client
 
@@ -124,7 +120,7 @@ def measure_size(
         if keep:
             print(f"  kept: topic and bucket {topic}, the replicas' logs in {folder}")
         else:
-            _remove(kafka, s3, topic)
+            remove(kafka, s3, [topic, snapshot_topic(topic)], [topic])  # at 10^6: gigabytes
             shutil.rmtree(folder)
     return figures
 
@@ -155,22 +151,6 @@ def _measured(name: str, figure: Callable[[Run], Figure], run: Run) -> Figure:
         found = {"error": f"{type(exc).__name__}: {exc}", "where": traceback.format_exc(limit=-3)}
     print(f"  {name} ({time.perf_counter() - began:.1f} s): {found}", flush=True)
     return found
-
-
-def _remove(kafka: KafkaConnection, s3: Minio, topic: str) -> None:
-    """The run's topics and bucket: at 10^6 they hold gigabytes."""
-    client = admin(kafka)
-    try:
-        client.delete_topics([topic, snapshot_topic(topic)])
-    except UnknownTopicOrPartitionError:
-        pass
-    finally:
-        client.close()
-    if s3.bucket_exists(topic):
-        listed = s3.list_objects(topic, recursive=True)
-        for error in s3.remove_objects(topic, (DeleteObject(o.object_name) for o in listed)):
-            print(f"  could not remove {error.name}: {error.message}")
-        s3.remove_bucket(topic)
 
 
 def _sizes(text: str) -> list[int]:

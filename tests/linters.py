@@ -33,8 +33,9 @@ def outcome(*args: str) -> tuple[int, str]:
     """The exit status and output of `python -m *args`, started now if not before."""
     if args not in _running:
         start(*args)
-    process = _running.pop(args)
-    output, _ = process.communicate()
+    process = _running[args]
+    output, _ = process.communicate()  # interrupted (a timeout), stop_all kills it
+    del _running[args]
     return process.returncode, output
 
 

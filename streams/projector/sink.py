@@ -4,10 +4,11 @@ bytes differ (damaged, or written by older code) is written again.
 
 A batch of events is written stage by stage (revision files, then manifests, then the
 mutable objects), every write of a stage landed before the next stage starts, and within
-a stage up to `concurrency` writes at a time: S3 round trips, not CPU, bound a projector,
-and objects of one stage never depend on each other. Of several writes to one key in a
-batch only the last is made (a catch-up moves a pointer many times; only the newest
-survives), still in its stage, so still after the revision it points to.
+a stage up to `concurrency` writes at a time, so that S3's latencies overlap (objects of
+one stage never depend on each other; the S3 client's CPU per request is then the bound).
+Of several writes to one key in a batch only the last is made (a catch-up moves a pointer
+many times; only the newest survives), still in its stage, so still after the revision it
+points to.
 
 Mutable objects (pointers, catalog, evaluations) are replaced by compare-and-swap: read
 the stored version and its ETag, then write only if the ETag is still the one read
@@ -21,7 +22,6 @@ S3 failures surface as `Unavailable` (retryable); the runner backs off and retri
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 from collections.abc import Sequence
@@ -143,15 +143,23 @@ class S3Sink:
         self._put_immutable(op.key, op.body, JSON)
 
     def _put_immutable(self, key: str, body: bytes, content_type: str) -> None:
-        """New but in a replay: created (one round trip), else compared by ETag (an S3
-        ETag of a single PUT is the MD5 of its bytes, so equal ETags mean equal content)
-        and replaced if it differs (damaged, or written by older code)."""
+        """New but in a replay: created (one round trip; a replay sends the body to be
+        refused), else compared by ETag (the ETag of a single-request PUT is the MD5 of its
+        bytes, so equal ETags mean equal content) and replaced if it differs (damaged, or
+        written by older code as a multipart upload, whose ETag is no MD5). Every write is
+        a single request, so the next replay finds the MD5."""
         full = self.prefix + key
         if not self._created(full, body, content_type):
-            if self._etag(self.bucket, full) == hashlib.md5(body).hexdigest():
+            etag = self._etag(self.bucket, full)
+            if etag == hashlib.md5(body).hexdigest():
                 return
-            data = io.BytesIO(body)
-            self.s3.put_object(self.bucket, full, data, len(body), content_type=content_type)
+            try:
+                if etag is None:  # deleted since
+                    put_if_absent(self.s3, self.bucket, full, body, content_type)
+                else:
+                    put_if_match(self.s3, self.bucket, full, body, content_type, etag)
+            except PreconditionFailed as exc:
+                raise Unavailable(f"s3://{self.bucket}/{full} changed while being written") from exc
         self._landed(key)
 
     def _swap(self, op: PutJson, version: int) -> None:
