@@ -41,6 +41,7 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, fingerprint
 from mint.serving.catalog import Catalog, revision_key
 from mint.serving.engine import ServingEngine, key_of
+from mint.serving.host_reserve import RESERVE_BYTES, HostReserve
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.requests import RevisionRef
 from mint.serving.residency import SlotTable
@@ -167,6 +168,7 @@ def main() -> None:
             topics,
             NodeMetrics(),
             report_s=5.0,
+            reserve=HostReserve(RESERVE_BYTES),  # as a CPU node has
         )
         reconciler.start()
         reconciler.ready.wait(timeout=60)

@@ -46,7 +46,7 @@ class DiskCache:
                 self._sizes.move_to_end(sha256)
         return data
 
-    def put(self, sha256: str, data: bytes) -> None:
+    def put(self, sha256: str, data: bytes | memoryview) -> None:
         """Keep verified bytes (the caller checked the hash); skipped if over budget."""
         if len(data) > self.budget_bytes:
             return

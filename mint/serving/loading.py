@@ -23,6 +23,7 @@ from mint.validation.safetensors_bytes import ITEM_SIZE
 
 from .catalog import Catalog, weights_key
 from .disk_cache import DiskCache
+from .host_reserve import HostReserve
 from .packed_model import LoraWeights
 from .requests import RevisionRef
 
@@ -37,7 +38,7 @@ def check_sha256(digest: str, recorded: str) -> None:
         raise DataLoss(f"adapter weights hash to {digest}, not the recorded {recorded}")
 
 
-def parse_weights(data: bytes, config: LoraAdapterConfig) -> LoraWeights:
+def parse_weights(data: bytes | memoryview, config: LoraAdapterConfig) -> LoraWeights:
     """safetensors bytes → LoRA weights, never pickle."""
     return LoraWeights.from_peft(
         tensor_views(data), config.lora_alpha, config.use_rslora, config.alpha_pattern
@@ -49,7 +50,7 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)
 
 
-def tensor_views(data: bytes) -> dict[str, torch.Tensor]:
+def tensor_views(data: bytes | memoryview) -> dict[str, torch.Tensor]:
     """Every tensor of safetensors `data` as a view of those bytes: the weights are
     copied once, into a slot, not first into tensors of their own (the safetensors
     library's copies took a millisecond of a 2 MB load's critical path). The bytes
@@ -60,7 +61,7 @@ def tensor_views(data: bytes) -> dict[str, torch.Tensor]:
         (header_len,) = struct.unpack_from("<Q", data)
         if 8 + header_len > len(data):
             raise ValueError("the header runs past the end")
-        header = json.loads(data[8 : 8 + header_len])
+        header = json.loads(bytes(data[8 : 8 + header_len]))
         if not isinstance(header, dict):
             raise TypeError("the header is no JSON object")
         header.pop("__metadata__", None)
@@ -70,7 +71,7 @@ def tensor_views(data: bytes) -> dict[str, torch.Tensor]:
         raise DataLoss(f"adapter weights do not read as safetensors: {exc}") from exc
 
 
-def _view(data: bytes, start: int, spec: dict[str, Any]) -> torch.Tensor:
+def _view(data: bytes | memoryview, start: int, spec: dict[str, Any]) -> torch.Tensor:
     dtype, shape = _DTYPES[spec["dtype"]], spec["shape"]
     begin, end = spec["data_offsets"]
     count, odd = divmod(end - begin, ITEM_SIZE[spec["dtype"]])
@@ -88,7 +89,7 @@ class Fetched:
 
     ref: RevisionRef  # as the projection's manifest describes it (with its base)
     weights: LoraWeights
-    data: bytes
+    data: bytes | memoryview  # what the weights are views of
     fetch_s: float  # object store reads
     parse_s: float  # config and safetensors parsing
     from_disk: bool = False  # found in the node's disk tier (hashed again there)
@@ -109,29 +110,39 @@ class Fetched:
 _READERS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="fetch")
 
 
-def _sha256(data: bytes) -> str:
+def _sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = None) -> Fetched:
+def fetch_revision(
+    catalog: Catalog,
+    ref: RevisionRef,
+    disk: DiskCache | None = None,
+    reserve: HostReserve | None = None,
+) -> Fetched:
     """The revision's weights, from the local disk tier if it has them, else from the
     projection; `verify()` before serving them (`ServingEngine.load` takes it, so that the
     hash runs while the weights are copied into a slot), `keep()` once served. An intent
     carries the base and the config, so that is one read; without them, the manifest is
-    read alongside and must agree with `ref`."""
+    read alongside and must agree with `ref`. With a `reserve`, the weights are views of
+    memory taken from it (for a node whose host tier keeps them as they are stored)."""
     started = time.perf_counter()
     described = None
     if not (ref.config_json and ref.base_fingerprint):
         described = _READERS.submit(catalog.revision, ref.adapter, ref.revision)
-    data = disk.get(ref.weights_sha256) if disk is not None else None  # re-hashed there
+    data: bytes | memoryview | None = None
+    if disk is not None:
+        data = disk.get(ref.weights_sha256)  # re-hashed there
     from_disk, digest = data is not None, None
     if data is None:
         data = catalog.objects.get(weights_key(ref))
         if data is None:
             raise NotFound(f"{ref.label}: its weights are not in the projection (yet)")
-        # Hashed on another core while this one parses and copies (hashlib lets go of
+    if not from_disk:
+        # Hashed on another core while this one copies and parses (hashlib lets go of
         # the GIL); the weights are served only once the hash matched.
         digest = _READERS.submit(_sha256, data)
+    data = _into_reserve(data, reserve)
     if described is not None:
         manifest = described.result()
         if (manifest.adapter_id, manifest.weights_sha256) != (ref.adapter_id, ref.weights_sha256):
@@ -147,3 +158,13 @@ def fetch_revision(catalog: Catalog, ref: RevisionRef, disk: DiskCache | None = 
         raise
     parsed = time.perf_counter()
     return Fetched(ref, weights, data, fetched - started, parsed - fetched, from_disk, digest)
+
+
+def _into_reserve(data: bytes | memoryview, reserve: HostReserve | None) -> bytes | memoryview:
+    """`data` copied into memory written beforehand, which is what the host tier then
+    keeps; `data`'s own buffer goes back to the allocator for the next read."""
+    if reserve is None or not data:
+        return data
+    buffer = reserve.take(len(data))
+    buffer.copy_(torch.frombuffer(data, dtype=torch.uint8))  # without the GIL
+    return buffer.numpy().data

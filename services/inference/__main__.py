@@ -67,6 +67,7 @@ def main() -> None:
             lora_kernel=config.lora_kernel,
             budget_bytes=int(config.budget_mib * MiB),
             host_budget_bytes=int(config.host_budget_mib * MiB),
+            host_reserve_bytes=int(config.host_reserve_mib * MiB),
             max_prompt_tokens=config.max_prompt_tokens,
             batch_window_ms=config.batch_window_ms,
             max_batch=config.max_batch,

@@ -24,6 +24,7 @@ from mint.serving.catalog import Catalog
 from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
+from mint.serving.host_reserve import RESERVE_BYTES, HostReserve
 from mint.serving.kernels import gathered_lora_kernel, lora_path
 from mint.serving.packed_model import PackedLoraModel
 from mint.serving.provenance import engine_version
@@ -66,6 +67,7 @@ class NodeConfig:
     lora_kernel: str = "auto"  # auto: the Triton kernel where it applies (CUDA)
     budget_bytes: int = 256 * 1024 * 1024  # the device slots
     host_budget_bytes: int = 1024 * 1024 * 1024  # every resident adapter, in host memory
+    host_reserve_bytes: int = RESERVE_BYTES  # written ahead of loads (CPU nodes; 0: none)
     max_prompt_tokens: int = 1024
     batch_window_ms: float = 5.0  # an idle node waits this long for a burst to start with
     max_batch: int = 32  # requests running at once
@@ -161,6 +163,12 @@ class NodeProcess:
         self.port, self.health = self.rpc.port, self.rpc.health
         self.metrics.registry.register(TokenMetrics(config.tokens))
         self.address = f"{config.advertise_host}:{self.port}"
+        # On a GPU the host tier keeps page-locked copies, not the fetched bytes.
+        self.reserve = (
+            HostReserve(config.host_reserve_bytes, self.metrics.count_reserve_take)
+            if home.device.type == "cpu" and config.host_reserve_bytes > 0
+            else None
+        )
         self.reconciler = Reconciler(
             config.name,
             self.address,
@@ -173,6 +181,7 @@ class NodeProcess:
             DiskCache(Path(config.disk_cache_dir), config.disk_budget_bytes)
             if config.disk_cache_dir
             else None,
+            reserve=self.reserve,
         )
         self.reconciler.start()
         if config.metrics_port is not None:
@@ -183,6 +192,8 @@ class NodeProcess:
         (see `RpcServer.stop`)."""
         self.rpc.start_draining()
         self.reconciler.stop()
+        if self.reserve is not None:
+            self.reserve.close()
         self.rpc.stop(grace_s)
         self.scheduler.close()
         if self.recorder is not None:

@@ -44,6 +44,13 @@ class NodeMetrics:
         self.loads = Counter(
             "mint_node_loads_total", "Load attempts by outcome", ["outcome"], registry=r
         )
+        self.reserve_takes = Counter(
+            "mint_node_host_reserve_takes_total",
+            "Loads by whether the host reserve had written memory ready for their bytes "
+            "(hit) or they faulted new pages in (miss)",
+            ["outcome"],
+            registry=r,
+        )
         self.evictions = Counter("mint_node_evictions_total", "Adapters evicted", registry=r)
         self.requests = Counter(
             "mint_node_requests_total",
@@ -73,3 +80,6 @@ class NodeMetrics:
             "failing): those outputs cannot be reproduced by id",
             registry=r,
         )
+
+    def count_reserve_take(self, hit: bool) -> None:
+        self.reserve_takes.labels("hit" if hit else "miss").inc()

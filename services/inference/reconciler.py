@@ -33,6 +33,7 @@ from mint.serving.device import dtype_name
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine, key_of
 from mint.serving.erasures import ErasureNotice
+from mint.serving.host_reserve import HostReserve
 from mint.serving.loading import fetch_revision
 from mint.serving.requests import RevisionRef
 from mint.serving.residency import ResidentKey
@@ -62,6 +63,7 @@ class Reconciler:
         report_s: float = 1.0,
         disk: DiskCache | None = None,
         max_loads: int = MAX_LOADS,
+        reserve: HostReserve | None = None,
     ) -> None:
         self.node, self.address, self.engine, self.catalog = node, address, engine, catalog
         self.kafka, self.topics, self.metrics, self.report_s = (
@@ -70,7 +72,7 @@ class Reconciler:
             metrics,
             report_s,
         )
-        self.disk = disk
+        self.disk, self.reserve = disk, reserve
         self.desired: dict[ResidentKey, tuple[RevisionRef, pb.ResidencyIntent]] = {}
         self.erased: dict[str, ErasureNotice] = {}  # adapter id -> its notice
         self._lock = threading.Lock()  # the three below: the loads' threads share them
@@ -196,7 +198,7 @@ class Reconciler:
     def _load(self, ref: RevisionRef, pinned: bool) -> None:
         started = time.perf_counter()
         try:
-            fetched = fetch_revision(self.catalog, ref, self.disk)
+            fetched = fetch_revision(self.catalog, ref, self.disk, self.reserve)
             copy_started = time.perf_counter()
             self.engine.load(fetched.ref, fetched.weights, pinned, verify=fetched.verify)
             fetched.keep(self.disk)  # before the check below, which drops it if erased

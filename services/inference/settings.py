@@ -71,6 +71,11 @@ class NodeSettings(
         description="budget of the adapters held in host memory, MiB (every resident "
         "adapter; at least --budget-mib): they are copied into a slot when requested",
     )
+    host_reserve_mib: NonNegativeFloat = Field(
+        32,
+        description="host memory written ahead of loads, MiB, so that a CPU node filling up "
+        "does not fault each adapter's pages in while loading it (0: none)",
+    )
     disk_cache_dir: str | None = Field(None, description="local disk tier for adapter weights")
     disk_cache_mib: PositiveFloat = Field(4096, description="its budget, MiB")
     max_prompt_tokens: PositiveInt = Field(1024, description="longest prompt")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from minio import Minio
 from peft import PeftModel
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import free_ports
 from mint.backends.kafka import KafkaConnection
@@ -507,6 +508,14 @@ def test_metrics_show_residency_loads_batches_and_latency(node: NodeProcess, stu
     resident = len(node.engine.resident())
     assert f'mint_node_resident_adapters{{tier="host"}} {resident}.0' in text
     assert 'mint_node_loads_total{outcome="loaded"}' in text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    loads = sum(
+        s.value
+        for s in samples
+        if s.name == "mint_node_loads_total" and s.labels["outcome"] != "failed"
+    )
+    takes = sum(s.value for s in samples if s.name == "mint_node_host_reserve_takes_total")
+    assert takes >= loads > 0  # a CPU node copies every load into its host reserve
     assert "mint_node_load_seconds_count" in text
     assert "mint_node_batch_size_count" in text
     assert 'mint_node_request_seconds_count{method="Generate"}' in text

@@ -165,3 +165,39 @@ def test_a_fetched_revision_is_checked_against_its_hash_even_when_it_does_not_pa
             fetched = fetch_revision(catalog, ref)
             fetched.verify()
             assert fetched.weights.modules
+
+
+def test_weights_fetched_into_the_host_reserve_equal_those_read_from_the_bytes(
+    adapters: dict[str, Path],
+) -> None:
+    """A node that keeps what it fetches copies the bytes into memory written beforehand
+    (`HostReserve`); the weights are views of that copy and still checked by their hash."""
+    import hashlib
+
+    from mint.domain.errors import DataLoss
+    from mint.serving.catalog import Catalog, weights_key
+    from mint.serving.host_reserve import HostReserve
+    from mint.serving.loading import fetch_revision
+    from mint.serving.requests import RevisionRef
+
+    data = (adapters["b"] / "adapter_model.safetensors").read_bytes()
+    config = (adapters["b"] / "adapter_config.json").read_text()
+    ref = RevisionRef(
+        "a" * 32, "acme/b", 1, hashlib.sha256(data).hexdigest(), len(data), "f", config
+    )
+    reserve = HostReserve(1 << 20)
+    try:
+        plain = fetch_revision(Catalog({weights_key(ref): data}), ref)
+        kept = fetch_revision(Catalog({weights_key(ref): data}), ref, reserve=reserve)
+        kept.verify()
+        assert isinstance(kept.data, memoryview) and bytes(kept.data) == data
+        assert plain.weights.modules.keys() == kept.weights.modules.keys()
+        for name, (a, b, scale) in plain.weights.modules.items():
+            kept_a, kept_b, kept_scale = kept.weights.modules[name]
+            assert torch.equal(a, kept_a) and torch.equal(b, kept_b) and scale == kept_scale
+        altered = data[:-1] + bytes([data[-1] ^ 1])
+        catalog = Catalog({weights_key(ref): altered})
+        with pytest.raises(DataLoss, match="not the recorded"):
+            fetch_revision(catalog, ref, reserve=reserve).verify()
+    finally:
+        reserve.close()

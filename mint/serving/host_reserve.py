@@ -1,0 +1,104 @@
+"""Host memory written before a load needs it.
+
+Every resident revision's bytes stay in host memory (the host tier keeps views of them),
+so a node that is filling up asks the OS for new pages on every load, and the first
+write to each page faults. On the 2-core machine of `bench/residency_load.py` those
+faults cost about as much as the S3 GET of the 2 MB itself. The reserve keeps buffers of
+the sizes recently loaded ready, allocated and written by a thread of its own at low
+priority (torch fills them without the GIL), so a load copies its fetched bytes into
+memory that is already there, and the GET's own buffer, freed at once, is reused by the
+next GET (as S-LoRA's preallocated memory pool). A miss costs what no reserve would.
+
+Buffers of one size serve adapters of one shape, which is what a node mostly holds: the
+adapters trained with one config. Sizes asked for least recently give way first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+RESERVE_BYTES = 32 << 20  # a node's default
+DEPTH = 8  # buffers kept ready per size (fewer if they would pass the reserve's bytes)
+
+
+class HostReserve:
+    def __init__(self, reserve_bytes: int, on_take: Callable[[bool], None] | None = None) -> None:
+        """`on_take(hit)` is told of each `take`, whether the reserve had the buffer."""
+        self.reserve_bytes, self.on_take = reserve_bytes, on_take
+        self._ready: OrderedDict[int, list[torch.Tensor]] = OrderedDict()  # LRU size first
+        self._owed: dict[int, int] = {}  # per size: buffers the filler has yet to make
+        self._held_bytes = 0
+        self._lock = threading.Lock()
+        self._wanted: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._filler = threading.Thread(target=self._fill, name="host-reserve", daemon=True)
+        self._filler.start()
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        """A CPU uint8 buffer of `nbytes`: a written one if the reserve has it (it then
+        makes another), else a new one."""
+        with self._lock:
+            ready = self._ready.get(nbytes)
+            buffer = ready.pop() if ready else None
+            if buffer is not None:
+                self._held_bytes -= nbytes
+            wanted = self._top_up(nbytes)
+        for _ in range(wanted):
+            self._wanted.put(nbytes)
+        if self.on_take is not None:
+            self.on_take(buffer is not None)
+        return buffer if buffer is not None else torch.empty(nbytes, dtype=torch.uint8)
+
+    def close(self) -> None:
+        self._wanted.put(None)
+        self._filler.join(timeout=5)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes
+
+    def _top_up(self, nbytes: int) -> int:
+        """How many more buffers of `nbytes` to make (under the lock)."""
+        if nbytes <= 0:
+            return 0
+        self._ready.setdefault(nbytes, [])
+        self._ready.move_to_end(nbytes)
+        depth = min(DEPTH, self.reserve_bytes // nbytes)
+        owed = self._owed.get(nbytes, 0)
+        more = max(0, depth - len(self._ready[nbytes]) - owed)
+        self._owed[nbytes] = owed + more
+        return more
+
+    def _fill(self) -> None:
+        _lower_priority()
+        while (nbytes := self._wanted.get()) is not None:
+            buffer = torch.empty(nbytes, dtype=torch.uint8)
+            buffer.fill_(0)  # the first write faults every page in, here rather than in a load
+            with self._lock:
+                self._owed[nbytes] -= 1
+                self._make_room(nbytes)
+                if self._held_bytes + nbytes <= self.reserve_bytes:
+                    self._ready.setdefault(nbytes, []).append(buffer)
+                    self._held_bytes += nbytes
+
+    def _make_room(self, nbytes: int) -> None:
+        """Drop the buffers of the sizes asked for least recently until `nbytes` fit."""
+        for size in list(self._ready):
+            if self._held_bytes + nbytes <= self.reserve_bytes or size == nbytes:
+                return
+            self._held_bytes -= size * len(self._ready.pop(size))
+
+
+def _lower_priority() -> None:
+    """Nice this thread (Linux applies it per thread) so that loads come first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: no matter
+        log.debug("the host reserve runs at normal priority: %s", exc)
