@@ -1,13 +1,12 @@
-"""Rows of sequences that run forward passes together, each with its own adapter slot,
-sharing one left-padded KV cache that rows join and leave between passes. Which rows use
-which rank class (the routing) is worked out when rows join or leave, not in each pass.
+"""A cohort's rows prefilling together, each with its own adapter slot, in one
+left-padded KV cache (transformers' DynamicCache), chunk by chunk; once their prompts
+are done they join the running batch (`StaticKvBatch`). Which rows use which rank class
+(the routing) is worked out when rows leave, not in each pass.
 
 Per layer the cache is [rows, heads, width, head_dim]; `mask` [rows, width] says which
-columns hold a row's tokens (left padding, and any column a row skipped, hold none).
-Positions count only a row's own tokens, so a row computes what it would alone. Rows
-joining (`extend`) are left-padded to the common width; rows leaving (`keep`) are
-dropped and columns no row uses any more are trimmed. Both copy the cache, which happens
-only when membership changes (transformers' DynamicCache copies it on every pass anyway).
+columns hold a row's tokens (the left padding holds none). Positions count only a row's
+own tokens, so a row computes what it would alone. Rows leaving (`keep`) are dropped and
+columns no row uses any more are trimmed.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.nn import functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -74,24 +72,9 @@ class KvBatch:
             layer.keys = keys.index_select(0, index)[:, :, start:]
             layer.values = values.index_select(0, index)[:, :, start:]
 
-    def extend(self, other: KvBatch) -> None:
-        """`other`'s rows join after these (`other` is spent)."""
-        if other.rows == 0:
-            return
-        if self.rows == 0:
-            self.cache, self.mask = other.cache, other.mask
-            self.slots, self.routing = other.slots, other.routing
-            return
-        width = max(self.width, other.width)
-        mine, theirs = self._layers(), other._layers()
-        if len(mine) != len(theirs):
-            raise ValueError("both batches need a filled cache to join")
-        for a, b in zip(mine, theirs, strict=True):
-            (a_keys, a_values), (b_keys, b_values) = _filled(a), _filled(b)
-            a.keys = torch.cat([_left_pad(a_keys, width), _left_pad(b_keys, width)])
-            a.values = torch.cat([_left_pad(a_values, width), _left_pad(b_values, width)])
-        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(other.mask, width)])
-        self.routing = self._route(self.slots + other.slots)
+    def filled_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's (keys, values) [rows, heads, width, head_dim]."""
+        return [_filled(layer) for layer in self._layers()]
 
     def _layers(self) -> list[DynamicLayer]:
         """The cache's filled layers (none before the first pass)."""
@@ -108,11 +91,3 @@ def _filled(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
     if layer.keys is None or layer.values is None:
         raise ValueError("this cache layer holds nothing yet")
     return layer.keys, layer.values
-
-
-def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
-    """Zeros before the columns (the last dim of a mask, the one before it of keys)."""
-    missing = width - (t.shape[-1] if t.dim() == 2 else t.shape[-2])
-    if missing == 0:
-        return t
-    return F.pad(t, (missing, 0) if t.dim() == 2 else (0, 0, missing, 0))

@@ -37,6 +37,7 @@ from .engine import ServingEngine
 from .generation import Generation, OnToken, Output
 from .kv_batch import KvBatch
 from .requests import RevisionRef, Sampling
+from .static_kv import StaticKvBatch
 
 log = logging.getLogger(__name__)
 __all__ = ["Generation", "Output", "Scheduler"]
@@ -79,7 +80,7 @@ class Scheduler:
         self._blocked = False  # the last cohort found no slot for any waiting request
         self._closed = False
         self._running: list[Generation] = []
-        self._batch = self._new_batch([])
+        self._batch = self._new_running()
         self._cohort: _Cohort | None = None
         self._unread: torch.Tensor | None = None  # the output of a pass not yet read back
         self._thread: threading.Thread | None = None
@@ -334,7 +335,7 @@ class Scheduler:
         for g in self._running + (self._cohort.members if self._cohort else []):
             self._end(g, error)
         self._running, self._cohort = [], None
-        self._batch = self._new_batch([])
+        self._batch = self._new_running()
 
     def _stop_all(self) -> None:
         stopping = Unavailable("this node is stopping; retry on another")
@@ -347,3 +348,6 @@ class Scheduler:
 
     def _new_batch(self, slots: list[int]) -> KvBatch:
         return KvBatch(self.engine.model, slots, self.engine.model_device)
+
+    def _new_running(self) -> StaticKvBatch:
+        return StaticKvBatch(self.engine.model, self.engine.model_device)

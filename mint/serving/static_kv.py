@@ -1,0 +1,165 @@
+"""The running batch's KV cache in storage of its own: row i of every layer's keys and
+values holds request i's tokens from column 0, with its length beside it, so rows of
+different lengths share a decode pass without padding, and the cache is not copied on
+each pass (transformers' DynamicCache concatenates it every time).
+
+A decode pass writes each row's new key and value in place, at the row's own length,
+and attends over the first `width` columns (the longest row's) under a mask of each
+row's own. Rows join from a prefilled `KvBatch` (their columns, left-padded there,
+copied to the start of new rows) and leave by moving the rows after them down: joins
+and leaves copy only the rows that arrive or move, never the whole batch. Storage grows
+by doubling (rows, columns), so nothing is sized ahead. The shapes of a pass depend on
+the row count and width only, the ground for a captured decode step on a GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .kv_batch import KvBatch
+from .packed_model import PackedLoraModel
+from .routing import SlotRouting
+
+
+class StaticKvBatch:
+    def __init__(self, model: PackedLoraModel, device: torch.device) -> None:
+        """No rows yet; storage comes with the first rows that join."""
+        self.model, self.device = model, device
+        self.keys: list[torch.Tensor] = []  # per layer [capacity, heads, columns, head_dim]
+        self.values: list[torch.Tensor] = []
+        self.lengths = torch.zeros(0, dtype=torch.long, device=device)  # tokens per row
+        self._lengths: list[int] = []  # the same on the host: nothing is read back
+        self.slots: list[int] = []
+        self.routing: SlotRouting = model.route([])
+        self._width = 0  # during a pass: the columns it attends over
+        config = getattr(model.base, "config", None)
+        self._additive = getattr(config, "_attn_implementation", None) == "eager"  # else bool
+
+    @property
+    def rows(self) -> int:
+        return len(self.slots)
+
+    @property
+    def width(self) -> int:
+        """The longest row's length."""
+        return max(self._lengths, default=0)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One token per row (`ids` [rows, 1]; `mask` must be all ones: every row has
+        one); the logits [rows, vocab] (float32) after it."""
+        if not self.rows or ids.shape != (self.rows, 1):
+            raise ValueError(f"a decode pass takes one token for each of {self.rows} rows")
+        self._width = self.width + 1
+        self._reserve(self.rows, self._width)
+        columns = torch.arange(self._width, device=self.device)
+        attend = columns[None, :] <= self.lengths[:, None]  # its own tokens and the new one
+        try:
+            out = self.model.run(
+                ids,
+                self.routing,
+                attention_mask=self._mask(attend[:, None, None, :]),
+                position_ids=self.lengths[:, None],
+                cache=self,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        finally:
+            self._width = 0
+        self.lengths.add_(1)
+        self._lengths = [n + 1 for n in self._lengths]
+        logits: torch.Tensor = out.logits[:, -1].float()
+        return logits
+
+    def update(
+        self, keys: torch.Tensor, values: torch.Tensor, layer: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """transformers' cache call in each attention layer: this pass's key and value
+        [rows, heads, 1, head_dim] written at each row's column; what to attend over."""
+        if not self._width:
+            raise RuntimeError("the static KV cache is written only by its own forward pass")
+        rows = self.rows
+        index = self.lengths.view(rows, 1, 1, 1).expand(rows, keys.shape[1], 1, keys.shape[3])
+        stored_keys, stored_values = self.keys[layer][:rows], self.values[layer][:rows]
+        stored_keys.scatter_(2, index, keys.to(stored_keys.dtype))
+        stored_values.scatter_(2, index, values.to(stored_values.dtype))
+        return stored_keys[:, :, : self._width], stored_values[:, :, : self._width]
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Only `rows` (ascending), in this order: the rows after a gap move down."""
+        if any(b <= a for a, b in itertools.pairwise(rows)):
+            raise ValueError("rows are kept in their order")
+        moves = [(to, at) for to, at in enumerate(rows) if to != at]
+        if moves:
+            to = torch.tensor([m[0] for m in moves], device=self.device)
+            at = torch.tensor([m[1] for m in moves], device=self.device)
+            used = self.width
+            for stored in (*self.keys, *self.values):
+                stored[:, :, :used].index_copy_(0, to, stored[:, :, :used].index_select(0, at))
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        self.lengths = self.lengths.index_select(0, index)
+        self._lengths = [self._lengths[i] for i in rows]
+        self.slots = [self.slots[i] for i in rows]
+        self.routing = self.model.route(self.slots)
+
+    def extend(self, other: KvBatch) -> None:
+        """`other`'s rows (prefilled, left-padded) join after these (`other` is spent)."""
+        if other.rows == 0:
+            return
+        layers = other.filled_layers()
+        if self.keys and len(layers) != len(self.keys):
+            raise ValueError("both batches need the same layers to join")
+        lengths = other.mask.sum(dim=1)
+        first = other.width - lengths  # each row's tokens are the last of other's columns
+        expected = torch.arange(other.width, device=self.device) >= first[:, None]
+        if not torch.equal(other.mask.bool(), expected):
+            raise ValueError("rows join with their tokens in the last columns (left padding)")
+        added = lengths.tolist()
+        longest = max(added)
+        start, end = self.rows, self.rows + other.rows
+        if not self.keys:
+            self._allocate(layers[0][0], len(layers), end, longest)
+        self._reserve(end, longest)
+        columns = (first[:, None] + torch.arange(longest, device=self.device)).clamp(
+            max=other.width - 1
+        )
+        for (keys, values), stored_keys, stored_values in zip(
+            layers, self.keys, self.values, strict=True
+        ):
+            index = columns[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[3])
+            stored_keys[start:end, :, :longest] = keys.gather(2, index)
+            stored_values[start:end, :, :longest] = values.gather(2, index)
+        self.lengths = torch.cat([self.lengths, lengths.to(self.lengths.dtype)])
+        self._lengths += added
+        self.slots = self.slots + other.slots
+        self.routing = self.model.route(self.slots)
+
+    def _mask(self, attend: torch.Tensor) -> torch.Tensor:
+        """A 4D mask as the base's attention takes it (transformers uses it as given)."""
+        if self._additive:
+            dtype = self.keys[0].dtype
+            return torch.zeros(attend.shape, dtype=dtype, device=self.device).masked_fill(
+                ~attend, torch.finfo(dtype).min
+            )
+        return attend
+
+    def _allocate(self, like: torch.Tensor, layers: int, rows: int, columns: int) -> None:
+        shape = (rows, like.shape[1], columns, like.shape[3])
+        self.keys = [like.new_zeros(shape) for _ in range(layers)]
+        self.values = [like.new_zeros(shape) for _ in range(layers)]
+
+    def _reserve(self, rows: int, columns: int) -> None:
+        """Room for `rows` rows of `columns` columns, doubling what is short."""
+        capacity, room = self.keys[0].shape[0], self.keys[0].shape[2]
+        if rows <= capacity and columns <= room:
+            return
+        grown_rows = max(rows, 2 * capacity) if rows > capacity else capacity
+        grown_columns = max(columns, 2 * room) if columns > room else room
+        for stored in (self.keys, self.values):
+            for i, old in enumerate(stored):
+                new = old.new_zeros((grown_rows, old.shape[1], grown_columns, old.shape[3]))
+                new[: old.shape[0], :, : old.shape[2]] = old
+                stored[i] = new

@@ -1,0 +1,101 @@
+"""The running batch's static KV cache: each row computes what it would alone, through
+joins (after growth of its rows and columns), leaves from the middle, and with an
+additive (eager) mask as with a boolean one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mint.serving.kv_batch import KvBatch
+from mint.serving.packed_model import PackedLoraModel
+from mint.serving.static_kv import StaticKvBatch
+from tests.serving.conftest import Pair, byte_llama
+
+CPU = torch.device("cpu")
+
+
+def packed(pair: Pair, attention: str) -> PackedLoraModel:
+    base = byte_llama()
+    base.config._attn_implementation = attention
+    model = PackedLoraModel(base, ["q_proj", "v_proj"], 4, pair.max_rank)
+    model.load(1, pair.weights["a"])
+    model.load(2, pair.weights["b"])
+    return model
+
+
+def prefilled(model: PackedLoraModel, prompts: list[list[int]], slots: list[int]) -> KvBatch:
+    """A cohort as the scheduler makes it: prompts left-padded, one pass."""
+    width = max(map(len, prompts))
+    ids = torch.zeros((len(prompts), width), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
+    batch = KvBatch(model, slots, CPU)
+    batch.forward(ids, mask)
+    return batch
+
+
+def solo(model: PackedLoraModel, prompt: list[int], slot: int, fed: list[int]) -> torch.Tensor:
+    """The logits after `prompt` then `fed`, run alone."""
+    ids = torch.tensor([prompt + fed])
+    with torch.no_grad():
+        logits: torch.Tensor = model.run(ids, [slot]).logits[0, -1].float()
+    return logits
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_rows_compute_what_they_would_alone_through_joins_and_leaves(
+    pair: Pair, attention: str
+) -> None:
+    model = packed(pair, attention)
+    prompts = {"p": [5, 6, 7], "q": [9] * 11, "r": [3, 1], "s": [8] * 6, "t": [2] * 20}
+    slots = {"p": 1, "q": 2, "r": 0, "s": 1, "t": 2}
+    fed: dict[str, list[int]] = {k: [] for k in prompts}
+    running: list[str] = []
+    batch = StaticKvBatch(model, CPU)
+
+    def join(names: list[str]) -> None:
+        batch.extend(prefilled(model, [prompts[n] for n in names], [slots[n] for n in names]))
+        running.extend(names)
+        for n in names:
+            fed[n] = []  # a request again, from its prompt
+
+    def decode(steps: int) -> None:
+        for _ in range(steps):
+            ids = torch.tensor([[40 + len(fed[n]) + i] for i, n in enumerate(running)])
+            with torch.no_grad():
+                logits = batch.forward(ids, torch.ones_like(ids))
+            for i, n in enumerate(running):
+                fed[n].append(int(ids[i, 0]))
+                expected = solo(model, prompts[n], slots[n], fed[n])
+                torch.testing.assert_close(logits[i], expected, rtol=1e-4, atol=1e-4)
+
+    def leave(names: set[str]) -> None:
+        kept = [i for i, n in enumerate(running) if n not in names]
+        batch.keep(kept)
+        running[:] = [running[i] for i in kept]
+
+    join(["p", "q"])
+    decode(3)
+    join(["r", "s", "t"])  # more rows and columns than it had: its storage grows
+    decode(2)
+    leave({"q", "r"})  # from the middle: s and t move down
+    decode(2)
+    join(["q"])
+    decode(1)
+    leave({"p", "s", "t", "q"})
+    assert batch.rows == 0 and batch.width == 0
+    join(["r"])
+    decode(1)
+
+
+def test_rows_join_only_with_their_tokens_in_the_last_columns(pair: Pair) -> None:
+    model = packed(pair, "sdpa")
+    cohort = prefilled(model, [[1, 2, 3], [4]], [1, 2])
+    cohort.mask[1] = torch.tensor([1, 0, 1])  # a hole: not how a cohort is made
+    with pytest.raises(ValueError, match="last columns"):
+        StaticKvBatch(model, CPU).extend(cohort)
+    batch = StaticKvBatch(model, CPU)
+    with pytest.raises(ValueError, match="one token for each"):
+        batch.forward(torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.long))
