@@ -1,7 +1,8 @@
 """Where a node's tensors live, checked on the machine itself: builds the node's engine on
 `--device` in `--dtype`, loads adapters (more than it has slots), promotes them back from
-host memory, runs a mixed batch against PEFT, times the gathered-LoRA kernel against the
-torch path per decode step (`lora_kernel.py`), and writes what it found to
+host memory, runs a mixed batch against PEFT, decodes it again from CUDA graphs, times
+the gathered-LoRA kernel against the torch path per decode step (`lora_kernel.py`), and
+writes what it found to
 `<out>/device_check.json` (`--out`, default `$OUT`, else the current folder).
 
   python -m bench.gpu.device_check --device cuda --dtype bfloat16 --hidden 1024 --layers 8
@@ -36,6 +37,7 @@ from bench.gpu import lora_kernel
 from mint.layout import ADAPTER_WEIGHTS
 from mint.models.base import build_base, place, tiny_llama_config
 from mint.models.lora import load_adapter_weights
+from mint.serving.decode_graphs import DecodeGraphs
 from mint.serving.device import TensorHome, resolve
 from mint.serving.engine import ServingEngine, key_of
 from mint.serving.packed_model import PEFT_PREFIX, LoraWeights, PackedLoraModel
@@ -268,6 +270,48 @@ def generate_mixed(
     return {"token_agreement_vs_peft_same_dtype": rate, "tokens_per_s": steps / seconds}
 
 
+def decode_graphs(engine: ServingEngine, args: argparse.Namespace) -> dict[str, Any]:
+    """The mixed batch decoded by plain passes and by passes replayed from CUDA graphs
+    (`DecodeGraphs`; on the CPU the same padded passes, not captured): the share of equal
+    tokens, and tokens/s of each (graphs: the second run, the first one captures)."""
+    rows, home = mixed_rows(args), engine_home(engine)
+
+    def decode(graphs: DecodeGraphs | None) -> tuple[list[list[int]], float]:
+        scheduler = Scheduler(
+            engine, max_batch=len(rows), step_tokens=max(512, len(rows)), graphs=graphs
+        )
+        sync(home)
+        started = time.perf_counter()
+        running = [
+            scheduler.submit([] if a is None else [(ref(a), 1.0)], ids, Sampling(args.new_tokens))
+            for ids, a in rows
+        ]
+        while scheduler.step():
+            pass
+        sync(home)
+        seconds = time.perf_counter() - started
+        if graphs is not None and scheduler.graphs is None:
+            raise RuntimeError("a captured decode pass failed: see the log above")
+        tokens = [g.result().tokens for g in running]
+        return tokens, sum(map(len, tokens)) / seconds
+
+    plain, plain_rate = decode(None)
+    graphs = DecodeGraphs(engine.layout, capture=home.device.type == "cuda")
+    _, first_rate = decode(graphs)
+    replayed, replayed_rate = decode(graphs)
+    same = sum(
+        a == b for p, r in zip(plain, replayed, strict=True) for a, b in zip(p, r, strict=True)
+    )
+    return {
+        "captured": graphs.capture,
+        "tokens_equal_share": same / sum(map(len, plain)),
+        "plain_tokens_per_s": plain_rate,
+        "graphs_first_run_tokens_per_s": first_rate,
+        "graphs_tokens_per_s": replayed_rate,
+        "graphs_over_plain": replayed_rate / plain_rate,
+    }
+
+
 def timing(engine: ServingEngine, args: argparse.Namespace, home: TensorHome) -> dict[str, Any]:
     """A mixed batch's forward pass vs the bare base's, same shapes (medians of
     `--repeats`, after two warm-up passes)."""
@@ -351,6 +395,7 @@ def run_checks(checks: Checks, args: argparse.Namespace, home: TensorHome) -> No
         checks.run("promotion", lambda: promotions(engine, args.adapters))
         checks.run("mixed_forward", lambda: mixed_forward(engine, args, bases, folders))
         checks.run("generate", lambda: generate_mixed(engine, args, bases, folders))
+        checks.run("decode_graphs", lambda: decode_graphs(engine, args))
         checks.run("timing", lambda: timing(engine, args, home))
     if home.device.type == "cuda":  # the engine's peak, before the kernel check's banks
         checks.found["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30

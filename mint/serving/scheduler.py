@@ -33,6 +33,7 @@ import torch
 
 from mint.domain.errors import ResourceExhausted, Unavailable
 
+from .decode_graphs import DecodeGraphs
 from .engine import ServingEngine
 from .generation import Generation, OnToken, Output
 from .kv_batch import KvBatch
@@ -64,9 +65,11 @@ class Scheduler:
         step_tokens: int = 512,
         window_s: float = 0.0,
         on_step: Callable[[int], None] | None = None,
+        graphs: DecodeGraphs | None = None,
     ) -> None:
         """`window_s`: how long an idle scheduler waits for more requests to start with.
-        `on_step` hears how many requests each step runs."""
+        `on_step` hears how many requests each step runs. With `graphs`, decode passes are
+        replayed from CUDA graphs (without them again for good if capturing fails)."""
         if step_tokens < max_batch:
             raise ValueError(
                 f"step_tokens ({step_tokens}) must be at least max_batch ({max_batch}): "
@@ -74,6 +77,7 @@ class Scheduler:
             )
         self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
         self.step_tokens, self.window_s, self.on_step = step_tokens, window_s, on_step
+        self.graphs = graphs
         self._lock = threading.Condition()
         self._waiting: deque[Generation] = deque()
         self._places = 0  # queue places taken: waiting, or taking a hold to wait
@@ -179,11 +183,20 @@ class Scheduler:
         rows = self._running
         ids = torch.tensor([[g.tokens[-1]] for g in rows], device=self._batch.device)
         with self.engine.model_pass():
-            logits = self._batch.forward(ids, torch.ones_like(ids))
+            logits = self._decode_pass(ids)
         kept = self._emit(rows, logits)
         if len(kept) < len(rows):
             self._batch.keep(kept)
             self._running = [rows[i] for i in kept]
+
+    def _decode_pass(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.graphs is not None:
+            try:
+                return self.graphs.forward(self._batch, ids)
+            except Exception:  # no length moved: the same pass runs again without them
+                log.exception("a captured decode pass failed; decoding without graphs")
+                self.graphs = None
+        return self._batch.forward(ids, torch.ones_like(ids))
 
     def _prefill(self, cohort: _Cohort) -> None:
         rows = cohort.batch.rows

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +24,12 @@ import torch
 from .kv_batch import KvBatch
 from .packed_model import PackedLoraModel
 from .routing import SlotRouting
+
+
+@dataclass(frozen=True)
+class _Pass:
+    lengths: torch.Tensor  # each row's write column
+    width: int  # the columns attended over
 
 
 class StaticKvBatch:
@@ -35,7 +42,7 @@ class StaticKvBatch:
         self._lengths: list[int] = []  # the same on the host: nothing is read back
         self.slots: list[int] = []
         self.routing: SlotRouting = model.route([])
-        self._width = 0  # during a pass: the columns it attends over
+        self._pass: _Pass | None = None  # the pass under way
         config = getattr(model.base, "config", None)
         self._additive = getattr(config, "_attn_implementation", None) == "eager"  # else bool
 
@@ -53,40 +60,56 @@ class StaticKvBatch:
         one); the logits [rows, vocab] (float32) after it."""
         if not self.rows or ids.shape != (self.rows, 1):
             raise ValueError(f"a decode pass takes one token for each of {self.rows} rows")
-        self._width = self.width + 1
-        self._reserve(self.rows, self._width)
-        columns = torch.arange(self._width, device=self.device)
-        attend = columns[None, :] <= self.lengths[:, None]  # its own tokens and the new one
+        self.reserve(self.rows, self.width + 1)
+        logits = self.run_pass(ids, self.lengths, self.routing, self.width + 1)
+        self.advance()
+        return logits
+
+    def run_pass(
+        self, ids: torch.Tensor, lengths: torch.Tensor, routing: SlotRouting, width: int
+    ) -> torch.Tensor:
+        """The pass itself, for the first `len(ids)` rows of storage (with room for
+        `width` columns: `reserve`), each writing at column `lengths[i]` and attending
+        over the first `width`: a function of its tensors' values and shapes alone, so
+        that it can be captured (`DecodeGraphs`, rows past the batch's padding it).
+        Moves no length: `advance` does, once."""
+        columns = torch.arange(width, device=self.device)
+        attend = columns[None, :] <= lengths[:, None]  # its own tokens and the new one
+        self._pass = _Pass(lengths, width)
         try:
             out = self.model.run(
                 ids,
-                self.routing,
+                routing,
                 attention_mask=self._mask(attend[:, None, None, :]),
-                position_ids=self.lengths[:, None],
+                position_ids=lengths[:, None],
                 cache=self,
                 use_cache=True,
                 logits_to_keep=1,
             )
         finally:
-            self._width = 0
-        self.lengths.add_(1)
-        self._lengths = [n + 1 for n in self._lengths]
+            self._pass = None
         logits: torch.Tensor = out.logits[:, -1].float()
         return logits
+
+    def advance(self) -> None:
+        """Every row has one token more (after a pass)."""
+        self.lengths.add_(1)
+        self._lengths = [n + 1 for n in self._lengths]
 
     def update(
         self, keys: torch.Tensor, values: torch.Tensor, layer: int, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """transformers' cache call in each attention layer: this pass's key and value
         [rows, heads, 1, head_dim] written at each row's column; what to attend over."""
-        if not self._width:
-            raise RuntimeError("the static KV cache is written only by its own forward pass")
-        rows = self.rows
-        index = self.lengths.view(rows, 1, 1, 1).expand(rows, keys.shape[1], 1, keys.shape[3])
+        if self._pass is None:
+            raise RuntimeError("the static KV cache is written only by its own passes")
+        lengths, width = self._pass.lengths, self._pass.width
+        rows = len(lengths)
+        index = lengths.view(rows, 1, 1, 1).expand(rows, keys.shape[1], 1, keys.shape[3])
         stored_keys, stored_values = self.keys[layer][:rows], self.values[layer][:rows]
         stored_keys.scatter_(2, index, keys.to(stored_keys.dtype))
         stored_values.scatter_(2, index, values.to(stored_values.dtype))
-        return stored_keys[:, :, : self._width], stored_values[:, :, : self._width]
+        return stored_keys[:, :, :width], stored_values[:, :, :width]
 
     def keep(self, rows: Sequence[int]) -> None:
         """Only `rows` (ascending), in this order: the rows after a gap move down."""
@@ -122,7 +145,7 @@ class StaticKvBatch:
         start, end = self.rows, self.rows + other.rows
         if not self.keys:
             self._allocate(layers[0][0], len(layers), end, longest)
-        self._reserve(end, longest)
+        self.reserve(end, longest)
         columns = (first[:, None] + torch.arange(longest, device=self.device)).clamp(
             max=other.width - 1
         )
@@ -151,9 +174,15 @@ class StaticKvBatch:
         self.keys = [like.new_zeros(shape) for _ in range(layers)]
         self.values = [like.new_zeros(shape) for _ in range(layers)]
 
-    def _reserve(self, rows: int, columns: int) -> None:
-        """Room for `rows` rows of `columns` columns, doubling what is short."""
-        capacity, room = self.keys[0].shape[0], self.keys[0].shape[2]
+    @property
+    def capacity(self) -> tuple[int, int]:
+        """(rows, columns) the storage has room for."""
+        return (self.keys[0].shape[0], self.keys[0].shape[2]) if self.keys else (0, 0)
+
+    def reserve(self, rows: int, columns: int) -> None:
+        """Room for `rows` rows of `columns` columns, doubling what is short (new storage:
+        what was captured over the old is stale)."""
+        capacity, room = self.capacity
         if rows <= capacity and columns <= room:
             return
         grown_rows = max(rows, 2 * capacity) if rows > capacity else capacity

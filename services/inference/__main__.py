@@ -65,6 +65,7 @@ def main() -> None:
             max_rank=config.max_rank,
             rank_classes=config.rank_classes,
             lora_kernel=config.lora_kernel,
+            decode_graphs=config.decode_graphs,
             budget_bytes=int(config.budget_mib * MiB),
             host_budget_bytes=int(config.host_budget_mib * MiB),
             host_reserve_bytes=int(config.host_reserve_mib * MiB),

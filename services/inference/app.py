@@ -21,6 +21,7 @@ from mint.rpc.auth import OnBehalf, TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
 from mint.serving.catalog import Catalog
+from mint.serving.decode_graphs import DecodeGraphs
 from mint.serving.device import TensorHome, resolve
 from mint.serving.disk_cache import DiskCache
 from mint.serving.engine import ServingEngine
@@ -65,6 +66,7 @@ class NodeConfig:
     max_rank: int = 32
     rank_classes: str = "auto"  # see SlotLayout.parse
     lora_kernel: str = "auto"  # auto: the Triton kernel where it applies (CUDA)
+    decode_graphs: str = "auto"  # auto: decode passes replayed from CUDA graphs on a GPU
     budget_bytes: int = 256 * 1024 * 1024  # the device slots
     host_budget_bytes: int = 1024 * 1024 * 1024  # every resident adapter, in host memory
     host_reserve_bytes: int = RESERVE_BYTES  # written ahead of loads (CPU nodes; 0: none)
@@ -124,6 +126,9 @@ class NodeProcess:
             config.step_tokens,
             config.batch_window_ms / 1000,
             on_step=self.metrics.batch_size.observe,
+            graphs=DecodeGraphs(layout)
+            if config.decode_graphs == "auto" and home.device.type == "cuda"
+            else None,
         ).start()
         catalog = Catalog(S3Objects(client(config.s3), config.bucket, config.prefix))
         node = InferenceNode(

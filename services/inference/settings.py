@@ -65,6 +65,11 @@ class NodeSettings(
         "on a GPU, gathered torch products on the CPU) or torch (gathered torch products "
         "everywhere: the reference)",
     )
+    decode_graphs: Literal["auto", "off"] = Field(
+        "auto",
+        description="decode passes replayed from CUDA graphs, one per padded batch size: auto "
+        "(on a GPU; a capture that fails turns them off, logged) or off",
+    )
     budget_mib: PositiveFloat = Field(256, description="budget of the device slots, MiB")
     host_budget_mib: PositiveFloat = Field(
         1024,

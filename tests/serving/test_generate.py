@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from mint.domain.errors import InvalidArgument
+from mint.serving.decode_graphs import DecodeGraphs
 from mint.serving.requests import RevisionRef, Sampling
 from mint.serving.sampling import draw
 from mint.serving.scheduler import Generation, Scheduler
+from mint.serving.static_kv import StaticKvBatch
 from mint.tokenizer import byte_tokenizer
 from tests.serving.conftest import Pair
 
@@ -72,11 +74,14 @@ def test_greedy_mixed_batch_equals_peft_generate(pair: Pair) -> None:
     assert len({tuple(o.tokens) for o in ours}) == 3
 
 
-def test_requests_joining_mid_generation_equal_peft(pair: Pair) -> None:
+@pytest.mark.parametrize("padded", [False, True])
+def test_requests_joining_mid_generation_equal_peft(pair: Pair, padded: bool) -> None:
     """One request decodes; a single adapter, a stack and the bare base join it three
-    steps in, with prompts of other lengths; each equals its PEFT solo run."""
+    steps in, with prompts of other lengths; each equals its PEFT solo run. `padded`:
+    decoding by the padded passes CUDA graphs capture (here without capturing)."""
     engine = pair.engine()
-    scheduler = Scheduler(engine)
+    graphs = DecodeGraphs(engine.layout, capture=False) if padded else None
+    scheduler = Scheduler(engine, graphs=graphs)
     a, b = pair.refs["a"], pair.refs["b"]
     first = scheduler.submit([(a, 1.0)], [72, 105, 33, 9, 200], Sampling(12))
     for _ in range(3):
@@ -139,3 +144,20 @@ def test_top_p_keeps_the_smallest_set_of_tokens_that_reaches_it() -> None:
     for top_p, allowed in ((0.75, {1, 3}), (0.85, {1, 3, 2}), (0.01, {1})):
         drawn = {draw(logits, 1.0, top_p, generator) for _ in range(400)}
         assert drawn == allowed, (top_p, drawn)
+
+
+def test_a_failing_captured_pass_falls_back_to_plain_passes(pair: Pair) -> None:
+    """If capturing a decode pass fails (on a GPU), that pass runs again without graphs,
+    and so do the rest: the request's tokens are what they would have been."""
+
+    class Failing(DecodeGraphs):
+        def forward(self, batch: StaticKvBatch, ids: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("capturing failed")
+
+    engine = pair.engine()
+    scheduler = Scheduler(engine, graphs=Failing(engine.layout))
+    prompt = [72, 105, 33, 9]
+    g = scheduler.submit([(pair.refs["a"], 1.0)], prompt, Sampling(6))
+    run(scheduler)
+    assert g.result().tokens == peft_greedy(pair, prompt, "a", 6)
+    assert scheduler.graphs is None

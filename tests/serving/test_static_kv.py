@@ -1,14 +1,17 @@
 """The running batch's static KV cache: each row computes what it would alone, through
-joins (after growth of its rows and columns), leaves from the middle, and with an
-additive (eager) mask as with a boolean one."""
+joins (after growth of its rows and columns), leaves from the middle, rows in two rank
+classes and the bare base, with an additive (eager) mask as with a boolean one; and so
+does the padded pass that CUDA graphs capture (run here without capturing)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mint.serving.decode_graphs import DecodeGraphs
 from mint.serving.kv_batch import KvBatch
 from mint.serving.packed_model import PackedLoraModel
+from mint.serving.rank_classes import SlotLayout
 from mint.serving.static_kv import StaticKvBatch
 from tests.serving.conftest import Pair, byte_llama
 
@@ -16,11 +19,13 @@ CPU = torch.device("cpu")
 
 
 def packed(pair: Pair, attention: str) -> PackedLoraModel:
+    """Slots 1-2 of rank 4, 3-4 of rank 8: a in slot 1, b in slot 3."""
     base = byte_llama()
     base.config._attn_implementation = attention
-    model = PackedLoraModel(base, ["q_proj", "v_proj"], 4, pair.max_rank)
+    layout = SlotLayout.parse("4:3,8:3", 3, pair.max_rank)
+    model = PackedLoraModel(base, ["q_proj", "v_proj"], layout)
     model.load(1, pair.weights["a"])
-    model.load(2, pair.weights["b"])
+    model.load(3, pair.weights["b"])
     return model
 
 
@@ -44,13 +49,16 @@ def solo(model: PackedLoraModel, prompt: list[int], slot: int, fed: list[int]) -
     return logits
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize(
+    ("attention", "padded"), [("sdpa", False), ("eager", False), ("sdpa", True)]
+)
 def test_rows_compute_what_they_would_alone_through_joins_and_leaves(
-    pair: Pair, attention: str
+    pair: Pair, attention: str, padded: bool
 ) -> None:
     model = packed(pair, attention)
+    graphs = DecodeGraphs(model.layout, capture=False)
     prompts = {"p": [5, 6, 7], "q": [9] * 11, "r": [3, 1], "s": [8] * 6, "t": [2] * 20}
-    slots = {"p": 1, "q": 2, "r": 0, "s": 1, "t": 2}
+    slots = {"p": 1, "q": 3, "r": 0, "s": 1, "t": 3}
     fed: dict[str, list[int]] = {k: [] for k in prompts}
     running: list[str] = []
     batch = StaticKvBatch(model, CPU)
@@ -65,7 +73,10 @@ def test_rows_compute_what_they_would_alone_through_joins_and_leaves(
         for _ in range(steps):
             ids = torch.tensor([[40 + len(fed[n]) + i] for i, n in enumerate(running)])
             with torch.no_grad():
-                logits = batch.forward(ids, torch.ones_like(ids))
+                if padded:  # to 1, 2, 4 … rows, over every column of storage
+                    logits = graphs.forward(batch, ids)
+                else:
+                    logits = batch.forward(ids, torch.ones_like(ids))
             for i, n in enumerate(running):
                 fed[n].append(int(ids[i, 0]))
                 expected = solo(model, prompts[n], slots[n], fed[n])
