@@ -1,5 +1,6 @@
-"""The GPU check (bench/gpu/device_check.py), run as CI can: on the CPU in bfloat16, in a
-process where the packages the GPU machine lacks cannot be imported."""
+"""The GPU check (bench/gpu/device_check.py) and the serving figures
+(bench/gpu/serving_figures.py), run as CI can: on the CPU, in a process where the
+packages the GPU machine lacks cannot be imported."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from bench.gpu import device_check
 
 # Not installed on the GPU machine (issue #11): the check must not need them.
 ABSENT_THERE = ["pydantic", "pydantic_settings", "kafka", "minio", "grpc_health", "grpc_reflection"]
-RUN = (
+BLOCKED = (
     "import runpy, sys\n"
     f"for name in {ABSENT_THERE!r}:\n"
     "    sys.modules[name] = None  # import raises ImportError\n"
-    "runpy.run_module('bench.gpu.device_check', run_name='__main__')\n"
+    "runpy.run_module('bench.gpu.{}', run_name='__main__')\n"
 )
+RUN = BLOCKED.format("device_check")
 SMALL = ["--adapters", "4", "--slots", "3", "--batch", "4", "--prompt", "16"]
 SMALL += ["--new-tokens", "8", "--repeats", "1"]
 
@@ -66,3 +68,25 @@ def test_the_gpu_check_says_why_it_cannot_run_on_a_missing_gpu(
     found = json.loads((tmp_path / "device_check.json").read_text())
     assert found["failed"] == ["resolve"]
     assert "torch sees no CUDA device" in found["resolve"]["error"]
+
+
+def test_the_serving_figures_run_on_the_cpu_and_report_every_figure(tmp_path: Path) -> None:
+    tiny = ["--tiny", "--requests", "4", "--prompt", "8", "--new-tokens", "4", "--repeats", "2"]
+    tiny += ["--device", "cpu", "--dtype", "float32", "--many", "64"]
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCKED.format("serving_figures"), *tiny],
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = json.loads((tmp_path / "serving_figures.json").read_text())
+    assert (found["device"], found["dtype"]) == ("cpu", "float32")
+    for config in ("rank8-qv/4", "rank16-all/4"):
+        figures = found[config]
+        assert figures["token_agreement"] == 1.0  # float32: PEFT's own greedy tokens
+        for name in ("packed_over_peft_per_request", "packed_over_bare", "decode_step_ms"):
+            assert figures[name] > 0
+    assert found["many_resident"]["resident"] == 64
+    assert found["many_resident"]["many_over_32"] > 0
