@@ -13,10 +13,13 @@ bfloat16 (random weights: speed does not depend on them):
   * greedy agreement with PEFT in the same dtype, teacher-forced: the share of our tokens
     that are PEFT's own argmax (target >= 99% in bfloat16), and the largest logit gap;
   * with `--many` adapters resident (10,000; rank 8 on q/v), the decode step of 32 rows
-    against the same with 32 resident (target <= 1.1x).
+    against the same with 32 resident (target <= 1.1x);
+  * through the node's gRPC API (`--grpc-clients`, 64, over as many adapters) against the
+    engine alone (target >= 0.8x): `node_grpc.py`.
 
-Everything lands in `$OUT/serving_figures.json` (`--out`). It imports torch,
-transformers and peft only (the GPU machine has no pydantic, Kafka or S3 clients).
+Everything lands in `$OUT/serving_figures.json` (`--out`). Before the gRPC figure it
+imports torch, transformers and peft only (the GPU machine has no pydantic, Kafka or S3
+clients); that figure needs the servicer's packages (carried wheels there).
 
   python -m bench.gpu.serving_figures --device cuda --dtype bfloat16
   python -m bench.gpu.serving_figures --device cpu --tiny     # the smoke test CI runs
@@ -126,10 +129,11 @@ def engine_of(setup: Setup, rank: int, targets: tuple[str, ...], slots: int) -> 
 
 
 def serve(
-    engine: ServingEngine, asks: list[list[int]], adapters: bool, new: int
+    engine: ServingEngine, asks: list[list[int]], refs: list[RevisionRef] | None, new: int
 ) -> tuple[list[list[int]], float]:
-    """Every request at once through the node's scheduler (graphs on a GPU), twice (the
-    first run captures); the second run's tokens and tokens/s."""
+    """Every request at once through the node's scheduler (graphs on a GPU), request i
+    with `refs[i]` (None: the bare base), twice (the first run captures); the second
+    run's tokens and tokens/s."""
     on_gpu = engine.model_device.type == "cuda"
     graphs = DecodeGraphs(engine.layout) if on_gpu else None
     rate, tokens = 0.0, []
@@ -138,7 +142,7 @@ def serve(
         sync(engine.model_device)
         started = time.perf_counter()
         running = [
-            scheduler.submit([(ref(i), 1.0)] if adapters else [], ids, Sampling(new))
+            scheduler.submit([] if refs is None else [(refs[i], 1.0)], ids, Sampling(new))
             for i, ids in enumerate(asks)
         ]
         while scheduler.step():
@@ -236,8 +240,8 @@ def one_config(setup: Setup, name: str, requests: int) -> dict[str, Any]:
     for i, state in enumerate(states):
         engine.load(ref(i), LoraWeights.from_peft(state, rank))  # alpha = rank: scale 1
     asks = prompts(args, requests)
-    ours, packed = serve(engine, asks, True, args.new_tokens)
-    _, bare = serve(engine, asks, False, args.new_tokens)
+    ours, packed = serve(engine, asks, [ref(i) for i in range(requests)], args.new_tokens)
+    _, bare = serve(engine, asks, None, args.new_tokens)
     rows = list(range(1, requests + 1))
     step_ms = decode_step_ms(engine.model, rows, args)
     bare_step_ms = decode_step_ms(engine.model, [0] * requests, args)
@@ -280,6 +284,14 @@ def many_resident(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def grpc_figure(setup: Setup, clients: int) -> dict[str, Any]:
+    try:  # the servicer's packages: carried wheels on the GPU machine (bench/README.md)
+        from bench.gpu import node_grpc
+    except ImportError as exc:
+        return {"skipped": f"the node's servicer cannot be imported here: {exc}"}
+    return node_grpc.measure(setup, clients)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -296,6 +308,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20, help="timed decode steps")
     parser.add_argument("--many", type=int, default=10000, help="adapters resident (0: skip)")
+    parser.add_argument(
+        "--grpc-clients", type=int, default=64, help="through the node's gRPC API (0: skip)"
+    )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     return parser.parse_args()
 
@@ -323,6 +338,9 @@ def main() -> None:
     if args.many:
         found["many_resident"] = many_resident(setup, args)
         print("many resident", json.dumps(found["many_resident"]), flush=True)
+    if args.grpc_clients:
+        found["grpc"] = grpc_figure(setup, args.grpc_clients)
+        print("grpc", json.dumps(found["grpc"]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     report = args.out / "serving_figures.json"
     report.write_text(json.dumps(found, indent=2, default=str))

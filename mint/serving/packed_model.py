@@ -9,7 +9,8 @@ classes (`rank_classes`); each class has a bank per group of same-shaped layers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,7 @@ class PackedLoraModel(nn.Module):
                 raise ValueError("give max_rank with a slot count, or a SlotLayout")
             slots = SlotLayout.uniform(slots, max_rank)
         self.base, self.layout = base, slots
+        self.cache_keyword = cache_keyword(base.forward)
         self.layers: dict[str, SlottedLinear] = {}
         self.banks: list[tuple[SlotBank, list[str]]] = []  # per same-shaped layers and class
         self._groups: list[tuple[list[SlotBank], list[str]]] = []  # a bank per class
@@ -183,8 +185,12 @@ class PackedLoraModel(nn.Module):
         logits: torch.Tensor = self.run(input_ids, slot_ids).logits
         return logits
 
-    def run(self, input_ids: torch.Tensor, slot_ids: Slots, **kwargs: Any) -> Any:
+    def run(
+        self, input_ids: torch.Tensor, slot_ids: Slots, cache: Any = None, **kwargs: Any
+    ) -> Any:
         """The base model's full output (pass cache / use_cache for decoding)."""
+        if cache is not None:
+            kwargs[self.cache_keyword] = cache
         with self.adapters(slot_ids):
             return self.base(input_ids, **kwargs)
 
@@ -223,3 +229,10 @@ def _same_shaped(
     if not shapes:
         raise ValueError(f"no linear layers named {list(targets)} in the base model")
     return shapes
+
+
+def cache_keyword(forward: Callable[..., Any]) -> str:
+    """What a transformers model's forward calls its KV cache: `cache` since transformers
+    renamed it (5.2x, the old name deprecated), `past_key_values` before (the GPU machine
+    had 5.17). Passed under the other name, a cache would be swallowed by `**kwargs`."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"

@@ -4,6 +4,7 @@ packages the GPU machine lacks cannot be imported."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from bench.gpu import device_check
 
 # Not installed on the GPU machine (issue #11): the check must not need them.
 ABSENT_THERE = ["pydantic", "pydantic_settings", "kafka", "minio", "grpc_health", "grpc_reflection"]
+ABSENT_THERE += ["cachetools"]
 BLOCKED = (
     "import runpy, sys\n"
     f"for name in {ABSENT_THERE!r}:\n"
@@ -72,7 +74,7 @@ def test_the_gpu_check_says_why_it_cannot_run_on_a_missing_gpu(
 
 def test_the_serving_figures_run_on_the_cpu_and_report_every_figure(tmp_path: Path) -> None:
     tiny = ["--tiny", "--requests", "4", "--prompt", "8", "--new-tokens", "4", "--repeats", "2"]
-    tiny += ["--device", "cpu", "--dtype", "float32", "--many", "64"]
+    tiny += ["--device", "cpu", "--dtype", "float32", "--many", "64", "--grpc-clients", "4"]
     done = subprocess.run(
         [sys.executable, "-c", BLOCKED.format("serving_figures"), *tiny],
         env={**os.environ, "OUT": str(tmp_path)},
@@ -90,3 +92,16 @@ def test_the_serving_figures_run_on_the_cpu_and_report_every_figure(tmp_path: Pa
             assert figures[name] > 0
     assert found["many_resident"]["resident"] == 64
     assert found["many_resident"]["many_over_32"] > 0
+    assert "cannot be imported here" in found["grpc"]["skipped"]  # as on the GPU machine
+
+
+def test_the_grpc_figure_serves_every_client_through_the_node() -> None:
+    """Tiny, in this process (where the servicer's packages are installed)."""
+    from bench.gpu import node_grpc, serving_figures
+    from mint.serving.device import TensorHome
+
+    args = argparse.Namespace(tiny=True, new_tokens=4, prompt=8)
+    setup = serving_figures.Setup(args, TensorHome(torch.device("cpu"), torch.float32))
+    found = node_grpc.measure(setup, 4)
+    assert found["clients"] == 4
+    assert found["grpc_tokens_per_s"] > 0 and found["engine_tokens_per_s"] > 0

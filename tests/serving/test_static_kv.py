@@ -5,12 +5,14 @@ does the padded pass that CUDA graphs capture (run here without capturing)."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
 from mint.serving.decode_graphs import DecodeGraphs
 from mint.serving.kv_batch import KvBatch
-from mint.serving.packed_model import PackedLoraModel
+from mint.serving.packed_model import PackedLoraModel, cache_keyword
 from mint.serving.rank_classes import SlotLayout
 from mint.serving.static_kv import StaticKvBatch
 from tests.serving.conftest import Pair, byte_llama
@@ -110,3 +112,18 @@ def test_rows_join_only_with_their_tokens_in_the_last_columns(pair: Pair) -> Non
     batch = StaticKvBatch(model, CPU)
     with pytest.raises(ValueError, match="one token for each"):
         batch.forward(torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.long))
+
+
+def test_the_cache_goes_by_the_name_the_installed_transformers_takes(pair: Pair) -> None:
+    """transformers renamed `past_key_values` to `cache`; under the wrong name a cache
+    would vanish into `**kwargs` and every pass would see no past."""
+
+    def before(input_ids: torch.Tensor, past_key_values: object = None, **kw: object) -> None:
+        """As transformers 5.17 (the GPU machine's) has it."""
+
+    def after(input_ids: torch.Tensor, cache: object = None, **kw: object) -> None:
+        """As transformers 5.24 has it."""
+
+    assert cache_keyword(before) == "past_key_values" and cache_keyword(after) == "cache"
+    model = packed(pair, "sdpa")
+    assert model.cache_keyword in inspect.signature(model.base.forward).parameters
