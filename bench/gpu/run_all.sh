@@ -3,7 +3,7 @@
 #   run: bash bench/gpu/run_all.sh        (results in $OUT; copy them to bench/results/)
 # Each step has its own time limit, so one that hangs still leaves the other's results.
 set -u
-export PYTHONPATH=.
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"  # after carried wheels, if any
 OUT=${OUT:-.}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.csv" 2>&1
 timeout 170 python -m bench.gpu.device_check --device cuda --dtype bfloat16 \
