@@ -25,6 +25,7 @@ from mint.layout import MANIFEST
 from mint.rpc.auth import OnBehalf, TokenTable, token_digest
 from mint.rpc.server import build_server
 from mint.serving.catalog import Catalog, revision_key
+from mint.serving.decode_graphs import DecodeGraphs
 from mint.serving.packed_model import LoraWeights
 from mint.serving.requests import RevisionRef
 from mint.serving.scheduler import Scheduler
@@ -54,7 +55,9 @@ def measure(setup: Setup, clients: int) -> dict[str, Any]:
     asks = [tokenizer(t)["input_ids"] for t in texts]
     new = setup.args.new_tokens
     _, alone = serve(engine, asks, refs, new)
-    scheduler = Scheduler(engine, clients, clients, max(512, clients), 0.005).start()
+    graphs = DecodeGraphs(engine.layout) if engine.model_device.type == "cuda" else None
+    scheduler = Scheduler(engine, clients, clients, max(512, clients), 0.005, graphs=graphs)
+    scheduler.start()  # as a node's, graphs on a GPU
     node = InferenceNode("figures", engine, Catalog(objects), tokenizer, scheduler)
     stamp = Stamp("figures", "figures", "", tokenizer_fingerprint(tokenizer))
     servicer = InferenceServicer(node, NodeMetrics(), Provenances(stamp, None))

@@ -33,6 +33,9 @@ import json
 import os
 import statistics
 import time
+import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +135,13 @@ def serve(
     engine: ServingEngine, asks: list[list[int]], refs: list[RevisionRef] | None, new: int
 ) -> tuple[list[list[int]], float]:
     """Every request at once through the node's scheduler (graphs on a GPU), request i
-    with `refs[i]` (None: the bare base), twice (the first run captures); the second
-    run's tokens and tokens/s."""
+    with `refs[i]` (None: the bare base), twice on one scheduler (the first run grows
+    its cache and captures); the second run's tokens and tokens/s."""
     on_gpu = engine.model_device.type == "cuda"
     graphs = DecodeGraphs(engine.layout) if on_gpu else None
+    scheduler = Scheduler(engine, len(asks), len(asks), max(512, len(asks)), graphs=graphs)
     rate, tokens = 0.0, []
     for _ in range(2):
-        scheduler = Scheduler(engine, len(asks), len(asks), max(512, len(asks)), graphs=graphs)
         sync(engine.model_device)
         started = time.perf_counter()
         running = [
@@ -322,29 +325,40 @@ def main() -> None:
     found: dict[str, Any] = {
         "environment": environment(),
         "args": {k: str(v) for k, v in vars(args).items()},
+        "failed": [],
     }
     found["device"], found["dtype"] = home.describe()
     found["weight_bytes"] = setup.weight_bytes
     if home.device.type == "cuda":
         found["copy_gbs"] = copy_bandwidth_gbs(home)
         found["read_floor_ms"] = setup.weight_bytes / (found["copy_gbs"] * 1e9) * 1000
+    report = args.out / "serving_figures.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def figure(key: str, measure: Callable[[], dict[str, Any]]) -> None:
+        """One figure, its error recorded if it fails; the report rewritten after each,
+        so a run stopped at its time limit keeps what it measured."""
+        try:
+            found[key] = measure()
+            if "decode_step_ms" in found[key] and "read_floor_ms" in found:
+                found[key]["step_over_floor"] = (
+                    found[key]["decode_step_ms"] / found["read_floor_ms"]
+                )
+        except Exception as exc:  # the other figures still run
+            found[key] = {"error": "".join(traceback.format_exception(exc))[-3000:]}
+            found["failed"].append(key)
+        print(key, json.dumps(found[key]), flush=True)
+        report.write_text(json.dumps(found, indent=2, default=str))
+
     for name in args.configs.split(","):
         for requests in map(int, args.requests.split(",")):
-            result = one_config(setup, name, requests)
-            if "read_floor_ms" in found:
-                result["step_over_floor"] = result["decode_step_ms"] / found["read_floor_ms"]
-            found[f"{name}/{requests}"] = result
-            print(name, requests, json.dumps(result), flush=True)
+            figure(f"{name}/{requests}", partial(one_config, setup, name, requests))
     if args.many:
-        found["many_resident"] = many_resident(setup, args)
-        print("many resident", json.dumps(found["many_resident"]), flush=True)
+        figure("many_resident", lambda: many_resident(setup, args))
     if args.grpc_clients:
-        found["grpc"] = grpc_figure(setup, args.grpc_clients)
-        print("grpc", json.dumps(found["grpc"]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = args.out / "serving_figures.json"
-    report.write_text(json.dumps(found, indent=2, default=str))
-    print(f"wrote {report}")
+        figure("grpc", lambda: grpc_figure(setup, args.grpc_clients))
+    print(f"wrote {report}; failed: {', '.join(found['failed']) or 'none'}")
+    raise SystemExit(1 if found["failed"] else 0)
 
 
 if __name__ == "__main__":

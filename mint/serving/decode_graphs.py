@@ -7,10 +7,12 @@ The batch is padded to the next captured size (as vLLM pads to its captured batc
 the padding rows use slot 0 (zero weights: their delta is nothing) and write and read
 column 0 of storage rows no request holds. Every rank class runs over every row, a
 row's slot in a class it is not in being 0 (the routing's static shape; the kernels skip
-slot 0), and attention covers the storage's columns under each row's own mask. The
-inputs are copied into the tensors the graph was captured with, and a graph is dropped
-when the storage it read grows. `capture=False` runs the same padded pass without a
-graph: how the CPU tests check it.
+slot 0), and attention covers the longest row's columns rounded up to a power of two,
+under each row's own mask: a graph per (rows, columns). The inputs are copied into the
+tensors the graph was captured with. New storage (the batch grew, or a new batch) drops
+every graph and their memory pool. Capture is thread-local: loads go on copying
+adapters into slots from their own threads meanwhile. `capture=False` runs the same
+padded pass without a graph: how the CPU tests check it.
 """
 
 from __future__ import annotations
@@ -40,36 +42,37 @@ class _Captured:
 class DecodeGraphs:
     def __init__(self, layout: SlotLayout, capture: bool = True) -> None:
         self.layout, self.capture = layout, capture
-        self._graphs: dict[int, _Captured] = {}
-        self._storage: tuple[int, int, int] | None = None  # what the graphs read
-        self._pool: Any = None  # one memory pool for every graph (as vLLM)
+        self._graphs: dict[tuple[int, int], _Captured] = {}  # by (rows, columns)
+        self._storage: int | None = None  # the storage the graphs read
+        self._pool: Any = None  # one memory pool for those graphs (as vLLM)
 
     def forward(self, batch: StaticKvBatch, ids: torch.Tensor) -> torch.Tensor:
-        """`batch.forward(ids, …)` by a padded pass (replayed if captured); the logits
+        """`batch.forward(ids)` by a padded pass (replayed if captured); the logits
         [rows, vocab] (float32)."""
         rows = batch.rows
         size = next((s for s in SIZES if s >= rows), None)
         if size is None or not rows:
-            return batch.forward(ids, torch.ones_like(ids))
-        batch.reserve(size, batch.width + 1)  # the padding's storage rows exist
-        storage = (batch.keys[0].data_ptr(), *batch.capacity)
-        if storage != self._storage:
+            return batch.forward(ids)
+        width = 1 << batch.width.bit_length()  # > the longest row: room for its new token
+        batch.reserve(size, width)  # the padding's storage rows exist
+        if batch.storage != self._storage:
             self._graphs.clear()
-            self._storage = storage
-        step = self._graphs.get(size) or self._prepare(batch, size)
+            self._pool = None  # a pool whose graphs are gone cannot take new ones
+            self._storage = batch.storage
+        step = self._graphs.get((size, width)) or self._prepare(batch, size, width)
         self._fill(step, batch, ids)
-        logits = self._run(step, batch, size)
+        logits = self._run(step, batch, size, width)[:rows].clone()
         batch.advance()
-        return logits[:rows].clone()
+        return logits
 
-    def _prepare(self, batch: StaticKvBatch, size: int) -> _Captured:
+    def _prepare(self, batch: StaticKvBatch, size: int, width: int) -> _Captured:
         device = batch.device
         step = _Captured(
             torch.zeros((size, 1), dtype=torch.long, device=device),
             torch.zeros(size, dtype=torch.long, device=device),
             [torch.zeros(size, dtype=torch.long, device=device) for _ in self.layout.classes],
         )
-        self._graphs[size] = step
+        self._graphs[size, width] = step
         return step
 
     def _fill(self, step: _Captured, batch: StaticKvBatch, ids: torch.Tensor) -> None:
@@ -84,13 +87,12 @@ class DecodeGraphs:
                 index, local = self.layout.locate(slot)
                 per_class[index][row] = local
         for buffer, values in zip(step.slots, per_class, strict=True):
-            buffer.copy_(torch.tensor(values, dtype=torch.long), non_blocking=True)
+            buffer.copy_(torch.tensor(values, dtype=torch.long))
 
-    def _run(self, step: _Captured, batch: StaticKvBatch, size: int) -> torch.Tensor:
+    def _run(self, step: _Captured, batch: StaticKvBatch, size: int, width: int) -> torch.Tensor:
         routing = SlotRouting(
             size, tuple(ClassRows(c, None, slots) for c, slots in enumerate(step.slots))
         )
-        width = batch.capacity[1]
 
         def run() -> torch.Tensor:
             return batch.run_pass(step.ids, step.lengths, routing, width)
@@ -114,6 +116,6 @@ class DecodeGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             logits = run()
         return logits, graph

@@ -6,11 +6,13 @@ write to each page faults. On the 2-core machine of `bench/residency_load.py` th
 faults cost about as much as the S3 GET of the 2 MB itself. The reserve keeps buffers of
 the sizes recently loaded ready, allocated and written by a thread of its own at low
 priority (torch fills them without the GIL), so a load copies its fetched bytes into
-memory that is already there, and the GET's own buffer, freed at once, is reused by the
-next GET (as S-LoRA's preallocated memory pool). A miss costs what no reserve would.
+memory that is already there, and the GET's own buffer, freed once the bytes are copied
+and hashed, is reused by the next GET (as S-LoRA's preallocated memory pool). On a miss
+the load keeps its fetched bytes, as without a reserve.
 
 Buffers of one size serve adapters of one shape, which is what a node mostly holds: the
-adapters trained with one config. Sizes asked for least recently give way first.
+adapters trained with one config. When the reserve is full, buffers of the sizes asked
+for least recently give way, one at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,44 +39,55 @@ class HostReserve:
         self._ready: OrderedDict[int, list[torch.Tensor]] = OrderedDict()  # LRU size first
         self._owed: dict[int, int] = {}  # per size: buffers the filler has yet to make
         self._held_bytes = 0
+        self._closed = False
         self._lock = threading.Lock()
         self._wanted: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._filler = threading.Thread(target=self._fill, name="host-reserve", daemon=True)
         self._filler.start()
 
-    def take(self, nbytes: int) -> torch.Tensor:
-        """A CPU uint8 buffer of `nbytes`: a written one if the reserve has it (it then
-        makes another), else a new one."""
+    def take(self, nbytes: int) -> torch.Tensor | None:
+        """A written CPU uint8 buffer of `nbytes` if the reserve has one (it then makes
+        another), else None (it makes some for next time)."""
+        buffer, wanted = None, 0
         with self._lock:
-            ready = self._ready.get(nbytes)
-            buffer = ready.pop() if ready else None
-            if buffer is not None:
-                self._held_bytes -= nbytes
-            wanted = self._top_up(nbytes)
+            if not self._closed and 0 < nbytes <= self.reserve_bytes:
+                ready = self._ready.setdefault(nbytes, [])
+                self._ready.move_to_end(nbytes)
+                buffer = ready.pop() if ready else None
+                if buffer is not None:
+                    self._held_bytes -= nbytes
+                wanted = self._top_up(nbytes)
         for _ in range(wanted):
             self._wanted.put(nbytes)
         if self.on_take is not None:
             self.on_take(buffer is not None)
-        return buffer if buffer is not None else torch.empty(nbytes, dtype=torch.uint8)
+        return buffer
 
-    def close(self) -> None:
-        self._wanted.put(None)
-        self._filler.join(timeout=5)
+    def ready(self, nbytes: int) -> int:
+        """How many buffers of `nbytes` are ready."""
+        with self._lock:
+            return len(self._ready.get(nbytes, ()))
 
     @property
     def held_bytes(self) -> int:
         return self._held_bytes
 
+    def close(self) -> None:
+        """Stop making buffers and let go of those held."""
+        with self._lock:
+            self._closed = True
+            self._ready.clear()
+            self._held_bytes = 0
+        self._wanted.put(None)
+        self._filler.join(timeout=5)
+
     def _top_up(self, nbytes: int) -> int:
         """How many more buffers of `nbytes` to make (under the lock)."""
-        if nbytes <= 0:
-            return 0
-        self._ready.setdefault(nbytes, [])
-        self._ready.move_to_end(nbytes)
         depth = min(DEPTH, self.reserve_bytes // nbytes)
         owed = self._owed.get(nbytes, 0)
         more = max(0, depth - len(self._ready[nbytes]) - owed)
-        self._owed[nbytes] = owed + more
+        if more:
+            self._owed[nbytes] = owed + more
         return more
 
     def _fill(self) -> None:
@@ -83,22 +97,33 @@ class HostReserve:
             buffer.fill_(0)  # the first write faults every page in, here rather than in a load
             with self._lock:
                 self._owed[nbytes] -= 1
-                self._make_room(nbytes)
-                if self._held_bytes + nbytes <= self.reserve_bytes:
-                    self._ready.setdefault(nbytes, []).append(buffer)
-                    self._held_bytes += nbytes
+                if not self._owed[nbytes]:
+                    del self._owed[nbytes]
+                self._keep(buffer, nbytes)
 
-    def _make_room(self, nbytes: int) -> None:
-        """Drop the buffers of the sizes asked for least recently until `nbytes` fit."""
-        for size in list(self._ready):
+    def _keep(self, buffer: torch.Tensor, nbytes: int) -> None:
+        """Hold `buffer` if its size is still wanted and room can be made (under the lock)."""
+        ready = self._ready.get(nbytes)
+        if ready is None or self._closed:
+            return  # its size gave way meanwhile
+        for size, buffers in list(self._ready.items()):  # least recently asked for first
             if self._held_bytes + nbytes <= self.reserve_bytes or size == nbytes:
-                return
-            self._held_bytes -= size * len(self._ready.pop(size))
+                break
+            while buffers and self._held_bytes + nbytes > self.reserve_bytes:
+                buffers.pop()
+                self._held_bytes -= size
+            if not buffers:
+                del self._ready[size]
+        if self._held_bytes + nbytes <= self.reserve_bytes:
+            ready.append(buffer)
+            self._held_bytes += nbytes
 
 
 def _lower_priority() -> None:
     """Nice this thread (Linux applies it per thread) so that loads come first."""
+    if sys.platform != "linux":
+        return
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: no matter
+    except OSError as exc:  # not allowed: no matter
         log.debug("the host reserve runs at normal priority: %s", exc)

@@ -162,9 +162,10 @@ def fetch_revision(
 
 def _into_reserve(data: bytes | memoryview, reserve: HostReserve | None) -> bytes | memoryview:
     """`data` copied into memory written beforehand, which is what the host tier then
-    keeps; `data`'s own buffer goes back to the allocator for the next read."""
-    if reserve is None or not data:
+    keeps, so `data`'s own buffer goes back to the allocator for the next read; `data`
+    itself if the reserve has no buffer of its size."""
+    buffer = None if reserve is None else reserve.take(len(data))
+    if buffer is None:
         return data
-    buffer = reserve.take(len(data))
     buffer.copy_(torch.frombuffer(data, dtype=torch.uint8))  # without the GIL
     return buffer.numpy().data

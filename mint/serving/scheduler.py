@@ -196,7 +196,7 @@ class Scheduler:
             except Exception:  # no length moved: the same pass runs again without them
                 log.exception("a captured decode pass failed; decoding without graphs")
                 self.graphs = None
-        return self._batch.forward(ids, torch.ones_like(ids))
+        return self._batch.forward(ids)
 
     def _prefill(self, cohort: _Cohort) -> None:
         rows = cohort.batch.rows

@@ -25,6 +25,8 @@ from .kv_batch import KvBatch
 from .packed_model import PackedLoraModel
 from .routing import SlotRouting
 
+_STORAGE = itertools.count(1)
+
 
 @dataclass(frozen=True)
 class _Pass:
@@ -43,8 +45,14 @@ class StaticKvBatch:
         self.slots: list[int] = []
         self.routing: SlotRouting = model.route([])
         self._pass: _Pass | None = None  # the pass under way
-        config = getattr(model.base, "config", None)
-        self._additive = getattr(config, "_attn_implementation", None) == "eager"  # else bool
+        self.storage = 0  # which storage the tensors are: new on each allocation
+        attention = getattr(getattr(model.base, "config", None), "_attn_implementation", "sdpa")
+        if attention not in ("sdpa", "eager"):
+            raise ValueError(
+                f"the running batch's KV cache needs sdpa or eager attention (a 4D mask), "
+                f"not {attention!r}: load the base with attn_implementation='sdpa'"
+            )
+        self._additive = attention == "eager"  # else a boolean mask
 
     @property
     def rows(self) -> int:
@@ -55,9 +63,9 @@ class StaticKvBatch:
         """The longest row's length."""
         return max(self._lengths, default=0)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One token per row (`ids` [rows, 1]; `mask` must be all ones: every row has
-        one); the logits [rows, vocab] (float32) after it."""
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """One token per row (`ids` [rows, 1]); the logits [rows, vocab] (float32) after
+        it."""
         if not self.rows or ids.shape != (self.rows, 1):
             raise ValueError(f"a decode pass takes one token for each of {self.rows} rows")
         self.reserve(self.rows, self.width + 1)
@@ -133,6 +141,8 @@ class StaticKvBatch:
         if other.rows == 0:
             return
         layers = other.filled_layers()
+        if not layers:
+            raise ValueError("rows join once they are prefilled")
         if self.keys and len(layers) != len(self.keys):
             raise ValueError("both batches need the same layers to join")
         lengths = other.mask.sum(dim=1)
@@ -173,6 +183,7 @@ class StaticKvBatch:
         shape = (rows, like.shape[1], columns, like.shape[3])
         self.keys = [like.new_zeros(shape) for _ in range(layers)]
         self.values = [like.new_zeros(shape) for _ in range(layers)]
+        self.storage = next(_STORAGE)
 
     @property
     def capacity(self) -> tuple[int, int]:
@@ -192,3 +203,4 @@ class StaticKvBatch:
                 new = old.new_zeros((grown_rows, old.shape[1], grown_columns, old.shape[3]))
                 new[: old.shape[0], :, : old.shape[2]] = old
                 stored[i] = new
+        self.storage = next(_STORAGE)

@@ -84,7 +84,7 @@ def test_the_serving_figures_run_on_the_cpu_and_report_every_figure(tmp_path: Pa
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     found = json.loads((tmp_path / "serving_figures.json").read_text())
-    assert (found["device"], found["dtype"]) == ("cpu", "float32")
+    assert (found["device"], found["dtype"]) == ("cpu", "float32") and found["failed"] == []
     for config in ("rank8-qv/4", "rank16-all/4"):
         figures = found[config]
         assert figures["token_agreement"] == 1.0  # float32: PEFT's own greedy tokens

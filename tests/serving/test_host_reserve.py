@@ -10,6 +10,8 @@ import torch
 
 from mint.serving.host_reserve import DEPTH, HostReserve
 
+KIB = 1024
+
 
 @pytest.fixture
 def takes() -> list[bool]:
@@ -18,7 +20,7 @@ def takes() -> list[bool]:
 
 @pytest.fixture
 def reserve(takes: list[bool]) -> Iterator[HostReserve]:
-    reserve = HostReserve(1 << 20, on_take=takes.append)
+    reserve = HostReserve(1024 * KIB, on_take=takes.append)
     yield reserve
     reserve.close()
 
@@ -26,38 +28,56 @@ def reserve(takes: list[bool]) -> Iterator[HostReserve]:
 def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "the reserve never filled"
+        assert time.monotonic() < deadline, "the reserve never got there"
         time.sleep(0.005)
 
 
-def test_a_size_taken_once_is_kept_ready_and_then_taken_from_the_reserve(
+def test_a_size_asked_for_once_is_kept_ready_and_then_taken_from_the_reserve(
     reserve: HostReserve, takes: list[bool]
 ) -> None:
-    first = reserve.take(4096)
-    assert first.dtype == torch.uint8 and first.numel() == 4096 and takes == [False]
-    until(lambda: reserve.held_bytes == DEPTH * 4096)
-    second = reserve.take(4096)
-    assert takes == [False, True] and second.numel() == 4096
-    assert second.data_ptr() != first.data_ptr()
-    until(lambda: reserve.held_bytes == DEPTH * 4096)  # made again
+    assert reserve.take(4 * KIB) is None and takes == [False]  # a miss: none made yet
+    until(lambda: reserve.ready(4 * KIB) == DEPTH)
+    buffer = reserve.take(4 * KIB)
+    assert buffer is not None and takes == [False, True]
+    assert buffer.dtype == torch.uint8 and buffer.numel() == 4 * KIB
+    until(lambda: reserve.ready(4 * KIB) == DEPTH)  # made again
+    assert reserve.held_bytes == DEPTH * 4 * KIB
 
 
-def test_the_reserve_holds_no_more_than_its_bytes_and_gives_old_sizes_up(
+def test_sizes_asked_for_least_recently_give_way_one_buffer_at_a_time(
     reserve: HostReserve,
 ) -> None:
-    big = 300 * 1024  # three fit in 1 MiB
+    big, small = 300 * KIB, 100 * KIB  # three big ones fill the reserve
     reserve.take(big)
-    until(lambda: reserve.held_bytes == 3 * big)
-    reserve.take(100 * 1024)  # newer: the big ones give way
-    until(lambda: reserve.held_bytes == 2 * big + 3 * 100 * 1024)
-    time.sleep(0.05)
-    assert reserve.held_bytes <= 1 << 20
+    until(lambda: reserve.ready(big) == 3)
+    reserve.take(small)
+    until(lambda: reserve.ready(small) == DEPTH)
+    assert reserve.ready(big) == 0  # 8 small ones leave no room for a big one
+    assert reserve.held_bytes == DEPTH * small
+    reserve.take(big)  # asked for again: it comes back, small ones giving way
+    until(lambda: reserve.ready(big) == 3)
+    assert reserve.held_bytes <= 1024 * KIB
 
 
-def test_a_size_over_the_reserve_is_made_when_asked_and_never_kept(
+def test_two_sizes_taken_in_turn_both_hit(reserve: HostReserve, takes: list[bool]) -> None:
+    a, b = 60 * KIB, 70 * KIB  # 8 of each fit together
+    for size in (a, b):
+        reserve.take(size)
+        until(lambda size=size: reserve.ready(size) == DEPTH)  # type: ignore[misc]
+    for _ in range(10):
+        for size in (a, b):
+            until(lambda size=size: reserve.ready(size) > 0)  # type: ignore[misc]
+            assert reserve.take(size) is not None
+    assert takes[2:] == [True] * 20
+
+
+def test_a_size_over_the_reserve_is_never_kept_and_a_closed_one_gives_none(
     reserve: HostReserve, takes: list[bool]
 ) -> None:
-    assert reserve.take(2 << 20).numel() == 2 << 20
-    assert reserve.take(0).numel() == 0
+    assert reserve.take(2048 * KIB) is None and reserve.take(0) is None
     time.sleep(0.05)
     assert reserve.held_bytes == 0 and takes == [False, False]
+    reserve.take(4 * KIB)
+    until(lambda: reserve.ready(4 * KIB) == DEPTH)
+    reserve.close()
+    assert reserve.take(4 * KIB) is None and reserve.held_bytes == 0

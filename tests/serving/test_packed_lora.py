@@ -173,6 +173,7 @@ def test_weights_fetched_into_the_host_reserve_equal_those_read_from_the_bytes(
     """A node that keeps what it fetches copies the bytes into memory written beforehand
     (`HostReserve`); the weights are views of that copy and still checked by their hash."""
     import hashlib
+    import time
 
     from mint.domain.errors import DataLoss
     from mint.serving.catalog import Catalog, weights_key
@@ -188,6 +189,12 @@ def test_weights_fetched_into_the_host_reserve_equal_those_read_from_the_bytes(
     reserve = HostReserve(1 << 20)
     try:
         plain = fetch_revision(Catalog({weights_key(ref): data}), ref)
+        missed = fetch_revision(Catalog({weights_key(ref): data}), ref, reserve=reserve)
+        assert missed.data is data  # nothing ready yet: the fetched bytes, as without one
+        deadline = time.monotonic() + 10
+        while not reserve.ready(len(data)):
+            assert time.monotonic() < deadline, "the reserve made no buffer"
+            time.sleep(0.005)
         kept = fetch_revision(Catalog({weights_key(ref): data}), ref, reserve=reserve)
         kept.verify()
         assert isinstance(kept.data, memoryview) and bytes(kept.data) == data

@@ -6,6 +6,7 @@ does the padded pass that CUDA graphs capture (run here without capturing)."""
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 import torch
@@ -75,10 +76,8 @@ def test_rows_compute_what_they_would_alone_through_joins_and_leaves(
         for _ in range(steps):
             ids = torch.tensor([[40 + len(fed[n]) + i] for i, n in enumerate(running)])
             with torch.no_grad():
-                if padded:  # to 1, 2, 4 … rows, over every column of storage
-                    logits = graphs.forward(batch, ids)
-                else:
-                    logits = batch.forward(ids, torch.ones_like(ids))
+                # padded: to 1, 2, 4 … rows and columns, as the captured passes run
+                logits = graphs.forward(batch, ids) if padded else batch.forward(ids)
             for i, n in enumerate(running):
                 fed[n].append(int(ids[i, 0]))
                 expected = solo(model, prompts[n], slots[n], fed[n])
@@ -111,7 +110,13 @@ def test_rows_join_only_with_their_tokens_in_the_last_columns(pair: Pair) -> Non
         StaticKvBatch(model, CPU).extend(cohort)
     batch = StaticKvBatch(model, CPU)
     with pytest.raises(ValueError, match="one token for each"):
-        batch.forward(torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.long))
+        batch.forward(torch.tensor([[1]]))
+    with pytest.raises(ValueError, match="once they are prefilled"):
+        batch.extend(KvBatch(model, [1], CPU))
+    base: Any = model.base
+    base.config._attn_implementation = "flex_attention"  # takes no 4D mask as given
+    with pytest.raises(ValueError, match="sdpa or eager"):
+        StaticKvBatch(model, CPU)
 
 
 def test_the_cache_goes_by_the_name_the_installed_transformers_takes(pair: Pair) -> None:
