@@ -18,6 +18,7 @@ from peft import PeftModel
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
+from mint.domain.errors import Unavailable
 from mint.domain.names import AdapterRef
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, tiny_llama_config
@@ -167,6 +168,28 @@ def test_an_object_uploaded_in_parts_is_written_again_once_in_one_request(s3: Mi
     assert sink.written == 1
     assert s3.stat_object(bucket, key).etag == hashlib.md5(body).hexdigest()
     assert s3.get_object(bucket, key).read() == body
+
+
+def test_a_file_changed_while_being_replaced_is_left_to_its_writer_and_unavailable(
+    s3: Minio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged revision file is replaced only if it is still the one whose ETag was read:
+    another writer's change in between wins, and the projector hears a retryable error."""
+    bucket = f"raced-{uuid.uuid4().hex[:8]}"
+    sink = S3Sink(s3, bucket, blobs_bucket=bucket, kek=TEST_KEK)
+    key = "adapters/acme/raced/revisions/1/file.json"
+    s3.put_object(bucket, key, io.BytesIO(b"damaged"), 7)
+    read_etag = sink._etag
+
+    def racing(bucket_name: str, full: str) -> str | None:
+        etag = read_etag(bucket_name, full)
+        s3.put_object(bucket_name, full, io.BytesIO(b"another writer"), 14)
+        return etag
+
+    monkeypatch.setattr(sink, "_etag", racing)
+    with pytest.raises(Unavailable, match="changed while being written"):
+        sink.apply([PutJson(key, b'{"revision": 1}')])
+    assert s3.get_object(bucket, key).read() == b"another writer"
 
 
 def test_restarted_projector_resumes_from_its_committed_offsets(world: dict) -> None:
