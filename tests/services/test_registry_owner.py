@@ -4,14 +4,12 @@ before any work (nothing stored in S3), and names the replica that owns it."""
 from __future__ import annotations
 
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.services import stop_all
@@ -19,6 +17,7 @@ from deploy.local.stack import free_ports
 from mint.backends.s3 import S3Settings, client
 from mint.client import RegistryClient
 from mint.client.retry import OWNER_METADATA
+from tests.metrics import scrape
 
 pytestmark = pytest.mark.slow
 
@@ -114,13 +113,11 @@ def test_a_non_owner_refuses_at_once_names_the_owner_and_stores_nothing(
 
 def _forwarded(replica: RegistryProcess) -> dict[tuple[str, str], float]:
     """The replica's count of reads passed on, by (method, outcome)."""
-    text = urllib.request.urlopen(replica.metrics_url, timeout=5).read().decode()
-    counts = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "mint_registry_reads_forwarded_total":
-                counts[(sample.labels["method"], sample.labels["outcome"])] = sample.value
-    return counts
+    return {
+        (s.labels["method"], s.labels["outcome"]): s.value
+        for s in scrape(replica.metrics_url)
+        if s.name == "mint_registry_reads_forwarded_total"
+    }
 
 
 def test_reads_of_another_replicas_adapter_are_answered_by_its_owner(

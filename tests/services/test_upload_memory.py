@@ -11,7 +11,6 @@ import hashlib
 import json
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,6 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from minio import Minio
-from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.registry import RegistryProcess, write_tokens
 from deploy.local.stack import free_ports
@@ -31,6 +29,7 @@ from mint.blobs.port import blob_key
 from mint.client import RegistryClient
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
+from tests.metrics import scrape
 
 pytestmark = pytest.mark.slow
 
@@ -143,8 +142,7 @@ def publish(
 
 def _uploads(registry: RegistryProcess) -> tuple[float, float]:
     """The registry's upload figures: bytes held now, uploads refused so far."""
-    text = urllib.request.urlopen(registry.metrics_url, timeout=5).read().decode()
-    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    samples = {s.name: s.value for s in scrape(registry.metrics_url)}
     return samples["mint_registry_upload_bytes_held"], samples[
         "mint_registry_uploads_refused_total"
     ]

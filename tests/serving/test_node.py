@@ -16,7 +16,6 @@ import pytest
 import torch
 from minio import Minio
 from peft import PeftModel
-from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.stack import free_ports
 from mint.backends.kafka import KafkaConnection
@@ -31,6 +30,7 @@ from mint.tokenizer import byte_tokenizer
 from mint.v1 import inference_pb2 as pb
 from mint.v1 import inference_pb2_grpc
 from services.inference.app import NodeConfig, NodeProcess
+from tests.metrics import samples_of
 from tests.serving.world import (
     ALICE_AUTH,
     EVE_AUTH,
@@ -508,7 +508,7 @@ def test_metrics_show_residency_loads_batches_and_latency(node: NodeProcess, stu
     resident = len(node.engine.resident())
     assert f'mint_node_resident_adapters{{tier="host"}} {resident}.0' in text
     assert 'mint_node_loads_total{outcome="loaded"}' in text
-    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    samples = samples_of(text)
     loads = sum(
         s.value
         for s in samples
