@@ -12,6 +12,7 @@ bfloat16 (random weights: speed does not depend on them):
     aim 4x), and the bare base's step beside it;
   * greedy agreement with PEFT in the same dtype, teacher-forced: the share of our tokens
     that are PEFT's own argmax (target >= 99% in bfloat16), and the largest logit gap;
+    and in float32 (`--float32-requests`), each request's tokens equal to PEFT's own;
   * with `--many` adapters resident (10,000; rank 8 on q/v), the decode step of 32 rows
     against the same with 32 resident (target <= 1.1x);
   * through the node's gRPC API (`--grpc-clients`, 64, over as many adapters) against the
@@ -180,9 +181,9 @@ def peft_per_request(model: Any, asks: list[list[int]], new: int, device: torch.
             out = model.generate(
                 input_ids=torch.tensor([ids], device=device),
                 max_new_tokens=new,
-                min_new_tokens=new,
                 do_sample=False,
                 pad_token_id=0,
+                eos_token_id=None,  # exactly `new` tokens
             )
         produced += out.shape[1] - len(ids)
     sync(device)
@@ -266,6 +267,36 @@ def one_config(setup: Setup, name: str, requests: int) -> dict[str, Any]:
     }
 
 
+def float32_equality(setup: Setup, requests: int) -> dict[str, Any]:
+    """In float32, rank 16 on all linear layers: each request's greedy tokens from the
+    engine against PEFT's own greedy `generate` of as many tokens (equal, every one)."""
+    fp32 = copy.copy(setup)
+    fp32.home = TensorHome(setup.home.device, torch.float32)
+    rank, targets = CONFIGS["rank16-all"]
+    states = fp32.adapter_states(rank, targets, requests)
+    engine = engine_of(fp32, rank, targets, requests)
+    refs = [ref(i) for i in range(requests)]
+    for r, state in zip(refs, states, strict=True):
+        engine.load(r, LoraWeights.from_peft(state, rank))
+    asks = prompts(setup.args, requests)
+    ours, _ = serve(engine, asks, refs, setup.args.new_tokens)
+    del engine
+    reference = peft_model(fp32, targets, rank, states)
+    equal = 0
+    for i, (ids, tokens) in enumerate(zip(asks, ours, strict=True)):
+        reference.set_adapter(f"a{i}")
+        with torch.no_grad():
+            out = reference.generate(
+                input_ids=torch.tensor([ids], device=fp32.home.device),
+                max_new_tokens=len(tokens),
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
+        equal += out[0, len(ids) :].tolist() == tokens
+    return {"requests": requests, "equal": equal, "all_equal": equal == requests}
+
+
 def many_resident(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
     """Decode step of 32 rows with `--many` rank-8 q/v adapters resident vs 32."""
     rank, targets = CONFIGS["rank8-qv"]
@@ -312,6 +343,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20, help="timed decode steps")
     parser.add_argument("--many", type=int, default=10000, help="adapters resident (0: skip)")
     parser.add_argument(
+        "--float32-requests", type=int, default=8, help="greedy equality in float32 (0: skip)"
+    )
+    parser.add_argument(
         "--grpc-clients", type=int, default=64, help="through the node's gRPC API (0: skip)"
     )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
@@ -353,6 +387,8 @@ def main() -> None:
     for name in args.configs.split(","):
         for requests in map(int, args.requests.split(",")):
             figure(f"{name}/{requests}", partial(one_config, setup, name, requests))
+    if args.float32_requests:
+        figure("float32", lambda: float32_equality(setup, args.float32_requests))
     if args.many:
         figure("many_resident", lambda: many_resident(setup, args))
     if args.grpc_clients:

@@ -90,6 +90,7 @@ def test_the_serving_figures_run_on_the_cpu_and_report_every_figure(tmp_path: Pa
         assert figures["token_agreement"] == 1.0  # float32: PEFT's own greedy tokens
         for name in ("packed_over_peft_per_request", "packed_over_bare", "decode_step_ms"):
             assert figures[name] > 0
+    assert found["float32"]["all_equal"] is True
     assert found["many_resident"]["resident"] == 64
     assert found["many_resident"]["many_over_32"] > 0
     assert "cannot be imported here" in found["grpc"]["skipped"]  # as on the GPU machine
