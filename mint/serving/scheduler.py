@@ -363,4 +363,6 @@ class Scheduler:
         return KvBatch(self.engine.model, slots, self.engine.model_device)
 
     def _new_running(self) -> StaticKvBatch:
-        return StaticKvBatch(self.engine.model, self.engine.model_device)
+        return StaticKvBatch(
+            self.engine.model, self.engine.model_device, keep_storage=self.graphs is not None
+        )

@@ -35,9 +35,13 @@ class _Pass:
 
 
 class StaticKvBatch:
-    def __init__(self, model: PackedLoraModel, device: torch.device) -> None:
-        """No rows yet; storage comes with the first rows that join."""
-        self.model, self.device = model, device
+    def __init__(
+        self, model: PackedLoraModel, device: torch.device, keep_storage: bool = False
+    ) -> None:
+        """No rows yet; storage comes with the first rows that join, and goes when the
+        last row leaves unless `keep_storage` (captured passes read it: they would be
+        captured again)."""
+        self.model, self.device, self.keep_storage = model, device, keep_storage
         self.keys: list[torch.Tensor] = []  # per layer [capacity, heads, columns, head_dim]
         self.values: list[torch.Tensor] = []
         self.lengths = torch.zeros(0, dtype=torch.long, device=device)  # tokens per row
@@ -135,6 +139,8 @@ class StaticKvBatch:
         self._lengths = [self._lengths[i] for i in rows]
         self.slots = [self.slots[i] for i in rows]
         self.routing = self.model.route(self.slots)
+        if not rows and not self.keep_storage:
+            self.keys, self.values = [], []  # a long request's storage is not held idle
 
     def extend(self, other: KvBatch) -> None:
         """`other`'s rows (prefilled, left-padded) join after these (`other` is spent)."""

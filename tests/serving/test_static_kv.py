@@ -60,11 +60,11 @@ def test_rows_compute_what_they_would_alone_through_joins_and_leaves(
 ) -> None:
     model = packed(pair, attention)
     graphs = DecodeGraphs(model.layout, capture=False)
+    batch = StaticKvBatch(model, CPU, keep_storage=padded)
     prompts = {"p": [5, 6, 7], "q": [9] * 11, "r": [3, 1], "s": [8] * 6, "t": [2] * 20}
     slots = {"p": 1, "q": 3, "r": 0, "s": 1, "t": 3}
     fed: dict[str, list[int]] = {k: [] for k in prompts}
     running: list[str] = []
-    batch = StaticKvBatch(model, CPU)
 
     def join(names: list[str]) -> None:
         batch.extend(prefilled(model, [prompts[n] for n in names], [slots[n] for n in names]))
@@ -98,6 +98,7 @@ def test_rows_compute_what_they_would_alone_through_joins_and_leaves(
     decode(1)
     leave({"p", "s", "t", "q"})
     assert batch.rows == 0 and batch.width == 0
+    assert batch.capacity == (0, 0) or padded  # given back, unless passes are captured
     join(["r"])
     decode(1)
 
