@@ -13,4 +13,5 @@ def samples_of(text: str) -> list[Sample]:
 
 
 def scrape(url: str) -> list[Sample]:
-    return samples_of(urllib.request.urlopen(url, timeout=5).read().decode())
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return samples_of(response.read().decode())

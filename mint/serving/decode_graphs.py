@@ -1,7 +1,8 @@
 """Decode passes replayed from CUDA graphs: a pass of the running batch launches every
 kernel of every layer one after another from the host, and for a small batch on a GPU
-that launching, not the GPU, sets the pace (issue 11 measured a 1.1B base's step some 40 times
-off reading its weights once). Captured once per padded row count, a pass is one launch.
+that launching, not the GPU, sets the pace (issue 11 measured a 1.1B base's step some
+40 times off reading its weights once). Captured once per padded row count and width, a
+pass is one launch.
 
 The batch is padded to the next captured size (as vLLM pads to its captured batch sizes):
 the padding rows use slot 0 (zero weights: their delta is nothing) and write and read

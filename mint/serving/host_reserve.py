@@ -17,6 +17,7 @@ for least recently give way, one at a time.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -39,6 +40,7 @@ class HostReserve:
         self._ready: OrderedDict[int, list[torch.Tensor]] = OrderedDict()  # LRU size first
         self._owed: dict[int, int] = {}  # per size: buffers the filler has yet to make
         self._held_bytes = 0
+        self.made = 0  # buffers the filler made
         self._closed = False
         self._lock = threading.Lock()
         self._wanted: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -72,6 +74,12 @@ class HostReserve:
     def held_bytes(self) -> int:
         return self._held_bytes
 
+    @property
+    def pending(self) -> int:
+        """Buffers asked of the filler and not made yet."""
+        with self._lock:
+            return sum(self._owed.values())
+
     def close(self) -> None:
         """Stop making buffers and let go of those held."""
         with self._lock:
@@ -82,8 +90,11 @@ class HostReserve:
         self._filler.join(timeout=5)
 
     def _top_up(self, nbytes: int) -> int:
-        """How many more buffers of `nbytes` to make (under the lock)."""
-        depth = min(DEPTH, self.reserve_bytes // nbytes)
+        """How many more buffers of `nbytes` to make (under the lock): the reserve is
+        shared by the sizes in use (ready or being made), so sizes taken in turn do not
+        evict each other's buffers to make their own."""
+        in_use = {s for s, b in self._ready.items() if b} | set(self._owed) | {nbytes}
+        depth = min(DEPTH, self.reserve_bytes // (nbytes * len(in_use)))
         owed = self._owed.get(nbytes, 0)
         more = max(0, depth - len(self._ready[nbytes]) - owed)
         if more:
@@ -93,30 +104,39 @@ class HostReserve:
     def _fill(self) -> None:
         _lower_priority()
         while (nbytes := self._wanted.get()) is not None:
-            buffer = torch.empty(nbytes, dtype=torch.uint8)
-            buffer.fill_(0)  # the first write faults every page in, here rather than in a load
+            buffer = None
+            try:
+                if not self._closed:
+                    buffer = torch.empty(nbytes, dtype=torch.uint8)
+                    buffer.fill_(0)  # the first write faults every page in, here, not in a load
+            except RuntimeError as exc:  # out of memory: loads keep their fetched bytes
+                log.warning("the host reserve could not make a buffer of %d bytes: %s", nbytes, exc)
             with self._lock:
                 self._owed[nbytes] -= 1
                 if not self._owed[nbytes]:
                     del self._owed[nbytes]
-                self._keep(buffer, nbytes)
+                if buffer is not None:
+                    self._keep(buffer, nbytes)
+            self.made += buffer is not None
 
     def _keep(self, buffer: torch.Tensor, nbytes: int) -> None:
         """Hold `buffer` if its size is still wanted and room can be made (under the lock)."""
         ready = self._ready.get(nbytes)
         if ready is None or self._closed:
             return  # its size gave way meanwhile
-        for size, buffers in list(self._ready.items()):  # least recently asked for first
-            if self._held_bytes + nbytes <= self.reserve_bytes or size == nbytes:
-                break
+        older = list(itertools.takewhile(lambda s: s != nbytes, self._ready))
+        room = self.reserve_bytes - self._held_bytes + sum(s * len(self._ready[s]) for s in older)
+        if room < nbytes:
+            return  # evicting every older buffer would not make room: evict none
+        for size in older:  # least recently asked for first, one buffer at a time
+            buffers = self._ready[size]
             while buffers and self._held_bytes + nbytes > self.reserve_bytes:
                 buffers.pop()
                 self._held_bytes -= size
-            if not buffers:
-                del self._ready[size]
-        if self._held_bytes + nbytes <= self.reserve_bytes:
-            ready.append(buffer)
-            self._held_bytes += nbytes
+                if not buffers:
+                    del self._ready[size]
+        ready.append(buffer)
+        self._held_bytes += nbytes
 
 
 def _lower_priority() -> None:

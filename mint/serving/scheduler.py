@@ -196,6 +196,7 @@ class Scheduler:
             except Exception:  # no length moved: the same pass runs again without them
                 log.exception("a captured decode pass failed; decoding without graphs")
                 self.graphs = None
+                self._batch.keep_storage = False
         return self._batch.forward(ids)
 
     def _prefill(self, cohort: _Cohort) -> None:

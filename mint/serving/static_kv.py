@@ -159,8 +159,8 @@ class StaticKvBatch:
         added = lengths.tolist()
         longest = max(added)
         start, end = self.rows, self.rows + other.rows
-        if not self.keys:
-            self._allocate(layers[0][0], len(layers), end, longest)
+        if not self.keys:  # room for the tokens these rows will decode, as it will double
+            self._allocate(layers[0][0], len(layers), end, 2 * longest)
         self.reserve(end, longest)
         columns = (first[:, None] + torch.arange(longest, device=self.device)).clamp(
             max=other.width - 1
@@ -200,8 +200,8 @@ class StaticKvBatch:
         """Room for `rows` rows of `columns` columns, doubling what is short (new storage:
         what was captured over the old is stale)."""
         capacity, room = self.capacity
-        if rows <= capacity and columns <= room:
-            return
+        if not self.keys or (rows <= capacity and columns <= room):
+            return  # no storage: the first rows to join bring it
         grown_rows = max(rows, 2 * capacity) if rows > capacity else capacity
         grown_columns = max(columns, 2 * room) if columns > room else room
         for stored in (self.keys, self.values):

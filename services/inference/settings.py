@@ -67,8 +67,8 @@ class NodeSettings(
     )
     decode_graphs: Literal["auto", "off"] = Field(
         "auto",
-        description="decode passes replayed from CUDA graphs, one per padded batch size: auto "
-        "(on a GPU; a capture that fails turns them off, logged) or off",
+        description="decode passes replayed from CUDA graphs, one per padded batch size and "
+        "width: auto (on a GPU; a capture that fails turns them off, logged) or off",
     )
     budget_mib: PositiveFloat = Field(256, description="budget of the device slots, MiB")
     host_budget_mib: PositiveFloat = Field(

@@ -47,28 +47,32 @@ def test_a_size_asked_for_once_is_kept_ready_and_then_taken_from_the_reserve(
 def test_sizes_asked_for_least_recently_give_way_one_buffer_at_a_time(
     reserve: HostReserve,
 ) -> None:
-    big, small = 300 * KIB, 100 * KIB  # three big ones fill the reserve
+    big, small = 300 * KIB, 100 * KIB
     reserve.take(big)
-    until(lambda: reserve.ready(big) == 3)
-    reserve.take(small)
-    until(lambda: reserve.ready(small) == DEPTH)
-    assert reserve.ready(big) == 0  # 8 small ones leave no room for a big one
-    assert reserve.held_bytes == DEPTH * small
-    reserve.take(big)  # asked for again: it comes back, small ones giving way
-    until(lambda: reserve.ready(big) == 3)
-    assert reserve.held_bytes <= 1024 * KIB
+    until(lambda: reserve.ready(big) == 3)  # all the reserve holds of them
+    reserve.take(small)  # two sizes now: small's share is 1,024 // (2 x 100) = 5
+    until(lambda: reserve.pending == 0)
+    assert (reserve.ready(big), reserve.ready(small)) == (1, 5)  # two big ones gave way
+    assert reserve.held_bytes == big + 5 * small
 
 
-def test_two_sizes_taken_in_turn_both_hit(reserve: HostReserve, takes: list[bool]) -> None:
-    a, b = 60 * KIB, 70 * KIB  # 8 of each fit together
-    for size in (a, b):
-        reserve.take(size)
-        until(lambda size=size: reserve.ready(size) == DEPTH)  # type: ignore[misc]
+def test_sizes_taken_in_turn_share_the_reserve_without_evicting_each_other(
+    reserve: HostReserve, takes: list[bool]
+) -> None:
+    """Two sizes whose full depths would not fit together: each gets its share, every
+    take hits, and each take makes one buffer again, none evicted to be made twice."""
+    a, b = 60 * KIB, 70 * KIB  # 8 of each: 1,040 KiB, over the reserve's 1,024
+    reserve.take(a)
+    reserve.take(b)  # two sizes in use: b's share is 1,024 // (2 x 70) = 7
+    until(lambda: reserve.pending == 0)
+    made = reserve.made
+    assert (reserve.ready(a), reserve.ready(b)) == (DEPTH, 7) and made == DEPTH + 7
     for _ in range(10):
         for size in (a, b):
-            until(lambda size=size: reserve.ready(size) > 0)  # type: ignore[misc]
             assert reserve.take(size) is not None
-    assert takes[2:] == [True] * 20
+            until(lambda: reserve.pending == 0)
+    assert reserve.made - made == 20 and takes[2:] == [True] * 20
+    assert (reserve.ready(a), reserve.ready(b)) == (DEPTH, 7)
 
 
 def test_a_size_over_the_reserve_is_never_kept_and_a_closed_one_gives_none(
