@@ -106,3 +106,30 @@ def test_the_grpc_figure_serves_every_client_through_the_node() -> None:
     found = node_grpc.measure(setup, 4)
     assert found["clients"] == 4
     assert found["grpc_tokens_per_s"] > 0 and found["engine_tokens_per_s"] > 0
+
+
+def test_the_one_device_call_runs_both_scripts(tmp_path: Path) -> None:
+    """bench/gpu/run_all.sh, tiny on the CPU: both scripts start and write their reports
+    (the device call is the one chance a session has to run them)."""
+    small = " ".join(SMALL)
+    figures = "--tiny --requests 4 --prompt 8 --new-tokens 4 --repeats 2 --many 64"
+    done = subprocess.run(
+        ["bash", "bench/gpu/run_all.sh"],
+        env={
+            **os.environ,
+            "OUT": str(tmp_path),
+            "PYTHON": sys.executable,
+            "DEVICE": "cpu",
+            "DTYPE": "float32",
+            "CHECK_ARGS": small,
+            "FIGURES_ARGS": f"{figures} --grpc-clients 0 --float32-requests 2",
+            "TRITON_INTERPRET": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "device_check: exit 0" in done.stdout, done.stdout + done.stderr
+    assert "serving_figures: exit 0" in done.stdout, done.stdout + done.stderr
+    assert json.loads((tmp_path / "device_check.json").read_text())["failed"] == []
+    assert json.loads((tmp_path / "serving_figures.json").read_text())["failed"] == []
