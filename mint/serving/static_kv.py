@@ -83,8 +83,8 @@ class StaticKvBatch:
         """The pass itself, for the first `len(ids)` rows of storage (with room for
         `width` columns: `reserve`), each writing at column `lengths[i]` and attending
         over the first `width`: a function of its tensors' values and shapes alone, so
-        that it can be captured (`DecodeGraphs`, rows past the batch's padding it).
-        Moves no length: `advance` does, once."""
+        that it can be captured (`DecodeGraphs` pads the batch with storage rows past its
+        own). Moves no length: `advance` does, once."""
         columns = torch.arange(width, device=self.device)
         attend = columns[None, :] <= lengths[:, None]  # its own tokens and the new one
         self._pass = _Pass(lengths, width)
