@@ -243,6 +243,26 @@ def mixed_forward(
     }
 
 
+def mixed_scheduler(
+    engine: ServingEngine, rows: list[Any], graphs: DecodeGraphs | None = None
+) -> Scheduler:
+    return Scheduler(engine, max_batch=len(rows), step_tokens=max(512, len(rows)), graphs=graphs)
+
+
+def decode_rows(
+    scheduler: Scheduler, rows: list[tuple[list[int], int | None]], new_tokens: int
+) -> tuple[list[list[int]], float]:
+    """Every row submitted at once and stepped to the end: each row's tokens, seconds."""
+    started = time.perf_counter()
+    running = [
+        scheduler.submit([] if a is None else [(ref(a), 1.0)], ids, Sampling(new_tokens))
+        for ids, a in rows
+    ]
+    while scheduler.step():
+        pass
+    return [g.result().tokens for g in running], time.perf_counter() - started
+
+
 def generate_mixed(
     engine: ServingEngine, args: argparse.Namespace, bases: Bases, folders: list[Path]
 ) -> dict[str, Any]:
@@ -250,16 +270,7 @@ def generate_mixed(
     teacher-forced through PEFT (same dtype): the share of our greedy tokens that are
     PEFT's own choice."""
     rows, home = mixed_rows(args), engine_home(engine)
-    scheduler = Scheduler(engine, max_batch=len(rows), step_tokens=max(512, len(rows)))
-    started = time.perf_counter()
-    running = [
-        scheduler.submit([] if a is None else [(ref(a), 1.0)], ids, Sampling(args.new_tokens))
-        for ids, a in rows
-    ]
-    while scheduler.step():
-        pass
-    seconds = time.perf_counter() - started
-    out = [g.result().tokens for g in running]
+    out, seconds = decode_rows(mixed_scheduler(engine, rows), rows, args.new_tokens)
     same = peft_reference(bases, folders, home.dtype, home)
     agree = steps = 0
     for (ids, adapter), tokens in zip(rows, out, strict=True):
@@ -277,31 +288,18 @@ def decode_graphs(engine: ServingEngine, args: argparse.Namespace) -> dict[str, 
     one grows its cache and captures)."""
     rows, home = mixed_rows(args), engine_home(engine)
 
-    def scheduler(graphs: DecodeGraphs | None) -> Scheduler:
-        return Scheduler(
-            engine, max_batch=len(rows), step_tokens=max(512, len(rows)), graphs=graphs
-        )
-
     def decode(scheduler: Scheduler) -> tuple[list[list[int]], float]:
         graphs = scheduler.graphs
         sync(home)
-        started = time.perf_counter()
-        running = [
-            scheduler.submit([] if a is None else [(ref(a), 1.0)], ids, Sampling(args.new_tokens))
-            for ids, a in rows
-        ]
-        while scheduler.step():
-            pass
+        tokens, seconds = decode_rows(scheduler, rows, args.new_tokens)
         sync(home)
-        seconds = time.perf_counter() - started
         if graphs is not None and scheduler.graphs is None:
             raise RuntimeError("a captured decode pass failed: see the log above")
-        tokens = [g.result().tokens for g in running]
         return tokens, sum(map(len, tokens)) / seconds
 
-    plain, plain_rate = decode(scheduler(None))
+    plain, plain_rate = decode(mixed_scheduler(engine, rows))
     graphs = DecodeGraphs(engine.layout, capture=home.device.type == "cuda")
-    replaying = scheduler(graphs)
+    replaying = mixed_scheduler(engine, rows, graphs)
     _, first_rate = decode(replaying)
     replayed, replayed_rate = decode(replaying)
     same = sum(
