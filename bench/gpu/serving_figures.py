@@ -44,7 +44,7 @@ import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from transformers import LlamaConfig
 
-from bench.gpu.device_check import environment
+from bench.gpu.device_check import environment, ref
 from bench.gpu.lora_kernel import CONFIGS, copy_bandwidth_gbs
 from mint.models.base import build_base, place
 from mint.serving.decode_graphs import DecodeGraphs
@@ -115,10 +115,6 @@ class Setup:
                 state[f"{PEFT_PREFIX}{name}.lora_B.weight"] = b.to(self.home.dtype)
             states.append(state)
         return states
-
-
-def ref(i: int) -> RevisionRef:
-    return RevisionRef(f"id-{i}", f"figures/a{i}", 1, "0" * 64, 0)
 
 
 def prompts(args: argparse.Namespace, count: int) -> list[list[int]]:

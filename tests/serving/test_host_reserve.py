@@ -85,3 +85,25 @@ def test_a_size_over_the_reserve_is_never_kept_and_a_closed_one_gives_none(
     until(lambda: reserve.ready(4 * KIB) == DEPTH)
     reserve.close()
     assert reserve.take(4 * KIB) is None and reserve.held_bytes == 0
+
+
+def test_a_buffer_that_cannot_be_made_leaves_loads_to_their_own_bytes(
+    reserve: HostReserve, takes: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of memory in the filler: nothing is held or owed for it, and once memory is
+    there again the size is made as before."""
+    empty = torch.empty
+    refused = 12 * KIB
+
+    def short_of_memory(*size: int, **options: object) -> torch.Tensor:
+        if size == (refused,):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return empty(*size, **options)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(torch, "empty", short_of_memory)
+    assert reserve.take(refused) is None
+    until(lambda: reserve.pending == 0)
+    assert reserve.ready(refused) == 0 and reserve.held_bytes == 0 and reserve.made == 0
+    monkeypatch.setattr(torch, "empty", empty)
+    assert reserve.take(refused) is None  # still a miss, and asks for them again
+    until(lambda: reserve.ready(refused) == DEPTH)
