@@ -124,8 +124,9 @@ def fetch_revision(
     projection; `verify()` before serving them (`ServingEngine.load` takes it, so that the
     hash runs while the weights are copied into a slot), `keep()` once served. An intent
     carries the base and the config, so that is one read; without them, the manifest is
-    read alongside and must agree with `ref`. With a `reserve`, the weights are views of
-    memory taken from it (for a node whose host tier keeps them as they are stored)."""
+    read alongside and must agree with `ref`. With a `reserve` that has a buffer of their
+    size, the weights are views of that buffer (for a node whose host tier keeps them as
+    they are stored); the hash is of the fetched bytes, copied into it as they are."""
     started = time.perf_counter()
     described = None
     if not (ref.config_json and ref.base_fingerprint):
