@@ -13,12 +13,11 @@ their own processes:
                         RSS and peak RSS, whether the snapshots were used   (<= 60 s and
                         <= 2 GiB at 10^6)
   command_latency       MoveChannel on random adapters on the owner, one at a time:
-                        p50/p99                                   (10^6 <= 1.2x 10^3)
+                        p50/p99 (the steady state the rebalance is compared with)
   list_adapters         ListAdapters' first page of 100 of one tenant of --listed
                         adapters (its catalog entries written with the projector's planner
                         and sink), p50/p99; and a walk of all its pages while commands run
                         and new entries appear: each adapter exactly once
-                                                                  (10^6 <= 1.2x 10^3)
   append_one_replica    events/s through the replica vs the raw producer (registry_append)
   second_replica        a second replica starts while commands run on the first: errors
                         and p99 on the partitions the first keeps vs steady (none, <= 2x),
@@ -34,6 +33,12 @@ their own processes:
   controller_planning   bench/controller_plan's steady planning turns with N addressable,
                         N/10 (20 to 10^4) wanted, 50 nodes (--skip-controller)
                                                                   (<= 100 ms at 10^6)
+
+Then the smallest and the largest size side by side (both worlds are kept until then):
+
+  paired                a replica of each serving at once; --paired-commands MoveChannel
+                        and --paired-pages first pages per size, one request to each size
+                        per round: p50/p99 of each            (10^6 <= 1.2x 10^3)
 
 A figure that fails records its error and the next one runs. Prints each figure as it
 comes and a table of every target at the end; records bench/results/scale_out.json and
@@ -53,7 +58,8 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +77,7 @@ from bench.scale_figures import (
 )
 from bench.scale_fill import Layout
 from bench.scale_hooks import audit_verify, controller_planning, projector_catch_up
+from bench.scale_paired import paired_latency
 from bench.scale_report import chart, checks, print_table, size_label
 from bench.scale_two import append_two_replicas, non_owner, second_replica
 from mint.backends.kafka import KafkaConnection
@@ -89,6 +96,8 @@ WITH_REPLICAS: list[tuple[str, Callable[[Run], Figure]]] = [
     ("non_owner", non_owner),
     ("append_two_replicas", append_two_replicas),
 ]
+PAIRED_COMMANDS = 1000  # per size: the p99 is the 10th slowest
+PAIRED_PAGES = 200
 PARALLEL_FILL_FROM = 20_000  # adapters: below, starting worker processes costs more
 
 
@@ -100,13 +109,19 @@ def measure_size(
     env: dict[str, str], adapters: int, options: Options, keep: bool
 ) -> dict[str, Any]:
     """Every figure for `adapters` adapters, in order, on a topic of their own."""
+    with world(env, adapters, options, keep) as run:
+        return measure(run)
+
+
+@contextmanager
+def world(env: dict[str, str], adapters: int, options: Options, keep: bool) -> Iterator[Run]:
+    """A fresh topic and bucket for `adapters` adapters (filled by the first figure),
+    removed on leaving unless `keep`."""
     kafka = KafkaConnection(env["MINT_KAFKA_BOOTSTRAP"])
     s3 = client(
         S3Settings(env["MINT_S3_ENDPOINT"], env["MINT_S3_ACCESS_KEY"], env["MINT_S3_SECRET_KEY"])
     )
     topic = f"scale-{uuid.uuid4().hex[:8]}"
-    # Other work on the machine moves every figure: say how busy it was.
-    figures: dict[str, Any] = {"topic": topic, "load_average": [round(os.getloadavg()[0], 1)]}
     print(f"  topic and bucket {topic}", flush=True)
     folder = Path(tempfile.mkdtemp(prefix=f"mint-{topic}-"))  # the replicas' logs
     try:
@@ -114,15 +129,26 @@ def measure_size(
             env, kafka, s3, topic, Layout(adapters, min(options.listed, adapters)), options, folder
         )
         run.rng.seed(options.seed)
-        _measure_all(run, figures)
-        figures["load_average"].append(round(os.getloadavg()[0], 1))
+        yield run
     finally:
         if keep:
             print(f"  kept: topic and bucket {topic}, the replicas' logs in {folder}")
         else:
             remove(kafka, s3, [topic, snapshot_topic(topic)], [topic])  # at 10^6: gigabytes
             shutil.rmtree(folder)
+
+
+def measure(run: Run) -> dict[str, Any]:
+    """Every figure of one size's world, and how busy the machine was before and after
+    (other work on it moves every figure)."""
+    figures: dict[str, Any] = {"topic": run.topic, "load_average": [_load()]}
+    _measure_all(run, figures)
+    figures["load_average"].append(_load())
     return figures
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
 
 
 def _measure_all(run: Run, figures: dict[str, Any]) -> None:
@@ -188,6 +214,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--commands", type=int, default=d.commands, help="timed MoveChannel commands on the owner"
     )
     p.add_argument("--list-requests", type=int, default=d.list_requests, help="timed first pages")
+    p.add_argument(
+        "--paired-commands",
+        type=int,
+        default=PAIRED_COMMANDS,
+        help="commands per size when the smallest and largest sizes are timed side by side",
+    )
+    p.add_argument(
+        "--paired-pages",
+        type=int,
+        default=PAIRED_PAGES,
+        help="first pages per size when the smallest and largest sizes are timed side by side",
+    )
     p.add_argument(
         "--clients", type=int, default=d.clients, help="concurrent clients of the append throughput"
     )
@@ -259,16 +297,27 @@ def options_for(args: argparse.Namespace, adapters: int) -> Options:
 def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     args = parse_args(argv)
     runs: dict[int, dict[str, Any]] = {}
-    with servers() as env:
+    # The smallest and the largest worlds stay until their latencies are taken side by side.
+    paired = {args.sizes[0], args.sizes[-1]} if len(args.sizes) > 1 else set()
+    with servers() as env, ExitStack() as kept:
         if args.warm_up:
             print(f"warm-up: {args.warm_up:,} adapters, not recorded", flush=True)
             measure_size(env, args.warm_up, options_for(args, args.warm_up), keep=False)
+        worlds: dict[int, Run] = {}
         for adapters in args.sizes:
             print(f"{size_label(adapters)} adapters ({3 * adapters:,} events):", flush=True)
             began = time.perf_counter()
-            runs[adapters] = measure_size(env, adapters, options_for(args, adapters), args.keep)
+            options = options_for(args, adapters)
+            if adapters in paired:
+                worlds[adapters] = kept.enter_context(world(env, adapters, options, args.keep))
+                runs[adapters] = measure(worlds[adapters])
+            else:
+                runs[adapters] = measure_size(env, adapters, options, args.keep)
             runs[adapters]["wall_s"] = round(time.perf_counter() - began, 1)
             print(f"  wall time {runs[adapters]['wall_s']:,.0f} s", flush=True)
+        if worlds:
+            for size, figure in _side_by_side(worlds, args).items():
+                runs[size]["paired"] = figure
     print_table(runs)
     if not args.no_record:
         path = record(
@@ -282,6 +331,20 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
         )
         print(f"recorded in {path} and {chart(runs, NAME)}")
     return runs
+
+
+def _side_by_side(worlds: dict[int, Run], args: argparse.Namespace) -> dict[int, Figure]:
+    """The paired latencies, or the error recorded for each size."""
+    labels = " and ".join(size_label(size) for size in sorted(worlds))
+    print(f"{labels} side by side:", flush=True)
+    began = time.perf_counter()
+    try:
+        found = paired_latency(worlds, args.paired_commands, args.paired_pages)
+    except Exception as exc:  # recorded, as a figure's error is
+        error = {"error": f"{type(exc).__name__}: {exc}", "where": traceback.format_exc(limit=-3)}
+        found = dict.fromkeys(worlds, error)
+    print(f"  paired ({time.perf_counter() - began:.1f} s): {found}", flush=True)
+    return found
 
 
 if __name__ == "__main__":

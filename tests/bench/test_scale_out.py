@@ -3,12 +3,14 @@ S3, as CI can run it: every figure is produced, and what must hold at any size h
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from bench import scale_out
-from bench.scale_figures import Options
+from bench.scale_figures import Options, fill_topic
+from bench.scale_paired import interleaved, paired_latency
 from bench.scale_report import checks
 
 TINY = Options(
@@ -94,6 +96,42 @@ def test_every_target_is_judged(figures: dict[str, Any]) -> None:
     assert judged["refused publish: bucket unchanged"]["met"] == "yes"
     assert judged["ready from snapshots"]["met"] == "n/a below 10⁶"  # stated for 10^6 only
     assert all(c["met"] in ("yes", "NO", "n/a", "n/a below 10⁶", "-") for c in judged.values())
+
+
+def test_two_sizes_are_timed_side_by_side(endpoints: dict[str, str]) -> None:
+    only_replicas = replace(TINY, projector=False, audit=False)  # no blobs to store
+    with (
+        scale_out.world(endpoints, 20, only_replicas, keep=False) as small,
+        scale_out.world(endpoints, 40, only_replicas, keep=False) as large,
+    ):
+        fill_topic(small)
+        fill_topic(large)
+        found = paired_latency({20: small, 40: large}, commands=12, pages=4)
+    for size in (20, 40):
+        commands, pages = found[size]["commands"], found[size]["list_page"]
+        assert (commands["commands"], commands["not_applied"], commands["failed_attempts"]) == (
+            12,
+            0,
+            0,
+        )
+        assert 0 < commands["p50_ms"] <= commands["p99_ms"]
+        assert pages["pages"] == 4 and 0 < pages["p50_ms"] <= pages["p99_ms"]
+    judged = {c["label"]: c for c in checks({s: {"paired": f} for s, f in found.items()})}
+    for label in ("command p50", "command p99", "ListAdapters page p99"):
+        check = judged[f"{label}, side by side"]
+        assert check["largest_vs_smallest"] > 0 and check["met"] in ("yes", "NO")
+
+
+def test_each_round_reverses_the_order_of_the_sizes() -> None:
+    calls: list[int] = []
+
+    def call(size: int) -> int:
+        calls.append(size)
+        return size * 10
+
+    found = interleaved([1, 2], 3, call)
+    assert calls == [1, 2, 2, 1, 1, 2]
+    assert found == {1: [10, 10, 10], 2: [20, 20, 20]}
 
 
 def test_the_help_names_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
