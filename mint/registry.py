@@ -418,9 +418,19 @@ class Registry:
     def weights(self, principal: Principal, ref: AdapterRef, at: int | str) -> bytes:
         """The weights of revision `at` (a number, or a channel's revision), checked
         against their recorded sha256."""
+        return self.weights_of(*self.revision_at(principal, ref, at))
+
+    def revision_at(
+        self, principal: Principal, ref: AdapterRef, at: int | str
+    ) -> tuple[agg.Adapter, agg.Revision]:
+        """Revision `at` of `ref` (a number, or a channel's revision), whose weights may be
+        read: the adapter is not erased."""
         adapter = self.get(principal, ref)
         adapter.check_not_erased()
-        revision = adapter.resolve(at) if isinstance(at, str) else adapter.revision(at)
+        return adapter, adapter.resolve(at) if isinstance(at, str) else adapter.revision(at)
+
+    def weights_of(self, adapter: agg.Adapter, revision: agg.Revision) -> bytes:
+        """`revision`'s weights (from `revision_at`), checked against their sha256."""
         return self.blobs.get(adapter.adapter_id, revision.weights_sha256)
 
     def history(self, principal: Principal, ref: AdapterRef) -> list[Recorded]:

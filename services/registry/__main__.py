@@ -147,6 +147,7 @@ def serve(args: argparse.Namespace) -> None:
         tokens,
         f"{config.host}:{config.port}",
         max_upload_bytes_in_flight=config.max_upload_bytes_in_flight,
+        max_download_bytes_in_flight=config.max_download_bytes_in_flight,
         tls=config.tls_files(),
         health_port=config.health_port,
         drain_s=config.drain_s,

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .budget import ByteBudget
+
 
 class RegistryMetrics:
     def __init__(self) -> None:
@@ -41,6 +43,24 @@ class RegistryMetrics:
             registry=r,
         )
 
+        self.downloads_refused = Counter(
+            "mint_registry_downloads_refused_total",
+            "DownloadWeights calls turned away before reading the blob because the download "
+            "bytes in flight would pass --max-download-bytes-in-flight (RESOURCE_EXHAUSTED)",
+            registry=r,
+        )
+        self.download_bytes_held = Gauge(
+            "mint_registry_download_bytes_held",
+            "Bytes reserved by the downloads in flight (each reserves twice its weights: the "
+            "sealed blob, and the weights opened from it while they are sent)",
+            registry=r,
+        )
+        self.download_bytes_budget = Gauge(
+            "mint_registry_download_bytes_budget",
+            "Bytes the downloads in flight may reserve at once (--max-download-bytes-in-flight)",
+            registry=r,
+        )
+
         self.checkpoints_signed = Counter(
             "mint_registry_checkpoints_signed_total",
             "Signed checkpoints of the log this replica wrote",
@@ -58,9 +78,11 @@ class RegistryMetrics:
             registry=r,
         )
 
-    def watch_uploads(self, held: Callable[[], int], budget_bytes: int) -> None:
-        self.upload_bytes_held.set_function(held)
-        self.upload_bytes_budget.set(budget_bytes)
+    def watch_budgets(self, uploads: ByteBudget, downloads: ByteBudget) -> None:
+        self.upload_bytes_held.set_function(lambda: uploads.held)
+        self.upload_bytes_budget.set(uploads.max_bytes)
+        self.download_bytes_held.set_function(lambda: downloads.held)
+        self.download_bytes_budget.set(downloads.max_bytes)
 
     def count_checkpoints(self, signed: int, failed: int) -> None:
         """One signing round: checkpoints written, partitions that failed."""

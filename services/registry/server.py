@@ -12,10 +12,10 @@ from mint.rpc.server import build_server as build_rpc_server
 from mint.rpc.tls import TlsFiles
 from mint.v1 import registry_pb2, registry_pb2_grpc
 
+from .budget import DOWNLOADS, UPLOADS, ByteBudget, MiB, machine_sized_budget
 from .forwarding import ReadForwarder
 from .metrics import RegistryMetrics
 from .servicer import RegistryServicer
-from .uploads import MiB, UploadBudget, machine_sized_budget
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
@@ -29,6 +29,7 @@ def build_server(
     address: str = "127.0.0.1:0",
     workers: int = 16,
     max_upload_bytes_in_flight: int | None = None,
+    max_download_bytes_in_flight: int | None = None,
     *,
     tls: TlsFiles | None = None,
     health_port: int = 0,
@@ -38,15 +39,21 @@ def build_server(
 ) -> tuple[RpcServer, int]:
     """A started server and its bound port (TLS with `tls`; health also on
     `health_port`; `stop()` drains for `drain_s` first; reads of other replicas' adapters
-    go to them through `forwarder`; upload figures into `metrics`). Uploads in flight hold at most
-    `max_upload_bytes_in_flight` bytes (by default a share of the machine's memory)."""
-    if max_upload_bytes_in_flight is None:
-        max_upload_bytes_in_flight = machine_sized_budget(registry.limits.max_weights_bytes)
-    log.info("uploads in flight may hold %.0f MiB", max_upload_bytes_in_flight / MiB)
+    go to them through `forwarder`; budget figures into `metrics`). Uploads and downloads
+    in flight hold at most `max_upload_bytes_in_flight` and `max_download_bytes_in_flight`
+    bytes (by default a share of the machine's memory each: budget.py)."""
+    largest = machine_sized_budget(registry.limits.max_weights_bytes)
     metrics = metrics or RegistryMetrics()
-    budget = UploadBudget(max_upload_bytes_in_flight, metrics.uploads_refused.inc)
-    metrics.watch_uploads(lambda: budget.held, max_upload_bytes_in_flight)
-    servicer = RegistryServicer(registry, budget, forwarder)
+    uploads = ByteBudget(
+        max_upload_bytes_in_flight or largest, UPLOADS, metrics.uploads_refused.inc
+    )
+    downloads = ByteBudget(
+        max_download_bytes_in_flight or largest, DOWNLOADS, metrics.downloads_refused.inc
+    )
+    for budget in (uploads, downloads):
+        log.info("%ss in flight may hold %.0f MiB", budget.direction.noun, budget.max_bytes / MiB)
+    metrics.watch_budgets(uploads, downloads)
+    servicer = RegistryServicer(registry, uploads, downloads, forwarder)
     server = build_rpc_server(
         SERVICE_NAME,
         lambda s: registry_pb2_grpc.add_RegistryServicer_to_server(servicer, s),

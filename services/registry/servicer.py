@@ -18,8 +18,9 @@ from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
 from . import convert, page_token
+from .budget import ByteBudget, held_in_transit
 from .forwarding import ReadForwarder
-from .uploads import UploadBudget, held_while_stored, receive_weights
+from .uploads import receive_weights
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # as registry.proto says
 MAX_WATCHES = 4  # of the server's 16 threads
@@ -42,9 +43,13 @@ def _result(outcome: Outcome) -> pb.CommandResult:
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(
-        self, registry: Registry, uploads: UploadBudget, forwarder: ReadForwarder | None = None
+        self,
+        registry: Registry,
+        uploads: ByteBudget,
+        downloads: ByteBudget,
+        forwarder: ReadForwarder | None = None,
     ) -> None:
-        self.registry, self.uploads = registry, uploads
+        self.registry, self.uploads, self.downloads = registry, uploads, downloads
         self.forwarder = forwarder or ReadForwarder()
         self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
 
@@ -80,7 +85,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             current_principal(), convert.ref_from_pb(header.ref), header.request_id
         )
         # Admitted before its body is read; the weights live only inside the reservation.
-        with self.uploads.reserve(held_while_stored(header.weights_size)):
+        with self.uploads.reserve(held_in_transit(header.weights_size)):
             return self._publish(header, receive_weights(request_iterator, header.weights_size))
 
     def _upload_header(
@@ -248,9 +253,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             yield from chunks
             return
         at = request.channel if request.WhichOneof("at") == "channel" else request.revision
-        data = self.registry.weights(current_principal(), convert.ref_from_pb(request.ref), at)
-        for start in range(0, len(data), DOWNLOAD_CHUNK):
-            yield pb.WeightsChunk(data=data[start : start + DOWNLOAD_CHUNK])
+        adapter, revision = self.registry.revision_at(
+            current_principal(), convert.ref_from_pb(request.ref), at
+        )
+        # Admitted before the blob is read; the weights live only inside the reservation.
+        with self.downloads.reserve(held_in_transit(revision.weights_size)):
+            data = self.registry.weights_of(adapter, revision)
+            for start in range(0, len(data), DOWNLOAD_CHUNK):
+                yield pb.WeightsChunk(data=data[start : start + DOWNLOAD_CHUNK])
 
     def ListAdapters(
         self, request: pb.ListAdaptersRequest, context: grpc.ServicerContext

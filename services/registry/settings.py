@@ -31,9 +31,16 @@ class EmbeddedRegistrySettings(GrpcServerOptions, ProcessOptions):
     )
     max_upload_bytes_in_flight: PositiveInt | None = Field(
         None,
-        description="bytes that concurrent uploads may hold at once; an upload that does not "
-        "fit gets RESOURCE_EXHAUSTED (retry later). Default: a quarter of the memory the "
-        "process may use, at least one largest upload",
+        description="bytes that concurrent uploads may hold at once (twice each one's weights: "
+        "as received, and sealed); an upload that does not fit gets RESOURCE_EXHAUSTED (retry "
+        "later). Default: an eighth of the memory the process may use, at least one largest",
+    )
+    max_download_bytes_in_flight: PositiveInt | None = Field(
+        None,
+        description="bytes that concurrent DownloadWeights calls may hold at once (twice each "
+        "one's weights: sealed, and opened); a download that does not fit gets "
+        "RESOURCE_EXHAUSTED (retry later). Default: an eighth of the memory the process may "
+        "use, at least one largest",
     )
     grace_s: PositiveFloat = Field(10.0, description="seconds to drain calls on SIGTERM")
     metrics_port: int = metrics_port(9468)

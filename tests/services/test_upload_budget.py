@@ -1,5 +1,5 @@
-"""The upload budget and the spooled receive, as pure units (the process-level check of
-memory and refusals is test_upload_memory.py)."""
+"""The transfer budgets and the spooled receive, as pure units (the process-level checks of
+memory and refusals are test_upload_memory.py and test_download_memory.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import pytest
 
 from mint.domain.errors import InvalidArgument, ResourceExhausted
 from mint.v1 import registry_pb2 as pb
-from services.registry.uploads import SPOOL_BYTES, UploadBudget, receive_weights
+from services.registry.budget import DOWNLOADS, UPLOADS, ByteBudget
+from services.registry.uploads import SPOOL_BYTES, receive_weights
 
 
 def test_a_reservation_that_does_not_fit_now_is_refused_until_one_is_released() -> None:
-    budget = UploadBudget(100)
+    budget = ByteBudget(100, UPLOADS)
     with budget.reserve(60):
         with pytest.raises(ResourceExhausted, match="retry later"), budget.reserve(41):
             pass
@@ -22,22 +23,33 @@ def test_a_reservation_that_does_not_fit_now_is_refused_until_one_is_released() 
 
 
 def test_a_failed_call_gives_its_bytes_back() -> None:
-    budget = UploadBudget(100)
+    budget = ByteBudget(100, UPLOADS)
     with pytest.raises(InvalidArgument), budget.reserve(70):
         raise InvalidArgument("the weights are not safetensors")
     assert budget.held == 0
 
 
 def test_an_upload_larger_than_the_budget_is_told_it_can_never_fit() -> None:
-    budget = UploadBudget(100)
+    budget = ByteBudget(100, UPLOADS)
     with pytest.raises(ResourceExhausted, match="cannot be accepted here"), budget.reserve(101):
+        pass
+    assert budget.held == 0
+
+
+def test_a_download_is_told_which_flag_bounds_it() -> None:
+    budget = ByteBudget(100, DOWNLOADS)
+    busy = pytest.raises(ResourceExhausted, match=r"downloads in flight .* retry later")
+    with budget.reserve(60), busy, budget.reserve(41):
+        pass
+    never = pytest.raises(ResourceExhausted, match="--max-download-bytes-in-flight 100")
+    with never, budget.reserve(101):
         pass
     assert budget.held == 0
 
 
 def test_each_refusal_is_counted_and_nothing_else() -> None:
     refusals: list[None] = []
-    budget = UploadBudget(100, on_refused=lambda: refusals.append(None))
+    budget = ByteBudget(100, UPLOADS, on_refused=lambda: refusals.append(None))
     with budget.reserve(60):
         for size in (41, 101):  # not now; never
             with pytest.raises(ResourceExhausted), budget.reserve(size):

@@ -8,7 +8,6 @@ arrive at once; an upload that would pass the budget is refused with RESOURCE_EX
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 import uuid
@@ -18,25 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
-import safetensors.numpy
 from minio import Minio
 
-from deploy.local.registry import RegistryProcess, write_tokens
-from deploy.local.stack import free_ports
+from deploy.local.registry import RegistryProcess
 from mint.blobs.port import blob_key
 from mint.client import RegistryClient
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 from tests.metrics import scrape
+from tests.services.wide_lora import CONFIG, lora_weights, memory, registry_process, wide_base
 
 pytestmark = pytest.mark.slow
 
 MiB = 1024 * 1024
 BUDGET = 64 * MiB  # --max-upload-bytes-in-flight
 UPLOADS = 8  # at once, 24 MiB each: 192 MiB asked for, three times the budget
-RANK, WIDTH, MODULES = 512, 2048, 3  # each module's lora_A + lora_B: 8 MiB of F32
 CHUNK = 1 * MiB
 # An admitted upload is held in memory once while it arrives (spooled to disk), twice while
 # it is stored (sealed), and reserves that: the peak grows by about the budget; twice
@@ -48,59 +44,11 @@ AUTH = (("authorization", "Bearer alice"),)
 
 @pytest.fixture
 def registry(tmp_path: Path, endpoints: dict[str, str]) -> Iterator[RegistryProcess]:
-    tokens = write_tokens(
-        tmp_path / "tokens.json",
-        {
-            "admin": {"principal": "ops", "tenants": ["*"], "admin": True},
-            "alice": {"principal": "alice", "tenants": ["acme"]},
-        },
-    )
-    topic = f"uploads-{uuid.uuid4().hex[:8]}"
-    flags = ["--max-upload-bytes-in-flight", str(BUDGET)]
-    port, metrics_port = free_ports(2)
-    process = RegistryProcess(
-        port,
-        topic,
-        tokens,
-        tmp_path / "registry.log",
-        endpoints,
-        2,
-        extra_args=flags,
-        metrics_port=metrics_port,
-    )
+    process = registry_process(tmp_path, endpoints, ["--max-upload-bytes-in-flight", str(BUDGET)])
     try:
         yield process.start()
     finally:
         process.stop()
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS (resident now) and VmHWM (the peak so far), in bytes."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            fields[name] = int(value.split()[0]) * 1024  # "123456 kB"
-    return fields
-
-
-def wide_base() -> dict[str, tuple[int, int]]:
-    return {f"model.layers.{i}.proj.weight": (WIDTH, WIDTH) for i in range(MODULES)}
-
-
-def lora_weights(fill: float) -> bytes:
-    """A valid rank-512 LoRA for `wide_base`; `fill` makes each upload's bytes its own."""
-    tensors = {}
-    for i in range(MODULES):
-        prefix = f"base_model.model.model.layers.{i}.proj"
-        tensors[f"{prefix}.lora_A.weight"] = np.full((RANK, WIDTH), fill, np.float32)
-        tensors[f"{prefix}.lora_B.weight"] = np.zeros((WIDTH, RANK), np.float32)
-    return safetensors.numpy.save(tensors)
-
-
-CONFIG = json.dumps(
-    {"peft_type": "LORA", "r": RANK, "lora_alpha": 16.0, "target_modules": ["proj"]}
-).encode()
 
 
 @dataclass
