@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,3 +124,28 @@ def test_concurrent_downloads_stay_within_the_budget(
         f"of {len(weights) / MiB:.0f} MiB; the bound is {RSS_GROWTH_BOUND / MiB:.0f} MiB"
     )
     assert alice.download_weights("acme/big", 1) == weights  # and later ones get in again
+
+
+def test_a_download_cancelled_midway_gives_its_bytes_back(
+    registry: RegistryProcess, unique: str
+) -> None:
+    """A reader that goes away must not keep its reservation: else a few cancelled
+    downloads would turn every later one away for good."""
+    admin = RegistryClient(registry.address, "admin")
+    alice = RegistryClient(registry.address, "alice")
+    fingerprint = hashlib.sha256(unique.encode()).hexdigest()
+    admin.register_base("wide", fingerprint, wide_base())
+    weights = lora_weights(5.0)
+    alice.create_adapter("acme/cut", fingerprint)
+    alice.publish_revision("acme/cut", (CONFIG, weights))
+    with grpc.insecure_channel(registry.address, options=NO_BDP) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        stream = stub.DownloadWeights(revision_request("acme/cut", 1, ""), metadata=AUTH)
+        next(stream)
+        assert _downloads(registry) == (2 * len(weights), 0)  # held while it is read
+        stream.cancel()
+        deadline = time.monotonic() + 10
+        while _downloads(registry)[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert _downloads(registry) == (0, 0)
+    assert alice.download_weights("acme/cut", 1) == weights
