@@ -80,8 +80,10 @@ class InvalidArgument(MintError):
 
 
 class ResourceExhausted(MintError):
-    """Over a limit: an upload too large, the server's upload budget or a node's queue
-    full for now (the message says which, and whether to retry later)."""
+    """Over a limit: an upload too large, the registry's transfer budgets or watches, a
+    node's queue full for now (the message says which, and whether to retry later). The
+    registry clients wait out a refusal for now themselves, for `retry_for_s`, before
+    raising it."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

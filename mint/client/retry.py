@@ -6,7 +6,8 @@ retries on the same channel, while a replica that does not own an adapter's part
 answers UNAVAILABLE, so a retry must move on to another replica (and, for a client-
 streaming upload, start a new stream). Every retry sends the same request, request id
 included, so the registry applies a command at most once and a retry learns the first
-attempt's outcome.
+attempt's outcome. RESOURCE_EXHAUSTED is retried only when the server sends a pushback
+(capacity in use right now: its transfer budgets, its watches), after that pause.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from cachetools import LRUCache
 # Trailing metadata of an UNAVAILABLE answer: the replica to retry at (mint.rpc.interceptor
 # sends it).
 OWNER_METADATA = "mint-owner"
+# Trailing metadata of a RESOURCE_EXHAUSTED answer that may be retried (capacity in use
+# now, not a size never accepted): how many ms to wait. gRPC's own name for it, which its
+# retry policies honour too.
+PUSHBACK_METADATA = "grpc-retry-pushback-ms"
 # Safe to send again: every command carries its request id, and reads change nothing.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -38,11 +43,12 @@ class Backoff:
         self.deadline = time.monotonic() + retry_for_s
         self.delay = 0.1
 
-    def next_pause(self) -> float | None:
-        """The pause before the next attempt, or None: give up."""
-        if time.monotonic() + self.delay > self.deadline:
+    def next_pause(self, pushback: float = 0.0) -> float | None:
+        """The pause before the next attempt, after a server's `pushback` (seconds it
+        asked for, jitter added on top), or None: give up."""
+        if time.monotonic() + pushback + self.delay > self.deadline:
             return None
-        pause = self.delay * random.uniform(0.5, 1.5)
+        pause = pushback + self.delay * random.uniform(0.5, 1.5)
         self.delay = min(self.delay * 2, 2.0)
         return pause
 
@@ -91,19 +97,38 @@ class Attempts:
     def pause_after(self, failed: int, error: grpc.RpcError) -> float | None:
         """The pause before trying again after `failed` answered `error`; None: give up
         (not retryable, or out of time)."""
-        if error.code() not in RETRYABLE:
-            return None
-        if self.replicas.move_on(self.key, failed, error) and not self.redirected:
+        moved = error.code() in RETRYABLE and self.replicas.move_on(self.key, failed, error)
+        if moved and not self.redirected:
             self.redirected = True  # straight to the owner named, once per call
             return 0.0
-        return self.backoff.next_pause()
+        return pause_before_retry(error, self.backoff)
+
+
+def pause_before_retry(error: grpc.RpcError, backoff: Backoff) -> float | None:
+    """The pause before sending again after `error`; None: not retryable, or out of time.
+    A RESOURCE_EXHAUSTED without a pushback is a limit no retry gets past."""
+    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        pushback = pushback_named(error)
+        return None if pushback is None else backoff.next_pause(pushback)
+    return backoff.next_pause() if error.code() in RETRYABLE else None
 
 
 def owner_named(error: grpc.RpcError) -> str:
     """The registry replica an UNAVAILABLE answer says owns the adapter ("": none)."""
+    return _trailing(error, OWNER_METADATA) or ""
+
+
+def pushback_named(error: grpc.RpcError) -> float | None:
+    """The seconds a RESOURCE_EXHAUSTED answer says to wait before retrying; None: it
+    names none, so retrying will not help."""
+    value = _trailing(error, PUSHBACK_METADATA)
+    return int(value) / 1000 if value is not None and value.isdigit() else None
+
+
+def _trailing(error: grpc.RpcError, key: str) -> str | None:
     trailing = getattr(error, "trailing_metadata", None)
     pairs = trailing() if callable(trailing) else None
-    return next((str(v) for k, v in pairs or () if k == OWNER_METADATA), "")
+    return next((str(v) for k, v in pairs or () if k == key), None)
 
 
 def replica_addresses(target: str) -> list[str]:

@@ -26,7 +26,7 @@ from mint.v1 import registry_pb2 as pb
 
 from . import read
 from .errors import from_rpc_error
-from .retry import RETRYABLE, Backoff
+from .retry import Backoff, pause_before_retry
 from .types import Event
 
 # Opens the server's stream from the given offsets (a call that can be cancelled).
@@ -47,10 +47,8 @@ class _Position:
     def pause_after(self, exc: grpc.RpcError) -> float:
         """How long to wait before reconnecting, or raises: not retryable, or retried
         for long enough."""
-        if exc.code() not in RETRYABLE:
-            raise from_rpc_error(exc) from exc
         self.backoff = self.backoff or Backoff(self.retry_for_s)
-        pause = self.backoff.next_pause()
+        pause = pause_before_retry(exc, self.backoff)
         if pause is None:
             raise from_rpc_error(exc) from exc
         return pause

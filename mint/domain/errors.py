@@ -10,7 +10,12 @@ class InvalidArgument(DomainError):
 
 
 class ResourceExhausted(InvalidArgument):
-    """Over a size limit (upload too large)."""
+    """Over a limit: a size never accepted, or capacity in use right now, when
+    `retry_after_s` says how long to wait before the same request may be taken."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(DomainError):

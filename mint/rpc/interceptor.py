@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from mint import logs, tracing
-from mint.client.retry import OWNER_METADATA  # the clients read it
+from mint.client.retry import OWNER_METADATA, PUSHBACK_METADATA  # the clients read them
 from mint.deadlines import caller_deadline
 from mint.domain import errors
 from mint.registry import Principal
@@ -155,6 +155,9 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     gets a status without internals to report."""
     if isinstance(exc, errors.Unavailable) and exc.owner:
         context.set_trailing_metadata(((OWNER_METADATA, exc.owner),))
+    if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
+        pushback_ms = str(round(exc.retry_after_s * 1000))
+        context.set_trailing_metadata(((PUSHBACK_METADATA, pushback_ms),))
     if isinstance(exc, errors.DomainError):
         context.abort(_status(exc), str(exc))
     log.exception("unexpected error")

@@ -5,7 +5,8 @@ Each transfer reserves what it will hold at its peak before it holds any of it: 
 its declared size twice (as received, and sealed while stored: mint/blobs/sealing.py), a
 download the revision's size twice (the sealed blob, and the weights opened from it
 while they are sent; AES-GCM opens a blob whole). When the transfers in flight already
-hold too much, the call is refused with RESOURCE_EXHAUSTED, which says to retry later.
+hold too much, the call is refused with RESOURCE_EXHAUSTED, which says to retry later
+and sends a pushback that the MinT clients wait out before retrying by themselves.
 Uploads and downloads have a budget each, so a burst of one never starves the other.
 """
 
@@ -25,6 +26,8 @@ MiB = 1024 * 1024
 MACHINE_SHARE = 8
 CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")  # a container's limit (cgroup v2)
 HELD_PER_BYTE = 2  # the weights, and their sealed copy
+# The pushback sent with a refusal for now (clients add jitter): about a transfer's time.
+RETRY_AFTER_S = 0.5
 
 
 def held_in_transit(size: int) -> int:
@@ -102,7 +105,8 @@ class ByteBudget:
                 raise ResourceExhausted(
                     f"{d.noun}s in flight hold {self._held:,} of this registry's "
                     f"{self.max_bytes:,} {d.noun} bytes, and this one needs {size:,}: "
-                    "retry later"
+                    "retry later",
+                    retry_after_s=RETRY_AFTER_S,
                 )
             self._held += size
 

@@ -18,7 +18,7 @@ from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
 from . import convert, page_token
-from .budget import ByteBudget, held_in_transit
+from .budget import RETRY_AFTER_S, ByteBudget, held_in_transit
 from .forwarding import ReadForwarder
 from .uploads import receive_weights
 
@@ -295,7 +295,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         # A watch holds a server thread while it lasts: bound them, so watchers can never
         # take every thread from commands.
         if not self._watch_slots.acquire(blocking=False):
-            raise ResourceExhausted(f"{MAX_WATCHES} watches are open already; retry later")
+            raise ResourceExhausted(
+                f"{MAX_WATCHES} watches are open already; retry later",
+                retry_after_s=RETRY_AFTER_S,
+            )
         try:
             yield from self._watch(request, context)
         finally:

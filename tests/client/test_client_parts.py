@@ -4,6 +4,7 @@ checked is the watch, not a server)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import grpc
@@ -12,6 +13,7 @@ import pytest
 import mint
 from mint.client import Event, Selector, errors
 from mint.client.build import selectors
+from mint.client.retry import PUSHBACK_METADATA
 from mint.client.rollback import rollback_target
 from mint.client.watch import Watch, scan
 from mint.domain.events import ChannelMoved
@@ -158,6 +160,30 @@ def test_a_watch_reconnects_from_its_offsets_after_a_retryable_failure() -> None
     assert seen == [5, 2, 6]
     assert opened == [{0: 5}, {0: 6, 1: 3}]
     assert watch.offsets == {0: 7, 1: 3}
+
+
+class Busy(Status):
+    """A refusal for now, with a pushback, as a registry whose watch slots are taken
+    sends it."""
+
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, "4 watches are open; retry later")
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
+        return ((PUSHBACK_METADATA, "200"),)
+
+
+class BusyStream(Stream):
+    def __next__(self) -> pb.RecordedEvent:
+        raise Busy()
+
+
+def test_a_watch_refused_for_now_waits_out_the_pushback_and_opens_again() -> None:
+    streams = iter([BusyStream([], None), Stream([_recorded(0, 0)], None)])
+    watch = Watch(lambda _: next(streams), None, retry_for_s=5)
+    started = time.monotonic()
+    assert next(watch).offset == 0
+    assert time.monotonic() - started >= 0.2
 
 
 def test_a_closed_watch_ends_and_cancels_its_stream() -> None:

@@ -1,9 +1,11 @@
 """The client sends a command again, with the same request id, when its answer was
-UNAVAILABLE or did not come before the deadline (a server that stands in for the
-registry: what is checked is the client's behaviour, not the server's)."""
+UNAVAILABLE, did not come before the deadline, or was RESOURCE_EXHAUSTED with a pushback
+(a server that stands in for the registry: what is checked is the client's behaviour, not
+the server's)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import grpc
 import pytest
 
 from mint.client import RegistryClient
-from mint.client.retry import Attempts, ReplicaChoice
+from mint.client.retry import PUSHBACK_METADATA, Attempts, ReplicaChoice
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 
@@ -167,3 +169,72 @@ def test_a_call_goes_to_a_named_owner_at_once_but_only_once() -> None:
     pause = attempts.pause_after(1 - first, _Refusal(["a:1", "b:2"][first]))
     assert pause is not None and pause > 0  # named again: a ping-pong waits its turn
     assert attempts.pause_after(first, _Refusal("", grpc.StatusCode.NOT_FOUND)) is None
+
+
+class Busy(registry_pb2_grpc.RegistryServicer):
+    """Refuses the first two calls for now (RESOURCE_EXHAUSTED, with or without a
+    pushback), then answers."""
+
+    def __init__(self, pushback_ms: str | None) -> None:
+        self.pushback_ms = pushback_ms
+        self.calls: list[float] = []
+
+    def SetChannelGate(
+        self, request: pb.SetChannelGateRequest, context: grpc.ServicerContext
+    ) -> pb.CommandResult:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= 2:
+            if self.pushback_ms is not None:
+                context.set_trailing_metadata(((PUSHBACK_METADATA, self.pushback_ms),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "uploads in flight: retry later")
+        return pb.CommandResult(first_version=1, last_version=1)
+
+
+def _serve(servicer: registry_pb2_grpc.RegistryServicer) -> tuple[grpc.Server, str]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_a_refusal_for_now_is_retried_after_its_pushback() -> None:
+    busy = Busy(pushback_ms="300")  # type: ignore[abstract]  # only SetChannelGate is called
+    server, target = _serve(busy)
+    client = RegistryClient(target, "token", timeout_s=2.0, retry_for_s=10)
+    try:
+        assert client.set_gate("acme/x", "stable", "suite").first_version == 1
+    finally:
+        client.close()
+        server.stop(grace=0)
+    waits = [b - a for a, b in itertools.pairwise(busy.calls)]
+    assert len(waits) == 2 and min(waits) >= 0.3, waits
+
+
+def test_a_limit_without_pushback_is_not_retried() -> None:
+    busy = Busy(pushback_ms=None)  # type: ignore[abstract]
+    server, target = _serve(busy)
+    client = RegistryClient(target, "token", timeout_s=2.0, retry_for_s=10)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            client.set_gate("acme/x", "stable", "suite")
+    finally:
+        client.close()
+        server.stop(grace=0)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(busy.calls) == 1
+
+
+def test_a_pushback_past_retry_for_s_is_not_waited_out() -> None:
+    busy = Busy(pushback_ms="5000")  # type: ignore[abstract]
+    server, target = _serve(busy)
+    client = RegistryClient(target, "token", timeout_s=2.0, retry_for_s=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            client.set_gate("acme/x", "stable", "suite")
+    finally:
+        client.close()
+        server.stop(grace=0)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (len(busy.calls), time.monotonic() - started < 1) == (1, True)

@@ -23,6 +23,7 @@ import pytest
 from deploy.local.registry import RegistryProcess
 from mint.client import RegistryClient
 from mint.client.build import revision_request
+from mint.client.retry import pushback_named
 from mint.v1 import registry_pb2_grpc
 from tests.metrics import scrape
 from tests.services.wide_lora import CONFIG, lora_weights, memory, registry_process, wide_base
@@ -118,12 +119,31 @@ def test_concurrent_downloads_stay_within_the_budget(
         if result.error is not None:
             assert result.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, result.error
             assert "retry later" in (result.error.details() or ""), result.error.details()
+            assert pushback_named(result.error) is not None  # so clients retry by themselves
     assert _downloads(registry) == (0, DOWNLOADS - 1)  # every reservation given back
     assert growth <= RSS_GROWTH_BOUND, (
         f"the registry's peak memory grew by {growth / MiB:.0f} MiB for {DOWNLOADS} downloads "
         f"of {len(weights) / MiB:.0f} MiB; the bound is {RSS_GROWTH_BOUND / MiB:.0f} MiB"
     )
     assert alice.download_weights("acme/big", 1) == weights  # and later ones get in again
+
+
+def test_the_client_waits_out_refusals_until_every_download_is_whole(
+    registry: RegistryProcess, unique: str
+) -> None:
+    admin = RegistryClient(registry.address, "admin")
+    alice = RegistryClient(registry.address, "alice", retry_for_s=60)
+    fingerprint = hashlib.sha256(unique.encode()).hexdigest()
+    admin.register_base("wide", fingerprint, wide_base())
+    weights = lora_weights(4.0)
+    alice.create_adapter("acme/many", fingerprint)
+    alice.publish_revision("acme/many", (CONFIG, weights))
+    with ThreadPoolExecutor(4) as pool:
+        downloads = list(pool.map(lambda _: alice.download_weights("acme/many", 1), range(4)))
+    held, refused = _downloads(registry)
+    assert all(d == weights for d in downloads)
+    assert refused >= 1, "four downloads at once, and one fits: some were refused for now"
+    assert held == 0
 
 
 def test_a_download_cancelled_midway_gives_its_bytes_back(

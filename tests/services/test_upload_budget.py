@@ -7,7 +7,7 @@ import pytest
 
 from mint.domain.errors import InvalidArgument, ResourceExhausted
 from mint.v1 import registry_pb2 as pb
-from services.registry.budget import DOWNLOADS, UPLOADS, ByteBudget
+from services.registry.budget import DOWNLOADS, RETRY_AFTER_S, UPLOADS, ByteBudget
 from services.registry.uploads import SPOOL_BYTES, receive_weights
 
 
@@ -20,6 +20,17 @@ def test_a_reservation_that_does_not_fit_now_is_refused_until_one_is_released() 
             assert budget.held == 100
     with budget.reserve(100):
         assert budget.held == 100
+
+
+def test_only_a_refusal_for_now_says_when_to_retry() -> None:
+    """A client waits out a pushback and retries by itself; one that can never fit
+    carries none, so it is not retried."""
+    budget = ByteBudget(100, UPLOADS)
+    with budget.reserve(60), pytest.raises(ResourceExhausted) as busy, budget.reserve(41):
+        pass
+    with pytest.raises(ResourceExhausted) as never, budget.reserve(101):
+        pass
+    assert (busy.value.retry_after_s, never.value.retry_after_s) == (RETRY_AFTER_S, None)
 
 
 def test_a_failed_call_gives_its_bytes_back() -> None:
