@@ -23,6 +23,7 @@ from minio import Minio
 from deploy.local.registry import RegistryProcess
 from mint.blobs.port import blob_key
 from mint.client import RegistryClient
+from mint.client.retry import pushback_named
 from mint.v1 import registry_pb2 as pb
 from mint.v1 import registry_pb2_grpc
 from tests.metrics import scrape
@@ -151,6 +152,7 @@ def test_concurrent_uploads_stay_within_the_budget(
         assert attempt.error is not None
         assert attempt.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, attempt.error
         assert "retry later" in (attempt.error.details() or ""), attempt.error.details()
+        assert pushback_named(attempt.error) is not None  # the clients retry by themselves
     bucket = registry.topic
     stored_blobs = [
         str(o.object_name) for o in s3.list_objects(bucket, prefix="blobs/", recursive=True)
@@ -181,3 +183,4 @@ def test_an_upload_larger_than_the_whole_budget_is_refused_at_its_header(
             stub.PublishRevision(iter([declared]), metadata=AUTH, timeout=30)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max-upload-bytes-in-flight" in (refused.value.details() or "")
+    assert pushback_named(refused.value) is None  # so no client retries it
