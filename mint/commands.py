@@ -3,7 +3,8 @@ decision against it, the append, and the answer to a retry.
 
 A stream's folded state is kept per stream (bounded), so a command reads and folds only
 what is new since the last command on that stream. A retry of an applied request id
-gets the first result and appends nothing. A command without an expected version that
+gets the first result and appends nothing; a request id names one command, so one sent
+again with another command is refused. A command without an expected version that
 loses a race to a concurrent one is decided again, after a jittered pause, for as long
 as the caller's deadline leaves time (at most CONFLICTS_FOR_S).
 """
@@ -14,7 +15,7 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mint.deadlines import time_left
@@ -37,6 +38,20 @@ CONFLICTS_FOR_S = 10.0
 FOLDED_CACHE_SIZE = 10_000  # adapters whose folded state a replica keeps decoded
 
 Decide = Callable[[agg.Adapter | None], list[AdapterEvent]]
+# Whether the events an earlier request appended are what this command appends: a retry.
+Matches = Callable[[Sequence[AdapterEvent]], bool]
+
+
+def recorded_as(event_type: type, /, **fields: object) -> Matches:
+    """A command that appends an `event_type` with these fields first."""
+
+    def matches(events: Sequence[AdapterEvent]) -> bool:
+        first = events[0] if events else None
+        return isinstance(first, event_type) and all(
+            getattr(first, name) == value for name, value in fields.items()
+        )
+
+    return matches
 
 
 @dataclass(frozen=True)
@@ -123,15 +138,18 @@ class CommandPath:
         expected_version: int | None,
         request_id: str,
         decide: Decide,
+        matches: Matches,
         allow_new: bool = False,
     ) -> Outcome:
+        """Append what `decide` makes of the stream's state; a retry of `request_id`
+        (`matches` the events it appended) gets its first result."""
         self.check(principal, ref, request_id)
         pause, longest = CONFLICT_PAUSE_S
         give_up = time.monotonic() + time_left(CONFLICTS_FOR_S)
         while True:
             try:
                 return self._execute_once(
-                    principal, ref, expected_version, request_id, decide, allow_new
+                    principal, ref, expected_version, request_id, decide, matches, allow_new
                 )
             except VersionConflict:
                 if expected_version is not None:
@@ -153,12 +171,14 @@ class CommandPath:
         expected_version: int | None,
         request_id: str,
         decide: Decide,
+        matches: Matches,
         allow_new: bool,
     ) -> Outcome:
         folded = self.load(str(ref))
         state = folded.state if folded else None
         earlier = folded.requests.get(request_id) if folded else None
         if earlier:  # a retry: the first result, nothing new
+            self._refuse_another_command(ref, request_id, earlier, matches)
             first = state if state and earlier[1] == state.version else self._as_of(ref, earlier[1])
             if first is None:
                 raise DataLoss(f"{ref}'s log no longer holds the events of request {request_id}")
@@ -178,6 +198,21 @@ class CommandPath:
             folded = self.load(str(ref))
             return Outcome(existing(folded.state if folded else None), result)
         return Outcome(existing(_fold_onto(state, events)), result)
+
+    def _refuse_another_command(
+        self, ref: AdapterRef, request_id: str, versions: tuple[int, int], matches: Matches
+    ) -> None:
+        """InvalidArgument unless the events `request_id` appended are this command's."""
+        first, last = versions
+        recorded = self.log.read_stream(str(ref), after_version=first - 1)[: last - first + 1]
+        events = [r.event for r in recorded]
+        if not matches(events):  # type: ignore[arg-type]  # a stream holds adapter events
+            made = ", ".join(type(e).__name__ for e in events) or "nothing"
+            raise InvalidArgument(
+                f"request id {request_id!r} was already used on {ref} by another command "
+                f"(it appended {made}): a request id names one command, so send this "
+                "one with a new request id"
+            )
 
     def _as_of(self, ref: AdapterRef, version: int) -> agg.Adapter | None:
         """The adapter's state at `version`, from its history."""

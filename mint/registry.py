@@ -21,8 +21,17 @@ from datetime import UTC, datetime
 from mint.blobs.port import BlobRef, BlobStore, checked_ref
 from mint.catalog.log_scan import LogScanCatalog
 from mint.catalog.port import AdapterCatalog, Page
-from mint.commands import CommandPath, Outcome, Principal, existing, metadata
+from mint.commands import (
+    CommandPath,
+    Folded,
+    Outcome,
+    Principal,
+    existing,
+    metadata,
+    recorded_as,
+)
 from mint.domain import adapter as agg
+from mint.domain import events as ev
 from mint.domain import gates
 from mint.domain.errors import (
     InvalidArgument,
@@ -149,6 +158,7 @@ class Registry:
             lambda state: agg.create(
                 state, adapter_id, ref, principal.name, base_fingerprint, method, labels
             ),
+            recorded_as(ev.AdapterCreated, base_fingerprint=base_fingerprint, method=method),
             allow_new=True,
         )
 
@@ -176,7 +186,7 @@ class Registry:
         def decide(state: agg.Adapter | None) -> list[AdapterEvent]:
             if state is None:
                 raise NotFound(f"adapter {ref} does not exist")
-            state.check_not_erased()  # before the upload is checked and stored
+            agg.check_publishable(state, provenance, tuple(parents))  # before any upload work
             base = self.base(state.created.base_fingerprint)
             checked = validate_adapter(upload.config, upload.weights, base.parameters, self.limits)
             blob = self._store_blob(state, upload.weights, upload.declared_sha256)  # blob first
@@ -184,7 +194,11 @@ class Registry:
                 state, blob.sha256, blob.size, checked.config_json, provenance, tuple(parents)
             )
 
-        return self.commands.execute(principal, ref, expected_version, request_id, decide)
+        def matches(events: Sequence[AdapterEvent]) -> bool:
+            sha256 = upload.declared_sha256 or checked_ref(upload.weights, None).sha256
+            return recorded_as(ev.RevisionPublished, weights_sha256=sha256)(events)
+
+        return self.commands.execute(principal, ref, expected_version, request_id, decide, matches)
 
     def record_evaluation(
         self,
@@ -213,6 +227,7 @@ class Registry:
                 passed,
                 principal.platform,
             ),
+            recorded_as(ev.EvaluationRecorded, revision=revision, suite=suite, passed=passed),
         )
 
     def set_gate(
@@ -240,7 +255,8 @@ class Registry:
                 self._store_blob(existing(state), examples, digest)  # blob first
             return events
 
-        return self.commands.execute(principal, ref, expected_version, request_id, decide)
+        matches = recorded_as(ev.ChannelGateSet, channel=channel, required_suite=required_suite)
+        return self.commands.execute(principal, ref, expected_version, request_id, decide, matches)
 
     def move_channel(
         self,
@@ -258,6 +274,7 @@ class Registry:
             expected_version,
             request_id,
             lambda s: agg.move_channel(existing(s), channel, revision, reason, principal.name),
+            recorded_as(ev.ChannelMoved, channel=channel, revision=revision),
         )
 
     def archive(
@@ -269,7 +286,12 @@ class Registry:
         expected_version: int | None = None,
     ) -> Outcome:
         return self.commands.execute(
-            principal, ref, expected_version, request_id, lambda s: agg.archive(existing(s), reason)
+            principal,
+            ref,
+            expected_version,
+            request_id,
+            lambda s: agg.archive(existing(s), reason),
+            recorded_as(ev.AdapterArchived),
         )
 
     def request_update(
@@ -292,7 +314,8 @@ class Registry:
             self._store_blob(existing(state), examples, parsed.sha256)  # checks passed: blob first
             return events
 
-        return self.commands.execute(principal, ref, None, request_id, decide)
+        matches = recorded_as(ev.UpdateRequested, kind=kind, channel=channel)
+        return self.commands.execute(principal, ref, None, request_id, decide, matches)
 
     def finish_update(
         self,
@@ -316,6 +339,7 @@ class Registry:
             None,
             request_id,
             lambda s: agg.finish_update(existing(s), update_id, revision, outcome, reason),
+            recorded_as(ev.UpdateFinished, update_id=update_id, revision=revision, outcome=outcome),
         )
 
     def _store_blob(self, state: agg.Adapter, data: bytes, expected_sha256: str | None) -> BlobRef:
@@ -350,7 +374,7 @@ class Registry:
         folded = self.commands.load(str(ref))
         if folded is None:
             raise NotFound(f"adapter {ref} does not exist")
-        if not folded.state.erased:
+        if _erasure_may_begin(folded, request_id, expected_version):
             self.blobs.begin_erasure(folded.state.adapter_id, str(ref))
         erased_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         outcome = self.commands.execute(
@@ -359,6 +383,7 @@ class Registry:
             expected_version,
             request_id,
             lambda s: agg.erase(existing(s), erased_at),
+            recorded_as(ev.AdapterErased),
         )
         if outcome.adapter.erased:
             self._finish_erasure(outcome.adapter)
@@ -462,3 +487,14 @@ class Registry:
         """What refuses a command before any of its work (an upload received, a stream
         read): the caller's tenant, a request id, and that this replica writes `ref`."""
         self.commands.check(principal, ref, request_id)
+
+
+def _erasure_may_begin(folded: Folded, request_id: str, expected_version: int | None) -> bool:
+    """Whether an erase notes its erasure before its event: not when the adapter is erased
+    already, the request id was used (a retry, or another command, which is refused) or
+    the expected version is stale (refused), so that a refused erase leaves nothing."""
+    return (
+        not folded.state.erased
+        and request_id not in folded.requests
+        and expected_version in (None, folded.version)
+    )

@@ -228,13 +228,7 @@ def publish(
     parents: tuple[int, ...] = (),
 ) -> list[AdapterEvent]:
     """A new revision, numbered next, and `latest` moved to it in the same append."""
-    _writable(state)
-    bounds.text("training_run_id", provenance.training_run_id)
-    bounds.items("dataset_fingerprints", provenance.dataset_fingerprints)
-    bounds.mapping("hyperparameters", provenance.hyperparameters)
-    bounds.mapping("tool_versions", provenance.tool_versions)
-    for parent in parents:
-        state.revision(parent)  # NotFound for a parent that does not exist
+    check_publishable(state, provenance, parents)
     number = len(state.revisions) + 1
     return [
         RevisionPublished(
@@ -242,6 +236,17 @@ def publish(
         ),
         ChannelMoved(LATEST, number, state.channels.get(LATEST, 0), "published"),
     ]
+
+
+def check_publishable(state: Adapter, provenance: Provenance, parents: tuple[int, ...]) -> None:
+    """What refuses a publish whatever its weights: checked before they are."""
+    _writable(state)
+    bounds.text("training_run_id", provenance.training_run_id)
+    bounds.items("dataset_fingerprints", provenance.dataset_fingerprints)
+    bounds.mapping("hyperparameters", provenance.hyperparameters)
+    bounds.mapping("tool_versions", provenance.tool_versions)
+    for parent in parents:
+        state.revision(parent)  # NotFound for a parent that does not exist
 
 
 def record_evaluation(

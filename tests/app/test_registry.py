@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.local_blobs import LocalBlobStore
@@ -112,6 +113,53 @@ def test_retry_returns_the_first_result_and_writes_nothing(
     assert retry.result.duplicate
     assert (retry.result.first_version, retry.result.last_version) == (2, 3)
     assert retry.adapter.revisions == first.adapter.revisions
+    assert (events(registry), blob_count(registry)) == before
+
+
+def _other_weights(upload: Upload) -> Upload:
+    """The same adapter's shapes with other values: another revision's upload."""
+    tensors = {name: t * 2 for name, t in safetensors.torch.load(upload.weights).items()}
+    return Upload(upload.config, safetensors.torch.save(tensors))
+
+
+@pytest.mark.parametrize("other", ["move elsewhere", "archive", "erase", "publish other bytes"])
+def test_a_request_id_sent_again_with_another_command_is_refused_and_changes_nothing(
+    registry: Registry, model_files: dict, other: str
+) -> None:
+    """A request id names one command: sending it with another would otherwise answer
+    'duplicate' and do nothing, and a caller would believe the other command applied."""
+    published, moved = rid(), rid()
+    registry.publish_revision(ALICE, REF, model_files["upload"], published)
+    registry.publish_revision(ALICE, REF, _other_weights(model_files["upload"]), rid())
+    registry.move_channel(ALICE, REF, "beta", 1, moved)
+    before = events(registry), blob_count(registry)
+    commands = {
+        "move elsewhere": lambda: registry.move_channel(ALICE, REF, "beta", 2, moved),
+        "archive": lambda: registry.archive(ALICE, REF, "done", moved),
+        "erase": lambda: registry.erase(ALICE, REF, moved),
+        "publish other bytes": lambda: registry.publish_revision(
+            ALICE, REF, _other_weights(_other_weights(model_files["upload"])), published
+        ),
+    }
+    with pytest.raises(InvalidArgument, match="already used on acme/tone by another command"):
+        commands[other]()
+    assert (events(registry), blob_count(registry)) == before
+    state = registry.get(ALICE, REF)
+    assert (state.channels["beta"], state.archived, state.erased) == (1, False, False)
+    assert registry.move_channel(ALICE, REF, "beta", 1, moved).result.duplicate  # a retry
+
+
+def test_refused_erase_and_publish_leave_no_object(registry: Registry, model_files: dict) -> None:
+    """An erase with a stale version notes no erasure; a publish to an archived adapter
+    stores no blob."""
+    before = events(registry), blob_count(registry)
+    with pytest.raises(VersionConflict):
+        registry.erase(ALICE, REF, rid(), expected_version=7)
+    assert (events(registry), blob_count(registry)) == before
+    registry.archive(ALICE, REF, "done", rid())
+    before = events(registry), blob_count(registry)
+    with pytest.raises(FailedPrecondition, match="archived"):
+        registry.publish_revision(ALICE, REF, model_files["upload"], rid())
     assert (events(registry), blob_count(registry)) == before
 
 
