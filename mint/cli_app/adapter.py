@@ -11,9 +11,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from mint.client import Adapter, CommandResult, Event, pull
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 from . import options as o
-from .output import connected, emit, err, out
+from .output import connected, emit, err, fail, out
+
+PICKLED_WEIGHTS = "adapter_model.bin"  # what save_pretrained writes without safetensors
 
 app = typer.Typer(
     help="Create, publish, promote and inspect adapters.",
@@ -21,7 +24,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-Ref = Annotated[str, typer.Argument(help="The adapter: tenant/name, e.g. acme/tone.")]
+Ref = o.Ref
 Reason = Annotated[str, typer.Option(help="Why, kept in the adapter's history.")]
 
 
@@ -57,7 +60,7 @@ def publish(
         Path, typer.Argument(help="A PEFT save_pretrained folder.", exists=True, file_okay=False)
     ],
     parent: Annotated[
-        list[int] | None, typer.Option(help="A revision it was trained from.")
+        list[int] | None, typer.Option(help="A revision it was trained from.", min=1)
     ] = None,
     training_run: Annotated[str, typer.Option(help="The training run's id.")] = "",
     dataset: Annotated[list[str] | None, typer.Option(help="A dataset's fingerprint.")] = None,
@@ -69,6 +72,7 @@ def publish(
 ) -> None:
     """Upload a new revision (a progress bar follows the weights going out); `latest`
     moves to it."""
+    _check_peft_folder(folder)
     with connected() as client, UploadBar(quiet=json) as follow:
         result = client.publish_revision(
             ref,
@@ -84,6 +88,24 @@ def publish(
         )
     number = result.adapter.revisions[-1].number
     _changed(result, f"published {ref} revision {number}", json)
+
+
+def _check_peft_folder(folder: Path) -> None:
+    """Before any upload starts: which file is missing, and what to do about a pickle."""
+    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (folder / name).is_file()]
+    if ADAPTER_WEIGHTS in missing and (folder / PICKLED_WEIGHTS).exists():
+        raise fail(
+            f"error: {folder} holds {PICKLED_WEIGHTS}, a pickle file, which MinT never loads: "
+            "re-save the adapter with `save_pretrained(..., safe_serialization=True)` to write "
+            f"{ADAPTER_WEIGHTS}",
+            2,
+        )
+    if missing:
+        raise fail(
+            f"error: {folder} has no {' or '.join(missing)}: give the folder PEFT's "
+            "save_pretrained wrote — see `mint adapter publish --help`",
+            2,
+        )
 
 
 class UploadBar:
@@ -116,7 +138,7 @@ class UploadBar:
 def promote(
     ref: Ref,
     channel: Annotated[str, typer.Argument(help="The channel, e.g. stable.")],
-    revision: Annotated[int, typer.Argument(help="The revision it should point at.")],
+    revision: Annotated[int, typer.Argument(help="The revision it should point at.", min=1)],
     reason: Reason = "",
     expected_version: o.ExpectedVersion = None,
     json: o.Json = False,
@@ -142,7 +164,7 @@ def rollback(
     channel: Annotated[str, typer.Argument(help="The channel to move back.")],
     to: Annotated[
         int | None,
-        typer.Option(help="The revision (default: where it pointed before its last move)."),
+        typer.Option(help="The revision (default: where it pointed before its last move).", min=1),
     ] = None,
     reason: Reason = "rollback",
     json: o.Json = False,
@@ -268,23 +290,78 @@ def list_adapters(
     emit(found, json, render)
 
 
-@app.command(name="pull", epilog="Example: mint adapter pull acme/tone@stable ./tone")
+@app.command(
+    name="pull",
+    epilog="Example: mint adapter pull acme/tone@stable ./tone (or acme/tone@2, or acme/tone)",
+)
 def pull_command(
     ref: Annotated[
-        str, typer.Argument(help="tenant/name@channel, tenant/name@<revision> or tenant/name.")
+        str,
+        typer.Argument(
+            help="tenant/name@CHANNEL, tenant/name@REVISION (a number, from 1) or tenant/name "
+            "(its latest)."
+        ),
     ],
-    folder: Annotated[Path, typer.Argument(help="Where to write the PEFT folder.")],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Where to write the PEFT folder: a new or empty folder, or one a pull wrote."
+        ),
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help=f"Write {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} into a folder that holds other "
+            "files too (those two are replaced).",
+        ),
+    ] = False,
     json: o.Json = False,
 ) -> None:
     """Download a revision (sha256-checked, through the local cache) as a PEFT folder that
-    `PeftModel.from_pretrained` loads."""
+    `PeftModel.from_pretrained` loads. Refused for an erased adapter, cached or not."""
+    _check_destination(folder, force)
     with connected() as client, err.status(f"pulling {ref} ...", spinner="dots"):
         cached = pull(ref, client=client)
-    folder.mkdir(parents=True, exist_ok=True)
-    for file in sorted(cached.iterdir()):
-        shutil.copyfile(file, folder / file.name)  # the blob's bytes, not the cache's link
+    _write_files(cached, folder)
     emit(
         {"ref": ref, "folder": str(folder), "revision": int(cached.name)},
         json,
         lambda: out.print(f"pulled {ref} (revision {cached.name}) into {folder}"),
     )
+
+
+def _check_destination(folder: Path, force: bool) -> None:
+    """Before downloading: a pull writes two files, never over a file, nor beside someone
+    else's files unless told to."""
+    a_file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if a_file is not None:
+        raise fail(
+            f"error: {a_file} is a file: give a folder to write the adapter's files into"
+            " — see `mint adapter pull --help`",
+            2,
+        )
+    try:
+        there = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    except OSError as exc:
+        raise fail(f"error: cannot read {folder}: {exc.strerror or exc}", 2) from None
+    others = sorted(there - {ADAPTER_CONFIG, ADAPTER_WEIGHTS})  # a previous pull's are fine
+    if others and not force:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise fail(
+            f"error: {folder} holds other files ({shown}): pull into a new or empty folder, "
+            "or pass --force to write the adapter's two files beside them",
+            2,
+        )
+
+
+def _write_files(cached: Path, folder: Path) -> None:
+    """The blobs' bytes, not the cache's links; an old file (or link) replaced, not
+    written through."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in sorted(cached.iterdir()):
+            (folder / file.name).unlink(missing_ok=True)
+            shutil.copyfile(file, folder / file.name)
+    except OSError as exc:
+        raise fail(f"error: cannot write into {folder}: {exc.strerror or exc}", 2) from None

@@ -14,7 +14,7 @@ from mint.client import GenerationChunk, Sampling, login
 
 from . import adapter, audit, stack
 from . import options as o
-from .output import connected, emit, emit_json, err, out
+from .output import Server, connected, emit, emit_json, err, out, reporting_errors
 
 app = typer.Typer(
     help="MinT from a terminal: register bases, publish and promote adapters, generate.\n\n"
@@ -67,6 +67,10 @@ def login_command(
 ) -> None:
     """Store the addresses and your token in your config dir, readable by you alone.
     MINT_REGISTRY, MINT_ROUTER and MINT_TOKEN override them."""
+    with reporting_errors():  # a malformed address is refused now, not at each command
+        Server("registry", registry).check_address()
+        if router:
+            Server("router", router).check_address()
     path = login.save(login.Login(registry, router, token))
     emit(
         {"path": str(path), "registry": registry, "router": router},
@@ -103,8 +107,8 @@ def register_base(
     epilog="Example: mint eval record acme/tone 2 tone-suite --metric accuracy=0.93 --passed",
 )
 def record_evaluation(
-    ref: Annotated[str, typer.Argument(help="The adapter: tenant/name.")],
-    revision: Annotated[int, typer.Argument(help="The revision evaluated.")],
+    ref: o.Ref,
+    revision: Annotated[int, typer.Argument(help="The revision evaluated.", min=1)],
     suite: Annotated[str, typer.Argument(help="The suite's name (what a gate requires).")],
     passed: Annotated[bool, typer.Option("--passed/--failed", help="The verdict.")],
     metric: Annotated[list[str] | None, typer.Option(help="NAME=NUMBER, repeatable.")] = None,

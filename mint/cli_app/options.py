@@ -6,6 +6,21 @@ from typing import Annotated
 
 import typer
 
+from mint.client import parse_ref
+
+
+def _checked_ref(value: str) -> str:
+    """Refused here, as bad usage, rather than by the registry after a call."""
+    try:
+        parse_ref(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+Ref = Annotated[
+    str, typer.Argument(help="The adapter: tenant/name, e.g. acme/tone.", callback=_checked_ref)
+]
 Json = Annotated[
     bool, typer.Option("--json", help="Print the result as one JSON document (for scripts).")
 ]

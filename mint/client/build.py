@@ -27,7 +27,10 @@ UpdateExamples = bytes | Sequence[Mapping[str, object]]
 
 
 def parse_ref(text: str) -> pb.AdapterRef:
-    tenant, _, name = text.partition("/")
+    """`tenant/name` -> its AdapterRef; the registry checks the names themselves."""
+    tenant, slash, name = text.partition("/")
+    if not (tenant and slash and name):  # else the registry could only name an empty part
+        raise ValueError(f"{text!r} is not an adapter ref: write TENANT/NAME, e.g. acme/tone")
     return pb.AdapterRef(tenant=tenant, name=name)
 
 

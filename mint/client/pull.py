@@ -26,9 +26,9 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 from . import login
 from .base_model import MissingExtra
-from .errors import DataLoss, raising_mint_errors
+from .errors import DataLoss, FailedPrecondition, raising_mint_errors
 from .sync import Client
-from .types import Revision, Selector
+from .types import Adapter, Revision, Selector
 
 
 def cache_root() -> Path:
@@ -51,17 +51,14 @@ def client_from_login() -> Client:
 
 def pull(ref: str, *, client: Client | None = None, cache_dir: str | Path | None = None) -> Path:
     """The PEFT folder of `ref` (`tenant/name@channel`, `tenant/name@<revision>`, or
-    `tenant/name` for its `latest`), downloaded unless cached. `client`: default, one from
-    the stored login."""
+    `tenant/name` for its `latest`), downloaded unless cached. An erased adapter is refused
+    (`FailedPrecondition`), cached or not. `client`: default, one from the stored login."""
+    selector = _checked(ref)
     if client is None:
         with client_from_login() as own:
             return pull(ref, client=own, cache_dir=cache_dir)
-    selector = Selector.parse(ref)
-    try:  # the cache path is made of it: a name, not a path
-        AdapterRef.parse(selector.adapter)
-    except InvalidArgument as exc:
-        raise ValueError(str(exc)) from None
-    at = selector.revision or selector.channel or "latest"
+    _refuse_if_erased(client.get_adapter(selector.adapter))
+    at = selector.revision if selector.revision is not None else selector.channel or "latest"
     revision = client.get_revision(selector.adapter, at)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     config = revision.config_json.encode()
@@ -74,6 +71,27 @@ def pull(ref: str, *, client: Client | None = None, cache_dir: str | Path | None
         ),
     }
     return _folder(root, selector.adapter, revision, blobs)
+
+
+def _checked(ref: str) -> Selector:
+    selector = Selector.parse(ref)
+    try:  # the cache path is made of it: a name, not a path
+        AdapterRef.parse(selector.adapter)
+    except InvalidArgument as exc:
+        raise ValueError(str(exc)) from None
+    if selector.revision is not None and selector.revision < 1:
+        raise ValueError(f"{ref!r}: revisions start at 1 (or name a channel: @latest, @stable)")
+    return selector
+
+
+def _refuse_if_erased(adapter: Adapter) -> None:
+    """A revision still names its sha256 once erased, and the cache may still hold those
+    bytes: only the adapter says it is gone, and then nothing of it is served."""
+    if adapter.erased:
+        raise FailedPrecondition(
+            f"adapter {adapter.ref} was erased at {adapter.erased_at}: its weights are gone "
+            "for good; publish to a new adapter"
+        )
 
 
 def _download(client: Client, adapter: str, number: int) -> bytes:

@@ -7,12 +7,19 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import stat
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 
+import mint
+from mint.cli_app import app
 from mint.client import Sampling
+from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mint.models.base import build_base
 from tests.serving.world import base_config
 
@@ -105,7 +112,8 @@ def test_base_register_hashes_the_folder_as_a_node_does(
     not_admin = mint_command("base", "register", str(folder))
     assert not_admin.exit_code == 4
     assert not_admin.stderr.splitlines()[-1].startswith(
-        "error: principal 'alice' may not register base models — use a token"
+        "error: principal 'alice' may not register base models — registering a base model "
+        "needs an admin's token: `mint login --token ...` (or set MINT_TOKEN) (request id "
     )
 
 
@@ -254,3 +262,96 @@ def test_the_readme_session_runs_as_written(
         result = mint_command(*(replaced.get(word, word) for word in words[1:]))
         assert result.exit_code == 0, f"{words}: {result.output}"
     assert result.stdout.strip()  # the generation
+
+
+def test_publish_checks_the_folder_and_the_ref_before_uploading(
+    world: ClientWorld, logged_in: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "half-saved"
+    folder.mkdir()
+    (folder / ADAPTER_CONFIG).write_text("{}")
+    missing = mint_command("adapter", "publish", "acme/cli-publish", str(folder))
+    assert missing.exit_code == 2
+    assert missing.stderr == (
+        f"error: {folder} has no {ADAPTER_WEIGHTS}: give the folder PEFT's save_pretrained "
+        "wrote — see `mint adapter publish --help`\n"
+    )
+    (folder / "adapter_model.bin").write_bytes(b"a pickle")
+    pickled = mint_command("adapter", "publish", "acme/cli-publish", str(folder))
+    assert pickled.exit_code == 2
+    assert pickled.stderr == (
+        f"error: {folder} holds adapter_model.bin, a pickle file, which MinT never loads: "
+        "re-save the adapter with `save_pretrained(..., safe_serialization=True)` to write "
+        f"{ADAPTER_WEIGHTS}\n"
+    )
+    no_slash = mint_command("adapter", "publish", "acme", str(world.lora("cli-slash", seed=3)))
+    assert no_slash.exit_code == 2
+    assert "'acme' is not an adapter ref: write TENANT/NAME" in " ".join(no_slash.stderr.split())
+    assert "uploading" not in missing.output + pickled.output + no_slash.output
+
+
+def test_a_not_found_hint_fits_what_was_not_found(world: ClientWorld, logged_in: Path) -> None:
+    ref = "acme/cli-hints"
+    mint_command("adapter", "create", ref, "--base", world.fingerprint)
+    lora = str(world.lora("cli-hints", seed=5))
+    revision_hint = "— `mint adapter show REF` lists its revisions"
+    base_hint = "— check the fingerprint: `mint base register FOLDER` prints a folder's"
+    refusals = [
+        (mint_command("adapter", "publish", ref, lora, "--parent", "99"), revision_hint),
+        (mint_command("adapter", "promote", ref, "stable", "99"), revision_hint),
+        (mint_command("adapter", "create", "acme/cli-hints-2", "--base", "0" * 64), base_hint),
+    ]
+    for refused, hint in refusals:
+        assert refused.exit_code == 3, refused.output
+        refusal = refused.stderr.splitlines()[-1]  # after publish's upload bar
+        assert hint in refusal and "mint adapter ls" not in refused.stderr
+        assert refusal.startswith("error: ")
+    assert "has no revision 99" in refusals[0][0].stderr
+
+
+def test_an_address_that_does_not_answer_is_named_with_how_to_fix_it(
+    world: ClientWorld, logged_in: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    malformed = mint_command("adapter", "show", "acme/x", env={"MINT_REGISTRY": "garbage::::"})
+    assert malformed.exit_code == 2
+    assert malformed.stderr == (
+        "error: the registry address 'garbage::::' is not HOST:PORT (or several, a,b): "
+        "fix it with `mint login --registry HOST:PORT` (or set MINT_REGISTRY)\n"
+    )
+    stored = mint_command("login", "--registry", "garbage::::", "--token", "t")
+    assert stored.exit_code == 2 and "HOST:PORT" in stored.output
+    assert json.loads(logged_in.read_text())["registry"] == world.registry  # kept
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(mint, "Client", partial(mint.Client, retry_for_s=0.5))
+    unreachable = mint_command("adapter", "show", "acme/x", env={"MINT_REGISTRY": closed})
+    assert unreachable.exit_code == 6
+    assert len(unreachable.stderr.splitlines()) == 1
+    assert unreachable.stderr.endswith(
+        f" — try again in a moment; if it keeps failing, check that the registry at {closed} "
+        "is up and the address is right: `mint login --registry HOST:PORT` (or set MINT_REGISTRY)\n"
+    )
+
+
+def _help_texts(command: Any, path: list[str]) -> list[tuple[list[str], str]]:
+    """Every help text of `command` (a click command: typer's own click in some versions,
+    so known by what it carries) and its subcommands: (the command's words, the text)."""
+    texts = [command.help or "", command.epilog or ""]
+    texts += [getattr(p, "help", None) or "" for p in command.params]
+    found = [(path, text) for text in texts if text]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _help_texts(sub, [*path, name])
+    return found
+
+
+def test_no_help_text_loses_its_brackets_to_the_formatter() -> None:
+    """Help is rendered as markdown: `<revision>` would vanish as an HTML tag."""
+    swallowed = []
+    for path, text in _help_texts(typer.main.get_command(app), []):
+        shown = " ".join(mint_command(*path, "--help", env={"COLUMNS": "2000"}).stdout.split())
+        for word in text.replace("`", "").split():
+            if any(c in word for c in "<>[]") and word not in shown:
+                swallowed.append((" ".join(path), word))
+    assert swallowed == []

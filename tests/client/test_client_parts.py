@@ -4,6 +4,7 @@ checked is the watch, not a server)."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ import pytest
 
 import mint
 from mint.client import Event, Selector, errors
-from mint.client.build import selectors
+from mint.client.build import parse_ref, selectors
 from mint.client.retry import PUSHBACK_METADATA
 from mint.client.rollback import rollback_target
 from mint.client.watch import Watch, scan
@@ -212,3 +213,10 @@ def test_a_scan_resumes_from_its_offsets_and_ends_with_the_stream() -> None:
     assert [(r.position.partition, r.position.offset) for r in records] == [(0, 5), (1, 2), (0, 6)]
     assert records[0].envelope.stream_id == "acme/a"  # the envelope whole, as stored
     assert opened == [{}, {0: 6, 1: 3}]
+
+
+@pytest.mark.parametrize("text", ["acme", "acme/", "/tone", ""])
+def test_a_ref_without_tenant_and_name_says_how_to_write_one(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape("write TENANT/NAME, e.g. acme/tone")):
+        parse_ref(text)
+    assert (parse_ref("acme/tone").tenant, parse_ref("acme/tone").name) == ("acme", "tone")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import mint
 from mint.cli_app import app
@@ -91,3 +91,87 @@ def test_mint_adapter_pull_writes_a_peft_folder(
     missing = runner.invoke(app, ["adapter", "pull", "acme/missing", str(target)], env=env)
     assert missing.exit_code == 3
     assert missing.stderr.startswith("error: adapter acme/missing does not exist — check")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_an_erased_adapter_is_refused_even_when_its_files_are_cached(
+    world: ClientWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref, cache = "acme/pull-erased", tmp_path / "cache"
+    with world.client() as client:
+        client.create_adapter(ref, world.fingerprint)
+        client.publish_revision(ref, world.lora("pull-erased", seed=41))
+        mint.pull(f"{ref}@1", client=client, cache_dir=cache)
+        cached = _files(cache)
+        erased_at = client.erase(ref).adapter.erased_at
+        for at in ("@1", "@latest", ""):
+            with pytest.raises(mint.FailedPrecondition, match=f"{ref} was erased at {erased_at}"):
+                mint.pull(f"{ref}{at}", client=client, cache_dir=cache)
+    assert _files(cache) == cached  # nothing written (or rewritten) for it
+
+    monkeypatch.setenv("MINT_ADAPTER_CACHE", str(cache))
+    target = tmp_path / "erased"
+    env = {"MINT_REGISTRY": world.registry, "MINT_TOKEN": ALICE}
+    refused = CliRunner().invoke(app, ["adapter", "pull", f"{ref}@1", str(target)], env=env)
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"error: adapter {ref} was erased at {erased_at}")
+    assert not target.exists()
+
+
+def test_revisions_start_at_1(world: ClientWorld, served: Served, tmp_path: Path) -> None:
+    with world.client() as client, pytest.raises(ValueError, match="revisions start at 1"):
+        mint.pull(f"{served.ref}@0", client=client, cache_dir=tmp_path / "cache")
+    env = {"MINT_REGISTRY": world.registry, "MINT_TOKEN": ALICE}
+    target = tmp_path / "zero"
+    zero = CliRunner().invoke(app, ["adapter", "pull", f"{served.ref}@0", str(target)], env=env)
+    assert zero.exit_code == 2
+    assert "revisions start at 1" in zero.stderr and len(zero.stderr.splitlines()) == 1
+    assert not target.exists() and not (tmp_path / "cache").exists()
+
+
+def test_mint_adapter_pull_writes_only_where_nothing_else_would_be_overwritten(
+    world: ClientWorld, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINT_ADAPTER_CACHE", str(tmp_path / "cache"))
+    env = {"MINT_REGISTRY": world.registry, "MINT_TOKEN": ALICE}
+
+    def pull_into(target: Path, *options: str) -> Result:
+        return CliRunner().invoke(
+            app, ["adapter", "pull", served.ref, str(target), *options], env=env
+        )
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    into_file = pull_into(a_file)
+    assert into_file.exit_code == 2, into_file.output
+    assert into_file.stderr == (
+        f"error: {a_file} is a file: give a folder to write the adapter's files into"
+        " — see `mint adapter pull --help`\n"
+    )
+    assert a_file.read_text() == "mine"
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "README.md").write_text("mine")
+    refused = pull_into(busy)
+    assert refused.exit_code == 2, refused.output
+    assert f"{busy} holds other files (README.md)" in refused.stderr
+    assert "--force" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert sorted(p.name for p in busy.iterdir()) == ["README.md"]
+
+    forced = pull_into(busy, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in busy.iterdir()) == ["README.md", ADAPTER_CONFIG, ADAPTER_WEIGHTS]
+    assert (busy / "README.md").read_text() == "mine"
+
+    fresh = tmp_path / "fresh"
+    assert pull_into(fresh).exit_code == 0
+    again = pull_into(fresh)  # a previous pull's folder: its two files are replaced
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in fresh.iterdir()) == [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
+    assert "--force" in CliRunner().invoke(app, ["adapter", "pull", "--help"]).stdout
