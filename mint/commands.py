@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from mint.deadlines import time_left
 from mint.domain import adapter as agg
+from mint.domain import bounds
 from mint.domain.errors import (
     DataLoss,
     InvalidArgument,
@@ -35,6 +36,7 @@ from mint.tracing import current_trace_id
 
 CONFLICT_PAUSE_S = (0.02, 0.5)  # first, longest
 CONFLICTS_FOR_S = 10.0
+MAX_REQUEST_ID = 256  # stored in every event's envelope, and indexed
 FOLDED_CACHE_SIZE = 10_000  # adapters whose folded state a replica keeps decoded
 
 Decide = Callable[[agg.Adapter | None], list[AdapterEvent]]
@@ -129,6 +131,7 @@ class CommandPath:
         principal.require_tenant(ref.tenant)
         if not request_id:
             raise InvalidArgument("request_id is required, so that retries are safe")
+        bounds.text("request_id", request_id, MAX_REQUEST_ID)
         self.log.check_writable(str(ref))  # another replica's: say so before any work
 
     def execute(

@@ -32,7 +32,7 @@ from mint.commands import (
 )
 from mint.domain import adapter as agg
 from mint.domain import events as ev
-from mint.domain import gates
+from mint.domain import gates, names
 from mint.domain.errors import (
     InvalidArgument,
     NotFound,
@@ -103,8 +103,7 @@ class Registry:
         """Idempotent by fingerprint: registering the same base again returns the first."""
         if not principal.admin:
             raise PermissionDenied(f"principal {principal.name!r} may not register base models")
-        if len(fingerprint) != 64 or not all(c in "0123456789abcdef" for c in fingerprint):
-            raise InvalidArgument(f"base fingerprint must be 64 hex digits, got {fingerprint!r}")
+        names.fingerprint(fingerprint)
         if not parameters:
             raise InvalidArgument("a base model needs its parameter shapes")
         existing = self._base_or_none(fingerprint)
@@ -145,7 +144,7 @@ class Registry:
         labels: Mapping[str, str] | None = None,
     ) -> Outcome:
         principal.require_tenant(ref.tenant)
-        self.base(base_fingerprint)
+        self.base(names.fingerprint(base_fingerprint))
         adapter_id = uuid.uuid4().hex  # issued once; a retry returns the first one
         # No expected version: a taken name is the domain's AlreadyExists, not a version
         # conflict; two creates racing conflict in the append, and the loser then sees
@@ -475,8 +474,8 @@ class Registry:
     ) -> Page:
         """A page of `tenant`'s adapters (archived ones too) in name order, after the name
         `after`, carrying every label in `labels`: see mint/catalog/port.py."""
-        principal.require_tenant(tenant)
         tenant_name(tenant)
+        principal.require_tenant(tenant)
         if after is not None:
             adapter_name(after)
         if limit < 1:

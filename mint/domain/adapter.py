@@ -210,8 +210,9 @@ def create(
     if method not in METHODS:
         raise InvalidArgument(f"unknown adapter method {method!r}; supported: {sorted(METHODS)}")
     bounds.mapping("labels", labels or {})
-    for key in labels or {}:
-        names.suite(key)  # label keys share the suite alphabet
+    for key, value in (labels or {}).items():
+        names.label_key(key)
+        names.label_value(value)
     return [
         AdapterCreated(
             adapter_id, ref.tenant, ref.name, owner, base_fingerprint, method, dict(labels or {})
@@ -284,6 +285,11 @@ def set_gate(
     its suite's stored examples and the threshold the evaluator judges them against."""
     _writable(state)
     names.channel(channel)
+    if channel == LATEST and required_suite:
+        raise InvalidArgument(
+            f"{LATEST!r} moves to every revision published, so a gate there would never "
+            "hold; gate the channel you promote to (stable, canary, ...)"
+        )
     if not required_suite:
         return [ChannelGateSet(channel, "")]
     names.suite(required_suite)

@@ -37,6 +37,26 @@ def suite(value: str) -> str:
     return _check("evaluation suite", value, _SUITE, "1-128 of A-Z a-z 0-9 . _ / -")
 
 
+def fingerprint(value: str) -> str:
+    """A base model's fingerprint: the sha256 its files hash to."""
+    if len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
+        raise InvalidArgument(
+            f"base fingerprint must be 64 lower-case hex digits, got {value!r}: "
+            "`mint base register` prints it"
+        )
+    return value
+
+
+def label_key(value: str) -> str:
+    return _check("label key", value, _SUITE, "1-128 of A-Z a-z 0-9 . _ / -")
+
+
+def label_value(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidArgument(f"invalid label value {value!r}: no control characters")
+    return value
+
+
 @dataclass(frozen=True, order=True)
 class AdapterRef:
     """`tenant/name`: the human identity of an adapter (its id is issued separately)."""

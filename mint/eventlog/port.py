@@ -96,6 +96,8 @@ class AppendResult:
 
 
 class EventLog(ABC):
+    partitions: int = 1  # positions name partitions 0 .. partitions - 1
+
     @abstractmethod
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[Event], meta: Metadata

@@ -231,7 +231,7 @@ class PublishRevisionHeader(_message.Message):
     adapter_config: _builtins.bytes
     """adapter_config.json"""
     weights_sha256: _builtins.str
-    """of adapter_model.safetensors; checked"""
+    """of adapter_model.safetensors, lower-case hex; required, checked"""
     weights_size: _builtins.int
     """checked"""
     training_run_id: _builtins.str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mint.catalog.port import AdapterSummary
 from mint.domain import adapter as agg
+from mint.domain.errors import InvalidArgument
 from mint.domain.events import BaseModelRegistered, EvaluationRecorded, Provenance
 from mint.domain.gates import Gate
 from mint.domain.names import AdapterRef
@@ -18,6 +19,17 @@ def ref_to_pb(ref: AdapterRef) -> pb.AdapterRef:
 
 def ref_from_pb(message: pb.AdapterRef) -> AdapterRef:
     return AdapterRef(message.tenant, message.name)
+
+
+def revision_at(request: pb.GetRevisionRequest) -> int | str:
+    """The revision a request names: a number (from 1) or a channel."""
+    if request.WhichOneof("at") == "channel":
+        return request.channel
+    if request.revision < 1:
+        raise InvalidArgument(
+            "name a revision (numbered from 1) or a channel, such as stable or latest"
+        )
+    return request.revision
 
 
 def base_to_pb(base: BaseModelRegistered) -> pb.BaseModel:

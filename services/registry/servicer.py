@@ -6,12 +6,13 @@ Authentication and error mapping happen in the interceptor, not here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
 
 from mint.domain.errors import InvalidArgument, ResourceExhausted
+from mint.domain.names import tenant as tenant_name
 from mint.registry import Outcome, Registry, Upload
 from mint.rpc.interceptor import current_principal
 from mint.v1 import registry_pb2 as pb
@@ -24,6 +25,7 @@ from .uploads import receive_weights
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # as registry.proto says
 MAX_WATCHES = 4  # of the server's 16 threads
+MAX_OFFSET = 2**63 - 1  # Kafka's offsets are signed 64-bit
 DOWNLOAD_CHUNK = 1024 * 1024  # under gRPC's 4 MiB message limit
 
 
@@ -95,6 +97,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("the upload must start with a PublishRevisionHeader")
         header: pb.PublishRevisionHeader = first.header
+        if not header.weights_sha256:
+            raise InvalidArgument(
+                "weights_sha256 is required: the sha256 of adapter_model.safetensors in "
+                "lower-case hex, checked against the bytes received"
+            )
         limit = self.registry.limits.max_weights_bytes
         if header.weights_size > limit:
             raise ResourceExhausted(
@@ -108,7 +115,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             self.registry.publish_revision(
                 current_principal(),
                 convert.ref_from_pb(header.ref),
-                Upload(header.adapter_config, weights, header.weights_sha256 or None),
+                Upload(header.adapter_config, weights, header.weights_sha256),
                 header.request_id,
                 _version(header),
                 tuple(header.parents),
@@ -241,10 +248,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> pb.Revision:
         if (answer := self._at_owner("GetRevision", request, context)) is not None:
             return answer  # type: ignore[no-any-return]
+        at = convert.revision_at(request)
         adapter = self.registry.get(current_principal(), convert.ref_from_pb(request.ref))
-        if request.WhichOneof("at") == "channel":
-            return convert.revision_to_pb(adapter.resolve(request.channel))
-        return convert.revision_to_pb(adapter.revision(request.revision))
+        found = adapter.resolve(at) if isinstance(at, str) else adapter.revision(at)
+        return convert.revision_to_pb(found)
 
     def DownloadWeights(
         self, request: pb.GetRevisionRequest, context: grpc.ServicerContext
@@ -252,9 +259,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if (chunks := self._at_owner("DownloadWeights", request, context)) is not None:
             yield from chunks
             return
-        at = request.channel if request.WhichOneof("at") == "channel" else request.revision
         adapter, revision = self.registry.revision_at(
-            current_principal(), convert.ref_from_pb(request.ref), at
+            current_principal(), convert.ref_from_pb(request.ref), convert.revision_at(request)
         )
         # Admitted before the blob is read; the weights live only inside the reservation.
         with self.downloads.reserve(held_in_transit(revision.weights_size)):
@@ -266,15 +272,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: pb.ListAdaptersRequest, context: grpc.ServicerContext
     ) -> pb.ListAdaptersResponse:
         principal = current_principal()
-        principal.require_tenant(request.tenant)  # before the token: no hints to outsiders
+        tenant, labels = request.tenant, dict(request.labels)
+        tenant_name(tenant)
+        principal.require_tenant(tenant)  # before the token: no hints to outsiders
         page = self.registry.list_adapters(
             principal,
-            request.tenant,
-            dict(request.labels),
-            page_token.decode(request.page_token),
+            tenant,
+            labels,
+            page_token.decode(request.page_token, tenant, labels),
             min(request.page_size or DEFAULT_PAGE, MAX_PAGE),  # larger asks get the most
         )
-        token = page_token.encode(page.next_after) if page.next_after is not None else ""
+        after = page.next_after
+        token = page_token.encode(after, tenant, labels) if after is not None else ""
         return pb.ListAdaptersResponse(
             adapters=[convert.summary_to_pb(a) for a in page.adapters], next_page_token=token
         )
@@ -291,7 +300,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: pb.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.RecordedEvent]:
         principal = current_principal()
+        tenant_name(request.tenant)
         principal.require_tenant(request.tenant)
+        checkpoint = self._checked_offsets(request.from_offsets)
         # A watch holds a server thread while it lasts: bound them, so watchers can never
         # take every thread from commands.
         if not self._watch_slots.acquire(blocking=False):
@@ -300,15 +311,30 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 retry_after_s=RETRY_AFTER_S,
             )
         try:
-            yield from self._watch(request, context)
+            yield from self._watch(request, checkpoint, context)
         finally:
             self._watch_slots.release()
 
+    def _checked_offsets(self, offsets: Mapping[int, int]) -> dict[int, int]:
+        """A watch's starting offsets, refused unless each names a partition of the log
+        and an offset Kafka can hold."""
+        partitions = self.registry.log.partitions
+        for partition, offset in offsets.items():
+            if partition >= partitions or offset > MAX_OFFSET:
+                raise InvalidArgument(
+                    f"from_offsets names partition {partition} at offset {offset}; the log "
+                    f"has partitions 0 to {partitions - 1} and offsets up to {MAX_OFFSET}: "
+                    "pass offsets a watch or scan gave you"
+                )
+        return dict(offsets)
+
     def _watch(
-        self, request: pb.WatchEventsRequest, context: grpc.ServicerContext
+        self,
+        request: pb.WatchEventsRequest,
+        checkpoint: dict[int, int],
+        context: grpc.ServicerContext,
     ) -> Iterator[pb.RecordedEvent]:
         prefix = f"{request.tenant}/"
-        checkpoint = dict(request.from_offsets)
         if request.until_end:  # a scan: what the log holds now, then the stream ends
             for recorded in self.registry.log.read_all(checkpoint):
                 if recorded.envelope.stream_id.startswith(prefix):

@@ -122,8 +122,12 @@ def test_a_retried_evaluation_returns_the_first_result_and_gates_promotion(
             ref, 1, "tone-suite", {"accuracy": 0.9}, True, request_id="eval-1"
         )
         again = client.record_evaluation(
-            ref, 1, "tone-suite", {"accuracy": 0.1}, False, request_id="eval-1"
+            ref, 1, "tone-suite", {"accuracy": 0.9}, True, request_id="eval-1"
         )
+        with pytest.raises(mint.InvalidArgument, match="'eval-1' was already used"):
+            client.record_evaluation(  # another verdict is another command
+                ref, 1, "tone-suite", {"accuracy": 0.1}, False, request_id="eval-1"
+            )
         with pytest.raises(mint.FailedPrecondition, match="tone-suite"):
             client.promote(ref, "stable", 2)  # never evaluated
         promoted = client.promote(ref, "stable", 1)

@@ -6,6 +6,7 @@ import pytest
 
 from mint.domain import adapter, gates
 from mint.domain.errors import FailedPrecondition, InvalidArgument
+from mint.domain.events import ChannelGateSet
 from tests.domain.test_adapter import run, with_revisions
 
 EXAMPLES = "e" * 64
@@ -74,6 +75,9 @@ def test_gate_settings_are_checked() -> None:
         adapter.set_gate(state, "stable", "safety", gates.PLATFORM, 0.5, EXAMPLES)
     with pytest.raises(InvalidArgument, match="platform gates"):
         adapter.set_gate(state, "stable", "safety", gates.FOUR_EYES, -1.0)
+    with pytest.raises(InvalidArgument, match="'latest' moves to every revision published"):
+        adapter.set_gate(state, "latest", "safety")  # publish would pass it by
+    assert adapter.set_gate(state, "latest", "") == [ChannelGateSet("latest", "")]
 
 
 def test_examples_are_json_lines_of_prompt_and_continuation() -> None:

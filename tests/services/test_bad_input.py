@@ -54,7 +54,9 @@ def publish(
             ref=ref or pb.AdapterRef(tenant="acme", name=TONE),
             request_id=uuid.uuid4().hex if request_id is None else request_id,
             adapter_config=env["upload"].config if config is None else config,
-            weights_sha256=declared_sha or hashlib.sha256(weights).hexdigest(),
+            weights_sha256=hashlib.sha256(weights).hexdigest()
+            if declared_sha is None
+            else declared_sha,
             weights_size=len(weights) if declared_size is None else declared_size,
         )
         if expected is not None:
@@ -257,6 +259,93 @@ CASES: dict[str, Case] = {
         grpc.StatusCode.PERMISSION_DENIED,
         "service token",
     ),
+    "a watch from past Kafka's offsets": Case(
+        lambda stub, env: next(
+            stub.WatchEvents(
+                pb.WatchEventsRequest(tenant="acme", from_offsets={0: 2**63}),
+                metadata=ALICE,
+                timeout=30,
+            )
+        ),
+        INVALID,
+        "from_offsets names partition 0",
+    ),
+    "a watch of a partition the log lacks": Case(
+        lambda stub, env: next(
+            stub.WatchEvents(
+                pb.WatchEventsRequest(tenant="acme", from_offsets={999: 0}),
+                metadata=ALICE,
+                timeout=30,
+            )
+        ),
+        INVALID,
+        "from_offsets names partition 999",
+    ),
+    "a list without a tenant": Case(
+        lambda stub, env: stub.ListAdapters(pb.ListAdaptersRequest(), metadata=ALICE, timeout=30),
+        INVALID,
+        "invalid tenant ''",
+    ),
+    "a revision numbered 0": Case(
+        lambda stub, env: stub.GetRevision(
+            pb.GetRevisionRequest(ref=pb.AdapterRef(tenant="acme", name=TONE)),
+            metadata=ALICE,
+            timeout=30,
+        ),
+        INVALID,
+        "numbered from 1",
+    ),
+    "a gate on latest": Case(
+        lambda stub, env: stub.SetChannelGate(
+            pb.SetChannelGateRequest(
+                ref=pb.AdapterRef(tenant="acme", name=TONE),
+                channel="latest",
+                required_suite="safety",
+                request_id=uuid.uuid4().hex,
+            ),
+            metadata=ALICE,
+            timeout=30,
+        ),
+        INVALID,
+        "moves to every revision published",
+    ),
+    "a label key outside the alphabet": Case(
+        lambda stub, env: stub.CreateAdapter(
+            pb.CreateAdapterRequest(
+                ref=pb.AdapterRef(tenant="acme", name="labelled"),
+                base_fingerprint=env["fingerprint"],
+                labels={"a=b": "x"},
+                request_id=uuid.uuid4().hex,
+            ),
+            metadata=ALICE,
+            timeout=30,
+        ),
+        INVALID,
+        "invalid label key 'a=b'",
+    ),
+    "a base fingerprint that is not one": Case(
+        lambda stub, env: stub.CreateAdapter(
+            pb.CreateAdapterRequest(
+                ref=pb.AdapterRef(tenant="acme", name="unbased"),
+                base_fingerprint="",
+                request_id=uuid.uuid4().hex,
+            ),
+            metadata=ALICE,
+            timeout=30,
+        ),
+        INVALID,
+        "64 lower-case hex digits",
+    ),
+    "a request id too long to index": Case(
+        lazily(lambda e: publish(e["upload"].weights, request_id="r" * 257)),
+        INVALID,
+        "request_id is 257 characters",
+    ),
+    "no sha256 declared": Case(
+        lazily(lambda e: publish(e["upload"].weights, declared_sha="")),
+        INVALID,
+        "weights_sha256 is required",
+    ),
     "bad page token": Case(
         lambda stub, env: stub.ListAdapters(
             pb.ListAdaptersRequest(tenant="acme", page_token="!!"), metadata=ALICE, timeout=30
@@ -276,7 +365,7 @@ def env(running: Running, model_files: dict) -> dict:
     upload: Upload = model_files["upload"]
     alice.publish_revision(f"acme/{TONE}", (upload.config, upload.weights))
     alice.set_gate(f"acme/{TONE}", "stable", "safety")
-    return {"upload": upload}
+    return {"upload": upload, "fingerprint": model_files["fingerprint"]}
 
 
 def test_there_are_at_least_fifteen_cases() -> None:

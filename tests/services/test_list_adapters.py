@@ -119,14 +119,32 @@ def _token(doc: object) -> str:
 
 @pytest.mark.parametrize(
     "token",
-    ["!!", _token({"o": 100}), _token({"v": 2, "after": "a"}), _token({"v": 1, "after": "../x"})],
-    ids=["not base64", "an offset token", "another version", "not a name"],
+    [
+        "!!",
+        _token({"o": 100}),
+        _token({"v": 1, "after": "a"}),
+        _token({"v": 3, "after": "a", "of": "x"}),
+        _token({"v": 2, "after": "../x", "of": "x"}),
+    ],
+    ids=["not base64", "an offset token", "version 1", "another version", "not a name"],
 )
 def test_a_malformed_token_says_to_start_without_one(listing: Listing, token: str) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         listing.client("alice-token").list_page("acme", page_token=token)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "list again without a page_token" in str(refused.value.details())
+
+
+def test_a_token_passed_with_another_listing_is_refused(listing: Listing) -> None:
+    """Else it would skip the other listing's names up to the token's."""
+    alice = listing.client("alice-token")
+    token = alice.list_page("acme", page_size=1).next_page_token
+    assert token
+    alice.list_page("acme", page_token=token)  # its own listing goes on
+    with pytest.raises(grpc.RpcError) as refused:
+        alice.list_page("acme", {"run": "other"}, page_token=token)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "another tenant or other labels" in str(refused.value.details())
 
 
 def test_another_tenants_list_is_refused(listing: Listing) -> None:
