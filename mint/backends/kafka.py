@@ -155,13 +155,22 @@ def wait_for_partitions(kafka: KafkaConnection, topic: str, timeout_s: float = 2
         time.sleep(0.1)
 
 
-def topic_partitions(kafka: KafkaConnection, topic: str) -> int:
-    """How many partitions `topic` has (raises if it does not exist)."""
+CREATED_TOPIC_WAIT_S = 10.0  # for a topic just created to show in the metadata
+
+
+def topic_partitions(kafka: KafkaConnection, topic: str, wait_s: float = 0.0) -> int:
+    """How many partitions `topic` has (raises if it does not exist). A topic created a
+    moment ago may not be in every broker's metadata yet: `wait_s` waits for it."""
+    deadline = time.monotonic() + wait_s
     client = admin(kafka)
     try:
-        described = client.describe_topics([topic])
+        while True:
+            described = client.describe_topics([topic])
+            found = described[0] if described else {}
+            if found and not found.get("error_code") and found.get("partitions"):
+                return len(found["partitions"])
+            if time.monotonic() >= deadline:
+                raise ValueError(f"topic {topic} does not exist")
+            time.sleep(0.2)
     finally:
         client.close()
-    if not described or described[0].get("error_code"):
-        raise ValueError(f"topic {topic} does not exist")
-    return len(described[0]["partitions"])

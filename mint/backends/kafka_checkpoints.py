@@ -19,7 +19,13 @@ from kafka.structs import TopicPartition
 
 from mint.domain.errors import Unavailable
 
-from .kafka import KafkaConnection, create_log_topic, durable_producer, topic_partitions
+from .kafka import (
+    CREATED_TOPIC_WAIT_S,
+    KafkaConnection,
+    create_log_topic,
+    durable_producer,
+    topic_partitions,
+)
 from .kafka_reader import read_records
 
 SEND_TIMEOUT_S = 15.0
@@ -43,7 +49,7 @@ class KafkaCheckpointStore:
         self.kafka, self.topic, self.partitions = kafka, checkpoint_topic(events_topic), partitions
         if create:
             create_log_topic(kafka, self.topic, partitions, replication)
-            actual = topic_partitions(kafka, self.topic)
+            actual = topic_partitions(kafka, self.topic, CREATED_TOPIC_WAIT_S)
             if actual != partitions:  # partition p's checkpoints go to partition p
                 raise ValueError(
                     f"topic {self.topic} has {actual} partitions, not {partitions}: give it "

@@ -41,7 +41,7 @@ from mint.eventlog.port import (
 )
 from mint.eventlog.snapshots import located_after, stream_state
 
-from .kafka import KafkaConnection, create_log_topic, topic_partitions
+from .kafka import CREATED_TOPIC_WAIT_S, KafkaConnection, create_log_topic, topic_partitions
 from .kafka_claims import Claims, NotHeld
 from .kafka_reader import read_located, read_partitions
 from .kafka_snapshots import create_snapshot_topic
@@ -76,7 +76,7 @@ class KafkaEventLog(EventLog):
         self.txn_prefix = txn_prefix
         create_log_topic(kafka, topic, partitions, replication)
         create_snapshot_topic(kafka, topic, partitions, replication)
-        actual = topic_partitions(kafka, topic)
+        actual = topic_partitions(kafka, topic, CREATED_TOPIC_WAIT_S)
         if actual != partitions:
             # Streams are placed by hashing over the partition count: two counts would
             # give one stream two single writers.

@@ -11,7 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-from mint.domain.errors import InvalidArgument, Unavailable
+import grpc
+
+from mint.domain.errors import Cancelled, InvalidArgument, Unavailable
 from mint.v1 import registry_pb2 as pb
 
 SPOOL_BYTES = (
@@ -29,6 +31,11 @@ def receive_weights(parts: Iterator[pb.PublishRevisionRequest], size: int) -> by
             return spool.read(size)  # one allocation of `size`: read straight into it
     except OSError as exc:  # the spool's disk: full, or failing
         raise Unavailable(f"the registry cannot hold the upload now ({exc}); retry") from exc
+    except grpc.RpcError as exc:  # the caller went away mid-body: theirs, not a bug here
+        raise Cancelled(
+            "the upload stopped before its last byte (the caller cancelled, or its deadline "
+            "passed); nothing was stored: send it again"
+        ) from exc
 
 
 def _spool(parts: Iterator[pb.PublishRevisionRequest], size: int, spool: IO[bytes]) -> None:

@@ -3,9 +3,12 @@ memory and refusals are test_upload_memory.py and test_download_memory.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import grpc
 import pytest
 
-from mint.domain.errors import InvalidArgument, ResourceExhausted
+from mint.domain.errors import Cancelled, InvalidArgument, ResourceExhausted
 from mint.v1 import registry_pb2 as pb
 from services.registry.budget import DOWNLOADS, RETRY_AFTER_S, UPLOADS, ByteBudget
 from services.registry.uploads import SPOOL_BYTES, receive_weights
@@ -85,3 +88,19 @@ def test_a_body_longer_than_declared_is_refused_at_the_chunk_that_passes_it() ->
     with pytest.raises(InvalidArgument, match="more weight bytes than the header's"):
         receive_weights(parts, 15)
     assert len(list(parts)) == 1, "the chunk after the one that passed was read"
+
+
+class _CallerGone(grpc.RpcError):
+    """What iterating a request stream raises once its caller cancelled."""
+
+
+def test_a_caller_gone_mid_body_is_a_cancelled_upload_not_a_server_fault() -> None:
+    """A server fault is logged as an error with its traceback; a caller that went away
+    is not one."""
+
+    def parts() -> Iterator[pb.PublishRevisionRequest]:
+        yield from chunks(10)
+        raise _CallerGone()
+
+    with pytest.raises(Cancelled, match="nothing was stored"):
+        receive_weights(parts(), 30)
