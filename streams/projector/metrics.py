@@ -18,6 +18,7 @@ class ProjectorMetrics:
         self._lag: dict[int, int] = {}
         self._applied = 0
         self._failures = 0
+        self._skipped = 0
         self._problem: str | None = None  # why the projector is degraded, if it is
 
     def publish(self, applied: int, lag: dict[int, int]) -> None:
@@ -29,6 +30,11 @@ class ProjectorMetrics:
         with self._lock:
             self._failures += 1
             self._problem = reason
+
+    def skipped(self) -> None:
+        """A record no registry wrote was skipped."""
+        with self._lock:
+            self._skipped += 1
 
     def recovered(self) -> None:
         with self._lock:
@@ -57,6 +63,10 @@ class ProjectorMetrics:
                 "# HELP mint_projector_failures_total Rounds that failed and were retried.",
                 "# TYPE mint_projector_failures_total counter",
                 f"mint_projector_failures_total {self._failures}",
+                "# HELP mint_projector_foreign_records_total Records skipped as no registry's "
+                "events (corrupt or forged): run mint.audit verify.",
+                "# TYPE mint_projector_foreign_records_total counter",
+                f"mint_projector_foreign_records_total {self._skipped}",
             ]
         return "\n".join(lines) + "\n"
 

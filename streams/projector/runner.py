@@ -16,13 +16,15 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from google.protobuf.message import DecodeError
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from mint.backends.kafka import KafkaConnection
-from mint.backends.kafka_reader import read_partitions, to_recorded
+from mint.backends.kafka_reader import read_records, to_recorded
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
 from streams.backoff import Backoff
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 # Failures that pass when the servers come back: Kafka's own, and S3's (the sink reports
 # those as Unavailable). Anything else is a bug, and the projector exits.
 TRANSIENT = (KafkaError, Unavailable)
+# What planning a record no registry wrote raises: bytes that are no event envelope, or an
+# event its stream cannot have (a stream never created, a version out of order).
+FOREIGN = (DecodeError, ValueError)
 # Without a limit, the client waits for a broker for as long as it takes: bounded calls
 # keep the loop in charge (backing off, answering stop) while Kafka is away.
 KAFKA_CALL_TIMEOUT_MS = 10_000
@@ -151,7 +156,7 @@ class Projector:
             if planner is None or tp.partition in pending:
                 continue
             for record in records:
-                operations += planner.plan(to_recorded(record))
+                operations += self._plan(planner, record)
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         if not offsets:
             return False
@@ -160,6 +165,24 @@ class Projector:
         self.consumer.commit(offsets, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
         self.applied += sum(len(batches[tp]) for tp in offsets)
         return True
+
+    def _plan(self, planner: Planner, record: Any) -> list[Operation]:
+        """What `record` writes. A record no registry wrote writes nothing and is logged
+        and counted, so that one forged or corrupt record cannot stop the projection of
+        every later event; `python -m mint.audit verify` names it too."""
+        try:
+            return planner.plan(to_recorded(record))
+        except FOREIGN as exc:
+            log.error(
+                "partition %d offset %d is not an event a registry wrote (%s: %s); skipped: "
+                "run `python -m mint.audit verify` to see what else the log holds",
+                record.partition,
+                record.offset,
+                type(exc).__name__,
+                exc,
+            )
+            self.metrics.skipped()
+            return []
 
     def _failed(self, exc: Exception, stop: threading.Event) -> None:
         delay = self.backoff.failed()
@@ -203,10 +226,10 @@ class Projector:
             tp = TopicPartition(self.topic, partition)
             committed = self.consumer.committed(tp, timeout_ms=KAFKA_CALL_TIMEOUT_MS) or 0
             planner = Planner()
-            for recorded in read_partitions(self.kafka, self.topic, {partition: 0}):
-                if recorded.position.offset >= committed:
+            for record in read_records(self.kafka, self.topic, {partition: 0}):
+                if record.offset >= committed:
                     break
-                planner.observe(recorded)
+                self._plan(planner, record)  # state only: these were written before
             self.consumer.seek(tp, committed)
             self.planners[partition] = planner
             self.assignments.fresh.discard(partition)

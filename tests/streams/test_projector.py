@@ -12,14 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from kafka import KafkaProducer
 from minio import Minio
 from peft import PeftModel
 
 from mint.backends.kafka import KafkaConnection
-from mint.backends.kafka_log import KafkaEventLog
+from mint.backends.kafka_log import KafkaEventLog, partition_for
 from mint.backends.s3_blobs import S3BlobStore
 from mint.domain.errors import Unavailable
+from mint.domain.events import ChannelMoved
 from mint.domain.names import AdapterRef
+from mint.eventlog.port import Metadata, build_envelopes
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, tiny_llama_config
 from mint.models.lora import attach_lora
@@ -201,6 +204,40 @@ def test_restarted_projector_resumes_from_its_committed_offsets(world: dict) -> 
     assert sink.written == 2  # stable.json and current.json, nothing else
     current = json.loads(world["s3"].get_object(bucket, "adapters/acme/tone/current.json").read())
     assert current["revision"] == 2
+
+
+def _append_foreign_records(world: dict) -> None:
+    """What a client with write access to the topic, not a registry, could append to
+    acme/tone's partition: bytes that are no envelope, and an event of a stream that
+    was never created."""
+    (ghost,) = build_envelopes(
+        "acme/ghost", 6, b"", [ChannelMoved("stable", 1, 0)], Metadata("mallory", rid())
+    )
+    producer = KafkaProducer(**world["kafka"].options())
+    partition = partition_for(str(REF), 2)
+    for value in (b"\x00not an envelope\xff" * 3, ghost.SerializeToString()):
+        producer.send(world["topic"], value=value, key=str(REF).encode(), partition=partition)
+    producer.flush()
+    producer.close()
+
+
+def test_records_no_registry_wrote_are_skipped_and_counted_not_fatal(world: dict) -> None:
+    bucket = f"foreign-{uuid.uuid4().hex[:8]}"
+    _project(world, bucket)
+    _append_foreign_records(world)
+    registry = Registry(world["log"], S3BlobStore(world["s3"], world["topic"], TEST_KEK))
+    registry.move_channel(ALICE, REF, "stable", 2, rid())  # after them: still projected
+    sink = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"], kek=TEST_KEK)
+    projector = Projector(world["kafka"], world["topic"], sink, group_id=bucket)
+    projector.run(stop_when_caught_up_s=1)
+    text = projector.metrics.render()
+    projector.close()
+    current = json.loads(world["s3"].get_object(bucket, "adapters/acme/tone/current.json").read())
+    assert current["revision"] == 2
+    assert "mint_projector_foreign_records_total 2" in text
+    assert not any("ghost" in name for name in _objects(world["s3"], bucket))
+    restarted = _project(world, bucket)  # a new member folds past them to its offsets
+    assert restarted.written == 0
 
 
 def test_metrics_endpoint_reports_lag_and_health() -> None:
