@@ -8,8 +8,9 @@ transaction writes beside its events are `PartitionState.stage`d.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -24,6 +25,7 @@ from mint.v1.snapshots_pb2 import StreamSnapshot
 # poison the transaction it would share with other commands.
 MAX_EVENT_BYTES = 256 * 1024
 OBSERVE_CHUNK = 10_000  # events folded in at a time by a take
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,11 +86,49 @@ class PartitionState:
         replaying 10^6 adapters' 3M events peaked at 6 GiB); True if any was new."""
         records, new = iter(recorded), False
         while batch := list(islice(records, chunk)):
-            staged = self.stage((r.envelope, r.position.offset) for r in batch)
+            staged = self.stage((r.envelope, r.position.offset) for r in self._chained(batch))
             staged.read_to = batch[-1].position.offset + 1
             self.keep(staged)
             new = new or bool(staged.values)
         return new
+
+    def _chained(self, batch: list[Recorded]) -> Iterator[Recorded]:
+        """The records that carry their stream's chain on, or that it holds already. Any
+        other no registry wrote (an event of a stream never created, a version out of
+        order, a broken link): it is logged and left out of the state, so that one such
+        record cannot stop every take of its partition."""
+        heads: dict[str, tuple[int, bytes]] = {}  # stream -> (version, hash) so far
+        for r in batch:
+            e = r.envelope
+            if e.stream_id not in heads:
+                snapshot = self.snapshot(e.stream_id)
+                heads[e.stream_id] = (
+                    (snapshot.version, snapshot.last_hash) if snapshot else (0, b"")
+                )
+            version, last_hash = heads[e.stream_id]
+            if e.stream_version <= version:
+                yield r  # held already (a summary lagging its events): folding skips it
+            elif e.stream_version == version + 1 and e.prev_hash == last_hash:
+                heads[e.stream_id] = (e.stream_version, e.hash)
+                yield r
+            else:
+                log_foreign(
+                    r.position.partition,
+                    r.position.offset,
+                    f"{e.stream_id} version {e.stream_version} does not follow version "
+                    f"{version} of its chain",
+                )
+
+
+def log_foreign(partition: int, offset: int, why: str) -> None:
+    """A record of a partition this replica writes that no registry wrote."""
+    log.error(
+        "partition %d offset %d was written by no registry (%s); left out of the state: "
+        "run `python -m mint.audit verify`",
+        partition,
+        offset,
+        why,
+    )
 
 
 @dataclass

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from kafka import KafkaConsumer
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
@@ -48,6 +49,10 @@ def to_recorded(record: Any) -> Recorded:
     return Recorded(envelope, Position(record.partition, record.offset), record.value)
 
 
+# Told of each record that is no event envelope (partition, offset, why), which is skipped.
+OnForeign = Callable[[int, int, str], None]
+
+
 def read_partitions(
     kafka: KafkaConnection,
     topic: str,
@@ -55,10 +60,19 @@ def read_partitions(
     follow_s: float | None = None,
     stall_s: float = 60.0,
     past_open_transactions: bool = False,
+    on_foreign: OnForeign | None = None,
 ) -> Iterator[Recorded]:
-    """The events of `topic` from `start` (see `read_records`)."""
+    """The events of `topic` from `start` (see `read_records`). A record that is no event
+    envelope raises DecodeError, or, given `on_foreign`, is passed to it and skipped."""
     for record in read_records(kafka, topic, start, follow_s, stall_s, past_open_transactions):
-        yield to_recorded(record)
+        try:
+            recorded = to_recorded(record)
+        except DecodeError as exc:
+            if on_foreign is None:
+                raise
+            on_foreign(record.partition, record.offset, f"no event envelope: {exc}")
+            continue
+        yield recorded
 
 
 def read_located(

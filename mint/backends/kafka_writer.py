@@ -40,7 +40,7 @@ from mint.eventlog.port import AppendResult, Metadata
 from mint.v1.snapshots_pb2 import StreamSnapshot
 
 from .kafka import KafkaConnection, durable_producer
-from .kafka_batch import PartitionState, PendingAppend, check_batch
+from .kafka_batch import PartitionState, PendingAppend, check_batch, log_foreign
 from .kafka_claims import (
     Claims,
     NotHeld,
@@ -189,6 +189,7 @@ class LogWriter:
                 {partition: state.next_offset},
                 stall_s=TAKE_STALL_S,
                 past_open_transactions=True,
+                on_foreign=log_foreign,
             )
             caught_up = state.observe(tail)  # as it is read: a chunk of it held at a time
         except BaseException:

@@ -3,6 +3,7 @@ and falls back to the log, with the same state, when they are missing, stale or 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from mint.backends.kafka_reader import read_records
 from mint.backends.kafka_snapshots import snapshot_topic
 from mint.domain.errors import FailedPrecondition
 from mint.domain.events import AdapterCreated, ChannelMoved, Provenance, RevisionPublished
-from mint.eventlog.port import StreamState
+from mint.eventlog.port import StreamState, build_envelopes
 from mint.eventlog.snapshots import SUMMARY_KEY
 from tests.contract.event_log_contract import meta
 
@@ -250,3 +251,27 @@ def test_a_stream_outgrowing_a_snapshot_is_refused_alone(
     log.append(STREAMS[1], 0, [ChannelMoved("x", 1, 0)], meta())  # others go on
     assert log.writer.transactional_id == writer_id and log.owned() == {0}
     assert [r.envelope.stream_version for r in log.read_stream(STREAMS[0])][-1] == version
+
+
+def test_records_no_registry_wrote_are_left_out_and_do_not_stop_a_take(
+    owners: Owners, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anything with write access to the topic could append them; the next owner must
+    still take the partition, with the state the registries wrote."""
+    expected = _fill(owners.next())
+    head = expected[STREAMS[0]]
+    assert head is not None
+    ghost = build_envelopes("acme/ghost", 6, b"", [ChannelMoved("stable", 1, 0)], meta())
+    broken = build_envelopes(STREAMS[0], head.version, b"not the head", _history(0)[3], meta())
+    producer = KafkaProducer(**owners.kafka.options(), acks="all")
+    for value in (b"\x00no envelope", ghost[0].SerializeToString(), broken[0].SerializeToString()):
+        producer.send(owners.topic, value=value, partition=0).get(10)
+    producer.close()
+    with caplog.at_level(logging.ERROR, logger="mint.backends"):
+        log = owners.next()
+        state = log.read_state(STREAMS[0])
+    assert log.read_state("acme/ghost") is None
+    assert state is not None and state.version == head.version
+    later = log.append(STREAMS[0], head.version, _history(0)[3], meta("after-the-forgeries"))
+    assert later.first_version == head.version + 1
+    assert sum("was written by no registry" in r.getMessage() for r in caplog.records) == 3
