@@ -1,17 +1,27 @@
-"""/metrics, /healthz and /readyz over plain HTTP, for services without a gRPC server of
-their own (the projector, the controller): what Prometheus scrapes and Kubernetes probes.
+"""/metrics, /healthz and /readyz over plain HTTP: what Prometheus scrapes and Kubernetes
+probes. Every other path is 404.
 
-/healthz (liveness) answers 503 when the service is stuck, so that it is restarted;
-/readyz (readiness) answers 503 then too, and from the moment it starts draining (its
-stop event is set), so that a rollout sees it go before it exits."""
+The stream processors and the controller (no gRPC server of their own) serve all three
+(`serve_probes`): /healthz (liveness) answers 503 when the service is stuck, so that it
+is restarted; /readyz (readiness) answers 503 then too, and from the moment it starts
+draining (its stop event is set), so that a rollout sees it go before it exits.
+
+The gRPC servers' health is gRPC (their health port); their metrics port serves
+/metrics, and the router's and the nodes' a /healthz that says the process answers
+(`serve_metrics`)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, generate_latest
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+Answer = tuple[int, bytes, str]  # status, body, content type
+Route = Callable[[], Answer]
 
 
 def serve_probes(
@@ -28,22 +38,41 @@ def serve_probes(
     def not_ready() -> str | None:
         return "draining" if draining is not None and draining.is_set() else healthy()
 
+    routes = {
+        "/metrics": lambda: (200, metrics(), PROMETHEUS_TEXT),
+        "/healthz": lambda: _state(healthy()),
+        "/readyz": lambda: _state(not_ready()),
+    }
+    return _serve(port, host, routes)
+
+
+def serve_metrics(
+    port: int, registry: CollectorRegistry, host: str = "0.0.0.0", healthz: bool = False
+) -> ThreadingHTTPServer:
+    """/metrics of `registry` in a daemon thread, and with `healthz` a /healthz that
+    answers 200 while the process does."""
+    routes: dict[str, Route] = {
+        "/metrics": lambda: (200, generate_latest(registry), PROMETHEUS_TEXT)
+    }
+    if healthz:
+        routes["/healthz"] = lambda: _state(None)
+    return _serve(port, host, routes)
+
+
+def _state(problem: str | None) -> Answer:
+    return 503 if problem else 200, f"{problem or 'ok'}\n".encode(), "text/plain"
+
+
+def _serve(port: int, host: str, routes: Mapping[str, Route]) -> ThreadingHTTPServer:
+    paths = ", ".join(routes)
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/metrics":
-                self._answer(200, metrics(), PROMETHEUS_TEXT)
-            elif self.path == "/healthz":
-                self._state(healthy())
-            elif self.path == "/readyz":
-                self._state(not_ready())
-            else:
-                self.send_error(404, "try /metrics, /healthz or /readyz")
-
-        def _state(self, problem: str | None) -> None:
-            body = f"{problem or 'ok'}\n".encode()
-            self._answer(503 if problem else 200, body, "text/plain")
-
-        def _answer(self, code: int, body: bytes, kind: str) -> None:
+            route = routes.get(urlsplit(self.path).path)  # a scrape may add ?name[]=…
+            if route is None:
+                self.send_error(404, f"try {paths}")
+                return
+            code, body, kind = route()
             self.send_response(code)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -24,6 +25,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -171,6 +173,11 @@ class KafkaOptions(MintSettings):
         )
 
 
+# host:port as the S3 client takes it: a name or an IPv4 address, or [an IPv6 one], and
+# a port; no scheme, path, query or user (a lone trailing slash it ignores).
+S3_ENDPOINT = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?/?")
+
+
 class S3Options(MintSettings):
     s3_endpoint: str = Field(description="S3 server, host:port")
     s3_access_key: str = Field(description="S3 access key")
@@ -180,6 +187,17 @@ class S3Options(MintSettings):
         None,
         description="CA certificate that signed S3's, with --s3-secure (none: the system's CAs)",
     )
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _s3_endpoint_is_host_port(cls, endpoint: str) -> str:
+        match = S3_ENDPOINT.fullmatch(endpoint)
+        if match is None or int(match["port"] or 0) > 65535:
+            raise ValueError(
+                f"{endpoint!r} is not host:port; give the server's host and port alone, "
+                "without http:// or a path (for HTTPS also pass --s3-secure)"
+            )
+        return endpoint
 
     @model_validator(mode="after")
     def _s3_ca_needs_https(self) -> Self:
@@ -374,4 +392,5 @@ def _explain(error: ErrorDetails) -> str:
     name = str(error["loc"][0])
     if error["type"] == "missing":
         return f"missing {name}: pass --{name.replace('_', '-')} or set MINT_{name.upper()}"
-    return f"bad {name} ({error['msg']}): fix {option(name)}"
+    problem = str(error["msg"]).removeprefix("Value error, ")
+    return f"bad {name} ({problem}): fix {option(name)}"

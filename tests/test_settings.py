@@ -13,12 +13,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from mint import settings
 from mint.audit.settings import AuditSettings, AuditVerifySettings
 from mint.rpc.tls import TlsFiles
-from mint.settings import MintSettings
+from mint.settings import MintSettings, ProcessOptions
 from services.controller.settings import ControllerSettings
 from services.inference.settings import NodeSettings
 from services.registry.settings import EmbeddedRegistrySettings, RegistrySettings
 from services.router.settings import RouterSettings
+from streams.evaluator.settings import EvaluatorSettings
 from streams.projector.settings import ProjectorRunSettings, ProjectorSettings
+from streams.trainer.settings import TrainerSettings
 
 KAFKA = {"kafka_bootstrap"}
 S3 = {"s3_endpoint", "s3_access_key", "s3_secret_key"}
@@ -32,7 +34,14 @@ REQUIRED: dict[type[MintSettings], set[str]] = {
     NodeSettings: KAFKA | S3 | {"tokens_file", "name"},
     AuditSettings: KAFKA,
     AuditVerifySettings: KAFKA | S3 | {"kek_file"},
+    EvaluatorSettings: KAFKA | S3 | {"kek_file", "evaluator_token"},
+    TrainerSettings: KAFKA | S3 | {"kek_file", "registry", "registry_token"},
 }
+# What README's Settings say every process takes.
+PROCESS_FLAGS = [
+    *["--log-level", "DEBUG", "--log-format", "json", "--startup-timeout-s", "3"],
+    *["--library-log-level", "INFO", "--logger-levels", "kafka=DEBUG", "--otel"],
+]
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +73,17 @@ def test_each_service_asks_for_what_it_needs_by_flag_and_variable(
         for name in REQUIRED[model]
     }
     assert set(failure(model)) == wanted
+
+
+@pytest.mark.parametrize("model", list(REQUIRED), ids=lambda m: m.__name__)
+def test_every_process_takes_the_logging_and_start_up_settings(
+    model: type[MintSettings],
+) -> None:
+    assert issubclass(model, ProcessOptions)
+    parser = argparse.ArgumentParser()
+    settings.add_flags(parser, model)
+    args = parser.parse_args(PROCESS_FLAGS)  # SystemExit: unrecognized arguments
+    assert (args.log_level, args.log_format, args.otel) == ("DEBUG", "json", True)
 
 
 def test_the_controller_starts_with_kafka_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,6 +223,28 @@ def test_s3_https_and_its_ca_settings(tmp_path: Path) -> None:
         "s3_ca_file is set but S3 is plain HTTP: also pass --s3-secure or set "
         "MINT_S3_SECURE=true (or drop --s3-ca-file or MINT_S3_CA_FILE)"
     ]
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["s3:9000", "s3.example.com", "10.0.0.7:9000", "[::1]:9000", "s3:9000/"]
+)
+def test_an_s3_endpoint_is_host_port(endpoint: str) -> None:
+    s3 = ["--s3-endpoint", endpoint, "--s3-access-key", "a", "--s3-secret-key", "s"]
+    assert load(ProjectorSettings, "--kafka-bootstrap", "k", *s3, "--kek-file", __file__)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://s3:9000", "https://s3.example.com", "s3:9000/bucket", "s3:99999", "key@s3:9000", ""],
+)
+def test_an_s3_endpoint_with_a_scheme_or_path_says_to_give_host_port(endpoint: str) -> None:
+    s3 = ["--s3-endpoint", endpoint, "--s3-access-key", "a", "--s3-secret-key", "s"]
+    (problem,) = failure(ProjectorSettings, "--kafka-bootstrap", "k", *s3, "--kek-file", __file__)
+    assert problem == (
+        f"bad s3_endpoint ({endpoint!r} is not host:port; give the server's host and port "
+        "alone, without http:// or a path (for HTTPS also pass --s3-secure)): fix "
+        "--s3-endpoint or MINT_S3_ENDPOINT"
+    )
 
 
 def test_tls_files_for_the_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """A service that cannot start says why in one line on stderr, naming the server, file or port
 and what to do, and exits non-zero: no traceback, no minutes of a library's retries. The
 real entry points run as subprocesses (each group at once: most of their time is Python
-starting), against a 127.0.0.1 port nobody listens on or a bad base directory."""
+starting), against a 127.0.0.1 port nobody listens on, S3 refusing the key, or bad files
+and settings (tokens, TLS certificate and key, base and data directories, S3 endpoint)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import pytest
 
 from deploy.local.registry import write_tokens
 from deploy.local.stack import free_ports
+from mint import startup
 from mint.domain.errors import FailedPrecondition
 from mint.models.base import build_base, tiny_llama_config
 from mint.models.base_dir import check_base_dir
+from mint.settings import S3Options
 from mint.tokenizer import VOCAB_SIZE, byte_tokenizer
 from tests.keys import kek_file
 
@@ -41,6 +44,11 @@ def services(tokens: Path, kafka: str, s3: list[str]) -> dict[str, list[str]]:
         "router": ["services.router", *common, *s3, *tokens_flag, "--service-token", "t"],
         "node": ["services.inference", "--name", "n1", *common, *s3, *tokens_flag],
         "controller": ["services.controller", *common],
+        "evaluator": ["streams.evaluator", *common, *s3, *kek_flag, "--evaluator-token", "t"],
+        "trainer": [
+            *["streams.trainer", *common, *s3, *kek_flag],
+            *["--registry", "127.0.0.1:1", "--registry-token", "t"],
+        ],
     }
 
 
@@ -85,6 +93,41 @@ def nobody() -> str:
     return f"127.0.0.1:{free_ports(1)[0]}"
 
 
+def tls_flags(pem: Path) -> list[str]:
+    return ["--tls-cert-file", str(pem), "--tls-key-file", str(pem)]
+
+
+def bad_files(tmp: Path, tokens: Path, node: list[str]) -> dict[tuple[str, str], list[str]]:
+    """Cases of local files that will not do: tokens, data directory, TLS certificate and
+    key (`node`: the node's command line, its servers unreachable)."""
+    (tmp / "bad.json").write_text('{"tokens": [')
+    (tmp / "no-tokens.json").write_text('{"...": {"tenants": 5}}')
+    (tmp / "garbage.pem").write_text("garbage\n")
+    (tmp / "empty.pem").write_text("")
+    registry = ["services.registry", "serve", "--backend", "embedded", "--metrics-port", "0"]
+    in_tmp = [*registry, "--data-dir", str(tmp / "registry")]
+    return {
+        **{
+            ("tokens file", bad): [*in_tmp, "--tokens-file", str(tmp / bad)]
+            for bad in ("bad.json", "no-tokens.json")
+        },
+        ("data dir", "registry"): [
+            *registry,
+            "--data-dir",
+            "/proc/nope",
+            "--tokens-file",
+            str(tokens),
+        ],
+        ("tls garbage", "registry"): [
+            *in_tmp,
+            "--tokens-file",
+            str(tokens),
+            *tls_flags(tmp / "garbage.pem"),
+        ],
+        ("tls empty", "node"): [*node, *tls_flags(tmp / "empty.pem")],
+    }
+
+
 @pytest.fixture(scope="module")
 def outcomes(
     tmp_path_factory: pytest.TempPathFactory, endpoints: dict[str, str], nobody: str
@@ -98,11 +141,19 @@ def outcomes(
     build_base(tiny_llama_config(vocab=VOCAB_SIZE)).save_pretrained(base)
     taken = socket.create_server(("127.0.0.1", 0))  # listening until all have ended
     embedded = ["--backend", "embedded", "--data-dir", str(tmp / "registry")]
+    refused = s3_flags(endpoints["MINT_S3_ENDPOINT"], endpoints["MINT_S3_ACCESS_KEY"], "wrong")
     commands = {
         **{("no kafka", name): command for name, command in unreachable_kafka.items()},
         # the same check (startup.require_s3) in every service with S3: one of them
         ("no s3", "registry"): unreachable_s3["registry"],
+        ("s3 refuses the key", "registry"): services(
+            tokens, endpoints["MINT_KAFKA_BOOTSTRAP"], refused
+        )["registry"],
+        ("s3 endpoint a url", "registry"): services(
+            tokens, nobody, s3_flags("http://127.0.0.1:9000/x")
+        )["registry"],
         ("no tokenizer", "node"): [*unreachable_kafka["node"], "--base-dir", str(base)],
+        **bad_files(tmp, tokens, unreachable_kafka["node"]),
         ("port taken", "registry"): [
             *["services.registry", "serve", *embedded, "--tokens-file", str(tokens)],
             *["--port", str(taken.getsockname()[1]), "--metrics-port", "0"],
@@ -113,7 +164,8 @@ def outcomes(
 
 
 def test_unreachable_kafka_is_one_line_naming_it(outcomes: Outcomes, nobody: str) -> None:
-    for name in ("registry", "projector", "router", "node", "controller"):
+    names = ("registry", "projector", "router", "node", "controller", "evaluator", "trainer")
+    for name in names:
         line = one_line(outcomes["no kafka", name])
         assert line.startswith("cannot reach Kafka within 0.5 s"), (name, line)
         assert nobody in line and "--kafka-bootstrap or MINT_KAFKA_BOOTSTRAP" in line, line
@@ -123,6 +175,65 @@ def test_unreachable_s3_is_one_line_naming_it(outcomes: Outcomes, nobody: str) -
     line = one_line(outcomes["no s3", "registry"])
     assert line.startswith("cannot reach S3 within 0.5 s over http"), line
     assert f"S3 at {nobody}" in line and "--s3-endpoint or MINT_S3_ENDPOINT" in line, line
+
+
+def test_s3_refusing_the_key_is_one_line_naming_the_credentials(
+    outcomes: Outcomes, endpoints: dict[str, str]
+) -> None:
+    line = one_line(outcomes["s3 refuses the key", "registry"])
+    endpoint, key = endpoints["MINT_S3_ENDPOINT"], endpoints["MINT_S3_ACCESS_KEY"]
+    assert line.startswith(f"S3 at {endpoint} refused access key {key!r} (Signature"), line
+    assert "--s3-access-key or MINT_S3_ACCESS_KEY" in line, line
+    assert "--s3-secret-key or MINT_S3_SECRET_KEY" in line, line
+
+
+def test_the_s3_check_tells_refused_credentials_from_accepted_ones(
+    endpoints: dict[str, str],
+) -> None:
+    def config(secret: str) -> S3Options:
+        endpoint, key = endpoints["MINT_S3_ENDPOINT"], endpoints["MINT_S3_ACCESS_KEY"]
+        given = {"s3_endpoint": endpoint, "s3_access_key": key, "s3_secret_key": secret}
+        return S3Options.model_validate(given)
+
+    startup.require_s3(config(endpoints["MINT_S3_SECRET_KEY"]), "mint", 5)  # no exit
+    with pytest.raises(SystemExit) as stopped:
+        startup.require_s3(config("wrong"), "mint", 5)
+    assert "the credentials were refused" in str(stopped.value.code)
+
+
+def test_an_s3_endpoint_with_a_scheme_or_path_is_one_line_asking_for_host_port(
+    outcomes: Outcomes,
+) -> None:
+    assert one_line(outcomes["s3 endpoint a url", "registry"]) == (
+        "bad s3_endpoint ('http://127.0.0.1:9000/x' is not host:port; give the server's host "
+        "and port alone, without http:// or a path (for HTTPS also pass --s3-secure)): fix "
+        "--s3-endpoint or MINT_S3_ENDPOINT"
+    )
+
+
+def test_a_bad_tokens_file_is_one_line_naming_it(outcomes: Outcomes) -> None:
+    for bad, problem in [
+        ("bad.json", "Expecting value"),
+        ("no-tokens.json", "no 'tokens' field"),
+    ]:
+        line = one_line(outcomes["tokens file", bad])
+        assert line.startswith("tokens file ") and f"{bad}: {problem}" in line, line
+        assert line.endswith("; fix --tokens-file or MINT_TOKENS_FILE"), line
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line_naming_it(outcomes: Outcomes) -> None:
+    line = one_line(outcomes["data dir", "registry"])
+    assert line.startswith("cannot make data directory /proc/nope: "), line
+    assert line.endswith("; fix --data-dir or MINT_DATA_DIR"), line
+
+
+def test_bad_tls_files_are_one_line_naming_the_file(outcomes: Outcomes) -> None:
+    garbage = one_line(outcomes["tls garbage", "registry"])
+    assert "garbage.pem is not a valid PEM certificate" in garbage, garbage
+    assert garbage.endswith("; fix --tls-cert-file or MINT_TLS_CERT_FILE"), garbage
+    empty = one_line(outcomes["tls empty", "node"])  # before Kafka, unreachable here
+    assert "empty.pem is not a valid PEM certificate" in empty, empty
+    assert "the file is empty" in empty, empty
 
 
 def test_a_bad_base_dir_is_one_line_naming_what_it_lacks(outcomes: Outcomes) -> None:

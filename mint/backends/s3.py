@@ -21,12 +21,17 @@ from minio.helpers import ObjectWriteResult
 
 from mint import logs
 from mint.deadlines import time_left
-from mint.domain.errors import Unavailable
+from mint.domain.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
 # What S3 answers when the object (or its bucket) is not there: callers handle these.
 MISSING = frozenset({"NoSuchKey", "NotFound", "NoSuchBucket"})
+# What S3 answers to a request whose credentials it refuses (not what they may do).
+CREDENTIALS_REFUSED = frozenset(
+    {"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken"}
+)
+PROBE_KEY = ".mint-startup-probe"  # an object nobody writes: asked for to hear why S3 refuses
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,10 @@ class _CallerBound(urllib3.PoolManager):
 
 
 def check_reachable(settings: S3Settings, bucket: str, timeout_s: float) -> None:
-    """Raise Unavailable unless S3 answers (anything: a refusal is an answer) a question
-    about `bucket` within `timeout_s`, asked again every half second until then."""
+    """Raise Unavailable unless S3 answers a question about `bucket` within `timeout_s`,
+    asked again every half second until then, and Unauthenticated if it refuses the
+    credentials themselves. Any other answer (a missing bucket, a key without rights on
+    it) is for the service's own calls to find."""
     s3 = client(settings, timeout_s=timeout_s, retries=0)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -93,8 +100,14 @@ def check_reachable(settings: S3Settings, bucket: str, timeout_s: float) -> None
             with logs.silenced("urllib3", "minio"):
                 s3.bucket_exists(bucket)
             return
-        except S3Error:
-            return  # it answered; what it allows is for the service's own calls to find
+        except S3Error as exc:
+            refused = _credentials_refused(s3, bucket, exc)
+            if refused is not None:
+                raise Unauthenticated(
+                    f"S3 at {settings.endpoint} refused access key {settings.access_key!r} "
+                    f"({refused})"
+                ) from exc
+            return  # it answered: what else it allows is for the service's own calls to find
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             if time.monotonic() + 0.5 > deadline:
                 reason = getattr(exc, "reason", None) or exc  # urllib3 wraps the cause
@@ -102,6 +115,24 @@ def check_reachable(settings: S3Settings, bucket: str, timeout_s: float) -> None
                     f"S3 at {settings.endpoint} did not answer: {str(reason).rsplit(': ', 1)[-1]}"
                 ) from exc
         time.sleep(0.5)
+
+
+def _credentials_refused(s3: Minio, bucket: str, answer: S3Error) -> str | None:
+    """S3's code if `answer` refuses the credentials, else None. A refused HEAD has no
+    body to say why (minio calls every 403 AccessDenied: a wrong secret, or a key without
+    rights on the bucket), so a GET of an object that is not there asks again: its
+    answer's body says."""
+    code = answer.code
+    if code == "AccessDenied":
+        try:
+            with logs.silenced("urllib3", "minio"):
+                s3.get_object(bucket, PROBE_KEY).close()
+            return None
+        except S3Error as exc:
+            code = exc.code
+        except (MinioException, urllib3.exceptions.HTTPError, OSError):
+            return None  # no second answer: nothing to tell
+    return code if code in CREDENTIALS_REFUSED else None
 
 
 @contextlib.contextmanager

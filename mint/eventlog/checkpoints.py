@@ -115,14 +115,22 @@ def public_keys(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
         try:
             public = load_pem_public_key(pem)
         except (ValueError, TypeError):
-            raise InvalidArgument(
-                "a public key is not PEM: make it with "
-                "`openssl pkey -in signing.pem -pubout -out signing.pub`"
-            ) from None
+            raise InvalidArgument(_not_public(pem)) from None
         if not isinstance(public, Ed25519PublicKey):
             raise InvalidArgument("a public key is not an Ed25519 key")
         keys[key_id(public)] = public
     return keys
+
+
+def _not_public(pem: bytes) -> str:
+    """Why `pem` is not a public key: a private key given in its place, or not PEM."""
+    make = "`openssl pkey -in signing.pem -pubout -out signing.pub`"
+    if b"PRIVATE KEY-----" in pem:
+        return (
+            "a public key is needed but a private key was given (the signing key, which "
+            f"stays with the registry): pass its public key, made with {make}"
+        )
+    return f"a public key is not PEM: make it with {make}"
 
 
 def open_signed(value: bytes, keys: Mapping[str, Ed25519PublicKey]) -> Checkpoint:

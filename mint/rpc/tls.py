@@ -10,7 +10,9 @@ dialling a node's pod IP) verifies the certificate against a fixed name instead
 (`server_name_options`): every node's certificate carries that name (`mint-node`).
 
 The files are read when credentials are made (at start): a renewed certificate takes
-effect when the process restarts.
+effect when the process restarts. `TlsFiles.check` reads them first, so that a file that
+is not PEM, or a key that is not the certificate's, is named at start-up rather than
+reported by gRPC as a failed bind.
 """
 
 from __future__ import annotations
@@ -18,14 +20,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
+
+if TYPE_CHECKING:  # cryptography comes with the server install; the client needs none
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+    from cryptography.x509 import Certificate
 
 NODE_SERVER_NAME = "mint-node"  # every node's certificate names it; the router checks it
 ROUTER_PEER_NAME = "mint-router"  # the router's certificate names it; nodes trust it
 # The names in a verified client certificate, as gRPC's auth context lists them.
 _PEER_NAME_KEYS = ("x509_common_name", "x509_subject_alternative_name")
+
+
+class BadTlsFile(ValueError):
+    """A TLS file that gRPC could not use; `setting` is the one to fix."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,20 @@ class TlsFiles:
     def has_identity(self) -> bool:
         """A certificate and key to present (as a server, or as a client in mutual TLS)."""
         return self.cert_file is not None and self.key_file is not None
+
+    def check(self) -> None:
+        """Raise BadTlsFile unless every file given is readable PEM of its kind (the
+        certificates, an unencrypted private key) and the key is the certificate's."""
+        certificate = _certificates(self.cert_file, "tls_cert_file")
+        key = _private_key(self.key_file, "tls_key_file")
+        _certificates(self.ca_file, "tls_ca_file")
+        if certificate and key is not None and _spki(certificate[0]) != _spki(key):
+            raise BadTlsFile(
+                "tls_key_file",
+                f"tls_key_file {self.key_file} and tls_cert_file {self.cert_file} do not "
+                "match: the key is not the private key of the certificate (the first in its "
+                "file); pass the key the certificate was issued for",
+            )
 
     def server_credentials(self) -> grpc.ServerCredentials:
         if not self.has_identity:
@@ -94,6 +122,70 @@ def _read(path: Path | None, setting: str) -> bytes:
         raise ValueError(
             f"cannot read {setting} {path}: {exc.strerror}; point it at a PEM file"
         ) from exc
+
+
+def _certificates(path: Path | None, setting: str) -> list[Certificate]:
+    """The certificates in `path` (none when not given)."""
+    from cryptography.x509 import load_pem_x509_certificates
+
+    if path is None:
+        return []
+    data = _checked_read(path, setting)
+    try:
+        return load_pem_x509_certificates(data)
+    except ValueError:
+        raise BadTlsFile(
+            setting,
+            f"{setting} {path} is not a valid PEM certificate (-----BEGIN CERTIFICATE-----)"
+            f"{_what_it_holds(data, 'CERTIFICATE')}",
+        ) from None
+
+
+def _private_key(path: Path | None, setting: str) -> PrivateKeyTypes | None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if path is None:
+        return None
+    data = _checked_read(path, setting)
+    try:
+        return load_pem_private_key(data, password=None)
+    except TypeError:  # a password protects it
+        raise BadTlsFile(
+            setting,
+            f"{setting} {path} is an encrypted private key; gRPC reads unencrypted ones only "
+            "(`openssl pkey -in KEY -out PLAIN`)",
+        ) from None
+    except ValueError:
+        raise BadTlsFile(
+            setting,
+            f"{setting} {path} is not a valid PEM private key (-----BEGIN PRIVATE KEY-----)"
+            f"{_what_it_holds(data, 'PRIVATE KEY')}",
+        ) from None
+
+
+def _checked_read(path: Path, setting: str) -> bytes:
+    try:
+        return _read(path, setting)
+    except ValueError as exc:
+        raise BadTlsFile(setting, str(exc)) from None
+
+
+def _what_it_holds(data: bytes, wanted: str) -> str:
+    """Why `data` is not the `wanted` PEM ("CERTIFICATE" or "PRIVATE KEY"), when it is
+    plain: the file is empty, or holds only the other kind (cert and key swapped)."""
+    if not data.strip():
+        return ": the file is empty"
+    other = "PRIVATE KEY" if wanted == "CERTIFICATE" else "CERTIFICATE"
+    if f"{other}-----".encode() in data and f"{wanted}-----".encode() not in data:
+        return f": it holds a {other.lower()} (are the two files swapped?)"
+    return ""
+
+
+def _spki(item: Certificate | PrivateKeyTypes) -> bytes:
+    """The public key of a certificate or of a private key, as comparable bytes."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return item.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def dialer(tls: TlsFiles | None, server_name: str | None = None) -> Callable[[str], grpc.Channel]:

@@ -15,7 +15,6 @@ adapters serve. `--help` lists every setting (Kafka and S3: flags or MINT_* vari
 from __future__ import annotations
 
 from mint import cli, settings, startup
-from mint.rpc.auth import TokenTable
 
 from .settings import NodeSettings
 
@@ -28,7 +27,9 @@ def main() -> None:
     settings.add_flags(parser, NodeSettings)
     config = settings.load(NodeSettings, parser.parse_args())
     cli.configure(config)
-    startup.require_base_dir(config.base_dir)  # local first: no waiting on servers for it
+    tokens = startup.load_tokens(config.tokens_file)  # local first: no waiting on servers
+    startup.require_tls(config.tls_files())
+    startup.require_base_dir(config.base_dir)
     startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
     # Only now torch and the model code (seconds of imports): every check above is quick.
@@ -50,7 +51,7 @@ def main() -> None:
             name=config.name,
             kafka=kafka,
             s3=config.s3(),
-            tokens=TokenTable.from_file(config.tokens_file),
+            tokens=tokens,
             bucket=config.projection_bucket,
             prefix=config.projection_prefix,
             topics=topics,

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prometheus_client import start_http_server
 
 import mint
 from mint.backends.kafka import KafkaConnection
@@ -17,6 +16,7 @@ from mint.backends.kafka_responses import ResponseRecorder, ResponsesTopic
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
 from mint.models.base import place, served_base, served_fingerprint
+from mint.probes import serve_metrics
 from mint.rpc.auth import OnBehalf, TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import ROUTER_PEER_NAME, TlsFiles
@@ -190,7 +190,8 @@ class NodeProcess:
         )
         self.reconciler.start()
         if config.metrics_port is not None:
-            start_http_server(config.metrics_port, registry=self.metrics.registry)
+            # /metrics, and a /healthz that says the process answers; no other path
+            serve_metrics(config.metrics_port, self.metrics.registry, healthz=True)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """NOT_SERVING and goodbye on the status topic first, then the server drains

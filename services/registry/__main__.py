@@ -17,8 +17,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from prometheus_client import start_http_server
-
 from mint import cli, settings, startup
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_ownership import GroupOwnership
@@ -30,8 +28,9 @@ from mint.domain.errors import DomainError
 from mint.eventlog.checkpoints import CheckpointStore, SigningKey
 from mint.eventlog.port import EventLog
 from mint.eventlog.signer import CheckpointSigner
+from mint.probes import serve_metrics
 from mint.registry import Registry
-from mint.rpc.auth import TokenTable, token_digest
+from mint.rpc.auth import token_digest
 
 from .forwarding import ReadForwarder
 from .metrics import RegistryMetrics
@@ -48,7 +47,6 @@ def _backends(config: EmbeddedRegistrySettings) -> tuple[EventLog, BlobStore, Ad
         from mint.backends.sqlite_log import SqliteEventLog
         from mint.catalog.log_scan import LogScanCatalog
 
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         embedded = SqliteEventLog(config.data_dir / "events.db")
         kek = local_kek(config.kek_file or config.data_dir / "kek")
         return embedded, LocalBlobStore(config.data_dir, kek), LogScanCatalog(embedded)
@@ -117,10 +115,13 @@ def serve(args: argparse.Namespace) -> None:
     model = EmbeddedRegistrySettings if args.backend == "embedded" else RegistrySettings
     config = settings.load(model, args)
     cli.configure(config)
+    tokens = startup.load_tokens(config.tokens_file)  # local files first
+    startup.require_tls(config.tls_files())
     if isinstance(config, RegistrySettings):
         startup.require_kafka(config, config.startup_timeout_s)
         startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
-    tokens = TokenTable.from_file(config.tokens_file)
+    else:
+        startup.require_data_dir(config.data_dir)
     event_log, blobs, catalog = _backends(config)
     ownership = None
     if isinstance(event_log, KafkaEventLog) and isinstance(config, RegistrySettings):
@@ -140,7 +141,7 @@ def serve(args: argparse.Namespace) -> None:
     if isinstance(event_log, KafkaEventLog):
         metrics.count_owned(event_log.owned)
     if config.metrics_port:
-        start_http_server(config.metrics_port, config.host, registry=metrics.registry)
+        serve_metrics(config.metrics_port, metrics.registry, config.host)  # health: gRPC
     registry = Registry(event_log, blobs, catalog=catalog, notices=_notices(config))
     server, port = build_server(
         registry,

@@ -16,7 +16,6 @@ requests, with the same tokens, are served as OpenAI's HTTP API on --http-port (
 from __future__ import annotations
 
 from mint import cli, settings, startup
-from mint.rpc.auth import TokenTable
 
 from .settings import RouterSettings
 
@@ -27,6 +26,8 @@ def main() -> None:
     settings.add_flags(parser, RouterSettings)
     config = settings.load(RouterSettings, parser.parse_args())
     cli.configure(config)
+    tokens = startup.load_tokens(config.tokens_file)  # local files first
+    startup.require_tls(config.tls_files())
     startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.projection_bucket, config.startup_timeout_s)
     from .app import RouterConfig, RouterProcess  # transformers: seconds, after the checks
@@ -38,7 +39,7 @@ def main() -> None:
             name=config.name,
             kafka=kafka,
             s3=config.s3(),
-            tokens=TokenTable.from_file(config.tokens_file),
+            tokens=tokens,
             service_token=(config.service_token.get_secret_value() if config.service_token else ""),
             bucket=config.projection_bucket,
             prefix=config.projection_prefix,

@@ -7,12 +7,12 @@ import threading
 from dataclasses import dataclass, field
 
 from grpc_health.v1.health_pb2 import HealthCheckResponse
-from prometheus_client import start_http_server
 
 from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_residency import ErasureWatch, ResidencyTopics
 from mint.backends.s3 import S3Settings, client
 from mint.backends.s3_objects import S3Objects
+from mint.probes import serve_metrics
 from mint.rpc.auth import TokenMetrics, TokenTable
 from mint.rpc.server import DRAIN_S, build_server
 from mint.rpc.tls import NODE_SERVER_NAME, TlsFiles, dialer
@@ -113,7 +113,8 @@ class RouterProcess:
         self.watch.on_health = self._watch_health
         self._watch_health(self.watch.healthy.is_set())
         if config.metrics_port is not None:
-            start_http_server(config.metrics_port, registry=self.metrics.registry)
+            # /metrics, and a /healthz that says the process answers; no other path
+            serve_metrics(config.metrics_port, self.metrics.registry, healthz=True)
 
     def _watch_health(self, _: bool) -> None:
         """A router whose fleet view is stale must not take traffic. (Reads the watch's

@@ -12,7 +12,7 @@ variables, as `python -m deploy.local env` prints them).
 
 from __future__ import annotations
 
-from mint import cli, settings
+from mint import cli, settings, startup
 from mint.backends.s3 import client
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import RegistryClient
@@ -23,10 +23,20 @@ from .settings import EvaluatorSettings
 from .worker import Evaluator
 
 
+def _started(config: EvaluatorSettings) -> None:
+    """Logging as the settings say; the base folder, Kafka and S3 there."""
+    cli.configure(config)
+    startup.require_base_dir(config.base_dir)  # local first: no waiting on servers for it
+    startup.require_kafka(config, config.startup_timeout_s)
+    startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
+
+
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m streams.evaluator", __doc__)
     settings.add_flags(parser, EvaluatorSettings)
     config = settings.load(EvaluatorSettings, parser.parse_args())
+    _started(config)
     tls = TlsFiles(ca_file=config.registry_ca_file) if config.registry_ca_file else None
     evaluator = Evaluator(
         config.kafka(),

@@ -13,13 +13,20 @@ from mint.settings import (
     KafkaOptions,
     KekOptions,
     ListenOptions,
+    ProcessOptions,
     S3Options,
     metrics_port,
 )
 
 
 class EvaluatorSettings(
-    KafkaOptions, S3Options, BlobsOptions, KekOptions, EventsOptions, ListenOptions
+    KafkaOptions,
+    S3Options,
+    BlobsOptions,
+    KekOptions,
+    EventsOptions,
+    ListenOptions,
+    ProcessOptions,
 ):
     registry: str = Field(
         "127.0.0.1:50051", description="registry replicas, host:port[,host:port...]"

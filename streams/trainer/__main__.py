@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from mint import cli, settings
+from mint import cli, settings, startup
 from mint.backends.s3 import client as s3_client
 from mint.backends.s3_blobs import S3BlobStore
 from mint.client import Client
@@ -36,10 +36,20 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _started(config: TrainerSettings) -> None:
+    """Logging as the settings say; the base folder, Kafka and S3 there."""
+    cli.configure(config)
+    startup.require_base_dir(config.base_dir)  # local first: no waiting on servers for it
+    startup.require_kafka(config, config.startup_timeout_s)
+    startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
+
+
+@cli.entry_point
 def main() -> None:
     parser = cli.parser("python -m streams.trainer", __doc__)
     settings.add_flags(parser, TrainerSettings)
     config = settings.load(TrainerSettings, parser.parse_args())
+    _started(config)
     device = _device(config.device)
 
     def load_base() -> PreTrainedModel:

@@ -12,13 +12,20 @@ from mint.settings import (
     KafkaOptions,
     KekOptions,
     ListenOptions,
+    ProcessOptions,
     S3Options,
     metrics_port,
 )
 
 
 class TrainerSettings(
-    KafkaOptions, S3Options, BlobsOptions, KekOptions, EventsOptions, ListenOptions
+    KafkaOptions,
+    S3Options,
+    BlobsOptions,
+    KekOptions,
+    EventsOptions,
+    ListenOptions,
+    ProcessOptions,
 ):
     registry: str = Field(
         description="the registry's address, or its replicas' (host:port[,host:port...])"
