@@ -19,6 +19,11 @@
 Back ends: --backend kafka (the default: Kafka, and S3 for `verify`, from flags or the
 MINT_* variables `python -m deploy.local env` prints; `verify --help` lists them) or
 --backend embedded --data-dir DIR (the demo's .mint/demo).
+
+A record that is no event, or an event that cannot be placed, is a PROBLEM line naming
+its position: verify checks the rest, replay and provenance (on stderr) leave it out;
+exit 1. A topic, bucket or partition that does not exist is one error line, exit 2: the
+audit creates nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import dataclasses
 import functools
 import json
 import sys
+from collections.abc import Sized
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,10 +42,11 @@ from mint import cli, logs, settings, startup
 from mint.blobs.port import BlobStore
 from mint.domain.errors import DomainError, InvalidArgument, NotFound
 from mint.domain.names import AdapterRef
+from mint.eventlog.chain import ChainProblem
 from mint.eventlog.checkpoints import CheckpointStore, public_keys
 from mint.eventlog.port import EventLog
 
-from . import checkpoints, gc, progress, provenance, replay, reproduce, verify
+from . import checkpoints, gc, progress, provenance, replay, reproduce, sources, verify
 from .settings import (
     AuditGcSettings,
     AuditReproduceSettings,
@@ -47,43 +54,45 @@ from .settings import (
     AuditVerifySettings,
     GcOptions,
 )
+from .sources import LogSource
 
 
-def _log(args: argparse.Namespace) -> EventLog:
-    """The log, for `replay` and `provenance`: Kafka only."""
+def _embedded_log(args: argparse.Namespace) -> EventLog:
+    from mint.backends.sqlite_log import SqliteEventLog
+
+    return SqliteEventLog(args.data_dir / "events.db")
+
+
+def _source(args: argparse.Namespace, model: type[AuditSettings] = AuditSettings) -> LogSource:
+    """The log, read-only; on Kafka its topic must exist."""
     if args.backend == "embedded":
-        from mint.backends.sqlite_log import SqliteEventLog
-
-        return SqliteEventLog(args.data_dir / "events.db")
-    from mint.backends.kafka_log import KafkaEventLog
-
-    config = settings.load(AuditSettings, args)
+        return sources.embedded_source(args.data_dir / "events.db")
+    config = settings.load(model, args)
     cli.configure(config)
     startup.require_kafka(config, config.startup_timeout_s)
-    return KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
+    return sources.kafka_source(config.kafka(), config.events_topic, config.events_partitions)
 
 
-def _checked(args: argparse.Namespace) -> tuple[EventLog, BlobStore, verify.Objects | None]:
-    """What `verify` checks: the log, the blobs and (given its bucket) the projection."""
+def _checked(args: argparse.Namespace) -> tuple[BlobStore, verify.Objects | None]:
+    """What `verify` checks besides the log: the blobs and (given its bucket) the
+    projection, whose buckets must exist."""
     if args.backend == "embedded":
         from mint.backends.local_blobs import LocalBlobStore, local_kek
 
-        return _log(args), LocalBlobStore(args.data_dir, local_kek(args.data_dir / "kek")), None
-    from mint.backends.kafka_log import KafkaEventLog
+        return LocalBlobStore(args.data_dir, local_kek(args.data_dir / "kek")), None
     from mint.backends.s3 import client
     from mint.backends.s3_blobs import S3BlobStore
     from mint.backends.s3_objects import S3Objects
 
     config = settings.load(AuditVerifySettings, args)
-    cli.configure(config)
-    startup.require_kafka(config, config.startup_timeout_s)
     startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
-    log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
     s3 = client(config.s3())
+    sources.require_bucket(s3, config.blobs_bucket, "blobs_bucket")
     projection = None
     if config.projection_bucket:
+        sources.require_bucket(s3, config.projection_bucket, "projection_bucket")
         projection = S3Objects(s3, config.projection_bucket, config.projection_prefix)
-    return log, S3BlobStore(s3, config.blobs_bucket, config.kek()), projection
+    return S3BlobStore(s3, config.blobs_bucket, config.kek()), projection
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -91,7 +100,7 @@ def _gc(args: argparse.Namespace) -> int:
         from mint.backends.local_blobs import LocalBlobStore, local_kek
 
         options = settings.load(GcOptions, args)
-        log: EventLog = _log(args)
+        log: EventLog = _embedded_log(args)
         blobs: BlobStore = LocalBlobStore(args.data_dir, local_kek(args.data_dir / "kek"))
     else:
         from mint.backends.kafka_log import KafkaEventLog
@@ -102,8 +111,13 @@ def _gc(args: argparse.Namespace) -> int:
         cli.configure(config)
         startup.require_kafka(config, config.startup_timeout_s)
         startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
+        # Both checked first: opening them creates what is missing, and an empty log
+        # references no blob, an empty bucket holds none: "done", having collected nothing.
+        sources.require_topic(config.kafka(), config.events_topic, config.events_partitions)
+        s3 = client(config.s3())
+        sources.require_bucket(s3, config.blobs_bucket, "blobs_bucket")
         log = KafkaEventLog(config.kafka(), config.events_topic, config.events_partitions, owned=())
-        blobs = S3BlobStore(client(config.s3()), config.blobs_bucket, config.kek())
+        blobs = S3BlobStore(s3, config.blobs_bucket, config.kek())
         options = config
     try:
         run = gc.run_gc(
@@ -167,16 +181,14 @@ def _signed_history(args: argparse.Namespace) -> checkpoints.SignedHistory | Non
 
 
 def _verify(args: argparse.Namespace) -> int:
+    source = _source(args, AuditVerifySettings)
     # The checkpoints before the log: every event they name was committed before the log
     # is read, so an event appended meanwhile never reads as cut off.
     history = _signed_history(args)
-    log, blobs, projection = _checked(args)
-    try:
-        with progress.shown() as show:  # on stderr: stdout is the report
-            records = log.read_all() if history is None else history.watch(log.read_all())
-            report = verify.verify(records, blobs, projection, show)
-    finally:
-        log.close()
+    blobs, projection = _checked(args)
+    with progress.shown() as show:  # on stderr: stdout is the report
+        records = source.read() if history is None else history.watch(source.read())
+        report = verify.verify(records, blobs, projection, show)
     problems = [*report.problems, *(history.finish() if history is not None else [])]
     for problem in problems:
         print(f"PROBLEM {problem}")
@@ -188,29 +200,56 @@ def _verify(args: argparse.Namespace) -> int:
     print(
         f"{report.events} events in {report.streams} streams, "
         f"{report.blobs_checked} blobs{projected} checked, {len(report.erasures)} erasures: "
-        f"{'clean' if not problems else f'{len(problems)} problems'}"
+        f"{_verdict(problems, report.events)}"
     )
     return 0 if not problems else 1
 
 
-def _explain(args: argparse.Namespace) -> int:
-    log = _log(args)
-    try:
-        if args.command == "replay":
-            state = replay.replay(log.read_all(), args.as_of_offsets, args.as_of)
-            print(
-                json.dumps(replay.to_json(state), indent=2) if args.json else replay.to_table(state)
-            )
+def _verdict(problems: Sized, events: int) -> str:
+    if problems:
+        return f"{len(problems)} problems"
+    # Not "clean": an empty log vouches for nothing (a topic nothing was written to yet?).
+    return "clean" if events else "no events, nothing to check"
+
+
+class _Skipped:
+    """Records replay or provenance left out, each listed on stderr as it is met (stdout
+    is the state or the lineage)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, problem: ChainProblem) -> None:
+        self.count += 1
+        print(f"PROBLEM {problem}", file=sys.stderr)
+
+    def status(self) -> int:
+        if not self.count:
             return 0
-        name, _, rev = args.adapter.partition("@")
-        doc = provenance.lineage(log.read_all(), AdapterRef.parse(name), int(rev) if rev else None)
-        print(json.dumps(doc, indent=2, default=str) if args.json else provenance.to_text(doc))
-        if args.svg:
-            args.svg.write_text(provenance.to_svg(doc))
-            print(f"lineage graph written to {args.svg}", file=sys.stderr)
-        return 0
-    finally:
-        log.close()
+        print(
+            f"{self.count} record{'s' if self.count > 1 else ''} left out: the log was "
+            "altered (`verify` checks it whole)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _explain(args: argparse.Namespace) -> int:
+    source, skipped = _source(args), _Skipped()
+    if args.command == "replay":
+        if args.as_of_offsets is not None:
+            sources.check_offsets(args.as_of_offsets, source.partitions)
+        state = replay.replay(source.read(), args.as_of_offsets, args.as_of, skipped)
+        print(json.dumps(replay.to_json(state), indent=2) if args.json else replay.to_table(state))
+        return skipped.status()
+    name, _, rev = args.adapter.partition("@")
+    ref, revision = AdapterRef.parse(name), int(rev) if rev else None
+    doc = provenance.lineage(source.read(), ref, revision, skipped)
+    print(json.dumps(doc, indent=2, default=str) if args.json else provenance.to_text(doc))
+    if args.svg:
+        args.svg.write_text(provenance.to_svg(doc))
+        print(f"lineage graph written to {args.svg}", file=sys.stderr)
+    return skipped.status()
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -25,6 +25,9 @@ from mint.eventlog.chain import ChainProblem
 from mint.eventlog.checkpoints import BadCheckpoint, open_signed
 from mint.eventlog.port import Recorded
 from mint.v1.checkpoints_pb2 import Checkpoint
+from mint.v1.events_pb2 import EventEnvelope
+
+from .records import LogRecord
 
 
 @dataclass(frozen=True)
@@ -106,16 +109,22 @@ class SignedHistory:
                     )
                 )
 
-    def watch(self, records: Iterable[Recorded]) -> Iterator[Recorded]:
+    def watch(self, records: Iterable[LogRecord]) -> Iterator[LogRecord]:
         """Pass `records` on (to verify's walk), noting what the checkpoints need."""
         for r in records:
-            e = r.envelope
             self.partitions_with_events.add(r.position.partition)
-            self.last_versions[e.stream_id] = e.stream_version
-            head = self.heads.get(e.stream_id)
-            if head is not None and head.version == e.stream_version:
-                head.found = e.hash
+            if isinstance(r, Recorded):
+                self._note(r.envelope)
             yield r
+
+    def _note(self, e: EventEnvelope) -> None:
+        # The highest version: an earlier event appended again does not cut the stream.
+        self.last_versions[e.stream_id] = max(
+            e.stream_version, self.last_versions.get(e.stream_id, 0)
+        )
+        head = self.heads.get(e.stream_id)
+        if head is not None and head.version == e.stream_version:
+            head.found = e.hash
 
     def finish(self) -> list[Problem]:
         """Every problem, once the walk is over."""

@@ -1,5 +1,11 @@
 """An adapter's lineage from the log: revisions and their parents, who trained them on
-what, evaluations, channel moves — as text, JSON and an SVG graph."""
+what, evaluations, channel moves — as text, JSON and an SVG graph.
+
+As in replay.py, a record that cannot be placed (one that is no event, whichever adapter
+it was of; an event that does not decode, of a stream never created, or naming a
+revision not published before it) raises Unfoldable, or, given `skip`, goes to it and is
+left out.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from dataclasses import asdict
 from html import escape
 from typing import Any
 
-from mint.domain.errors import NotFound
+from mint.domain.errors import InvalidArgument, NotFound
 from mint.domain.events import (
     AdapterArchived,
     AdapterCreated,
@@ -18,62 +24,95 @@ from mint.domain.events import (
     RevisionPublished,
 )
 from mint.domain.names import AdapterRef
+from mint.eventlog.chain import ChainProblem
 from mint.eventlog.port import Recorded
+
+from .records import LogRecord, Skip, Unreadable, left_out, never_created, problem_at
 
 
 def lineage(
-    records: Iterable[Recorded], ref: AdapterRef, revision: int | None = None
+    records: Iterable[LogRecord],
+    ref: AdapterRef,
+    revision: int | None = None,
+    skip: Skip | None = None,
 ) -> dict[str, Any]:
     """Everything the log says about `ref` (or, with `revision`, about that revision and
-    its ancestors)."""
-    events = [r for r in records if r.envelope.stream_id == str(ref)]
-    if not events:
-        raise NotFound(f"adapter {ref} is not in the log")
+    its ancestors). A record that cannot be placed raises Unfoldable, or, given `skip`,
+    is handed to it and left out."""
     doc: dict[str, Any] = {"adapter": str(ref), "revisions": {}, "history": []}
-    for r in events:
-        e, when, who = r.event, r.envelope.occurred_at.ToJsonString(), r.envelope.actor
-        doc["history"].append(
-            {
-                "version": r.envelope.stream_version,
-                "at": when,
-                "by": who,
-                "event": type(e).__name__,
-                "position": str(r.position),
-            }
-        )
-        if isinstance(e, AdapterCreated):
-            doc.update(
-                adapter_id=e.adapter_id, owner=e.owner, base=e.base_fingerprint, created_at=when
-            )
-        elif isinstance(e, RevisionPublished):
-            doc["revisions"][e.revision] = {
-                "number": e.revision,
-                "parents": list(e.parents),
-                "published_at": when,
-                "published_by": who,
-                "weights_sha256": e.weights_sha256,
-                "provenance": asdict(e.provenance),
-                "evaluations": [],
-                "channels": [],
-            }
-        elif isinstance(e, EvaluationRecorded):
-            doc["revisions"][e.revision]["evaluations"].append({**asdict(e), "at": when})
-        elif isinstance(e, ChannelMoved):
-            doc["revisions"][e.revision]["channels"].append(
-                {
-                    "channel": e.channel,
-                    "at": when,
-                    "by": who,
-                    "reason": e.reason,
-                    "from": e.previous_revision,
-                }
-            )
-        elif isinstance(e, ChannelGateSet | AdapterArchived):
-            pass  # in the history above
+    found = False
+    for r in records:
+        if isinstance(r, Recorded) and r.envelope.stream_id != str(ref):
+            continue
+        found = found or isinstance(r, Recorded)
+        problem = r.problem() if isinstance(r, Unreadable) else _add(doc, r)
+        if problem is not None:
+            left_out(problem, skip)
+    if not found:
+        raise NotFound(f"adapter {ref} is not in the log")
     if revision is not None:
         keep = _ancestors(doc["revisions"], revision)
         doc["revisions"] = {n: r for n, r in doc["revisions"].items() if n in keep}
     return doc
+
+
+def _add(doc: dict[str, Any], r: Recorded) -> ChainProblem | None:
+    """Add the event to the lineage, or say why it cannot be (the lineage unchanged)."""
+    try:
+        e = r.event
+    except InvalidArgument:  # a type or schema this mint does not know: upgrade it, not skip
+        raise
+    except Exception as exc:  # an altered payload may not even decode
+        return problem_at(r, f"payload does not decode: {type(exc).__name__}: {exc}")
+    if "adapter_id" not in doc and not isinstance(e, AdapterCreated):
+        return never_created(r)
+    if isinstance(e, EvaluationRecorded | ChannelMoved) and e.revision not in doc["revisions"]:
+        return problem_at(
+            r, f"{type(e).__name__} of revision {e.revision}, which no event before it published"
+        )
+    _record(doc, r, e)
+    return None
+
+
+def _record(doc: dict[str, Any], r: Recorded, e: Any) -> None:
+    """The event in the lineage: its history, and what it says of its revision."""
+    when, who = r.envelope.occurred_at.ToJsonString(), r.envelope.actor
+    doc["history"].append(
+        {
+            "version": r.envelope.stream_version,
+            "at": when,
+            "by": who,
+            "event": type(e).__name__,
+            "position": str(r.position),
+        }
+    )
+    if isinstance(e, AdapterCreated):
+        doc.update(adapter_id=e.adapter_id, owner=e.owner, base=e.base_fingerprint, created_at=when)
+    elif isinstance(e, RevisionPublished):
+        doc["revisions"][e.revision] = {
+            "number": e.revision,
+            "parents": list(e.parents),
+            "published_at": when,
+            "published_by": who,
+            "weights_sha256": e.weights_sha256,
+            "provenance": asdict(e.provenance),
+            "evaluations": [],
+            "channels": [],
+        }
+    elif isinstance(e, EvaluationRecorded):
+        doc["revisions"][e.revision]["evaluations"].append({**asdict(e), "at": when})
+    elif isinstance(e, ChannelMoved):
+        doc["revisions"][e.revision]["channels"].append(
+            {
+                "channel": e.channel,
+                "at": when,
+                "by": who,
+                "reason": e.reason,
+                "from": e.previous_revision,
+            }
+        )
+    elif isinstance(e, ChannelGateSet | AdapterArchived):
+        pass  # in the history above
 
 
 def _ancestors(revisions: dict[int, Any], start: int) -> set[int]:

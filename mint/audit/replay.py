@@ -1,5 +1,11 @@
 """The registry's state at a moment in the log: a checkpoint (partition → offset) or a
-time, folded from the events alone."""
+time, folded from the events alone.
+
+A record that cannot be read or folded (one that is no event, an event that does not
+decode, an event of a stream that was never created) stops the replay with `Unfoldable`,
+unless the caller takes such records (`skip`): then each is handed to it and left out,
+and the state is the fold of the rest.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from mint.domain import adapter as agg
-from mint.domain.events import BaseModelRegistered
+from mint.domain.errors import InvalidArgument
+from mint.domain.events import AdapterCreated, BaseModelRegistered
+from mint.eventlog.chain import ChainProblem
 from mint.eventlog.port import Recorded
+
+from .records import LogRecord, Skip, Unreadable, left_out, never_created, problem_at
 
 
 @dataclass
@@ -21,31 +31,51 @@ class RegistryState:
 
 
 def replay(
-    records: Iterable[Recorded],
+    records: Iterable[LogRecord],
     until_offsets: Mapping[int, int] | None = None,
     until_time: datetime | None = None,
+    skip: Skip | None = None,
 ) -> RegistryState:
     """Fold every event before `until_offsets` (partition → first offset excluded) and,
-    given `until_time`, that occurred at or before it."""
+    given `until_time`, that occurred at or before it. A record that cannot be folded
+    raises Unfoldable, or, given `skip`, is handed to it and left out."""
     state = RegistryState()
     for r in records:
         if until_offsets is not None and r.position.offset >= until_offsets.get(
             r.position.partition, 0
         ):
             continue
-        if (
-            until_time is not None
-            and r.envelope.occurred_at.ToDatetime(tzinfo=until_time.tzinfo) > until_time
-        ):
+        if isinstance(r, Recorded) and _after(r, until_time):
             continue
+        problem = r.problem() if isinstance(r, Unreadable) else _fold(state, r)
+        if problem is None:
+            state.events += 1
+        else:
+            left_out(problem, skip)
+    return state
+
+
+def _after(r: Recorded, moment: datetime | None) -> bool:
+    return moment is not None and r.envelope.occurred_at.ToDatetime(tzinfo=moment.tzinfo) > moment
+
+
+def _fold(state: RegistryState, r: Recorded) -> ChainProblem | None:
+    """Fold the event into `state`, or say why it cannot be (the state unchanged)."""
+    try:
         event = r.event
         if isinstance(event, BaseModelRegistered):
             state.bases.setdefault(event.fingerprint, event)
-        else:
-            stream = r.envelope.stream_id
-            state.adapters[stream] = agg.apply(state.adapters.get(stream), event)
-        state.events += 1
-    return state
+            return None
+        stream = r.envelope.stream_id
+        adapter = state.adapters.get(stream)
+        if adapter is None and not isinstance(event, AdapterCreated):
+            return never_created(r)
+        state.adapters[stream] = agg.apply(adapter, event)
+    except InvalidArgument:  # a type or schema this mint does not know: upgrade it, not skip
+        raise
+    except Exception as exc:  # an altered event can fail anywhere in decoding or folding
+        return problem_at(r, f"cannot be folded: {type(exc).__name__}: {exc}")
+    return None
 
 
 def to_json(state: RegistryState) -> dict[str, Any]:

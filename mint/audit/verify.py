@@ -8,6 +8,11 @@ size, or what is wrong with it) is kept by adapter and sha256, for up to `blob_m
 (the least recently used go first; a blob whose verdict went is read again). Erasures are
 reported, and the blobs and projection files they removed are not problems (erasures.py).
 
+Beyond the chains: a record that is no event is named by its position and the walk goes
+on (records.py); a stream whose first event is no creation was never created; an event
+id seen twice is named with where it was first (event_ids.py), and an exact copy of an
+earlier event is that, not a break of its stream's chain, which goes on from the original.
+
 Blobs and projection files are read `reads` at a time (each read is a round trip or two
 to S3, and at a million revisions one at a time takes most of an hour); their verdicts
 are judged in log order, with at most `IN_FLIGHT_PER_READER` reads per reader waiting.
@@ -32,6 +37,8 @@ from mint.eventlog.port import Recorded
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, revision_prefix
 
 from .erasures import Erasure, ErasureLedger
+from .event_ids import EventIds
+from .records import CREATIONS, LogRecord, Unreadable, never_created, problem_at
 
 T = TypeVar("T")
 # About 300 bytes a verdict: a million distinct blobs (the scale MinT is built for) in
@@ -76,7 +83,7 @@ class Report:
 
 
 def verify(
-    records: Iterable[Recorded],
+    records: Iterable[LogRecord],
     blobs: BlobStore | None = None,
     projection: Objects | None = None,
     progress: Callable[[Progress], None] | None = None,
@@ -85,8 +92,8 @@ def verify(
 ) -> Report:
     """Check chains per stream (in log order); given a blob store, every blob a revision
     references; given the projection, every revision's weights and config there. Problems
-    name the stream, version and position. `progress` hears how far it has come every
-    `PROGRESS_EVERY` events and at the end."""
+    name the stream, version and position (a record that is no event: its position).
+    `progress` hears how far it has come every `PROGRESS_EVERY` events and at the end."""
     with ThreadPoolExecutor(reads, thread_name_prefix="verify") as pool:
         walk = _Walk(blobs, projection, blob_memo, _Reads(pool, reads * IN_FLIGHT_PER_READER))
         try:
@@ -135,21 +142,25 @@ class _Walk:
         self.ledger = ErasureLedger()
         self.verdicts: LRUCache[str, int | str] = LRUCache(maxsize=memo)
         self.reading: dict[str, Future[int | str]] = {}  # verdicts asked for, not yet in
+        self.ids = EventIds()
         self.problems: list[ChainProblem] = []
         self.events = self.blobs_read = self.files = 0
 
-    def check(self, r: Recorded) -> None:
+    def check(self, r: LogRecord) -> None:
+        if isinstance(r, Unreadable):
+            self._found([r.problem()])
+            return
         self.events += 1
+        if not self._check_place(r):
+            return
         stream = r.envelope.stream_id
-        chain = self.chains.get(stream) or self.chains.setdefault(stream, StreamChain())
-        self._found(chain.check(r.envelope, str(r.position), r.stored))
         if self.blobs is None and self.projection is None:
             return
         try:
             event: Event = r.event
         except Exception as exc:  # an altered payload may not even decode
             if self.blobs is not None:
-                self._found([self._problem_of(r, f"payload does not decode: {exc}")])
+                self._found([problem_at(r, f"payload does not decode: {exc}")])
             return
         if isinstance(event, AdapterCreated):
             self.names[stream] = event
@@ -161,6 +172,29 @@ class _Walk:
                 self._check_blob(r, event, created.adapter_id, self.blobs)
             if self.projection is not None:
                 self._check_files(r, event, created, self.projection)
+
+    def _check_place(self, r: Recorded) -> bool:
+        """Check the event's place in its stream's chain and in the log. False for an
+        exact copy of an earlier event: checked there, its stream goes on from there."""
+        e = r.envelope
+        seen = self.ids.note(e.event_id, e.hash, r.position)
+        if seen is not None and seen.same_event:
+            copy = f"repeats the event at {seen.position} (the same event appended again)"
+            self._found([problem_at(r, copy)])
+            return False
+        problems: list[ChainProblem] = []
+        chain = self.chains.get(e.stream_id)
+        if chain is None:
+            chain = self.chains[e.stream_id] = StreamChain()
+            if e.stream_version == 1 and e.event_type not in CREATIONS:
+                problems.append(never_created(r))
+        problems += chain.check(e, str(r.position), r.stored)
+        if seen is not None:
+            problems.append(
+                problem_at(r, f"reuses the event id {e.event_id} of the event at {seen.position}")
+            )
+        self._found(problems)
+        return True
 
     def _check_blob(
         self, r: Recorded, event: RevisionPublished, adapter_id: str, blobs: BlobStore
@@ -186,7 +220,7 @@ class _Walk:
 
     def _judge_blob(self, r: Recorded, event: RevisionPublished, verdict: int | str) -> None:
         if isinstance(verdict, str) and verdict.endswith(ERASED):
-            self.ledger.hold(self._problem_of(r, verdict))
+            self.ledger.hold(problem_at(r, verdict))
         elif isinstance(verdict, str):
             self._problem(r, verdict)
         elif verdict != event.weights_size:
@@ -214,7 +248,7 @@ class _Walk:
     def _file_judge(self, r: Recorded) -> Callable[[str | None], None]:
         def judge(problem: str | None) -> None:
             if problem and problem.startswith(MISSING):  # unless erased later in the log
-                self.ledger.hold(self._problem_of(r, problem))
+                self.ledger.hold(problem_at(r, problem))
             elif problem:
                 self._problem(r, problem)
 
@@ -226,17 +260,14 @@ class _Walk:
             self.reads.ask(_done(problems), self.problems.extend)
 
     def _problem(self, r: Recorded, text: str) -> None:
-        self.problems.append(self._problem_of(r, text))
-
-    def _problem_of(self, r: Recorded, text: str) -> ChainProblem:
-        return ChainProblem(r.envelope.stream_id, r.envelope.stream_version, str(r.position), text)
+        self.problems.append(problem_at(r, text))
 
     def progress(self) -> Progress:
         return Progress(self.events, len(self.chains), self.blobs_read, self.files)
 
     def report(self) -> Report:
         problems = self.problems + self.ledger.unexplained()
-        problems.sort(key=lambda p: p.stream_id)  # each in log order
+        problems.sort(key=lambda p: p.stream_id)  # each in log order; records of none first
         return Report(
             self.events,
             len(self.chains),

@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from minio import Minio
 
 from mint.audit.__main__ import main
 from mint.backends.kafka import KafkaConnection, create_log_topic, durable_producer
 from mint.backends.kafka_checkpoints import KafkaCheckpointStore, checkpoint_topic
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.kafka_reader import read_records
+from mint.backends.s3 import ensure_bucket
 from mint.backends.sqlite_checkpoints import SqliteCheckpointStore
 from mint.backends.sqlite_log import SqliteEventLog
 from mint.domain import events as ev
@@ -29,6 +31,7 @@ from tests.audit.signing import new_key
 from tests.keys import kek_file
 
 TONE = "acme/tone"
+BLOBS = "mint"
 Record = tuple[int, bytes | None, bytes]  # partition, key, value
 
 
@@ -71,6 +74,12 @@ def _kek(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MINT_KEK_FILE", str(kek_file(tmp_path)))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _blobs_bucket(s3: Minio) -> None:
+    """verify's blobs bucket must exist (these logs reference no blob)."""
+    ensure_bucket(s3, BLOBS)
+
+
 def _verify(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -80,7 +89,7 @@ def _verify(
 ) -> tuple[int, str]:
     for name, value in endpoints.items():
         monkeypatch.setenv(name, value)
-    options = ["--events-topic", topic, "--events-partitions", "2", "--blobs-bucket", "mint"]
+    options = ["--events-topic", topic, "--events-partitions", "2", "--blobs-bucket", BLOBS]
     status = main(["verify", *options, *(a for k in keys for a in ("--public-key", str(k)))])
     return status, capsys.readouterr().out
 
