@@ -67,6 +67,10 @@ def client(
     )
 
 
+class _NoTimeLeft(urllib3.exceptions.TimeoutError):
+    """The caller's deadline came before a request could be made: not S3's failure."""
+
+
 class _CallerBound(urllib3.PoolManager):
     """Requests made for a caller with a deadline (mint/deadlines.py) that comes before
     the client's own timeouts would: one try, over by then (a hung server would otherwise
@@ -82,7 +86,7 @@ class _CallerBound(urllib3.PoolManager):
         left = time_left(self.timeout_s)
         if left < self.timeout_s:
             if left <= 0:
-                raise urllib3.exceptions.TimeoutError("no time left before the caller's deadline")
+                raise _NoTimeLeft("no time left before the caller's deadline")
             kw["timeout"] = urllib3.Timeout(total=left)
             kw["retries"] = urllib3.Retry(total=0)
         return super().urlopen(method, url, redirect=redirect, **kw)
@@ -142,6 +146,11 @@ def unavailable_on_failure(action: str) -> Iterator[None]:
     caller handles (a missing object, a failed precondition) are caught before this."""
     try:
         yield
+    except _NoTimeLeft as exc:  # S3 was never asked: say so, not that it is down
+        raise Unavailable(
+            f"the call's deadline leaves no time for object storage ({action}); retry with "
+            "more (a few seconds)"
+        ) from exc
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
         log.warning("S3 failed while %s: %s", action, exc)  # callers only see Unavailable
         raise Unavailable(

@@ -11,12 +11,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from mint.client import Adapter, CommandResult, Event, pull
+from mint.client.build import check_peft_folder
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 from . import options as o
 from .output import connected, emit, err, fail, out
-
-PICKLED_WEIGHTS = "adapter_model.bin"  # what save_pretrained writes without safetensors
 
 app = typer.Typer(
     help="Create, publish, promote and inspect adapters.",
@@ -91,21 +90,11 @@ def publish(
 
 
 def _check_peft_folder(folder: Path) -> None:
-    """Before any upload starts: which file is missing, and what to do about a pickle."""
-    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (folder / name).is_file()]
-    if ADAPTER_WEIGHTS in missing and (folder / PICKLED_WEIGHTS).exists():
-        raise fail(
-            f"error: {folder} holds {PICKLED_WEIGHTS}, a pickle file, which MinT never loads: "
-            "re-save the adapter with `save_pretrained(..., safe_serialization=True)` to write "
-            f"{ADAPTER_WEIGHTS}",
-            2,
-        )
-    if missing:
-        raise fail(
-            f"error: {folder} has no {' or '.join(missing)}: give the folder PEFT's "
-            "save_pretrained wrote — see `mint adapter publish --help`",
-            2,
-        )
+    """Before any upload starts (its progress bar): the folder's files."""
+    try:
+        check_peft_folder(folder)
+    except ValueError as exc:
+        raise fail(f"error: {exc} — see `mint adapter publish --help`", 2) from None
 
 
 class UploadBar:

@@ -95,7 +95,7 @@ def verify_command(tenant: Tenant, json: o.Json = False) -> None:
             "problems": report.problems,
         },
         json,
-        lambda: _render_report(report),
+        lambda: _render_report(tenant, report),
     )
     if not report.clean:
         raise fail(
@@ -104,9 +104,12 @@ def verify_command(tenant: Tenant, json: o.Json = False) -> None:
         )
 
 
-def _render_report(report: verify.Report) -> None:
+def _render_report(tenant: str, report: verify.Report) -> None:
     for problem in report.problems:
         out.print(f"PROBLEM {problem}", markup=False)
+    if not report.events:  # "clean" would read as checked: a misspelt tenant has no events
+        out.print(f"no events of tenant {tenant}: nothing to check (is the name right?)")
+        return
     verdict = "clean" if report.clean else f"{len(report.problems)} problems"
     out.print(f"{report.events} events in {report.streams} streams checked: {verdict}")
 

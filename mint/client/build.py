@@ -23,6 +23,7 @@ Progress = Callable[[int, int], None]
 Adapters = str | t.Selector | Sequence[str | t.Selector]
 PublishSource = Path | str | tuple[bytes, bytes]
 # An update's examples: the JSON bytes, or the example objects ({"prompt", "completion"}).
+PICKLED_WEIGHTS = "adapter_model.bin"  # what save_pretrained writes without safetensors
 UpdateExamples = bytes | Sequence[Mapping[str, object]]
 
 
@@ -200,7 +201,24 @@ def upload_bytes(source: PublishSource) -> tuple[bytes, bytes]:
     if isinstance(source, tuple):
         return source
     folder = Path(source)
+    check_peft_folder(folder)
     return (folder / ADAPTER_CONFIG).read_bytes(), (folder / ADAPTER_WEIGHTS).read_bytes()
+
+
+def check_peft_folder(folder: Path) -> None:
+    """ValueError unless `folder` holds what PEFT's save_pretrained writes: which file is
+    missing, and what to do about a pickle."""
+    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (folder / name).is_file()]
+    if ADAPTER_WEIGHTS in missing and (folder / PICKLED_WEIGHTS).exists():
+        raise ValueError(
+            f"{folder} holds {PICKLED_WEIGHTS}, a pickle file, which MinT never loads: "
+            "re-save the adapter with `save_pretrained(..., safe_serialization=True)` to write "
+            f"{ADAPTER_WEIGHTS}"
+        )
+    if missing:
+        raise ValueError(
+            f"{folder} has no {' or '.join(missing)}: give the folder PEFT's save_pretrained wrote"
+        )
 
 
 def upload_parts(

@@ -79,8 +79,6 @@ def _checked(ref: str) -> Selector:
         AdapterRef.parse(selector.adapter)
     except InvalidArgument as exc:
         raise ValueError(str(exc)) from None
-    if selector.revision is not None and selector.revision < 1:
-        raise ValueError(f"{ref!r}: revisions start at 1 (or name a channel: @latest, @stable)")
     return selector
 
 

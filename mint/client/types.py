@@ -169,6 +169,8 @@ class Selector:
             )
         at = match["at"]
         if at is not None and at.isdigit():
+            if int(at) < 1:
+                raise ValueError(f"{text!r}: revisions start at 1 (or name a channel)")
             return cls(match["adapter"], revision=int(at))
         return cls(match["adapter"], channel=at)
 

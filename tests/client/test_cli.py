@@ -282,8 +282,10 @@ def test_publish_checks_the_folder_and_the_ref_before_uploading(
     assert pickled.stderr == (
         f"error: {folder} holds adapter_model.bin, a pickle file, which MinT never loads: "
         "re-save the adapter with `save_pretrained(..., safe_serialization=True)` to write "
-        f"{ADAPTER_WEIGHTS}\n"
+        f"{ADAPTER_WEIGHTS} — see `mint adapter publish --help`\n"
     )
+    with world.client() as client, pytest.raises(ValueError, match="a pickle file"):
+        client.publish_revision("acme/cli-publish", folder)  # the Python API checks it too
     no_slash = mint_command("adapter", "publish", "acme", str(world.lora("cli-slash", seed=3)))
     assert no_slash.exit_code == 2
     assert "'acme' is not an adapter ref: write TENANT/NAME" in " ".join(no_slash.stderr.split())

@@ -155,3 +155,10 @@ def test_an_event_this_install_cannot_read_asks_for_an_upgrade(
             "error: unknown event type 'mint.v1.SomethingNewer' — this log is newer than this "
             "mint: pip install -U mint"
         )
+
+
+def test_verify_of_a_tenant_without_events_says_so_not_clean(logged_in: Path) -> None:
+    result = mint_command("audit", "verify", "other", env={"MINT_TOKEN": EVE})
+    assert result.exit_code == 0, result.output
+    assert "no events of tenant other: nothing to check" in result.stdout
+    assert "clean" not in result.stdout
