@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -55,12 +56,20 @@ def _status(exc: errors.DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# Told of every call but health and reflection as it ends: method, status code, seconds.
+ObserveCall = Callable[[str, str, float], None]
+
+
 class DomainInterceptor(grpc.ServerInterceptor):
     """Authenticates every call but health and reflection (when given an `authenticate`)
-    and turns exceptions into statuses; servicers just raise domain errors."""
+    and turns exceptions into statuses; servicers just raise domain errors. `observe`
+    hears how each call ended (metrics)."""
 
-    def __init__(self, authenticate: Authenticate | None = None) -> None:
+    def __init__(
+        self, authenticate: Authenticate | None = None, observe: ObserveCall | None = None
+    ) -> None:
         self.authenticate = authenticate
+        self.observe = observe
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
@@ -93,6 +102,10 @@ class DomainInterceptor(grpc.ServerInterceptor):
             handler.response_serializer,
         )
 
+    def _observed(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        if self.observe is not None:  # "/mint.v1.Registry/GetAdapter": "GetAdapter"
+            self.observe(method.rsplit("/", 1)[-1], code.name, time.perf_counter() - started)
+
     def _authenticate(self, context: grpc.ServicerContext) -> None:
         if self.authenticate is not None:
             metadata = context.invocation_metadata()
@@ -102,15 +115,18 @@ class DomainInterceptor(grpc.ServerInterceptor):
         self, behaviour: Callable[[Any, Any], Any], method: str
     ) -> Callable[[Any, Any], Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            started, code = time.perf_counter(), grpc.StatusCode.OK
             with _call_scope(method, context, request):
                 try:
                     self._authenticate(context)
                     with caller_deadline(context.time_remaining()):
                         return behaviour(request, context)
                 except Exception as exc:
+                    code = _code_of(exc)
                     _abort(context, exc)
                 finally:
                     _note_if_late(context)
+                    self._observed(method, code, started)
 
         return wrapped
 
@@ -118,15 +134,27 @@ class DomainInterceptor(grpc.ServerInterceptor):
         self, behaviour: Callable[[Any, Any], Iterator[Any]], method: str
     ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started, code = time.perf_counter(), grpc.StatusCode.OK
             with _call_scope(method, context, request):
                 try:
                     self._authenticate(context)
                     with caller_deadline(context.time_remaining()):
                         yield from behaviour(request, context)
+                except GeneratorExit:  # the caller stopped reading: cancelled or gone
+                    code = grpc.StatusCode.CANCELLED
+                    raise
                 except Exception as exc:
+                    code = _code_of(exc)
                     _abort(context, exc)
+                finally:
+                    self._observed(method, code, started)
 
         return wrapped
+
+
+def _code_of(exc: Exception) -> grpc.StatusCode:
+    """The status `_abort` answers `exc` with."""
+    return _status(exc) if isinstance(exc, errors.DomainError) else grpc.StatusCode.INTERNAL
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mint.domain.errors import FailedPrecondition
 
-from .interceptor import Authenticate, DomainInterceptor
+from .interceptor import Authenticate, DomainInterceptor, ObserveCall
 from .tls import TlsFiles
 
 # NOT_SERVING this long before a stopping server refuses new calls. None in-process; the
@@ -80,13 +80,14 @@ def build_server(
     tls: TlsFiles | None = None,
     health_port: int = 0,
     drain_s: float = DRAIN_S,
+    observe: ObserveCall | None = None,
 ) -> RpcServer:
     """A started server (SERVING) on `address`, over TLS when given `tls`, with health
     also on `health_port` of the same host (0: a free one). Every call but health and
-    reflection is authenticated with `authenticate`."""
+    reflection is authenticated with `authenticate`, and its end told to `observe`."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=service_name),
-        interceptors=[DomainInterceptor(authenticate)],
+        interceptors=[DomainInterceptor(authenticate, observe)],
         options=options or [],
     )
     add_servicer(server)

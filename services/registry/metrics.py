@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .budget import ByteBudget
 
@@ -12,6 +12,18 @@ from .budget import ByteBudget
 class RegistryMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "mint_registry_requests_total",
+            "Calls answered, by method and gRPC status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "mint_registry_request_seconds",
+            "How long calls took, by method (a stream: until it ended)",
+            ["method"],
+            registry=r,
+        )
         self.reads_forwarded = Counter(
             "mint_registry_reads_forwarded_total",
             "Reads of another replica's adapters, by method and outcome (answered: by the "
@@ -93,3 +105,7 @@ class RegistryMetrics:
 
     def count_owned(self, owned: Callable[[], set[int]]) -> None:
         self.partitions_owned.set_function(lambda: len(owned()))
+
+    def observe_call(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, code).inc()
+        self.request_seconds.labels(method).observe(seconds)

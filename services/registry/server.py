@@ -64,5 +64,6 @@ def build_server(
         tls=tls,
         health_port=health_port,
         drain_s=drain_s,
+        observe=metrics.observe_call,
     )
     return server, server.port
