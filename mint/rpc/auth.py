@@ -179,7 +179,7 @@ class _Source:
         seen = self._stamp()
         try:
             doc = json.loads(self.path.read_text())
-            entries = [(str(e["sha256"]), _principal(e)) for e in doc["tokens"]]
+            entries = [(_digest(e), _principal(e)) for e in doc["tokens"]]
         except KeyError as exc:
             raise self._invalid(f"no {exc} field") from exc
         except OSError as exc:
@@ -230,6 +230,18 @@ class _Source:
 def _value(metadata: Metadata, key: str) -> str | None:
     value = next((v for k, v in metadata if k == key), None)
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _digest(entry: dict[str, object]) -> str:
+    """A token's sha256 as the table holds it: 64 lower-case hex digits, or no token
+    could ever match it (a typo there would lock its principal out in silence)."""
+    digest = str(entry["sha256"])
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(
+            f"the sha256 of {entry.get('principal')!r} is {digest!r}, not 64 lower-case hex "
+            "digits: write hashlib.sha256(token.encode()).hexdigest()"
+        )
+    return digest
 
 
 def _principal(entry: dict[str, object]) -> Principal:

@@ -79,16 +79,28 @@ def _notices(config: EmbeddedRegistrySettings) -> KafkaErasureNotices | None:
     return KafkaErasureNotices(config.kafka(), topics)
 
 
-def _signer(
-    config: EmbeddedRegistrySettings, event_log: EventLog, metrics: RegistryMetrics | None = None
-) -> CheckpointSigner | None:
-    """Signs checkpoints of the partitions this replica owns, given a signing key."""
+def _signing_key(config: EmbeddedRegistrySettings) -> SigningKey | None:
+    """The checkpoint signing key, if one is set: read before any server is asked."""
     if config.checkpoint_signing_key is None:
         return None
     try:
-        key = SigningKey.from_pem(config.checkpoint_signing_key.get_secret_value())
+        return SigningKey.from_pem(config.checkpoint_signing_key.get_secret_value())
     except DomainError as exc:
-        raise SystemExit(f"bad checkpoint_signing_key: {exc}") from None
+        raise SystemExit(
+            f"bad checkpoint_signing_key: {exc}; fix --checkpoint-signing-key or "
+            "MINT_CHECKPOINT_SIGNING_KEY"
+        ) from None
+
+
+def _signer(
+    config: EmbeddedRegistrySettings,
+    key: SigningKey | None,
+    event_log: EventLog,
+    metrics: RegistryMetrics | None = None,
+) -> CheckpointSigner | None:
+    """Signs checkpoints of the partitions this replica owns, given a signing key."""
+    if key is None:
+        return None
     store: CheckpointStore
     owned: Callable[[], Iterable[int]]
     if isinstance(event_log, KafkaEventLog) and isinstance(config, RegistrySettings):
@@ -117,6 +129,7 @@ def serve(args: argparse.Namespace) -> None:
     cli.configure(config)
     tokens = startup.load_tokens(config.tokens_file)  # local files first
     startup.require_tls(config.tls_files())
+    key = _signing_key(config)
     if isinstance(config, RegistrySettings):
         startup.require_kafka(config, config.startup_timeout_s)
         startup.require_s3(config, config.blobs_bucket, config.startup_timeout_s)
@@ -137,7 +150,7 @@ def serve(args: argparse.Namespace) -> None:
                 sorted(missing),
             )
     metrics = RegistryMetrics()
-    signer = _signer(config, event_log, metrics)
+    signer = _signer(config, key, event_log, metrics)
     if isinstance(event_log, KafkaEventLog):
         metrics.count_owned(event_log.owned)
     if config.metrics_port:

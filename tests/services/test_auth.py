@@ -50,6 +50,15 @@ def test_tenants_written_as_a_string_are_refused(tmp_path: Path) -> None:
         TokenTable.from_file(path)
 
 
+@pytest.mark.parametrize("digest", ["zz", token_digest("t").upper(), "t"])
+def test_a_digest_no_token_could_match_is_refused(tmp_path: Path, digest: str) -> None:
+    """Else its principal would be locked out without a word."""
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [{"sha256": digest, "principal": "bob"}]}))
+    with pytest.raises(ValueError, match=r"the sha256 of 'bob' .* not 64 lower-case hex"):
+        TokenTable.from_file(path)
+
+
 def test_a_service_token_acts_for_the_caller_it_names_and_no_other_token_does(
     tmp_path: Path,
 ) -> None:

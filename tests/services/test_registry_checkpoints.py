@@ -22,7 +22,7 @@ from mint.backends.sqlite_log import SqliteEventLog
 from mint.domain import events as ev
 from mint.eventlog import checkpoints as cp
 from mint.eventlog.port import Metadata
-from services.registry.__main__ import _signer
+from services.registry.__main__ import _signer, _signing_key
 from services.registry.metrics import RegistryMetrics
 from services.registry.settings import EmbeddedRegistrySettings as Settings
 from services.registry.settings import RegistrySettings
@@ -56,7 +56,8 @@ def test_an_embedded_registry_signs_what_it_appended(
     key, public = new_key(tmp_path)
     log = SqliteEventLog(tmp_path / "events.db")
     metrics = RegistryMetrics()
-    signer = _signer(_settings(tmp_path, monkeypatch, private_pem(key)), log, metrics)
+    config = _settings(tmp_path, monkeypatch, private_pem(key))
+    signer = _signer(config, _signing_key(config), log, metrics)
     assert signer is not None
     moves = [ev.ChannelMoved("latest", i, 0) for i in (1, 2)]
     log.append("acme/tone", 0, moves, Metadata("alice", "r1"))
@@ -76,7 +77,8 @@ def test_an_embedded_registry_signs_what_it_appended(
 
 def test_without_a_key_nothing_is_signed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _settings(tmp_path, monkeypatch, None)
-    assert _signer(config, SqliteEventLog(tmp_path / "events.db")) is None
+    assert _signing_key(config) is None
+    assert _signer(config, None, SqliteEventLog(tmp_path / "events.db")) is None
 
 
 def test_a_key_that_is_not_ed25519_pem_stops_the_registry(
@@ -84,7 +86,7 @@ def test_a_key_that_is_not_ed25519_pem_stops_the_registry(
 ) -> None:
     config = _settings(tmp_path, monkeypatch, "not a key")
     with pytest.raises(SystemExit, match=r"bad checkpoint_signing_key: .*openssl genpkey"):
-        _signer(config, SqliteEventLog(tmp_path / "events.db"))
+        _signing_key(config)  # before any server is asked
 
 
 def test_a_kafka_registry_signs_the_partitions_it_owns(
@@ -100,7 +102,7 @@ def test_a_kafka_registry_signs_the_partitions_it_owns(
     flags = ["--events-topic", topic, "--events-partitions", "2", "--txn-prefix", topic]
     config = _settings(tmp_path, monkeypatch, private_pem(key), RegistrySettings, *flags)
     log = KafkaEventLog(kafka, topic, partitions=2, txn_prefix=topic)  # owns both
-    signer = _signer(config, log)
+    signer = _signer(config, _signing_key(config), log)
     assert signer is not None
     for stream in ("acme/a", "acme/b", "acme/c", "acme/d"):
         log.append(stream, 0, [ev.ChannelMoved("latest", 1, 0)], Metadata("alice", stream))
