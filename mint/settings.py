@@ -178,6 +178,17 @@ class KafkaOptions(MintSettings):
 S3_ENDPOINT = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?/?")
 
 
+# host:port[,host:port...]: replicas a client spreads its calls over (gRPC's "ipv4:" too).
+ADDRESSES = re.compile(r"(?:ipv4:)?[A-Za-z0-9._-]+:[0-9]{1,5}(?:,[A-Za-z0-9._-]+:[0-9]{1,5})*")
+
+
+def checked_addresses(value: str) -> str:
+    """`value` if it is host:port[,host:port...], else ValueError saying how to write it."""
+    if ADDRESSES.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not host:port[,host:port...], e.g. registry:50051")
+    return value
+
+
 class S3Options(MintSettings):
     s3_endpoint: str = Field(description="S3 server, host:port")
     s3_access_key: str = Field(description="S3 access key")

@@ -326,3 +326,16 @@ def test_a_node_takes_its_device_dtype_and_a_host_budget_no_smaller_than_the_slo
         "also held in host memory, so raise --host-budget-mib (MINT_HOST_BUDGET_MIB) or "
         "lower --budget-mib (MINT_BUDGET_MIB)"
     ]
+
+
+@pytest.mark.parametrize("registry", ["garbage", "http://registry:50051", "r:1,", ""])
+def test_the_registry_a_stream_processor_calls_is_host_port(registry: str) -> None:
+    """Else it would retry a name that can never answer, as if the registry were down."""
+    s3 = ["--s3-endpoint", "s3:9000", "--s3-access-key", "a", "--s3-secret-key", "s"]
+    common = ["--kafka-bootstrap", "k", *s3, "--kek-file", __file__, "--registry", registry]
+    (problem,) = failure(EvaluatorSettings, *common, "--evaluator-token", "t")
+    assert problem.startswith(f"bad registry ({registry!r} is not host:port[,host:port...]")
+    (problem,) = failure(TrainerSettings, *common, "--registry-token", "t")
+    assert "is not host:port[,host:port...]" in problem
+    good = [*common[:-1], "r1:50051,r2:50051"]
+    assert load(EvaluatorSettings, *good, "--evaluator-token", "t").registry == "r1:50051,r2:50051"

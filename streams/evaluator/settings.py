@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, FilePath, PositiveInt, SecretStr
+from pydantic import Field, FilePath, PositiveInt, SecretStr, field_validator
 
 from mint.settings import (
     BlobsOptions,
@@ -15,6 +15,7 @@ from mint.settings import (
     ListenOptions,
     ProcessOptions,
     S3Options,
+    checked_addresses,
     metrics_port,
 )
 
@@ -31,6 +32,7 @@ class EvaluatorSettings(
     registry: str = Field(
         "127.0.0.1:50051", description="registry replicas, host:port[,host:port...]"
     )
+    _registry_is_addresses = field_validator("registry")(checked_addresses)
     evaluator_token: SecretStr = Field(
         description="token of the platform's principal (a tokens-file entry with "
         '"platform": true and tenants ["*"]; a secret)'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, FilePath, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, FilePath, PositiveFloat, PositiveInt, SecretStr, field_validator
 
 from mint.settings import (
     BlobsOptions,
@@ -14,6 +14,7 @@ from mint.settings import (
     ListenOptions,
     ProcessOptions,
     S3Options,
+    checked_addresses,
     metrics_port,
 )
 
@@ -30,6 +31,7 @@ class TrainerSettings(
     registry: str = Field(
         description="the registry's address, or its replicas' (host:port[,host:port...])"
     )
+    _registry_is_addresses = field_validator("registry")(checked_addresses)
     registry_token: SecretStr = Field(
         description="the trainer's token: a service entry of the registry's tokens file, "
         'for every tenant ("*") (a secret)'
