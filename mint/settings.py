@@ -179,7 +179,8 @@ S3_ENDPOINT = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0
 
 
 # host:port[,host:port...]: replicas a client spreads its calls over (gRPC's "ipv4:" too).
-ADDRESSES = re.compile(r"(?:ipv4:)?[A-Za-z0-9._-]+:[0-9]{1,5}(?:,[A-Za-z0-9._-]+:[0-9]{1,5})*")
+_ADDRESS = r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}"  # name, IPv4 or [IPv6]
+ADDRESSES = re.compile(rf"(?:ipv4:|ipv6:)?{_ADDRESS}(?:,{_ADDRESS})*")
 
 
 def checked_addresses(value: str) -> str:
