@@ -34,7 +34,7 @@ from mint.backends.s3_blobs import S3BlobStore
 from mint.client import RegistryClient
 from mint.domain.events import AdapterCreated, ChannelGateSet
 from mint.eventlog.port import Metadata, Position, Recorded, build_envelopes
-from streams.projector.planner import Operation, Planner
+from mint.projection import Operation, Planner
 from streams.projector.sink import S3Sink
 from tests.keys import TEST_KEK
 

@@ -2,7 +2,11 @@
 
   python -m mint.audit verify                          chains + blobs; exit 1 on problems
                                                        (progress on stderr as it goes)
-  python -m mint.audit verify --projection-bucket P    also the projection's revision files
+  python -m mint.audit verify --projection-bucket P    also the projection: revision files,
+                                                       pointers, manifests, evaluations,
+                                                       catalog entries (each against what
+                                                       the log writes), and objects no
+                                                       event writes
   python -m mint.audit verify --public-key signing.pub also the signed checkpoints: nothing
                                                        rewritten, truncated or deleted
   python -m mint.audit replay --as-of 2026-11-29T15:00:00Z [--json]
@@ -196,7 +200,12 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"ERASED {erasure}")
     if history is not None:
         print(history.summary())
-    projected = f", {report.projection_files_checked} projection files" if projection else ""
+    projected = (
+        f", {report.projection_files_checked} projection files, "
+        f"{report.projection_objects_checked} other projection objects"
+        if projection
+        else ""
+    )
     print(
         f"{report.events} events in {report.streams} streams, "
         f"{report.blobs_checked} blobs{projected} checked, {len(report.erasures)} erasures: "
@@ -338,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     vf = _command(
         commands,
         "verify",
-        "walk every hash chain, check every blob (and the projection's files)",
+        "walk every hash chain, check every blob (and the projection)",
         AuditVerifySettings,
     )
     vf.add_argument(

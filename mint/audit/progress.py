@@ -22,10 +22,12 @@ EVERY_S = 10.0  # between two plain lines
 def describe(progress: Progress, elapsed_s: float) -> str:
     rate = progress.events / elapsed_s if elapsed_s > 0 else 0.0
     files, blobs = progress.projection_files_checked, progress.blobs_checked
+    objects = progress.projection_objects_checked
     return (
         f"{progress.events:,} events read ({rate:,.0f}/s), {progress.streams:,} streams"
         + (f", {blobs:,} blobs checked" if blobs else "")
         + (f", {files:,} projection files" if files else "")
+        + (f", {objects:,} other projection objects" if objects else "")
     )
 
 

@@ -27,7 +27,9 @@ class AuditSettings(KafkaOptions, EventsOptions, ProcessOptions):
 
 class AuditVerifySettings(AuditSettings, S3Options, BlobsOptions, KekOptions):
     projection_bucket: str | None = Field(
-        None, description="also check the projection's revision files in this bucket"
+        None,
+        description="also check the projection in this bucket: every object against what "
+        "the log writes there",
     )
     projection_prefix: str = Field("", description="key prefix of the projection")
 

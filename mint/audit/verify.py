@@ -1,8 +1,11 @@
 """Verification: every stream's hash chain, every referenced blob's sha256, and the
-revision files of the projection (what readers download) against the log's hashes.
+projection against the log: its revision files (what readers download) against the log's
+hashes, and every other object (pointers, `current.json`, manifests, evaluations, catalog
+entries) against what the projector's planner writes for the log (projection.py).
 
 One pass over the log, holding no event once it is checked: per stream only its chain's
-head and its adapter's creation. Each distinct blob is read and
+head and its adapter's creation (given the projection, also what the projector's planner
+folds and 44 bytes per object it writes: projection.py). Each distinct blob is read and
 hashed once per run, however many revisions of its adapter share it: its verdict (its
 size, or what is wrong with it) is kept by adapter and sha256, for up to `blob_memo` blobs
 (the least recently used go first; a blob whose verdict went is read again). Erasures are
@@ -16,6 +19,9 @@ earlier event is that, not a break of its stream's chain, which goes on from the
 Blobs and projection files are read `reads` at a time (each read is a round trip or two
 to S3, and at a million revisions one at a time takes most of an hour); their verdicts
 are judged in log order, with at most `IN_FLIGHT_PER_READER` reads per reader waiting.
+The projection's other objects are known only once the whole log is planned (a pointer's
+last move may be its last event): they are read after the walk, on the same pool, each
+once, then its folders listed for objects no event writes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, revision_prefix
 
 from .erasures import Erasure, ErasureLedger
 from .event_ids import EventIds
+from .projection import MISSING, Expected, Listed, difference
 from .records import CREATIONS, LogRecord, Unreadable, never_created, problem_at
 
 T = TypeVar("T")
@@ -46,9 +53,8 @@ T = TypeVar("T")
 BLOB_MEMO = 1_000_000
 READS = 8  # blob and file reads at a time (within the S3 client's 16 connections)
 IN_FLIGHT_PER_READER = 4
-PROGRESS_EVERY = 1000  # events between two progress reports
+PROGRESS_EVERY = 1000  # events (or projection objects) between two progress reports
 ERASED = "its adapter's data key was destroyed"
-MISSING = "projection has no"
 
 
 class Objects(Protocol):
@@ -66,6 +72,7 @@ class Progress:
     streams: int
     blobs_checked: int  # blobs read and hashed
     projection_files_checked: int
+    projection_objects_checked: int = 0  # pointers, manifests, catalog entries, ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class Report:
     problems: list[ChainProblem]
     projection_files_checked: int = 0
     erasures: tuple[Erasure, ...] = ()  # who erased which adapter, when, where
+    projection_objects_checked: int = 0
 
     @property
     def clean(self) -> bool:
@@ -91,9 +99,11 @@ def verify(
     reads: int = READS,
 ) -> Report:
     """Check chains per stream (in log order); given a blob store, every blob a revision
-    references; given the projection, every revision's weights and config there. Problems
-    name the stream, version and position (a record that is no event: its position).
-    `progress` hears how far it has come every `PROGRESS_EVERY` events and at the end."""
+    references; given the projection, every revision's weights and config there, then
+    every other object the log writes there (and, if it can list its keys, any object no
+    event writes). Problems name the stream, version and position (a record that is no
+    event: its position; a projection object: its key). `progress` hears how far it has
+    come every `PROGRESS_EVERY` events (or objects) and at the end."""
     with ThreadPoolExecutor(reads, thread_name_prefix="verify") as pool:
         walk = _Walk(blobs, projection, blob_memo, _Reads(pool, reads * IN_FLIGHT_PER_READER))
         try:
@@ -101,6 +111,7 @@ def verify(
                 walk.check(recorded)
                 if progress is not None and walk.events % PROGRESS_EVERY == 0:
                     progress(walk.progress())
+            walk.check_objects(progress)
             walk.reads.finish()
         except BaseException:  # a read failed (S3 down), the log did, or ^C: stop reading
             pool.shutdown(wait=False, cancel_futures=True)
@@ -137,6 +148,8 @@ class _Walk:
         self, blobs: BlobStore | None, projection: Objects | None, memo: int, reads: _Reads
     ) -> None:
         self.blobs, self.projection, self.reads = blobs, projection, reads
+        # Given the projection: what the log writes there besides revision files.
+        self.expected = Expected() if projection is not None else None
         self.chains: dict[str, StreamChain] = {}
         self.names: dict[str, AdapterCreated] = {}  # per adapter stream
         self.ledger = ErasureLedger()
@@ -144,13 +157,17 @@ class _Walk:
         self.reading: dict[str, Future[int | str]] = {}  # verdicts asked for, not yet in
         self.ids = EventIds()
         self.problems: list[ChainProblem] = []
-        self.events = self.blobs_read = self.files = 0
+        self.events = self.blobs_read = self.files = self.objects = 0
 
     def check(self, r: LogRecord) -> None:
         if isinstance(r, Unreadable):
             self._found([r.problem()])
             return
         self.events += 1
+        if self.expected is not None:  # every event the projector plans, copies included
+            trouble = self.expected.note(r)
+            if trouble:
+                self._found([problem_at(r, trouble)])
         if not self._check_place(r):
             return
         stream = r.envelope.stream_id
@@ -254,6 +271,25 @@ class _Walk:
 
         return judge
 
+    def check_objects(self, progress: Callable[[Progress], None] | None) -> None:
+        """After the walk: read each object the log writes to the projection (but revision
+        files) once and compare; then list the projection for objects no event writes."""
+        if self.expected is None or self.projection is None:
+            return
+        projection = self.projection
+        for key, expectation in self.expected.items():
+            self.objects += 1
+            read = self.reads.pool.submit(_check_object, projection, key, expectation)
+            self.reads.ask(read, self._object_judge)
+            if progress is not None and self.objects % PROGRESS_EVERY == 0:
+                progress(self.progress())
+        if isinstance(projection, Listed):
+            self._found(list(self.expected.unaccounted(projection)))
+
+    def _object_judge(self, problem: ChainProblem | None) -> None:
+        if problem is not None:
+            self.problems.append(problem)
+
     def _found(self, problems: list[ChainProblem]) -> None:
         """Problems found now, listed after those of the reads asked for before them."""
         if problems:
@@ -263,7 +299,7 @@ class _Walk:
         self.problems.append(problem_at(r, text))
 
     def progress(self) -> Progress:
-        return Progress(self.events, len(self.chains), self.blobs_read, self.files)
+        return Progress(self.events, len(self.chains), self.blobs_read, self.files, self.objects)
 
     def report(self) -> Report:
         problems = self.problems + self.ledger.unexplained()
@@ -275,6 +311,7 @@ class _Walk:
             problems,
             self.files,
             tuple(self.ledger.erasures),
+            self.objects,
         )
 
 
@@ -294,6 +331,10 @@ def _read(blobs: BlobStore, adapter_id: str, sha256: str) -> int | str:
         return f"blob {sha256} is missing"
     except DataLoss:
         return f"blob {sha256} is corrupt: its bytes do not match the recorded sha256"
+
+
+def _check_object(projection: Objects, key: str, expectation: bytes) -> ChainProblem | None:
+    return difference(key, expectation, projection.get(key))
 
 
 def _check_file(projection: Objects, key: str, sha256: str) -> str | None:

@@ -27,10 +27,10 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_reader import read_records, to_recorded
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
+from mint.projection import Operation, Planner
 from streams.backoff import Backoff
 
 from .metrics import ProjectorMetrics
-from .planner import Operation, Planner
 from .sink import S3Sink
 
 log = logging.getLogger(__name__)

@@ -42,8 +42,7 @@ from mint.backends.s3_blobs import S3RawObjects
 from mint.blobs.sealed import SealedBlobStore
 from mint.blobs.sealing import Kek
 from mint.domain.errors import DataLoss, Erased, NotFound, Unavailable
-
-from .planner import CopyBlob, DeletePrefix, Operation, PutJson, Stage
+from mint.projection import CopyBlob, DeletePrefix, Operation, PutJson, Stage
 
 JSON = "application/json"
 # Each lost race means another writer stored a newer object meanwhile; a handful of

@@ -22,8 +22,8 @@ from mint.catalog.port import AdapterCatalog, Page, order_key, walk
 from mint.catalog.projection import ProjectionCatalog
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import next_checkpoint
+from mint.projection import Planner
 from mint.registry import Principal, Registry
-from streams.projector.planner import Planner
 from streams.projector.sink import S3Sink
 from tests.keys import TEST_KEK
 

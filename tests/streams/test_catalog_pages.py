@@ -21,8 +21,8 @@ from mint.catalog.port import walk
 from mint.catalog.projection import SCAN_PAGES, ProjectionCatalog
 from mint.domain.errors import DataLoss
 from mint.domain.names import AdapterRef
+from mint.projection import Planner
 from mint.registry import Principal, Registry
-from streams.projector.planner import Planner
 from streams.projector.sink import S3Sink
 from tests.keys import TEST_KEK
 

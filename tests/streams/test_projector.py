@@ -26,8 +26,8 @@ from mint.eventlog.port import Metadata, build_envelopes
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST
 from mint.models.base import build_base, tiny_llama_config
 from mint.models.lora import attach_lora
+from mint.projection import PutJson
 from mint.registry import Principal, Registry, Upload
-from streams.projector.planner import PutJson
 from streams.projector.runner import Projector, rebuild
 from streams.projector.sink import S3Sink
 from tests.keys import TEST_KEK

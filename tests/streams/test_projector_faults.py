@@ -22,9 +22,9 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_log import KafkaEventLog
 from mint.backends.s3_blobs import S3BlobStore
 from mint.domain.names import AdapterRef
+from mint.projection import canonical_json, mutable
 from mint.registry import Principal, Registry
 from streams.backoff import Backoff
-from streams.projector.planner import canonical_json, mutable
 from streams.projector.runner import Projector, rebuild
 from streams.projector.sink import S3Sink
 from tests.infra.own_s3 import own_client, own_s3, restart
