@@ -113,7 +113,13 @@ class CommandPath:
         ):
             return cached
         events = [e for e in current.events if not isinstance(e, BaseModelRegistered)]
-        state = agg.fold(events)
+        try:
+            state = agg.fold(events)
+        except ValueError as exc:  # events no registry wrote (it folds what it appends)
+            raise DataLoss(
+                f"{stream_id}'s events do not fold ({exc}): the log holds events no registry "
+                "wrote; run `python -m mint.audit verify` and tell the operator"
+            ) from exc
         if state is None:
             return None
         state = dataclasses.replace(state, version=current.version)

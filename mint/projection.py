@@ -32,6 +32,7 @@ from enum import IntEnum
 from typing import Any
 
 from mint.domain import adapter as agg
+from mint.domain.errors import DomainError
 from mint.domain.events import (
     AdapterArchived,
     AdapterCreated,
@@ -39,8 +40,11 @@ from mint.domain.events import (
     BaseModelRegistered,
     ChannelMoved,
     EvaluationRecorded,
+    Event,
     RevisionPublished,
 )
+from mint.eventlog import codec
+from mint.eventlog.chain import NO_EVENTS, Head, follows
 from mint.eventlog.port import Recorded
 from mint.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST, adapter_prefix, revision_prefix
 
@@ -102,18 +106,45 @@ def canonical_json(doc: Any) -> bytes:
     return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
 
+class ForeignRecord(ValueError):
+    """An event no registry wrote: it does not carry its stream's chain on (a stream never
+    created, a version out of order, a broken link), or says what its stream cannot
+    (a move to a revision never published). Planned as nothing."""
+
+
 class Planner:
     """Folds events per stream and says which objects each event writes."""
 
     def __init__(self) -> None:
         self.adapters: dict[str, agg.Adapter] = {}
+        self.heads: dict[str, Head] = {}  # stream -> its last event's version and hash
 
     def observe(self, recorded: Recorded) -> None:
         """Fold without planning (catching up to where the projection already is)."""
         self.plan(recorded)
 
     def plan(self, recorded: Recorded) -> list[Operation]:
-        event = recorded.event
+        """What `recorded` writes; ForeignRecord, and nothing folded, for an event no
+        registry wrote. An event type this version does not know raises InvalidArgument:
+        a newer registry's, which only a newer projector may plan."""
+        envelope, event = recorded.envelope, recorded.event
+        stream = envelope.stream_id
+        head = self.heads.get(stream, NO_EVENTS)
+        if not follows(envelope, head):
+            raise ForeignRecord(
+                f"{stream} version {envelope.stream_version} does not follow version "
+                f"{head[0]} of its chain"
+            )
+        if head == NO_EVENTS and envelope.event_type not in codec.CREATIONS:
+            raise ForeignRecord(f"{stream} begins with {envelope.event_type}, not its creation")
+        try:
+            operations = self._plan(recorded, event)
+        except (DomainError, LookupError, ValueError) as exc:
+            raise ForeignRecord(f"{stream} version {envelope.stream_version}: {exc}") from exc
+        self.heads[stream] = (envelope.stream_version, envelope.hash)
+        return operations
+
+    def _plan(self, recorded: Recorded, event: Event) -> list[Operation]:
         if isinstance(event, BaseModelRegistered):
             return [
                 PutJson(
@@ -130,7 +161,13 @@ class Planner:
         stream = recorded.envelope.stream_id
         before = self.adapters.get(stream)
         state = agg.apply(before, event)
-        self.adapters[stream] = state
+        operations = self._operations(recorded, event, before, state)
+        self.adapters[stream] = state  # only once planned: a refused event folds nothing
+        return operations
+
+    def _operations(
+        self, recorded: Recorded, event: Event, before: agg.Adapter | None, state: agg.Adapter
+    ) -> list[Operation]:
         match event:
             case AdapterCreated() | AdapterArchived():
                 return [self._catalog(state, new=before is None)]

@@ -226,7 +226,8 @@ class Registry:
                 passed,
                 principal.platform,
             ),
-            recorded_as(ev.EvaluationRecorded, revision=revision, suite=suite, passed=passed),
+            # An evaluator run again may score a little differently: the first verdict holds.
+            recorded_as(ev.EvaluationRecorded, revision=revision, suite=suite),
         )
 
     def set_gate(
@@ -338,7 +339,9 @@ class Registry:
             None,
             request_id,
             lambda s: agg.finish_update(existing(s), update_id, revision, outcome, reason),
-            recorded_as(ev.UpdateFinished, update_id=update_id, revision=revision, outcome=outcome),
+            # A trainer run again may come to another outcome (a gate passed since): the
+            # first is the update's.
+            recorded_as(ev.UpdateFinished, update_id=update_id),
         )
 
     def _store_blob(self, state: agg.Adapter, data: bytes, expected_sha256: str | None) -> BlobRef:

@@ -14,16 +14,12 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from mint.domain.events import AdapterCreated, BaseModelRegistered
 from mint.eventlog import codec
 from mint.eventlog.chain import ChainProblem
 from mint.eventlog.port import Position, Recorded
 from mint.v1.events_pb2 import EventEnvelope
 
-# The event types a stream may begin with.
-CREATIONS = frozenset(
-    codec.SCHEMAS[c][0].DESCRIPTOR.full_name for c in (AdapterCreated, BaseModelRegistered)
-)
+CREATIONS = codec.CREATIONS  # the event types a stream may begin with
 
 
 class RecordProblem(ChainProblem):

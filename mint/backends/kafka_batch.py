@@ -17,6 +17,7 @@ from itertools import islice
 from mint.domain.errors import DomainError, InvalidArgument, Unavailable, VersionConflict
 from mint.domain.events import Event
 from mint.eventlog import snapshots
+from mint.eventlog.chain import NO_EVENTS, follows
 from mint.eventlog.port import AppendResult, Metadata, Recorded, build_envelopes
 from mint.v1.events_pb2 import EventEnvelope
 from mint.v1.snapshots_pb2 import StreamSnapshot
@@ -94,21 +95,22 @@ class PartitionState:
 
     def _chained(self, batch: list[Recorded]) -> Iterator[Recorded]:
         """The records that carry their stream's chain on, or that it holds already. Any
-        other no registry wrote (an event of a stream never created, a version out of
-        order, a broken link): it is logged and left out of the state, so that one such
-        record cannot stop every take of its partition."""
+        other no registry wrote (a version out of order, a link to another head): it is
+        logged and left out of the state, so that one such record cannot stop every take
+        of its partition. (Which events a stream may hold is the domain's to say: a
+        stream that does not fold is DATA_LOSS to its commands, mint/commands.py.)"""
         heads: dict[str, tuple[int, bytes]] = {}  # stream -> (version, hash) so far
         for r in batch:
             e = r.envelope
             if e.stream_id not in heads:
                 snapshot = self.snapshot(e.stream_id)
                 heads[e.stream_id] = (
-                    (snapshot.version, snapshot.last_hash) if snapshot else (0, b"")
+                    (snapshot.version, snapshot.last_hash) if snapshot else NO_EVENTS
                 )
             version, last_hash = heads[e.stream_id]
             if e.stream_version <= version:
                 yield r  # held already (a summary lagging its events): folding skips it
-            elif e.stream_version == version + 1 and e.prev_hash == last_hash:
+            elif follows(e, (version, last_hash)):
                 heads[e.stream_id] = (e.stream_version, e.hash)
                 yield r
             else:

@@ -272,7 +272,7 @@ class AsyncClient:
     ) -> CommandResult:
         expected = None
         if revision is None:
-            revision, expected = rollback_target(ref, channel, await self.history(ref))
+            revision, expected = rollback_target(ref, channel, await self.history(ref), request_id)
         return await self.promote(
             ref,
             channel,

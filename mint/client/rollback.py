@@ -11,8 +11,15 @@ from .errors import FailedPrecondition
 from .types import Event
 
 
-def rollback_target(ref: str, channel: str, history: Sequence[Event]) -> tuple[int, int]:
-    """(the revision to move `channel` back to, the adapter's version it was read at)."""
+def rollback_target(
+    ref: str, channel: str, history: Sequence[Event], request_id: str | None = None
+) -> tuple[int, int]:
+    """(the revision to move `channel` back to, the adapter's version it was read at). A
+    rollback sent again with its `request_id` after it landed goes where it went then:
+    the history up to its own move decides, so the registry answers it as the retry."""
+    made = [i for i, e in enumerate(history) if request_id and e.request_id == request_id]
+    if made:
+        history = history[: made[0]]
     moves = [
         e.payload
         for e in history

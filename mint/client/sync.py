@@ -265,7 +265,7 @@ class Client:
         changed meanwhile (else `Conflict`)."""
         expected = None
         if revision is None:
-            revision, expected = rollback_target(ref, channel, self.history(ref))
+            revision, expected = rollback_target(ref, channel, self.history(ref), request_id)
         return self.promote(
             ref,
             channel,

@@ -39,6 +39,18 @@ def compute_hash(envelope: EventEnvelope) -> bytes:
     return hashlib.sha256(_unsealed_bytes(envelope)).digest()
 
 
+Head = tuple[int, bytes]  # a stream's last version and hash; (0, b"") before its first
+NO_EVENTS: Head = (0, b"")
+
+
+def follows(envelope: EventEnvelope, head: Head) -> bool:
+    """Whether `envelope` carries on the stream whose head is `head`: the next version,
+    linked to that head. What a writer of the log appends always does; a record anything
+    else appended may not."""
+    version, last_hash = head
+    return envelope.stream_version == version + 1 and envelope.prev_hash == last_hash
+
+
 def seal(envelope: EventEnvelope, prev_hash: bytes) -> EventEnvelope:
     """Set prev_hash, hash_format and hash in place; return the envelope."""
     envelope.prev_hash = prev_hash

@@ -34,6 +34,10 @@ SCHEMAS: dict[type, tuple[type[Message], int]] = {
     ev.UpdateFinished: (pb.UpdateFinished, 1),
 }
 BY_TYPE_NAME = {msg.DESCRIPTOR.full_name: (cls, msg) for cls, (msg, _) in SCHEMAS.items()}
+# The event types a stream may begin with.
+CREATIONS = frozenset(
+    SCHEMAS[cls][0].DESCRIPTOR.full_name for cls in (ev.AdapterCreated, ev.BaseModelRegistered)
+)
 
 
 def _revision_published_v1(payload: bytes) -> Message:

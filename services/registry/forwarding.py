@@ -19,6 +19,8 @@ import grpc
 from cachetools import LRUCache
 
 from mint import logs
+from mint.client.retry import pushback_named
+from mint.domain.errors import ResourceExhausted
 from mint.rpc.interceptor import domain_error
 from mint.rpc.tls import TlsFiles, server_name_options
 from mint.v1 import registry_pb2_grpc
@@ -89,6 +91,8 @@ class ReadForwarder:
                 log.info("owner %s of a read is unreachable (%s): reading here", owner, details)
                 self.forwarded.labels(method, "local").inc()
                 return None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # its pushback goes on with it
+                raise ResourceExhausted(details, retry_after_s=pushback_named(exc)) from None
             raise domain_error(code, details) from None
         self.forwarded.labels(method, "answered").inc()
         return answer

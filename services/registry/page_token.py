@@ -4,7 +4,8 @@ A token is urlsafe base64 of `{"v": 2, "after": "<name>", "of": "<listing>"}`: t
 name the page examined (the next page starts after it: mint/catalog/port.py) and a digest
 of the listing it belongs to (tenant and labels), so a token passed with another listing
 is refused rather than skipping that listing's first names. Anything else, including a
-token of another version, is refused with a message that says how to start over. A
+token of another version, is refused with a message that says how to start over
+(version 1, bound to no listing, is still taken for a release). A
 token is a cursor, not a credential: every page checks the caller's tenant.
 """
 
@@ -20,6 +21,7 @@ from mint.domain.errors import InvalidArgument
 from mint.domain.names import adapter_name
 
 VERSION = 2
+UNBOUND_VERSION = 1  # taken for one release, so that a walk survives a rolling upgrade
 START_OVER = "list again without a page_token to start from the first page"
 
 
@@ -34,6 +36,8 @@ def decode(token: str, tenant: str, labels: Mapping[str, str]) -> str | None:
         return None
     try:
         doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if doc["v"] == UNBOUND_VERSION:  # a replica of the release before: no listing named
+            return adapter_name(doc["after"])
         if doc["v"] != VERSION:
             raise ValueError(f"version {doc['v']}")
         after, listing = adapter_name(doc["after"]), doc["of"]

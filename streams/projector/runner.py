@@ -27,7 +27,7 @@ from mint.backends.kafka import KafkaConnection
 from mint.backends.kafka_reader import read_records, to_recorded
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
-from mint.projection import Operation, Planner
+from mint.projection import ForeignRecord, Operation, Planner
 from streams.backoff import Backoff
 
 from .metrics import ProjectorMetrics
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 # those as Unavailable). Anything else is a bug, and the projector exits.
 TRANSIENT = (KafkaError, Unavailable)
 # What planning a record no registry wrote raises: bytes that are no event envelope, or an
-# event its stream cannot have (a stream never created, a version out of order).
-FOREIGN = (DecodeError, ValueError)
+# event its stream cannot have (mint/projection.py).
+FOREIGN = (DecodeError, ForeignRecord)
 # Without a limit, the client waits for a broker for as long as it takes: bounded calls
 # keep the loop in charge (backing off, answering stop) while Kafka is away.
 KAFKA_CALL_TIMEOUT_MS = 10_000
@@ -156,7 +156,7 @@ class Projector:
             if planner is None or tp.partition in pending:
                 continue
             for record in records:
-                operations += self._plan(planner, record)
+                operations += self._plan(planner, record, report=True)
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         if not offsets:
             return False
@@ -166,13 +166,16 @@ class Projector:
         self.applied += sum(len(batches[tp]) for tp in offsets)
         return True
 
-    def _plan(self, planner: Planner, record: Any) -> list[Operation]:
-        """What `record` writes. A record no registry wrote writes nothing and is logged
-        and counted, so that one forged or corrupt record cannot stop the projection of
-        every later event; `python -m mint.audit verify` names it too."""
+    def _plan(self, planner: Planner, record: Any, report: bool) -> list[Operation]:
+        """What `record` writes. A record no registry wrote writes nothing and, the first
+        time it is planned (`report`; not again on a catch-up), is logged and counted, so
+        that one forged or corrupt record cannot stop the projection of every later
+        event; `python -m mint.audit verify` names it too."""
         try:
             return planner.plan(to_recorded(record))
         except FOREIGN as exc:
+            if not report:
+                return []
             log.error(
                 "partition %d offset %d is not an event a registry wrote (%s: %s); skipped: "
                 "run `python -m mint.audit verify` to see what else the log holds",
@@ -229,7 +232,7 @@ class Projector:
             for record in read_records(self.kafka, self.topic, {partition: 0}):
                 if record.offset >= committed:
                     break
-                self._plan(planner, record)  # state only: these were written before
+                self._plan(planner, record, report=False)  # state only: planned before
             self.consumer.seek(tp, committed)
             self.planners[partition] = planner
             self.assignments.fresh.discard(partition)

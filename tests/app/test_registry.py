@@ -18,6 +18,7 @@ from mint.backends.sqlite_log import SqliteEventLog
 from mint.deadlines import caller_deadline
 from mint.domain.errors import (
     AlreadyExists,
+    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -25,7 +26,7 @@ from mint.domain.errors import (
     Unavailable,
     VersionConflict,
 )
-from mint.domain.events import Event
+from mint.domain.events import ChannelMoved, Event
 from mint.domain.names import AdapterRef
 from mint.eventlog.port import AppendResult, Metadata
 from mint.registry import Principal, Registry, Upload
@@ -161,6 +162,19 @@ def test_refused_erase_and_publish_leave_no_object(registry: Registry, model_fil
     with pytest.raises(FailedPrecondition, match="archived"):
         registry.publish_revision(ALICE, REF, model_files["upload"], rid())
     assert (events(registry), blob_count(registry)) == before
+
+
+def test_a_stream_that_does_not_fold_is_data_loss_not_an_internal_error(
+    registry: Registry, model_files: dict
+) -> None:
+    """What a client with write access to the log could leave under a name: an adapter's
+    events without its creation."""
+    squat = AdapterRef("acme", "squat")
+    registry.log.append(str(squat), 0, [ChannelMoved("stable", 1, 0)], Metadata("mallory", rid()))
+    with pytest.raises(DataLoss, match="no registry wrote"):
+        registry.get(ALICE, squat)
+    with pytest.raises(DataLoss, match="no registry wrote"):
+        registry.create_adapter(ALICE, squat, model_files["fingerprint"], rid())
 
 
 def test_create_retry_returns_the_same_adapter_id(registry: Registry, model_files: dict) -> None:

@@ -121,12 +121,12 @@ def test_a_retried_evaluation_returns_the_first_result_and_gates_promotion(
         first = client.record_evaluation(
             ref, 1, "tone-suite", {"accuracy": 0.9}, True, request_id="eval-1"
         )
-        again = client.record_evaluation(
-            ref, 1, "tone-suite", {"accuracy": 0.9}, True, request_id="eval-1"
+        again = client.record_evaluation(  # run again, scored otherwise: the first holds
+            ref, 1, "tone-suite", {"accuracy": 0.1}, False, request_id="eval-1"
         )
         with pytest.raises(mint.InvalidArgument, match="'eval-1' was already used"):
-            client.record_evaluation(  # another verdict is another command
-                ref, 1, "tone-suite", {"accuracy": 0.1}, False, request_id="eval-1"
+            client.record_evaluation(  # another suite is another command
+                ref, 1, "other-suite", {"accuracy": 0.1}, False, request_id="eval-1"
             )
         with pytest.raises(mint.FailedPrecondition, match="tone-suite"):
             client.promote(ref, "stable", 2)  # never evaluated

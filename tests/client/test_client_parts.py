@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import grpc
@@ -112,6 +113,19 @@ def test_a_rollback_goes_where_the_channel_was_before_its_last_move() -> None:
         rollback_target("acme/a", "stable", history[:1])
     with pytest.raises(mint.FailedPrecondition, match="never moved"):
         rollback_target("acme/a", "beta", history)
+
+
+def test_a_rollback_sent_again_goes_where_it_went_the_first_time() -> None:
+    """Its own move is the channel's last now: the history before it decides, so the
+    registry sees the same command (a retry), not another one under a used request id."""
+    history = [
+        _moved(1, ChannelMoved("stable", 1, 0)),
+        _moved(2, ChannelMoved("stable", 2, 1)),
+        replace(_moved(3, ChannelMoved("stable", 1, 2)), request_id="rollback-1"),
+    ]
+    assert rollback_target("acme/a", "stable", history[:2], "rollback-1") == (1, 2)
+    assert rollback_target("acme/a", "stable", history, "rollback-1") == (1, 2)
+    assert rollback_target("acme/a", "stable", history, "another") == (2, 3)
 
 
 class Stream:

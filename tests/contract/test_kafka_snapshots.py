@@ -264,7 +264,8 @@ def test_records_no_registry_wrote_are_left_out_and_do_not_stop_a_take(
     ghost = build_envelopes("acme/ghost", 6, b"", [ChannelMoved("stable", 1, 0)], meta())
     broken = build_envelopes(STREAMS[0], head.version, b"not the head", _history(0)[3], meta())
     producer = KafkaProducer(**owners.kafka.options(), acks="all")
-    for value in (b"\x00no envelope", ghost[0].SerializeToString(), broken[0].SerializeToString()):
+    forged = (ghost[0], broken[0])
+    for value in (b"\x00no envelope", *(e.SerializeToString() for e in forged)):
         producer.send(owners.topic, value=value, partition=0).get(10)
     producer.close()
     with caplog.at_level(logging.ERROR, logger="mint.backends"):

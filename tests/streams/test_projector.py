@@ -206,36 +206,47 @@ def test_restarted_projector_resumes_from_its_committed_offsets(world: dict) -> 
     assert current["revision"] == 2
 
 
-def _append_foreign_records(world: dict) -> None:
-    """What a client with write access to the topic, not a registry, could append to
-    acme/tone's partition: bytes that are no envelope, and an event of a stream that
-    was never created."""
-    (ghost,) = build_envelopes(
-        "acme/ghost", 6, b"", [ChannelMoved("stable", 1, 0)], Metadata("mallory", rid())
-    )
+def _append(world: dict, *values: bytes) -> None:
+    """Records appended to acme/tone's partition by a client with write access to the
+    topic, not by a registry."""
     producer = KafkaProducer(**world["kafka"].options())
     partition = partition_for(str(REF), 2)
-    for value in (b"\x00not an envelope\xff" * 3, ghost.SerializeToString()):
+    for value in values:
         producer.send(world["topic"], value=value, key=str(REF).encode(), partition=partition)
     producer.flush()
     producer.close()
 
 
+def _forged(stream: str, version: int, prev_hash: bytes, event: ChannelMoved) -> bytes:
+    (envelope,) = build_envelopes(stream, version, prev_hash, [event], Metadata("mallory", rid()))
+    return envelope.SerializeToString()
+
+
 def test_records_no_registry_wrote_are_skipped_and_counted_not_fatal(world: dict) -> None:
     bucket = f"foreign-{uuid.uuid4().hex[:8]}"
     _project(world, bucket)
-    _append_foreign_records(world)
     registry = Registry(world["log"], S3BlobStore(world["s3"], world["topic"], TEST_KEK))
-    registry.move_channel(ALICE, REF, "stable", 2, rid())  # after them: still projected
+    _append(
+        world,
+        b"\x00not an envelope\xff" * 3,
+        _forged("acme/ghost", 6, b"", ChannelMoved("stable", 1, 0)),  # never created
+    )
+    moved = registry.move_channel(ALICE, REF, "stable", 2, rid())  # after them: projected
+    _append(
+        world,
+        _forged(str(REF), moved.result.last_version, b"not its head", ChannelMoved("stable", 1, 2)),
+        _forged("acme/squat", 0, b"", ChannelMoved("stable", 1, 0)),  # a first event, no create
+    )
     sink = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"], kek=TEST_KEK)
     projector = Projector(world["kafka"], world["topic"], sink, group_id=bucket)
     projector.run(stop_when_caught_up_s=1)
     text = projector.metrics.render()
     projector.close()
     current = json.loads(world["s3"].get_object(bucket, "adapters/acme/tone/current.json").read())
-    assert current["revision"] == 2
-    assert "mint_projector_foreign_records_total 2" in text
-    assert not any("ghost" in name for name in _objects(world["s3"], bucket))
+    assert current["revision"] == 2  # the forged move back to 1 was not followed
+    assert "mint_projector_foreign_records_total 4" in text
+    names = list(_objects(world["s3"], bucket))
+    assert not any("ghost" in name or "squat" in name for name in names)
     restarted = _project(world, bucket)  # a new member folds past them to its offsets
     assert restarted.written == 0
 
