@@ -256,9 +256,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def DownloadWeights(
         self, request: pb.GetRevisionRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WeightsChunk]:
-        if (chunks := self._at_owner("DownloadWeights", request, context)) is not None:
-            yield from chunks
-            return
+        theirs = self._at_owner("GetRevision", request, context)
+        if theirs is not None:  # another replica's: its chunks are held here while sent
+            with self.downloads.reserve(theirs.weights_size):
+                chunks = self._at_owner("DownloadWeights", request, context)
+                if chunks is not None:
+                    yield from chunks
+                    return
         adapter, revision = self.registry.revision_at(
             current_principal(), convert.ref_from_pb(request.ref), convert.revision_at(request)
         )
