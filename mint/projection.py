@@ -127,7 +127,7 @@ class Planner:
         """What `recorded` writes; ForeignRecord, and nothing folded, for an event no
         registry wrote. An event type this version does not know raises InvalidArgument:
         a newer registry's, which only a newer projector may plan."""
-        envelope, event = recorded.envelope, recorded.event
+        envelope = recorded.envelope
         stream = envelope.stream_id
         head = self.heads.get(stream, NO_EVENTS)
         if not follows(envelope, head):
@@ -137,6 +137,7 @@ class Planner:
             )
         if head == NO_EVENTS and envelope.event_type not in codec.CREATIONS:
             raise ForeignRecord(f"{stream} begins with {envelope.event_type}, not its creation")
+        event = recorded.event  # once it chains: a forged one of an unknown type is skipped
         try:
             operations = self._plan(recorded, event)
         except (DomainError, LookupError, ValueError) as exc:

@@ -217,8 +217,11 @@ def _append(world: dict, *values: bytes) -> None:
     producer.close()
 
 
-def _forged(stream: str, version: int, prev_hash: bytes, event: ChannelMoved) -> bytes:
+def _forged(
+    stream: str, version: int, prev_hash: bytes, event: ChannelMoved, event_type: str = ""
+) -> bytes:
     (envelope,) = build_envelopes(stream, version, prev_hash, [event], Metadata("mallory", rid()))
+    envelope.event_type = event_type or envelope.event_type
     return envelope.SerializeToString()
 
 
@@ -236,6 +239,7 @@ def test_records_no_registry_wrote_are_skipped_and_counted_not_fatal(world: dict
         world,
         _forged(str(REF), moved.result.last_version, b"not its head", ChannelMoved("stable", 1, 2)),
         _forged("acme/squat", 0, b"", ChannelMoved("stable", 1, 0)),  # a first event, no create
+        _forged("acme/odd", 3, b"", ChannelMoved("x", 1, 0), "mint.v1.NoSuchEvent"),
     )
     sink = S3Sink(world["s3"], bucket, blobs_bucket=world["topic"], kek=TEST_KEK)
     projector = Projector(world["kafka"], world["topic"], sink, group_id=bucket)
@@ -244,7 +248,7 @@ def test_records_no_registry_wrote_are_skipped_and_counted_not_fatal(world: dict
     projector.close()
     current = json.loads(world["s3"].get_object(bucket, "adapters/acme/tone/current.json").read())
     assert current["revision"] == 2  # the forged move back to 1 was not followed
-    assert "mint_projector_foreign_records_total 4" in text
+    assert "mint_projector_foreign_records_total 5" in text
     names = list(_objects(world["s3"], bucket))
     assert not any("ghost" in name or "squat" in name for name in names)
     restarted = _project(world, bucket)  # a new member folds past them to its offsets
