@@ -27,6 +27,11 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model(torch.tensor([[5, 17, 99, 3]])).logits  # type: ignore[no-any-return]
 
 
+def _errors(result: Result) -> list[str]:
+    """The command's own error lines (the in-process node's threads log to stderr too)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
 def test_a_pulled_adapter_loads_with_the_originals_outputs(
     world: ClientWorld, served: Served, tmp_path: Path
 ) -> None:
@@ -90,7 +95,7 @@ def test_mint_adapter_pull_writes_a_peft_folder(
     assert (target / ADAPTER_WEIGHTS).read_bytes() == original
     missing = runner.invoke(app, ["adapter", "pull", "acme/missing", str(target)], env=env)
     assert missing.exit_code == 3
-    assert missing.stderr.startswith("error: adapter acme/missing does not exist — check")
+    assert _errors(missing)[0].startswith("error: adapter acme/missing does not exist — check")
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -119,7 +124,7 @@ def test_an_erased_adapter_is_refused_even_when_its_files_are_cached(
     env = {"MINT_REGISTRY": world.registry, "MINT_TOKEN": ALICE}
     refused = CliRunner().invoke(app, ["adapter", "pull", f"{ref}@1", str(target)], env=env)
     assert refused.exit_code == 1
-    assert refused.stderr.startswith(f"error: adapter {ref} was erased at {erased_at}")
+    assert _errors(refused)[0].startswith(f"error: adapter {ref} was erased at {erased_at}")
     assert not target.exists()
 
 
@@ -145,15 +150,11 @@ def test_mint_adapter_pull_writes_only_where_nothing_else_would_be_overwritten(
             app, ["adapter", "pull", served.ref, str(target), *options], env=env
         )
 
-    def errors(result: Result) -> list[str]:
-        """The command's own error lines (the in-process node's threads log there too)."""
-        return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     into_file = pull_into(a_file)
     assert into_file.exit_code == 2, into_file.output
-    assert errors(into_file) == [
+    assert _errors(into_file) == [
         f"error: {a_file} is a file: give a folder to write the adapter's files into"
         " — see `mint adapter pull --help`"
     ]
@@ -164,7 +165,7 @@ def test_mint_adapter_pull_writes_only_where_nothing_else_would_be_overwritten(
     (busy / "README.md").write_text("mine")
     refused = pull_into(busy)
     assert refused.exit_code == 2, refused.output
-    (refusal,) = errors(refused)
+    (refusal,) = _errors(refused)
     assert f"{busy} holds other files (README.md)" in refusal and "--force" in refusal
     assert sorted(p.name for p in busy.iterdir()) == ["README.md"]
 
