@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
@@ -174,3 +174,20 @@ def topic_partitions(kafka: KafkaConnection, topic: str, wait_s: float = 0.0) ->
             time.sleep(0.2)
     finally:
         client.close()
+
+
+def subscribe_known(
+    consumer: KafkaConsumer,
+    topic: str,
+    listener: ConsumerRebalanceListener | None = None,
+    wait_s: float = CREATED_TOPIC_WAIT_S,
+) -> None:
+    """Subscribe `consumer` to `topic` once its metadata holds the topic (or after `wait_s`,
+    for a topic not created yet). kafka-python (3.0.12) joins the group at the first poll
+    with the metadata it has: a leader that lacks the topic's assigns nothing, and the
+    rejoin the metadata asks for when it comes can be lost (see kafka_ownership), which
+    leaves the group's partitions with no reader until the next rebalance."""
+    deadline = time.monotonic() + wait_s
+    while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    consumer.subscribe([topic], listener=listener)

@@ -48,7 +48,7 @@ from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from mint.domain.errors import Unavailable
 
-from .kafka import admin
+from .kafka import admin, subscribe_known
 from .kafka_claims import address_of
 from .kafka_log import KafkaEventLog
 
@@ -132,7 +132,7 @@ class GroupOwnership:
         self.told_in = -1  # the generation whose assignment the listener was last told
         self._untold_since: float | None = None
         self._listener = _Listener(self)
-        self.consumer.subscribe([event_log.topic], listener=self._listener)
+        subscribe_known(self.consumer, event_log.topic, self._listener)
         event_log.use_claims(self)
         event_log.owner_of = self.owner_of
         self._stop = threading.Event()

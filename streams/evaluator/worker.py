@@ -24,7 +24,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from mint.backends.kafka import KafkaConnection
+from mint.backends.kafka import KafkaConnection, subscribe_known
 from mint.backends.kafka_reader import to_recorded
 from mint.blobs.port import BlobStore
 from mint.client import RegistryClient
@@ -83,7 +83,7 @@ class Evaluator:
             # Scoring a poll's revisions may take minutes on a large base.
             max_poll_interval_ms=30 * 60_000,
         )
-        self.consumer.subscribe([self.topic])
+        subscribe_known(self.consumer, self.topic)
 
     def run(self, stop: threading.Event) -> None:
         """Evaluate until `stop` is set; Kafka, S3 or the registry failing only delays it."""

@@ -23,7 +23,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from mint.backends.kafka import KafkaConnection
+from mint.backends.kafka import KafkaConnection, subscribe_known
 from mint.backends.kafka_reader import read_records, to_recorded
 from mint.domain.errors import Unavailable
 from mint.eventlog.port import EventLog
@@ -105,7 +105,7 @@ class Projector:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.session_timeout_ms // 4,
         )
-        self.consumer.subscribe([self.topic], listener=self.assignments)
+        subscribe_known(self.consumer, self.topic, self.assignments)
 
     def run(
         self,

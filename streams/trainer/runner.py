@@ -19,7 +19,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from mint.backends.kafka import KafkaConnection
+from mint.backends.kafka import KafkaConnection, subscribe_known
 from mint.backends.kafka_reader import to_recorded
 from mint.domain.errors import Unavailable
 from mint.training.loop import UpdateLoop
@@ -63,7 +63,7 @@ class Trainer:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.session_timeout_ms // 4,
         )
-        self.consumer.subscribe([self.topic])
+        subscribe_known(self.consumer, self.topic)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Apply update requests until `stop` is set."""

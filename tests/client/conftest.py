@@ -5,9 +5,11 @@ what the live projector would)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,12 +91,40 @@ class _Running:
         self.thread.join(timeout=30)
 
 
+@contextmanager
+def _logged_to(path: Path, *names: str) -> Iterator[None]:
+    """Send the loggers `names` to `path` only. The in-process services log from their
+    own threads, and a CLI test's stderr (the root logger's, while it runs) would hold
+    their lines beside the command's."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+            logger.propagate = True
+        handler.close()
+
+
 @pytest.fixture(scope="package")
 def world(
     kafka: KafkaConnection,
     s3: Minio,
     s3_settings: S3Settings,
     tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ClientWorld]:
+    root = tmp_path_factory.mktemp("client")
+    with _logged_to(root / "services.log", "services", "kafka"):
+        yield from _world(kafka, s3, s3_settings, root)
+
+
+def _world(
+    kafka: KafkaConnection, s3: Minio, s3_settings: S3Settings, root: Path
 ) -> Iterator[ClientWorld]:
     w = new_world(kafka, s3)
     catalog = ProjectionCatalog(S3Objects(s3, w.bucket))
@@ -128,7 +158,7 @@ def world(
             w,
             f"127.0.0.1:{port}",
             f"127.0.0.1:{router.port}",
-            tmp_path_factory.mktemp("client"),
+            root,
             f"http://127.0.0.1:{router.http.port}/v1",
         )
     finally:

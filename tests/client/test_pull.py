@@ -135,7 +135,8 @@ def test_revisions_start_at_1(world: ClientWorld, served: Served, tmp_path: Path
     target = tmp_path / "zero"
     zero = CliRunner().invoke(app, ["adapter", "pull", f"{served.ref}@0", str(target)], env=env)
     assert zero.exit_code == 2
-    assert "revisions start at 1" in zero.stderr and len(zero.stderr.splitlines()) == 1
+    assert _errors(zero) == [f"error: '{served.ref}@0': revisions start at 1 (or name a channel)"]
+    assert "Traceback" not in zero.stderr
     assert not target.exists() and not (tmp_path / "cache").exists()
 
 
