@@ -35,6 +35,7 @@ from mint.eventlog.port import (
     Checkpoint,
     EventLog,
     Metadata,
+    OnForeign,
     Recorded,
     StreamState,
     next_checkpoint,
@@ -172,8 +173,11 @@ class KafkaEventLog(EventLog):
                 if r.envelope.stream_id == stream_id and r.envelope.stream_version > after_version
             ]
 
-    def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
-        return _guarded(read_partitions(self.kafka, self.topic, self._start(after)))
+    def read_all(
+        self, after: Checkpoint | None = None, on_foreign: OnForeign | None = None
+    ) -> Iterator[Recorded]:
+        start = self._start(after)
+        return _guarded(read_partitions(self.kafka, self.topic, start, on_foreign=on_foreign))
 
     def read_partition(self, partition: int, after: int) -> Iterator[Recorded]:
         start = {partition: after}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -11,7 +11,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
-from mint.eventlog.port import Position, Recorded
+from mint.eventlog.port import OnForeign, Position, Recorded
 from mint.v1.events_pb2 import EventEnvelope
 
 from .kafka import KafkaConnection
@@ -47,10 +47,6 @@ def high_watermarks(
 def to_recorded(record: Any) -> Recorded:
     envelope = EventEnvelope.FromString(record.value)
     return Recorded(envelope, Position(record.partition, record.offset), record.value)
-
-
-# Told of each record that is no event envelope (partition, offset, why), which is skipped.
-OnForeign = Callable[[int, int, str], None]
 
 
 def read_partitions(

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from mint.domain.errors import VersionConflict
 from mint.domain.events import Event
 from mint.eventlog.chain import stored_bytes
@@ -21,6 +23,7 @@ from mint.eventlog.port import (
     Checkpoint,
     EventLog,
     Metadata,
+    OnForeign,
     Position,
     Recorded,
     build_envelopes,
@@ -113,7 +116,9 @@ class SqliteEventLog(EventLog):
         )
         return [_recorded(position, blob) for position, blob in rows]
 
-    def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
+    def read_all(
+        self, after: Checkpoint | None = None, on_foreign: OnForeign | None = None
+    ) -> Iterator[Recorded]:
         start = (after or {}).get(0, 0)  # next offset to read; offsets are rowids
         end = self._end()
         rows = (
@@ -126,7 +131,14 @@ class SqliteEventLog(EventLog):
             .fetchall()
         )
         for position, blob in rows:
-            yield _recorded(position, blob)
+            try:
+                recorded = _recorded(position, blob)
+            except DecodeError as exc:
+                if on_foreign is None:
+                    raise
+                on_foreign(0, position, f"no event envelope: {exc}")
+                continue
+            yield recorded
 
     def subscribe(self, after: Checkpoint | None, idle_timeout_s: float) -> Iterator[Recorded]:
         checkpoint = dict(after or {})

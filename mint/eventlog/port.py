@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -95,6 +95,10 @@ class AppendResult:
     duplicate: bool = False  # True: a retry of an earlier request; nothing was appended
 
 
+# Told of each record that is no event envelope (partition, offset, why), which is skipped.
+OnForeign = Callable[[int, int, str], None]
+
+
 class EventLog(ABC):
     partitions: int = 1  # positions name partitions 0 .. partitions - 1
 
@@ -131,8 +135,12 @@ class EventLog(ABC):
         return StreamState.of(self.read_stream(stream_id))
 
     @abstractmethod
-    def read_all(self, after: Checkpoint | None = None) -> Iterator[Recorded]:
-        """Events from `after` (default: the beginning) up to the end as of this call."""
+    def read_all(
+        self, after: Checkpoint | None = None, on_foreign: OnForeign | None = None
+    ) -> Iterator[Recorded]:
+        """Events from `after` (default: the beginning) up to the end as of this call. A
+        record that is no event envelope raises DecodeError, or, given `on_foreign`, is
+        passed to it and skipped."""
 
     def read_partition(self, partition: int, after: int) -> Iterator[Recorded]:
         """One partition's events from offset `after` (the next to read) up to its end as

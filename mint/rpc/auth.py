@@ -11,9 +11,9 @@ Only a `"platform": true` principal (the evaluator worker, streams/evaluator) re
 platform evaluations: the flag comes from this table, never from a request.
 
 The file is read again when it changes (checked at most every `reload_s` on the next
-call), so a token removed from it is refused from then on without a restart. A file that
-no longer parses leaves the last good table in force, and says so in the log and in
-`mint_tokens_file_rejected`.
+call or metrics scrape), so a token removed from it is refused from then on without a
+restart. A file that no longer parses leaves the last good table in force, and says so in
+the log and in `mint_tokens_file_rejected`.
 
 A service (the router) calling another MinT server on a caller's behalf (a node) names
 that caller in metadata, which the server (`OnBehalf`) trusts only from a service: a
@@ -102,11 +102,15 @@ class TokenTable:
         principal = self.authenticate(metadata)
         return named_caller(metadata) if principal.service else principal
 
-    def _current(self) -> dict[str, Principal]:
+    def refresh(self) -> None:
+        """Take the file's tokens if it changed (checked at most every `reload_s`)."""
         if self._source is not None:
             fresh = self._source.changed()
             if fresh is not None:
                 self._by_digest = dict(fresh)
+
+    def _current(self) -> dict[str, Principal]:
+        self.refresh()
         return self._by_digest
 
 
@@ -149,6 +153,7 @@ class TokenMetrics(Collector):
         self.tokens = tokens
 
     def collect(self) -> Iterator[Metric]:
+        self.tokens.refresh()  # a scrape finds a broken file even while no call comes
         yield CounterMetricFamily(
             "mint_tokens_reload_failures",
             "Times the changed tokens file could not be read or parsed",

@@ -51,17 +51,33 @@ POLL_RECORDS = 1000
 
 
 def rebuild(event_log: EventLog, sink: S3Sink) -> int:
-    """Project the whole log from the beginning into `sink`; return events applied."""
+    """Project the whole log from the beginning into `sink`; return events applied. A
+    record no registry wrote is skipped and logged, as the live projector skips it."""
     planner, count = Planner(), 0
     batch: list[Operation] = []
-    for recorded in event_log.read_all():
-        batch += planner.plan(recorded)
+    for recorded in event_log.read_all(on_foreign=_log_foreign):
+        try:
+            batch += planner.plan(recorded)
+        except FOREIGN as exc:
+            position = recorded.position
+            _log_foreign(position.partition, position.offset, f"{type(exc).__name__}: {exc}")
+            continue
         count += 1
         if count % POLL_RECORDS == 0:
             sink.apply(batch)
             batch = []
     sink.apply(batch)
     return count
+
+
+def _log_foreign(partition: int, offset: int, why: str) -> None:
+    log.error(
+        "partition %d offset %d is not an event a registry wrote (%s); skipped: "
+        "run `python -m mint.audit verify` to see what else the log holds",
+        partition,
+        offset,
+        why,
+    )
 
 
 class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -176,14 +192,7 @@ class Projector:
         except FOREIGN as exc:
             if not report:
                 return []
-            log.error(
-                "partition %d offset %d is not an event a registry wrote (%s: %s); skipped: "
-                "run `python -m mint.audit verify` to see what else the log holds",
-                record.partition,
-                record.offset,
-                type(exc).__name__,
-                exc,
-            )
+            _log_foreign(record.partition, record.offset, f"{type(exc).__name__}: {exc}")
             self.metrics.skipped()
             return []
 

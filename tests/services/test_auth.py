@@ -131,6 +131,19 @@ def test_a_broken_file_keeps_the_last_good_tokens_and_says_so(
     assert metrics.get_sample_value("mint_tokens_file_rejected") == 0
 
 
+def test_a_scrape_finds_a_broken_file_while_no_call_comes(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": [_entry("a", "alice")]}))
+    table = TokenTable.from_file(path, reload_s=0.1)
+    metrics = CollectorRegistry()
+    metrics.register(TokenMetrics(table))
+    assert metrics.get_sample_value("mint_tokens_file_rejected") == 0
+    path.write_text("not json")
+    time.sleep(0.15)
+    assert metrics.get_sample_value("mint_tokens_file_rejected") == 1
+    assert metrics.get_sample_value("mint_tokens_reload_failures_total") == 1
+
+
 def test_a_file_that_does_not_parse_at_start_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
     path.write_text(json.dumps({"tokens": [{"principal": "alice"}]}))

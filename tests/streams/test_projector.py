@@ -253,6 +253,9 @@ def test_records_no_registry_wrote_are_skipped_and_counted_not_fatal(world: dict
     assert not any("ghost" in name or "squat" in name for name in names)
     restarted = _project(world, bucket)  # a new member folds past them to its offsets
     assert restarted.written == 0
+    rebuilt = f"rebuilt-{bucket}"  # a rebuild skips them too
+    rebuild(world["log"], S3Sink(world["s3"], rebuilt, blobs_bucket=world["topic"], kek=TEST_KEK))
+    assert _objects(world["s3"], rebuilt) == _objects(world["s3"], bucket)
 
 
 def test_metrics_endpoint_reports_lag_and_health() -> None:
